@@ -1,0 +1,1 @@
+"""raybus wiring: configuration, launching a bus on Ray, pools, the CLI, local services."""
