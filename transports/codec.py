@@ -52,6 +52,7 @@ DEFAULT_LIMITS = DecodeLimits()
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
 
 
 def _check_depth(text: str, max_depth: int) -> None:
@@ -59,16 +60,17 @@ def _check_depth(text: str, max_depth: int) -> None:
     if text.count("[") + text.count("{") <= max_depth:
         return
     brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    # Each round removes the innermost empty pairs, so the number of rounds needed to
-    # empty the string is the nesting depth. All work is in C string operations.
+    # Each round removes the innermost empty pairs (one pass, so a pair that a removal
+    # creates waits for the next round): the number of rounds needed to empty the string
+    # is the nesting depth. All work is in C regex operations.
     for _ in range(max_depth):
-        reduced = brackets.replace("[]", "").replace("{}", "")
+        reduced = _EMPTY_PAIR.sub("", brackets)
         if reduced == brackets:
             return  # unbalanced: the JSON parser reports it
         brackets = reduced
         if not brackets:
             return
-    if brackets.replace("[]", "").replace("{}", "") != brackets:
+    if _EMPTY_PAIR.search(brackets):
         raise ParseError(f"JSON nesting is deeper than {max_depth}")
 
 
@@ -143,6 +145,8 @@ def message_from_json(obj: Any) -> TransportMessage:
         raise InvalidRequest('"jsonrpc" must be exactly "2.0"', request_id)
     model: type[Request] | type[Notification] | type[Response]
     if "method" in obj:
+        if "params" in obj and obj["params"] is None:
+            raise InvalidRequest("params, when present, must be an object or an array", request_id)
         model = Request if "id" in obj else Notification
     elif "result" in obj or "error" in obj:
         model = Response

@@ -44,13 +44,8 @@ class _Message(BaseModel):
 
 class _MethodMessage(_Message):
     method: StrictStr
+    # None means "absent"; an explicit JSON null is refused by the codec (spec 4.2).
     params: Params | None = None
-
-    @model_validator(mode="after")
-    def _params_not_null(self) -> Self:
-        if self.params is None and "params" in self.model_fields_set:
-            raise ValueError("params, when present, must be an object or an array")
-        return self
 
 
 class Request(_MethodMessage):
