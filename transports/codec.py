@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate, dropwhile
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +51,10 @@ class DecodeLimits:
 
 DEFAULT_LIMITS = DecodeLimits()
 
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# Unrolled-loop form of "a JSON string": linear, no backtracking between alternatives.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
+_BRACKET_WEIGHT = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def _check_depth(text: str, max_depth: int) -> None:
@@ -60,17 +62,11 @@ def _check_depth(text: str, max_depth: int) -> None:
     if text.count("[") + text.count("{") <= max_depth:
         return
     brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    # Each round removes the innermost empty pairs (one pass, so a pair that a removal
-    # creates waits for the next round): the number of rounds needed to empty the string
-    # is the nesting depth. All work is in C regex operations.
-    for _ in range(max_depth):
-        reduced = _EMPTY_PAIR.sub("", brackets)
-        if reduced == brackets:
-            return  # unbalanced: the JSON parser reports it
-        brackets = reduced
-        if not brackets:
-            return
-    if _EMPTY_PAIR.search(brackets):
+    # The running sum of +1/-1 is the nesting depth; dropwhile stops at the first level
+    # past the bound. Every step runs in C, so deep input is refused after max_depth + 1
+    # brackets and wide input costs one linear pass, never the recursive parser.
+    depths = accumulate(map(_BRACKET_WEIGHT.__getitem__, brackets))
+    if next(dropwhile(max_depth.__ge__, depths), None) is not None:
         raise ParseError(f"JSON nesting is deeper than {max_depth}")
 
 
