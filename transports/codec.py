@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import accumulate, dropwhile
 from dataclasses import dataclass
+from itertools import accumulate, dropwhile
 from typing import Any
 
 from pydantic import ValidationError

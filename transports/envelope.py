@@ -37,6 +37,10 @@ class Envelope:
         deadline_unix_s: wall-clock deadline, seconds since the epoch; None = no deadline.
         traceparent / tracestate: W3C trace context.
         idempotency_key: lets a ledger recognise a redelivered call.
+        method / name: the JSON-RPC method and the tool, prompt or resource it names
+            (MCP's Mcp-Method / Mcp-Name), read once at the edge so routers never
+            decode a body to route it.
+        attributes: extra string pairs a wrapper needs (sorted, hashable).
     """
 
     client_id: str = ""
@@ -47,6 +51,8 @@ class Envelope:
     traceparent: str | None = None
     tracestate: str | None = None
     idempotency_key: str | None = None
+    method: str | None = None
+    name: str | None = None
     attributes: tuple[tuple[str, str], ...] = field(default=())
 
     @property
@@ -89,6 +95,10 @@ class Envelope:
             headers["tracestate"] = self.tracestate
         if self.idempotency_key is not None:
             headers[f"{_HEADER_PREFIX}idempotency-key"] = self.idempotency_key
+        if self.method is not None:
+            headers["mcp-method"] = self.method
+        if self.name is not None:
+            headers["mcp-name"] = self.name
         for name, value in self.attributes:
             headers[f"{_HEADER_PREFIX}attr-{name}"] = value
         return headers
@@ -126,6 +136,8 @@ class Envelope:
             traceparent=headers.get("traceparent"),
             tracestate=headers.get("tracestate"),
             idempotency_key=get("idempotency-key"),
+            method=headers.get("mcp-method"),
+            name=headers.get("mcp-name"),
             attributes=tuple(
                 sorted(
                     (name.removeprefix(attr_prefix), value)

@@ -33,6 +33,7 @@ __all__ = [
     "METHOD_NOT_FOUND",
     "PARSE_ERROR",
     "BusError",
+    "BusErrorCode",
     "BusTimeout",
     "ConnectionClosed",
     "EnvelopeNotSupported",
@@ -53,6 +54,18 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
 JSONRPCId = str | int
+
+
+class BusErrorCode:
+    """raybus's own JSON-RPC error codes, outside the reserved -32768..-32000 range."""
+
+    DEADLINE_EXCEEDED = 1001
+    OVERLOADED = 1002
+    CIRCUIT_OPEN = 1003
+    OUTCOME_UNKNOWN = 1004  # the worker was lost after the call may have started
+    CANCELLED = 1005
+    SHUTTING_DOWN = 1006
+    UPSTREAM_FAILED = 1007  # the hosted server failed (crashed, unreachable)
 
 
 class BusError(Exception):

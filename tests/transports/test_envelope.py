@@ -27,6 +27,8 @@ def test_headers_round_trip_every_field() -> None:
         traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         tracestate="vendor=x",
         idempotency_key="k-1",
+        method="tools/call",
+        name="add",
         attributes=(("pool", "calc"),),
     )
     assert Envelope.from_headers(envelope.to_headers()) == envelope

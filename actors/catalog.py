@@ -1,0 +1,117 @@
+"""What an MCP server offers (tools, resources, templates, prompts) and where it lives.
+
+A :class:`Catalog` holds the MCP wire objects as the server listed them. Workers send
+its digest with every heartbeat and the catalog itself only when the digest changes.
+:class:`CapabilityIndex` maps a tool, prompt or resource to the pool serving it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CapabilityIndex", "Catalog", "Kind"]
+
+logger = logging.getLogger(__name__)
+
+JSONObject = dict[str, Any]
+
+
+class Kind:
+    TOOL = "tool"
+    PROMPT = "prompt"
+    RESOURCE = "resource"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    tools: tuple[JSONObject, ...] = ()
+    resources: tuple[JSONObject, ...] = ()
+    resource_templates: tuple[JSONObject, ...] = ()
+    prompts: tuple[JSONObject, ...] = ()
+    digest: str = field(default="", compare=False)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        tools: list[JSONObject] | None = None,
+        resources: list[JSONObject] | None = None,
+        resource_templates: list[JSONObject] | None = None,
+        prompts: list[JSONObject] | None = None,
+    ) -> Catalog:
+        parts = (
+            tuple(tools or ()),
+            tuple(resources or ()),
+            tuple(resource_templates or ()),
+            tuple(prompts or ()),
+        )
+        canonical = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
+        return cls(*parts, digest=hashlib.sha256(canonical).hexdigest()[:16])
+
+    def names(self, kind: str) -> set[str]:
+        if kind == Kind.TOOL:
+            return {t["name"] for t in self.tools}
+        if kind == Kind.PROMPT:
+            return {p["name"] for p in self.prompts}
+        return {r["uri"] for r in self.resources}
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    # RFC 6570 level-1 matching is all MCP servers use for routing: {var} matches one
+    # path segment, {+var} / {/var...} anything.
+    out = []
+    for literal, expression in re.findall(r"([^{]*)(\{[^}]*\})?", template):
+        out.append(re.escape(literal))
+        if expression:
+            out.append(".+" if expression[1] in "+#/" else "[^/]+")
+    return re.compile("".join(out) + r"\Z")
+
+
+@dataclass
+class CapabilityIndex:
+    """name -> pool for tools and prompts, uri (or template) -> pool for resources.
+
+    When two pools offer the same name, the pool that registered it first keeps it (and a
+    warning names both): routing must never flip between pools on heartbeat order.
+    """
+
+    by_kind: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {Kind.TOOL: {}, Kind.PROMPT: {}, Kind.RESOURCE: {}}
+    )
+    templates: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, catalogs: list[tuple[str, Catalog]]) -> CapabilityIndex:
+        index = cls()
+        for pool, catalog in catalogs:
+            for kind in (Kind.TOOL, Kind.PROMPT, Kind.RESOURCE):
+                table = index.by_kind[kind]
+                for name in sorted(catalog.names(kind)):
+                    owner = table.setdefault(name, pool)
+                    if owner != pool:
+                        logger.warning(
+                            "%s %r is offered by pools %s and %s; using %s",
+                            kind,
+                            name,
+                            owner,
+                            pool,
+                            owner,
+                        )
+            for template in catalog.resource_templates:
+                index.templates.append((_template_pattern(template["uriTemplate"]), pool))
+        return index
+
+    def pool_for(self, kind: str, name: str) -> str | None:
+        pool = self.by_kind[kind].get(name)
+        if pool is None and kind == Kind.RESOURCE:
+            pool = next((p for pattern, p in self.templates if pattern.match(name)), None)
+        return pool
+
+    def pools(self) -> set[str]:
+        names = {p for table in self.by_kind.values() for p in table.values()}
+        return names | {p for _, p in self.templates}

@@ -1,0 +1,397 @@
+"""One MCP server session shared by every client a worker serves.
+
+The worker is the MCP *client* of its server: it performs the handshake once, then
+forwards calls from many bus clients over the one session. Because JSON-RPC ids and
+progress tokens are only unique per client, every forwarded request gets a session-local
+id and progress token, mapped back on the way out. Whatever the server sends about a
+request (progress, logs, sampling / elicitation / roots requests) goes to the client that
+owns that request, and that client's answer comes back to the server with the server's
+own id. A server that dies fails its in-flight calls with ``UPSTREAM_FAILED`` and is
+restarted with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+from actors.catalog import Catalog
+from actors.server_links import ServerLink
+from transports.envelope import CorrelationKey
+from transports.errors import METHOD_NOT_FOUND, BusError, BusErrorCode
+from transports.frame import Frame
+from transports.message import JSONRPCId, Notification, Request, Response, TransportMessage
+
+__all__ = ["HostedServer", "OutboundSink"]
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "2025-11-25"
+CLIENT_CAPABILITIES: dict[str, Any] = {
+    "sampling": {},
+    "elicitation": {"form": {}, "url": {}},
+    "roots": {"listChanged": True},
+}
+_HANDSHAKE_TIMEOUT_S = 30.0
+_LIST_METHODS = {
+    "tools": ("tools/list", "tools"),
+    "resources": ("resources/list", "resources"),
+    "resource_templates": ("resources/templates/list", "resourceTemplates"),
+    "prompts": ("prompts/list", "prompts"),
+}
+
+OutboundSink = Callable[[str, Frame], None]
+
+
+@dataclass
+class _Call:
+    frame: Frame | None  # None for the worker's own requests (handshake, lists)
+    original_id: JSONRPCId | None
+    progress_token: Any
+    future: asyncio.Future[Response | None]
+
+
+class HostedServer:
+    """Drives one :class:`ServerLink`; see the module docstring.
+
+    Args:
+        link_factory: makes a fresh link (called again for each restart).
+        sink: ``sink(destination, frame)`` sends a frame to a client endpoint.
+        address: where clients send their answers to server requests (the worker).
+        on_catalog_changed: called after the server's lists changed and were re-read.
+    """
+
+    def __init__(
+        self,
+        link_factory: Callable[[], ServerLink],
+        *,
+        sink: OutboundSink,
+        address: str,
+        on_catalog_changed: Callable[[], None] = lambda: None,
+        restart_backoff_s: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self._link_factory = link_factory
+        self._sink = sink
+        self._address = address
+        self._on_catalog_changed = on_catalog_changed
+        self._backoff_min_s, self._backoff_max_s = restart_backoff_s
+        self._ids = itertools.count(1)
+        self._link: ServerLink | None = None
+        self._calls: dict[int, _Call] = {}
+        self._by_key: dict[CorrelationKey, int] = {}
+        self._server_requests: dict[str, tuple[JSONRPCId, ServerLink]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.connected = asyncio.Event()
+        self.catalog = Catalog.of()
+        self.server_info: dict[str, Any] = {}
+        self.restarts = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and handshake; raises if the first connection fails."""
+        await self._connect()
+
+    async def _connect(self) -> None:
+        link = self._link_factory()
+        await link.open()
+        self._link = link
+        self._reader = asyncio.create_task(self._read_loop(link))
+        try:
+            async with asyncio.timeout(_HANDSHAKE_TIMEOUT_S):
+                init = await self._request(
+                    "initialize",
+                    {
+                        "protocolVersion": PROTOCOL_VERSION,
+                        "capabilities": CLIENT_CAPABILITIES,
+                        "clientInfo": {"name": "raybus-worker", "version": "0.1.0"},
+                    },
+                )
+                self.server_info = init
+                await link.send(Notification(method="notifications/initialized"))
+                await self._refresh_catalog()
+        except (BusError, TimeoutError):
+            await link.close()
+            raise
+        self.connected.set()
+
+    async def close(self) -> None:
+        self._closing = True
+        self.connected.clear()
+        if self._link is not None:
+            await self._link.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._fail_all("worker shut down", BusErrorCode.SHUTTING_DOWN)
+
+    # -- calls -----------------------------------------------------------------------
+
+    async def call(self, frame: Frame, timeout_s: float | None) -> Response | None:
+        """Forward one client request; returns its response (None if cancelled).
+
+        The response carries the client's own JSON-RPC id. Deadline, cancellation and
+        server failure all end in a response too, so the caller always has one outcome.
+        """
+        request = frame.decode()
+        if not isinstance(request, Request):
+            raise ValueError("only requests are forwarded to the server")
+        link = self._link
+        if link is None or not self.connected.is_set():
+            return Response.failure(
+                request.id, BusErrorCode.UPSTREAM_FAILED, "MCP server is restarting"
+            )
+        local_id = next(self._ids)
+        params, token = _with_local_progress_token(request.params, local_id)
+        call = _Call(frame, request.id, token, asyncio.get_running_loop().create_future())
+        self._calls[local_id] = call
+        key = frame.envelope.correlation_key
+        self._by_key[key] = local_id
+        try:
+            await link.send(Request(id=local_id, method=request.method, params=params))
+            async with asyncio.timeout(timeout_s):
+                return await call.future
+        except TimeoutError:
+            await self._tell_cancelled(local_id, "deadline exceeded")
+            return Response.failure(
+                request.id, BusErrorCode.DEADLINE_EXCEEDED, "deadline exceeded while the tool ran"
+            )
+        except BusError as exc:
+            return Response.failure(
+                request.id, BusErrorCode.UPSTREAM_FAILED, f"MCP server unreachable: {exc}"
+            )
+        finally:
+            self._calls.pop(local_id, None)
+            self._by_key.pop(key, None)
+
+    async def cancel(self, key: CorrelationKey) -> bool:
+        """Cancel a forwarded call; the server is told and the call resolves as None."""
+        local_id = self._by_key.get(key)
+        call = self._calls.get(local_id) if local_id is not None else None
+        if call is None or local_id is None:
+            return False
+        await self._tell_cancelled(local_id, "cancelled by the client")
+        if not call.future.done():
+            call.future.set_result(None)
+        return True
+
+    async def answer(self, frame: Frame) -> None:
+        """A client's response to a server-to-client request: pass it to the server."""
+        response = frame.decode()
+        if not isinstance(response, Response) or not isinstance(response.id, str):
+            return
+        entry = self._server_requests.pop(response.id, None)
+        if entry is None:
+            logger.debug("answer to unknown server request %s dropped", response.id)
+            return
+        server_id, link = entry
+        if link is self._link:
+            with contextlib.suppress(BusError):
+                await link.send(response.model_copy(update={"id": server_id}))
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for c in self._calls.values() if c.frame is not None)
+
+    # -- internals -------------------------------------------------------------------
+
+    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        link = self._link
+        assert link is not None
+        local_id = next(self._ids)
+        call = _Call(None, None, None, asyncio.get_running_loop().create_future())
+        self._calls[local_id] = call
+        try:
+            await link.send(Request(id=local_id, method=method, params=params))
+            response = await call.future
+        finally:
+            self._calls.pop(local_id, None)
+        if response is None or response.error is not None or not isinstance(response.result, dict):
+            detail = response.error.message if response and response.error else "no result"
+            raise BusError(f"{method} failed: {detail}")
+        return response.result
+
+    async def _refresh_catalog(self) -> None:
+        capabilities = self.server_info.get("capabilities", {})
+        lists: dict[str, list[dict[str, Any]]] = {}
+        for field_name, (method, member) in _LIST_METHODS.items():
+            capability = "resources" if field_name == "resource_templates" else field_name
+            if capability not in capabilities:
+                continue
+            items: list[dict[str, Any]] = []
+            cursor: str | None = None
+            for _ in range(1000):  # bounded pagination
+                page = await self._request(method, {"cursor": cursor} if cursor else {})
+                items.extend(page.get(member, []))
+                cursor = page.get("nextCursor")
+                if not cursor:
+                    break
+            lists[field_name] = items
+        self.catalog = Catalog.of(**lists)
+
+    async def _tell_cancelled(self, local_id: int, reason: str) -> None:
+        if self._link is None:
+            return
+        with contextlib.suppress(BusError):
+            await self._link.send(
+                Notification(
+                    method="notifications/cancelled",
+                    params={"requestId": local_id, "reason": reason},
+                )
+            )
+
+    async def _read_loop(self, link: ServerLink) -> None:
+        try:
+            while True:
+                message, related = await link.receive()
+                try:
+                    await self._on_server_message(link, message, related)
+                except Exception:  # one bad message must not stop the session
+                    logger.exception("failed to handle a message from the MCP server")
+        except BusError as exc:
+            if link is not self._link or self._closing:
+                return
+            logger.warning("MCP server connection lost: %s", exc)
+            self.connected.clear()
+            self._fail_all(f"MCP server connection lost: {exc}", BusErrorCode.UPSTREAM_FAILED)
+            self._spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = self._backoff_min_s
+        while not self._closing:
+            await asyncio.sleep(delay)  # backoff between restarts, not synchronisation
+            try:
+                await self._connect()
+            except (BusError, OSError, TimeoutError) as exc:
+                logger.warning("MCP server restart failed (%s); next try in %.1f s", exc, delay)
+                delay = min(delay * 2, self._backoff_max_s)
+                continue
+            self.restarts += 1
+            logger.info("MCP server restarted (restart %d)", self.restarts)
+            self._on_catalog_changed()
+            return
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)  # keep a reference: the loop holds tasks weakly
+        task.add_done_callback(self._background.discard)
+
+    def _fail_all(self, reason: str, code: int) -> None:
+        for call in list(self._calls.values()):
+            if not call.future.done():
+                call.future.set_result(
+                    Response.failure(call.original_id, code, reason)
+                    if call.original_id is not None
+                    else None
+                )
+        self._server_requests.clear()
+
+    async def _on_server_message(
+        self, link: ServerLink, message: TransportMessage, related: JSONRPCId | None
+    ) -> None:
+        if isinstance(message, Response):
+            call = self._calls.get(message.id) if isinstance(message.id, int) else None
+            if call is None:
+                logger.debug("response to unknown id %r dropped", message.id)
+            elif not call.future.done():
+                outcome = (
+                    message
+                    if call.original_id is None
+                    else message.model_copy(update={"id": call.original_id})
+                )
+                call.future.set_result(outcome)
+            return
+        if isinstance(message, Request):
+            await self._on_server_request(link, message, related)
+            return
+        await self._on_notification(message, related)
+
+    def _owner(self, related: JSONRPCId | None) -> _Call | None:
+        if isinstance(related, str) and related.isdigit():
+            related = int(related)  # the SDK may stringify the id it relates to
+        if isinstance(related, int):
+            call = self._calls.get(related)
+            if call is not None and call.frame is not None:
+                return call
+        client_calls = [c for c in self._calls.values() if c.frame is not None]
+        # Without a relation, only an unambiguous owner may receive it: never guess.
+        return client_calls[0] if related is None and len(client_calls) == 1 else None
+
+    def _emit(self, owner: _Call, message: TransportMessage, **envelope_changes: Any) -> None:
+        assert owner.frame is not None
+        envelope = owner.frame.envelope
+        if envelope.reply_to is None:
+            return
+        self._sink(envelope.reply_to, Frame.of(replace(envelope, **envelope_changes), message))
+
+    async def _on_server_request(
+        self, link: ServerLink, request: Request, related: JSONRPCId | None
+    ) -> None:
+        if request.method == "ping":
+            await link.send(Response.success(request.id, {}))
+            return
+        owner = self._owner(related)
+        if owner is None:
+            await link.send(
+                Response.failure(
+                    request.id, METHOD_NOT_FOUND, f"{request.method} has no client to answer it"
+                )
+            )
+            return
+        token = f"{self._address}#{next(self._ids)}"
+        self._server_requests[token] = (request.id, link)
+        self._emit(
+            owner,
+            Request(id=token, method=request.method, params=request.params),
+            reply_to=self._address,
+        )
+
+    async def _on_notification(self, notification: Notification, related: JSONRPCId | None) -> None:
+        method = notification.method
+        if method.endswith("/list_changed"):
+            self._spawn(self._catalog_changed())
+            return
+        params = notification.params if isinstance(notification.params, dict) else {}
+        if method == "notifications/progress":
+            token = params.get("progressToken")
+            local_id = token if isinstance(token, int) else None
+            owner = self._calls.get(local_id) if local_id is not None else None
+            if owner is None or owner.frame is None:
+                return
+            self._emit(
+                owner,
+                Notification(
+                    method=method, params={**params, "progressToken": owner.progress_token}
+                ),
+            )
+            return
+        owner = self._owner(related)
+        if owner is not None:
+            self._emit(owner, notification)
+        else:
+            logger.debug("notification %s with no owner dropped", method)
+
+    async def _catalog_changed(self) -> None:
+        try:
+            await self._refresh_catalog()
+        except BusError as exc:
+            logger.warning("could not re-read the server's lists: %s", exc)
+            return
+        self._on_catalog_changed()
+
+
+def _with_local_progress_token(params: Any, local_id: int) -> tuple[Any, Any]:
+    """Swap the client's progress token for the session-local id (tokens collide across clients)."""
+    if not isinstance(params, dict):
+        return params, None
+    meta = params.get("_meta")
+    if not isinstance(meta, dict) or "progressToken" not in meta:
+        return params, None
+    return {**params, "_meta": {**meta, "progressToken": local_id}}, meta["progressToken"]

@@ -1,0 +1,95 @@
+"""An official-SDK MCP server exercising what the bus must carry end to end.
+
+Tools that echo, sleep (cancellable, leaving a marker file when cancelled), report
+progress, log, ask the client to sample, fail, and count their own calls; a resource and
+a prompt. Tests, benchmarks and notebooks host it by import path
+(``cluster.examples.testkit:server``) or run it on stdio (``python -m
+cluster.examples.testkit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import mcp_types as types
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("testkit")
+
+_calls = {"count": 0}
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Return the text unchanged."""
+    _calls["count"] += 1
+    return text
+
+
+@server.tool()
+def whoami() -> dict[str, int]:
+    """The serving process id and how many echo calls it has served."""
+    return {"pid": os.getpid(), "echo_calls": _calls["count"]}
+
+
+@server.tool()
+async def nap(seconds: float, marker: str = "") -> str:
+    """Sleep; when cancelled, write ``marker`` (a file path) before giving up."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        if marker:
+            Path(marker).write_text("cancelled")
+        raise
+    return f"slept {seconds}"
+
+
+@server.tool()
+async def count_with_progress(steps: int, ctx: Context) -> int:
+    """Report progress ``steps`` times, then return ``steps``."""
+    for step in range(1, steps + 1):
+        await ctx.report_progress(step, steps, f"step {step}")
+    return steps
+
+
+@server.tool()
+async def shout(message: str, ctx: Context) -> str:
+    """Log ``message`` at info level to the caller, then return it upper-cased."""
+    await ctx.info(message)
+    return message.upper()
+
+
+@server.tool()
+async def ask(question: str, ctx: Context) -> str:
+    """Ask the caller's client to sample a model answer (server-to-client request)."""
+    result = await ctx.session.create_message(
+        [types.SamplingMessage(role="user", content=types.TextContent(type="text", text=question))],
+        max_tokens=50,
+        related_request_id=ctx.request_id,
+    )
+    content = result.content
+    return content.text if isinstance(content, types.TextContent) else str(content)
+
+
+@server.tool()
+def fail(reason: str) -> str:
+    """Always raises, so the caller sees a tool error (isError)."""
+    raise RuntimeError(reason)
+
+
+@server.resource("testkit://greeting")
+def greeting() -> str:
+    """A fixed greeting."""
+    return "hello from testkit"
+
+
+@server.prompt()
+def summarize(topic: str) -> str:
+    """A prompt asking for a summary of ``topic``."""
+    return f"Summarize {topic} in one sentence."
+
+
+if __name__ == "__main__":
+    server.run()
