@@ -1,12 +1,17 @@
-"""Coalesce messages per destination into one call per event-loop turn.
+"""Coalesce messages per destination into batches, in order, one batch in flight each.
 
 An actor call costs about a millisecond here, so nothing in raybus sends one message per
-call. Items put in the same loop turn (and while a previous batch is being submitted) go
-out together: at low load a message leaves at once, under load batches grow by
-themselves. There is no linger timer, so batching never adds latency.
+call. Items for a destination go out as one batch per event-loop turn; while a batch is
+in flight, new items wait and leave together as the next batch. So:
 
-``submit(destination, items)`` must start the send synchronously (e.g. ``.remote()``) and
-may return an awaitable for its completion; submission order per destination is kept.
+* at low load a message leaves at once (no linger timer, batching adds no latency);
+* under load batches grow by themselves, one call per destination per round trip;
+* order per destination is kept even when the receiver is an async Ray actor, which
+  may run concurrent calls out of submission order: the next batch is only sent once
+  the previous one has been accepted.
+
+``submit(destination, items)`` starts the send and returns an awaitable for its
+completion (or None when it completed synchronously).
 """
 
 from __future__ import annotations
@@ -39,18 +44,14 @@ class Outbox(Generic[D, T]):
         self._on_failure = on_failure
         self._max_batch = max_batch
         self._pending: dict[D, list[T]] = {}
+        self._in_flight: dict[D, asyncio.Task[None]] = {}
         self._scheduled = False
-        self._in_flight: set[asyncio.Task[None]] = set()
 
     def put(self, destination: D, item: T) -> None:
         self._pending.setdefault(destination, []).append(item)
-        if not self._scheduled:
+        if destination not in self._in_flight and not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-
-    def put_many(self, destination: D, items: list[T]) -> None:
-        for item in items:
-            self.put(destination, item)
 
     @property
     def pending(self) -> int:
@@ -58,19 +59,28 @@ class Outbox(Generic[D, T]):
 
     def _flush(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, {}
-        for destination, items in pending.items():
-            for start in range(0, len(items), self._max_batch):
-                batch = items[start : start + self._max_batch]
-                try:
-                    completion = self._submit(destination, batch)
-                except Exception as exc:  # noqa: BLE001 - one failed submit must not lose the others
-                    self._failed(destination, batch, exc)
-                    continue
-                if completion is not None:
-                    task = asyncio.ensure_future(self._watch(destination, batch, completion))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
+        for destination in list(self._pending):
+            if destination not in self._in_flight:
+                self._send_next(destination)
+
+    def _send_next(self, destination: D) -> None:
+        items = self._pending.pop(destination, None)
+        if not items:
+            return
+        batch, rest = items[: self._max_batch], items[self._max_batch :]
+        if rest:
+            self._pending[destination] = rest
+        try:
+            completion = self._submit(destination, batch)
+        except Exception as exc:  # noqa: BLE001 - one failed submit must not lose the others
+            self._failed(destination, batch, exc)
+            completion = None
+        if completion is None:
+            if destination in self._pending:
+                self._send_next(destination)
+            return
+        task = asyncio.ensure_future(self._watch(destination, batch, completion))
+        self._in_flight[destination] = task
 
     async def _watch(self, destination: D, batch: list[T], completion: Awaitable[object]) -> None:
         try:
@@ -79,6 +89,9 @@ class Outbox(Generic[D, T]):
             raise
         except Exception as exc:  # noqa: BLE001 - the watcher is the top of this send's task
             self._failed(destination, batch, exc)
+        finally:
+            self._in_flight.pop(destination, None)
+        self._send_next(destination)
 
     def _failed(self, destination: D, batch: list[T], exc: BaseException) -> None:
         if self._on_failure is None:
@@ -87,8 +100,12 @@ class Outbox(Generic[D, T]):
             self._on_failure(destination, batch, exc)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
-        """Submit what is pending and wait (bounded) for every submitted batch."""
-        if self._pending:
-            self._flush()
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=timeout_s)
+        """Send everything pending and wait (bounded) until it has been accepted."""
+        async with asyncio.timeout(timeout_s):
+            while self._pending or self._in_flight:
+                if self._pending and not self._scheduled:
+                    self._flush()
+                if self._in_flight:
+                    await asyncio.wait(set(self._in_flight.values()))
+                else:
+                    await asyncio.sleep(0)

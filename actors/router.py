@@ -59,7 +59,7 @@ class RouterConfig(BaseModel):
 class RouterPorts(Protocol):
     """How the router reaches other actors (Ray handles in production, fakes in tests)."""
 
-    def deliver(self, worker: str, frames: list[Frame], batch_number: int) -> None: ...
+    def deliver(self, worker: str, frames: list[Frame]) -> None: ...
 
     def cancel(self, worker: str, keys: list[CorrelationKey]) -> None: ...
 
@@ -103,7 +103,7 @@ class _Worker:
     capacity: int
     outstanding: dict[CorrelationKey, _Call] = field(default_factory=dict)
     retired: bool = False
-    batches_sent: int = 0
+    frames_sent: int = 0
 
     @property
     def outstanding_count(self) -> int:
@@ -258,13 +258,13 @@ class RouterCore:
             self._dispatch(pool)
 
     def retire(self, actor_name: str) -> int:
-        """Stop sending to a worker (before draining it). Returns the batches it was sent."""
+        """Stop sending to a worker (before draining it). Returns the frames it was sent."""
         self._retired.add(actor_name)
         for pool in self._pools.values():
             worker = pool.workers.get(actor_name)
             if worker is not None:
                 worker.retired = True
-                return worker.batches_sent
+                return worker.frames_sent
         return 0
 
     def forget_worker(self, actor_name: str) -> None:
@@ -393,9 +393,8 @@ class RouterCore:
             worker.outstanding[key] = call
             batches.setdefault(worker.actor_name, []).append(call.frame)
         for actor_name, frames in batches.items():
-            worker = pool.workers[actor_name]
-            worker.batches_sent += 1
-            self._ports.deliver(actor_name, frames, worker.batches_sent)
+            pool.workers[actor_name].frames_sent += len(frames)
+            self._ports.deliver(actor_name, frames)
         if rejected:
             self._ports.reply(rejected)
 

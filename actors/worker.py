@@ -6,7 +6,7 @@ caller's endpoint while a :class:`~actors.router.Completion` goes back to the ro
 outbound traffic is coalesced per destination (see :mod:`actors.outbox`).
 
 Draining takes no new work, finishes what it holds, then closes the server. The router
-numbers the batches it sends, so a drain waits until every batch the router sent before
+counts the calls it sent, so a drain waits until every call the router sent before
 retiring this worker has arrived: a batch still in transit is served, never dropped.
 """
 
@@ -73,8 +73,8 @@ class WorkerCore:
         self._max_call_s = max_call_s
         self._clock = clock
         self._tasks: dict[CorrelationKey, asyncio.Task[None]] = {}
-        self._batches_received = 0
-        self._batch_arrived = asyncio.Event()
+        self._frames_received = 0
+        self._frames_arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.draining = False
@@ -86,10 +86,10 @@ class WorkerCore:
 
     # -- inbound ---------------------------------------------------------------------
 
-    def deliver(self, frames: list[Frame], batch_number: int) -> None:
-        """Start serving a batch (numbered by the router, from 1)."""
-        self._batches_received = max(self._batches_received, batch_number)
-        self._batch_arrived.set()
+    def deliver(self, frames: list[Frame]) -> None:
+        """Start serving a batch of calls."""
+        self._frames_received += len(frames)
+        self._frames_arrived.set()
         for frame in frames:
             key = frame.envelope.correlation_key
             if key in self._tasks:
@@ -115,8 +115,8 @@ class WorkerCore:
             except BusError as exc:
                 logger.warning("dropped an undecodable answer from a client: %s", exc)
 
-    async def drain(self, batches_sent: int, timeout_s: float) -> bool:
-        """Finish all work the router sent (``batches_sent`` batches), then stop the server.
+    async def drain(self, frames_sent: int, timeout_s: float) -> bool:
+        """Finish all work the router sent (``frames_sent`` calls), then stop the server.
 
         Returns whether everything finished within ``timeout_s``.
         """
@@ -124,9 +124,9 @@ class WorkerCore:
         finished = True
         try:
             async with asyncio.timeout(timeout_s):
-                while self._batches_received < batches_sent:
-                    self._batch_arrived.clear()
-                    await self._batch_arrived.wait()
+                while self._frames_received < frames_sent:
+                    self._frames_arrived.clear()
+                    await self._frames_arrived.wait()
                 while self._tasks:
                     await self._idle.wait()
         except TimeoutError:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+# Session fixtures for real services: ray_session, kafka_bootstrap, sqs_endpoint.
+pytest_plugins = ["tests.services_plugin"]
+
 _ENVIRONMENT_MARKERS = frozenset({"ray", "kafka", "sqs"})
 
 

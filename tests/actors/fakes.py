@@ -24,12 +24,12 @@ class FakeClock:
 
 @dataclass
 class RecordingRouterPorts:
-    delivered: list[tuple[str, list[Frame], int]] = field(default_factory=list)
+    delivered: list[tuple[str, list[Frame]]] = field(default_factory=list)
     cancelled: list[tuple[str, list[CorrelationKey]]] = field(default_factory=list)
     replies: list[Frame] = field(default_factory=list)
 
-    def deliver(self, worker: str, frames: list[Frame], batch_number: int) -> None:
-        self.delivered.append((worker, frames, batch_number))
+    def deliver(self, worker: str, frames: list[Frame]) -> None:
+        self.delivered.append((worker, frames))
 
     def cancel(self, worker: str, keys: list[CorrelationKey]) -> None:
         self.cancelled.append((worker, keys))
@@ -38,7 +38,7 @@ class RecordingRouterPorts:
         self.replies.extend(frames)
 
     def delivered_to(self, worker: str) -> list[Frame]:
-        return [f for w, frames, _ in self.delivered if w == worker for f in frames]
+        return [f for w, frames in self.delivered if w == worker for f in frames]
 
 
 @dataclass

@@ -73,7 +73,7 @@ async def test_clients_with_colliding_ids_each_get_their_own_answer(
     testkit: tuple[WorkerCore, RecordingWorkerPorts],
 ) -> None:
     worker, ports = testkit
-    worker.deliver([tool_call(f"c{i}", 1, "echo", text=f"from c{i}") for i in range(5)], 1)
+    worker.deliver([tool_call(f"c{i}", 1, "echo", text=f"from c{i}") for i in range(5)])
     replies = await ports.wait_for(Response, count=5)
     for frame in replies:
         response = frame.decode()
@@ -103,7 +103,7 @@ async def test_progress_goes_to_the_caller_with_its_own_token(
         )
         for client in ("a", "b")
     ]
-    worker.deliver(frames, 1)
+    worker.deliver(frames)
     await ports.wait_for(Response, count=2)
     for client in ("a", "b"):
         progress = [
@@ -129,7 +129,7 @@ async def test_logs_and_sampling_requests_reach_the_owning_client_and_answers_re
 ) -> None:
     worker, ports = testkit
     worker.deliver(
-        [tool_call("a", 1, "shout", message="hi"), tool_call("b", 1, "ask", question="2+2?")], 1
+        [tool_call("a", 1, "shout", message="hi"), tool_call("b", 1, "ask", question="2+2?")]
     )
     [sampling] = await ports.wait_for(Request)
     assert sampling.envelope.client_id == "b"
@@ -157,7 +157,7 @@ async def test_a_cancelled_call_stops_on_the_server(
     worker, ports = testkit
     marker = tmp_path / "cancelled"
     frame = tool_call("a", 1, "nap", seconds=60, marker=str(marker))
-    worker.deliver([frame], 1)
+    worker.deliver([frame])
     await wait_until(lambda: worker.hosted.in_flight == 1)
     await worker.cancel([frame.envelope.correlation_key])
     await wait_until(marker.exists)
@@ -172,7 +172,7 @@ async def test_a_call_past_its_deadline_is_answered_and_counts_as_a_fault(
     worker, ports = testkit
     frame = tool_call("a", 1, "nap", seconds=30)
     frame = Frame(frame.envelope.with_deadline_in(0.2), frame.body)
-    worker.deliver([frame], 1)
+    worker.deliver([frame])
     [reply] = await ports.wait_for(Response)
     response = reply.decode()
     assert isinstance(response, Response)
@@ -185,10 +185,10 @@ async def test_drain_waits_for_batches_in_transit_and_finishes_every_call(
     testkit: tuple[WorkerCore, RecordingWorkerPorts],
 ) -> None:
     worker, ports = testkit
-    worker.deliver([tool_call("a", 1, "nap", seconds=0.3)], 1)
-    drain = asyncio.create_task(worker.drain(batches_sent=2, timeout_s=10))
+    worker.deliver([tool_call("a", 1, "nap", seconds=0.3)])
+    drain = asyncio.create_task(worker.drain(frames_sent=2, timeout_s=10))
     await asyncio.sleep(0)
-    worker.deliver([tool_call("a", 2, "nap", seconds=0.1)], 2)  # sent before the drain began
+    worker.deliver([tool_call("a", 2, "nap", seconds=0.1)])  # sent before the drain began
     assert await asyncio.wait_for(drain, 15)
     replies = [f.decode() for _, f in ports.sent]
     assert sorted(r.id for r in replies if isinstance(r, Response) and isinstance(r.id, int)) == [
@@ -204,7 +204,7 @@ async def test_a_stdio_server_command_is_hosted_the_same_way() -> None:
     worker = await make_worker(lambda: StdioServerLink(command), ports)
     try:
         worker.deliver(
-            [tool_call("a", 1, "echo", text="over stdio"), tool_call("b", 1, "echo", text="too")], 1
+            [tool_call("a", 1, "echo", text="over stdio"), tool_call("b", 1, "echo", text="too")]
         )
         replies = await ports.wait_for(Response, count=2)
         texts = {f.envelope.client_id: f.decode() for f in replies}
@@ -227,7 +227,7 @@ async def test_a_stdio_server_that_dies_fails_its_calls_and_is_restarted(tmp_pat
     worker = WorkerCore(WorkerIdentity("s1", "pool", WORKER, capacity=8), hosted, ports)
     await asyncio.wait_for(worker.start(), 30)
     try:
-        worker.deliver([tool_call("a", 1, "nap", seconds=30)], 1)
+        worker.deliver([tool_call("a", 1, "nap", seconds=30)])
         await wait_until(lambda: hosted.in_flight == 1)
         link = hosted._link
         assert isinstance(link, StdioServerLink)
@@ -241,7 +241,7 @@ async def test_a_stdio_server_that_dies_fails_its_calls_and_is_restarted(tmp_pat
         async with asyncio.timeout(30):
             await hosted.connected.wait()
         assert hosted.restarts == 1
-        worker.deliver([tool_call("a", 2, "echo", text="back")], 2)
+        worker.deliver([tool_call("a", 2, "echo", text="back")])
         replies = await ports.wait_for(Response, count=2)
         assert replies[-1].decode() == Response.success(2, replies[-1].decode().result)  # type: ignore[union-attr]
     finally:

@@ -1,0 +1,131 @@
+"""Launching, finding and stopping a bus on a Ray cluster.
+
+A bus is three detached, named control actors (discovery, router, supervisor) plus the
+workers the supervisor creates. Control actors restart if their process dies
+(``max_restarts=-1``); a restarted router re-subscribes to discovery on its next call and
+a restarted supervisor adopts the workers that are still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+
+from cluster.config import BusConfig
+from cluster.discovery_actor import DiscoveryActor
+from cluster.naming import NAMESPACE, actor_names, get_actor
+from cluster.router_actor import RouterActor
+from cluster.supervisor import SupervisorActor
+from transports.errors import BusError, BusTimeout, ConnectionClosed
+
+__all__ = ["BusAlreadyRunning", "bus_status", "launch_bus", "stop_bus"]
+
+logger = logging.getLogger(__name__)
+
+_CONTROL_OPTIONS: dict[str, Any] = {
+    "namespace": NAMESPACE,
+    "lifetime": "detached",
+    "max_restarts": -1,
+    "num_cpus": 0,
+    "max_concurrency": 10_000,
+}
+
+
+class BusAlreadyRunning(BusError):
+    def __init__(self, bus: str) -> None:
+        super().__init__(bus)
+        self.bus = bus
+
+    def __str__(self) -> str:
+        return f"a bus named {self.bus!r} is already running: attach to it or stop it first"
+
+
+def _exists(name: str) -> bool:
+    try:
+        get_actor(name)
+    except ConnectionClosed:
+        return False
+    return True
+
+
+async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> dict[str, Any]:
+    """Start a bus and wait until every pool has its minimum of workers routed.
+
+    Raises:
+        BusAlreadyRunning: a bus of that name exists in this cluster.
+        BusTimeout: the pools were not ready within ``ready_timeout_s``.
+    """
+    bus = config.name
+    if await asyncio.to_thread(_exists, actor_names.router(bus)):
+        raise BusAlreadyRunning(bus)
+    discovery = DiscoveryActor.options(  # type: ignore[attr-defined]
+        name=actor_names.discovery(bus), **_CONTROL_OPTIONS
+    ).remote(config.discovery.ttl_s)
+    await discovery.start.remote()
+    router = RouterActor.options(  # type: ignore[attr-defined]
+        name=actor_names.router(bus), **_CONTROL_OPTIONS
+    ).remote(bus, config.router)
+    await router.start.remote()
+    supervisor = SupervisorActor.options(  # type: ignore[attr-defined]
+        name=actor_names.supervisor(bus), **_CONTROL_OPTIONS
+    ).remote(config)
+    try:
+        async with asyncio.timeout(ready_timeout_s):
+            counts: dict[str, int] = await supervisor.start.remote()
+            await _wait_routed(router, {p.name: p.min_workers for p in config.pools})
+    except TimeoutError:
+        raise BusTimeout(f"starting bus {bus!r}", ready_timeout_s) from None
+    logger.info("bus %s up: %s", bus, counts)
+    return {"bus": bus, "workers": counts}
+
+
+async def _wait_routed(router: Any, expected: dict[str, int]) -> None:
+    while True:
+        lag: dict[str, dict[str, Any]] = await router.lag.remote()
+        if all(lag.get(pool, {}).get("workers", 0) >= n for pool, n in expected.items() if n):
+            return
+        await asyncio.sleep(0.05)  # polling the router until discovery has told it
+
+
+async def bus_status(bus: str) -> dict[str, Any]:
+    """Pools (lag, breaker), workers and their state.
+
+    Raises:
+        ConnectionClosed: no such bus.
+    """
+    router = await asyncio.to_thread(get_actor, actor_names.router(bus))
+    discovery = await asyncio.to_thread(get_actor, actor_names.discovery(bus))
+    lag, workers = await asyncio.gather(router.lag.remote(), discovery.workers.remote())
+    return {
+        "bus": bus,
+        "pools": lag,
+        "workers": [
+            {
+                "name": w.actor_name,
+                "pool": w.pool,
+                "status": str(w.status),
+                "in_flight": w.in_flight,
+                "node": w.node_id[:8],
+            }
+            for w in workers
+        ],
+    }
+
+
+async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
+    """Drain every worker, then stop the control actors. Missing pieces are skipped."""
+    names = [actor_names.supervisor(bus), actor_names.router(bus), actor_names.discovery(bus)]
+    try:
+        supervisor = await asyncio.to_thread(get_actor, names[0])
+        async with asyncio.timeout(timeout_s):
+            await supervisor.shutdown.remote()
+    except (ConnectionClosed, TimeoutError) as exc:
+        logger.warning("could not drain bus %s cleanly: %s", bus, exc)
+    for name in names:
+        try:
+            ray.kill(await asyncio.to_thread(get_actor, name), no_restart=True)
+        except ConnectionClosed:
+            continue

@@ -1,0 +1,322 @@
+"""The Python client for notebooks and batch jobs: call tools on a running bus.
+
+::
+
+    client = await BusClient.connect("demo")          # a bus on this Ray cluster
+    result = await client.call_tool("add", {"a": 1, "b": 2})
+    results = await client.map_tool_calls([("add", {"a": i, "b": i}) for i in range(1000)])
+
+Calls are batched on the way out (one router call per event-loop turn) and responses are
+long-polled from this client's endpoint actor in batches. Every call ends in exactly one
+outcome: its result, a :class:`CallError`, or :class:`~transports.errors.BusTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+import ray
+
+from actors.catalog import Catalog
+from actors.outbox import Outbox
+from cluster.endpoint import ClientEndpoint
+from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor
+from transports.envelope import ANONYMOUS, Envelope
+from transports.errors import METHOD_NOT_FOUND, BusError, BusTimeout, ConnectionClosed
+from transports.frame import Frame
+from transports.message import ErrorObject, Notification, Request, Response
+
+__all__ = ["BusClient", "CallError"]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None] | None]
+ServerRequestHandler = Callable[[Request], Awaitable[dict[str, Any]]]
+
+_POLL_WAIT_S = 1.0
+_GRACE_S = 5.0
+
+
+class CallError(BusError):
+    """The call ended with a JSON-RPC error (from the server or from the bus)."""
+
+    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(method, code, message, data)
+        self.method = method
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def __str__(self) -> str:
+        return f"{self.method} failed with {self.code}: {self.message}"
+
+    @classmethod
+    def of(cls, method: str, error: ErrorObject) -> CallError:
+        return cls(method, error.code, error.message, error.data)
+
+
+@dataclass
+class _Pending:
+    method: str
+    future: asyncio.Future[Response]
+    progress: ProgressCallback | None
+
+
+class BusClient:
+    """A connection to a named bus; create with :meth:`connect`, end with :meth:`close`."""
+
+    def __init__(
+        self,
+        bus: str,
+        router: Any,
+        discovery: Any,
+        endpoint: Any,
+        endpoint_name: str,
+        principal: str,
+    ) -> None:
+        self.bus = bus
+        self._router = router
+        self._discovery = discovery
+        self._endpoint = endpoint
+        self._endpoint_name = endpoint_name
+        self._principal = principal
+        self._client_id = endpoint_name.rsplit("/", 1)[-1]
+        self._ids = itertools.count(1)
+        self._pending: dict[str, _Pending] = {}
+        self._handles = HandleCache()
+        self._submissions: Outbox[str, Frame] = Outbox(self._submit, on_failure=self._submit_failed)
+        self._answers: Outbox[str, Frame] = Outbox(self._send_answers)
+        self._poller: asyncio.Task[None] | None = None
+        self.server_request_handler: ServerRequestHandler | None = None
+        self.notifications: deque[Notification] = deque(maxlen=1000)  # unrelated ones, newest kept
+
+    @classmethod
+    async def connect(
+        cls, bus: str = "default", *, principal: str = ANONYMOUS, timeout_s: float = 30.0
+    ) -> BusClient:
+        """Attach to a running bus by name (Ray must already be initialised).
+
+        Raises:
+            ConnectionClosed: no bus with that name runs on this cluster.
+        """
+        if not ray.is_initialized():
+            raise ConnectionClosed("Ray is not initialised: call ray.init() (or use `raybus up`)")
+        router = await asyncio.to_thread(get_actor, actor_names.router(bus))
+        discovery = await asyncio.to_thread(get_actor, actor_names.discovery(bus))
+        name = actor_names.client(bus)
+        endpoint = ClientEndpoint.options(name=name, namespace=NAMESPACE, num_cpus=0).remote()  # type: ignore[attr-defined]
+        async with asyncio.timeout(timeout_s):
+            await router.ping.remote()
+        client = cls(bus, router, discovery, endpoint, name, principal)
+        client._poller = asyncio.get_running_loop().create_task(client._poll_forever())
+        return client
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(ConnectionClosed("client closed"))
+        self._pending.clear()
+        ray.kill(self._endpoint)
+
+    async def __aenter__(self) -> BusClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        name: str | None,
+        timeout_s: float = 60.0,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Send one routed request; returns its ``result`` object.
+
+        Raises:
+            CallError: the call ended with a JSON-RPC error.
+            BusTimeout: no outcome within ``timeout_s`` (plus a short grace).
+            ConnectionClosed: the client was closed.
+        """
+        number = next(self._ids)
+        request_id = str(number)
+        if progress is not None:
+            params = {**params, "_meta": {**params.get("_meta", {}), "progressToken": number}}
+        envelope = Envelope(
+            client_id=self._client_id,
+            request_id=request_id,
+            principal=self._principal,
+            reply_to=self._endpoint_name,
+            method=method,
+            name=name,
+        ).with_deadline_in(timeout_s)
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _Pending(method, future, progress)
+        self._submissions.put(
+            "router", Frame.of(envelope, Request(id=number, method=method, params=params))
+        )
+        try:
+            async with asyncio.timeout(timeout_s + _GRACE_S):
+                response = await future
+        except TimeoutError:
+            raise BusTimeout(method, timeout_s) from None
+        except asyncio.CancelledError:
+            self._router.cancel.remote([envelope.correlation_key])
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+        if response.error is not None:
+            raise CallError.of(method, response.error)
+        if not isinstance(response.result, dict):
+            raise CallError(method, -32603, "result is not an object")
+        return response.result
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        timeout_s: float = 60.0,
+        progress: ProgressCallback | None = None,
+    ) -> types.CallToolResult:
+        result = await self.request(
+            "tools/call",
+            {"name": name, "arguments": arguments or {}},
+            name=name,
+            timeout_s=timeout_s,
+            progress=progress,
+        )
+        return types.CallToolResult.model_validate(result)
+
+    async def read_resource(self, uri: str, *, timeout_s: float = 60.0) -> types.ReadResourceResult:
+        result = await self.request("resources/read", {"uri": uri}, name=uri, timeout_s=timeout_s)
+        return types.ReadResourceResult.model_validate(result)
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None = None, *, timeout_s: float = 60.0
+    ) -> types.GetPromptResult:
+        params: dict[str, Any] = {"name": name, "arguments": arguments or {}}
+        result = await self.request("prompts/get", params, name=name, timeout_s=timeout_s)
+        return types.GetPromptResult.model_validate(result)
+
+    async def catalogs(self) -> dict[str, Catalog]:
+        catalogs: dict[str, Catalog] = await self._discovery.catalogs.remote()
+        return catalogs
+
+    async def list_tools(self) -> list[types.Tool]:
+        """Every tool offered by any pool (from the discovery registry, no worker call)."""
+        catalogs = await self.catalogs()
+        seen: dict[str, types.Tool] = {}
+        for catalog in catalogs.values():
+            for tool in catalog.tools:
+                seen.setdefault(tool["name"], types.Tool.model_validate(tool))
+        return list(seen.values())
+
+    async def map_tool_calls(
+        self,
+        calls: Iterable[tuple[str, dict[str, Any]]],
+        *,
+        concurrency: int = 64,
+        timeout_s: float = 60.0,
+    ) -> list[types.CallToolResult | BusError]:
+        """Run many tool calls with at most ``concurrency`` in flight; results in order.
+
+        A failed call yields its error in place of a result, so one failure never hides
+        the other outcomes.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(name: str, arguments: dict[str, Any]) -> types.CallToolResult | BusError:
+            async with slots:
+                try:
+                    return await self.call_tool(name, arguments, timeout_s=timeout_s)
+                except BusError as exc:
+                    return exc
+
+        return await asyncio.gather(*(one(name, args) for name, args in calls))
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _submit(self, _: str, frames: list[Frame]) -> Any:
+        return self._router.submit.remote(frames)
+
+    def _submit_failed(self, _: str, frames: list[Frame], exc: BaseException) -> None:
+        for frame in frames:
+            pending = self._pending.get(frame.envelope.request_id)
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(
+                    ConnectionClosed(f"the bus router is unreachable: {exc}")
+                )
+
+    def _send_answers(self, destination: str, frames: list[Frame]) -> Any:
+        return self._handles.get(destination).answer.remote(frames)
+
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                frames: list[Frame] = await self._endpoint.take.remote(100_000, _POLL_WAIT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the poll loop is the client's top level: log, keep going
+                logger.exception("polling the client endpoint failed")
+                await asyncio.sleep(_POLL_WAIT_S)  # back off instead of spinning
+                continue
+            for frame in frames:
+                try:
+                    await self._dispatch(frame)
+                except BusError as exc:
+                    logger.warning("dropped an undecodable frame: %s", exc)
+
+    async def _dispatch(self, frame: Frame) -> None:
+        message = frame.decode()
+        pending = self._pending.get(frame.envelope.request_id)
+        if isinstance(message, Response):
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(message)
+            return
+        if isinstance(message, Notification):
+            params = message.params if isinstance(message.params, dict) else {}
+            if (
+                message.method == "notifications/progress"
+                and pending is not None
+                and pending.progress is not None
+            ):
+                outcome = pending.progress(
+                    params.get("progress", 0.0), params.get("total"), params.get("message")
+                )
+                if outcome is not None:
+                    await outcome
+            else:
+                self.notifications.append(message)
+            return
+        await self._answer_server_request(frame, message)
+
+    async def _answer_server_request(self, frame: Frame, request: Request) -> None:
+        if frame.envelope.reply_to is None:
+            return
+        if self.server_request_handler is None:
+            answer = Response.failure(
+                request.id, METHOD_NOT_FOUND, f"this client does not handle {request.method}"
+            )
+        else:
+            try:
+                answer = Response.success(request.id, await self.server_request_handler(request))
+            except BusError as exc:
+                answer = Response.failure(request.id, -32603, str(exc))
+        self._answers.put(frame.envelope.reply_to, Frame.of(frame.envelope, answer))

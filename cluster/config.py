@@ -1,0 +1,146 @@
+"""The bus configuration: YAML in, validated pydantic models out, built once at the edge.
+
+Example::
+
+    name: demo
+    pools:
+      - name: everything
+        server: "cluster.examples.testkit:server"   # or command: [...] or tools: "pkg.mod"
+        min_workers: 1
+        max_workers: 8
+
+A bad file fails at start with :class:`ConfigError` naming the field and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from actors.router import RouterConfig
+from transports.errors import BusError
+
+__all__ = ["BusConfig", "ConfigError", "DiscoveryConfig", "PoolConfig", "load_config"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(BusError):
+    """The configuration is invalid; the message names each bad field and why."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(source, problems)
+        self.source = source
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return f"invalid configuration in {self.source}:\n  " + "\n  ".join(self.problems)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolConfig(_Strict):
+    """One pool of identical workers hosting the same MCP server."""
+
+    name: str
+    server: str | None = Field(None, description="official-SDK server object, 'pkg.module:attr'")
+    command: list[str] | None = Field(None, description="stdio server command line")
+    tools: str | None = Field(None, description="module whose public functions are tools")
+    env: dict[str, str] = Field(default_factory=dict, description="extra env for commands")
+    min_workers: int = Field(1, ge=0)
+    max_workers: int = Field(4, ge=1)
+    max_concurrency: int = Field(32, ge=1, description="calls one worker runs at once")
+    num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per worker actor")
+    max_call_s: float = Field(3600.0, gt=0, description="hard cap on one call's duration")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not _NAME.match(self.name):
+            raise ValueError(f"pool name {self.name!r} must match {_NAME.pattern}")
+        sources = [s for s in (self.server, self.command, self.tools) if s]
+        if len(sources) != 1:
+            raise ValueError("give exactly one of server, command or tools")
+        if self.command is not None and not all(self.command):
+            raise ValueError("command must be a non-empty list of non-empty strings")
+        if self.server is not None and ":" not in self.server:
+            raise ValueError("server must look like 'package.module:attribute'")
+        if self.min_workers > self.max_workers:
+            raise ValueError(
+                f"min_workers ({self.min_workers}) exceeds max_workers ({self.max_workers})"
+            )
+        return self
+
+
+class DiscoveryConfig(_Strict):
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    ttl_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.ttl_s <= self.heartbeat_interval_s:
+            raise ValueError("ttl_s must be longer than heartbeat_interval_s")
+        return self
+
+
+class BusConfig(_Strict):
+    name: str = "default"
+    pools: list[PoolConfig] = Field(min_length=1)
+    router: RouterConfig = RouterConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
+    drain_timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not _NAME.match(self.name):
+            raise ValueError(f"bus name {self.name!r} must match {_NAME.pattern}")
+        names = [p.name for p in self.pools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"pool names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def pool(self, name: str) -> PoolConfig:
+        return next(p for p in self.pools if p.name == name)
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    out = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        out.append(f"{where}: {error['msg']}")
+    return out
+
+
+def parse_config(data: Any, source: str = "<config>") -> BusConfig:
+    """Validate already-parsed YAML/JSON data.
+
+    Raises:
+        ConfigError: naming every invalid field.
+    """
+    try:
+        return BusConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from None
+
+
+def load_config(path: str | Path) -> BusConfig:
+    """Read and validate a YAML configuration file.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or invalid (naming every bad field).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    return parse_config(data, str(path))

@@ -1,0 +1,82 @@
+"""Where raybus actors live: their names, their namespace, and a cache of handles.
+
+Control actors are named and detached so a bus outlives the driver that started it and
+any process on the cluster can attach to it by the bus name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import ray
+
+from transports.errors import ConnectionClosed
+
+__all__ = ["NAMESPACE", "HandleCache", "actor_names"]
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "raybus"
+
+
+class actor_names:
+    @staticmethod
+    def router(bus: str) -> str:
+        return f"raybus/{bus}/router"
+
+    @staticmethod
+    def discovery(bus: str) -> str:
+        return f"raybus/{bus}/discovery"
+
+    @staticmethod
+    def supervisor(bus: str) -> str:
+        return f"raybus/{bus}/supervisor"
+
+    @staticmethod
+    def worker(bus: str, pool: str) -> str:
+        return f"raybus/{bus}/worker/{pool}/{uuid.uuid4().hex[:8]}"
+
+    @staticmethod
+    def client(bus: str) -> str:
+        return f"raybus/{bus}/client/{uuid.uuid4().hex[:12]}"
+
+
+def get_actor(name: str) -> Any:
+    """The handle of a named raybus actor.
+
+    Raises:
+        ConnectionClosed: no live actor has that name.
+    """
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        raise ConnectionClosed(f"no raybus actor named {name!r} is running") from None
+
+
+class HandleCache:
+    """Actor handles by name, looked up once (a lookup is a blocking GCS round trip)."""
+
+    def __init__(self) -> None:
+        self._handles: dict[str, Any] = {}
+
+    def get(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = get_actor(name)
+        return handle
+
+    async def get_async(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = await asyncio.to_thread(get_actor, name)
+            self._handles[name] = handle
+        return handle
+
+    def put(self, name: str, handle: Any) -> None:
+        self._handles[name] = handle
+
+    def forget(self, name: str) -> None:
+        self._handles.pop(name, None)

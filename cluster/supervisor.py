@@ -1,0 +1,167 @@
+"""The pool supervisor: creates, replaces and retires workers.
+
+Workers are detached, named actors spread over the cluster's nodes. The supervisor keeps
+each pool at its target size: a worker that dies is replaced; scaling down retires a
+worker at the router, drains it (every call it holds finishes) and only then kills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from cluster.config import BusConfig, PoolConfig
+from cluster.naming import NAMESPACE, HandleCache, actor_names
+from cluster.worker_actor import WorkerActor
+
+__all__ = ["SupervisorActor"]
+
+logger = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 120.0
+
+
+@dataclass
+class _PoolState:
+    config: PoolConfig
+    target: int
+    workers: dict[str, Any] = field(default_factory=dict)  # actor name -> handle
+    starting: set[str] = field(default_factory=set)
+    retiring: set[str] = field(default_factory=set)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@ray.remote
+class SupervisorActor:
+    def __init__(self, config: BusConfig) -> None:
+        self._config = config
+        self._handles = HandleCache()
+        self._pools = {p.name: _PoolState(p, p.min_workers) for p in config.pools}
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._watched: set[str] = set()
+
+    async def start(self) -> dict[str, int]:
+        """Adopt live workers (after a restart), bring every pool to its target size."""
+        await asyncio.to_thread(self._adopt_existing)
+        for state in self._pools.values():
+            for name, handle in state.workers.items():
+                if name not in self._watched:
+                    self._watch_later(state, name, handle)
+        await asyncio.gather(*(self._reconcile(name) for name in self._pools))
+        return {name: len(p.workers) for name, p in self._pools.items()}
+
+    def _adopt_existing(self) -> None:
+        for pool_name, state in self._pools.items():
+            prefix = actor_names.worker(self._config.name, pool_name).rsplit("/", 1)[0] + "/"
+            for entry in ray.util.list_named_actors(all_namespaces=True):
+                name = entry["name"]
+                if (
+                    entry["namespace"] != NAMESPACE
+                    or not name.startswith(prefix)
+                    or name in state.workers
+                ):
+                    continue
+                state.workers[name] = ray.get_actor(name, namespace=NAMESPACE)
+                logger.info("adopted running worker %s", name)
+
+    async def scale(self, pool: str, target: int) -> int:
+        """Set a pool's size (clamped to its bounds); returns the new target."""
+        state = self._pools[pool]
+        state.target = max(state.config.min_workers, min(state.config.max_workers, target))
+        await self._reconcile(pool)
+        return state.target
+
+    async def workers(self) -> dict[str, list[str]]:
+        return {name: sorted(p.workers) for name, p in self._pools.items()}
+
+    async def shutdown(self) -> None:
+        """Drain and stop every worker."""
+        for state in self._pools.values():
+            state.target = 0
+            state.config = state.config.model_copy(update={"min_workers": 0})
+        await asyncio.gather(*(self._reconcile(name) for name in self._pools))
+
+    async def _reconcile(self, pool: str) -> None:
+        state = self._pools[pool]
+        async with state.lock:
+            live = len(state.workers) - len(state.retiring)
+            if live < state.target:
+                await asyncio.gather(*(self._add_worker(state) for _ in range(state.target - live)))
+            elif live > state.target:
+                victims = await self._choose_victims(state, live - state.target)
+                await asyncio.gather(*(self._retire(state, name) for name in victims))
+
+    async def _add_worker(self, state: _PoolState) -> None:
+        name = actor_names.worker(self._config.name, state.config.name)
+        handle = WorkerActor.options(  # type: ignore[attr-defined]
+            name=name,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            num_cpus=state.config.num_cpus,
+            scheduling_strategy="SPREAD",
+            max_concurrency=10_000,
+        ).remote(self._config.name, state.config, name, self._config.discovery.heartbeat_interval_s)
+        state.workers[name] = handle
+        state.starting.add(name)
+        try:
+            async with asyncio.timeout(_START_TIMEOUT_S):
+                info = await handle.start.remote()
+        except Exception as exc:  # noqa: BLE001 - a worker that cannot start is replaced later
+            logger.error("worker %s failed to start: %s", name, exc)
+            state.workers.pop(name, None)
+            ray.kill(handle)
+            return
+        finally:
+            state.starting.discard(name)
+        logger.info("worker %s started on node %s", name, info.get("node_id", "?")[:8])
+        self._watch_later(state, name, handle)
+
+    def _watch_later(self, state: _PoolState, name: str, handle: Any) -> None:
+        self._watched.add(name)
+        watcher = asyncio.get_running_loop().create_task(self._watch(state, name, handle))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, state: _PoolState, name: str, handle: Any) -> None:
+        try:
+            await handle.wait_stopped.remote()
+        except Exception as exc:  # noqa: BLE001 - the actor died: replace it
+            if name in state.retiring or name not in state.workers:
+                return
+            logger.warning("worker %s died (%s); replacing it", name, type(exc).__name__)
+            state.workers.pop(name, None)
+            router = await self._handles.get_async(actor_names.router(self._config.name))
+            await router.forget_worker.remote(name)
+            await self._reconcile(state.config.name)
+
+    async def _choose_victims(self, state: _PoolState, count: int) -> list[str]:
+        router = await self._handles.get_async(actor_names.router(self._config.name))
+        outstanding: dict[str, int] = await router.outstanding.remote()
+        candidates = [
+            n for n in state.workers if n not in state.retiring and n not in state.starting
+        ]
+        candidates.sort(key=lambda n: outstanding.get(n, 0))
+        return candidates[:count]
+
+    async def _retire(self, state: _PoolState, name: str) -> None:
+        handle = state.workers[name]
+        state.retiring.add(name)
+        bus = self._config.name
+        try:
+            router = await self._handles.get_async(actor_names.router(bus))
+            frames_sent = await router.retire.remote(name)
+            finished = await handle.drain.remote(frames_sent, self._config.drain_timeout_s)
+            if not finished:
+                logger.warning("worker %s did not finish its calls before the drain timeout", name)
+            await router.forget_worker.remote(name)
+            discovery = await self._handles.get_async(actor_names.discovery(bus))
+            await discovery.forget.remote(name.rsplit("/", 1)[-1])
+        finally:
+            ray.kill(handle)
+            state.workers.pop(name, None)
+            state.retiring.discard(name)
+            logger.info("worker %s drained and stopped", name)

@@ -1,0 +1,171 @@
+"""The worker as a Ray actor: one hosted MCP server, heartbeats, batched replies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import ray
+
+from actors.hosted_server import HostedServer
+from actors.outbox import Outbox
+from actors.router import Completion
+from actors.server_links import (
+    SdkServerLink,
+    ServerLink,
+    StdioServerLink,
+    functions_server,
+    load_server_object,
+)
+from actors.worker import WorkerCore, WorkerIdentity
+from cluster.config import PoolConfig
+from cluster.naming import HandleCache, actor_names
+from transports.envelope import CorrelationKey
+from transports.errors import BusError
+from transports.frame import Frame
+
+__all__ = ["WorkerActor", "link_factory_for"]
+
+logger = logging.getLogger(__name__)
+
+
+def link_factory_for(pool: PoolConfig) -> Any:
+    """A factory of fresh links to the pool's server (called again on every restart)."""
+    if pool.command is not None:
+        command = list(pool.command)
+        env = {**os.environ, **pool.env} if pool.env else None
+        return lambda: StdioServerLink(command, env=env)
+    server = load_server_object(pool.server) if pool.server else functions_server(pool.tools or "")
+
+    def make() -> ServerLink:
+        return SdkServerLink(server)
+
+    return make
+
+
+class _RayWorkerPorts:
+    def __init__(self, bus: str, actor_name: str, handles: HandleCache) -> None:
+        self._router = actor_names.router(bus)
+        self._actor_name = actor_name
+        self._handles = handles
+        self.replies: Outbox[str, Frame] = Outbox(self._send_replies)
+        self.completions: Outbox[str, Completion] = Outbox(self._send_completions)
+
+    def reply(self, destination: str, frame: Frame) -> None:
+        self.replies.put(destination, frame)
+
+    def completed(self, completion: Completion) -> None:
+        self.completions.put(self._router, completion)
+
+    def _send_replies(self, destination: str, frames: list[Frame]) -> Any:
+        try:
+            return self._handles.get(destination).deliver.remote(frames)
+        except BusError as exc:
+            logger.warning("dropped %d message(s) for %s: %s", len(frames), destination, exc)
+            return None
+
+    def _send_completions(self, router: str, completions: list[Completion]) -> Any:
+        return self._handles.get(router).completed.remote(self._actor_name, completions)
+
+
+@ray.remote
+class WorkerActor:
+    def __init__(
+        self, bus: str, pool: PoolConfig, actor_name: str, heartbeat_interval_s: float
+    ) -> None:
+        self._bus = bus
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._handles = HandleCache()
+        self._ports = _RayWorkerPorts(bus, actor_name, self._handles)
+        node_id = ray.get_runtime_context().get_node_id()
+        identity = WorkerIdentity(
+            server_id=actor_name.rsplit("/", 1)[-1],
+            pool=pool.name,
+            actor_name=actor_name,
+            capacity=pool.max_concurrency,
+            node_id=node_id,
+        )
+        self._catalog_dirty = asyncio.Event()
+        hosted = HostedServer(
+            link_factory_for(pool),
+            sink=self._ports.reply,
+            address=actor_name,
+            on_catalog_changed=self._catalog_dirty.set,
+        )
+        self._core = WorkerCore(identity, hosted, self._ports, max_call_s=pool.max_call_s)
+        self._beats: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> dict[str, Any]:
+        """Start the server, register with discovery; returns who this worker is."""
+        await self._core.start()
+        await self._beat(with_catalog=True)
+        self._beats = asyncio.get_running_loop().create_task(self._beat_forever())
+        identity = self._core.identity
+        return {"server_id": identity.server_id, "node_id": identity.node_id, "pid": _pid()}
+
+    async def _beat(self, *, with_catalog: bool) -> bool:
+        discovery = await self._handles.get_async(actor_names.discovery(self._bus))
+        need: bool = await discovery.heartbeat.remote(
+            self._core.heartbeat(with_catalog=with_catalog)
+        )
+        return need
+
+    async def _beat_forever(self) -> None:
+        with_catalog = False
+        while True:
+            try:
+                async with asyncio.timeout(self._heartbeat_interval_s):
+                    await self._catalog_dirty.wait()
+                self._catalog_dirty.clear()
+                with_catalog = True
+            except TimeoutError:
+                pass  # the regular heartbeat period elapsed
+            try:
+                with_catalog = await self._beat(with_catalog=with_catalog)
+            except Exception as exc:  # noqa: BLE001 - keep beating through discovery restarts
+                logger.warning("heartbeat failed: %s", exc)
+                self._handles.forget(actor_names.discovery(self._bus))
+
+    async def deliver(self, frames: list[Frame]) -> None:
+        self._core.deliver(frames)
+
+    async def cancel(self, keys: list[CorrelationKey]) -> None:
+        await self._core.cancel(keys)
+
+    async def answer(self, frames: list[Frame]) -> None:
+        await self._core.answer(frames)
+
+    async def drain(self, frames_sent: int, timeout_s: float) -> bool:
+        """Finish everything the router sent, stop heartbeating, close the server."""
+        finished = await self._core.drain(frames_sent, timeout_s)
+        if self._beats is not None:
+            self._beats.cancel()
+        await self._beat(with_catalog=False)
+        await self._ports.replies.drain()
+        await self._ports.completions.drain()
+        self._stopped.set()
+        return finished
+
+    async def wait_stopped(self) -> None:
+        """Returns when the worker stopped; fails when the actor dies (for supervisors)."""
+        await self._stopped.wait()
+
+    async def status(self) -> dict[str, Any]:
+        core = self._core
+        return {
+            "actor_name": core.identity.actor_name,
+            "pool": core.identity.pool,
+            "status": str(core.status()),
+            "in_flight": core.in_flight,
+            "served": core.served,
+            "node_id": core.identity.node_id,
+            "restarts": core.hosted.restarts,
+            "pid": _pid(),
+        }
+
+
+def _pid() -> int:
+    return os.getpid()
