@@ -175,24 +175,28 @@ class RouterCore:
             if pool.breaker.state is BreakerState.OPEN:
                 rejected.append(self._breaker_open(frame, pool))
                 continue
-            if len(pool.queue) >= self.config.max_pending_per_pool:
-                rejected.append(
-                    error_reply(
-                        frame,
-                        BusErrorCode.OVERLOADED,
-                        f"pool {pool.name!r} has {len(pool.queue)} calls waiting; retry later",
-                        {"retryAfterSeconds": 1},
-                    )
-                )
-                continue
             call = _Call(frame, pool.name, now, retry_safe)
             self._calls[key] = call
             pool.queue.append(call)
             touched.add(pool.name)
+        for name in touched:
+            pool = self._pools[name]
+            self._dispatch(pool)
+            # The cap applies to what still waits after dispatch; before this batch the
+            # queue was within it, so only this batch's newest calls are turned away.
+            while len(pool.queue) > self.config.max_pending_per_pool:
+                call = pool.queue.pop()
+                del self._calls[call.frame.envelope.correlation_key]
+                rejected.append(
+                    error_reply(
+                        call.frame,
+                        BusErrorCode.OVERLOADED,
+                        f"pool {name!r} has {len(pool.queue)} calls waiting; retry later",
+                        {"retryAfterSeconds": 1},
+                    )
+                )
         if rejected:
             self._ports.reply(rejected)
-        for name in touched:
-            self._dispatch(self._pools[name])
 
     def cancel(self, keys: list[CorrelationKey]) -> None:
         """Drop queued calls; forward the cancellation for calls already on a worker."""

@@ -1,0 +1,196 @@
+"""Router logic with fake ports: routing, balancing, queue, deadlines, loss, retire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from actors.breaker import BreakerConfig
+from actors.catalog import Catalog
+from actors.discovery import DiscoveryRegistry, Heartbeat, ServerStatus
+from actors.router import Completion, RouterConfig, RouterCore
+from tests.actors.fakes import FakeClock, RecordingRouterPorts
+from transports.envelope import Envelope
+from transports.errors import BusErrorCode
+from transports.frame import Frame
+from transports.message import Request, Response
+
+CATALOG = Catalog.of(
+    tools=[
+        {"name": "echo", "inputSchema": {"type": "object"}},
+        {
+            "name": "lookup",
+            "inputSchema": {"type": "object"},
+            "annotations": {"readOnlyHint": True},
+        },
+    ],
+    resources=[{"uri": "kit://a", "name": "a"}],
+    resource_templates=[{"uriTemplate": "kit://items/{id}", "name": "item"}],
+    prompts=[{"name": "summarize"}],
+)
+
+
+def registry_with(
+    *workers: tuple[str, int], status: ServerStatus = ServerStatus.ONLINE
+) -> DiscoveryRegistry:
+    registry = DiscoveryRegistry(ttl_s=5, clock=FakeClock())
+    for name, capacity in workers:
+        registry.heartbeat(
+            Heartbeat(name, "kit", name, status, 0, CATALOG.digest, capacity, CATALOG)
+        )
+    return registry
+
+
+def router(
+    *workers: tuple[str, int], **config: Any
+) -> tuple[RouterCore, RecordingRouterPorts, FakeClock]:
+    ports = RecordingRouterPorts()
+    clock = FakeClock()
+    core = RouterCore(RouterConfig(**config), ports, clock=clock, wall_clock=clock)
+    core.apply_membership(registry_with(*workers).snapshot())
+    return core, ports, clock
+
+
+def call(
+    client: str,
+    n: int,
+    tool: str = "echo",
+    *,
+    deadline: float | None = None,
+    method: str = "tools/call",
+) -> Frame:
+    envelope = Envelope(
+        client_id=client,
+        request_id=str(n),
+        reply_to=f"ep-{client}",
+        method=method,
+        name=tool,
+        deadline_unix_s=deadline,
+    )
+    return Frame.of(envelope, Request(id=n, method=method, params={"name": tool}))
+
+
+def error_code(frame: Frame) -> int | None:
+    message = frame.decode()
+    assert isinstance(message, Response)
+    return message.error.code if message.error else None
+
+
+def test_calls_go_to_the_pool_that_serves_the_name() -> None:
+    core, ports, _ = router(("w1", 4))
+    core.submit(
+        [
+            call("a", 1),
+            call("a", 2, "kit://items/7", method="resources/read"),
+            call("a", 3, "summarize", method="prompts/get"),
+        ]
+    )
+    assert len(ports.delivered_to("w1")) == 3
+    assert not ports.replies
+
+
+def test_unknown_names_and_unrouted_methods_are_answered_with_clear_errors() -> None:
+    core, ports, _ = router(("w1", 4))
+    core.submit([call("a", 1, "nope"), call("a", 2, "x", method="tools/list")])
+    assert [error_code(f) for f in ports.replies] == [-32602, -32601]
+    assert ports.replies[0].envelope.client_id == "a"
+
+
+def test_least_outstanding_balances_a_batch_evenly() -> None:
+    core, ports, _ = router(("w1", 10), ("w2", 10))
+    core.submit([call("a", i) for i in range(10)])
+    assert len(ports.delivered_to("w1")) == 5
+    assert len(ports.delivered_to("w2")) == 5
+
+
+def test_calls_beyond_capacity_queue_and_count_as_lag_until_a_slot_frees() -> None:
+    core, ports, clock = router(("w1", 2))
+    core.submit([call("a", i) for i in range(5)])
+    assert len(ports.delivered_to("w1")) == 2
+    clock.advance(1.5)
+    lag = core.lag()["kit"]
+    assert (lag.queued, lag.in_flight, lag.capacity) == (3, 2, 2)
+    assert lag.oldest_age_s == pytest.approx(1.5)
+    first = ports.delivered_to("w1")[0].envelope.correlation_key
+    core.completed("w1", [Completion(first, False, 0.1)])
+    assert len(ports.delivered_to("w1")) == 3
+    assert core.lag()["kit"].queued == 2
+
+
+def test_a_full_queue_rejects_with_overloaded_and_a_retry_hint() -> None:
+    core, ports, _ = router(("w1", 1), max_pending_per_pool=2)
+    core.submit([call("a", i) for i in range(4)])
+    assert [error_code(f) for f in ports.replies] == [BusErrorCode.OVERLOADED]
+
+
+def test_the_same_key_twice_in_flight_is_refused_but_other_clients_may_reuse_the_id() -> None:
+    core, ports, _ = router(("w1", 4))
+    core.submit([call("a", 1), call("a", 1), call("b", 1)])
+    assert [error_code(f) for f in ports.replies] == [-32600]
+    assert len(ports.delivered_to("w1")) == 2
+
+
+def test_queued_calls_past_their_deadline_are_answered_by_the_router() -> None:
+    core, ports, clock = router(("w1", 1))
+    core.submit([call("a", 1), call("a", 2, deadline=clock.now + 1)])
+    clock.advance(2)
+    core.tick()
+    assert [error_code(f) for f in ports.replies] == [BusErrorCode.DEADLINE_EXCEEDED]
+    assert core.lag()["kit"].queued == 0
+
+
+def test_cancel_drops_queued_calls_and_forwards_for_running_ones() -> None:
+    core, ports, _ = router(("w1", 1))
+    running, queued = call("a", 1), call("a", 2)
+    core.submit([running, queued])
+    core.cancel([running.envelope.correlation_key, queued.envelope.correlation_key])
+    assert ports.cancelled == [("w1", [running.envelope.correlation_key])]
+    assert core.lag()["kit"].queued == 0
+
+
+def test_a_lost_worker_requeues_safe_calls_and_answers_unsafe_ones_as_unknown() -> None:
+    core, ports, _ = router(("w1", 4), ("w2", 4))
+    core.submit(
+        [call("a", 1, "echo"), call("a", 2, "lookup"), call("a", 3, "echo"), call("a", 4, "lookup")]
+    )
+    on_w1 = ports.delivered_to("w1")
+    core.apply_membership(registry_with(("w2", 4)).snapshot())
+    unsafe = [f for f in on_w1 if f.envelope.name == "echo"]
+    assert sorted(f.envelope.request_id for f in ports.replies) == sorted(
+        f.envelope.request_id for f in unsafe
+    )
+    assert all(error_code(f) == BusErrorCode.OUTCOME_UNKNOWN for f in ports.replies)
+    safe = {f.envelope.request_id for f in on_w1 if f.envelope.name == "lookup"}
+    assert safe <= {f.envelope.request_id for f in ports.delivered_to("w2")}
+
+
+def test_a_retired_worker_gets_nothing_new_and_reports_what_it_was_sent() -> None:
+    core, ports, _ = router(("w1", 4), ("w2", 4))
+    core.submit([call("a", i) for i in range(4)])
+    sent = core.retire("w1")
+    assert sent == len(ports.delivered_to("w1"))
+    core.submit([call("a", i) for i in range(4, 10)])
+    assert len(ports.delivered_to("w1")) == sent
+
+
+def test_an_open_breaker_fails_calls_fast_and_none_reach_the_pool() -> None:
+    breaker = BreakerConfig(
+        minimum_calls=2, failure_rate_threshold=0.5, open_cooldown_s=5, window_s=10
+    )
+    core, ports, clock = router(("w1", 4), breaker=breaker)
+    core.submit([call("a", 1), call("a", 2)])
+    core.completed(
+        "w1", [Completion(f.envelope.correlation_key, True, 0.1) for f in ports.delivered_to("w1")]
+    )
+    delivered = len(ports.delivered_to("w1"))
+    core.submit([call("a", 3)])
+    assert len(ports.delivered_to("w1")) == delivered
+    assert [error_code(f) for f in ports.replies] == [BusErrorCode.CIRCUIT_OPEN]
+    clock.advance(5)
+    core.submit([call("a", 4)])
+    assert len(ports.delivered_to("w1")) == delivered + 1  # the probe
+    probe = ports.delivered_to("w1")[-1].envelope.correlation_key
+    core.completed("w1", [Completion(probe, False, 0.1)])
+    core.submit([call("a", 5)])
+    assert len(ports.delivered_to("w1")) == delivered + 2
