@@ -73,8 +73,11 @@ def load_server_object(import_path: str) -> MCPServer | Server[Any]:
     target: Any = importlib.import_module(module_name)
     for part in attribute.split("."):
         target = getattr(target, part)
-    if callable(target) and not isinstance(target, MCPServer | Server):
-        target = target()  # a factory
+    if inspect.isfunction(target) and not any(
+        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in inspect.signature(target).parameters.values()
+    ):
+        target = target()  # a factory taking no arguments
     if not isinstance(target, MCPServer | Server):
         raise ValueError(f"{import_path!r} is a {type(target).__name__}, not an MCP server")
     return target
