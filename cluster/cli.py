@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from cluster import demo
+from cluster.services import cli as services_cli
 
 __all__ = ["main"]
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(subparsers)
+    services_cli.add_parser(subparsers)
     return parser
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -69,33 +70,122 @@ class _Pending:
     progress: ProgressCallback | None
 
 
-class BusClient:
-    """A connection to a named bus; create with :meth:`connect`, end with :meth:`close`."""
+class _Connection:
+    """What sessions of one client process share: the endpoint actor and its poller."""
 
     def __init__(
-        self,
-        bus: str,
-        router: Any,
-        discovery: Any,
-        endpoint: Any,
-        endpoint_name: str,
-        principal: str,
+        self, bus: str, router: Any, discovery: Any, endpoint: Any, endpoint_name: str
     ) -> None:
         self.bus = bus
-        self._router = router
-        self._discovery = discovery
-        self._endpoint = endpoint
-        self._endpoint_name = endpoint_name
+        self.router = router
+        self.discovery = discovery
+        self.endpoint = endpoint
+        self.endpoint_name = endpoint_name
+        self.pending: dict[tuple[str, str], _Pending] = {}
+        self.sessions: dict[str, BusClient] = {}
+        self.handles = HandleCache()
+        self.submissions: Outbox[str, Frame] = Outbox(self._submit, on_failure=self._submit_failed)
+        self.answers: Outbox[str, Frame] = Outbox(self._send_answers)
+        self.poller: asyncio.Task[None] | None = None
+
+    def _submit(self, _: str, frames: list[Frame]) -> Any:
+        return self.router.submit.remote(frames)
+
+    def _submit_failed(self, _: str, frames: list[Frame], exc: BaseException) -> None:
+        for frame in frames:
+            pending = self.pending.get((frame.envelope.client_id, frame.envelope.request_id))
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(
+                    ConnectionClosed(f"the bus router is unreachable: {exc}")
+                )
+
+    def _send_answers(self, destination: str, frames: list[Frame]) -> Any:
+        return self.handles.get(destination).answer.remote(frames)
+
+    async def poll_forever(self) -> None:
+        while True:
+            try:
+                frames: list[Frame] = await self.endpoint.take.remote(100_000, _POLL_WAIT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the poll loop is the client's top level: log, keep going
+                logger.exception("polling the client endpoint failed")
+                await asyncio.sleep(_POLL_WAIT_S)  # back off instead of spinning
+                continue
+            for frame in frames:
+                try:
+                    await self._dispatch(frame)
+                except BusError as exc:
+                    logger.warning("dropped an undecodable frame: %s", exc)
+
+    async def _dispatch(self, frame: Frame) -> None:
+        message = frame.decode()
+        envelope = frame.envelope
+        pending = self.pending.get((envelope.client_id, envelope.request_id))
+        if isinstance(message, Response):
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(message)
+            return
+        session = self.sessions.get(envelope.client_id)
+        if isinstance(message, Notification):
+            params = message.params if isinstance(message.params, dict) else {}
+            if (
+                message.method == "notifications/progress"
+                and pending is not None
+                and pending.progress is not None
+            ):
+                outcome = pending.progress(
+                    params.get("progress", 0.0), params.get("total"), params.get("message")
+                )
+                if outcome is not None:
+                    await outcome
+            elif session is not None:
+                session.notifications.append(message)
+            return
+        if envelope.reply_to is None:
+            return
+        handler = session.server_request_handler if session is not None else None
+        if handler is None:
+            answer = Response.failure(
+                message.id, METHOD_NOT_FOUND, f"this client does not handle {message.method}"
+            )
+        else:
+            try:
+                answer = Response.success(message.id, await handler(message))
+            except BusError as exc:
+                answer = Response.failure(message.id, -32603, str(exc))
+        self.answers.put(envelope.reply_to, Frame.of(envelope, answer))
+
+    async def close(self) -> None:
+        if self.poller is not None:
+            self.poller.cancel()
+            await asyncio.gather(self.poller, return_exceptions=True)
+        for pending in self.pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(ConnectionClosed("client closed"))
+        self.pending.clear()
+        ray.kill(self.endpoint)
+
+
+class BusClient:
+    """One client session on a bus; create with :meth:`connect`, end with :meth:`close`.
+
+    :meth:`new_session` opens further sessions over the same endpoint: each has its own
+    client id and its own request ids (which may collide with other sessions' ids).
+    """
+
+    def __init__(self, connection: _Connection, client_id: str, principal: str) -> None:
+        self._connection = connection
+        self.client_id = client_id
         self._principal = principal
-        self._client_id = endpoint_name.rsplit("/", 1)[-1]
         self._ids = itertools.count(1)
-        self._pending: dict[str, _Pending] = {}
-        self._handles = HandleCache()
-        self._submissions: Outbox[str, Frame] = Outbox(self._submit, on_failure=self._submit_failed)
-        self._answers: Outbox[str, Frame] = Outbox(self._send_answers)
-        self._poller: asyncio.Task[None] | None = None
         self.server_request_handler: ServerRequestHandler | None = None
-        self.notifications: deque[Notification] = deque(maxlen=1000)  # unrelated ones, newest kept
+        self.notifications: deque[Notification] = deque(maxlen=1000)  # newest kept
+        connection.sessions[client_id] = self
+
+    @property
+    def bus(self) -> str:
+        return self._connection.bus
 
     @classmethod
     async def connect(
@@ -104,7 +194,7 @@ class BusClient:
         """Attach to a running bus by name (Ray must already be initialised).
 
         Raises:
-            ConnectionClosed: no bus with that name runs on this cluster.
+            ConnectionClosed: Ray is not initialised or no bus with that name runs.
         """
         if not ray.is_initialized():
             raise ConnectionClosed("Ray is not initialised: call ray.init() (or use `raybus up`)")
@@ -114,19 +204,21 @@ class BusClient:
         endpoint = ClientEndpoint.options(name=name, namespace=NAMESPACE, num_cpus=0).remote()  # type: ignore[attr-defined]
         async with asyncio.timeout(timeout_s):
             await router.ping.remote()
-        client = cls(bus, router, discovery, endpoint, name, principal)
-        client._poller = asyncio.get_running_loop().create_task(client._poll_forever())
-        return client
+        connection = _Connection(bus, router, discovery, endpoint, name)
+        connection.poller = asyncio.get_running_loop().create_task(connection.poll_forever())
+        return cls(connection, name.rsplit("/", 1)[-1], principal)
+
+    def new_session(self, *, principal: str | None = None) -> BusClient:
+        """Another session sharing this client's endpoint (cheap: no new actor)."""
+        return BusClient(
+            self._connection,
+            f"{self.client_id}.{uuid.uuid4().hex[:8]}",
+            principal or self._principal,
+        )
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
-        for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(ConnectionClosed("client closed"))
-        self._pending.clear()
-        ray.kill(self._endpoint)
+        """Close the connection, failing this and every sibling session's open calls."""
+        await self._connection.close()
 
     async def __aenter__(self) -> BusClient:
         return self
@@ -156,17 +248,19 @@ class BusClient:
         request_id = str(number)
         if progress is not None:
             params = {**params, "_meta": {**params.get("_meta", {}), "progressToken": number}}
+        connection = self._connection
         envelope = Envelope(
-            client_id=self._client_id,
+            client_id=self.client_id,
             request_id=request_id,
             principal=self._principal,
-            reply_to=self._endpoint_name,
+            reply_to=connection.endpoint_name,
             method=method,
             name=name,
         ).with_deadline_in(timeout_s)
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = _Pending(method, future, progress)
-        self._submissions.put(
+        key = (self.client_id, request_id)
+        connection.pending[key] = _Pending(method, future, progress)
+        connection.submissions.put(
             "router", Frame.of(envelope, Request(id=number, method=method, params=params))
         )
         try:
@@ -175,10 +269,10 @@ class BusClient:
         except TimeoutError:
             raise BusTimeout(method, timeout_s) from None
         except asyncio.CancelledError:
-            self._router.cancel.remote([envelope.correlation_key])
+            connection.router.cancel.remote([envelope.correlation_key])
             raise
         finally:
-            self._pending.pop(request_id, None)
+            connection.pending.pop(key, None)
         if response.error is not None:
             raise CallError.of(method, response.error)
         if not isinstance(response.result, dict):
@@ -214,7 +308,7 @@ class BusClient:
         return types.GetPromptResult.model_validate(result)
 
     async def catalogs(self) -> dict[str, Catalog]:
-        catalogs: dict[str, Catalog] = await self._discovery.catalogs.remote()
+        catalogs: dict[str, Catalog] = await self._connection.discovery.catalogs.remote()
         return catalogs
 
     async def list_tools(self) -> list[types.Tool]:
@@ -250,73 +344,3 @@ class BusClient:
                     return exc
 
         return await asyncio.gather(*(one(name, args) for name, args in calls))
-
-    # -- plumbing ----------------------------------------------------------------------
-
-    def _submit(self, _: str, frames: list[Frame]) -> Any:
-        return self._router.submit.remote(frames)
-
-    def _submit_failed(self, _: str, frames: list[Frame], exc: BaseException) -> None:
-        for frame in frames:
-            pending = self._pending.get(frame.envelope.request_id)
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(
-                    ConnectionClosed(f"the bus router is unreachable: {exc}")
-                )
-
-    def _send_answers(self, destination: str, frames: list[Frame]) -> Any:
-        return self._handles.get(destination).answer.remote(frames)
-
-    async def _poll_forever(self) -> None:
-        while True:
-            try:
-                frames: list[Frame] = await self._endpoint.take.remote(100_000, _POLL_WAIT_S)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the poll loop is the client's top level: log, keep going
-                logger.exception("polling the client endpoint failed")
-                await asyncio.sleep(_POLL_WAIT_S)  # back off instead of spinning
-                continue
-            for frame in frames:
-                try:
-                    await self._dispatch(frame)
-                except BusError as exc:
-                    logger.warning("dropped an undecodable frame: %s", exc)
-
-    async def _dispatch(self, frame: Frame) -> None:
-        message = frame.decode()
-        pending = self._pending.get(frame.envelope.request_id)
-        if isinstance(message, Response):
-            if pending is not None and not pending.future.done():
-                pending.future.set_result(message)
-            return
-        if isinstance(message, Notification):
-            params = message.params if isinstance(message.params, dict) else {}
-            if (
-                message.method == "notifications/progress"
-                and pending is not None
-                and pending.progress is not None
-            ):
-                outcome = pending.progress(
-                    params.get("progress", 0.0), params.get("total"), params.get("message")
-                )
-                if outcome is not None:
-                    await outcome
-            else:
-                self.notifications.append(message)
-            return
-        await self._answer_server_request(frame, message)
-
-    async def _answer_server_request(self, frame: Frame, request: Request) -> None:
-        if frame.envelope.reply_to is None:
-            return
-        if self.server_request_handler is None:
-            answer = Response.failure(
-                request.id, METHOD_NOT_FOUND, f"this client does not handle {request.method}"
-            )
-        else:
-            try:
-                answer = Response.success(request.id, await self.server_request_handler(request))
-            except BusError as exc:
-                answer = Response.failure(request.id, -32603, str(exc))
-        self._answers.put(frame.envelope.reply_to, Frame.of(frame.envelope, answer))

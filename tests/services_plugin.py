@@ -1,0 +1,112 @@
+"""Pytest plugin: the real services a test session needs, started once and on demand.
+
+- ``kafka_bootstrap``: ``host:port`` of a real Apache Kafka broker.
+- ``sqs_endpoint``: URL of a real SQS endpoint (moto server).
+- ``ray_session``: the session's local Ray.
+- ``unique_name``: a fresh topic/queue name per test, so tests never read each other's data.
+
+The broker fixtures reuse a running service named by ``RAYBUS_KAFKA_BOOTSTRAP`` /
+``RAYBUS_SQS_ENDPOINT`` (e.g. from ``raybus services up``) and otherwise start their own,
+which they stop at the end of the session; they never stop what they did not start.
+Session fixtures are lazy: ``pytest -m unit`` starts nothing. When a test that used a
+service fails, its report carries the tail of that service's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.services.base import LocalService
+from cluster.services.kafka import KAFKA_BOOTSTRAP_ENV, KafkaService
+from cluster.services.process import log_tail
+from cluster.services.sqs import SQS_ENDPOINT_ENV, SqsService
+from cluster.services.state import default_cache_dir
+
+RAY_NAMESPACE = "raybus-tests"
+_LOG_TAIL_LINES = 80
+
+# fixture name -> log file of the service it started, for failure reports
+_SERVICE_LOGS = pytest.StashKey[dict[str, Path]]()
+
+
+def _service_logs(config: pytest.Config) -> dict[str, Path]:
+    return config.stash.setdefault(_SERVICE_LOGS, {})
+
+
+def _run_service(service: LocalService, config: pytest.Config, fixture: str) -> Iterator[str]:
+    # asyncio.run: these are sync session fixtures, set up outside any test's event loop.
+    asyncio.run(service.start())
+    logs = _service_logs(config)
+    if service.log_path is not None:
+        logs[fixture] = service.log_path
+    try:
+        yield service.endpoint
+    finally:
+        logs.pop(fixture, None)
+        asyncio.run(service.stop())
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``host:port`` of a real Kafka broker: ``$RAYBUS_KAFKA_BOOTSTRAP`` or one started here."""
+    existing = os.environ.get(KAFKA_BOOTSTRAP_ENV)
+    if existing:
+        yield existing
+        return
+    yield from _run_service(KafkaService(default_cache_dir()), request.config, "kafka_bootstrap")
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a real SQS endpoint: ``$RAYBUS_SQS_ENDPOINT`` or a moto server started here."""
+    existing = os.environ.get(SQS_ENDPOINT_ENV)
+    if existing:
+        yield existing
+        return
+    yield from _run_service(SqsService(), request.config, "sqs_endpoint")
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray for the whole session (2 CPUs, no dashboard), reused if already up.
+
+    Worker output is not forwarded to the driver (``log_to_driver=False``): it would land
+    in whichever test happens to run, and failures already carry the remote traceback.
+    """
+    import ray  # here, so sessions that need no Ray never import it
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=RAY_NAMESPACE)
+        started = True
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A topic/queue name no other test uses (valid for Kafka topics and SQS queues)."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the log tail of every service a failed test used to its report."""
+    report = yield
+    if report.failed:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, path in _service_logs(item.config).items():
+            if fixture in used:
+                report.sections.append(
+                    (f"{fixture}: last lines of {path}", log_tail(path, _LOG_TAIL_LINES))
+                )
+    return report
