@@ -29,9 +29,17 @@ def echo(text: str) -> str:
 
 
 @server.tool()
-def whoami() -> dict[str, int]:
-    """The serving process id and how many echo calls it has served."""
-    return {"pid": os.getpid(), "echo_calls": _calls["count"]}
+def whoami() -> dict[str, int | str]:
+    """The serving process id, its Ray node (when hosted on Ray) and its echo count."""
+    info: dict[str, int | str] = {"pid": os.getpid(), "echo_calls": _calls["count"]}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            info["node"] = ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return info
 
 
 @server.tool()
