@@ -98,7 +98,9 @@ async def bus_status(bus: str) -> dict[str, Any]:
     """
     router = await asyncio.to_thread(get_actor, actor_names.router(bus))
     discovery = await asyncio.to_thread(get_actor, actor_names.discovery(bus))
-    lag, workers = await asyncio.gather(router.lag.remote(), discovery.workers.remote())
+    lag, outstanding, workers = await asyncio.gather(
+        router.lag.remote(), router.outstanding.remote(), discovery.workers.remote()
+    )
     return {
         "bus": bus,
         "pools": lag,
@@ -107,7 +109,7 @@ async def bus_status(bus: str) -> dict[str, Any]:
                 "name": w.actor_name,
                 "pool": w.pool,
                 "status": str(w.status),
-                "in_flight": w.in_flight,
+                "in_flight": outstanding.get(w.actor_name, w.in_flight),
                 "node": w.node_id[:8],
             }
             for w in workers

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cluster import demo
+from cluster import bus_cli, demo
 from cluster.services import cli as services_cli
 
 __all__ = ["main"]
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(subparsers)
     services_cli.add_parser(subparsers)
+    bus_cli.add_parsers(subparsers)
     return parser
 
 
