@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import transport_throughput
+from benchmarks import bus_throughput, transport_throughput
 
 SUITES: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "transports": transport_throughput.run,
+    "bus": bus_throughput.run,
 }
 
 

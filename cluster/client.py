@@ -26,7 +26,7 @@ import mcp_types as types
 import ray
 
 from actors.catalog import Catalog
-from actors.outbox import Outbox
+from actors.outbox import BUSY_INTERVAL_S, Outbox
 from cluster.endpoint import ClientEndpoint
 from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor
 from transports.envelope import ANONYMOUS, Envelope
@@ -84,7 +84,9 @@ class _Connection:
         self.pending: dict[tuple[str, str], _Pending] = {}
         self.sessions: dict[str, BusClient] = {}
         self.handles = HandleCache()
-        self.submissions: Outbox[str, Frame] = Outbox(self._submit, on_failure=self._submit_failed)
+        self.submissions: Outbox[str, Frame] = Outbox(
+            self._submit, on_failure=self._submit_failed, min_interval_s=BUSY_INTERVAL_S
+        )
         self.answers: Outbox[str, Frame] = Outbox(self._send_answers)
         self.poller: asyncio.Task[None] | None = None
 

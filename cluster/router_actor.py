@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from actors.discovery import Membership
-from actors.outbox import Outbox
+from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router import Completion, RouterConfig, RouterCore
 from cluster.naming import HandleCache, actor_names
 from transports.envelope import CorrelationKey
@@ -33,9 +33,11 @@ class _RayRouterPorts:
     def __init__(self, handles: HandleCache, core: RouterCore | None = None) -> None:
         self.handles = handles
         self.core = core
-        self.replies: Outbox[str, Frame] = Outbox(self._send_replies)
+        self.replies: Outbox[str, Frame] = Outbox(
+            self._send_replies, min_interval_s=BUSY_INTERVAL_S
+        )
         self.deliveries: Outbox[str, Frame] = Outbox(
-            self._send_deliveries, on_failure=self._delivery_failed
+            self._send_deliveries, on_failure=self._delivery_failed, min_interval_s=BUSY_INTERVAL_S
         )
 
     def deliver(self, worker: str, frames: list[Frame]) -> None:

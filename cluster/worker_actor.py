@@ -10,7 +10,7 @@ from typing import Any
 import ray
 
 from actors.hosted_server import HostedServer
-from actors.outbox import Outbox
+from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router import Completion
 from actors.server_links import (
     SdkServerLink,
@@ -50,8 +50,12 @@ class _RayWorkerPorts:
         self._router = actor_names.router(bus)
         self._actor_name = actor_name
         self._handles = handles
-        self.replies: Outbox[str, Frame] = Outbox(self._send_replies)
-        self.completions: Outbox[str, Completion] = Outbox(self._send_completions)
+        self.replies: Outbox[str, Frame] = Outbox(
+            self._send_replies, min_interval_s=BUSY_INTERVAL_S
+        )
+        self.completions: Outbox[str, Completion] = Outbox(
+            self._send_completions, min_interval_s=BUSY_INTERVAL_S
+        )
 
     def reply(self, destination: str, frame: Frame) -> None:
         self.replies.put(destination, frame)

@@ -1,0 +1,86 @@
+import asyncio
+
+from actors.outbox import Outbox
+from tests.waiting import wait_until
+
+
+class SlowReceiver:
+    """Accepts a batch when released, recording batches in arrival order."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[int]]] = []
+        self.release: dict[int, asyncio.Future[None]] = {}
+
+    def submit(self, destination: str, items: list[int]) -> asyncio.Future[None]:
+        self.batches.append((destination, items))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.release[len(self.batches)] = future
+        return future
+
+
+async def test_items_put_in_one_turn_leave_as_one_batch_per_destination() -> None:
+    receiver = SlowReceiver()
+    outbox: Outbox[str, int] = Outbox(receiver.submit)
+    for i in range(5):
+        outbox.put("a", i)
+    outbox.put("b", 99)
+    await asyncio.sleep(0)
+    assert receiver.batches == [("a", [0, 1, 2, 3, 4]), ("b", [99])]
+
+
+async def test_one_batch_is_in_flight_per_destination_and_order_is_kept() -> None:
+    receiver = SlowReceiver()
+    outbox: Outbox[str, int] = Outbox(receiver.submit)
+    outbox.put("a", 1)
+    await asyncio.sleep(0)
+    outbox.put("a", 2)
+    outbox.put("a", 3)
+    await asyncio.sleep(0)
+    assert receiver.batches == [("a", [1])]  # 2 and 3 wait for the first to be accepted
+    receiver.release[1].set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert receiver.batches == [("a", [1]), ("a", [2, 3])]
+
+
+async def test_a_failed_batch_is_reported_and_later_batches_still_go() -> None:
+    receiver = SlowReceiver()
+    failures: list[tuple[str, list[int], str]] = []
+    outbox: Outbox[str, int] = Outbox(
+        receiver.submit, on_failure=lambda d, items, e: failures.append((d, items, str(e)))
+    )
+    outbox.put("a", 1)
+    await asyncio.sleep(0)
+    outbox.put("a", 2)
+    receiver.release[1].set_exception(RuntimeError("actor died"))
+    await wait_until(lambda: len(receiver.batches) == 2)
+    assert failures == [("a", [1], "actor died")]
+    assert receiver.batches[-1] == ("a", [2])
+
+
+async def test_a_busy_destination_waits_out_the_interval_and_gets_a_fuller_batch() -> None:
+    receiver = SlowReceiver()
+    outbox: Outbox[str, int] = Outbox(receiver.submit, min_interval_s=0.05)
+    outbox.put("a", 1)
+    await asyncio.sleep(0)
+    outbox.put("a", 2)
+    receiver.release[1].set_result(None)
+    await asyncio.sleep(0.01)
+    outbox.put("a", 3)
+    assert len(receiver.batches) == 1  # still inside the interval
+    await wait_until(lambda: len(receiver.batches) == 2)
+    assert receiver.batches[1] == ("a", [2, 3])
+
+
+async def test_batches_are_capped() -> None:
+    receiver = SlowReceiver()
+    outbox: Outbox[str, int] = Outbox(receiver.submit, max_batch=2)
+    for i in range(5):
+        outbox.put("a", i)
+    await asyncio.sleep(0)
+    assert receiver.batches == [("a", [0, 1])]
+    for n in (1, 2):
+        receiver.release[n].set_result(None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    assert [items for _, items in receiver.batches] == [[0, 1], [2, 3], [4]]
