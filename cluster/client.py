@@ -18,7 +18,7 @@ import itertools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,13 @@ from actors.outbox import BUSY_INTERVAL_S, Outbox
 from cluster.endpoint import ClientEndpoint
 from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor
 from transports.envelope import ANONYMOUS, Envelope
-from transports.errors import METHOD_NOT_FOUND, BusError, BusTimeout, ConnectionClosed
+from transports.errors import (
+    INTERNAL_ERROR,
+    METHOD_NOT_FOUND,
+    BusError,
+    BusTimeout,
+    ConnectionClosed,
+)
 from transports.frame import Frame
 from transports.message import ErrorObject, Notification, Request, Response
 
@@ -40,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None] | None]
 ServerRequestHandler = Callable[[Request], Awaitable[dict[str, Any]]]
+# Per call: sees every notification and server request about that call (a gateway relays
+# them to its own client); returns the result of a server request, None for notifications.
+MessageHandler = Callable[[Notification | Request], Awaitable[dict[str, Any] | None]]
 
 _POLL_WAIT_S = 1.0
 _GRACE_S = 5.0
@@ -68,6 +77,7 @@ class _Pending:
     method: str
     future: asyncio.Future[Response]
     progress: ProgressCallback | None
+    on_message: MessageHandler | None = None
 
 
 class _Connection:
@@ -89,6 +99,7 @@ class _Connection:
         )
         self.answers: Outbox[str, Frame] = Outbox(self._send_answers)
         self.poller: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def _submit(self, _: str, frames: list[Frame]) -> Any:
         return self.router.submit.remote(frames)
@@ -129,6 +140,9 @@ class _Connection:
                 pending.future.set_result(message)
             return
         session = self.sessions.get(envelope.client_id)
+        if pending is not None and pending.on_message is not None:
+            await self._relay(frame, message, pending.on_message)
+            return
         if isinstance(message, Notification):
             params = message.params if isinstance(message.params, dict) else {}
             if (
@@ -144,19 +158,43 @@ class _Connection:
             elif session is not None:
                 session.notifications.append(message)
             return
-        if envelope.reply_to is None:
-            return
         handler = session.server_request_handler if session is not None else None
+        self._spawn(self._answer(frame, message, handler))
+
+    async def _relay(
+        self, frame: Frame, message: Notification | Request, handler: MessageHandler
+    ) -> None:
+        if isinstance(message, Notification):
+            await handler(message)  # inline: notifications keep their order
+            return
+        # A server request waits for a human or a model: answer it off the poll loop.
+        self._spawn(self._answer(frame, message, handler))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self.tasks.discard)
+
+    async def _answer(
+        self,
+        frame: Frame,
+        message: Request,
+        handler: MessageHandler | ServerRequestHandler | None,
+    ) -> None:
+        if frame.envelope.reply_to is None:
+            return
         if handler is None:
             answer = Response.failure(
                 message.id, METHOD_NOT_FOUND, f"this client does not handle {message.method}"
             )
         else:
             try:
-                answer = Response.success(message.id, await handler(message))
+                answer = Response.success(message.id, await handler(message) or {})
+            except CallError as exc:
+                answer = Response.failure(message.id, exc.code, exc.message, exc.data)
             except BusError as exc:
-                answer = Response.failure(message.id, -32603, str(exc))
-        self.answers.put(envelope.reply_to, Frame.of(envelope, answer))
+                answer = Response.failure(message.id, INTERNAL_ERROR, str(exc))
+        self.answers.put(frame.envelope.reply_to, Frame.of(frame.envelope, answer))
 
     async def close(self) -> None:
         if self.poller is not None:
@@ -238,8 +276,12 @@ class BusClient:
         name: str | None,
         timeout_s: float = 60.0,
         progress: ProgressCallback | None = None,
+        on_message: MessageHandler | None = None,
     ) -> dict[str, Any]:
         """Send one routed request; returns its ``result`` object.
+
+        ``on_message`` (if given) receives every notification and server request about
+        this call, in order, instead of the session-wide handlers.
 
         Raises:
             CallError: the call ended with a JSON-RPC error.
@@ -261,7 +303,7 @@ class BusClient:
         ).with_deadline_in(timeout_s)
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         key = (self.client_id, request_id)
-        connection.pending[key] = _Pending(method, future, progress)
+        connection.pending[key] = _Pending(method, future, progress, on_message)
         connection.submissions.put(
             "router", Frame.of(envelope, Request(id=number, method=method, params=params))
         )
