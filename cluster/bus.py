@@ -16,7 +16,7 @@ import ray
 
 from cluster.config import BusConfig
 from cluster.discovery_actor import DiscoveryActor
-from cluster.naming import NAMESPACE, actor_names, get_actor
+from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
 from cluster.router_actor import RouterActor
 from cluster.supervisor import SupervisorActor
 from transports.errors import BusError, BusTimeout, ConnectionClosed
@@ -96,8 +96,8 @@ async def bus_status(bus: str) -> dict[str, Any]:
     Raises:
         ConnectionClosed: no such bus.
     """
-    router = await asyncio.to_thread(get_actor, actor_names.router(bus))
-    discovery = await asyncio.to_thread(get_actor, actor_names.discovery(bus))
+    router = await get_actor_async(actor_names.router(bus))
+    discovery = await get_actor_async(actor_names.discovery(bus))
     lag, outstanding, workers = await asyncio.gather(
         router.lag.remote(), router.outstanding.remote(), discovery.workers.remote()
     )
@@ -121,13 +121,13 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
     """Drain every worker, then stop the control actors. Missing pieces are skipped."""
     names = [actor_names.supervisor(bus), actor_names.router(bus), actor_names.discovery(bus)]
     try:
-        supervisor = await asyncio.to_thread(get_actor, names[0])
+        supervisor = await get_actor_async(names[0])
         async with asyncio.timeout(timeout_s):
             await supervisor.shutdown.remote()
     except (ConnectionClosed, TimeoutError) as exc:
         logger.warning("could not drain bus %s cleanly: %s", bus, exc)
     for name in names:
         try:
-            ray.kill(await asyncio.to_thread(get_actor, name), no_restart=True)
+            ray.kill(await get_actor_async(name), no_restart=True)
         except ConnectionClosed:
             continue

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cluster import bus_cli, demo
+from cluster import bus_cli, demo, up
 from cluster.services import cli as services_cli
 
 __all__ = ["main"]
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(subparsers)
     services_cli.add_parser(subparsers)
     bus_cli.add_parsers(subparsers)
+    up.add_parser(subparsers)
     return parser
 
 

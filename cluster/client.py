@@ -28,7 +28,7 @@ import ray
 from actors.catalog import Catalog
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from cluster.endpoint import ClientEndpoint
-from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor
+from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor_async
 from transports.envelope import ANONYMOUS, Envelope
 from transports.errors import (
     INTERNAL_ERROR,
@@ -155,6 +155,8 @@ class _Connection:
                 )
                 if outcome is not None:
                     await outcome
+            elif session is not None and session.notification_handler is not None:
+                await session.notification_handler(message)
             elif session is not None:
                 session.notifications.append(message)
             return
@@ -220,6 +222,8 @@ class BusClient:
         self._principal = principal
         self._ids = itertools.count(1)
         self.server_request_handler: ServerRequestHandler | None = None
+        # Notifications not about a call of this session (e.g. resources/updated).
+        self.notification_handler: Callable[[Notification], Awaitable[None]] | None = None
         self.notifications: deque[Notification] = deque(maxlen=1000)  # newest kept
         connection.sessions[client_id] = self
 
@@ -238,8 +242,8 @@ class BusClient:
         """
         if not ray.is_initialized():
             raise ConnectionClosed("Ray is not initialised: call ray.init() (or use `raybus up`)")
-        router = await asyncio.to_thread(get_actor, actor_names.router(bus))
-        discovery = await asyncio.to_thread(get_actor, actor_names.discovery(bus))
+        router = await get_actor_async(actor_names.router(bus))
+        discovery = await get_actor_async(actor_names.discovery(bus))
         name = actor_names.client(bus)
         endpoint = ClientEndpoint.options(name=name, namespace=NAMESPACE, num_cpus=0).remote()  # type: ignore[attr-defined]
         async with asyncio.timeout(timeout_s):

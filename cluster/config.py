@@ -24,7 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from actors.router import RouterConfig
 from transports.errors import BusError
 
-__all__ = ["BusConfig", "ConfigError", "DiscoveryConfig", "PoolConfig", "load_config"]
+__all__ = [
+    "BusConfig",
+    "ConfigError",
+    "DiscoveryConfig",
+    "GatewayConfig",
+    "PoolConfig",
+    "load_config",
+]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -88,11 +95,25 @@ class DiscoveryConfig(_Strict):
         return self
 
 
+class GatewayConfig(_Strict):
+    """Where and how standard MCP clients reach the bus (``raybus up``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    path: str = "/mcp"
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="extra Origin values to accept besides loopback"
+    )
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    call_timeout_s: float = Field(300.0, gt=0)
+
+
 class BusConfig(_Strict):
     name: str = "default"
     pools: list[PoolConfig] = Field(min_length=1)
     router: RouterConfig = RouterConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    gateway: GatewayConfig = GatewayConfig()
     drain_timeout_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")

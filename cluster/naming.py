@@ -15,7 +15,7 @@ import ray
 
 from transports.errors import ConnectionClosed
 
-__all__ = ["NAMESPACE", "HandleCache", "actor_names"]
+__all__ = ["NAMESPACE", "HandleCache", "actor_names", "get_actor", "get_actor_async"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,19 @@ def get_actor(name: str) -> Any:
         raise ConnectionClosed(f"no raybus actor named {name!r} is running") from None
 
 
+async def get_actor_async(name: str, timeout_s: float = 15.0) -> Any:
+    """:func:`get_actor` off the event loop, bounded (a lookup blocks on the GCS).
+
+    Raises:
+        ConnectionClosed: no such actor, or the cluster did not answer in time.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.to_thread(get_actor, name)
+    except TimeoutError:
+        raise ConnectionClosed(f"the Ray cluster did not answer a lookup of {name!r}") from None
+
+
 class HandleCache:
     """Actor handles by name, looked up once (a lookup is a blocking GCS round trip)."""
 
@@ -71,7 +84,7 @@ class HandleCache:
     async def get_async(self, name: str) -> Any:
         handle = self._handles.get(name)
         if handle is None:
-            handle = await asyncio.to_thread(get_actor, name)
+            handle = await get_actor_async(name)
             self._handles[name] = handle
         return handle
 

@@ -1,0 +1,270 @@
+"""The gateway: one MCP server in front of every pool of a bus.
+
+The MCP protocol itself - both eras, sessions, SSE streams, version negotiation, the
+2026-07-28 envelope and ``server/discover`` - is the official SDK's: the gateway is a
+low-level SDK ``Server`` whose handlers forward to the bus. Lists (tools, resources,
+templates, prompts) are aggregated from the discovery registry without calling any
+worker; calls travel through the router to a worker. What a worker's server sends about
+a call (progress, logs, sampling / elicitation / roots requests) is relayed to the MCP
+session that made the call, and the answer travels back.
+
+Client credentials never leave the gateway: only the authenticated principal's name
+travels in the envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.session import ServerSession
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from pydantic import ConfigDict, TypeAdapter
+
+from actors.catalog import Catalog
+from cluster.client import BusClient, CallError
+from transports.envelope import ANONYMOUS
+from transports.errors import BusErrorCode, BusTimeout, ConnectionClosed
+from transports.message import Notification, Request
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger(__name__)
+
+Ctx = ServerRequestContext[Any, Any]
+
+_CATALOG_TTL_S = 0.5
+_LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+_RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+_server_request = TypeAdapter[types.ServerRequest](types.ServerRequest)
+_server_notification = TypeAdapter[types.ServerNotification](types.ServerNotification)
+
+
+class _AnyResult(types.Result):
+    """A client's answer to a relayed request, kept whole (the worker validates it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Gateway:
+    """Builds the SDK server; ``principal_of(ctx)`` names the caller (auth decides)."""
+
+    def __init__(
+        self,
+        client: BusClient,
+        *,
+        name: str = "raybus",
+        call_timeout_s: float = 300.0,
+        principal_of: Any = None,
+    ) -> None:
+        self._client = client
+        self._call_timeout_s = call_timeout_s
+        self._principal_of = principal_of or (lambda ctx: ANONYMOUS)
+        self._bus_sessions: weakref.WeakKeyDictionary[ServerSession, BusClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._log_levels: weakref.WeakKeyDictionary[ServerSession, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._catalogs: dict[str, Catalog] = {}
+        self._catalogs_at = 0.0
+        self.server: Server[Any] = Server(
+            name,
+            version="0.1.0",
+            instructions="Tools, resources and prompts of every pool of a raybus bus.",
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_resource_templates,
+            on_read_resource=self._read_resource,
+            on_subscribe_resource=self._subscribe,
+            on_unsubscribe_resource=self._unsubscribe,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_completion=self._complete,
+            on_set_logging_level=self._set_logging_level,
+        )
+
+    # -- lists, from discovery ------------------------------------------------------
+
+    async def catalogs(self) -> dict[str, Catalog]:
+        now = time.monotonic()
+        if now - self._catalogs_at > _CATALOG_TTL_S:
+            self._catalogs = await self._client.catalogs()
+            self._catalogs_at = now
+        return self._catalogs
+
+    async def _aggregate(self, field: str, key: str) -> list[dict[str, Any]]:
+        seen: dict[str, dict[str, Any]] = {}
+        for catalog in (await self.catalogs()).values():
+            for item in getattr(catalog, field):
+                seen.setdefault(item[key], item)
+        return list(seen.values())
+
+    async def _list_tools(
+        self, ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        tools = await self._aggregate("tools", "name")
+        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
+
+    async def _list_resources(
+        self, ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        resources = await self._aggregate("resources", "uri")
+        return types.ListResourcesResult(
+            resources=[types.Resource.model_validate(r) for r in resources]
+        )
+
+    async def _list_resource_templates(
+        self, ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        templates = await self._aggregate("resource_templates", "uriTemplate")
+        return types.ListResourceTemplatesResult(
+            resource_templates=[types.ResourceTemplate.model_validate(t) for t in templates]
+        )
+
+    async def _list_prompts(
+        self, ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        prompts = await self._aggregate("prompts", "name")
+        return types.ListPromptsResult(prompts=[types.Prompt.model_validate(p) for p in prompts])
+
+    # -- calls, through the bus -----------------------------------------------------
+
+    async def _call_tool(
+        self, ctx: Ctx, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        result = await self._forward(ctx, "tools/call", params.name)
+        if result.get("resultType") == "input_required":
+            return types.InputRequiredResult.model_validate(result)
+        return types.CallToolResult.model_validate(result)
+
+    async def _read_resource(
+        self, ctx: Ctx, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
+        result = await self._forward(ctx, "resources/read", str(params.uri))
+        if result.get("resultType") == "input_required":
+            return types.InputRequiredResult.model_validate(result)
+        return types.ReadResourceResult.model_validate(result)
+
+    async def _get_prompt(
+        self, ctx: Ctx, params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        result = await self._forward(ctx, "prompts/get", params.name)
+        if result.get("resultType") == "input_required":
+            return types.InputRequiredResult.model_validate(result)
+        return types.GetPromptResult.model_validate(result)
+
+    async def _complete(
+        self, ctx: Ctx, params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        ref = params.ref
+        name = ref.name if isinstance(ref, types.PromptReference) else str(ref.uri)
+        return types.CompleteResult.model_validate(
+            await self._forward(ctx, "completion/complete", name)
+        )
+
+    async def _subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        await self._forward(ctx, "resources/subscribe", str(params.uri))
+        return types.EmptyResult()
+
+    async def _unsubscribe(
+        self, ctx: Ctx, params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        await self._forward(ctx, "resources/unsubscribe", str(params.uri))
+        return types.EmptyResult()
+
+    async def _set_logging_level(
+        self, ctx: Ctx, params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        # Kept per MCP session at the gateway: a worker's server is shared by many
+        # sessions, so one session's level must not change what another receives.
+        self._log_levels[ctx.session] = _LOG_LEVELS.index(params.level)
+        return types.EmptyResult()
+
+    async def _forward(self, ctx: Ctx, method: str, name: str) -> dict[str, Any]:
+        params = _for_worker(dict(ctx.params or {}))
+        session = self._bus_session(ctx)
+
+        async def relay(message: Notification | Request) -> dict[str, Any] | None:
+            return await self._relay(ctx, message)
+
+        try:
+            return await session.request(
+                method, params, name=name, timeout_s=self._call_timeout_s, on_message=relay
+            )
+        except CallError as exc:
+            raise MCPError(exc.code, exc.message, exc.data) from None
+        except BusTimeout as exc:
+            raise MCPError(BusErrorCode.DEADLINE_EXCEEDED, str(exc)) from None
+        except ConnectionClosed as exc:
+            raise MCPError(BusErrorCode.SHUTTING_DOWN, str(exc)) from None
+
+    def _bus_session(self, ctx: Ctx) -> BusClient:
+        session = self._bus_sessions.get(ctx.session)
+        if session is None:
+            session = self._client.new_session(principal=self._principal_of(ctx))
+            mcp_session = weakref.ref(ctx.session)
+
+            async def unsolicited(notification: Notification) -> None:
+                target = mcp_session()
+                if target is not None:
+                    await target.send_notification(
+                        _server_notification.validate_python(notification.to_json_dict())
+                    )
+
+            session.notification_handler = unsolicited
+            self._bus_sessions[ctx.session] = session
+        return session
+
+    async def _relay(self, ctx: Ctx, message: Notification | Request) -> dict[str, Any] | None:
+        wire = message.to_json_dict()
+        if isinstance(message, Notification):
+            if message.method == "notifications/message" and not self._log_allowed(ctx, message):
+                return None
+            notification = _server_notification.validate_python(wire)
+            await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
+            return None
+        del wire["id"]
+        try:
+            request = _server_request.validate_python(wire)
+            result = await ctx.session.send_request(
+                request,
+                _AnyResult,
+                metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+            )
+        except MCPError as exc:
+            raise CallError(message.method, exc.code, exc.message, exc.data) from None
+        answer: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return answer
+
+    def _log_allowed(self, ctx: Ctx, message: Notification) -> bool:
+        threshold = self._log_levels.get(ctx.session)
+        if threshold is None:
+            return True
+        level = message.params.get("level") if isinstance(message.params, dict) else None
+        return level in _LOG_LEVELS and _LOG_LEVELS.index(level) >= threshold
+
+
+def _for_worker(params: dict[str, Any]) -> dict[str, Any]:
+    """The params a worker's server gets: the caller's, minus the gateway's envelope.
+
+    The 2026-07-28 envelope (``io.modelcontextprotocol/*`` keys in ``_meta``) describes
+    the client's connection to the gateway; the worker has its own session with its
+    server, so those keys stay here. Everything else (progress token, request state,
+    input responses, arguments) passes untouched.
+    """
+    meta = params.get("_meta")
+    if isinstance(meta, dict):
+        kept = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META_PREFIX)}
+        if kept:
+            params["_meta"] = kept
+        else:
+            del params["_meta"]
+    return params

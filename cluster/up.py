@@ -1,0 +1,210 @@
+"""``raybus up CONFIG``: a bus plus its gateway, serving MCP until interrupted.
+
+Starts a local Ray (or joins ``--address``), launches the bus described in CONFIG (or
+attaches to it when it already runs) and serves MCP Streamable HTTP on
+``http://<gateway.host>:<gateway.port><gateway.path>`` - or, with ``--stdio``, on this
+process's stdin/stdout so a desktop client can launch it. SIGINT / SIGTERM stop serving,
+drain the bus it started and shut Ray down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import ray
+import uvicorn
+from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
+
+from cluster.bus import BusAlreadyRunning, launch_bus, stop_bus
+from cluster.client import BusClient
+from cluster.config import BusConfig, load_config
+from cluster.gateway import Gateway
+from cluster.naming import NAMESPACE
+from transports.errors import BusError
+
+__all__ = ["add_parser", "http_app", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
+    """The Starlette app: Streamable HTTP at the configured path, Origin/Host checked."""
+    settings = config.gateway
+    # Any port on a loopback name: DNS rebinding needs a foreign *name*, and the port may
+    # be chosen by the OS (gateway.port 0).
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    if settings.host not in _LOOPBACK:
+        hosts.append(f"{settings.host}:{port}")
+    origins = [f"http://{h}" for h in hosts] + list(settings.allowed_origins)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+    return gateway.server.streamable_http_app(
+        streamable_http_path=settings.path,
+        max_request_body_size=settings.max_body_bytes,
+        transport_security=security,
+        host=settings.host,
+    )
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: ``serve`` owns SIGINT / SIGTERM.
+
+    uvicorn re-raises a captured signal after it stops, which would reach Ray's driver
+    handlers before the bus is drained; here a signal only asks the server to exit.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(
+    config: BusConfig,
+    *,
+    stdio: bool,
+    port: int | None = None,
+    ready: Any = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Launch (or attach to) the bus and serve its gateway until SIGINT / SIGTERM.
+
+    ``ready(port)`` is called once serving (``None`` for stdio); setting ``stop`` ends
+    serving like a signal does (for embedding and tests).
+    """
+    launched = False
+    try:
+        await launch_bus(config)
+        launched = True
+    except BusAlreadyRunning:
+        logger.info("bus %s already runs: attaching", config.name)
+    client = await BusClient.connect(config.name)
+    loop = asyncio.get_running_loop()
+    background: list[asyncio.Task[None]] = []
+    try:
+        gateway = Gateway(
+            client, name=f"raybus-{config.name}", call_timeout_s=config.gateway.call_timeout_s
+        )
+        if stdio:
+            task = loop.create_task(_serve_stdio(gateway, ready))
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, task.cancel)
+            if stop is not None:
+                background.append(loop.create_task(_when_set(stop, task.cancel)))
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        else:
+            settings = config.gateway
+            chosen_port = settings.port if port is None else port
+            server = _QuietServer(
+                uvicorn.Config(
+                    http_app(gateway, config, chosen_port),
+                    host=settings.host,
+                    port=chosen_port,
+                    log_level="warning",
+                    lifespan="on",
+                )
+            )
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, setattr, server, "should_exit", True)
+            if stop is not None:
+                exit_on_stop = _when_set(stop, lambda: setattr(server, "should_exit", True))
+                background.append(loop.create_task(exit_on_stop))
+            if ready is not None:
+                background.append(loop.create_task(_announce(server, ready)))
+            await server.serve()
+    finally:
+        for helper in background:
+            helper.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await client.close()
+        if launched:
+            await stop_bus(config.name)
+
+
+async def _when_set(event: asyncio.Event, action: Any) -> None:
+    await event.wait()
+    action()
+
+
+async def _serve_stdio(gateway: Gateway, ready: Any) -> None:
+    async with stdio_server() as (read, write):
+        if ready is not None:
+            ready(None)
+        await gateway.server.run(read, write, gateway.server.create_initialization_options())
+
+
+async def _announce(server: uvicorn.Server, ready: Any) -> None:
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to await
+        await asyncio.sleep(0.02)
+    sockets = [s for srv in server.servers for s in srv.sockets]
+    ready(sockets[0].getsockname()[1] if sockets else None)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except BusError as exc:
+        print(f"raybus: {exc}", file=sys.stderr)
+        return 2
+    settings = config.gateway
+    if not args.stdio and settings.host not in _LOOPBACK:
+        # Refuse to expose an unauthenticated gateway beyond this machine.
+        reason = "only loopback is allowed without authentication"
+        print(f"raybus: refusing to bind {settings.host}: {reason}", file=sys.stderr)
+        return 2
+    if args.address:
+        ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=args.num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            namespace=NAMESPACE,
+        )
+
+    def announce(port: int | None) -> None:
+        if port is not None:
+            print(
+                f"raybus: serving MCP at http://{settings.host}:{port}{settings.path}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    try:
+        asyncio.run(serve(config, stdio=args.stdio, port=args.port, ready=announce))
+    except KeyboardInterrupt:
+        pass
+    except BusError as exc:
+        print(f"raybus: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        ray.shutdown()
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "up", help="run a bus and serve MCP (HTTP, or --stdio) until interrupted"
+    )
+    parser.add_argument("config", help="bus YAML")
+    parser.add_argument("--stdio", action="store_true", help="serve MCP on stdin/stdout")
+    parser.add_argument(
+        "--port", type=int, default=None, help="override gateway.port (0 = any free)"
+    )
+    parser.add_argument(
+        "--address", default=None, help="join this Ray cluster instead of starting one"
+    )
+    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs for a local Ray (default 2)")
+    parser.set_defaults(run=_run)

@@ -1,0 +1,104 @@
+"""Standard MCP clients through the gateway, served in-process on the session's Ray."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2 as httpx
+import mcp
+import mcp_types as types
+import pytest
+import pytest_asyncio
+
+from cluster.up import serve
+from tests.actors.bus_helpers import bus_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway_url(ray_session: None) -> AsyncIterator[str]:
+    config = bus_config(
+        [{"name": "kit", "server": "cluster.examples.testkit:server", "min_workers": 1}]
+    )
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(config, stdio=False, port=0, ready=port.set_result, stop=stop))
+    async with asyncio.timeout(60):
+        chosen = await asyncio.shield(port)
+    try:
+        yield f"http://127.0.0.1:{chosen}/mcp"
+    finally:
+        stop.set()
+        async with asyncio.timeout(60):
+            await task
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_official_client_lists_and_calls_tools(gateway_url: str, mode: str) -> None:
+    async with mcp.Client(gateway_url, mode=mode) as client:
+        tools = await client.list_tools()
+        assert {"echo", "nap", "ask"} <= {t.name for t in tools.tools}
+        result = await client.call_tool("echo", {"text": f"via {mode}"})
+        assert result.structured_content == {"result": f"via {mode}"}
+        resource = await client.read_resource("testkit://greeting")
+        assert resource.contents[0].text == "hello from testkit"  # type: ignore[union-attr]
+        prompt = await client.get_prompt("summarize", {"topic": "buses"})
+        assert "buses" in prompt.messages[0].content.text  # type: ignore[union-attr]
+
+
+async def test_progress_and_sampling_are_relayed_to_a_legacy_client(gateway_url: str) -> None:
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async def sampling(
+        context: Any, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult:
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text="forty-two"), model="test"
+        )
+
+    async with mcp.Client(gateway_url, mode="legacy", sampling_callback=sampling) as client:
+        counted = await client.call_tool(
+            "count_with_progress", {"steps": 3}, progress_callback=on_progress
+        )
+        assert counted.structured_content == {"result": 3}
+        asked = await client.call_tool("ask", {"question": "meaning?"})
+        assert asked.structured_content == {"result": "forty-two"}
+    assert seen == [1, 2, 3]
+
+
+async def test_an_unknown_tool_is_a_json_rpc_error(gateway_url: str) -> None:
+    async with mcp.Client(gateway_url, mode="legacy") as client:
+        with pytest.raises(mcp.MCPError) as caught:
+            await client.call_tool("no_such_tool", {})
+    assert caught.value.code == -32602
+
+
+async def test_a_foreign_origin_is_refused(gateway_url: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            gateway_url,
+            json=body,
+            headers={
+                "Origin": "http://evil.example",
+                "Accept": "application/json, text/event-stream",
+            },
+        )
+    assert response.status_code == 403
+
+
+async def test_a_foreign_host_header_is_refused(gateway_url: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            gateway_url,
+            json=body,
+            headers={"Host": "evil.example", "Accept": "application/json, text/event-stream"},
+        )
+    assert response.status_code in (403, 421)
