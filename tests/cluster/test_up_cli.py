@@ -36,25 +36,22 @@ async def test_raybus_up_serves_http_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "bus.yaml"
     config.write_text(CONFIG.format(port=port))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "up", str(config)],
-        stderr=subprocess.PIPE,
-        text=True,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cluster.cli", "up", str(config), stderr=asyncio.subprocess.PIPE
     )
     try:
         assert process.stderr is not None
         async with asyncio.timeout(120):
-            while "serving MCP at" not in (
-                line := await asyncio.to_thread(process.stderr.readline)
-            ):
+            while b"serving MCP at" not in (line := await process.stderr.readline()):
                 assert line, "raybus up exited before serving"
         async with mcp.Client(f"http://127.0.0.1:{port}/mcp") as client:
             result = await client.call_tool("echo", {"text": "over http"})
         assert result.structured_content == {"result": "over http"}
         process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 120) == 0
+        async with asyncio.timeout(120):
+            assert await process.wait() == 0
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
 
 
