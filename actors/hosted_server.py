@@ -27,11 +27,13 @@ from transports.errors import METHOD_NOT_FOUND, BusError, BusErrorCode
 from transports.frame import Frame
 from transports.message import JSONRPCId, Notification, Request, Response, TransportMessage
 
-__all__ = ["HostedServer", "OutboundSink"]
+__all__ = ["CLOSE_SSE_STREAM", "HostedServer", "OutboundSink"]
 
 logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "2025-11-25"
+PROTOCOL_VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion"
+_RESERVED_META = "io.modelcontextprotocol/"
 CLIENT_CAPABILITIES: dict[str, Any] = {
     "sampling": {},
     "elicitation": {"form": {}, "url": {}},
@@ -47,6 +49,10 @@ _LIST_METHODS = {
 
 OutboundSink = Callable[[str, Frame], None]
 
+# Sent to a call's owner when the server asks to close the client's SSE stream for that
+# call (SEP-1699 polling); a gateway acts on it and never forwards it to its client.
+CLOSE_SSE_STREAM = "notifications/raybus/close_sse_stream"
+
 
 @dataclass
 class _Call:
@@ -54,6 +60,7 @@ class _Call:
     original_id: JSONRPCId | None
     progress_token: Any
     future: asyncio.Future[Response | None]
+    link: ServerLink | None = None
 
 
 class HostedServer:
@@ -61,6 +68,10 @@ class HostedServer:
 
     Args:
         link_factory: makes a fresh link (called again for each restart).
+        modern_link_factory: makes a link for 2026-07-28 requests, which carry their
+            own envelope (client info, capabilities) per request and so can share one
+            stateless connection; None for servers that only speak the handshake era
+            (their requests lose the envelope and go over the handshake session).
         sink: ``sink(destination, frame)`` sends a frame to a client endpoint.
         address: where clients send their answers to server requests (the worker).
         on_catalog_changed: called after the server's lists changed and were re-read.
@@ -70,12 +81,16 @@ class HostedServer:
         self,
         link_factory: Callable[[], ServerLink],
         *,
+        modern_link_factory: Callable[[], ServerLink] | None = None,
         sink: OutboundSink,
         address: str,
         on_catalog_changed: Callable[[], None] = lambda: None,
         restart_backoff_s: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         self._link_factory = link_factory
+        self._modern_factory = modern_link_factory
+        self._modern: ServerLink | None = None
+        self._modern_lock = asyncio.Lock()
         self._sink = sink
         self._address = address
         self._on_catalog_changed = on_catalog_changed
@@ -125,6 +140,8 @@ class HostedServer:
     async def close(self) -> None:
         self._closing = True
         self.connected.clear()
+        if self._modern is not None:
+            await self._modern.close()
         if self._link is not None:
             await self._link.close()
         if self._reader is not None:
@@ -148,18 +165,29 @@ class HostedServer:
             return Response.failure(
                 request.id, BusErrorCode.UPSTREAM_FAILED, "MCP server is restarting"
             )
+        params = request.params
+        if _is_modern(params) and self._modern_factory is not None:
+            link = await self._modern_link()
+        else:
+            params = _without_envelope(params)
         local_id = next(self._ids)
-        params, token = _with_local_progress_token(request.params, local_id)
-        call = _Call(frame, request.id, token, asyncio.get_running_loop().create_future())
+        params, token = _with_local_progress_token(params, local_id)
+        call = _Call(frame, request.id, token, asyncio.get_running_loop().create_future(), link)
         self._calls[local_id] = call
         key = frame.envelope.correlation_key
         self._by_key[key] = local_id
+
+        async def close_stream() -> None:
+            self._emit(call, Notification(method=CLOSE_SSE_STREAM))
+
         try:
-            await link.send(Request(id=local_id, method=request.method, params=params))
+            await link.send(
+                Request(id=local_id, method=request.method, params=params), close_stream
+            )
             async with asyncio.timeout(timeout_s):
                 return await call.future
         except TimeoutError:
-            await self._tell_cancelled(local_id, "deadline exceeded")
+            await self._tell_cancelled(local_id, "deadline exceeded", link)
             return Response.failure(
                 request.id, BusErrorCode.DEADLINE_EXCEEDED, "deadline exceeded while the tool ran"
             )
@@ -177,7 +205,7 @@ class HostedServer:
         call = self._calls.get(local_id) if local_id is not None else None
         if call is None or local_id is None:
             return False
-        await self._tell_cancelled(local_id, "cancelled by the client")
+        await self._tell_cancelled(local_id, "cancelled by the client", call.link)
         if not call.future.done():
             call.future.set_result(None)
         return True
@@ -236,11 +264,22 @@ class HostedServer:
             lists[field_name] = items
         self.catalog = Catalog.of(**lists)
 
-    async def _tell_cancelled(self, local_id: int, reason: str) -> None:
-        if self._link is None:
+    async def _modern_link(self) -> ServerLink:
+        async with self._modern_lock:
+            if self._modern is None:
+                link = self._modern_factory() if self._modern_factory else None
+                assert link is not None
+                await link.open()
+                self._modern = link
+                self._spawn(self._read_loop(link))
+            return self._modern
+
+    async def _tell_cancelled(self, local_id: int, reason: str, link: ServerLink | None) -> None:
+        link = link or self._link
+        if link is None:
             return
         with contextlib.suppress(BusError):
-            await self._link.send(
+            await link.send(
                 Notification(
                     method="notifications/cancelled",
                     params={"requestId": local_id, "reason": reason},
@@ -256,6 +295,12 @@ class HostedServer:
                 except Exception:  # one bad message must not stop the session
                     logger.exception("failed to handle a message from the MCP server")
         except BusError as exc:
+            if link is self._modern:
+                self._modern = None  # reopened on the next 2026-07-28 request
+                self._fail_all(
+                    f"MCP server connection lost: {exc}", BusErrorCode.UPSTREAM_FAILED, link
+                )
+                return
             if link is not self._link or self._closing:
                 return
             logger.warning("MCP server connection lost: %s", exc)
@@ -283,8 +328,10 @@ class HostedServer:
         self._background.add(task)  # keep a reference: the loop holds tasks weakly
         task.add_done_callback(self._background.discard)
 
-    def _fail_all(self, reason: str, code: int) -> None:
+    def _fail_all(self, reason: str, code: int, link: ServerLink | None = None) -> None:
         for call in list(self._calls.values()):
+            if link is not None and call.link is not link:
+                continue
             if not call.future.done():
                 call.future.set_result(
                     Response.failure(call.original_id, code, reason)
@@ -385,6 +432,21 @@ class HostedServer:
             logger.warning("could not re-read the server's lists: %s", exc)
             return
         self._on_catalog_changed()
+
+
+def _is_modern(params: Any) -> bool:
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
+
+
+def _without_envelope(params: Any) -> Any:
+    """Params minus the 2026-07-28 envelope, for a server spoken to over the handshake era."""
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict) or not any(k.startswith(_RESERVED_META) for k in meta):
+        return params
+    kept = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META)}
+    stripped = {k: v for k, v in params.items() if k != "_meta"}
+    return {**stripped, "_meta": kept} if kept else stripped
 
 
 def _with_local_progress_token(params: Any, local_id: int) -> tuple[Any, Any]:

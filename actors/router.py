@@ -351,7 +351,8 @@ class RouterCore:
             label = {Kind.TOOL: "tool", Kind.PROMPT: "prompt", Kind.RESOURCE: "resource"}.get(
                 kind or "", "reference"
             )
-            return error_reply(frame, INVALID_PARAMS, f"Unknown {label}: {name}")
+            data = {"uri": name} if kind == Kind.RESOURCE else None  # SEP-2164
+            return error_reply(frame, INVALID_PARAMS, f"Unknown {label}: {name}", data)
         return self._pool(pool_name), self._retry_safe(method, pool_name, name)
 
     def _retry_safe(self, method: str, pool: str, name: str) -> bool:

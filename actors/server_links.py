@@ -15,7 +15,7 @@ import asyncio
 import importlib
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -44,10 +44,18 @@ logger = logging.getLogger(__name__)
 Related = JSONRPCId | None
 
 
+CloseStream = Callable[[], Awaitable[None]]
+
+
 class ServerLink(Protocol):
     async def open(self) -> None: ...
 
-    async def send(self, message: TransportMessage) -> None: ...
+    async def send(
+        self, message: TransportMessage, close_stream: CloseStream | None = None
+    ) -> None:
+        """Send to the server; ``close_stream`` is what the server may call to close the
+        client's SSE stream for this request (SEP-1699), where the link can pass it."""
+        ...
 
     async def receive(self) -> tuple[TransportMessage, Related]:
         """The next message from the server and the request it relates to, if known.
@@ -107,8 +115,9 @@ def functions_server(module_path: str, name: str | None = None) -> MCPServer:
     return server
 
 
-def _to_sdk(message: TransportMessage) -> SessionMessage:
-    return SessionMessage(jsonrpc_message_adapter.validate_python(message.to_json_dict()))
+def _to_sdk(message: TransportMessage, close_stream: CloseStream | None = None) -> SessionMessage:
+    metadata = ServerMessageMetadata(close_sse_stream=close_stream) if close_stream else None
+    return SessionMessage(jsonrpc_message_adapter.validate_python(message.to_json_dict()), metadata)
 
 
 def _from_sdk(item: SessionMessage) -> tuple[TransportMessage, Related]:
@@ -152,11 +161,13 @@ class SdkServerLink:
             self._closed = True
             self._ready.set()
 
-    async def send(self, message: TransportMessage) -> None:
+    async def send(
+        self, message: TransportMessage, close_stream: CloseStream | None = None
+    ) -> None:
         if self._closed or self._client_write is None:
             raise ConnectionClosed("in-process MCP server stopped")
         try:
-            await self._client_write.send(_to_sdk(message))
+            await self._client_write.send(_to_sdk(message, close_stream))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ConnectionClosed("in-process MCP server stopped") from None
 
@@ -212,8 +223,10 @@ class StdioServerLink:
             raise ConnectionClosed("stdio server not started")
         return self._transport
 
-    async def send(self, message: TransportMessage) -> None:
-        await self._require().send(message)
+    async def send(
+        self, message: TransportMessage, close_stream: CloseStream | None = None
+    ) -> None:
+        await self._require().send(message)  # stdio has no way to pass close_stream
 
     async def receive(self) -> tuple[TransportMessage, Related]:
         transport = self._require()

@@ -28,6 +28,7 @@ from mcp.shared.message import ServerMessageMetadata
 from pydantic import ConfigDict, TypeAdapter
 
 from actors.catalog import Catalog
+from actors.hosted_server import CLOSE_SSE_STREAM
 from cluster.client import BusClient, CallError
 from transports.envelope import ANONYMOUS
 from transports.errors import BusErrorCode, BusTimeout, ConnectionClosed
@@ -41,7 +42,6 @@ Ctx = ServerRequestContext[Any, Any]
 
 _CATALOG_TTL_S = 0.5
 _LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
-_RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 _server_request = TypeAdapter[types.ServerRequest](types.ServerRequest)
 _server_notification = TypeAdapter[types.ServerNotification](types.ServerNotification)
 
@@ -189,7 +189,9 @@ class Gateway:
         return types.EmptyResult()
 
     async def _forward(self, ctx: Ctx, method: str, name: str) -> dict[str, Any]:
-        params = _for_worker(dict(ctx.params or {}))
+        # Forwarded whole, 2026-07-28 envelope included: the worker's server must see
+        # the caller's declared capabilities, and sealed requestState must arrive as is.
+        params = dict(ctx.params or {})
         session = self._bus_session(ctx)
 
         async def relay(message: Notification | Request) -> dict[str, Any] | None:
@@ -226,6 +228,10 @@ class Gateway:
     async def _relay(self, ctx: Ctx, message: Notification | Request) -> dict[str, Any] | None:
         wire = message.to_json_dict()
         if isinstance(message, Notification):
+            if message.method == CLOSE_SSE_STREAM:
+                if ctx.close_sse_stream is not None:
+                    await ctx.close_sse_stream()
+                return None
             if message.method == "notifications/message" and not self._log_allowed(ctx, message):
                 return None
             notification = _server_notification.validate_python(wire)
@@ -250,21 +256,3 @@ class Gateway:
             return True
         level = message.params.get("level") if isinstance(message.params, dict) else None
         return level in _LOG_LEVELS and _LOG_LEVELS.index(level) >= threshold
-
-
-def _for_worker(params: dict[str, Any]) -> dict[str, Any]:
-    """The params a worker's server gets: the caller's, minus the gateway's envelope.
-
-    The 2026-07-28 envelope (``io.modelcontextprotocol/*`` keys in ``_meta``) describes
-    the client's connection to the gateway; the worker has its own session with its
-    server, so those keys stay here. Everything else (progress token, request state,
-    input responses, arguments) passes untouched.
-    """
-    meta = params.get("_meta")
-    if isinstance(meta, dict):
-        kept = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META_PREFIX)}
-        if kept:
-            params["_meta"] = kept
-        else:
-            del params["_meta"]
-    return params

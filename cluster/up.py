@@ -26,6 +26,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from cluster.bus import BusAlreadyRunning, launch_bus, stop_bus
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
+from cluster.event_store import BoundedEventStore
 from cluster.gateway import Gateway
 from cluster.naming import NAMESPACE
 from transports.errors import BusError
@@ -35,6 +36,8 @@ __all__ = ["add_parser", "http_app", "serve"]
 logger = logging.getLogger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# How soon a client whose SSE stream closed mid-call should reconnect (SEP-1699).
+_SSE_RETRY_MS = 500
 
 
 def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
@@ -51,6 +54,8 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     )
     return gateway.server.streamable_http_app(
         streamable_http_path=settings.path,
+        event_store=BoundedEventStore(),
+        retry_interval=_SSE_RETRY_MS,
         max_request_body_size=settings.max_body_bytes,
         transport_security=security,
         host=settings.host,

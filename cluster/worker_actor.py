@@ -94,6 +94,7 @@ class WorkerActor:
         self._catalog_dirty = asyncio.Event()
         hosted = HostedServer(
             link_factory_for(pool),
+            modern_link_factory=None if pool.command else link_factory_for(pool),
             sink=self._ports.reply,
             address=actor_name,
             on_catalog_changed=self._catalog_dirty.set,

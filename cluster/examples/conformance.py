@@ -66,7 +66,7 @@ from mcp_types import (
 )
 from pydantic import BaseModel, Field
 
-from cluster.examples.conformance_events import BoundedEventStore
+from cluster.event_store import BoundedEventStore
 from cluster.examples.conformance_inputs import register_input_required_fixtures
 
 __all__ = ["REQUEST_STATE_SECRET_ENV", "SERVER_NAME", "build_server", "main", "server"]
@@ -272,6 +272,12 @@ def _register_notifying_tools(server: MCPServer) -> None:
             await asyncio.sleep(_STEP_PAUSE_S)
         await ctx.info("Tool execution completed")
         return "Tool with logging executed successfully"
+
+    @server.tool()
+    async def test_logging_tool(ctx: Context) -> str:
+        """Logs once at info: a 2026-07-28 caller that set no logLevel must not see it."""
+        await ctx.info("test_logging_tool ran")
+        return "logged"
 
     @server.tool()
     async def test_tool_with_progress(ctx: Context) -> str:

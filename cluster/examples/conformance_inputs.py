@@ -75,6 +75,15 @@ def register_input_required_fixtures(server: MCPServer) -> None:
         )
 
     @server.tool()
+    async def test_streaming_elicitation(ctx: Context) -> str | InputRequiredResult:
+        """Needs a confirmation: on a request stream the server may only answer with an
+        input_required result, never with an independent elicitation request."""
+        answers = ctx.input_responses or {}
+        if "confirm" in answers:
+            return f"confirmed: {_field(answers['confirm'], 'ok')}"
+        return InputRequiredResult(input_requests={"confirm": _form("Proceed?", "ok", "boolean")})
+
+    @server.tool()
     async def test_input_required_result_sampling(ctx: Context) -> str | InputRequiredResult:
         """Asks the client's model one question through sampling."""
         answers = ctx.input_responses or {}

@@ -1,9 +1,9 @@
-"""A bounded in-memory SSE event store for the conformance server's direct HTTP mode.
+"""A bounded in-memory SSE event store: Streamable HTTP resumability for the gateway.
 
-Streamable HTTP resumability (SEP-1699): the server numbers every SSE event, and a client
-whose stream was closed mid-call reconnects with ``Last-Event-ID`` and gets the events it
-missed. The store only matters when the SDK serves HTTP itself; behind the bus the gateway
-owns the client-facing stream and this module is unused.
+SEP-1699: every SSE event gets an id, and a client whose stream closed mid-call
+reconnects with ``Last-Event-ID`` and gets the events it missed. The gateway owns the
+client-facing streams, so the store lives with it (and with any server the SDK serves
+over HTTP directly, such as the conformance fixture's standalone mode).
 """
 
 from __future__ import annotations
