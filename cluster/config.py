@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from actors.router import RouterConfig
+from cluster.gateway_policy import PolicyConfig
 from transports.errors import BusError
 
 __all__ = [
@@ -106,6 +107,7 @@ class GatewayConfig(_Strict):
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     call_timeout_s: float = Field(300.0, gt=0)
+    policy: PolicyConfig = PolicyConfig()
 
 
 class BusConfig(_Strict):

@@ -30,7 +30,7 @@ from pydantic import ConfigDict, TypeAdapter
 from actors.catalog import Catalog
 from actors.hosted_server import CLOSE_SSE_STREAM
 from cluster.client import BusClient, CallError
-from transports.envelope import ANONYMOUS
+from cluster.gateway_policy import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
 from transports.errors import BusErrorCode, BusTimeout, ConnectionClosed
 from transports.message import Notification, Request
 
@@ -53,7 +53,7 @@ class _AnyResult(types.Result):
 
 
 class Gateway:
-    """Builds the SDK server; ``principal_of(ctx)`` names the caller (auth decides)."""
+    """Builds the SDK server and puts the policy chain in front of its handlers."""
 
     def __init__(
         self,
@@ -61,11 +61,10 @@ class Gateway:
         *,
         name: str = "raybus",
         call_timeout_s: float = 300.0,
-        principal_of: Any = None,
+        policy: PolicyConfig | None = None,
     ) -> None:
         self._client = client
         self._call_timeout_s = call_timeout_s
-        self._principal_of = principal_of or (lambda ctx: ANONYMOUS)
         self._bus_sessions: weakref.WeakKeyDictionary[ServerSession, BusClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -90,6 +89,12 @@ class Gateway:
             on_completion=self._complete,
             on_set_logging_level=self._set_logging_level,
         )
+        self.policy = PolicyMiddleware(
+            policy or PolicyConfig(),
+            self._tools_by_name,
+            AuditLog((policy or PolicyConfig()).audit_path),
+        )
+        self.server.middleware.append(self.policy)
 
     # -- lists, from discovery ------------------------------------------------------
 
@@ -99,6 +104,9 @@ class Gateway:
             self._catalogs = await self._client.catalogs()
             self._catalogs_at = now
         return self._catalogs
+
+    async def _tools_by_name(self) -> dict[str, dict[str, Any]]:
+        return {tool["name"]: tool for tool in await self._aggregate("tools", "name")}
 
     async def _aggregate(self, field: str, key: str) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
@@ -211,7 +219,7 @@ class Gateway:
     def _bus_session(self, ctx: Ctx) -> BusClient:
         session = self._bus_sessions.get(ctx.session)
         if session is None:
-            session = self._client.new_session(principal=self._principal_of(ctx))
+            session = self._client.new_session(principal=principal_of(ctx))
             mcp_session = weakref.ref(ctx.session)
 
             async def unsolicited(notification: Notification) -> None:

@@ -28,8 +28,10 @@ from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
 from cluster.event_store import BoundedEventStore
 from cluster.gateway import Gateway
+from cluster.gateway_policy import BearerAuth
 from cluster.naming import NAMESPACE
 from transports.errors import BusError
+from transports.policy.tokens import TokenTable
 
 __all__ = ["add_parser", "http_app", "serve"]
 
@@ -52,7 +54,7 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
-    return gateway.server.streamable_http_app(
+    app = gateway.server.streamable_http_app(
         streamable_http_path=settings.path,
         event_store=BoundedEventStore(),
         retry_interval=_SSE_RETRY_MS,
@@ -60,6 +62,8 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
         transport_security=security,
         host=settings.host,
     )
+    tokens = TokenTable({t.sha256: t.principal for t in settings.policy.tokens})
+    return BearerAuth(app, tokens) if tokens else app
 
 
 class _QuietServer(uvicorn.Server):
@@ -98,7 +102,10 @@ async def serve(
     background: list[asyncio.Task[None]] = []
     try:
         gateway = Gateway(
-            client, name=f"raybus-{config.name}", call_timeout_s=config.gateway.call_timeout_s
+            client,
+            name=f"raybus-{config.name}",
+            call_timeout_s=config.gateway.call_timeout_s,
+            policy=config.gateway.policy,
         )
         if stdio:
             task = loop.create_task(_serve_stdio(gateway, ready))
@@ -164,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"raybus: {exc}", file=sys.stderr)
         return 2
     settings = config.gateway
-    if not args.stdio and settings.host not in _LOOPBACK:
+    if not args.stdio and settings.host not in _LOOPBACK and not settings.policy.tokens:
         # Refuse to expose an unauthenticated gateway beyond this machine.
         reason = "only loopback is allowed without authentication"
         print(f"raybus: refusing to bind {settings.host}: {reason}", file=sys.stderr)

@@ -10,6 +10,7 @@ cluster.examples.testkit``).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -79,6 +80,12 @@ async def ask(question: str, ctx: Context) -> str:
     )
     content = result.content
     return content.text if isinstance(content, types.TextContent) else str(content)
+
+
+@server.tool()
+async def dump_request(ctx: Context) -> str:
+    """Everything this server received for this call, as JSON (for credential scans)."""
+    return json.dumps({"params": dict(ctx.request_context.params or {})}, default=str)
 
 
 @server.tool()

@@ -1,0 +1,67 @@
+"""Tool arguments checked against the tool's inputSchema, with bounded cost.
+
+JSON Schema 2020-12 (or the draft the schema names). ``$ref`` may only point inside the
+schema: any remote reference fails instead of being fetched. Schemas over a size bound
+are refused rather than compiled, and validators are cached per schema digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import exceptions as schema_errors
+from jsonschema import validators
+from referencing import Registry
+from referencing.exceptions import NoSuchResource, Unresolvable
+
+__all__ = ["SchemaRefused", "argument_errors"]
+
+MAX_SCHEMA_BYTES = 256 * 1024
+MAX_REPORTED_ERRORS = 5
+
+
+class SchemaRefused(ValueError):
+    """The schema itself is unusable (too large, invalid, remote references)."""
+
+
+def _no_remote(uri: str) -> Any:
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+_REGISTRY: Registry[Any] = Registry(retrieve=_no_remote)  # type: ignore[call-arg]
+
+
+@lru_cache(maxsize=1024)
+def _validator(digest: str, schema_text: str) -> Any:
+    schema = json.loads(schema_text)
+    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except schema_errors.SchemaError as exc:
+        raise SchemaRefused(f"inputSchema is invalid: {exc.message}") from None
+    return cls(schema, registry=_REGISTRY)
+
+
+def argument_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
+    """Human-readable problems with ``arguments`` (empty when valid).
+
+    Raises:
+        SchemaRefused: the schema is too large, invalid, or refers to a remote document.
+    """
+    text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_SCHEMA_BYTES:
+        raise SchemaRefused(f"inputSchema is over {MAX_SCHEMA_BYTES} bytes")
+    validator = _validator(hashlib.sha256(text.encode()).hexdigest(), text)
+    problems = []
+    try:
+        for error in validator.iter_errors(arguments):
+            where = "/".join(str(p) for p in error.absolute_path) or "(arguments)"
+            problems.append(f"{where}: {error.message}")
+            if len(problems) >= MAX_REPORTED_ERRORS:
+                break
+    except Unresolvable as exc:
+        raise SchemaRefused(f"inputSchema refers to a document not fetched: {exc}") from None
+    return problems
