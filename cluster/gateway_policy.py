@@ -32,7 +32,14 @@ from transports.policy.redaction import redact
 from transports.policy.schema_check import SchemaRefused, argument_errors
 from transports.policy.tokens import TokenTable
 
-__all__ = ["AuditLog", "BearerAuth", "PolicyConfig", "PolicyMiddleware", "principal_of"]
+__all__ = [
+    "AuditLog",
+    "BearerAuth",
+    "HostOriginGuard",
+    "PolicyConfig",
+    "PolicyMiddleware",
+    "principal_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +69,9 @@ class PolicyConfig(_Strict):
     rate_limit_per_principal: Limit | None = None
     rate_limit_per_tool: dict[str, Limit] = Field(default_factory=dict)
     validate_arguments: bool = True
+    unvalidated_tools: list[str] = Field(
+        default_factory=list, description="tools whose arguments the server checks itself"
+    )
     redact_results: bool = False
     audit_path: str | None = None
 
@@ -114,6 +124,56 @@ class BearerAuth:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class HostOriginGuard:
+    """ASGI middleware: 403 for a Host or Origin that is not ours (DNS rebinding).
+
+    Patterns are ``host:port`` with ``*`` allowed as the port; Origins are matched the
+    same way after their scheme. A request without an Origin (not a browser) passes the
+    Origin check; every request must carry an allowed Host.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: list[str], origins: list[str]) -> None:
+        self._app = app
+        self._hosts = hosts
+        self._origins = origins
+
+    @staticmethod
+    def _matches(value: str, patterns: list[str]) -> bool:
+        for pattern in patterns:
+            if pattern.endswith(":*"):
+                name = pattern[:-2]
+                if value == name or (
+                    value.startswith(name + ":") and value[len(name) + 1 :].isdigit()
+                ):
+                    return True
+            elif value == pattern:
+                return True
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or [])
+            host = headers.get(b"host", b"").decode("latin-1")
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            if not self._matches(host, self._hosts) or (
+                origin and not self._matches(origin, self._origins)
+            ):
+                body = b"Forbidden: Host or Origin not allowed"
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 403,
+                        "headers": [
+                            (b"content-type", b"text/plain"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self._app(scope, receive, send)
 
 
 class AuditLog:
@@ -214,7 +274,7 @@ class PolicyMiddleware:
                 f"rate limit exceeded for {principal!r}; retry in {wait:.2f} s",
                 {"retryAfterSeconds": round(wait, 3)},
             )
-        if self._config.validate_arguments:
+        if self._config.validate_arguments and tool not in self._config.unvalidated_tools:
             schema = (await self._tools()).get(tool, {}).get("inputSchema")
             if isinstance(schema, dict):
                 try:

@@ -28,7 +28,7 @@ from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
 from cluster.event_store import BoundedEventStore
 from cluster.gateway import Gateway
-from cluster.gateway_policy import BearerAuth
+from cluster.gateway_policy import BearerAuth, HostOriginGuard
 from cluster.naming import NAMESPACE
 from transports.errors import BusError
 from transports.policy.tokens import TokenTable
@@ -63,7 +63,8 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
         host=settings.host,
     )
     tokens = TokenTable({t.sha256: t.principal for t in settings.policy.tokens})
-    return BearerAuth(app, tokens) if tokens else app
+    authenticated = BearerAuth(app, tokens) if tokens else app
+    return HostOriginGuard(authenticated, hosts, origins)
 
 
 class _QuietServer(uvicorn.Server):

@@ -101,4 +101,32 @@ async def test_a_foreign_host_header_is_refused(gateway_url: str) -> None:
             json=body,
             headers={"Host": "evil.example", "Accept": "application/json, text/event-stream"},
         )
-    assert response.status_code in (403, 421)
+    assert response.status_code == 403
+
+
+async def _post(url: str, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    base = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    async with httpx.AsyncClient() as http:
+        return await http.post(url, content=content, headers={**base, **(headers or {})})
+
+
+async def test_a_body_over_the_cap_gets_413(gateway_url: str) -> None:
+    huge = (
+        b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"'
+        + b"x" * (5 * 1024 * 1024)
+        + b'"}}'
+    )
+    assert (await _post(gateway_url, huge)).status_code == 413
+
+
+async def test_a_json_rpc_batch_is_rejected(gateway_url: str) -> None:
+    batch = b'[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]'
+    response = await _post(gateway_url, batch)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] in (-32600, -32602)
+
+
+async def test_an_unsupported_protocol_version_header_is_rejected(gateway_url: str) -> None:
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}'
+    response = await _post(gateway_url, body, {"MCP-Protocol-Version": "1999-01-01"})
+    assert response.status_code == 400
