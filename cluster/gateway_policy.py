@@ -99,17 +99,21 @@ class BearerAuth:
         headers = dict(scope.get("headers") or [])
         value = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = value.partition(" ")
+        websocket = scope["type"] == "websocket"
         if scheme.lower() != "bearer" or not token.strip():
-            await self._refuse(send, None)
+            await self._refuse(send, None, websocket)
             return
         principal = self._tokens.principal_for(token.strip())
         if principal is None:
-            await self._refuse(send, "invalid_token")
+            await self._refuse(send, "invalid_token", websocket)
             return
         scope.setdefault("state", {})["raybus_principal"] = principal
         await self._app(scope, receive, send)
 
-    async def _refuse(self, send: Send, error: str | None) -> None:
+    async def _refuse(self, send: Send, error: str | None, websocket: bool = False) -> None:
+        if websocket:  # before accept, a close is answered as HTTP 403 by the server
+            await send({"type": "websocket.close", "code": 1008})
+            return
         challenge = f'Bearer realm="{self._realm}"' + (f', error="{error}"' if error else "")
         body = json.dumps({"error": error or "authentication_required"}).encode()
         await send(

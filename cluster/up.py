@@ -30,6 +30,8 @@ from cluster.event_store import BoundedEventStore
 from cluster.gateway import Gateway
 from cluster.gateway_policy import BearerAuth, HostOriginGuard
 from cluster.naming import NAMESPACE
+from cluster.websocket import websocket_route
+from transports.codec import DecodeLimits
 from transports.errors import BusError
 from transports.policy.tokens import TokenTable
 
@@ -61,6 +63,11 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
         max_request_body_size=settings.max_body_bytes,
         transport_security=security,
         host=settings.host,
+    )
+    app.router.routes.append(
+        websocket_route(
+            gateway.server, "/ws", DecodeLimits(max_message_bytes=settings.max_body_bytes)
+        )
     )
     tokens = TokenTable({t.sha256: t.principal for t in settings.policy.tokens})
     authenticated = BearerAuth(app, tokens) if tokens else app
@@ -126,6 +133,7 @@ async def serve(
                     port=chosen_port,
                     log_level="warning",
                     lifespan="on",
+                    ws_max_size=settings.max_body_bytes,
                 )
             )
             for signum in (signal.SIGINT, signal.SIGTERM):

@@ -130,3 +130,39 @@ async def test_an_unsupported_protocol_version_header_is_rejected(gateway_url: s
     body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}'
     response = await _post(gateway_url, body, {"MCP-Protocol-Version": "1999-01-01"})
     assert response.status_code == 400
+
+
+async def test_websocket_clients_speak_mcp_on_ws(gateway_url: str) -> None:
+    import json
+
+    import websockets
+
+    ws_url = gateway_url.replace("http://", "ws://").replace("/mcp", "/ws")
+    async with asyncio.timeout(30), websockets.connect(ws_url, subprotocols=["mcp"]) as ws:  # type: ignore[list-item]
+
+        async def call(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+            await ws.send(
+                json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            )
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("id") == request_id:
+                    return message  # type: ignore[no-any-return]
+
+        init = await call(
+            1,
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "ws", "version": "1"},
+            },
+        )
+        assert init["result"]["serverInfo"]["name"].startswith("raybus-")
+        await ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        echoed = await call(2, "tools/call", {"name": "echo", "arguments": {"text": "over ws"}})
+        assert echoed["result"]["structuredContent"] == {"result": "over ws"}
+        await ws.send("{not json")
+        bad = json.loads(await ws.recv())
+        assert bad["error"]["code"] == -32700
+        assert (await call(3, "ping", {}))["result"] == {}
