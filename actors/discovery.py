@@ -40,6 +40,7 @@ class Heartbeat:
     capacity: int = 1
     catalog: Catalog | None = None
     node_id: str = ""
+    list_changed: tuple[str, ...] = ()  # kinds the server announced as changed since last beat
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,13 @@ class DiscoveryRegistry:
         self.version = 0
         self._snapshot: Membership | None = None
         self._last_catalog_view: dict[str, frozenset[tuple[str, str]]] = {}
+        self.list_changed_seq: dict[str, int] = {Kind.TOOL: 0, Kind.PROMPT: 0, Kind.RESOURCE: 0}
 
     def heartbeat(self, beat: Heartbeat) -> bool:
         """Record a heartbeat. Returns True when the registry needs the full catalog."""
+        for kind in beat.list_changed:
+            if kind in self.list_changed_seq:
+                self.list_changed_seq[kind] += 1
         if beat.catalog is not None:
             self._catalogs[beat.catalog_digest] = beat.catalog
         if beat.catalog_digest not in self._catalogs:
@@ -164,6 +169,8 @@ class DiscoveryRegistry:
         }
         changed = {k for k, names in view.items() if self._last_catalog_view.get(k) != names}
         self._last_catalog_view = view
+        for kind in changed:
+            self.list_changed_seq[kind] += 1
         return changed
 
     def _changed(self) -> None:

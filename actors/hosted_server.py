@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "2025-11-25"
 PROTOCOL_VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion"
+MODERN_PROTOCOL_VERSION = "2026-07-28"
+_LIST_KINDS = {
+    "notifications/tools/list_changed": "tool",
+    "notifications/prompts/list_changed": "prompt",
+    "notifications/resources/list_changed": "resource",
+}
 _RESERVED_META = "io.modelcontextprotocol/"
 CLIENT_CAPABILITIES: dict[str, Any] = {
     "sampling": {},
@@ -85,6 +91,7 @@ class HostedServer:
         sink: OutboundSink,
         address: str,
         on_catalog_changed: Callable[[], None] = lambda: None,
+        on_list_changed: Callable[[str], None] = lambda kind: None,
         restart_backoff_s: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         self._link_factory = link_factory
@@ -94,6 +101,7 @@ class HostedServer:
         self._sink = sink
         self._address = address
         self._on_catalog_changed = on_catalog_changed
+        self._on_list_changed = on_list_changed
         self._backoff_min_s, self._backoff_max_s = restart_backoff_s
         self._ids = itertools.count(1)
         self._link: ServerLink | None = None
@@ -272,7 +280,29 @@ class HostedServer:
                 await link.open()
                 self._modern = link
                 self._spawn(self._read_loop(link))
+                await self._listen(link)
             return self._modern
+
+    async def _listen(self, link: ServerLink) -> None:
+        """Open a subscriptions/listen stream: 2026-07-28 servers announce list changes
+        only to listeners, never on the request that caused them."""
+        local_id = next(self._ids)
+        self._calls[local_id] = _Call(
+            None, None, None, asyncio.get_running_loop().create_future(), link
+        )
+        params = {
+            "notifications": {
+                "toolsListChanged": True,
+                "promptsListChanged": True,
+                "resourcesListChanged": True,
+            },
+            "_meta": {
+                PROTOCOL_VERSION_META_KEY: MODERN_PROTOCOL_VERSION,
+                "io.modelcontextprotocol/clientInfo": {"name": "raybus-worker", "version": "0.1.0"},
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        }
+        await link.send(Request(id=local_id, method="subscriptions/listen", params=params))
 
     async def _tell_cancelled(self, local_id: int, reason: str, link: ServerLink | None) -> None:
         link = link or self._link
@@ -403,7 +433,12 @@ class HostedServer:
     async def _on_notification(self, notification: Notification, related: JSONRPCId | None) -> None:
         method = notification.method
         if method.endswith("/list_changed"):
+            kind = _LIST_KINDS.get(method)
+            if kind is not None:
+                self._on_list_changed(kind)
             self._spawn(self._catalog_changed())
+            return
+        if method == "notifications/subscriptions/acknowledged":
             return
         params = notification.params if isinstance(notification.params, dict) else {}
         if method == "notifications/progress":

@@ -152,7 +152,7 @@ class WorkerCore:
             ServerStatus.BUSY if self.in_flight >= self.identity.capacity else ServerStatus.ONLINE
         )
 
-    def heartbeat(self, *, with_catalog: bool) -> Heartbeat:
+    def heartbeat(self, *, with_catalog: bool, list_changed: tuple[str, ...] = ()) -> Heartbeat:
         catalog = self.hosted.catalog
         return Heartbeat(
             server_id=self.identity.server_id,
@@ -164,6 +164,7 @@ class WorkerCore:
             capacity=self.identity.capacity,
             catalog=catalog if with_catalog else None,
             node_id=self.identity.node_id,
+            list_changed=list_changed,
         )
 
     # -- internals -------------------------------------------------------------------

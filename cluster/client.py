@@ -359,6 +359,11 @@ class BusClient:
         catalogs: dict[str, Catalog] = await self._connection.discovery.catalogs.remote()
         return catalogs
 
+    async def list_changed_counters(self) -> dict[str, int]:
+        """How many times each list (tool / prompt / resource) has changed on the bus."""
+        counters: dict[str, int] = await self._connection.discovery.list_changed.remote()
+        return counters
+
     async def list_tools(self) -> list[types.Tool]:
         """Every tool offered by any pool (from the discovery registry, no worker call)."""
         catalogs = await self.catalogs()

@@ -69,6 +69,11 @@ class DiscoveryActor:
     async def catalogs(self) -> dict[str, Catalog]:
         return self._registry.snapshot().catalogs
 
+    async def list_changed(self) -> dict[str, int]:
+        """Per kind (tool / prompt / resource), how many list changes were seen so far."""
+        self._registry.changed_kinds()
+        return dict(self._registry.list_changed_seq)
+
     async def workers(self) -> list[WorkerInfo]:
         return self._registry.live_workers()
 

@@ -14,6 +14,8 @@ travels in the envelope.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -23,11 +25,13 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from pydantic import ConfigDict, TypeAdapter
 
-from actors.catalog import Catalog
+from actors.catalog import Catalog, Kind
 from actors.hosted_server import CLOSE_SSE_STREAM
 from cluster.client import BusClient, CallError
 from cluster.gateway_policy import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
@@ -42,6 +46,16 @@ Ctx = ServerRequestContext[Any, Any]
 
 _CATALOG_TTL_S = 0.5
 _LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+_EVENTS: dict[str, Any] = {
+    Kind.TOOL: ToolsListChanged,
+    Kind.PROMPT: PromptsListChanged,
+    Kind.RESOURCE: ResourcesListChanged,
+}
+_LEGACY_NOTIFY: dict[str, Any] = {
+    Kind.TOOL: ServerSession.send_tool_list_changed,
+    Kind.PROMPT: ServerSession.send_prompt_list_changed,
+    Kind.RESOURCE: ServerSession.send_resource_list_changed,
+}
 _server_request = TypeAdapter[types.ServerRequest](types.ServerRequest)
 _server_notification = TypeAdapter[types.ServerNotification](types.ServerNotification)
 
@@ -73,6 +87,9 @@ class Gateway:
         )
         self._catalogs: dict[str, Catalog] = {}
         self._catalogs_at = 0.0
+        # 2026-07-28 clients hear about list changes on subscriptions/listen streams.
+        self.events = InMemorySubscriptionBus()
+        self._seen_changes: dict[str, int] | None = None
         self.server: Server[Any] = Server(
             name,
             version="0.1.0",
@@ -88,6 +105,7 @@ class Gateway:
             on_get_prompt=self._get_prompt,
             on_completion=self._complete,
             on_set_logging_level=self._set_logging_level,
+            on_subscriptions_listen=ListenHandler(self.events),
         )
         self.policy = PolicyMiddleware(
             policy or PolicyConfig(),
@@ -95,6 +113,33 @@ class Gateway:
             AuditLog((policy or PolicyConfig()).audit_path),
         )
         self.server.middleware.append(self.policy)
+
+    # -- list changes, from discovery ------------------------------------------------
+
+    async def watch_list_changes(self, interval_s: float = 0.25) -> None:
+        """Relay list changes on the bus to every client, until cancelled."""
+        while True:
+            try:
+                await self._relay_list_changes()
+            except Exception:  # the watcher must outlive one failed poll
+                logger.exception("watching discovery for list changes failed")
+            await asyncio.sleep(interval_s)  # the polling period
+
+    async def _relay_list_changes(self) -> None:
+        counters = await self._client.list_changed_counters()
+        previous, self._seen_changes = self._seen_changes, counters
+        if previous is None:
+            return
+        changed = [kind for kind, seq in counters.items() if seq > previous.get(kind, 0)]
+        if not changed:
+            return
+        self._catalogs_at = 0.0  # the next list reads fresh catalogs
+        for kind in changed:
+            await self.events.publish(_EVENTS[kind]())
+        for session in list(self._bus_sessions.keys()):
+            for kind in changed:
+                with contextlib.suppress(Exception):  # a closed session is simply skipped
+                    await _LEGACY_NOTIFY[kind](session)
 
     # -- lists, from discovery ------------------------------------------------------
 

@@ -115,6 +115,7 @@ async def serve(
             call_timeout_s=config.gateway.call_timeout_s,
             policy=config.gateway.policy,
         )
+        background.append(loop.create_task(gateway.watch_list_changes()))
         if stdio:
             task = loop.create_task(_serve_stdio(gateway, ready))
             for signum in (signal.SIGINT, signal.SIGTERM):

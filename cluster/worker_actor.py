@@ -92,12 +92,14 @@ class WorkerActor:
             node_id=node_id,
         )
         self._catalog_dirty = asyncio.Event()
+        self._list_changed: set[str] = set()
         hosted = HostedServer(
             link_factory_for(pool),
             modern_link_factory=None if pool.command else link_factory_for(pool),
             sink=self._ports.reply,
             address=actor_name,
             on_catalog_changed=self._catalog_dirty.set,
+            on_list_changed=self._note_list_changed,
         )
         self._core = WorkerCore(identity, hosted, self._ports, max_call_s=pool.max_call_s)
         self._beats: asyncio.Task[None] | None = None
@@ -111,11 +113,19 @@ class WorkerActor:
         identity = self._core.identity
         return {"server_id": identity.server_id, "node_id": identity.node_id, "pid": _pid()}
 
+    def _note_list_changed(self, kind: str) -> None:
+        self._list_changed.add(kind)
+        self._catalog_dirty.set()  # announce it with the next heartbeat, now
+
     async def _beat(self, *, with_catalog: bool) -> bool:
         discovery = await self._handles.get_async(actor_names.discovery(self._bus))
-        need: bool = await discovery.heartbeat.remote(
-            self._core.heartbeat(with_catalog=with_catalog)
-        )
+        changed, self._list_changed = tuple(sorted(self._list_changed)), set()
+        beat = self._core.heartbeat(with_catalog=with_catalog, list_changed=changed)
+        try:
+            need: bool = await discovery.heartbeat.remote(beat)
+        except Exception:
+            self._list_changed.update(changed)  # not delivered: announce it next time
+            raise
         return need
 
     async def _beat_forever(self) -> None:

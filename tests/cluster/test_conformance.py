@@ -58,7 +58,7 @@ async def gateway_url(ray_session: None) -> AsyncIterator[str]:
             await task
 
 
-@pytest.mark.parametrize(("era", "at_least"), [("2025-11-25", 84), ("2026-07-28", 146)])
+@pytest.mark.parametrize(("era", "at_least"), [("2025-11-25", 84), ("2026-07-28", 152)])
 async def test_the_conformance_suite_passes_through_the_bus(
     gateway_url: str, era: str, at_least: int
 ) -> None:
