@@ -22,7 +22,7 @@ from typing import Any
 
 from actors.catalog import Catalog
 from actors.server_links import ServerLink
-from transports.envelope import CorrelationKey
+from transports.envelope import CorrelationKey, Envelope
 from transports.errors import METHOD_NOT_FOUND, BusError, BusErrorCode
 from transports.frame import Frame
 from transports.message import JSONRPCId, Notification, Request, Response, TransportMessage
@@ -108,6 +108,8 @@ class HostedServer:
         self._calls: dict[int, _Call] = {}
         self._by_key: dict[CorrelationKey, int] = {}
         self._server_requests: dict[str, tuple[JSONRPCId, ServerLink]] = {}
+        # uri -> envelopes of the sessions subscribed to it through this worker
+        self._subscribers: dict[str, dict[tuple[str, str], Envelope]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -193,7 +195,10 @@ class HostedServer:
                 Request(id=local_id, method=request.method, params=params), close_stream
             )
             async with asyncio.timeout(timeout_s):
-                return await call.future
+                response = await call.future
+            if response is not None and response.error is None:
+                self._track_subscription(request, frame.envelope)
+            return response
         except TimeoutError:
             await self._tell_cancelled(local_id, "deadline exceeded", link)
             return Response.failure(
@@ -231,6 +236,18 @@ class HostedServer:
         if link is self._link:
             with contextlib.suppress(BusError):
                 await link.send(response.model_copy(update={"id": server_id}))
+
+    def _track_subscription(self, request: Request, envelope: Envelope) -> None:
+        if request.method not in ("resources/subscribe", "resources/unsubscribe"):
+            return
+        uri = request.params.get("uri") if isinstance(request.params, dict) else None
+        if not isinstance(uri, str) or envelope.reply_to is None:
+            return
+        who = (envelope.reply_to, envelope.client_id)
+        if request.method == "resources/subscribe":
+            self._subscribers.setdefault(uri, {})[who] = replace(envelope, request_id="")
+        else:
+            self._subscribers.get(uri, {}).pop(who, None)
 
     @property
     def in_flight(self) -> int:
@@ -439,6 +456,12 @@ class HostedServer:
             self._spawn(self._catalog_changed())
             return
         if method == "notifications/subscriptions/acknowledged":
+            return
+        if method == "notifications/resources/updated":
+            uri = notification.params.get("uri") if isinstance(notification.params, dict) else None
+            for envelope in list(self._subscribers.get(str(uri), {}).values()):
+                if envelope.reply_to is not None:
+                    self._sink(envelope.reply_to, Frame.of(envelope, notification))
             return
         params = notification.params if isinstance(notification.params, dict) else {}
         if method == "notifications/progress":

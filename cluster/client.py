@@ -260,6 +260,10 @@ class BusClient:
             principal or self._principal,
         )
 
+    def forget(self) -> None:
+        """End this session only (its siblings and the connection stay)."""
+        self._connection.sessions.pop(self.client_id, None)
+
     async def close(self) -> None:
         """Close the connection, failing this and every sibling session's open calls."""
         await self._connection.close()

@@ -22,13 +22,19 @@ import weakref
 from typing import Any
 
 import mcp_types as types
+from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
-from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
-from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ToolsListChanged,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ConfigDict, TypeAdapter
 
 from actors.catalog import Catalog, Kind
@@ -51,10 +57,10 @@ _EVENTS: dict[str, Any] = {
     Kind.PROMPT: PromptsListChanged,
     Kind.RESOURCE: ResourcesListChanged,
 }
-_LEGACY_NOTIFY: dict[str, Any] = {
-    Kind.TOOL: ServerSession.send_tool_list_changed,
-    Kind.PROMPT: ServerSession.send_prompt_list_changed,
-    Kind.RESOURCE: ServerSession.send_resource_list_changed,
+_LEGACY_NOTIFY = {
+    Kind.TOOL: "notifications/tools/list_changed",
+    Kind.PROMPT: "notifications/prompts/list_changed",
+    Kind.RESOURCE: "notifications/resources/list_changed",
 }
 _server_request = TypeAdapter[types.ServerRequest](types.ServerRequest)
 _server_notification = TypeAdapter[types.ServerNotification](types.ServerNotification)
@@ -79,12 +85,10 @@ class Gateway:
     ) -> None:
         self._client = client
         self._call_timeout_s = call_timeout_s
-        self._bus_sessions: weakref.WeakKeyDictionary[ServerSession, BusClient] = (
+        self._bus_sessions: weakref.WeakKeyDictionary[Connection, BusClient] = (
             weakref.WeakKeyDictionary()
         )
-        self._log_levels: weakref.WeakKeyDictionary[ServerSession, int] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._log_levels: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
         self._catalogs: dict[str, Catalog] = {}
         self._catalogs_at = 0.0
         # 2026-07-28 clients hear about list changes on subscriptions/listen streams.
@@ -136,10 +140,12 @@ class Gateway:
         self._catalogs_at = 0.0  # the next list reads fresh catalogs
         for kind in changed:
             await self.events.publish(_EVENTS[kind]())
-        for session in list(self._bus_sessions.keys()):
+        for connection in list(self._bus_sessions.keys()):
+            if connection.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                continue  # 2026-07-28 clients listen on subscriptions/listen instead
             for kind in changed:
-                with contextlib.suppress(Exception):  # a closed session is simply skipped
-                    await _LEGACY_NOTIFY[kind](session)
+                with contextlib.suppress(Exception):  # a closed connection is simply skipped
+                    await connection.outbound.notify(_LEGACY_NOTIFY[kind], None)
 
     # -- lists, from discovery ------------------------------------------------------
 
@@ -238,7 +244,7 @@ class Gateway:
     ) -> types.EmptyResult:
         # Kept per MCP session at the gateway: a worker's server is shared by many
         # sessions, so one session's level must not change what another receives.
-        self._log_levels[ctx.session] = _LOG_LEVELS.index(params.level)
+        self._log_levels[_connection_of(ctx)] = _LOG_LEVELS.index(params.level)
         return types.EmptyResult()
 
     async def _forward(self, ctx: Ctx, method: str, name: str) -> dict[str, Any]:
@@ -262,20 +268,25 @@ class Gateway:
             raise MCPError(BusErrorCode.SHUTTING_DOWN, str(exc)) from None
 
     def _bus_session(self, ctx: Ctx) -> BusClient:
-        session = self._bus_sessions.get(ctx.session)
+        # One bus session per MCP connection (the SDK makes a ServerSession per request).
+        connection = _connection_of(ctx)
+        session = self._bus_sessions.get(connection)
         if session is None:
             session = self._client.new_session(principal=principal_of(ctx))
-            mcp_session = weakref.ref(ctx.session)
+            target = weakref.ref(connection)
 
             async def unsolicited(notification: Notification) -> None:
-                target = mcp_session()
-                if target is not None:
-                    await target.send_notification(
-                        _server_notification.validate_python(notification.to_json_dict())
-                    )
+                params = notification.params if isinstance(notification.params, dict) else {}
+                if notification.method == "notifications/resources/updated":
+                    await self.events.publish(ResourceUpdated(uri=str(params.get("uri"))))
+                live = target()
+                if live is not None:
+                    await live.outbound.notify(notification.method, params or None)
 
             session.notification_handler = unsolicited
-            self._bus_sessions[ctx.session] = session
+            self._bus_sessions[connection] = session
+            # The bus session lives exactly as long as the MCP connection.
+            weakref.finalize(connection, session.forget)
         return session
 
     async def _relay(self, ctx: Ctx, message: Notification | Request) -> dict[str, Any] | None:
@@ -304,8 +315,15 @@ class Gateway:
         return answer
 
     def _log_allowed(self, ctx: Ctx, message: Notification) -> bool:
-        threshold = self._log_levels.get(ctx.session)
+        threshold = self._log_levels.get(_connection_of(ctx))
         if threshold is None:
             return True
         level = message.params.get("level") if isinstance(message.params, dict) else None
         return level in _LOG_LEVELS and _LOG_LEVELS.index(level) >= threshold
+
+
+def _connection_of(ctx: Ctx) -> Connection:
+    """The MCP connection a request arrived on (one per client session, or per request
+    in the stateless era). The SDK exposes it on its per-request session only privately."""
+    connection: Connection = ctx.session._connection
+    return connection

@@ -13,8 +13,10 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import mcp_types as types
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("testkit")
@@ -89,6 +91,13 @@ async def dump_request(ctx: Context) -> str:
 
 
 @server.tool()
+async def touch(uri: str, ctx: Context) -> str:
+    """Announce that a resource changed (subscribers get notifications/resources/updated)."""
+    await ctx.session.send_resource_updated(uri)
+    return f"touched {uri}"
+
+
+@server.tool()
 def fail(reason: str) -> str:
     """Always raises, so the caller sees a tool error (isError)."""
     raise RuntimeError(reason)
@@ -104,6 +113,27 @@ def greeting() -> str:
 def summarize(topic: str) -> str:
     """A prompt asking for a summary of ``topic``."""
     return f"Summarize {topic} in one sentence."
+
+
+async def _subscribe(
+    ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
+) -> types.EmptyResult:
+    return types.EmptyResult()  # updates are announced by the `touch` tool
+
+
+async def _unsubscribe(
+    ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
+) -> types.EmptyResult:
+    return types.EmptyResult()
+
+
+# MCPServer has no public hook for resources/subscribe: register on its low-level server.
+server._lowlevel_server.add_request_handler(
+    "resources/subscribe", types.SubscribeRequestParams, _subscribe
+)
+server._lowlevel_server.add_request_handler(
+    "resources/unsubscribe", types.UnsubscribeRequestParams, _unsubscribe
+)
 
 
 if __name__ == "__main__":

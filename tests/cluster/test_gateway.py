@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from cluster.up import serve
 from tests.actors.bus_helpers import bus_config
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.asyncio(loop_scope="module")]
 
@@ -166,3 +167,21 @@ async def test_websocket_clients_speak_mcp_on_ws(gateway_url: str) -> None:
         bad = json.loads(await ws.recv())
         assert bad["error"]["code"] == -32700
         assert (await call(3, "ping", {}))["result"] == {}
+
+
+async def test_resource_subscribers_are_told_when_it_changes(gateway_url: str) -> None:
+    updates: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        root = getattr(message, "root", message)
+        if isinstance(root, types.ResourceUpdatedNotification):
+            updates.append(str(root.params.uri))
+
+    async with mcp.Client(gateway_url, mode="legacy", message_handler=on_message) as subscriber:
+        await subscriber.subscribe_resource("testkit://greeting")
+        async with mcp.Client(gateway_url, mode="legacy") as other:
+            await other.call_tool("touch", {"uri": "testkit://greeting"})
+            await other.call_tool("touch", {"uri": "testkit://unwatched"})
+        await wait_until(lambda: bool(updates))
+        await subscriber.unsubscribe_resource("testkit://greeting")
+    assert updates == ["testkit://greeting"]
