@@ -83,6 +83,9 @@ class DiscoveryRegistry:
         self._entries: dict[str, _Entry] = {}
         self._catalogs: dict[str, Catalog] = {}  # digest -> catalog
         self._pool_order: dict[str, int] = {}
+        # A pool keeps its last catalog when its last worker goes: calls for its tools
+        # still route (and queue), which is what wakes a pool scaled to zero.
+        self._pool_digest: dict[str, str] = {}
         self.version = 0
         self._snapshot: Membership | None = None
         self._last_catalog_view: dict[str, frozenset[tuple[str, str]]] = {}
@@ -111,6 +114,9 @@ class DiscoveryRegistry:
         previous = self._entries.get(beat.server_id)
         self._entries[beat.server_id] = _Entry(info, beat.catalog_digest)
         self._pool_order.setdefault(beat.pool, len(self._pool_order))
+        if self._pool_digest.get(beat.pool) != beat.catalog_digest:
+            self._pool_digest[beat.pool] = beat.catalog_digest
+            self._changed()
         if (
             previous is None
             or previous.digest != beat.catalog_digest
@@ -149,6 +155,8 @@ class DiscoveryRegistry:
             for entry in self._entries.values():
                 workers.setdefault(entry.info.pool, []).append(entry.info)
                 pool_catalog.setdefault(entry.info.pool, self._catalogs[entry.digest])
+            for pool, digest in self._pool_digest.items():
+                pool_catalog.setdefault(pool, self._catalogs[digest])
             ordered = sorted(pool_catalog.items(), key=lambda kv: self._pool_order[kv[0]])
             self._snapshot = Membership(
                 version=self.version,

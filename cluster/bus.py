@@ -9,11 +9,13 @@ a restarted supervisor adopts the workers that are still alive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 import ray
 
+from cluster.autoscaler_actor import AutoscalerActor
 from cluster.config import BusConfig
 from cluster.discovery_actor import DiscoveryActor
 from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
@@ -78,6 +80,11 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
             await _wait_routed(router, {p.name: p.min_workers for p in config.pools})
     except TimeoutError:
         raise BusTimeout(f"starting bus {bus!r}", ready_timeout_s) from None
+    if config.autoscaler.enabled and any(p.autoscale.enabled for p in config.pools):
+        autoscaler = AutoscalerActor.options(  # type: ignore[attr-defined]
+            name=actor_names.autoscaler(bus), **_CONTROL_OPTIONS
+        ).remote(config)
+        await autoscaler.start.remote()
     logger.info("bus %s up: %s", bus, counts)
     return {"bus": bus, "workers": counts}
 
@@ -101,6 +108,12 @@ async def bus_status(bus: str) -> dict[str, Any]:
     lag, outstanding, workers = await asyncio.gather(
         router.lag.remote(), router.outstanding.remote(), discovery.workers.remote()
     )
+    decisions: list[dict[str, Any]] = []
+    try:
+        autoscaler = await get_actor_async(actor_names.autoscaler(bus))
+        decisions = await autoscaler.decisions.remote(20)
+    except ConnectionClosed:
+        pass  # autoscaling is off for this bus
     return {
         "bus": bus,
         "pools": lag,
@@ -114,11 +127,15 @@ async def bus_status(bus: str) -> dict[str, Any]:
             }
             for w in workers
         ],
+        "decisions": decisions,
     }
 
 
 async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
     """Drain every worker, then stop the control actors. Missing pieces are skipped."""
+    # The autoscaler goes first, so it cannot resize pools while they drain.
+    with contextlib.suppress(ConnectionClosed):
+        ray.kill(await get_actor_async(actor_names.autoscaler(bus)), no_restart=True)
     names = [actor_names.supervisor(bus), actor_names.router(bus), actor_names.discovery(bus)]
     try:
         supervisor = await get_actor_async(names[0])

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
 import ray
@@ -76,6 +77,14 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             worker_row.format(w["name"], w["pool"], w["status"], w["in_flight"], w["node"])
         )
+    decisions = status.get("decisions") or []
+    changes = [d for d in decisions if d["desired"] != d["current"]] or decisions[-3:]
+    if changes:
+        lines += ["", "recent autoscaling decisions"]
+        for d in changes[-10:]:
+            stamp = time.strftime("%H:%M:%S", time.localtime(d["wall_time"]))
+            change = f"{d['current']:>3} -> {d['desired']:<3}"
+            lines.append(f"{stamp}  {d['pool']:<14}{change} {d['reason']}")
     return "\n".join(lines)
 
 

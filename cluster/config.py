@@ -21,11 +21,13 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from actors.autoscaler import AutoscaleConfig
 from actors.router import RouterConfig
 from cluster.gateway_policy import PolicyConfig
 from transports.errors import BusError
 
 __all__ = [
+    "AutoscalerConfig",
     "BusConfig",
     "ConfigError",
     "DiscoveryConfig",
@@ -66,6 +68,7 @@ class PoolConfig(_Strict):
     max_concurrency: int = Field(32, ge=1, description="calls one worker runs at once")
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per worker actor")
     max_call_s: float = Field(3600.0, gt=0, description="hard cap on one call's duration")
+    autoscale: AutoscaleConfig = AutoscaleConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -96,6 +99,12 @@ class DiscoveryConfig(_Strict):
         return self
 
 
+class AutoscalerConfig(_Strict):
+    enabled: bool = True
+    interval_s: float = Field(0.5, gt=0, description="how often signals are read")
+    decisions_kept: int = Field(500, ge=1)
+
+
 class GatewayConfig(_Strict):
     """Where and how standard MCP clients reach the bus (``raybus up``)."""
 
@@ -116,6 +125,7 @@ class BusConfig(_Strict):
     router: RouterConfig = RouterConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     gateway: GatewayConfig = GatewayConfig()
+    autoscaler: AutoscalerConfig = AutoscalerConfig()
     drain_timeout_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")

@@ -36,6 +36,10 @@ class actor_names:
         return f"raybus/{bus}/supervisor"
 
     @staticmethod
+    def autoscaler(bus: str) -> str:
+        return f"raybus/{bus}/autoscaler"
+
+    @staticmethod
     def worker(bus: str, pool: str) -> str:
         return f"raybus/{bus}/worker/{pool}/{uuid.uuid4().hex[:8]}"
 

@@ -75,6 +75,10 @@ class SupervisorActor:
         await self._reconcile(pool)
         return state.target
 
+    async def sizes(self) -> dict[str, int]:
+        """Each pool's target size (what the supervisor is converging to)."""
+        return {name: p.target for name, p in self._pools.items()}
+
     async def workers(self) -> dict[str, list[str]]:
         return {name: sorted(p.workers) for name, p in self._pools.items()}
 

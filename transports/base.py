@@ -51,12 +51,16 @@ class TransportCapabilities:
         max_message_bytes: the largest encoded body it sends or accepts.
         carries_envelope: routing data travels with the body; when False, passing an
             envelope to ``send`` raises instead of silently dropping it.
+        peer_close_visible: the receiver learns that its peer closed (``receive`` raises
+            ConnectionClosed once drained); False for brokers, where a topic has no
+            single peer and ``receive`` keeps waiting for other producers.
     """
 
     ordered: bool
     at_least_once: bool
     max_message_bytes: int
     carries_envelope: bool
+    peer_close_visible: bool = True
 
 
 AckCallback = Callable[[], Awaitable[None]]

@@ -20,6 +20,8 @@ def bus_config(pools: list[dict[str, Any]], **extra: Any) -> BusConfig:
             "pools": pools,
             "discovery": {"heartbeat_interval_s": 0.2, "ttl_s": 1.5},
             "drain_timeout_s": 30,
+            # Tests that count workers must not see them change: opt in where wanted.
+            "autoscaler": {"enabled": False},
             **extra,
         }
     )

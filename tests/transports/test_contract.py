@@ -149,6 +149,8 @@ async def test_receive_after_the_peer_closed_drains_then_raises(pair: TransportP
     await within(pair.a.send(Notification(method="last words")))
     await within(pair.a.close())
     assert await receive_message(pair) == Notification(method="last words")
+    if not pair.b.capabilities.peer_close_visible:
+        return  # a broker topic has no single peer: the reader waits for other producers
     with pytest.raises(ConnectionClosed):
         await within(pair.b.receive())
 
