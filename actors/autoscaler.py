@@ -39,7 +39,7 @@ class AutoscaleConfig(BaseModel):
     target_per_worker: float = Field(8.0, gt=0, description="queued + in-flight calls per worker")
     upscale_delay_s: float = Field(0.5, ge=0)
     downscale_window_s: float = Field(30.0, ge=0)
-    max_step_up: int = Field(4, ge=1)
+    max_step_up: int = Field(8, ge=1)
     max_step_down: int = Field(1, ge=1)
     activation_threshold: int = Field(1, ge=1, description="queued calls that wake a pool at zero")
     stale_after_s: float = Field(5.0, gt=0, description="older signals hold the size")

@@ -29,7 +29,8 @@ Undecodable records (handled inside, so the partition always moves on)
     sender gets a JSON-RPC error Response there (with the record's envelope); otherwise
     the raw bytes and headers go to the dead-letter topic ``<prefix>mcp.dlq`` with
     ``raybus-dlq-error`` and ``raybus-dlq-source`` headers. If that produce fails the
-    record stays unacked (redelivered later, never lost).
+    record is nacked (read again by the next ``receive``, never lost) and ``receive``
+    raises the produce error.
 
 Low-latency settings (all configurable on :class:`KafkaTransportConfig`)
     ``linger_ms=1``: a lone send waits at most 1 ms for company, concurrent sends still
@@ -74,8 +75,13 @@ from aiokafka.errors import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from transports.base import Delivery, TransportBase, TransportCapabilities, TransportType
-from transports.codec import DEFAULT_MAX_DEPTH, DecodeLimits, decode_message, encode_message
-from transports.codec import error_response_for
+from transports.codec import (
+    DEFAULT_MAX_DEPTH,
+    DecodeLimits,
+    decode_message,
+    encode_message,
+    error_response_for,
+)
 from transports.envelope import Envelope
 from transports.errors import (
     INVALID_REQUEST,
@@ -285,7 +291,9 @@ async def consumer_group_lag(
                 if not described or described[0]["error_code"]:
                     code = described[0]["error_code"] if described else -1
                     raise for_code(code)(f"describe topic {topic}")
-                partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+                partitions = [
+                    TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]
+                ]
                 committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
                 ends = await offsets.end_offsets(partitions)
                 starts = await offsets.beginning_offsets(partitions)
@@ -569,7 +577,12 @@ class KafkaTransport(TransportBase):
                 try:
                     return self._delivery(record, partition, book, claim)
                 except (InvalidMessage, MessageTooLarge) as error:
-                    await self._dispose_of_undecodable(record, error)
+                    try:
+                        await self._dispose_of_undecodable(record, error)
+                    except BusError:
+                        # Not answered nor dead-lettered: read it again next time.
+                        await self._settle(partition, book, record.offset, claim, _Settled.NACKED)
+                        raise
                     await self._settle(partition, book, record.offset, claim, _Settled.ACKED)
                     raise
 
@@ -629,7 +642,7 @@ class KafkaTransport(TransportBase):
             return
         await self._commit()
 
-    async def _commit(self) -> None:
+    async def _commit(self, *, closing: bool = False) -> None:
         consumer = self._consumer
         if consumer is None or self._config.group_id is None:
             return
@@ -641,7 +654,7 @@ class KafkaTransport(TransportBase):
                 for partition, book in self._books.items()
                 if book.commit_point is not None and book.commit_point != book.committed
             }
-            if not due or self._closed.is_set():
+            if not due or (self._closed.is_set() and not closing):
                 return
             timeout_s = self._config.request_timeout_ms / 1000
             try:
@@ -668,7 +681,9 @@ class KafkaTransport(TransportBase):
             if isinstance(error, InvalidMessage):
                 answer = error_response_for(error)
             else:
-                answer = Response.failure(None, INVALID_REQUEST, "Invalid Request", str(error))
+                answer = Response.failure(
+                    None, INVALID_REQUEST, "Invalid Request", {"detail": str(error)}
+                )
             await self._produce(
                 reply_to,
                 encode_message(answer),
@@ -702,6 +717,11 @@ class KafkaTransport(TransportBase):
         if self._closed.is_set():
             return
         self._closed.set()
+        try:
+            # Acks whose commit failed (e.g. during a rebalance) get one last chance.
+            await self._commit(closing=True)
+        except BusError as exc:
+            logger.warning("final kafka commit failed; those records will be redelivered: %s", exc)
         producer, consumer = self._producer, self._consumer
         await self._stop_clients(producer, consumer)
         self._books.clear()

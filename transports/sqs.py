@@ -353,6 +353,7 @@ class SqsTransport(TransportBase):
                     await self.delete_queue(self.config.receive_queue)
         if self._stack is not None:
             await self._stack.aclose()
+        self._client = None
         logger.info("sqs transport closed: receive=%s", self.config.receive_queue)
 
     # -- the Transport protocol --------------------------------------------------------
@@ -417,6 +418,7 @@ class SqsTransport(TransportBase):
             raise ConnectionClosed("this SQS transport has no receive queue")
         while not self._buffer:
             await self._wait_for_batch()
+            self._check_open()
         return self._delivery(self._buffer.popleft(), self._receive_url)
 
     # -- visibility, queues, lag ---------------------------------------------------------
@@ -539,8 +541,9 @@ class SqsTransport(TransportBase):
     # -- internals -------------------------------------------------------------------------
 
     def _check_open(self, *, started_only: bool = False) -> None:
+        # started_only: queue management and acks still work while close() runs.
         if self._client is None:
-            raise ConnectionClosed("SQS transport is not started")
+            raise ConnectionClosed("SQS transport is not started, or is closed")
         if self._closed and not started_only:
             raise ConnectionClosed("SQS transport is closed")
 
@@ -699,7 +702,9 @@ class SqsTransport(TransportBase):
                 logger.warning("sqs could not extend %s: %s", delivery.message_id, exc)
                 return
         logger.warning(
-            "sqs stopped extending %s after %.0f s", delivery.message_id, loop.time() - give_up_at
+            "sqs stopped extending %s after max_keep_visible_s=%.0f",
+            delivery.message_id,
+            self.config.max_keep_visible_s,
         )
 
     async def _release_buffered(self) -> None:

@@ -34,7 +34,8 @@ def _end(bootstrap: str, name: str, side: str, send: str, receive: str) -> Kafka
     )
 
 
-@pytest.fixture
+# Overrides the suite's parametrized ``pair`` (imported above) for this module.
+@pytest.fixture  # type: ignore[no-redef]
 async def pair(kafka_bootstrap: str, unique_name: str) -> AsyncIterator[TransportPair]:
     a_to_b, b_to_a = f"{unique_name}.a-to-b", f"{unique_name}.b-to-a"
     a = await _end(kafka_bootstrap, unique_name, "a", a_to_b, b_to_a).start()
