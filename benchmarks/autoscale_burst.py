@@ -13,8 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-import ray
-
+from benchmarks._local_ray import on_local_ray
 from cluster.bus import bus_status, launch_bus, stop_bus
 from cluster.client import BusClient
 from cluster.config import parse_config
@@ -82,8 +81,4 @@ async def _measure() -> list[tuple[str, str]]:
 
 
 def run() -> list[tuple[str, str]]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        return asyncio.run(_measure())
-    finally:
-        ray.shutdown()
+    return on_local_ray(_measure)

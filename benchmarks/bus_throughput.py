@@ -21,6 +21,7 @@ from typing import Any
 import mcp
 import ray
 
+from benchmarks._local_ray import on_local_ray
 from cluster.bus import launch_bus, stop_bus
 from cluster.client import BusClient
 from cluster.config import parse_config
@@ -123,8 +124,4 @@ async def _measure() -> list[tuple[str, str]]:
 
 
 def run() -> list[tuple[str, str]]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        return asyncio.run(_measure())
-    finally:
-        ray.shutdown()
+    return on_local_ray(_measure)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,3 +37,21 @@ async def running_bus(config: BusConfig) -> AsyncIterator[BusClient]:
     finally:
         await client.close()
         await stop_bus(config.name)
+
+
+@asynccontextmanager
+async def running_gateway(config: BusConfig) -> AsyncIterator[str]:
+    """Serve ``config``'s bus through the gateway on a free port; yields the MCP URL."""
+    from cluster.up import serve  # here: only gateway tests need the HTTP stack
+
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(config, stdio=False, port=0, ready=port.set_result, stop=stop))
+    async with asyncio.timeout(60):
+        chosen = await asyncio.shield(port)
+    try:
+        yield f"http://127.0.0.1:{chosen}/mcp"
+    finally:
+        stop.set()
+        async with asyncio.timeout(60):
+            await task

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from cluster.up import serve
-from tests.actors.bus_helpers import bus_config
+from tests.actors.bus_helpers import bus_config, running_gateway
 from tests.conformance_run import run_suite
 
 pytestmark = [
@@ -45,17 +44,8 @@ async def gateway_url(ray_session: None) -> AsyncIterator[str]:
         # expects the server to decide; the gateway's own check would answer first.
         gateway={"policy": {"validate_arguments": False}},
     )
-    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(config, stdio=False, port=0, ready=port.set_result, stop=stop))
-    async with asyncio.timeout(60):
-        chosen = await asyncio.shield(port)
-    try:
-        yield f"http://127.0.0.1:{chosen}/mcp"
-    finally:
-        stop.set()
-        async with asyncio.timeout(60):
-            await task
+    async with running_gateway(config) as url:
+        yield url
 
 
 @pytest.mark.parametrize(("era", "at_least"), [("2025-11-25", 84), ("2026-07-28", 152)])

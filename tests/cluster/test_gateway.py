@@ -12,8 +12,7 @@ import mcp_types as types
 import pytest
 import pytest_asyncio
 
-from cluster.up import serve
-from tests.actors.bus_helpers import bus_config
+from tests.actors.bus_helpers import bus_config, running_gateway
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.asyncio(loop_scope="module")]
@@ -24,17 +23,8 @@ async def gateway_url(ray_session: None) -> AsyncIterator[str]:
     config = bus_config(
         [{"name": "kit", "server": "cluster.examples.testkit:server", "min_workers": 1}]
     )
-    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(config, stdio=False, port=0, ready=port.set_result, stop=stop))
-    async with asyncio.timeout(60):
-        chosen = await asyncio.shield(port)
-    try:
-        yield f"http://127.0.0.1:{chosen}/mcp"
-    finally:
-        stop.set()
-        async with asyncio.timeout(60):
-            await task
+    async with running_gateway(config) as url:
+        yield url
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,8 +13,7 @@ import pytest_asyncio
 from mcp.client.streamable_http import streamable_http_client
 
 from cluster.gateway_policy import FORBIDDEN, RATE_LIMITED
-from cluster.up import serve
-from tests.actors.bus_helpers import bus_config
+from tests.actors.bus_helpers import bus_config, running_gateway
 from transports.policy.tokens import hash_token
 
 pytestmark = [pytest.mark.ray, pytest.mark.asyncio(loop_scope="module")]
@@ -42,17 +40,8 @@ async def gateway(
         [{"name": "kit", "server": "cluster.examples.testkit:server", "min_workers": 1}],
         gateway={"policy": policy},
     )
-    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(config, stdio=False, port=0, ready=port.set_result, stop=stop))
-    async with asyncio.timeout(60):
-        chosen = await asyncio.shield(port)
-    try:
-        yield f"http://127.0.0.1:{chosen}/mcp", audit
-    finally:
-        stop.set()
-        async with asyncio.timeout(60):
-            await task
+    async with running_gateway(config) as url:
+        yield url, audit
 
 
 def client_for(url: str, token: str) -> mcp.Client:
