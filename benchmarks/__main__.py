@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import autoscale_burst, bus_throughput, transport_throughput
+from benchmarks import autoscale_burst, bus_throughput, kafka_latency, transport_throughput
 
 SUITES: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "transports": transport_throughput.run,
     "bus": bus_throughput.run,
     "autoscale": autoscale_burst.run,
+    "kafka": kafka_latency.run,
 }
 
 

@@ -32,14 +32,19 @@ Undecodable records (handled inside, so the partition always moves on)
     record is nacked (read again by the next ``receive``, never lost) and ``receive``
     raises the produce error.
 
-Low-latency settings (all configurable on :class:`KafkaTransportConfig`)
-    ``linger_ms=1``: a lone send waits at most 1 ms for company, concurrent sends still
-    batch. ``fetch_max_wait_ms=20``: with ``fetch_min_bytes=1`` the broker answers a fetch
-    as soon as a record arrives, so this only bounds how long an idle fetch is parked;
-    small keeps shutdown and rebalances snappy at the cost of a few idle fetches per
-    second. ``heartbeat_interval_ms=500``: members learn of a rebalance within half a
-    second instead of the default three. Producer: ``acks="all"`` and idempotence on, so
-    a retried produce never duplicates or reorders a record.
+Low-latency settings (all configurable on :class:`KafkaTransportConfig`; measured with
+``benchmarks/kafka_latency.py`` on a 2-core machine)
+    ``linger_ms=0``: aiokafka's 1 ms linger cost ~2 ms per lone send (p50 round trip
+    5-12 ms against 2-3 ms at 0), and concurrent sends batch anyway: aiokafka keeps one
+    produce request per broker in flight, and records sent meanwhile join the next.
+    ``fetch_max_wait_ms=20``: with ``fetch_min_bytes=1`` the broker answers a fetch as
+    soon as a record arrives, so this only bounds how long an idle fetch is parked (5 to
+    500 ms measured the same latency); 20 keeps close and rebalances snappy for a few
+    idle fetches per second. ``heartbeat_interval_ms=500``: members learn of a rebalance
+    within half a second instead of three. ``commit_interval_ms=0``: ``ack`` waits for
+    its commit (simplest to reason about); raise it for throughput, see the config.
+    Producer: ``acks="all"`` and idempotence on, so a retried produce never duplicates
+    or reorders a record.
 
 The broker runs with topic auto-creation off: :meth:`KafkaTransport.start` creates the
 topics it uses (idempotently) with the configured partitions and replication.
@@ -48,29 +53,18 @@ topics it uses (idempotently) with the configured partitions and replication.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
-    ConsumerStoppedError,
-    IllegalOperation,
-    KafkaError,
-    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordTooLargeError,
-    RequestTimedOutError,
-    TopicAlreadyExistsError,
-    for_code,
 )
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -86,12 +80,18 @@ from transports.envelope import Envelope
 from transports.errors import (
     INVALID_REQUEST,
     BusError,
-    BusTimeout,
     ConnectionClosed,
     InvalidMessage,
     InvalidRequest,
     MessageTooLarge,
     TransportError,
+)
+from transports.kafka_admin import (
+    KAFKA_ERRORS,
+    TopicNames,
+    consumer_group_lag,
+    ensure_topics,
+    translate_kafka_error,
 )
 from transports.message import Response, TransportMessage
 
@@ -107,55 +107,8 @@ logger = logging.getLogger(__name__)
 
 # Under the broker's default message.max.bytes (1 MiB + 12): room for headers and batch.
 DEFAULT_KAFKA_MAX_MESSAGE_BYTES = 1_000_000
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _ENVELOPE_MARKER = "raybus-client-id"  # Envelope.to_headers always writes it
 _DLQ_DETAIL_CHARS = 1000
-_ADMIN_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class TopicNames:
-    """DESIGN's topic layout under a configurable prefix (e.g. ``"prod."``).
-
-    ``mcp.requests.global``, ``mcp.requests.<capability>``, ``mcp.requests.<server-id>``,
-    ``mcp.responses.<client-id>``, ``mcp.server.discovery`` and ``mcp.dlq``. Names must
-    be legal Kafka topic names; a pool or server named ``global`` is refused because it
-    would share the global request topic.
-    """
-
-    prefix: str = ""
-
-    def __post_init__(self) -> None:
-        if self.prefix and not _TOPIC_NAME.fullmatch(self.prefix):
-            raise ValueError(f"topic prefix {self.prefix!r} has characters Kafka refuses")
-
-    def _name(self, *parts: str) -> str:
-        name = self.prefix + ".".join(parts)
-        if not _TOPIC_NAME.fullmatch(name) or name in {".", ".."}:
-            raise ValueError(f"{name!r} is not a legal Kafka topic name ([A-Za-z0-9._-]{{1,249}})")
-        return name
-
-    def requests_global(self) -> str:
-        return self._name("mcp", "requests", "global")
-
-    def requests_for_capability(self, pool: str) -> str:
-        if pool == "global":
-            raise ValueError("a pool named 'global' would share the global request topic")
-        return self._name("mcp", "requests", pool)
-
-    def requests_for_server(self, server_id: str) -> str:
-        if server_id == "global":
-            raise ValueError("a server named 'global' would share the global request topic")
-        return self._name("mcp", "requests", server_id)
-
-    def responses_for_client(self, client_id: str) -> str:
-        return self._name("mcp", "responses", client_id)
-
-    def discovery_topic(self) -> str:
-        return self._name("mcp", "server", "discovery")
-
-    def dlq_topic(self) -> str:
-        return self._name("mcp", "dlq")
 
 
 class KafkaTransportConfig(BaseModel):
@@ -173,6 +126,9 @@ class KafkaTransportConfig(BaseModel):
         client_id: names the clients in broker logs; the key of keyless sends.
         max_message_bytes / max_depth: bounds on bodies sent and accepted.
         linger_ms, fetch_max_wait_ms, heartbeat_interval_ms: see the module docstring.
+        commit_interval_ms: 0 = ``ack`` returns once its offset is committed; above 0,
+            ``ack`` returns at once and the acks of one interval share one commit (a
+            crash then redelivers at most that interval's acked records).
         request_timeout_ms / session_timeout_ms: aiokafka's request and group bounds.
         delivery_timeout_s: bound on one ``send`` until the broker acknowledged it.
         close_timeout_s: bound on stopping the clients.
@@ -192,8 +148,9 @@ class KafkaTransportConfig(BaseModel):
     client_id: str = "raybus"
     max_message_bytes: int = Field(default=DEFAULT_KAFKA_MAX_MESSAGE_BYTES, ge=1)
     max_depth: int = Field(default=DEFAULT_MAX_DEPTH, ge=1)
-    linger_ms: int = Field(default=1, ge=0)
+    linger_ms: int = Field(default=0, ge=0)
     fetch_max_wait_ms: int = Field(default=20, ge=0)
+    commit_interval_ms: int = Field(default=0, ge=0)
     heartbeat_interval_ms: int = Field(default=500, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1)
     request_timeout_ms: int = Field(default=15_000, ge=1)
@@ -208,106 +165,6 @@ class KafkaTransportConfig(BaseModel):
     @property
     def dead_letter_topic(self) -> str:
         return self.topics.dlq_topic()
-
-
-def _translate(exc: BaseException, operation: str, timeout_s: float = 0.0) -> BusError:
-    """Our error for an aiokafka one (callers raise it ``from exc``)."""
-    if isinstance(exc, KafkaTimeoutError | RequestTimedOutError | TimeoutError):
-        return BusTimeout(f"kafka {operation}", timeout_s)
-    if isinstance(exc, ConsumerStoppedError):
-        return ConnectionClosed(f"kafka {operation}: the consumer is stopped")
-    if isinstance(exc, KafkaError) and exc.retriable:
-        return ConnectionClosed(f"kafka {operation} failed: {exc!r}")
-    return TransportError(f"kafka {operation} failed: {exc!r}")
-
-
-_KAFKA_ERRORS = (KafkaError, ConsumerStoppedError, IllegalOperation)
-
-
-async def ensure_topics(
-    bootstrap: str,
-    names: Iterable[str],
-    partitions: int = 1,
-    replication: int = 1,
-    *,
-    timeout_s: float = _ADMIN_TIMEOUT_S,
-) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are.
-
-    Raises:
-        BusTimeout: not done within ``timeout_s``.
-        TransportError: the broker refused (bad name, too few brokers, ...).
-    """
-    wanted = sorted(set(names))
-    if not wanted:
-        return
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            await admin.start()
-            try:
-                response = await admin.create_topics(
-                    [NewTopic(name, partitions, replication) for name in wanted]
-                )
-                for entry in response.topic_errors:
-                    name, code = entry[0], entry[1]
-                    if code and code != TopicAlreadyExistsError.errno:
-                        raise for_code(code)(f"create topic {name}")
-            finally:
-                await admin.close()
-    except (*_KAFKA_ERRORS, TimeoutError) as exc:
-        raise _translate(exc, "topic creation", timeout_s) from exc
-    logger.debug("topics present: %s", wanted)
-
-
-async def consumer_group_lag(
-    bootstrap: str, group_id: str, topic: str, *, timeout_s: float = _ADMIN_TIMEOUT_S
-) -> int:
-    """Records of ``topic`` the group has not committed: sum of end - committed offsets.
-
-    A partition without a committed offset counts from its beginning offset.
-
-    Raises:
-        BusTimeout: not done within ``timeout_s``.
-        TransportError: the broker refused or the topic does not exist.
-    """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
-    # A group-less consumer only reads offsets here; it never joins or commits.
-    offsets = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        request_timeout_ms=int(timeout_s * 1000),
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            await admin.start()
-            await offsets.start()
-            try:
-                described = await admin.describe_topics([topic])
-                if not described or described[0]["error_code"]:
-                    code = described[0]["error_code"] if described else -1
-                    raise for_code(code)(f"describe topic {topic}")
-                partitions = [
-                    TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]
-                ]
-                committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
-                ends = await offsets.end_offsets(partitions)
-                starts = await offsets.beginning_offsets(partitions)
-            finally:
-                await admin.close()
-                await offsets.stop()
-    except (*_KAFKA_ERRORS, TimeoutError) as exc:
-        raise _translate(exc, "lag query", timeout_s) from exc
-    lag = 0
-    for partition in partitions:
-        done = committed.get(partition)
-        start = done.offset if done is not None and done.offset >= 0 else starts[partition]
-        lag += max(0, ends[partition] - start)
-    return lag
 
 
 class _Settled(Enum):
@@ -369,8 +226,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._transport = transport
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        # The next owner starts from the committed offset; deliveries still in flight
-        # here become stale (their ack is a no-op) and are redelivered there.
+        # The next owner starts from the committed offset: commit what was acked so it is
+        # not redone there. Deliveries still in flight here become stale (their ack is a
+        # no-op) and are redelivered to the new owner.
+        try:
+            await self._transport._commit(closing=True)
+        except BusError as exc:
+            logger.warning("commit before a rebalance failed; acked records may repeat: %s", exc)
         for partition in revoked:
             self._transport._books.pop(partition, None)
         logger.info("kafka partitions revoked: %s", sorted(map(tuple, revoked)))
@@ -412,9 +274,11 @@ class KafkaTransport(TransportBase):
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._books: dict[TopicPartition, _PartitionBook] = {}
+        self._stash: Any = None  # a fetched record a cancelled receive did not return
         self._closed = asyncio.Event()
         self._receive_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
+        self._commit_timer: asyncio.Task[None] | None = None
 
     @property
     def config(self) -> KafkaTransportConfig:
@@ -483,9 +347,9 @@ class KafkaTransport(TransportBase):
                 )
                 await consumer.start()
                 consumer.subscribe(list(config.receive_topics), listener=_Rebalance(self))
-        except _KAFKA_ERRORS as exc:
+        except KAFKA_ERRORS as exc:
             await self._stop_clients(producer, consumer)
-            raise _translate(exc, "start", config.request_timeout_ms / 1000) from exc
+            raise translate_kafka_error(exc, "start", config.request_timeout_ms / 1000) from exc
         self._producer, self._consumer = producer, consumer
         logger.info(
             "kafka transport %s started: send to %s, receive %s (group %s)",
@@ -550,10 +414,10 @@ class KafkaTransport(TransportBase):
                 await acked
         except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
             raise MessageTooLarge(len(value), self._config.max_message_bytes) from exc
-        except (*_KAFKA_ERRORS, TimeoutError) as exc:
+        except (*KAFKA_ERRORS, TimeoutError) as exc:
             if self._closed.is_set():
                 raise ConnectionClosed("kafka transport closed while sending") from exc
-            raise _translate(exc, f"{operation} to {topic}", timeout_s) from exc
+            raise translate_kafka_error(exc, f"{operation} to {topic}", timeout_s) from exc
 
     async def receive(self) -> Delivery:
         """The next record as a Delivery whose ``ack`` commits and ``nack`` redelivers.
@@ -579,32 +443,47 @@ class KafkaTransport(TransportBase):
                 except (InvalidMessage, MessageTooLarge) as error:
                     try:
                         await self._dispose_of_undecodable(record, error)
-                    except BusError:
-                        # Not answered nor dead-lettered: read it again next time.
-                        await self._settle(partition, book, record.offset, claim, _Settled.NACKED)
+                    except BaseException:
+                        # Not answered nor dead-lettered (failed or cancelled): read it
+                        # again next time rather than leave it in flight for good.
+                        self._rewind(partition, book, record.offset, claim)
                         raise
                     await self._settle(partition, book, record.offset, claim, _Settled.ACKED)
                     raise
 
     async def _next_record(self, consumer: AIOKafkaConsumer) -> Any:
+        if self._stash is not None:
+            record, self._stash = self._stash, None
+            return record
         getting = asyncio.ensure_future(consumer.getone())
         closing = asyncio.ensure_future(self._closed.wait())
         try:
             await asyncio.wait({getting, closing}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            self._keep_or_cancel(getting)
+            raise
         finally:
             closing.cancel()
-            if not getting.done():
-                getting.cancel()
-                with contextlib.suppress(asyncio.CancelledError, *_KAFKA_ERRORS):
-                    await getting
         if self._closed.is_set():
-            if getting.done() and not getting.cancelled():
-                getting.exception()  # retrieved: an error after close is expected
+            self._keep_or_cancel(getting)
             raise ConnectionClosed("kafka transport is closed")
         try:
             return getting.result()
-        except _KAFKA_ERRORS as exc:
-            raise _translate(exc, "receive", self._config.request_timeout_ms / 1000) from exc
+        except KAFKA_ERRORS as exc:
+            raise translate_kafka_error(
+                exc, "receive", self._config.request_timeout_ms / 1000
+            ) from exc
+
+    def _keep_or_cancel(self, getting: asyncio.Future[Any]) -> None:
+        """Leave a receive that will not return its record without losing that record.
+
+        The consumer's position is already past a fetched record, so dropping it would
+        skip it until the next rebalance: it waits in the stash for the next receive.
+        """
+        if not getting.done():
+            getting.cancel()  # aiokafka's getone takes a record only as it returns
+        elif not getting.cancelled() and getting.exception() is None:
+            self._stash = getting.result()
 
     def _delivery(
         self, record: Any, partition: TopicPartition, book: _PartitionBook, claim: _Claim
@@ -636,11 +515,34 @@ class KafkaTransport(TransportBase):
             logger.debug("stale %s of %s@%d ignored", outcome.value, partition, offset)
             return
         if outcome is _Settled.NACKED:
-            rewind = book.first_nacked()
-            if rewind is not None and self._consumer is not None and not self._closed.is_set():
-                self._consumer.seek(partition, rewind)
+            self._seek_back(partition, book)
+        elif self._config.commit_interval_ms == 0:
+            await self._commit()
+        elif self._commit_timer is None or self._commit_timer.done():
+            self._commit_timer = asyncio.create_task(self._commit_later())
+
+    async def _commit_later(self) -> None:
+        # Pacing, not synchronisation: every ack of this interval rides on one commit.
+        await asyncio.sleep(self._config.commit_interval_ms / 1000)
+        try:
+            await self._commit()
+        except BusError as exc:
+            logger.warning("interval commit failed; the next ack retries it: %s", exc)
+
+    def _rewind(
+        self, partition: TopicPartition, book: _PartitionBook, offset: int, claim: _Claim
+    ) -> None:
+        if self._books.get(partition) is book and book.settle(offset, claim, _Settled.NACKED):
+            self._seek_back(partition, book)
+
+    def _seek_back(self, partition: TopicPartition, book: _PartitionBook) -> None:
+        offset = book.first_nacked()
+        if offset is None or self._consumer is None or self._closed.is_set():
             return
-        await self._commit()
+        stash = self._stash
+        if stash is not None and TopicPartition(stash.topic, stash.partition) == partition:
+            self._stash = None  # the seek fetches it again, in order
+        self._consumer.seek(partition, offset)
 
     async def _commit(self, *, closing: bool = False) -> None:
         consumer = self._consumer
@@ -660,8 +562,8 @@ class KafkaTransport(TransportBase):
             try:
                 async with asyncio.timeout(timeout_s):
                     await consumer.commit(dict(due))
-            except (*_KAFKA_ERRORS, TimeoutError) as exc:
-                raise _translate(exc, "commit", timeout_s) from exc
+            except (*KAFKA_ERRORS, TimeoutError) as exc:
+                raise translate_kafka_error(exc, "commit", timeout_s) from exc
             for partition, point in due.items():
                 book = self._books.get(partition)
                 if book is not None:
@@ -717,6 +619,8 @@ class KafkaTransport(TransportBase):
         if self._closed.is_set():
             return
         self._closed.set()
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
         try:
             # Acks whose commit failed (e.g. during a rebalance) get one last chance.
             await self._commit(closing=True)
@@ -737,7 +641,7 @@ class KafkaTransport(TransportBase):
             try:
                 async with asyncio.timeout(self._config.close_timeout_s):
                     await stop()
-            except (*_KAFKA_ERRORS, TimeoutError, OSError) as exc:
+            except (*KAFKA_ERRORS, TimeoutError, OSError) as exc:
                 logger.warning("stopping a kafka client failed: %r", exc)
 
 

@@ -315,3 +315,54 @@ async def test_topic_creation_is_idempotent_and_oversize_sends_are_refused(
     with pytest.raises(MessageTooLarge):
         await sender.send(Notification(method="big", params={"x": "y" * 200}))
     await sender.send(Notification(method="small"))
+
+
+@pytest.mark.kafka
+async def test_interval_commits_cover_every_ack_and_close_commits_the_rest(
+    kafka_bootstrap: str, unique_name: str, open_transport: Opener
+) -> None:
+    producer = await open_transport(send_topic=unique_name)
+    for i in range(6):
+        await producer.send(numbered(i))
+    consumer = await open_transport(
+        receive_topics=(unique_name,), group_id=unique_name, commit_interval_ms=50
+    )
+    deliveries = [await receive(consumer) for _ in range(6)]
+    for delivery in deliveries[:3]:
+        await delivery.ack()
+    async with asyncio.timeout(BOUND_S):  # bounded polling: each query is a broker round trip
+        while await lag(kafka_bootstrap, unique_name, unique_name) != 3:
+            pass
+    for delivery in deliveries[3:]:
+        await delivery.ack()
+    await consumer.close()  # before the interval is up: close commits what was acked
+    assert await lag(kafka_bootstrap, unique_name, unique_name) == 0
+
+
+@pytest.mark.kafka
+async def test_receives_cut_short_by_timeouts_lose_no_record_even_without_a_group(
+    unique_name: str, open_transport: Opener
+) -> None:
+    consumer = await open_transport(receive_topics=(unique_name,))  # alone: no group
+    producer = await open_transport(send_topic=unique_name)
+    count = 60
+    sending = asyncio.create_task(_send_numbered(producer, count))
+    received: list[int] = []
+    async with asyncio.timeout(BOUND_S):
+        while len(received) < count:
+            try:
+                # Deliberately tiny: many receives are cancelled mid-wait or mid-fetch.
+                async with asyncio.timeout(0.002):
+                    delivery = await consumer.receive()
+            except TimeoutError:
+                continue
+            assert isinstance(delivery.message, Request)
+            received.append(int(delivery.message.id))
+            await delivery.ack()  # bookkeeping only: nothing to commit without a group
+    await sending
+    assert received == list(range(count))
+
+
+async def _send_numbered(producer: KafkaTransport, count: int) -> None:
+    for i in range(count):
+        await producer.send(numbered(i))

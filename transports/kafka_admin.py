@@ -1,0 +1,184 @@
+"""Kafka administration for raybus: topic names, topic creation, consumer-group lag.
+
+Also the one place aiokafka exceptions become ours (:func:`translate_kafka_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    ConsumerStoppedError,
+    IllegalOperation,
+    KafkaError,
+    KafkaTimeoutError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+    for_code,
+)
+
+from transports.errors import BusError, BusTimeout, ConnectionClosed, TransportError
+
+__all__ = [
+    "KAFKA_ERRORS",
+    "TopicNames",
+    "consumer_group_lag",
+    "ensure_topics",
+    "translate_kafka_error",
+]
+
+logger = logging.getLogger(__name__)
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_ADMIN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """DESIGN's topic layout under a configurable prefix (e.g. ``"prod."``).
+
+    ``mcp.requests.global``, ``mcp.requests.<capability>``, ``mcp.requests.<server-id>``,
+    ``mcp.responses.<client-id>``, ``mcp.server.discovery`` and ``mcp.dlq``. Names must
+    be legal Kafka topic names; a pool or server named ``global`` is refused because it
+    would share the global request topic.
+    """
+
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.prefix and not _TOPIC_NAME.fullmatch(self.prefix):
+            raise ValueError(f"topic prefix {self.prefix!r} has characters Kafka refuses")
+
+    def _name(self, *parts: str) -> str:
+        name = self.prefix + ".".join(parts)
+        if not _TOPIC_NAME.fullmatch(name) or name in {".", ".."}:
+            raise ValueError(f"{name!r} is not a legal Kafka topic name ([A-Za-z0-9._-]{{1,249}})")
+        return name
+
+    def requests_global(self) -> str:
+        return self._name("mcp", "requests", "global")
+
+    def requests_for_capability(self, pool: str) -> str:
+        if pool == "global":
+            raise ValueError("a pool named 'global' would share the global request topic")
+        return self._name("mcp", "requests", pool)
+
+    def requests_for_server(self, server_id: str) -> str:
+        if server_id == "global":
+            raise ValueError("a server named 'global' would share the global request topic")
+        return self._name("mcp", "requests", server_id)
+
+    def responses_for_client(self, client_id: str) -> str:
+        return self._name("mcp", "responses", client_id)
+
+    def discovery_topic(self) -> str:
+        return self._name("mcp", "server", "discovery")
+
+    def dlq_topic(self) -> str:
+        return self._name("mcp", "dlq")
+
+
+def translate_kafka_error(exc: BaseException, operation: str, timeout_s: float = 0.0) -> BusError:
+    """Our error for an aiokafka one (callers raise it ``from exc``)."""
+    if isinstance(exc, KafkaTimeoutError | RequestTimedOutError | TimeoutError):
+        return BusTimeout(f"kafka {operation}", timeout_s)
+    if isinstance(exc, ConsumerStoppedError):
+        return ConnectionClosed(f"kafka {operation}: the consumer is stopped")
+    if isinstance(exc, KafkaError) and exc.retriable:
+        return ConnectionClosed(f"kafka {operation} failed: {exc!r}")
+    return TransportError(f"kafka {operation} failed: {exc!r}")
+
+
+KAFKA_ERRORS = (KafkaError, ConsumerStoppedError, IllegalOperation)
+
+
+async def ensure_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 1,
+    replication: int = 1,
+    *,
+    timeout_s: float = _ADMIN_TIMEOUT_S,
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are.
+
+    Raises:
+        BusTimeout: not done within ``timeout_s``.
+        TransportError: the broker refused (bad name, too few brokers, ...).
+    """
+    wanted = sorted(set(names))
+    if not wanted:
+        return
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            try:
+                response = await admin.create_topics(
+                    [NewTopic(name, partitions, replication) for name in wanted]
+                )
+                for entry in response.topic_errors:
+                    name, code = entry[0], entry[1]
+                    if code and code != TopicAlreadyExistsError.errno:
+                        raise for_code(code)(f"create topic {name}")
+            finally:
+                await admin.close()
+    except (*KAFKA_ERRORS, TimeoutError) as exc:
+        raise translate_kafka_error(exc, "topic creation", timeout_s) from exc
+    logger.debug("topics present: %s", wanted)
+
+
+async def consumer_group_lag(
+    bootstrap: str, group_id: str, topic: str, *, timeout_s: float = _ADMIN_TIMEOUT_S
+) -> int:
+    """Records of ``topic`` the group has not committed: sum of end - committed offsets.
+
+    A partition without a committed offset counts from its beginning offset.
+
+    Raises:
+        BusTimeout: not done within ``timeout_s``.
+        TransportError: the broker refused or the topic does not exist.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    # A group-less consumer only reads offsets here; it never joins or commits.
+    offsets = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            await offsets.start()
+            try:
+                described = await admin.describe_topics([topic])
+                if not described or described[0]["error_code"]:
+                    code = described[0]["error_code"] if described else -1
+                    raise for_code(code)(f"describe topic {topic}")
+                partitions = [
+                    TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]
+                ]
+                committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+                ends = await offsets.end_offsets(partitions)
+                starts = await offsets.beginning_offsets(partitions)
+            finally:
+                await admin.close()
+                await offsets.stop()
+    except (*KAFKA_ERRORS, TimeoutError) as exc:
+        raise translate_kafka_error(exc, "lag query", timeout_s) from exc
+    lag = 0
+    for partition in partitions:
+        done = committed.get(partition)
+        start = done.offset if done is not None and done.offset >= 0 else starts[partition]
+        lag += max(0, ends[partition] - start)
+    return lag
