@@ -5,13 +5,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import autoscale_burst, bus_throughput, kafka_latency, transport_throughput
+from benchmarks import (
+    autoscale_burst,
+    bus_throughput,
+    kafka_latency,
+    sqs_latency,
+    transport_throughput,
+)
 
 SUITES: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "transports": transport_throughput.run,
     "bus": bus_throughput.run,
     "autoscale": autoscale_burst.run,
     "kafka": kafka_latency.run,
+    "sqs": sqs_latency.run,
 }
 
 

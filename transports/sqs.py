@@ -35,35 +35,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
-import re
-import uuid
 from collections import deque
-from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import aioboto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from transports.base import Delivery, TransportBase, TransportCapabilities, TransportType
-from transports.codec import DEFAULT_MAX_DEPTH, DecodeLimits, decode_message, encode_message
+from transports.codec import DecodeLimits, decode_message
 from transports.envelope import Envelope
 from transports.errors import (
     BusTimeout,
     ConnectionClosed,
     InvalidMessage,
-    InvalidRequest,
     MessageTooLarge,
     TransportError,
 )
-from transports.message import Notification, TransportMessage
+from transports.message import TransportMessage
+from transports.sqs_wire import (
+    _DEFAULT_GROUP,
+    _QUEUE_EXISTS_CODES,
+    ENVELOPE_ATTRIBUTE,
+    SQS_MAX_MESSAGE_BYTES,
+    SqsConfig,
+    _attributes_size,
+    _deduplication_id,
+    _encode_body,
+    _envelope_attributes,
+    _envelope_from_attributes,
+    _secret,
+    response_queue_name,
+    translate_client_error,
+)
 
 __all__ = [
     "ENVELOPE_ATTRIBUTE",
@@ -76,163 +85,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-# The classic SQS cap on body plus message attributes (names, types and values).
-SQS_MAX_MESSAGE_BYTES = 256 * 1024
-# One String attribute carries the whole envelope: SQS allows only 10 attributes and no
-# empty values, and an envelope can exceed both; trace context is repeated on its own
-# (the OpenTelemetry SQS convention) so tracing tools can read it without our format.
-ENVELOPE_ATTRIBUTE = "raybus-envelope"
-_TRACE_ATTRIBUTES = ("traceparent", "tracestate")
-_DEFAULT_GROUP = "raybus"
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-_FIFO_SUFFIX = ".fifo"
-_DLQ_SUFFIX = "-dlq"
-# Characters JSON may carry raw but SQS refuses in a body (only XML 1.0 characters pass).
-_XML_NONCHARACTERS = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")
-
-_MISSING_QUEUE_CODES = frozenset(
-    {
-        "AWS.SimpleQueueService.NonExistentQueue",
-        "QueueDoesNotExist",
-        "AWS.SimpleQueueService.QueueDeletedRecently",
-        "QueueDeletedRecently",
-    }
-)
-_QUEUE_EXISTS_CODES = frozenset(
-    {"QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"}
-)
-_UNAVAILABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "RequestThrottled",
-        "OverLimit",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "KmsThrottled",
-    }
-)
-
-
-class SqsConfig(BaseModel):
-    """Where the queues are and how they are polled; built once at the process edge.
-
-    Queue names are given without ``queue_prefix`` and without ``.fifo``; the transport
-    adds both (:meth:`full_name`). Dead-letter queues are named ``<queue>-dlq``.
-
-    Attributes:
-        endpoint_url: the SQS endpoint; None = AWS's for ``region``.
-        region: the AWS region.
-        queue_prefix: prepended to every queue name (isolates deployments and tests).
-        send_queue: where :meth:`SqsTransport.send` writes; None = each envelope's
-            ``reply_to`` (a worker answering per-client response queues).
-        receive_queue: the queue :meth:`SqsTransport.receive` long-polls; None = send-only.
-        fifo: use FIFO queues: ordered per client, deduplicated by request key.
-        wait_time_seconds: long-poll wait (0-20). A poll returns as soon as a message
-            arrives, so this bounds idle traffic, not latency; 5 s keeps an idle consumer
-            at 12 requests a minute and lets a dead connection surface quickly. Use 20
-            when idle cost matters.
-        max_number_of_messages: batch size of one receive (1-10); the rest is buffered and
-            handed out one per ``receive`` call. Buffered messages are already in flight,
-            so a slow consumer should use a small batch.
-        visibility_timeout_s: how long a received message stays hidden before SQS hands it
-            out again; set on the queues this transport creates.
-        max_receive_count: receives before redrive moves a message to the dead-letter queue.
-        max_message_bytes: largest body sent or accepted (at most SQS's 256 KiB).
-        max_depth: JSON nesting bound for decoding.
-        keep_visible: extend each delivery's visibility until it is acked or nacked.
-        max_keep_visible_s: stop extending after this long, so a hung consumer cannot hold
-            a message forever.
-        delete_receive_queue_on_close: remove the receive queue and its dead-letter queue
-            on close (a client's own response queue).
-        request_timeout_s: bound on each SQS call (a long poll gets its wait on top).
-        aws_access_key_id / aws_secret_access_key / aws_session_token: explicit
-            credentials; None = the standard AWS credential chain.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    queue_prefix: str = ""
-    send_queue: str | None = None
-    receive_queue: str | None = None
-    fifo: bool = False
-    wait_time_seconds: int = Field(default=5, ge=0, le=20)
-    max_number_of_messages: int = Field(default=10, ge=1, le=10)
-    visibility_timeout_s: int = Field(default=30, ge=1, le=43_200)
-    max_receive_count: int = Field(default=5, ge=1, le=1000)
-    max_message_bytes: int = Field(default=SQS_MAX_MESSAGE_BYTES, ge=1, le=SQS_MAX_MESSAGE_BYTES)
-    max_depth: int = Field(default=DEFAULT_MAX_DEPTH, ge=1)
-    keep_visible: bool = True
-    max_keep_visible_s: float = Field(default=3600.0, gt=0)
-    delete_receive_queue_on_close: bool = False
-    request_timeout_s: float = Field(default=10.0, gt=0)
-    aws_access_key_id: SecretStr | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_session_token: SecretStr | None = None
-
-    @model_validator(mode="after")
-    def _names_are_valid(self) -> Self:
-        for name in (self.send_queue, self.receive_queue):
-            if name is not None:
-                self.full_name(name, dead_letter=True)
-        return self
-
-    def full_name(self, name: str, *, dead_letter: bool = False) -> str:
-        """The SQS queue name for ``name``: prefix, name, ``-dlq`` if asked, ``.fifo``.
-
-        Raises:
-            ValueError: the result is not a valid SQS queue name.
-        """
-        base = f"{self.queue_prefix}{name}{_DLQ_SUFFIX if dead_letter else ''}"
-        if not _QUEUE_NAME.match(base) or len(base) + (len(_FIFO_SUFFIX) if self.fifo else 0) > 80:
-            raise ValueError(f"{base!r} is not a valid SQS queue name (A-Z a-z 0-9 - _, <= 80)")
-        return base + (_FIFO_SUFFIX if self.fifo else "")
-
-
-def response_queue_name(client_id: str, *, max_chars: int = 60) -> str:
-    """A queue name (before prefix) for ``client_id``'s responses, valid for any id.
-
-    Unsafe characters become ``-``; a long id is cut and suffixed with a hash so two
-    clients never share a queue.
-    """
-    safe = _NAME_UNSAFE.sub("-", client_id) or "client"
-    if safe != client_id or len(safe) > max_chars:
-        digest = hashlib.sha256(client_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-        safe = f"{safe[: max_chars - 13]}-{digest}"
-    return f"responses-{safe}"
-
-
-def translate_client_error(
-    exc: Exception, *, operation: str, queue: str, size_bytes: int = 0
-) -> TransportError:
-    """Map a botocore error from ``operation`` on ``queue`` to our error tree.
-
-    Args:
-        exc: a botocore ``ClientError`` or ``BotoCoreError`` (or an ``OSError``).
-        operation: the SQS action, for the message.
-        queue: the queue name or URL, for the message.
-        size_bytes: the size of the message being sent, for ``MessageTooLarge``.
-    """
-    if not isinstance(exc, ClientError):
-        return ConnectionClosed(f"SQS {operation} on {queue} failed: {exc}")
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    detail = str(error.get("Message", ""))
-    if code in _MISSING_QUEUE_CODES:
-        return ConnectionClosed(f"SQS queue {queue} does not exist")
-    if code in ("MessageTooLong", "AWS.SimpleQueueService.MessageTooLong") or (
-        code == "InvalidParameterValue" and "too long" in detail.lower()
-    ):
-        return MessageTooLarge(size_bytes, SQS_MAX_MESSAGE_BYTES)
-    if code in _UNAVAILABLE_CODES:
-        return ConnectionClosed(f"SQS {operation} on {queue} unavailable: {code} {detail}")
-    return TransportError(f"SQS {operation} on {queue} failed: {code} {detail}")
 
 
 @dataclass(slots=True)
@@ -262,6 +114,9 @@ class SqsTransport(TransportBase):
             at_least_once=True,
             max_message_bytes=config.max_message_bytes,
             carries_envelope=True,
+            # A queue outlives its senders and may have many: one sender's close is
+            # invisible to the receiver, which keeps waiting until its own end closes.
+            peer_close_visible=False,
         )
         self._stack: AsyncExitStack | None = None
         self._client: Any = None  # aiobotocore's SQS client: untyped, the raw edge
@@ -306,7 +161,7 @@ class SqsTransport(TransportBase):
             if cfg.receive_queue is not None:
                 self._receive_url = await self.ensure_queue(cfg.receive_queue)
             if cfg.send_queue is not None:
-                self._send_url = await self.ensure_queue(cfg.send_queue)
+                self._send_url = await self.ensure_queue(cfg.send_queue, owner=False)
         except BaseException:
             await self._stack.aclose()
             self._stack = None
@@ -400,7 +255,7 @@ class SqsTransport(TransportBase):
         if self.config.fifo:
             request["MessageGroupId"] = (envelope.client_id if envelope else "") or _DEFAULT_GROUP
             request["MessageDeduplicationId"] = _deduplication_id(message, envelope)
-        await self._call("SendMessage", url, self._client.send_message(**request), size=total)
+        await self._sqs("send_message", url, size=total, **request)
         logger.debug("sqs sent %d bytes to %s", len(body), url)
 
     async def receive(self) -> SqsDelivery:
@@ -431,14 +286,13 @@ class SqsTransport(TransportBase):
                 received again elsewhere) or SQS refused.
         """
         self._check_open()
-        await self._call(
-            "ChangeMessageVisibility",
-            delivery.queue_url,
-            self._client.change_message_visibility(
-                QueueUrl=delivery.queue_url,
-                ReceiptHandle=delivery.receipt_handle,
-                VisibilityTimeout=seconds,
-            ),
+        url = delivery.queue_url
+        await self._sqs(
+            "change_message_visibility",
+            url,
+            QueueUrl=url,
+            ReceiptHandle=delivery.receipt_handle,
+            VisibilityTimeout=seconds,
         )
 
     def keep_visible(self, delivery: SqsDelivery) -> None:
@@ -448,10 +302,12 @@ class SqsTransport(TransportBase):
             self._keepers.add(delivery._keeper)
             delivery._keeper.add_done_callback(self._keepers.discard)
 
-    async def ensure_queue(self, name: str) -> str:
+    async def ensure_queue(self, name: str, *, owner: bool = True) -> str:
         """Create queue ``name`` and its dead-letter queue if missing; return its URL.
 
-        Idempotent. A queue that exists with other attributes is used as it is.
+        Idempotent. The owner (the end that receives from it) also applies its visibility
+        timeout and redrive policy to a queue that exists with other values, e.g. one a
+        sender created first; a non-owner uses an existing queue as it is.
 
         Raises:
             ConnectionClosed / TransportError / BusTimeout: SQS refused or did not answer.
@@ -459,28 +315,28 @@ class SqsTransport(TransportBase):
         self._check_open(started_only=True)
         cfg = self.config
         full = cfg.full_name(name)
+        if not owner:
+            with contextlib.suppress(ConnectionClosed):
+                return await self._queue_url(full)
         fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if cfg.fifo else {}
-        dlq_url = await self._create_queue(
+        dlq_url, _ = await self._create_queue(
             cfg.full_name(name, dead_letter=True), {"MessageRetentionPeriod": "1209600", **fifo}
         )
-        arn_reply = await self._call(
-            "GetQueueAttributes",
-            dlq_url,
-            self._client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]),
+        arn_reply = await self._sqs(
+            "get_queue_attributes", dlq_url, QueueUrl=dlq_url, AttributeNames=["QueueArn"]
         )
         redrive = {
             "deadLetterTargetArn": arn_reply["Attributes"]["QueueArn"],
             "maxReceiveCount": str(cfg.max_receive_count),
         }
-        url = await self._create_queue(
-            full,
-            {
-                "VisibilityTimeout": str(cfg.visibility_timeout_s),
-                "RedrivePolicy": json.dumps(redrive),
-                **fifo,
-            },
-        )
-        self._urls[full] = url
+        mutable = {
+            "VisibilityTimeout": str(cfg.visibility_timeout_s),
+            "RedrivePolicy": json.dumps(redrive),
+        }
+        url, created = await self._create_queue(full, mutable | fifo)
+        if not created and owner:
+            await self._sqs("set_queue_attributes", full, QueueUrl=url, Attributes=mutable)
+            logger.info("sqs queue %s existed; applied this receiver's attributes", full)
         return url
 
     async def delete_queue(self, name: str, *, with_dead_letter: bool = True) -> None:
@@ -496,17 +352,10 @@ class SqsTransport(TransportBase):
         for full in names:
             try:
                 url = await self._queue_url(full)
-                await self._call("DeleteQueue", full, self._client.delete_queue(QueueUrl=url))
+                await self._sqs("delete_queue", full, QueueUrl=url)
             except ConnectionClosed:
                 logger.debug("sqs queue %s was already gone", full)
             self._urls.pop(full, None)
-
-    def dead_letter_queue_name(self, name: str | None = None) -> str:
-        """The full name of the dead-letter queue of ``name`` (default: receive queue)."""
-        base = name or self.config.receive_queue
-        if base is None:
-            raise ValueError("no queue named and no receive queue configured")
-        return self.config.full_name(base, dead_letter=True)
 
     async def queue_depth(self, name: str | None = None, *, dead_letter: bool = False) -> int:
         """Lag of a queue (default: the receive queue): visible plus in-flight messages.
@@ -522,21 +371,9 @@ class SqsTransport(TransportBase):
         if base is None:
             raise ValueError("no queue named and no receive queue configured")
         url = await self._queue_url(self.config.full_name(base, dead_letter=dead_letter))
-        reply = await self._call(
-            "GetQueueAttributes",
-            url,
-            self._client.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            ),
-        )
-        attributes = reply["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(
-            attributes["ApproximateNumberOfMessagesNotVisible"]
-        )
+        counts = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        reply = await self._sqs("get_queue_attributes", url, QueueUrl=url, AttributeNames=counts)
+        return sum(int(reply["Attributes"][count]) for count in counts)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -547,45 +384,41 @@ class SqsTransport(TransportBase):
         if self._closed and not started_only:
             raise ConnectionClosed("SQS transport is closed")
 
-    async def _call(
-        self, operation: str, queue: str, call: Awaitable[T], *, size: int = 0, wait_s: int = 0
-    ) -> T:
+    async def _sqs(
+        self, action: str, queue: str, *, size: int = 0, wait_s: int = 0, **request: Any
+    ) -> Any:
+        """Call the client's ``action`` method, bounded, with errors translated."""
         timeout_s = self.config.request_timeout_s + wait_s
         try:
             async with asyncio.timeout(timeout_s):
-                return await call
+                return await getattr(self._client, action)(**request)
         except (ClientError, BotoCoreError, OSError) as exc:
             raise translate_client_error(
-                exc, operation=operation, queue=queue, size_bytes=size
+                exc, operation=action, queue=queue, size_bytes=size
             ) from exc
         except TimeoutError:
-            raise BusTimeout(f"SQS {operation} on {queue}", timeout_s) from None
+            raise BusTimeout(f"SQS {action} on {queue}", timeout_s) from None
 
-    async def _create_queue(self, full: str, attributes: dict[str, str]) -> str:
+    async def _create_queue(self, full: str, attributes: dict[str, str]) -> tuple[str, bool]:
+        """The queue's URL, and whether it now has ``attributes`` (False: it existed with
+        other values, which SQS reports as an error rather than changing them)."""
         try:
-            reply = await self._call(
-                "CreateQueue",
-                full,
-                self._client.create_queue(QueueName=full, Attributes=attributes),
-            )
+            reply = await self._sqs("create_queue", full, QueueName=full, Attributes=attributes)
         except TransportError as exc:
             cause = exc.__cause__
             if not isinstance(cause, ClientError):
                 raise
             if cause.response.get("Error", {}).get("Code") not in _QUEUE_EXISTS_CODES:
                 raise
-            logger.info("sqs queue %s exists with other attributes; using it as it is", full)
-            return await self._queue_url(full)
+            return await self._queue_url(full), False
         url: str = reply["QueueUrl"]
         self._urls[full] = url
-        return url
+        return url, True
 
     async def _queue_url(self, full: str) -> str:
         url = self._urls.get(full)
         if url is None:
-            reply = await self._call(
-                "GetQueueUrl", full, self._client.get_queue_url(QueueName=full)
-            )
+            reply = await self._sqs("get_queue_url", full, QueueName=full)
             url = str(reply["QueueUrl"])
             self._urls[full] = url
         return url
@@ -620,17 +453,17 @@ class SqsTransport(TransportBase):
     async def _poll_once(self) -> None:
         cfg = self.config
         assert self._receive_url is not None
-        reply = await self._call(
-            "ReceiveMessage",
+        reply = await self._sqs(
+            "receive_message",
             self._receive_url,
-            self._client.receive_message(
-                QueueUrl=self._receive_url,
-                MaxNumberOfMessages=cfg.max_number_of_messages,
-                WaitTimeSeconds=cfg.wait_time_seconds,
-                MessageAttributeNames=["All"],
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
-            ),
             wait_s=cfg.wait_time_seconds,
+            QueueUrl=self._receive_url,
+            MaxNumberOfMessages=cfg.max_number_of_messages,
+            WaitTimeSeconds=cfg.wait_time_seconds,
+            # Per call, so this receiver's timeout holds whoever created the queue.
+            VisibilityTimeout=cfg.visibility_timeout_s,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         messages: list[dict[str, Any]] = reply.get("Messages", [])
         self._buffer.extend(messages)
@@ -677,12 +510,9 @@ class SqsTransport(TransportBase):
             delivery._keeper.cancel()
         if delete:
             self._check_open(started_only=True)
-            await self._call(
-                "DeleteMessage",
-                delivery.queue_url,
-                self._client.delete_message(
-                    QueueUrl=delivery.queue_url, ReceiptHandle=delivery.receipt_handle
-                ),
+            url = delivery.queue_url
+            await self._sqs(
+                "delete_message", url, QueueUrl=url, ReceiptHandle=delivery.receipt_handle
             )
         else:
             await self.extend(delivery, 0)
@@ -720,79 +550,14 @@ class SqsTransport(TransportBase):
                 for i, m in enumerate(chunk)
             ]
             try:
-                await self._call(
-                    "ChangeMessageVisibilityBatch",
-                    url,
-                    self._client.change_message_visibility_batch(QueueUrl=url, Entries=entries),
+                await self._sqs(
+                    "change_message_visibility_batch", url, QueueUrl=url, Entries=entries
                 )
             except (TransportError, BusTimeout) as exc:
                 logger.warning("sqs could not release %d buffered messages: %s", len(chunk), exc)
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return None if value is None else value.get_secret_value()
 
 
 def _retrieve_exception(task: asyncio.Task[None]) -> None:
     # The poll's error reaches every waiting receive; with none waiting, it is only logged.
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.debug("sqs poll failed: %s", exc)
-
-
-def _encode_body(message: TransportMessage) -> bytes:
-    body = encode_message(message)
-    if any(bad in body for bad in _XML_NONCHARACTERS):
-        # Same JSON value, with U+FFFE/U+FFFF escaped: SQS refuses them raw.
-        return json.dumps(
-            message.to_json_dict(), ensure_ascii=True, allow_nan=False, separators=(",", ":")
-        ).encode("ascii")
-    return body
-
-
-def _envelope_attributes(envelope: Envelope | None) -> dict[str, dict[str, str]]:
-    if envelope is None:
-        return {}
-    headers = envelope.to_headers()
-    attributes = {
-        ENVELOPE_ATTRIBUTE: {
-            "DataType": "String",
-            "StringValue": json.dumps(headers, ensure_ascii=False, separators=(",", ":")),
-        }
-    }
-    for name in _TRACE_ATTRIBUTES:
-        if headers.get(name):
-            attributes[name] = {"DataType": "String", "StringValue": headers[name]}
-    return attributes
-
-
-def _attributes_size(attributes: dict[str, dict[str, str]]) -> int:
-    # SQS counts each attribute's name, data type and value toward the message size.
-    return sum(
-        len(name.encode()) + len(value["DataType"]) + len(value["StringValue"].encode())
-        for name, value in attributes.items()
-    )
-
-
-def _envelope_from_attributes(attributes: dict[str, Any]) -> Envelope | None:
-    packed = attributes.get(ENVELOPE_ATTRIBUTE)
-    if packed is None:
-        return None
-    try:
-        headers = json.loads(packed.get("StringValue", ""))
-    except (ValueError, AttributeError):
-        raise InvalidRequest(f"the {ENVELOPE_ATTRIBUTE} attribute is not JSON") from None
-    if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise InvalidRequest(f"the {ENVELOPE_ATTRIBUTE} attribute is not an object of strings")
-    return Envelope.from_headers(headers)
-
-
-def _deduplication_id(message: TransportMessage, envelope: Envelope | None) -> str:
-    # A request and its response are each sent once per request key; a resend of either
-    # within SQS's five-minute window is dropped. Notifications (progress, ...) share
-    # their request's key, so each is unique.
-    if isinstance(message, Notification) or envelope is None or not envelope.request_id:
-        return uuid.uuid4().hex
-    key = "\0".join((type(message).__name__, *envelope.correlation_key))
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
