@@ -20,7 +20,9 @@ import ray
 
 from actors.autoscaler import Decision, LagPolicy, ScalingPolicy, Signals
 from cluster.config import BusConfig
+from cluster.kafka_backend import kafka_lag
 from cluster.naming import HandleCache, actor_names
+from transports.errors import BusError
 
 __all__ = ["AutoscalerActor"]
 
@@ -32,8 +34,16 @@ class AutoscalerActor:
     def __init__(self, config: BusConfig) -> None:
         self._config = config
         self._handles = HandleCache()
+        # With Kafka, consumers beyond the topic's partitions would sit idle.
+        partitions = config.kafka.partitions if config.backend == "kafka" and config.kafka else None
         self._policies: dict[str, ScalingPolicy] = {
-            pool.name: LagPolicy(pool.autoscale, pool.min_workers, pool.max_workers)
+            pool.name: LagPolicy(
+                pool.autoscale,
+                pool.min_workers,
+                min(
+                    pool.max_workers, pool.autoscale.max_consumers or partitions or pool.max_workers
+                ),
+            )
             for pool in config.pools
             if pool.autoscale.enabled
         }
@@ -63,9 +73,11 @@ class AutoscalerActor:
         lag: dict[str, dict[str, Any]] = {}
         try:
             async with asyncio.timeout(timeout):
-                lag = await router.lag.remote()
-        except (TimeoutError, ray.exceptions.RayError) as exc:
-            logger.warning("no lag from the router (%s): holding every pool", exc)
+                lag = await (
+                    self._kafka_lag() if self._config.backend == "kafka" else router.lag.remote()
+                )
+        except (TimeoutError, ray.exceptions.RayError, BusError) as exc:
+            logger.warning("no lag signals (%s): holding every pool", exc)
         async with asyncio.timeout(timeout):
             sizes: dict[str, int] = await supervisor.sizes.remote()
         now = time.monotonic()
@@ -87,6 +99,17 @@ class AutoscalerActor:
                 )
                 self._resizing[pool] = task
         return made
+
+    async def _kafka_lag(self) -> dict[str, dict[str, Any]]:
+        """Per pool: the consumer group's lag as queued, workers' reported calls in flight."""
+        discovery = await self._handles.get_async(actor_names.discovery(self._config.name))
+        workers = await discovery.workers.remote()
+        lag: dict[str, dict[str, Any]] = {}
+        for pool in self._policies:
+            in_flight = sum(w.in_flight for w in workers if w.pool == pool)
+            queued = await kafka_lag(self._config, pool)
+            lag[pool] = {"queued": queued, "in_flight": in_flight, "oldest_age_s": None}
+        return lag
 
     async def _resize(self, supervisor: Any, pool: str, size: int) -> None:
         try:

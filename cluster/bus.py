@@ -18,6 +18,7 @@ import ray
 from cluster.autoscaler_actor import AutoscalerActor
 from cluster.config import BusConfig
 from cluster.discovery_actor import DiscoveryActor
+from cluster.kafka_backend import LedgerActor
 from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
 from cluster.router_actor import RouterActor
 from cluster.supervisor import SupervisorActor
@@ -63,6 +64,10 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
     bus = config.name
     if await asyncio.to_thread(_exists, actor_names.router(bus)):
         raise BusAlreadyRunning(bus)
+    if config.backend == "kafka" and config.kafka is not None:
+        LedgerActor.options(  # type: ignore[attr-defined]
+            name=actor_names.ledger(bus), **_CONTROL_OPTIONS
+        ).remote(config.kafka.ledger_ttl_s)
     discovery = DiscoveryActor.options(  # type: ignore[attr-defined]
         name=actor_names.discovery(bus), **_CONTROL_OPTIONS
     ).remote(config.discovery.ttl_s)
@@ -137,6 +142,7 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
     with contextlib.suppress(ConnectionClosed):
         ray.kill(await get_actor_async(actor_names.autoscaler(bus)), no_restart=True)
     names = [actor_names.supervisor(bus), actor_names.router(bus), actor_names.discovery(bus)]
+    names.append(actor_names.ledger(bus))
     try:
         supervisor = await get_actor_async(names[0])
         async with asyncio.timeout(timeout_s):

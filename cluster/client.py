@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -25,13 +26,17 @@ from typing import Any
 import mcp_types as types
 import ray
 
-from actors.catalog import Catalog
+from actors.catalog import Catalog, Kind
+from actors.discovery import Membership
 from actors.outbox import BUSY_INTERVAL_S, Outbox
+from actors.replies import error_reply
 from cluster.endpoint import ClientEndpoint
+from cluster.kafka_backend import KafkaClientLink
 from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor_async
 from transports.envelope import ANONYMOUS, Envelope
 from transports.errors import (
     INTERNAL_ERROR,
+    INVALID_PARAMS,
     METHOD_NOT_FOUND,
     BusError,
     BusTimeout,
@@ -100,9 +105,52 @@ class _Connection:
         self.answers: Outbox[str, Frame] = Outbox(self._send_answers)
         self.poller: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        # With a Kafka backend: requests go to pool topics, answers come from our topic.
+        self.kafka: KafkaClientLink | None = None
+        self._membership: Membership | None = None
+        self._membership_at = 0.0
+
+    @property
+    def reply_to(self) -> str:
+        return self.kafka.reply_topic if self.kafka is not None else self.endpoint_name
 
     def _submit(self, _: str, frames: list[Frame]) -> Any:
+        if self.kafka is not None:
+            return asyncio.ensure_future(self._submit_to_kafka(frames))
         return self.router.submit.remote(frames)
+
+    async def _submit_to_kafka(self, frames: list[Frame]) -> None:
+        assert self.kafka is not None
+        by_topic: dict[str, list[Frame]] = {}
+        for frame in frames:
+            pool = await self._pool_for(frame)
+            if pool is None:
+                method, name = frame.envelope.method or "", frame.envelope.name or ""
+                await self._dispatch(
+                    error_reply(frame, INVALID_PARAMS, f"Unknown target of {method}: {name}")
+                )
+                continue
+            by_topic.setdefault(self.kafka.topic_for_pool(pool), []).append(frame)
+        for topic, batch in by_topic.items():
+            await self.kafka.send(topic, batch)
+
+    async def _pool_for(self, frame: Frame) -> str | None:
+        envelope = frame.envelope
+        kinds = {"tools/call": [Kind.TOOL], "prompts/get": [Kind.PROMPT]}.get(
+            envelope.method or "", [Kind.RESOURCE, Kind.PROMPT]
+        )
+        for refresh in (False, True):
+            now = time.monotonic()
+            if self._membership is None or (refresh and now - self._membership_at > 0.5):
+                self._membership = await self.discovery.snapshot.remote()
+                self._membership_at = now
+            assert self._membership is not None
+            pool = next(
+                (p for k in kinds if (p := self._membership.pool_for(k, envelope.name or ""))), None
+            )
+            if pool is not None:
+                return pool
+        return None
 
     def _submit_failed(self, _: str, frames: list[Frame], exc: BaseException) -> None:
         for frame in frames:
@@ -206,6 +254,8 @@ class _Connection:
             if not pending.future.done():
                 pending.future.set_exception(ConnectionClosed("client closed"))
         self.pending.clear()
+        if self.kafka is not None:
+            await self.kafka.close()
         ray.kill(self.endpoint)
 
 
@@ -249,7 +299,15 @@ class BusClient:
         async with asyncio.timeout(timeout_s):
             await router.ping.remote()
         connection = _Connection(bus, router, discovery, endpoint, name)
-        connection.poller = asyncio.get_running_loop().create_task(connection.poll_forever())
+        supervisor = await get_actor_async(actor_names.supervisor(bus))
+        config = await supervisor.config.remote()
+        loop = asyncio.get_running_loop()
+        if config.backend == "kafka":
+            connection.kafka = KafkaClientLink(config, name.rsplit("/", 1)[-1])
+            await connection.kafka.start()
+            connection.poller = loop.create_task(connection.kafka.receive(connection._dispatch))
+        else:
+            connection.poller = loop.create_task(connection.poll_forever())
         return cls(connection, name.rsplit("/", 1)[-1], principal)
 
     def new_session(self, *, principal: str | None = None) -> BusClient:
@@ -305,7 +363,7 @@ class BusClient:
             client_id=self.client_id,
             request_id=request_id,
             principal=self._principal,
-            reply_to=connection.endpoint_name,
+            reply_to=connection.reply_to,
             method=method,
             name=name,
         ).with_deadline_in(timeout_s)

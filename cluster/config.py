@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DiscoveryConfig",
     "GatewayConfig",
+    "KafkaBackendConfig",
     "PoolConfig",
     "load_config",
 ]
@@ -119,8 +120,29 @@ class GatewayConfig(_Strict):
     policy: PolicyConfig = PolicyConfig()
 
 
+class KafkaBackendConfig(_Strict):
+    """Kafka between clients (gateway) and workers: one request topic per pool."""
+
+    bootstrap: str
+    topic_prefix: str | None = Field(None, description="default: '<bus name>.'")
+    partitions: int = Field(4, ge=1, description="of each pool's request topic")
+    replication_factor: int = Field(1, ge=1)
+    commit_interval_ms: int = Field(0, ge=0)
+    ledger_ttl_s: float = Field(600.0, gt=0, description="how long a request key is remembered")
+    duplicate_wait_s: float = Field(
+        60.0, gt=0, description="how long a redelivered call waits for another worker's run"
+    )
+    fault_exit_before_commit_tool: str | None = Field(
+        None,
+        description="fault injection: a worker that answered a call of this tool exits "
+        "before committing it (for redelivery tests)",
+    )
+
+
 class BusConfig(_Strict):
     name: str = "default"
+    backend: Literal["ray", "kafka"] = "ray"
+    kafka: KafkaBackendConfig | None = None
     pools: list[PoolConfig] = Field(min_length=1)
     router: RouterConfig = RouterConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
@@ -132,6 +154,8 @@ class BusConfig(_Strict):
     def _check(self) -> Self:
         if not _NAME.match(self.name):
             raise ValueError(f"bus name {self.name!r} must match {_NAME.pattern}")
+        if self.backend == "kafka" and self.kafka is None:
+            raise ValueError("backend 'kafka' needs a kafka section with a bootstrap address")
         names = [p.name for p in self.pools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -36,6 +36,10 @@ class actor_names:
         return f"raybus/{bus}/supervisor"
 
     @staticmethod
+    def ledger(bus: str) -> str:
+        return f"raybus/{bus}/ledger"
+
+    @staticmethod
     def autoscaler(bus: str) -> str:
         return f"raybus/{bus}/autoscaler"
 

@@ -75,6 +75,10 @@ class SupervisorActor:
         await self._reconcile(pool)
         return state.target
 
+    async def config(self) -> BusConfig:
+        """The bus's configuration (clients read the backend settings from it)."""
+        return self._config
+
     async def sizes(self) -> dict[str, int]:
         """Each pool's target size (what the supervisor is converging to)."""
         return {name: p.target for name, p in self._pools.items()}
@@ -108,7 +112,7 @@ class SupervisorActor:
             num_cpus=state.config.num_cpus,
             scheduling_strategy="SPREAD",
             max_concurrency=10_000,
-        ).remote(self._config.name, state.config, name, self._config.discovery.heartbeat_interval_s)
+        ).remote(self._config, state.config, name)
         state.workers[name] = handle
         state.starting.add(name)
         try:

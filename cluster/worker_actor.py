@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -20,7 +22,8 @@ from actors.server_links import (
     load_server_object,
 )
 from actors.worker import WorkerCore, WorkerIdentity
-from cluster.config import PoolConfig
+from cluster.config import BusConfig, PoolConfig
+from cluster.kafka_backend import KafkaWorkerSource
 from cluster.naming import HandleCache, actor_names
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
@@ -56,9 +59,15 @@ class _RayWorkerPorts:
         self.completions: Outbox[str, Completion] = Outbox(
             self._send_completions, min_interval_s=BUSY_INTERVAL_S
         )
+        # Set with a Kafka backend: what the server says about a call goes to the caller's
+        # topic; requests to clients (sampling, ...) still go to their Ray endpoint.
+        self.topic_sink: Callable[[str, Frame], None] | None = None
 
     def reply(self, destination: str, frame: Frame) -> None:
-        self.replies.put(destination, frame)
+        if self.topic_sink is not None and not destination.startswith("raybus/"):
+            self.topic_sink(destination, frame)
+        else:
+            self.replies.put(destination, frame)
 
     def completed(self, completion: Completion) -> None:
         self.completions.put(self._router, completion)
@@ -76,11 +85,13 @@ class _RayWorkerPorts:
 
 @ray.remote
 class WorkerActor:
-    def __init__(
-        self, bus: str, pool: PoolConfig, actor_name: str, heartbeat_interval_s: float
-    ) -> None:
+    def __init__(self, config: BusConfig, pool: PoolConfig, actor_name: str) -> None:
+        bus = config.name
         self._bus = bus
-        self._heartbeat_interval_s = heartbeat_interval_s
+        self._config = config
+        self._pool = pool
+        self._heartbeat_interval_s = config.discovery.heartbeat_interval_s
+        self._source: KafkaWorkerSource | None = None
         self._handles = HandleCache()
         self._ports = _RayWorkerPorts(bus, actor_name, self._handles)
         node_id = ray.get_runtime_context().get_node_id()
@@ -108,6 +119,20 @@ class WorkerActor:
     async def start(self) -> dict[str, Any]:
         """Start the server, register with discovery; returns who this worker is."""
         await self._core.start()
+        if self._config.backend == "kafka":
+            ledger = await self._handles.get_async(actor_names.ledger(self._bus))
+            identity = self._core.identity
+            self._source = KafkaWorkerSource(
+                self._config,
+                self._pool.name,
+                self._core.hosted,
+                ledger,
+                capacity=identity.capacity,
+                max_call_s=self._pool.max_call_s,
+                client_id=identity.server_id,
+            )
+            self._ports.topic_sink = self._source.emit
+            await self._source.start()
         await self._beat(with_catalog=True)
         self._beats = asyncio.get_running_loop().create_task(self._beat_forever())
         identity = self._core.identity
@@ -121,6 +146,8 @@ class WorkerActor:
         discovery = await self._handles.get_async(actor_names.discovery(self._bus))
         changed, self._list_changed = tuple(sorted(self._list_changed)), set()
         beat = self._core.heartbeat(with_catalog=with_catalog, list_changed=changed)
+        if self._source is not None:  # calls taken from Kafka count as load too
+            beat = replace(beat, in_flight=beat.in_flight + self._source.in_flight)
         try:
             need: bool = await discovery.heartbeat.remote(beat)
         except Exception:
@@ -155,6 +182,8 @@ class WorkerActor:
 
     async def drain(self, frames_sent: int, timeout_s: float) -> bool:
         """Finish everything the router sent, stop heartbeating, close the server."""
+        if self._source is not None:
+            await self._source.stop(timeout_s)  # committed and out of the group first
         finished = await self._core.drain(frames_sent, timeout_s)
         if self._beats is not None:
             self._beats.cancel()

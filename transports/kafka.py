@@ -383,11 +383,17 @@ class KafkaTransport(TransportBase):
 
     async def send_frame(self, payload: bytes, envelope: Envelope | None = None) -> None:
         """Produce one encoded body (the same contract as :meth:`send`)."""
-        if len(payload) > self._config.max_message_bytes:
-            raise MessageTooLarge(len(payload), self._config.max_message_bytes)
         topic = self._config.send_topic or (envelope.reply_to if envelope else None)
         if topic is None:
             raise TransportError("kafka send needs a send_topic or an envelope with reply_to")
+        await self.send_frame_to(topic, payload, envelope)
+
+    async def send_frame_to(
+        self, topic: str, payload: bytes, envelope: Envelope | None = None
+    ) -> None:
+        """Produce one encoded body to ``topic`` (e.g. the request topic of a pool)."""
+        if len(payload) > self._config.max_message_bytes:
+            raise MessageTooLarge(len(payload), self._config.max_message_bytes)
         headers = [] if envelope is None else _header_list(envelope.to_headers())
         await self._produce(topic, payload, self._key_for(envelope), headers, "send")
 

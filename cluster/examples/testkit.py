@@ -98,6 +98,16 @@ async def touch(uri: str, ctx: Context) -> str:
 
 
 @server.tool()
+async def record(path: str, token: str, seconds: float = 0.0) -> str:
+    """Append ``token`` as a line to ``path`` (counts executions), after ``seconds``."""
+    if seconds:
+        await asyncio.sleep(seconds)
+    with open(path, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - one short line
+        out.write(token + "\n")
+    return token
+
+
+@server.tool()
 def fail(reason: str) -> str:
     """Always raises, so the caller sees a tool error (isError)."""
     raise RuntimeError(reason)

@@ -1,0 +1,308 @@
+"""Kafka between clients and workers (``backend: kafka``).
+
+* Requests go to ``<prefix>mcp.requests.<pool>``; every worker of a pool consumes it in
+  ONE consumer group, so each request runs on exactly one worker.
+* Responses and notifications go to ``<prefix>mcp.responses.<client-id>``, the topic a
+  client names in its envelope's ``reply_to``.
+* A request's offset is committed only after its response was produced. A redelivered
+  request (rebalance, a worker dying before its commit) is recognised by its key in the
+  pool-wide :class:`LedgerActor`: finished ones get their stored response again, running
+  ones are awaited, none runs twice.
+
+Discovery, heartbeats, scaling and draining stay on Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from actors.hosted_server import HostedServer
+from actors.ledger import DecisionKind, DedupLedger
+from cluster.config import BusConfig, KafkaBackendConfig
+from transports.codec import encode_message
+from transports.envelope import Envelope
+from transports.errors import (
+    BusError,
+    BusErrorCode,
+    ConnectionClosed,
+    InvalidMessage,
+    MessageTooLarge,
+)
+from transports.frame import Frame
+from transports.kafka import KafkaTransport, KafkaTransportConfig
+from transports.kafka_admin import TopicNames, consumer_group_lag
+from transports.message import Request, Response
+
+__all__ = ["KafkaClientLink", "KafkaWorkerSource", "LedgerActor", "kafka_lag", "topics_for"]
+
+logger = logging.getLogger(__name__)
+
+
+def topics_for(config: BusConfig) -> TopicNames:
+    kafka = _settings(config)
+    return TopicNames(kafka.topic_prefix if kafka.topic_prefix is not None else f"{config.name}.")
+
+
+def group_for(config: BusConfig, pool: str) -> str:
+    return f"raybus.{config.name}.{pool}"
+
+
+def _settings(config: BusConfig) -> KafkaBackendConfig:
+    if config.kafka is None:
+        raise ValueError("the bus has no kafka settings")
+    return config.kafka
+
+
+def request_key(envelope: Envelope) -> str:
+    return "\x1f".join(envelope.correlation_key)
+
+
+@ray.remote
+class LedgerActor:
+    """The pool-wide idempotency ledger (one per bus): request key -> running / done."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 1_000_000) -> None:
+        self._ledger = DedupLedger(max_entries=max_entries, ttl_s=ttl_s)
+
+    async def begin(self, key: str) -> tuple[str, bytes | None]:
+        decision = self._ledger.begin(key)
+        return decision.kind.value, decision.response
+
+    async def peek(self, key: str) -> tuple[str, bytes | None]:
+        """Like begin, but never claims a key that is not there."""
+        kind, response = self._peek(key)
+        return kind, response
+
+    def _peek(self, key: str) -> tuple[str, bytes | None]:
+        entry = self._ledger._entries.get(key)
+        if entry is None:
+            return "missing", None
+        return (
+            (DecisionKind.DONE.value, entry.response)
+            if entry.response is not None
+            else (
+                DecisionKind.IN_PROGRESS.value,
+                None,
+            )
+        )
+
+    async def complete(self, key: str, response: bytes) -> None:
+        self._ledger.complete(key, response)
+
+    async def abandon(self, key: str) -> None:
+        self._ledger.abandon(key)
+
+
+class KafkaWorkerSource:
+    """A worker's consumer: takes requests from its pool topic, at most ``capacity`` at once."""
+
+    def __init__(
+        self,
+        config: BusConfig,
+        pool: str,
+        hosted: HostedServer,
+        ledger: Any,
+        *,
+        capacity: int,
+        max_call_s: float,
+        client_id: str,
+    ) -> None:
+        settings = _settings(config)
+        topics = topics_for(config)
+        self._transport = KafkaTransport(
+            KafkaTransportConfig(
+                bootstrap=settings.bootstrap,
+                receive_topics=(topics.requests_for_capability(pool),),
+                group_id=group_for(config, pool),
+                topic_prefix=topics.prefix,
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                commit_interval_ms=settings.commit_interval_ms,
+                client_id=client_id,
+            )
+        )
+        self._hosted = hosted
+        self._ledger = ledger
+        self._slots = asyncio.Semaphore(capacity)
+        self._max_call_s = max_call_s
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._outbound: asyncio.Queue[tuple[str, bytes, Envelope, asyncio.Future[None]]] = (
+            asyncio.Queue()
+        )
+        self._sender: asyncio.Task[None] | None = None
+        self._duplicate_wait_s = settings.duplicate_wait_s
+        self._fault_tool = settings.fault_exit_before_commit_tool
+
+    async def start(self) -> None:
+        await self._transport.start()
+        self._sender = asyncio.get_running_loop().create_task(self._send_in_order())
+        self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def emit(self, topic: str, frame: Frame) -> None:
+        """What the hosted server sends about a call (progress, logs): to the caller's topic."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbound.put_nowait((topic, frame.body, frame.envelope, future))
+
+    async def _publish(self, topic: str, body: bytes, envelope: Envelope) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbound.put_nowait((topic, body, envelope, future))
+        await future
+
+    async def _send_in_order(self) -> None:
+        # One sender: a call's progress always reaches its caller before its response.
+        while True:
+            topic, body, envelope, done = await self._outbound.get()
+            try:
+                await self._transport.send_frame_to(topic, body, envelope)
+                done.set_result(None)
+            except BusError as exc:
+                logger.warning("could not publish to %s: %s", topic, exc)
+                done.set_exception(exc)
+
+    async def _run(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                delivery = await self._transport.receive()
+            except (InvalidMessage, MessageTooLarge) as exc:
+                self._slots.release()
+                logger.warning("undecodable request dead-lettered: %s", exc)
+                continue
+            except ConnectionClosed:
+                self._slots.release()
+                return
+            task = asyncio.get_running_loop().create_task(self._handle(delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, delivery: Any) -> None:
+        envelope: Envelope = delivery.envelope
+        key = request_key(envelope)
+        try:
+            kind, stored = await self._ledger.begin.remote(key)
+            if kind == DecisionKind.IN_PROGRESS.value:
+                kind, stored = await self._await_other_run(key)
+            if kind == DecisionKind.DONE.value and stored is not None:
+                await self._reply(envelope, stored)  # ran before: answer again, never rerun
+            elif kind == DecisionKind.NEW.value:
+                await self._run_call(delivery.message, envelope, key)
+                if self._fault_tool is not None and envelope.name == self._fault_tool:
+                    logger.error("fault injection: exiting before committing %s", key)
+                    os._exit(17)
+            else:
+                message = delivery.message
+                answer = Response.failure(
+                    message.id if isinstance(message, Request) else None,
+                    BusErrorCode.OUTCOME_UNKNOWN,
+                    "the worker running this call was lost; it may have run",
+                )
+                await self._reply(envelope, encode_message(answer))
+            await delivery.ack()
+        except Exception:  # top of one call: it stays uncommitted and is redelivered
+            logger.exception("request %s failed in the Kafka source", envelope.request_id)
+            await delivery.nack()
+        finally:
+            self._slots.release()
+
+    async def _run_call(self, message: Any, envelope: Envelope, key: str) -> None:
+        remaining = envelope.remaining_s()
+        timeout = (
+            self._max_call_s if remaining is None else max(0.0, min(remaining, self._max_call_s))
+        )
+        response = await self._hosted.call(Frame.of(envelope, message), timeout)
+        if response is None:
+            await self._ledger.abandon.remote(key)
+            return
+        body = encode_message(response)
+        await self._ledger.complete.remote(key, body)  # before the reply: a crash now resends
+        await self._reply(envelope, body)
+
+    async def _await_other_run(self, key: str) -> tuple[str, bytes | None]:
+        # Another worker holds this key (a rebalance moved the partition under it): wait
+        # for its outcome rather than run the call twice.
+        async with asyncio.timeout(self._duplicate_wait_s):
+            while True:
+                kind, stored = await self._ledger.peek.remote(key)
+                if kind != DecisionKind.IN_PROGRESS.value:
+                    return kind, stored
+                await asyncio.sleep(0.1)  # polling the ledger actor
+
+    async def _reply(self, envelope: Envelope, body: bytes) -> None:
+        if envelope.reply_to is not None:
+            await self._publish(envelope.reply_to, body, envelope)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Take no more requests, finish the running ones, commit and leave the group."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        await self._transport.close()
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+
+
+class KafkaClientLink:
+    """A client's side: requests to pool topics, responses from its own topic."""
+
+    def __init__(self, config: BusConfig, client_id: str) -> None:
+        settings = _settings(config)
+        self._topics = topics_for(config)
+        self.reply_topic = self._topics.responses_for_client(client_id.replace("/", "."))
+        self._transport = KafkaTransport(
+            KafkaTransportConfig(
+                bootstrap=settings.bootstrap,
+                receive_topics=(self.reply_topic,),
+                group_id=None,
+                topic_prefix=self._topics.prefix,
+                partitions=1,
+                replication_factor=settings.replication_factor,
+                client_id=client_id,
+            )
+        )
+
+    async def start(self) -> None:
+        await self._transport.start()
+
+    def topic_for_pool(self, pool: str) -> str:
+        return self._topics.requests_for_capability(pool)
+
+    async def send(self, topic: str, frames: list[Frame]) -> None:
+        for frame in frames:
+            await self._transport.send_frame_to(topic, frame.body, frame.envelope)
+
+    async def receive(self, on_frame: Callable[[Frame], Any]) -> None:
+        """Feed every arriving frame to ``on_frame`` until closed."""
+        while True:
+            try:
+                delivery = await self._transport.receive()
+            except (InvalidMessage, MessageTooLarge) as exc:
+                logger.warning("dropped an undecodable response: %s", exc)
+                continue
+            except ConnectionClosed:
+                return
+            envelope = delivery.envelope or Envelope()
+            await on_frame(Frame.of(envelope, delivery.message))
+            await delivery.ack()
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+
+async def kafka_lag(config: BusConfig, pool: str) -> int:
+    settings = _settings(config)
+    topic = topics_for(config).requests_for_capability(pool)
+    return await consumer_group_lag(settings.bootstrap, group_for(config, pool), topic)

@@ -1,0 +1,136 @@
+"""The bus with Kafka between clients and workers, on the real broker and a real Ray."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import mcp
+import pytest
+
+from cluster.bus import bus_status
+from cluster.kafka_backend import kafka_lag
+from cluster.naming import actor_names, get_actor
+from tests.actors.bus_helpers import bus_config, running_bus, running_gateway
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
+
+KIT = {"name": "kit", "server": "cluster.examples.testkit:server"}
+
+
+def kafka_config(bootstrap: str, workers: int, **kafka: Any) -> Any:
+    return bus_config(
+        [{**KIT, "min_workers": workers, "max_workers": 2, "max_concurrency": 16}],
+        backend="kafka",
+        kafka={"bootstrap": bootstrap, "partitions": 4, **kafka},
+    )
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+async def test_an_mcp_client_reaches_workers_over_kafka_with_progress(
+    ray_session: None, kafka_bootstrap: str
+) -> None:
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with (
+        running_gateway(kafka_config(kafka_bootstrap, 1)) as url,
+        mcp.Client(url, mode="legacy") as client,
+    ):
+        result = await client.call_tool(
+            "count_with_progress", {"steps": 3}, progress_callback=on_progress
+        )
+        echoed = await client.call_tool("echo", {"text": "over kafka"})
+    assert result.structured_content == {"result": 3}
+    assert seen == [1, 2, 3]
+    assert echoed.structured_content == {"result": "over kafka"}
+
+
+async def test_two_workers_run_each_of_1000_requests_exactly_once(
+    ray_session: None, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "executions"
+    config = kafka_config(kafka_bootstrap, 2)
+    async with running_bus(config) as client:
+        calls = [("record", {"path": str(ledger), "token": f"t{i}"}) for i in range(1000)]
+        results = await client.map_tool_calls(calls, concurrency=64, timeout_s=120)
+        assert [r.structured_content for r in results] == [{"result": f"t{i}"} for i in range(1000)]  # type: ignore[union-attr]
+        assert sorted(lines(ledger)) == sorted(f"t{i}" for i in range(1000))
+        status = await bus_status(config.name)
+        assert status["pools"]["kit"]["workers"] == 2
+        assert await kafka_lag(config, "kit") == 0
+
+
+async def test_a_worker_dying_before_its_commit_is_not_run_twice(
+    ray_session: None, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "executions"
+    config = kafka_config(kafka_bootstrap, 2, fault_exit_before_commit_tool="record")
+    async with running_bus(config) as client:
+        result = await client.call_tool(
+            "record", {"path": str(ledger), "token": "once"}, timeout_s=120
+        )
+        assert result.structured_content == {"result": "once"}
+        await wait_until(lambda: True)
+        # The record was redelivered to the surviving worker, which answered from the
+        # ledger: the tool ran once and the partition's offset moved past it.
+        async with asyncio.timeout(60):
+            while await kafka_lag(config, "kit") != 0:  # noqa: ASYNC110 - broker state
+                await asyncio.sleep(0.2)
+        assert lines(ledger) == ["once"]
+
+
+async def test_a_worker_joining_mid_stream_loses_nothing(
+    ray_session: None, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "executions"
+    config = kafka_config(kafka_bootstrap, 1)
+    async with running_bus(config) as client:
+        calls = [
+            ("record", {"path": str(ledger), "token": f"r{i}", "seconds": 0.02}) for i in range(300)
+        ]
+        burst = asyncio.ensure_future(client.map_tool_calls(calls, concurrency=32, timeout_s=120))
+        await wait_until(lambda: len(lines(ledger)) >= 30, timeout_s=60)
+        supervisor = get_actor(actor_names.supervisor(config.name))
+        assert await supervisor.scale.remote("kit", 2) == 2  # the group rebalances
+        results = await burst
+        assert [r.structured_content for r in results] == [{"result": f"r{i}"} for i in range(300)]  # type: ignore[union-attr]
+        assert sorted(lines(ledger)) == sorted(f"r{i}" for i in range(300))
+
+
+async def test_a_record_that_is_not_json_goes_to_the_dlq_and_the_pool_moves_on(
+    ray_session: None, kafka_bootstrap: str
+) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from cluster.kafka_backend import topics_for
+
+    config = kafka_config(kafka_bootstrap, 1)
+    topics = topics_for(config)
+    async with running_bus(config) as client:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.requests_for_capability("kit"), b"this is not json")
+        finally:
+            await producer.stop()
+        result = await client.call_tool("echo", {"text": "still flowing"}, timeout_s=60)
+        assert result.structured_content == {"result": "still flowing"}
+        consumer = AIOKafkaConsumer(
+            topics.dlq_topic(), bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            async with asyncio.timeout(30):
+                record = await consumer.getone()
+        finally:
+            await consumer.stop()
+        assert record.value == b"this is not json"
+        assert await kafka_lag(config, "kit") == 0
