@@ -8,6 +8,7 @@ alone never triggers a publish: the router counts its own in-flight calls.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -41,6 +42,52 @@ class Heartbeat:
     catalog: Catalog | None = None
     node_id: str = ""
     list_changed: tuple[str, ...] = ()  # kinds the server announced as changed since last beat
+
+    def to_json(self) -> bytes:
+        """The heartbeat as a JSON record (for a broker's discovery topic)."""
+        wire = {
+            "server_id": self.server_id,
+            "pool": self.pool,
+            "actor_name": self.actor_name,
+            "status": str(self.status),
+            "in_flight": self.in_flight,
+            "catalog_digest": self.catalog_digest,
+            "capacity": self.capacity,
+            "node_id": self.node_id,
+            "list_changed": list(self.list_changed),
+        }
+        if self.catalog is not None:
+            wire["catalog"] = {
+                "tools": list(self.catalog.tools),
+                "resources": list(self.catalog.resources),
+                "resource_templates": list(self.catalog.resource_templates),
+                "prompts": list(self.catalog.prompts),
+            }
+        return json.dumps(wire, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Heartbeat:
+        """Read :meth:`to_json` output back.
+
+        Raises:
+            ValueError: not a heartbeat record.
+        """
+        wire = json.loads(data)
+        catalog = Catalog.of(**wire["catalog"]) if "catalog" in wire else None
+        if catalog is not None and catalog.digest != wire["catalog_digest"]:
+            raise ValueError("heartbeat catalog does not match its digest")
+        return cls(
+            server_id=str(wire["server_id"]),
+            pool=str(wire["pool"]),
+            actor_name=str(wire["actor_name"]),
+            status=ServerStatus(wire["status"]),
+            in_flight=int(wire["in_flight"]),
+            catalog_digest=str(wire["catalog_digest"]),
+            capacity=int(wire["capacity"]),
+            catalog=catalog,
+            node_id=str(wire.get("node_id", "")),
+            list_changed=tuple(wire.get("list_changed", ())),
+        )
 
 
 @dataclass(frozen=True, slots=True)

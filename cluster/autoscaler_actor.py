@@ -48,6 +48,8 @@ class AutoscalerActor:
             if pool.autoscale.enabled
         }
         self._decisions: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
+        # Resizes are rare and matter most: kept apart so routine holds never push them out.
+        self._changes: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
         self._resizing: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
 
@@ -89,6 +91,8 @@ class AutoscalerActor:
                 continue  # the previous resize is still converging: hold
             decision = policy.decide(pool, current, signals)
             self._decisions.append(decision)
+            if decision.desired != current:
+                self._changes.append(decision)
             made.append(decision)
             if decision.desired != current:
                 logger.info(
@@ -119,9 +123,11 @@ class AutoscalerActor:
         finally:
             self._resizing.pop(pool, None)
 
-    async def decisions(self, last: int = 50) -> list[dict[str, Any]]:
-        """The most recent decisions, oldest first, as plain data."""
-        recent = list(self._decisions)[-last:]
+    async def decisions(
+        self, last: int = 50, *, changes_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """The most recent decisions (or resizes only), oldest first, as plain data."""
+        recent = list(self._changes if changes_only else self._decisions)[-last:]
         return [_as_dict(d) for d in recent]
 
 

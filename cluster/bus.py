@@ -70,7 +70,7 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
         ).remote(config.kafka.ledger_ttl_s)
     discovery = DiscoveryActor.options(  # type: ignore[attr-defined]
         name=actor_names.discovery(bus), **_CONTROL_OPTIONS
-    ).remote(config.discovery.ttl_s)
+    ).remote(config)
     await discovery.start.remote()
     router = RouterActor.options(  # type: ignore[attr-defined]
         name=actor_names.router(bus), **_CONTROL_OPTIONS
@@ -116,7 +116,11 @@ async def bus_status(bus: str) -> dict[str, Any]:
     decisions: list[dict[str, Any]] = []
     try:
         autoscaler = await get_actor_async(actor_names.autoscaler(bus))
-        decisions = await autoscaler.decisions.remote(20)
+        # The last resizes, then the latest decision of each pool (usually "holding").
+        changes = await autoscaler.decisions.remote(20, changes_only=True)
+        latest = await autoscaler.decisions.remote(max(1, len(lag)))
+        unique = {(d["at_s"], d["pool"]): d for d in [*changes, *latest]}
+        decisions = sorted(unique.values(), key=lambda d: d["at_s"])
     except ConnectionClosed:
         pass  # autoscaling is off for this bus
     return {

@@ -14,6 +14,8 @@ import ray
 
 from actors.catalog import Catalog
 from actors.discovery import DiscoveryRegistry, Heartbeat, Membership, WorkerInfo
+from cluster.config import BusConfig
+from cluster.kafka_backend import DiscoveryTopicReader
 from cluster.naming import HandleCache
 
 __all__ = ["DiscoveryActor"]
@@ -23,8 +25,10 @@ logger = logging.getLogger(__name__)
 
 @ray.remote
 class DiscoveryActor:
-    def __init__(self, ttl_s: float) -> None:
-        self._registry = DiscoveryRegistry(ttl_s=ttl_s)
+    def __init__(self, config: BusConfig) -> None:
+        self._config = config
+        self._registry = DiscoveryRegistry(ttl_s=config.discovery.ttl_s)
+        self._reader: DiscoveryTopicReader | None = None
         self._handles = HandleCache()
         self._subscribers: set[str] = set()
         self._published = -1
@@ -33,6 +37,13 @@ class DiscoveryActor:
     async def start(self) -> None:
         if self._evictor is None:
             self._evictor = asyncio.get_running_loop().create_task(self._evict_forever())
+            if self._config.backend == "kafka":
+                self._reader = DiscoveryTopicReader(self._config, self._record)
+                await self._reader.start()
+
+    def _record(self, beat: Heartbeat) -> None:
+        self._registry.heartbeat(beat)
+        self._publish()
 
     async def _evict_forever(self) -> None:
         while True:

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+from aiokafka import AIOKafkaConsumer
 
+from actors.discovery import Heartbeat
 from actors.hosted_server import HostedServer
 from actors.ledger import DecisionKind, DedupLedger
 from cluster.config import BusConfig, KafkaBackendConfig
@@ -36,10 +38,23 @@ from transports.errors import (
 )
 from transports.frame import Frame
 from transports.kafka import KafkaTransport, KafkaTransportConfig
-from transports.kafka_admin import TopicNames, consumer_group_lag
+from transports.kafka_admin import (
+    KAFKA_ERRORS,
+    TopicNames,
+    consumer_group_lag,
+    ensure_topics,
+    translate_kafka_error,
+)
 from transports.message import Request, Response
 
-__all__ = ["KafkaClientLink", "KafkaWorkerSource", "LedgerActor", "kafka_lag", "topics_for"]
+__all__ = [
+    "DiscoveryTopicReader",
+    "KafkaClientLink",
+    "KafkaWorkerSource",
+    "LedgerActor",
+    "kafka_lag",
+    "topics_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +152,7 @@ class KafkaWorkerSource:
             asyncio.Queue()
         )
         self._sender: asyncio.Task[None] | None = None
+        self._discovery_topic = topics.discovery_topic()
         self._duplicate_wait_s = settings.duplicate_wait_s
         self._fault_tool = settings.fault_exit_before_commit_tool
 
@@ -242,6 +258,10 @@ class KafkaWorkerSource:
         if envelope.reply_to is not None:
             await self._publish(envelope.reply_to, body, envelope)
 
+    async def publish_heartbeat(self, beat: Heartbeat) -> None:
+        """Heartbeats travel on the discovery topic, which the discovery actor reads."""
+        await self._transport.send_frame_to(self._discovery_topic, beat.to_json())
+
     async def stop(self, timeout_s: float) -> None:
         """Take no more requests, finish the running ones, commit and leave the group."""
         if self._runner is not None:
@@ -306,3 +326,50 @@ async def kafka_lag(config: BusConfig, pool: str) -> int:
     settings = _settings(config)
     topic = topics_for(config).requests_for_capability(pool)
     return await consumer_group_lag(settings.bootstrap, group_for(config, pool), topic)
+
+
+class DiscoveryTopicReader:
+    """The discovery actor's side of ``mcp.server.discovery``: heartbeats in, one by one."""
+
+    def __init__(self, config: BusConfig, on_beat: Callable[[Heartbeat], None]) -> None:
+        self._settings = _settings(config)
+        self._topic = topics_for(config).discovery_topic()
+        self._on_beat = on_beat
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await ensure_topics(
+            self._settings.bootstrap, [self._topic], 1, self._settings.replication_factor
+        )
+        # No group: every discovery replica reads every beat; only fresh beats matter.
+        self._consumer = AIOKafkaConsumer(
+            self._topic, bootstrap_servers=self._settings.bootstrap, auto_offset_reset="latest"
+        )
+        try:
+            await self._consumer.start()
+        except KAFKA_ERRORS as exc:
+            raise translate_kafka_error(exc, "discovery consumer start") from exc
+        self._task = asyncio.get_running_loop().create_task(self._run(self._consumer))
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                record = await consumer.getone()
+            except KAFKA_ERRORS as exc:
+                logger.warning("discovery topic read failed: %s", exc)
+                await asyncio.sleep(1.0)  # back off, then read on
+                continue
+            try:
+                self._on_beat(Heartbeat.from_json(record.value))
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.warning(
+                    "dropped a record on %s that is not a heartbeat: %s", self._topic, exc
+                )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()

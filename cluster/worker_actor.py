@@ -31,6 +31,8 @@ from transports.frame import Frame
 
 __all__ = ["WorkerActor", "link_factory_for"]
 
+_CATALOG_EVERY_N_BEATS = 5
+
 logger = logging.getLogger(__name__)
 
 
@@ -92,6 +94,7 @@ class WorkerActor:
         self._pool = pool
         self._heartbeat_interval_s = config.discovery.heartbeat_interval_s
         self._source: KafkaWorkerSource | None = None
+        self._beats_sent = 0
         self._handles = HandleCache()
         self._ports = _RayWorkerPorts(bus, actor_name, self._handles)
         node_id = ray.get_runtime_context().get_node_id()
@@ -143,11 +146,22 @@ class WorkerActor:
         self._catalog_dirty.set()  # announce it with the next heartbeat, now
 
     async def _beat(self, *, with_catalog: bool) -> bool:
-        discovery = await self._handles.get_async(actor_names.discovery(self._bus))
         changed, self._list_changed = tuple(sorted(self._list_changed)), set()
-        beat = self._core.heartbeat(with_catalog=with_catalog, list_changed=changed)
-        if self._source is not None:  # calls taken from Kafka count as load too
+        self._beats_sent += 1
+        if self._source is not None:
+            # Over the discovery topic nobody can ask for the catalog: send it when it
+            # changed and every few beats, so a restarted discovery learns it soon.
+            periodic = self._beats_sent % _CATALOG_EVERY_N_BEATS == 1
+            beat = self._core.heartbeat(with_catalog=with_catalog or periodic, list_changed=changed)
             beat = replace(beat, in_flight=beat.in_flight + self._source.in_flight)
+            try:
+                await self._source.publish_heartbeat(beat)
+            except Exception:
+                self._list_changed.update(changed)
+                raise
+            return False
+        discovery = await self._handles.get_async(actor_names.discovery(self._bus))
+        beat = self._core.heartbeat(with_catalog=with_catalog, list_changed=changed)
         try:
             need: bool = await discovery.heartbeat.remote(beat)
         except Exception:

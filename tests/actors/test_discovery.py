@@ -73,3 +73,12 @@ def test_the_index_routes_names_to_the_first_pool_that_offered_them() -> None:
     assert snapshot.pool_for(Kind.TOOL, "a") == "first"
     assert snapshot.pool_for(Kind.TOOL, "b") == "second"
     assert snapshot.pool_for(Kind.TOOL, "c") is None
+
+
+def test_heartbeats_round_trip_as_json_records() -> None:
+    with_catalog = Heartbeat(
+        "s1", "p", "actor-s1", ServerStatus.BUSY, 3, TOOLS_AB.digest, 8, TOOLS_AB, "n1", ("tool",)
+    )
+    assert Heartbeat.from_json(with_catalog.to_json()) == with_catalog
+    without = beat("s2", TOOLS_A, send_catalog=False)
+    assert Heartbeat.from_json(without.to_json()) == without
