@@ -22,6 +22,7 @@ from actors.autoscaler import Decision, LagPolicy, ScalingPolicy, Signals
 from cluster.config import BusConfig
 from cluster.kafka_backend import kafka_lag
 from cluster.naming import HandleCache, actor_names
+from cluster.sqs_backend import SqsLagReader
 from transports.errors import BusError
 
 __all__ = ["AutoscalerActor"]
@@ -52,6 +53,7 @@ class AutoscalerActor:
         self._changes: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
         self._resizing: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
+        self._sqs_lag = SqsLagReader(config) if config.backend == "sqs" else None
 
     async def start(self) -> None:
         if self._loop is None:
@@ -76,7 +78,7 @@ class AutoscalerActor:
         try:
             async with asyncio.timeout(timeout):
                 lag = await (
-                    self._kafka_lag() if self._config.backend == "kafka" else router.lag.remote()
+                    self._broker_lag() if self._config.backend != "ray" else router.lag.remote()
                 )
         except (TimeoutError, ray.exceptions.RayError, BusError) as exc:
             logger.warning("no lag signals (%s): holding every pool", exc)
@@ -104,14 +106,21 @@ class AutoscalerActor:
                 self._resizing[pool] = task
         return made
 
-    async def _kafka_lag(self) -> dict[str, dict[str, Any]]:
-        """Per pool: the consumer group's lag as queued, workers' reported calls in flight."""
+    async def _broker_lag(self) -> dict[str, dict[str, Any]]:
+        """Per pool: the group lag (Kafka) or queue depth (SQS) as queued, plus the calls
+        in flight the workers reported."""
         discovery = await self._handles.get_async(actor_names.discovery(self._config.name))
         workers = await discovery.workers.remote()
         lag: dict[str, dict[str, Any]] = {}
         for pool in self._policies:
             in_flight = sum(w.in_flight for w in workers if w.pool == pool)
-            queued = await kafka_lag(self._config, pool)
+            if self._config.backend == "kafka":
+                queued = await kafka_lag(self._config, pool)
+            elif self._sqs_lag is not None:
+                # Depth counts in-flight messages too: subtract what workers hold.
+                queued = max(0, await self._sqs_lag.depth(pool) - in_flight)
+            else:
+                queued = 0
             lag[pool] = {"queued": queued, "in_flight": in_flight, "oldest_age_s": None}
         return lag
 

@@ -64,10 +64,11 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
     bus = config.name
     if await asyncio.to_thread(_exists, actor_names.router(bus)):
         raise BusAlreadyRunning(bus)
-    if config.backend == "kafka" and config.kafka is not None:
+    broker = config.kafka if config.backend == "kafka" else config.sqs
+    if broker is not None:  # one idempotency ledger per bus for broker backends
         LedgerActor.options(  # type: ignore[attr-defined]
             name=actor_names.ledger(bus), **_CONTROL_OPTIONS
-        ).remote(config.kafka.ledger_ttl_s)
+        ).remote(broker.ledger_ttl_s)
     discovery = DiscoveryActor.options(  # type: ignore[attr-defined]
         name=actor_names.discovery(bus), **_CONTROL_OPTIONS
     ).remote(config)

@@ -33,14 +33,17 @@ from actors.replies import error_reply
 from cluster.endpoint import ClientEndpoint
 from cluster.kafka_backend import KafkaClientLink
 from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor_async
+from cluster.sqs_backend import SqsClientLink
 from transports.envelope import ANONYMOUS, Envelope
 from transports.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     METHOD_NOT_FOUND,
     BusError,
     BusTimeout,
     ConnectionClosed,
+    MessageTooLarge,
 )
 from transports.frame import Frame
 from transports.message import ErrorObject, Notification, Request, Response
@@ -105,22 +108,23 @@ class _Connection:
         self.answers: Outbox[str, Frame] = Outbox(self._send_answers)
         self.poller: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        # With a Kafka backend: requests go to pool topics, answers come from our topic.
-        self.kafka: KafkaClientLink | None = None
+        # With a broker backend: requests go to pool topics / queues, answers come from
+        # this client's own topic / queue.
+        self.broker: KafkaClientLink | SqsClientLink | None = None
         self._membership: Membership | None = None
         self._membership_at = 0.0
 
     @property
     def reply_to(self) -> str:
-        return self.kafka.reply_topic if self.kafka is not None else self.endpoint_name
+        return self.broker.reply_to if self.broker is not None else self.endpoint_name
 
     def _submit(self, _: str, frames: list[Frame]) -> Any:
-        if self.kafka is not None:
-            return asyncio.ensure_future(self._submit_to_kafka(frames))
+        if self.broker is not None:
+            return asyncio.ensure_future(self._submit_to_broker(frames))
         return self.router.submit.remote(frames)
 
-    async def _submit_to_kafka(self, frames: list[Frame]) -> None:
-        assert self.kafka is not None
+    async def _submit_to_broker(self, frames: list[Frame]) -> None:
+        assert self.broker is not None
         by_topic: dict[str, list[Frame]] = {}
         for frame in frames:
             pool = await self._pool_for(frame)
@@ -130,9 +134,15 @@ class _Connection:
                     error_reply(frame, INVALID_PARAMS, f"Unknown target of {method}: {name}")
                 )
                 continue
-            by_topic.setdefault(self.kafka.topic_for_pool(pool), []).append(frame)
-        for topic, batch in by_topic.items():
-            await self.kafka.send(topic, batch)
+            by_topic.setdefault(self.broker.destination_for_pool(pool), []).append(frame)
+        for destination, batch in by_topic.items():
+            for frame in batch:
+                try:
+                    await self.broker.send(destination, [frame])
+                except MessageTooLarge as exc:  # never a silent drop: the caller hears why
+                    await self._dispatch(
+                        error_reply(frame, INVALID_REQUEST, f"request refused: {exc}")
+                    )
 
     async def _pool_for(self, frame: Frame) -> str | None:
         envelope = frame.envelope
@@ -254,8 +264,8 @@ class _Connection:
             if not pending.future.done():
                 pending.future.set_exception(ConnectionClosed("client closed"))
         self.pending.clear()
-        if self.kafka is not None:
-            await self.kafka.close()
+        if self.broker is not None:
+            await self.broker.close()
         ray.kill(self.endpoint)
 
 
@@ -302,10 +312,11 @@ class BusClient:
         supervisor = await get_actor_async(actor_names.supervisor(bus))
         config = await supervisor.config.remote()
         loop = asyncio.get_running_loop()
-        if config.backend == "kafka":
-            connection.kafka = KafkaClientLink(config, name.rsplit("/", 1)[-1])
-            await connection.kafka.start()
-            connection.poller = loop.create_task(connection.kafka.receive(connection._dispatch))
+        if config.backend in ("kafka", "sqs"):
+            link_type = KafkaClientLink if config.backend == "kafka" else SqsClientLink
+            connection.broker = link_type(config, name.rsplit("/", 1)[-1])
+            await connection.broker.start()
+            connection.poller = loop.create_task(connection.broker.receive(connection._dispatch))
         else:
             connection.poller = loop.create_task(connection.poll_forever())
         return cls(connection, name.rsplit("/", 1)[-1], principal)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from actors.autoscaler import AutoscaleConfig
 from actors.router import RouterConfig
@@ -34,6 +34,7 @@ __all__ = [
     "GatewayConfig",
     "KafkaBackendConfig",
     "PoolConfig",
+    "SqsBackendConfig",
     "load_config",
 ]
 
@@ -139,10 +140,29 @@ class KafkaBackendConfig(_Strict):
     )
 
 
+class SqsBackendConfig(_Strict):
+    """SQS between clients (gateway) and workers: one request queue per pool."""
+
+    endpoint_url: str | None = Field(None, description="None = AWS's endpoint for region")
+    region: str = "us-east-1"
+    queue_prefix: str | None = Field(None, description="default: '<bus name>-'")
+    visibility_timeout_s: int = Field(30, ge=1, le=43_200)
+    max_receive_count: int = Field(5, ge=1, description="receives before the DLQ")
+    wait_time_seconds: int = Field(1, ge=0, le=20, description="long-poll wait")
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    ledger_ttl_s: float = Field(600.0, gt=0)
+    duplicate_wait_s: float = Field(60.0, gt=0)
+    fault_exit_before_delete_tool: str | None = Field(
+        None, description="fault injection: exit after answering this tool, before deleting"
+    )
+
+
 class BusConfig(_Strict):
     name: str = "default"
-    backend: Literal["ray", "kafka"] = "ray"
+    backend: Literal["ray", "kafka", "sqs"] = "ray"
     kafka: KafkaBackendConfig | None = None
+    sqs: SqsBackendConfig | None = None
     pools: list[PoolConfig] = Field(min_length=1)
     router: RouterConfig = RouterConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
@@ -156,6 +176,8 @@ class BusConfig(_Strict):
             raise ValueError(f"bus name {self.name!r} must match {_NAME.pattern}")
         if self.backend == "kafka" and self.kafka is None:
             raise ValueError("backend 'kafka' needs a kafka section with a bootstrap address")
+        if self.backend == "sqs" and self.sqs is None:
+            raise ValueError("backend 'sqs' needs an sqs section (endpoint_url, region)")
         names = [p.name for p in self.pools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

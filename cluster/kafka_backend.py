@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,12 +25,10 @@ from aiokafka import AIOKafkaConsumer
 from actors.discovery import Heartbeat
 from actors.hosted_server import HostedServer
 from actors.ledger import DecisionKind, DedupLedger
+from cluster.broker_source import BrokerWorkerSource
 from cluster.config import BusConfig, KafkaBackendConfig
-from transports.codec import encode_message
 from transports.envelope import Envelope
 from transports.errors import (
-    BusError,
-    BusErrorCode,
     ConnectionClosed,
     InvalidMessage,
     MessageTooLarge,
@@ -45,7 +42,6 @@ from transports.kafka_admin import (
     ensure_topics,
     translate_kafka_error,
 )
-from transports.message import Request, Response
 
 __all__ = [
     "DiscoveryTopicReader",
@@ -72,10 +68,6 @@ def _settings(config: BusConfig) -> KafkaBackendConfig:
     if config.kafka is None:
         raise ValueError("the bus has no kafka settings")
     return config.kafka
-
-
-def request_key(envelope: Envelope) -> str:
-    return "\x1f".join(envelope.correlation_key)
 
 
 @ray.remote
@@ -114,8 +106,8 @@ class LedgerActor:
         self._ledger.abandon(key)
 
 
-class KafkaWorkerSource:
-    """A worker's consumer: takes requests from its pool topic, at most ``capacity`` at once."""
+class KafkaWorkerSource(BrokerWorkerSource):
+    """A worker's consumer of its pool's request topic (one consumer group per pool)."""
 
     def __init__(
         self,
@@ -142,137 +134,25 @@ class KafkaWorkerSource:
                 client_id=client_id,
             )
         )
-        self._hosted = hosted
-        self._ledger = ledger
-        self._slots = asyncio.Semaphore(capacity)
-        self._max_call_s = max_call_s
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: asyncio.Task[None] | None = None
-        self._outbound: asyncio.Queue[tuple[str, bytes, Envelope, asyncio.Future[None]]] = (
-            asyncio.Queue()
-        )
-        self._sender: asyncio.Task[None] | None = None
         self._discovery_topic = topics.discovery_topic()
-        self._duplicate_wait_s = settings.duplicate_wait_s
-        self._fault_tool = settings.fault_exit_before_commit_tool
-
-    async def start(self) -> None:
-        await self._transport.start()
-        self._sender = asyncio.get_running_loop().create_task(self._send_in_order())
-        self._runner = asyncio.get_running_loop().create_task(self._run())
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
-    def emit(self, topic: str, frame: Frame) -> None:
-        """What the hosted server sends about a call (progress, logs): to the caller's topic."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbound.put_nowait((topic, frame.body, frame.envelope, future))
-
-    async def _publish(self, topic: str, body: bytes, envelope: Envelope) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbound.put_nowait((topic, body, envelope, future))
-        await future
-
-    async def _send_in_order(self) -> None:
-        # One sender: a call's progress always reaches its caller before its response.
-        while True:
-            topic, body, envelope, done = await self._outbound.get()
-            try:
-                await self._transport.send_frame_to(topic, body, envelope)
-                done.set_result(None)
-            except BusError as exc:
-                logger.warning("could not publish to %s: %s", topic, exc)
-                done.set_exception(exc)
-
-    async def _run(self) -> None:
-        while True:
-            await self._slots.acquire()
-            try:
-                delivery = await self._transport.receive()
-            except (InvalidMessage, MessageTooLarge) as exc:
-                self._slots.release()
-                logger.warning("undecodable request dead-lettered: %s", exc)
-                continue
-            except ConnectionClosed:
-                self._slots.release()
-                return
-            task = asyncio.get_running_loop().create_task(self._handle(delivery))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _handle(self, delivery: Any) -> None:
-        envelope: Envelope = delivery.envelope
-        key = request_key(envelope)
-        try:
-            kind, stored = await self._ledger.begin.remote(key)
-            if kind == DecisionKind.IN_PROGRESS.value:
-                kind, stored = await self._await_other_run(key)
-            if kind == DecisionKind.DONE.value and stored is not None:
-                await self._reply(envelope, stored)  # ran before: answer again, never rerun
-            elif kind == DecisionKind.NEW.value:
-                await self._run_call(delivery.message, envelope, key)
-                if self._fault_tool is not None and envelope.name == self._fault_tool:
-                    logger.error("fault injection: exiting before committing %s", key)
-                    os._exit(17)
-            else:
-                message = delivery.message
-                answer = Response.failure(
-                    message.id if isinstance(message, Request) else None,
-                    BusErrorCode.OUTCOME_UNKNOWN,
-                    "the worker running this call was lost; it may have run",
-                )
-                await self._reply(envelope, encode_message(answer))
-            await delivery.ack()
-        except Exception:  # top of one call: it stays uncommitted and is redelivered
-            logger.exception("request %s failed in the Kafka source", envelope.request_id)
-            await delivery.nack()
-        finally:
-            self._slots.release()
-
-    async def _run_call(self, message: Any, envelope: Envelope, key: str) -> None:
-        remaining = envelope.remaining_s()
-        timeout = (
-            self._max_call_s if remaining is None else max(0.0, min(remaining, self._max_call_s))
+        super().__init__(
+            self._transport,
+            self._transport.send_frame_to,
+            hosted,
+            ledger,
+            capacity=capacity,
+            max_call_s=max_call_s,
+            duplicate_wait_s=settings.duplicate_wait_s,
+            fault_exit_before_ack_tool=settings.fault_exit_before_commit_tool,
         )
-        response = await self._hosted.call(Frame.of(envelope, message), timeout)
-        if response is None:
-            await self._ledger.abandon.remote(key)
-            return
-        body = encode_message(response)
-        await self._ledger.complete.remote(key, body)  # before the reply: a crash now resends
-        await self._reply(envelope, body)
 
-    async def _await_other_run(self, key: str) -> tuple[str, bytes | None]:
-        # Another worker holds this key (a rebalance moved the partition under it): wait
-        # for its outcome rather than run the call twice.
-        async with asyncio.timeout(self._duplicate_wait_s):
-            while True:
-                kind, stored = await self._ledger.peek.remote(key)
-                if kind != DecisionKind.IN_PROGRESS.value:
-                    return kind, stored
-                await asyncio.sleep(0.1)  # polling the ledger actor
-
-    async def _reply(self, envelope: Envelope, body: bytes) -> None:
-        if envelope.reply_to is not None:
-            await self._publish(envelope.reply_to, body, envelope)
+    async def start(self) -> None:  # type: ignore[override]
+        await self._transport.start()
+        super().start()
 
     async def publish_heartbeat(self, beat: Heartbeat) -> None:
         """Heartbeats travel on the discovery topic, which the discovery actor reads."""
         await self._transport.send_frame_to(self._discovery_topic, beat.to_json())
-
-    async def stop(self, timeout_s: float) -> None:
-        """Take no more requests, finish the running ones, commit and leave the group."""
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        await self._transport.close()
-        if self._sender is not None:
-            self._sender.cancel()
-            await asyncio.gather(self._sender, return_exceptions=True)
 
 
 class KafkaClientLink:
@@ -297,7 +177,11 @@ class KafkaClientLink:
     async def start(self) -> None:
         await self._transport.start()
 
-    def topic_for_pool(self, pool: str) -> str:
+    @property
+    def reply_to(self) -> str:
+        return self.reply_topic
+
+    def destination_for_pool(self, pool: str) -> str:
         return self._topics.requests_for_capability(pool)
 
     async def send(self, topic: str, frames: list[Frame]) -> None:

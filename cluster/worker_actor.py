@@ -25,6 +25,7 @@ from actors.worker import WorkerCore, WorkerIdentity
 from cluster.config import BusConfig, PoolConfig
 from cluster.kafka_backend import KafkaWorkerSource
 from cluster.naming import HandleCache, actor_names
+from cluster.sqs_backend import SqsWorkerSource
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
 from transports.frame import Frame
@@ -93,7 +94,7 @@ class WorkerActor:
         self._config = config
         self._pool = pool
         self._heartbeat_interval_s = config.discovery.heartbeat_interval_s
-        self._source: KafkaWorkerSource | None = None
+        self._source: KafkaWorkerSource | SqsWorkerSource | None = None
         self._beats_sent = 0
         self._handles = HandleCache()
         self._ports = _RayWorkerPorts(bus, actor_name, self._handles)
@@ -122,18 +123,28 @@ class WorkerActor:
     async def start(self) -> dict[str, Any]:
         """Start the server, register with discovery; returns who this worker is."""
         await self._core.start()
-        if self._config.backend == "kafka":
+        if self._config.backend in ("kafka", "sqs"):
             ledger = await self._handles.get_async(actor_names.ledger(self._bus))
             identity = self._core.identity
-            self._source = KafkaWorkerSource(
-                self._config,
-                self._pool.name,
-                self._core.hosted,
-                ledger,
-                capacity=identity.capacity,
-                max_call_s=self._pool.max_call_s,
-                client_id=identity.server_id,
-            )
+            if self._config.backend == "kafka":
+                self._source = KafkaWorkerSource(
+                    self._config,
+                    self._pool.name,
+                    self._core.hosted,
+                    ledger,
+                    capacity=identity.capacity,
+                    max_call_s=self._pool.max_call_s,
+                    client_id=identity.server_id,
+                )
+            else:
+                self._source = SqsWorkerSource(
+                    self._config,
+                    self._pool.name,
+                    self._core.hosted,
+                    ledger,
+                    capacity=identity.capacity,
+                    max_call_s=self._pool.max_call_s,
+                )
             self._ports.topic_sink = self._source.emit
             await self._source.start()
         await self._beat(with_catalog=True)
@@ -148,7 +159,7 @@ class WorkerActor:
     async def _beat(self, *, with_catalog: bool) -> bool:
         changed, self._list_changed = tuple(sorted(self._list_changed)), set()
         self._beats_sent += 1
-        if self._source is not None:
+        if isinstance(self._source, KafkaWorkerSource):
             # Over the discovery topic nobody can ask for the catalog: send it when it
             # changed and every few beats, so a restarted discovery learns it soon.
             periodic = self._beats_sent % _CATALOG_EVERY_N_BEATS == 1
@@ -162,6 +173,8 @@ class WorkerActor:
             return False
         discovery = await self._handles.get_async(actor_names.discovery(self._bus))
         beat = self._core.heartbeat(with_catalog=with_catalog, list_changed=changed)
+        if self._source is not None:  # calls taken from the queue count as load too
+            beat = replace(beat, in_flight=beat.in_flight + self._source.in_flight)
         try:
             need: bool = await discovery.heartbeat.remote(beat)
         except Exception:

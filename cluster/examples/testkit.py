@@ -108,6 +108,12 @@ async def record(path: str, token: str, seconds: float = 0.0) -> str:
 
 
 @server.tool()
+def die(code: int = 13) -> str:
+    """Exit the serving process at once (crash tests: a worker lost mid-call)."""
+    os._exit(code)
+
+
+@server.tool()
 def fail(reason: str) -> str:
     """Always raises, so the caller sees a tool error (isError)."""
     raise RuntimeError(reason)

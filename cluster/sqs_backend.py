@@ -1,0 +1,161 @@
+"""SQS between clients and workers (``backend: sqs``).
+
+* Requests go to the queue ``<prefix>requests-<pool>``; every worker of the pool reads
+  it, and SQS hands each message to one of them at a time.
+* Responses and notifications go to the client's own queue (``reply_to``), created when
+  the client connects and deleted when it closes.
+* A request is deleted only after its response was sent; while a long tool runs the
+  worker keeps extending the message's visibility, so it is not handed out twice. A
+  message received ``max_receive_count`` times without being deleted goes to the
+  dead-letter queue. Redeliveries are recognised by key in the pool-wide ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from actors.hosted_server import HostedServer
+from cluster.broker_source import BrokerWorkerSource
+from cluster.config import BusConfig, SqsBackendConfig
+from transports.codec import decode_message
+from transports.envelope import Envelope
+from transports.errors import ConnectionClosed, InvalidMessage, MessageTooLarge
+from transports.frame import Frame
+from transports.sqs import SqsConfig, SqsTransport
+from transports.sqs_wire import response_queue_name
+
+__all__ = ["SqsClientLink", "SqsLagReader", "SqsWorkerSource", "request_queue"]
+
+logger = logging.getLogger(__name__)
+
+
+def _settings(config: BusConfig) -> SqsBackendConfig:
+    if config.sqs is None:
+        raise ValueError("the bus has no sqs settings")
+    return config.sqs
+
+
+def request_queue(pool: str) -> str:
+    return f"requests-{pool}"
+
+
+def _sqs_config(config: BusConfig, **queues: Any) -> SqsConfig:
+    settings = _settings(config)
+    prefix = settings.queue_prefix if settings.queue_prefix is not None else f"{config.name}-"
+    return SqsConfig(
+        endpoint_url=settings.endpoint_url,
+        region=settings.region,
+        queue_prefix=prefix,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        max_receive_count=settings.max_receive_count,
+        wait_time_seconds=settings.wait_time_seconds,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        **queues,
+    )
+
+
+class SqsWorkerSource(BrokerWorkerSource):
+    """A worker's reader of its pool's request queue."""
+
+    def __init__(
+        self,
+        config: BusConfig,
+        pool: str,
+        hosted: HostedServer,
+        ledger: Any,
+        *,
+        capacity: int,
+        max_call_s: float,
+    ) -> None:
+        settings = _settings(config)
+        self._transport = SqsTransport(_sqs_config(config, receive_queue=request_queue(pool)))
+
+        async def publish(destination: str, body: bytes, envelope: Envelope) -> None:
+            # The transport answers to the envelope's reply_to queue; destination is it.
+            await self._transport.send(decode_message(body), envelope)
+
+        super().__init__(
+            self._transport,
+            publish,
+            hosted,
+            ledger,
+            capacity=capacity,
+            max_call_s=max_call_s,
+            duplicate_wait_s=settings.duplicate_wait_s,
+            fault_exit_before_ack_tool=settings.fault_exit_before_delete_tool,
+        )
+
+    async def start(self) -> None:  # type: ignore[override]
+        await self._transport.start()
+        super().start()
+
+
+class SqsClientLink:
+    """A client's side: requests to pool queues, responses from its own queue."""
+
+    def __init__(self, config: BusConfig, client_id: str) -> None:
+        self._config = config
+        self._receiver = SqsTransport(
+            _sqs_config(
+                config,
+                receive_queue=response_queue_name(client_id),
+                delete_receive_queue_on_close=True,
+                keep_visible=False,
+            )
+        )
+        self._senders: dict[str, SqsTransport] = {}
+
+    @property
+    def reply_to(self) -> str:
+        name = self._receiver.receive_queue_name
+        assert name is not None
+        return name
+
+    async def start(self) -> None:
+        await self._receiver.start()
+
+    def destination_for_pool(self, pool: str) -> str:
+        return pool
+
+    async def send(self, pool: str, frames: list[Frame]) -> None:
+        sender = self._senders.get(pool)
+        if sender is None:
+            sender = SqsTransport(_sqs_config(self._config, send_queue=request_queue(pool)))
+            await sender.start()
+            self._senders[pool] = sender
+        for frame in frames:
+            await sender.send(frame.decode(), frame.envelope)
+
+    async def receive(self, on_frame: Callable[[Frame], Awaitable[Any]]) -> None:
+        while True:
+            try:
+                delivery = await self._receiver.receive()
+            except (InvalidMessage, MessageTooLarge) as exc:
+                logger.warning("dropped an undecodable response: %s", exc)
+                continue
+            except ConnectionClosed:
+                return
+            await on_frame(Frame.of(delivery.envelope or Envelope(), delivery.message))
+            await delivery.ack()
+
+    async def close(self) -> None:
+        for sender in self._senders.values():
+            await sender.close()
+        await self._receiver.close()
+
+
+class SqsLagReader:
+    """Queue depth (visible + in flight) of each pool's request queue, for the autoscaler."""
+
+    def __init__(self, config: BusConfig) -> None:
+        self._transport = SqsTransport(_sqs_config(config))
+        self._started = False
+
+    async def depth(self, pool: str) -> int:
+        if not self._started:
+            await self._transport.start()
+            self._started = True
+        return await self._transport.queue_depth(request_queue(pool))
