@@ -149,6 +149,7 @@ class SqsBackendConfig(_Strict):
     visibility_timeout_s: int = Field(30, ge=1, le=43_200)
     max_receive_count: int = Field(5, ge=1, description="receives before the DLQ")
     wait_time_seconds: int = Field(1, ge=0, le=20, description="long-poll wait")
+    fifo: bool = Field(False, description="FIFO queues: ordered per client, deduplicated by key")
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     ledger_ttl_s: float = Field(600.0, gt=0)

@@ -51,6 +51,7 @@ def _sqs_config(config: BusConfig, **queues: Any) -> SqsConfig:
         visibility_timeout_s=settings.visibility_timeout_s,
         max_receive_count=settings.max_receive_count,
         wait_time_seconds=settings.wait_time_seconds,
+        fifo=settings.fifo,
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
         **queues,
