@@ -40,6 +40,8 @@ Publish = Callable[[str, bytes, Envelope], Awaitable[None]]
 
 
 class _Receiver(Protocol):
+    async def start(self) -> object: ...
+
     async def receive(self) -> Delivery: ...
 
     async def close(self) -> None: ...
@@ -77,7 +79,9 @@ class BrokerWorkerSource:
         )
         self._sender: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Connect the receiver, then start taking requests."""
+        await self._receiver.start()
         loop = asyncio.get_running_loop()
         self._sender = loop.create_task(self._send_in_order())
         self._runner = loop.create_task(self._run())

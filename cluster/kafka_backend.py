@@ -146,10 +146,6 @@ class KafkaWorkerSource(BrokerWorkerSource):
             fault_exit_before_ack_tool=settings.fault_exit_before_commit_tool,
         )
 
-    async def start(self) -> None:  # type: ignore[override]
-        await self._transport.start()
-        super().start()
-
     async def publish_heartbeat(self, beat: Heartbeat) -> None:
         """Heartbeats travel on the discovery topic, which the discovery actor reads."""
         await self._transport.send_frame_to(self._discovery_topic, beat.to_json())

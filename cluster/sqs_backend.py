@@ -89,10 +89,6 @@ class SqsWorkerSource(BrokerWorkerSource):
             fault_exit_before_ack_tool=settings.fault_exit_before_delete_tool,
         )
 
-    async def start(self) -> None:  # type: ignore[override]
-        await self._transport.start()
-        super().start()
-
 
 class SqsClientLink:
     """A client's side: requests to pool queues, responses from its own queue."""
