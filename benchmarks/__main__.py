@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from benchmarks import (
     autoscale_burst,
+    backend_latency,
     bus_throughput,
     kafka_latency,
     sqs_latency,
@@ -19,6 +20,7 @@ SUITES: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "autoscale": autoscale_burst.run,
     "kafka": kafka_latency.run,
     "sqs": sqs_latency.run,
+    "backends": backend_latency.run,
 }
 
 
