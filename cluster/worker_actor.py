@@ -214,7 +214,8 @@ class WorkerActor:
         finished = await self._core.drain(frames_sent, timeout_s)
         if self._beats is not None:
             self._beats.cancel()
-        await self._beat(with_catalog=False)
+        if self._source is None:
+            await self._beat(with_catalog=False)  # announce "draining" (a broker's is closed)
         await self._ports.replies.drain()
         await self._ports.completions.drain()
         self._stopped.set()
