@@ -196,6 +196,8 @@ class _Connection:
         if isinstance(message, Response):
             if pending is not None and not pending.future.done():
                 pending.future.set_result(message)
+            else:  # a late or duplicate answer (after a timeout or a redelivery): dropped
+                logger.debug("dropped an answer for unknown call %s", envelope.correlation_key)
             return
         session = self.sessions.get(envelope.client_id)
         if pending is not None and pending.on_message is not None:
