@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -23,12 +23,14 @@ from actors.server_links import (
 )
 from actors.worker import WorkerCore, WorkerIdentity
 from cluster.config import BusConfig, PoolConfig
-from cluster.kafka_backend import KafkaWorkerSource
 from cluster.naming import HandleCache, actor_names
-from cluster.sqs_backend import SqsWorkerSource
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
 from transports.frame import Frame
+
+if TYPE_CHECKING:  # imported when used: broker clients cost ~0.25 s of every worker start
+    from cluster.kafka_backend import KafkaWorkerSource
+    from cluster.sqs_backend import SqsWorkerSource
 
 __all__ = ["WorkerActor", "link_factory_for"]
 
@@ -127,6 +129,8 @@ class WorkerActor:
             ledger = await self._handles.get_async(actor_names.ledger(self._bus))
             identity = self._core.identity
             if self._config.backend == "kafka":
+                from cluster.kafka_backend import KafkaWorkerSource
+
                 self._source = KafkaWorkerSource(
                     self._config,
                     self._pool.name,
@@ -137,6 +141,8 @@ class WorkerActor:
                     client_id=identity.server_id,
                 )
             else:
+                from cluster.sqs_backend import SqsWorkerSource
+
                 self._source = SqsWorkerSource(
                     self._config,
                     self._pool.name,
@@ -159,14 +165,14 @@ class WorkerActor:
     async def _beat(self, *, with_catalog: bool) -> bool:
         changed, self._list_changed = tuple(sorted(self._list_changed)), set()
         self._beats_sent += 1
-        if isinstance(self._source, KafkaWorkerSource):
+        if self._source is not None and self._config.backend == "kafka":
             # Over the discovery topic nobody can ask for the catalog: send it when it
             # changed and every few beats, so a restarted discovery learns it soon.
             periodic = self._beats_sent % _CATALOG_EVERY_N_BEATS == 1
             beat = self._core.heartbeat(with_catalog=with_catalog or periodic, list_changed=changed)
             beat = replace(beat, in_flight=beat.in_flight + self._source.in_flight)
             try:
-                await self._source.publish_heartbeat(beat)
+                await self._source.publish_heartbeat(beat)  # type: ignore[union-attr]
             except Exception:
                 self._list_changed.update(changed)
                 raise

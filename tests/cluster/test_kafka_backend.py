@@ -133,9 +133,9 @@ async def test_a_record_that_is_not_json_goes_to_the_dlq_and_the_pool_moves_on(
         )
         await consumer.start()
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(60):
                 record = await consumer.getone()
         finally:
             await consumer.stop()
         assert record.value == b"this is not json"
-        await lag_drains(config)
+        await lag_drains(config, timeout_s=60)
