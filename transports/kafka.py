@@ -529,11 +529,19 @@ class KafkaTransport(TransportBase):
 
     async def _commit_later(self) -> None:
         # Pacing, not synchronisation: every ack of this interval rides on one commit.
-        await asyncio.sleep(self._config.commit_interval_ms / 1000)
-        try:
-            await self._commit()
-        except BusError as exc:
-            logger.warning("interval commit failed; the next ack retries it: %s", exc)
+        # Acks that land while a commit is in flight see this timer still running and
+        # start none of their own, so the timer goes round until nothing is left due.
+        while True:
+            await asyncio.sleep(self._config.commit_interval_ms / 1000)
+            try:
+                await self._commit()
+            except BusError as exc:
+                logger.warning("interval commit failed; retrying next interval: %s", exc)
+            if self._closed.is_set() or not any(
+                book.commit_point is not None and book.commit_point != book.committed
+                for book in self._books.values()
+            ):
+                return
 
     def _rewind(
         self, partition: TopicPartition, book: _PartitionBook, offset: int, claim: _Claim
