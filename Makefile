@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck pytest bench clean
+.PHONY: setup run test lint typecheck pytest bench conformance clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ test: lint typecheck pytest
 
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# The official MCP conformance suite (pinned, installed from npm into ~/.cache/raybus)
+# against a running server:  make conformance URL=http://127.0.0.1:8765/mcp ERA=2026-07-28
+conformance: setup
+	$(BIN)/python -m tests.conformance.runner $(URL) $(ERA)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -25,24 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from actors.balancing import Balancer, BalancingPolicy, balancer_for
 from actors.breaker import BreakerConfig, BreakerState, CircuitBreaker
-from actors.catalog import Kind
 from actors.discovery import Membership, ServerStatus
 from actors.replies import error_reply
+from actors.routing import pool_for
 from transports.envelope import CorrelationKey
-from transports.errors import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, BusErrorCode
+from transports.errors import INVALID_REQUEST, BusErrorCode
 from transports.frame import Frame
 
 __all__ = ["Completion", "PoolLag", "RouterConfig", "RouterCore", "RouterPorts"]
 
 logger = logging.getLogger(__name__)
 
-_KIND_OF_METHOD = {
-    "tools/call": Kind.TOOL,
-    "prompts/get": Kind.PROMPT,
-    "resources/read": Kind.RESOURCE,
-    "resources/subscribe": Kind.RESOURCE,
-    "resources/unsubscribe": Kind.RESOURCE,
-}
 # Reading never changes server state: such calls may run again after a lost worker.
 _SAFE_METHODS = frozenset({"prompts/get", "resources/read", "completion/complete", "ping"})
 
@@ -336,24 +329,12 @@ class RouterCore:
         return pool
 
     def _route(self, frame: Frame) -> tuple[_Pool, bool] | Frame:
-        envelope = frame.envelope
-        method = envelope.method or ""
-        name = envelope.name
-        kind = _KIND_OF_METHOD.get(method)
-        if name is None or (kind is None and method != "completion/complete"):
-            return error_reply(frame, METHOD_NOT_FOUND, f"method {method!r} is not routed to pools")
-        membership = self._membership
-        pool_name = None
-        if membership is not None:
-            kinds = [kind] if kind else [Kind.PROMPT, Kind.RESOURCE]
-            pool_name = next((p for k in kinds if (p := membership.pool_for(k, name))), None)
-        if pool_name is None:
-            label = {Kind.TOOL: "tool", Kind.PROMPT: "prompt", Kind.RESOURCE: "resource"}.get(
-                kind or "", "reference"
-            )
-            data = {"uri": name} if kind == Kind.RESOURCE else None  # SEP-2164
-            return error_reply(frame, INVALID_PARAMS, f"Unknown {label}: {name}", data)
-        return self._pool(pool_name), self._retry_safe(method, pool_name, name)
+        target = pool_for(self._membership, frame)
+        if isinstance(target, Frame):
+            return target
+        return self._pool(target), self._retry_safe(
+            frame.envelope.method or "", target, frame.envelope.name or ""
+        )
 
     def _retry_safe(self, method: str, pool: str, name: str) -> bool:
         if method in _SAFE_METHODS:

@@ -26,10 +26,11 @@ from typing import Any
 import mcp_types as types
 import ray
 
-from actors.catalog import Catalog, Kind
+from actors.catalog import Catalog
 from actors.discovery import Membership
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.replies import error_reply
+from actors.routing import pool_for
 from cluster.endpoint import ClientEndpoint
 from cluster.kafka_backend import KafkaClientLink
 from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor_async
@@ -37,7 +38,6 @@ from cluster.sqs_backend import SqsClientLink
 from transports.envelope import ANONYMOUS, Envelope
 from transports.errors import (
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     BusError,
@@ -128,11 +128,8 @@ class _Connection:
         by_topic: dict[str, list[Frame]] = {}
         for frame in frames:
             pool = await self._pool_for(frame)
-            if pool is None:
-                method, name = frame.envelope.method or "", frame.envelope.name or ""
-                await self._dispatch(
-                    error_reply(frame, INVALID_PARAMS, f"Unknown target of {method}: {name}")
-                )
+            if isinstance(pool, Frame):  # the router's own answer to an unroutable request
+                await self._dispatch(pool)
                 continue
             by_topic.setdefault(self.broker.destination_for_pool(pool), []).append(frame)
         for destination, batch in by_topic.items():
@@ -144,23 +141,19 @@ class _Connection:
                         error_reply(frame, INVALID_REQUEST, f"request refused: {exc}")
                     )
 
-    async def _pool_for(self, frame: Frame) -> str | None:
-        envelope = frame.envelope
-        kinds = {"tools/call": [Kind.TOOL], "prompts/get": [Kind.PROMPT]}.get(
-            envelope.method or "", [Kind.RESOURCE, Kind.PROMPT]
-        )
+    async def _pool_for(self, frame: Frame) -> str | Frame:
+        # A name not (yet) known may belong to a pool that just joined: look once more
+        # with a fresh membership (at most every 0.5 s) before answering "unknown".
+        target: str | Frame = ""
         for refresh in (False, True):
             now = time.monotonic()
             if self._membership is None or (refresh and now - self._membership_at > 0.5):
                 self._membership = await self.discovery.snapshot.remote()
                 self._membership_at = now
-            assert self._membership is not None
-            pool = next(
-                (p for k in kinds if (p := self._membership.pool_for(k, envelope.name or ""))), None
-            )
-            if pool is not None:
-                return pool
-        return None
+            target = pool_for(self._membership, frame)
+            if isinstance(target, str):
+                return target
+        return target
 
     def _submit_failed(self, _: str, frames: list[Frame], exc: BaseException) -> None:
         for frame in frames:

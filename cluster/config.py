@@ -70,6 +70,10 @@ class PoolConfig(_Strict):
     max_concurrency: int = Field(32, ge=1, description="calls one worker runs at once")
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per worker actor")
     max_call_s: float = Field(3600.0, gt=0, description="hard cap on one call's duration")
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Ray runtime_env of each worker (py_modules, working_dir, env_vars, pip)",
+    )
     autoscale: AutoscaleConfig = AutoscaleConfig()
 
     @model_validator(mode="after")
@@ -87,7 +91,22 @@ class PoolConfig(_Strict):
             raise ValueError(
                 f"min_workers ({self.min_workers}) exceeds max_workers ({self.max_workers})"
             )
+        _check_runtime_env(self.runtime_env)
         return self
+
+
+def _check_runtime_env(runtime_env: dict[str, Any]) -> None:
+    # Workers are created by the detached supervisor, not by a driver, and Ray uploads
+    # local directories only for a driver's job: a local path would fail on every worker.
+    for field in ("py_modules", "working_dir"):
+        value = runtime_env.get(field)
+        paths = value if isinstance(value, list) else [value] if value else []
+        local = [p for p in paths if not (isinstance(p, str) and "://" in p)]
+        if local:
+            raise ValueError(
+                f"runtime_env.{field} needs URIs (s3://, gs://, https://...), not local paths "
+                f"{local}: upload them, or put them on PYTHONPATH via runtime_env.env_vars"
+            )
 
 
 class DiscoveryConfig(_Strict):

@@ -75,8 +75,9 @@ class SqsWorkerSource(BrokerWorkerSource):
         self._transport = SqsTransport(_sqs_config(config, receive_queue=request_queue(pool)))
 
         async def publish(destination: str, body: bytes, envelope: Envelope) -> None:
-            # The transport answers to the envelope's reply_to queue; destination is it.
-            await self._transport.send(decode_message(body), envelope)
+            # To the caller's queue: a server request's envelope names the worker as its
+            # reply_to (the caller answers there), so the envelope cannot be the address.
+            await self._transport.send_to(destination, decode_message(body), envelope)
 
         super().__init__(
             self._transport,

@@ -112,6 +112,8 @@ class SupervisorActor:
             num_cpus=state.config.num_cpus,
             scheduling_strategy="SPREAD",
             max_concurrency=10_000,
+            # Ray ships the pool's code and environment to whichever node runs it.
+            runtime_env=state.config.runtime_env or None,
         ).remote(self._config, state.config, name)
         state.workers[name] = handle
         state.starting.add(name)

@@ -7,7 +7,14 @@ them is a `unit` test: pure logic, no Ray, no broker. Marking it here keeps
 
 from __future__ import annotations
 
+import hypothesis  # noqa: F401 - see below
 import pytest
+
+# hypothesis's pytest plugin imports hypothesis lazily, at the end of a session that ran no
+# property test; pytest then rewrites its modules that deep in the stack, where CPython
+# 3.11.7's AST validator miscounts its recursion depth ("AST constructor recursion depth
+# mismatch") and the session crashes after the tests ran. Importing it here, at the
+# shallow depth of conftest loading, avoids that.
 
 # Session fixtures for real services: ray_session, kafka_bootstrap, sqs_endpoint.
 pytest_plugins = ["tests.services_plugin"]

@@ -240,6 +240,24 @@ class SqsTransport(TransportBase):
             InvalidRequest: the message holds values JSON cannot represent.
             BusTimeout: SQS did not answer within ``request_timeout_s``.
         """
+        await self._send(None, message, envelope)
+
+    async def send_to(
+        self, queue: str, message: TransportMessage, envelope: Envelope | None = None
+    ) -> None:
+        """Send one message to ``queue`` (a full queue name or URL), whatever the envelope says.
+
+        A worker's request to a caller (sampling, elicitation) travels to the caller's
+        queue while its envelope's ``reply_to`` names the worker, who awaits the answer.
+
+        Raises:
+            The same as :meth:`send`.
+        """
+        await self._send(queue, message, envelope)
+
+    async def _send(
+        self, queue: str | None, message: TransportMessage, envelope: Envelope | None
+    ) -> None:
         self._check_open()
         body = _encode_body(message)
         if len(body) > self.config.max_message_bytes:
@@ -248,7 +266,10 @@ class SqsTransport(TransportBase):
         total = len(body) + _attributes_size(attributes)
         if total > SQS_MAX_MESSAGE_BYTES:
             raise MessageTooLarge(total, SQS_MAX_MESSAGE_BYTES)
-        url = self._send_url or await self._reply_url(envelope)
+        if queue is not None:
+            url = await self._url_of(queue)
+        else:
+            url = self._send_url or await self._reply_url(envelope)
         request: dict[str, Any] = {"QueueUrl": url, "MessageBody": body.decode("utf-8")}
         if attributes:
             request["MessageAttributes"] = attributes
@@ -427,9 +448,12 @@ class SqsTransport(TransportBase):
         target = envelope.reply_to if envelope is not None else None
         if not target:
             raise ConnectionClosed("no send queue configured and the envelope has no reply_to")
-        if target.startswith(("https://", "http://")):
-            return target
-        return await self._queue_url(target)
+        return await self._url_of(target)
+
+    async def _url_of(self, queue: str) -> str:
+        if queue.startswith(("https://", "http://")):
+            return queue
+        return await self._queue_url(queue)
 
     async def _wait_for_batch(self) -> None:
         # One poll at a time, shared by every waiting receive; it is shielded so a caller

@@ -291,6 +291,27 @@ async def test_a_worker_answers_into_per_client_response_queues(
         await worker.send(Response.success(8, {}), request.envelope)
 
 
+async def test_a_worker_request_reaches_the_caller_while_naming_the_worker_as_reply_to(
+    open_transport: Open,
+) -> None:
+    # Sampling mid-call: the request goes to the caller's queue, its envelope tells the
+    # caller where to answer (the worker), so the envelope is not the address.
+    worker = await open_transport(receive_queue="requests")
+    client = await open_transport(receive_queue=response_queue_name("caller"))
+    caller_queue = client.receive_queue_name
+    assert caller_queue is not None
+    sampling = Request(id="w1#1", method="sampling/createMessage", params={"messages": []})
+    envelope = Envelope(client_id="caller", request_id="1", reply_to="worker-actor-w1")
+
+    await within(worker.send_to(caller_queue, sampling, envelope))
+    delivery = await within(client.receive())
+    await delivery.ack()
+
+    assert delivery.message == sampling
+    assert delivery.envelope is not None
+    assert delivery.envelope.reply_to == "worker-actor-w1"
+
+
 async def test_queue_depth_counts_visible_and_in_flight_messages(open_transport: Open) -> None:
     sender = await open_transport(send_queue="q")
     receiver = await open_transport(receive_queue="q", max_number_of_messages=1)

@@ -1,0 +1,186 @@
+"""Run the official MCP conformance suite against a server URL and read its verdict.
+
+The suite is the npm package ``@modelcontextprotocol/conformance``, pinned below. It
+needs Node >= 22, which this machine may not have, so both come from the npm registry
+into the project's own cache (``<cache>/conformance-<version>``, the same cache the Kafka
+broker uses), once, like the broker's jars: installed into a staging directory, marked
+complete, then renamed into place, so an interrupted install never counts as cached.
+Only the ``npm`` client itself must be on ``PATH``; nothing outside the clone is read.
+
+From the shell (``make conformance URL=... ERA=...`` wraps it)::
+
+    python -m tests.conformance.runner http://127.0.0.1:8766/mcp 2026-07-28
+
+Every server scenario of the requested era runs; the suite ends its output with
+``Total: N passed, M failed``, which :func:`run_suite` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from cluster.services.state import default_cache_dir
+
+__all__ = [
+    "SUITE_VERSION",
+    "ConformanceUnavailable",
+    "ensure_suite",
+    "run_suite",
+]
+
+SUITE_VERSION = "0.2.0-alpha.12"
+# The suite's engines field asks for Node 22; the `node` package on npm ships the binary.
+NODE_PACKAGE = "node@22"
+ERAS = ("2025-11-25", "2026-07-28")
+
+_TOTAL = re.compile(r"^Total: (\d+) passed, (\d+) failed\b", re.MULTILINE)
+_COMPLETE_MARKER = ".complete"
+_SUITE_ENTRY = Path("node_modules/@modelcontextprotocol/conformance/dist/index.js")
+_NODE_BIN = Path("node_modules/.bin/node")
+# npm fetches ~60 MB on a cold cache; generous for a slow registry and a loaded machine.
+_INSTALL_TIMEOUT_S = 600
+
+
+class ConformanceUnavailable(RuntimeError):
+    """This machine has no ``npm`` client, so the suite cannot be installed at all."""
+
+
+def suite_home(cache_dir: Path | None = None) -> Path:
+    """Where the pinned suite and its Node live: ``<cache>/conformance-<version>``."""
+    return (cache_dir or default_cache_dir()) / f"conformance-{SUITE_VERSION}"
+
+
+def ensure_suite(cache_dir: Path | None = None) -> Path:
+    """Install the pinned suite and Node 22 into the cache unless already there.
+
+    Returns:
+        The suite's home directory (holding ``node_modules``).
+
+    Raises:
+        ConformanceUnavailable: ``npm`` is not on ``PATH``.
+        RuntimeError: npm is there but the install failed; the message carries npm's
+            output, so a broken registry or a bad pin is a failure, never a skip.
+    """
+    home = suite_home(cache_dir)
+    if (home / _COMPLETE_MARKER).exists():
+        return home
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ConformanceUnavailable("npm is not on PATH: the conformance suite installs from npm")
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with _install_lock(home):
+        if (home / _COMPLETE_MARKER).exists():  # another process finished it meanwhile
+            return home
+        staging = Path(tempfile.mkdtemp(prefix=f".{home.name}-", dir=home.parent))
+        try:
+            _npm_install(npm, staging)
+            (staging / _COMPLETE_MARKER).touch()
+            shutil.rmtree(home, ignore_errors=True)
+            staging.rename(home)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return home
+
+
+def _npm_install(npm: str, prefix: Path) -> None:
+    (prefix / "package.json").write_text('{"name": "raybus-conformance", "private": true}\n')
+    packages = [NODE_PACKAGE, f"@modelcontextprotocol/conformance@{SUITE_VERSION}"]
+    completed = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *packages],
+        cwd=prefix,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=_INSTALL_TIMEOUT_S,
+        check=False,
+    )
+    missing = [p for p in (_SUITE_ENTRY, _NODE_BIN) if not (prefix / p).exists()]
+    if completed.returncode != 0 or missing:
+        raise RuntimeError(
+            f"npm install of the conformance suite failed (exit {completed.returncode}, "
+            f"missing {[str(p) for p in missing]}):\n{completed.stdout[-3000:]}"
+        )
+
+
+@contextlib.contextmanager
+def _install_lock(home: Path) -> Iterator[None]:
+    # Two test sessions (or a test and `make conformance`) may install at once.
+    with (home.parent / f".{home.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def run_suite(
+    url: str, era: str, timeout_s: float = 900, cache_dir: Path | None = None
+) -> tuple[int, int, str]:
+    """Run every server scenario of ``era`` against ``url``.
+
+    Args:
+        url: The server's Streamable HTTP endpoint, e.g. ``http://127.0.0.1:8766/mcp``;
+            it must already be listening.
+        era: The spec version to test, ``2025-11-25`` or ``2026-07-28``.
+        timeout_s: Bound on the run itself (the install has its own bound).
+        cache_dir: The raybus cache; ``default_cache_dir()`` when omitted.
+
+    Returns:
+        ``(passed, failed)`` check counts from the suite's last ``Total:`` line, and the
+        full combined stdout and stderr. A non-zero exit of the suite is not an error
+        here: it means ``failed > 0``, which the counts already say.
+
+    Raises:
+        ValueError: ``era`` is not one the pinned suite knows.
+        ConformanceUnavailable: no ``npm`` on this machine.
+        subprocess.TimeoutExpired: The run took longer than ``timeout_s``.
+        RuntimeError: The install failed, or the output has no ``Total:`` line (the suite
+            could not start); the message carries the output's tail.
+    """
+    if era not in ERAS:
+        raise ValueError(f"era must be one of {ERAS}, not {era!r}")
+    home = ensure_suite(cache_dir)
+    # The suite writes result files relative to its working directory.
+    command = [str(home / _NODE_BIN), str(home / _SUITE_ENTRY), "server", "--url", url]
+    command += ["--suite", "all", "--spec-version", era]
+    with tempfile.TemporaryDirectory(prefix="raybus-conformance-") as workdir:
+        completed = subprocess.run(
+            command,
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    output = completed.stdout
+    totals = _TOTAL.findall(output)
+    if not totals:
+        raise RuntimeError(
+            f"conformance run exited {completed.returncode} without a Total line:\n{output[-2000:]}"
+        )
+    passed, failed = totals[-1]
+    return int(passed), int(failed), output
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) not in (1, 2):
+        print("usage: python -m tests.conformance.runner URL [ERA]", file=sys.stderr)
+        return 2
+    url, era = argv[0], argv[1] if len(argv) == 2 else ERAS[0]
+    passed, failed, output = run_suite(url, era)
+    print(output, end="")
+    print(f"conformance {era}: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
