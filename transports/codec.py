@@ -51,8 +51,11 @@ class DecodeLimits:
 
 DEFAULT_LIMITS = DecodeLimits()
 
-# Unrolled-loop form of "a JSON string": linear, no backtracking between alternatives.
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# "A JSON string" as an unrolled loop with possessive runs. An unterminated string also
+# matches (to the end of the text): otherwise ``sub`` would retry the failed scan from
+# every later quote, and ``"\"\"\"...`` would cost the square of its length. Such text
+# is not JSON anyway; ``json.loads`` reports it.
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _BRACKET_WEIGHT = {"[": 1, "{": 1, "]": -1, "}": -1}
 
