@@ -66,6 +66,7 @@ PARSE_ERRORS = {
     "invalid utf-8": b'{"jsonrpc":"2.0","method":"\xff"}',
     "nan": b'{"jsonrpc":"2.0","id":1,"result":NaN}',
     "infinity": b'{"jsonrpc":"2.0","id":1,"result":-Infinity}',
+    "a number that overflows to infinity": b'{"jsonrpc":"2.0","id":1,"result":-1e400}',
     "duplicate keys": b'{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}',
     "nested duplicate keys": b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":1,"a":2}}',
     "trailing garbage": b'{"jsonrpc":"2.0","method":"x"} {}',
