@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CapabilityIndex", "Catalog", "Kind"]
+from transports.uri_template import UriTemplate
+
+__all__ = ["CapabilityIndex", "Catalog", "Kind", "UriTemplate"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +62,6 @@ class Catalog:
         return {r["uri"] for r in self.resources}
 
 
-def _template_pattern(template: str) -> re.Pattern[str]:
-    # RFC 6570 level-1 matching is all MCP servers use for routing: {var} matches one
-    # path segment, {+var} / {/var...} anything.
-    out = []
-    for literal, expression in re.findall(r"([^{]*)(\{[^}]*\})?", template):
-        out.append(re.escape(literal))
-        if expression:
-            out.append(".+" if expression[1] in "+#/" else "[^/]+")
-    return re.compile("".join(out) + r"\Z")
-
-
 @dataclass
 class CapabilityIndex:
     """name -> pool for tools and prompts, uri (or template) -> pool for resources.
@@ -83,7 +73,7 @@ class CapabilityIndex:
     by_kind: dict[str, dict[str, str]] = field(
         default_factory=lambda: {Kind.TOOL: {}, Kind.PROMPT: {}, Kind.RESOURCE: {}}
     )
-    templates: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+    templates: list[tuple[UriTemplate, str]] = field(default_factory=list)
 
     @classmethod
     def build(cls, catalogs: list[tuple[str, Catalog]]) -> CapabilityIndex:
@@ -103,13 +93,13 @@ class CapabilityIndex:
                             owner,
                         )
             for template in catalog.resource_templates:
-                index.templates.append((_template_pattern(template["uriTemplate"]), pool))
+                index.templates.append((UriTemplate(template["uriTemplate"]), pool))
         return index
 
     def pool_for(self, kind: str, name: str) -> str | None:
         pool = self.by_kind[kind].get(name)
         if pool is None and kind == Kind.RESOURCE:
-            pool = next((p for pattern, p in self.templates if pattern.match(name)), None)
+            pool = next((p for template, p in self.templates if template.matches(name)), None)
         return pool
 
     def pools(self) -> set[str]:

@@ -41,7 +41,13 @@ from actors.catalog import Catalog, Kind
 from actors.hosted_server import CLOSE_SSE_STREAM
 from cluster.client import BusClient, CallError
 from cluster.gateway_policy import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
-from transports.errors import BusErrorCode, BusTimeout, ConnectionClosed
+from transports.errors import (
+    INVALID_PARAMS,
+    BusErrorCode,
+    BusTimeout,
+    ConnectionClosed,
+    InvalidMessage,
+)
 from transports.message import Notification, Request
 
 __all__ = ["Gateway"]
@@ -111,12 +117,18 @@ class Gateway:
             on_set_logging_level=self._set_logging_level,
             on_subscriptions_listen=ListenHandler(self.events),
         )
-        self.policy = PolicyMiddleware(
-            policy or PolicyConfig(),
-            self._tools_by_name,
-            AuditLog((policy or PolicyConfig()).audit_path),
+        policy = policy or PolicyConfig()
+        key = policy.audit_hmac_key
+        self.audit = AuditLog(
+            policy.audit_path, key.get_secret_value().encode() if key is not None else None
         )
+        self.policy = PolicyMiddleware(policy, self._tools_by_name, self.audit)
         self.server.middleware.append(self.policy)
+
+    async def aclose(self) -> None:
+        """Write the audit records still queued (bounded wait) and stop the audit writer."""
+        if not await asyncio.to_thread(self.audit.close):
+            logger.warning("the audit log did not finish writing within its timeout")
 
     # -- list changes, from discovery ------------------------------------------------
 
@@ -266,6 +278,10 @@ class Gateway:
             raise MCPError(BusErrorCode.DEADLINE_EXCEEDED, str(exc)) from None
         except ConnectionClosed as exc:
             raise MCPError(BusErrorCode.SHUTTING_DOWN, str(exc)) from None
+        except InvalidMessage as exc:
+            # Parameters the bus cannot carry (NaN, Infinity): the front's codec checks
+            # refuse them first; this covers fronts without them (stdio).
+            raise MCPError(INVALID_PARAMS, f"params cannot be sent: {exc.detail}") from None
 
     def _bus_session(self, ctx: Ctx) -> BusClient:
         # One bus session per MCP connection (the SDK makes a ServerSession per request).

@@ -1,38 +1,39 @@
 """The gateway's policy chain: authentication, authorization, rate limits, argument
 validation, PII redaction and audit.
 
-* HTTP: :class:`BearerAuth` (ASGI) turns ``Authorization: Bearer <token>`` into a
-  principal by hash lookup, or answers 401 with ``WWW-Authenticate``. The token stops
-  here: only the principal's name travels on.
-* Every JSON-RPC request: :class:`PolicyMiddleware` (an SDK server middleware) checks the
-  allow-list and rate limits and validates ``tools/call`` arguments before anything is
-  routed, and writes exactly one audit record per request - refused and failed included.
+* HTTP and WebSocket: the ASGI guards of :mod:`cluster.gateway_guards` (Host/Origin,
+  bearer tokens, the codec's checks on bodies, audit of what they refuse).
+* Every JSON-RPC request: :class:`PolicyMiddleware` (an SDK server middleware) refuses
+  first what costs nothing to refuse - over a rate limit, then not on the principal's
+  allow-list (every method family, deny by default: :mod:`transports.policy.allowlist`) -
+  then validates ``tools/call`` arguments, before anything is routed; filters lists to
+  what the principal may use; and writes exactly one audit record per client request,
+  refused and failed included, off the event loop (:mod:`transports.policy.audit`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import threading
+import math
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from cluster.gateway_guards import AUDITED, CLIENT_METHOD, PRINCIPAL, BearerAuth, HostOriginGuard
 from transports.envelope import ANONYMOUS
 from transports.errors import INVALID_PARAMS
+from transports.policy.allowlist import LISTS, AllowList, subject_of
+from transports.policy.audit import ARGUMENTS, AuditLog
 from transports.policy.ratelimit import RateLimiter
 from transports.policy.redaction import redact
 from transports.policy.schema_check import SchemaRefused, argument_errors
-from transports.policy.tokens import TokenTable
 
 __all__ = [
+    "FORBIDDEN",
+    "RATE_LIMITED",
     "AuditLog",
     "BearerAuth",
     "HostOriginGuard",
@@ -41,9 +42,7 @@ __all__ = [
     "principal_of",
 ]
 
-logger = logging.getLogger(__name__)
-
-FORBIDDEN = 1009  # raybus code: the principal may not call this tool
+FORBIDDEN = 1009  # raybus code: the principal may not use this tool, prompt or resource
 RATE_LIMITED = 1008  # raybus code: over a token bucket; data.retryAfterSeconds says when
 
 
@@ -64,9 +63,15 @@ class Limit(_Strict):
 class PolicyConfig(_Strict):
     tokens: list[TokenEntry] = Field(default_factory=list)
     allow: dict[str, list[str]] | None = Field(
-        None, description="principal -> tools it may call; once set, all else is denied"
+        None,
+        description=(
+            "principal -> what it may use: tool names, 'prompt:<name>', 'resource:<uri or "
+            "template>', '<kind>:*' or '*'; once set, every other request is denied"
+        ),
     )
-    rate_limit_per_principal: Limit | None = None
+    rate_limit_per_principal: Limit | None = Field(
+        None, description="one bucket per principal, spent by every request"
+    )
     rate_limit_per_tool: dict[str, Limit] = Field(default_factory=dict)
     validate_arguments: bool = True
     unvalidated_tools: list[str] = Field(
@@ -74,137 +79,43 @@ class PolicyConfig(_Strict):
     )
     redact_results: bool = False
     audit_path: str | None = None
+    audit_hmac_key: SecretStr | None = Field(
+        None,
+        description=(
+            "key of the arguments' HMAC in audit records; random per process when unset, "
+            "so digests then compare only within one run"
+        ),
+    )
+
+
+def _state_of(ctx: ServerRequestContext[Any, Any]) -> MutableMapping[str, Any] | None:
+    # The ASGI scope's state of the HTTP request or WebSocket the message arrived on.
+    request = ctx.request
+    state = getattr(request, "scope", {}).get("state") if request is not None else None
+    return state if isinstance(state, MutableMapping) else None
 
 
 def principal_of(ctx: ServerRequestContext[Any, Any]) -> str:
     """The authenticated principal of a request (anonymous without authentication)."""
-    request = ctx.request
-    state = getattr(request, "scope", {}).get("state", {}) if request is not None else {}
-    principal = state.get("raybus_principal") if isinstance(state, dict) else None
+    state = _state_of(ctx)
+    principal = state.get(PRINCIPAL) if state is not None else None
     return principal if isinstance(principal, str) else ANONYMOUS
 
 
-class BearerAuth:
-    """ASGI middleware: 401 unless the bearer token's hash names a principal."""
-
-    def __init__(self, app: ASGIApp, tokens: TokenTable, realm: str = "raybus") -> None:
-        self._app = app
-        self._tokens = tokens
-        self._realm = realm
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self._app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        value = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = value.partition(" ")
-        websocket = scope["type"] == "websocket"
-        if scheme.lower() != "bearer" or not token.strip():
-            await self._refuse(send, None, websocket)
-            return
-        principal = self._tokens.principal_for(token.strip())
-        if principal is None:
-            await self._refuse(send, "invalid_token", websocket)
-            return
-        scope.setdefault("state", {})["raybus_principal"] = principal
-        await self._app(scope, receive, send)
-
-    async def _refuse(self, send: Send, error: str | None, websocket: bool = False) -> None:
-        if websocket:  # before accept, a close is answered as HTTP 403 by the server
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        challenge = f'Bearer realm="{self._realm}"' + (f', error="{error}"' if error else "")
-        body = json.dumps({"error": error or "authentication_required"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"www-authenticate", challenge.encode()),
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-class HostOriginGuard:
-    """ASGI middleware: 403 for a Host or Origin that is not ours (DNS rebinding).
-
-    Patterns are ``host:port`` with ``*`` allowed as the port; Origins are matched the
-    same way after their scheme. A request without an Origin (not a browser) passes the
-    Origin check; every request must carry an allowed Host.
-    """
-
-    def __init__(self, app: ASGIApp, hosts: list[str], origins: list[str]) -> None:
-        self._app = app
-        self._hosts = hosts
-        self._origins = origins
-
-    @staticmethod
-    def _matches(value: str, patterns: list[str]) -> bool:
-        for pattern in patterns:
-            if pattern.endswith(":*"):
-                name = pattern[:-2]
-                if value == name or (
-                    value.startswith(name + ":") and value[len(name) + 1 :].isdigit()
-                ):
-                    return True
-            elif value == pattern:
-                return True
-        return False
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            headers = dict(scope.get("headers") or [])
-            host = headers.get(b"host", b"").decode("latin-1")
-            origin = headers.get(b"origin", b"").decode("latin-1")
-            if not self._matches(host, self._hosts) or (
-                origin and not self._matches(origin, self._origins)
-            ):
-                body = b"Forbidden: Host or Origin not allowed"
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 403,
-                        "headers": [
-                            (b"content-type", b"text/plain"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self._app(scope, receive, send)
-
-
-class AuditLog:
-    """Appends one JSON line per request; arguments appear only redacted and digested."""
-
-    def __init__(self, path: str | None) -> None:
-        self._path = Path(path) if path else None
-        self._lock = threading.Lock()
-        self.records: list[dict[str, Any]] = []  # the newest records, for status and tests
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.records = [*self.records[-999:], record]
-        if self._path is None:
-            return
-        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
-        with self._lock, self._path.open("a", encoding="utf-8") as out:
-            out.write(line)
-
-
 Tools = Callable[[], Awaitable[dict[str, dict[str, Any]]]]
+
+# A list result's field as a pydantic attribute, and its items' key as one.
+_ATTRIBUTES = {"resourceTemplates": "resource_templates", "uriTemplate": "uri_template"}
 
 
 class PolicyMiddleware:
     """The per-request chain, as an SDK server middleware.
 
     Args:
+        config: the policy.
         tools: returns the known tools by name (their schemas), from discovery.
+        audit: where records go; the caller closes it.
+        clock: the rate limiter's clock.
     """
 
     def __init__(
@@ -217,6 +128,7 @@ class PolicyMiddleware:
         self._config = config
         self._tools = tools
         self.audit = audit
+        self._allow = AllowList(config.allow)
         self._limiter = RateLimiter(
             (config.rate_limit_per_principal.rate_per_s, config.rate_limit_per_principal.burst)
             if config.rate_limit_per_principal
@@ -231,20 +143,38 @@ class PolicyMiddleware:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
         if ctx.request_id is None:  # notifications are not requests: nothing to audit
             return await call_next(ctx)
-        started = time.perf_counter()
         principal = principal_of(ctx)
-        params = dict(ctx.params or {})
-        tool = params.get("name") if ctx.method == "tools/call" else None
-        raw_arguments = params.get("arguments")
-        arguments: dict[str, Any] = raw_arguments if isinstance(raw_arguments, dict) else {}
+        state = _state_of(ctx)
+        if state is not None and state.get(CLIENT_METHOD, ctx.method) != ctx.method:
+            # Not the client's request but the SDK's own, made while serving it (the
+            # 2026-07-28 transport lists tools to check a tools/call's Mcp-Param headers):
+            # it spends no token and leaves no record, and sees only allowed tools.
+            return self._only_allowed(principal, ctx.method, await call_next(ctx))
+        if state is not None:
+            state[AUDITED] = True
+        started = time.perf_counter()
+        params: Mapping[str, Any] = ctx.params or {}
+        name = params.get("name")
+        tool = name if ctx.method == "tools/call" and isinstance(name, str) else None
+        subject = subject_of(ctx.method, params)
+        record: dict[str, Any] = {
+            "time": time.time(),
+            "principal": principal,
+            "method": ctx.method,
+            "tool": tool,
+        }
+        if subject is not None and subject.name is not None and tool is None:
+            record["target"] = subject.name
         outcome = "ok"
         try:
-            if ctx.method == "tools/call":
-                await self._admit(principal, str(tool), arguments)
-            result = await call_next(ctx)
-            if ctx.method == "tools/list" and self._config.allow is not None:
-                result = self._only_allowed(principal, result)
-            if self._config.redact_results and ctx.method == "tools/call" and result is not None:
+            self._refuse_cheaply(principal, ctx.method, params, tool)
+            arguments = params.get("arguments")
+            if isinstance(arguments, dict):
+                record[ARGUMENTS] = arguments  # the audit writer redacts and digests them
+            if tool is not None:
+                await self._validate(tool, arguments if isinstance(arguments, dict) else {})
+            result = self._only_allowed(principal, ctx.method, await call_next(ctx))
+            if self._config.redact_results and tool is not None and result is not None:
                 result = _redacted_result(result)
             return result
         except MCPError as exc:
@@ -254,57 +184,66 @@ class PolicyMiddleware:
             outcome = f"error {type(exc).__name__}"
             raise
         finally:
-            self.audit.write(
-                {
-                    "time": time.time(),
-                    "principal": principal,
-                    "method": ctx.method,
-                    "tool": tool,
-                    "outcome": outcome,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "arguments_sha256": _digest(arguments),
-                    "arguments": redact(arguments) if arguments else None,
-                }
-            )
+            record["outcome"] = outcome
+            record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            self.audit.write(record)
 
-    async def _admit(self, principal: str, tool: str, arguments: dict[str, Any]) -> None:
-        allow = self._config.allow
-        if allow is not None and tool not in allow.get(principal, []):
-            raise MCPError(FORBIDDEN, f"principal {principal!r} may not call tool {tool!r}")
+    def _refuse_cheaply(
+        self, principal: str, method: str, params: Mapping[str, Any], tool: str | None
+    ) -> None:
+        # Before any schema, catalog or argument is looked at: a flood of refused
+        # requests must cost next to nothing, or it slows every other client.
         wait = self._limiter.check(principal, tool)
         if wait:
+            hint = math.ceil(wait * 1000) / 1000  # never "retry in 0": at least 1 ms
             raise MCPError(
                 RATE_LIMITED,
-                f"rate limit exceeded for {principal!r}; retry in {wait:.2f} s",
-                {"retryAfterSeconds": round(wait, 3)},
+                f"rate limit exceeded for {principal!r}; retry in {hint:.3f} s",
+                {"retryAfterSeconds": hint},
             )
-        if self._config.validate_arguments and tool not in self._config.unvalidated_tools:
-            schema = (await self._tools()).get(tool, {}).get("inputSchema")
-            if isinstance(schema, dict):
-                try:
-                    problems = argument_errors(schema, arguments)
-                except SchemaRefused as exc:
-                    raise MCPError(
-                        INVALID_PARAMS, f"tool {tool!r} cannot be validated: {exc}"
-                    ) from None
-                if problems:
-                    raise MCPError(
-                        INVALID_PARAMS, f"invalid arguments for {tool!r}: " + "; ".join(problems)
-                    )
+        if not self._allow.permits(principal, method, params):
+            subject = subject_of(method, params)
+            what = f"{subject.kind.value} {subject.name!r}" if subject else f"method {method!r}"
+            raise MCPError(FORBIDDEN, f"principal {principal!r} may not use {what}")
 
-    def _only_allowed(self, principal: str, result: Any) -> Any:
-        allowed = set((self._config.allow or {}).get(principal, []))
-        if isinstance(result, dict) and isinstance(result.get("tools"), list):
-            return {**result, "tools": [t for t in result["tools"] if t.get("name") in allowed]}
-        tools = getattr(result, "tools", None)
-        if tools is None:
+    async def _validate(self, tool: str, arguments: dict[str, Any]) -> None:
+        if not self._config.validate_arguments or tool in self._config.unvalidated_tools:
+            return
+        schema = (await self._tools()).get(tool, {}).get("inputSchema")
+        if not isinstance(schema, dict):
+            return
+        try:
+            problems = argument_errors(schema, arguments)
+        except SchemaRefused as exc:
+            raise MCPError(INVALID_PARAMS, f"tool {tool!r} cannot be validated: {exc}") from None
+        if problems:
+            raise MCPError(
+                INVALID_PARAMS, f"invalid arguments for {tool!r}: " + "; ".join(problems)
+            )
+
+    def _only_allowed(self, principal: str, method: str, result: Any) -> Any:
+        if not self._allow.enabled or method not in LISTS or result is None:
             return result
-        return result.model_copy(update={"tools": [t for t in tools if t.name in allowed]})
+        field, key, kind = LISTS[method]
 
+        def allowed(item: Any) -> bool:
+            value = (
+                item.get(key)
+                if isinstance(item, dict)
+                else getattr(item, _ATTRIBUTES.get(key, key), None)
+            )
+            return value is not None and self._allow.permits_item(principal, kind, str(value))
 
-def _digest(arguments: dict[str, Any]) -> str:
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+        if isinstance(result, dict):
+            items = result.get(field)
+            if not isinstance(items, list):
+                return result
+            return {**result, field: [item for item in items if allowed(item)]}
+        attribute = _ATTRIBUTES.get(field, field)
+        items = getattr(result, attribute, None)
+        if not isinstance(items, list) or not isinstance(result, BaseModel):
+            return result
+        return result.model_copy(update={attribute: [item for item in items if allowed(item)]})
 
 
 def _redacted_result(result: Any) -> Any:

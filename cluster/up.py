@@ -28,7 +28,7 @@ from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
 from cluster.event_store import BoundedEventStore
 from cluster.gateway import Gateway
-from cluster.gateway_policy import BearerAuth, HostOriginGuard
+from cluster.gateway_guards import AuditDoor, BearerAuth, HostOriginGuard, JsonBodyGuard
 from cluster.naming import NAMESPACE
 from cluster.websocket import websocket_route
 from transports.codec import DecodeLimits
@@ -64,14 +64,13 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
         transport_security=security,
         host=settings.host,
     )
-    app.router.routes.append(
-        websocket_route(
-            gateway.server, "/ws", DecodeLimits(max_message_bytes=settings.max_body_bytes)
-        )
-    )
+    limits = DecodeLimits(max_message_bytes=settings.max_body_bytes)
+    app.router.routes.append(websocket_route(gateway.server, "/ws", limits, gateway.audit))
     tokens = TokenTable({t.sha256: t.principal for t in settings.policy.tokens})
-    authenticated = BearerAuth(app, tokens) if tokens else app
-    return HostOriginGuard(authenticated, hosts, origins)
+    # Outermost first: audit what the door refuses, Host/Origin, token, body checks.
+    inner = JsonBodyGuard(app, limits)
+    authenticated = BearerAuth(inner, tokens) if tokens else inner
+    return AuditDoor(HostOriginGuard(authenticated, hosts, origins), gateway.audit)
 
 
 class _QuietServer(uvicorn.Server):
@@ -108,6 +107,7 @@ async def serve(
     client = await BusClient.connect(config.name)
     loop = asyncio.get_running_loop()
     background: list[asyncio.Task[None]] = []
+    gateway: Gateway | None = None
     try:
         gateway = Gateway(
             client,
@@ -150,6 +150,8 @@ async def serve(
             helper.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if gateway is not None:
+            await gateway.aclose()  # the audit records still queued
         await client.close()
         if launched:
             await stop_bus(config.name)

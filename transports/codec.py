@@ -2,7 +2,8 @@
 
 Decoding checks, in order: size, UTF-8, nesting depth (before parsing, so a deeply nested
 input is refused in linear time and never reaches the recursive parser), JSON syntax
-(duplicate keys and NaN/Infinity rejected), then JSON-RPC shape. Every failure is one of
+(duplicate keys, NaN/Infinity and numbers beyond float range such as ``1e400``
+rejected), then JSON-RPC shape. Every failure is one of
 :class:`~transports.errors.MessageTooLarge`, :class:`~transports.errors.ParseError` or
 :class:`~transports.errors.InvalidRequest`; the latter two carry the JSON-RPC error a
 peer should be answered with.
@@ -11,6 +12,7 @@ peer should be answered with.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from itertools import accumulate, dropwhile
@@ -51,8 +53,11 @@ class DecodeLimits:
 
 DEFAULT_LIMITS = DecodeLimits()
 
-# Unrolled-loop form of "a JSON string": linear, no backtracking between alternatives.
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# "A JSON string" as an unrolled loop with possessive runs. An unterminated string also
+# matches (to the end of the text): otherwise ``sub`` would retry the failed scan from
+# every later quote, and ``"\"\"\"...`` would cost the square of its length. Such text
+# is not JSON anyway; ``json.loads`` reports it.
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _BRACKET_WEIGHT = {"[": 1, "{": 1, "]": -1, "}": -1}
 
@@ -83,6 +88,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON but overflows to inf, which no JSON encoder can send on.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def _readable_id(obj: Any) -> str | int | None:
     if isinstance(obj, dict):
         candidate = obj.get("id")
@@ -98,7 +111,8 @@ def parse_json(data: bytes | bytearray | memoryview | str, limits: DecodeLimits)
 
     Raises:
         MessageTooLarge: over ``limits.max_message_bytes``.
-        ParseError: not UTF-8, too deep, not JSON, duplicate keys, NaN or Infinity.
+        ParseError: not UTF-8, too deep, not JSON, duplicate keys, NaN or Infinity
+            (also as an overflowing number such as ``1e400``).
     """
     if isinstance(data, str):
         text = data
@@ -118,6 +132,7 @@ def parse_json(data: bytes | bytearray | memoryview | str, limits: DecodeLimits)
             text,
             object_pairs_hook=_object_without_duplicates,
             parse_constant=_reject_constant,
+            parse_float=_finite_float,
         )
     except RecursionError:
         raise ParseError("JSON nesting is too deep") from None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import mcp
@@ -14,11 +16,13 @@ from mcp.client.streamable_http import streamable_http_client
 
 from cluster.gateway_policy import FORBIDDEN, RATE_LIMITED
 from tests.actors.bus_helpers import bus_config, running_gateway
+from tests.waiting import wait_until
 from transports.policy.tokens import hash_token
 
 pytestmark = [pytest.mark.ray, pytest.mark.asyncio(loop_scope="module")]
 
 ALICE, BOB = "alice-secret-token-0123456789", "bob-secret-token-9876543210"
+CAROL = "carol-secret-token-5555555555"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -30,8 +34,13 @@ async def gateway(
         "tokens": [
             {"principal": "alice", "sha256": hash_token(ALICE)},
             {"principal": "bob", "sha256": hash_token(BOB)},
+            {"principal": "carol", "sha256": hash_token(CAROL)},
         ],
-        "allow": {"alice": ["echo", "dump_request", "count_with_progress"], "bob": ["echo"]},
+        "allow": {
+            "alice": ["echo", "dump_request", "count_with_progress"],
+            "bob": ["echo"],
+            "carol": ["resource:testkit://greeting", "prompt:summarize"],
+        },
         "rate_limit_per_tool": {"count_with_progress": {"rate_per_s": 0.01, "burst": 2}},
         "audit_path": str(audit),
         "redact_results": True,
@@ -121,12 +130,14 @@ async def test_every_request_writes_exactly_one_redacted_audit_record(
     gateway: tuple[str, Path],
 ) -> None:
     url, audit = gateway
-    before = len(audit.read_text().splitlines()) if audit.exists() else 0
+    before = len(_lines(audit))
     async with client_for(url, BOB) as bob:
         await bob.call_tool("echo", {"text": "card 4111 1111 1111 1111"})
         with pytest.raises(mcp.MCPError):
             await bob.call_tool("dump_request", {})
-    records = [json.loads(line) for line in audit.read_text().splitlines()[before:]]
+    # Records are written off the event loop: wait (bounded) for the refused call's.
+    await wait_until(lambda: any(r["tool"] == "dump_request" for r in _lines(audit)[before:]))
+    records = _lines(audit)[before:]
     calls = [r for r in records if r["method"] == "tools/call"]
     assert [(r["tool"], r["outcome"]) for r in calls] == [
         ("echo", "ok"),
@@ -134,5 +145,121 @@ async def test_every_request_writes_exactly_one_redacted_audit_record(
     ]
     assert all(r["principal"] == "bob" for r in records)
     assert calls[0]["arguments"] == {"text": "card [REDACTED:card]"}
+    assert "arguments_sha256" not in calls[0]  # an unkeyed digest lets guesses be confirmed
     assert "4111" not in audit.read_text()
     assert len({r["method"] for r in records}) >= 2  # initialize and tools/list are audited too
+
+
+def _lines(audit: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+
+
+async def test_an_allow_list_covers_resources_and_prompts_too(gateway: tuple[str, Path]) -> None:
+    url, _ = gateway
+    async with client_for(url, BOB) as bob:
+        assert (await bob.list_resources()).resources == []
+        assert (await bob.list_prompts()).prompts == []
+        with pytest.raises(mcp.MCPError) as read:
+            await bob.read_resource("testkit://greeting")
+        with pytest.raises(mcp.MCPError) as got:
+            await bob.get_prompt("summarize", {"topic": "x"})
+    assert (read.value.code, got.value.code) == (FORBIDDEN, FORBIDDEN)
+    async with client_for(url, CAROL) as carol:
+        assert [str(r.uri) for r in (await carol.list_resources()).resources] == [
+            "testkit://greeting"
+        ]
+        assert (await carol.read_resource("testkit://greeting")).contents
+        assert (await carol.get_prompt("summarize", {"topic": "x"})).messages
+        assert (await carol.list_tools()).tools == []
+
+
+async def test_the_websocket_serves_the_token_principal_and_refuses_foreign_origins(
+    gateway: tuple[str, Path],
+) -> None:
+    import websockets
+
+    url, _ = gateway
+    ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws")
+    auth = {"Authorization": f"Bearer {BOB}"}
+    async with asyncio.timeout(30), websockets.connect(ws_url, additional_headers=auth) as ws:
+        for message in (
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "ws", "version": "1"},
+                },
+            },
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": CALL_ECHO},
+        ):
+            await ws.send(json.dumps(message))
+        answer: dict[str, Any] = {}
+        while answer.get("id") != 2:
+            answer = json.loads(await ws.recv())
+    # As "anonymous" (before) the allow-list refused the call.
+    assert answer["result"]["structuredContent"] == {"result": "ws"}
+    for origin in ("http://evil.example", "null"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with (
+                asyncio.timeout(30),
+                websockets.connect(ws_url, additional_headers={**auth, "Origin": origin}),
+            ):
+                pass
+        assert refused.value.response.status_code == 403
+
+
+CALL_ECHO = {"name": "echo", "arguments": {"text": "ws"}}
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [b'{"text": NaN}', b'{"text": 1e999}', b'{"text": "a", "text": "b"}'],
+)
+async def test_values_the_bus_cannot_carry_are_parse_errors_at_the_http_front(
+    gateway: tuple[str, Path], arguments: bytes
+) -> None:
+    url, _ = gateway
+    body = b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":'
+    headers = {
+        "Authorization": f"Bearer {BOB}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+    }
+    async with httpx.AsyncClient() as http:
+        response = await http.post(url, content=body + arguments + b"}}", headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32700
+
+
+async def test_requests_refused_at_the_door_are_audited(gateway: tuple[str, Path]) -> None:
+    url, audit = gateway
+    body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with httpx.AsyncClient() as http:
+        await http.post(url, json=body, headers={"Host": "evil.example"})
+        await http.post(url, json=body, headers={"Authorization": "Bearer wrong"})
+    wanted = {"refused 403 host_or_origin", "refused 401 invalid_token"}
+    await wait_until(lambda: wanted <= {r["outcome"] for r in _lines(audit)})
+
+
+async def test_a_stateless_era_tool_call_leaves_one_record_and_no_tools_list(
+    gateway: tuple[str, Path],
+) -> None:
+    url, audit = gateway
+    before = len(_lines(audit))
+    http = httpx.AsyncClient(headers={"Authorization": f"Bearer {ALICE}"})
+    async with mcp.Client(streamable_http_client(url, http_client=http)) as alice:
+        for n in range(3):
+            await alice.call_tool("echo", {"text": f"call {n}"})
+    await wait_until(
+        lambda: any(r.get("arguments") == {"text": "call 2"} for r in _lines(audit)[before:])
+    )
+    mine = [r for r in _lines(audit)[before:] if r["principal"] == "alice"]
+    assert len([r for r in mine if r["method"] == "tools/call"]) == 3
+    # The SDK used to list tools through the policy chain for every call (to check
+    # Mcp-Param headers): one record each. Only the client's own listing remains (the
+    # SDK client fetches output schemas once).
+    assert len([r for r in mine if r["method"] == "tools/list"]) <= 1

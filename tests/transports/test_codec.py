@@ -1,8 +1,10 @@
 import json
+import time
 
 import pytest
 
 from transports.codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
     DecodeLimits,
     decode_message,
     encode_message,
@@ -64,6 +66,7 @@ PARSE_ERRORS = {
     "invalid utf-8": b'{"jsonrpc":"2.0","method":"\xff"}',
     "nan": b'{"jsonrpc":"2.0","id":1,"result":NaN}',
     "infinity": b'{"jsonrpc":"2.0","id":1,"result":-Infinity}',
+    "a number that overflows to infinity": b'{"jsonrpc":"2.0","id":1,"result":-1e400}',
     "duplicate keys": b'{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}',
     "nested duplicate keys": b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":1,"a":2}}',
     "trailing garbage": b'{"jsonrpc":"2.0","method":"x"} {}',
@@ -144,6 +147,20 @@ def test_nesting_up_to_the_bound_is_accepted_and_one_more_is_not() -> None:
 def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     text = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"s": "[" * 500}})
     assert isinstance(decode_message(text, DecodeLimits(max_depth=4)), Request)
+
+
+def test_an_unterminated_string_full_of_escaped_quotes_is_refused_in_linear_time() -> None:
+    # Every escaped quote used to restart the string scan: 32 KB took 8 s, 4 MB forever.
+    text = "[" * 100 + '"' + '\\"' * (DEFAULT_MAX_MESSAGE_BYTES // 2 - 60)
+    started = time.perf_counter()
+    assert isinstance(_error_of(text), ParseError)
+    # Generous for a loaded 2-core machine; the quadratic scan needs hours at this size.
+    assert time.perf_counter() - started < 2.0
+
+
+def test_brackets_after_an_unterminated_string_are_not_json_and_not_nesting() -> None:
+    text = '{"jsonrpc":"2.0","id":1,"method":"x","params":{"s":"' + "[" * 100
+    assert isinstance(_error_of(text, DecodeLimits(max_depth=4)), ParseError)
 
 
 def test_wide_but_shallow_input_is_accepted() -> None:

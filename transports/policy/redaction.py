@@ -12,7 +12,15 @@ from typing import Any
 
 __all__ = ["luhn_valid", "redact", "redact_text"]
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# Every pattern runs on untrusted text (tool arguments, always, for the audit log), so
+# each must cost time linear in the text. Python's ``re`` backtracks: a pattern that can
+# start at every position of a run and scan to its end costs the square of the run's
+# length (one 1 MB word pinned the gateway). Hence: a pattern with an unbounded run
+# starts only where that run starts (a lookbehind for a character outside the class)
+# and takes the run possessively (``++``), so each character is scanned a bounded number
+# of times; every other repetition is bounded ({m,n}).
+_LOCAL = "A-Za-z0-9._%+-"
+_EMAIL = re.compile(rf"(?<![{_LOCAL}])[{_LOCAL}]++@[A-Za-z0-9.-]+\.[A-Za-z]{{2,}}")
 _SECRET = re.compile(
     r"(?:\bBearer\s+[A-Za-z0-9._~+/=-]{8,}"
     r"|\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"
@@ -22,7 +30,10 @@ _SECRET = re.compile(
 )
 _SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-_PHONE = re.compile(r"(?<![\w])\+?\d{1,3}?[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}(?![\w])")
+# The country code is optional so that "(415) 555-0100" is found too.
+_PHONE = re.compile(
+    r"(?<![\w])(?:\+?\d{1,3}[ .-]?)?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}(?![\w])"
+)
 
 
 def luhn_valid(digits: str) -> bool:
