@@ -7,6 +7,7 @@ dummy credentials (:func:`sqs_client_kwargs`); nothing in raybus knows it is not
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import sys
@@ -74,13 +75,16 @@ async def sqs_list_queues(endpoint: str, *, timeout_s: float = 10.0) -> list[str
     return urls
 
 
+MOTO_HINT = "pip install 'raybus[services]'"
+
+
 class SqsService(LocalService):
     """moto's SQS-compatible server on a free 127.0.0.1 port.
 
     Args:
         ready_timeout_s: how long :meth:`start` waits for ``ListQueues`` to succeed.
         python: the interpreter that runs ``moto.server``; by default this one, whose
-            environment has ``moto[server]`` (the test extra).
+            environment has ``moto[server]`` (the ``services`` extra, also in ``test``).
     """
 
     name = ServiceName.SQS
@@ -106,6 +110,9 @@ class SqsService(LocalService):
         return True
 
     async def _launch(self, run_dir: Path, log_path: Path) -> Launch:
+        if self._python == sys.executable and importlib.util.find_spec("moto") is None:
+            # Said here, in one line, instead of a traceback in a log the user never sees.
+            raise ServiceError(_SERVICE, f"moto is not installed: {MOTO_HINT}")
         port = free_port()
         # moto builds queue URLs from MOTO_PORT when set; an inherited value would be wrong.
         env = {**os.environ, "MOTO_PORT": str(port), "PYTHONUNBUFFERED": "1"}

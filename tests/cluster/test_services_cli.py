@@ -85,3 +85,25 @@ def test_up_leaves_a_detached_service_that_status_sees_and_down_stops(tmp_path: 
     finally:
         if record is not None and is_running(record.pid, record.pid_start_ticks):
             os.kill(record.pid, 9)
+
+
+def test_services_up_without_moto_says_which_extra_to_install_in_one_line(tmp_path: Path) -> None:
+    # A plain `pip install raybus` has no moto: hide it from a fresh interpreter.
+    script = (
+        "import sys; sys.modules['moto'] = None; from cluster.cli import main; "
+        "sys.exit(main(['services', 'up', '--only', 'sqs']))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "RAYBUS_CACHE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("raybus")]
+    assert completed.returncode == 1, completed.stderr
+    assert errors == [
+        "raybus services up: sqs: moto is not installed: pip install 'raybus[services]'"
+    ], completed.stderr
+    assert "Traceback" not in completed.stderr
