@@ -12,12 +12,10 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# editable_mode=compat: a plain .pth naming this folder, because the packages sit at the
-# top level (no src/ folder); setuptools' default finder warns about exactly that layout.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 run: setup
