@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from actors.autoscaler import AutoscaleConfig
 from actors.router import RouterConfig
@@ -69,7 +76,10 @@ class PoolConfig(_Strict):
     max_workers: int = Field(4, ge=1)
     max_concurrency: int = Field(32, ge=1, description="calls one worker runs at once")
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per worker actor")
-    max_call_s: float = Field(3600.0, gt=0, description="hard cap on one call's duration")
+    # A deadline for every call, so a tool that never returns (``nap(1e9)``) ends with
+    # 1001 and is cancelled on its server instead of holding a slot forever. A caller's
+    # own deadline can only shorten it; pools of long tools raise it.
+    timeout_s: float = Field(300.0, gt=0, description="per-call deadline on this pool")
     autoscale: AutoscaleConfig = AutoscaleConfig()
 
     @model_validator(mode="after")

@@ -69,7 +69,7 @@ class SqsWorkerSource(BrokerWorkerSource):
         ledger: Any,
         *,
         capacity: int,
-        max_call_s: float,
+        call_timeout_s: float,
     ) -> None:
         settings = _settings(config)
         self._transport = SqsTransport(_sqs_config(config, receive_queue=request_queue(pool)))
@@ -84,7 +84,7 @@ class SqsWorkerSource(BrokerWorkerSource):
             hosted,
             ledger,
             capacity=capacity,
-            max_call_s=max_call_s,
+            call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,
             fault_exit_before_ack_tool=settings.fault_exit_before_delete_tool,
         )

@@ -118,7 +118,7 @@ class WorkerActor:
             on_catalog_changed=self._catalog_dirty.set,
             on_list_changed=self._note_list_changed,
         )
-        self._core = WorkerCore(identity, hosted, self._ports, max_call_s=pool.max_call_s)
+        self._core = WorkerCore(identity, hosted, self._ports, call_timeout_s=pool.timeout_s)
         self._beats: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -137,7 +137,7 @@ class WorkerActor:
                     self._core.hosted,
                     ledger,
                     capacity=identity.capacity,
-                    max_call_s=self._pool.max_call_s,
+                    call_timeout_s=self._pool.timeout_s,
                     client_id=identity.server_id,
                 )
             else:
@@ -149,7 +149,7 @@ class WorkerActor:
                     self._core.hosted,
                     ledger,
                     capacity=identity.capacity,
-                    max_call_s=self._pool.max_call_s,
+                    call_timeout_s=self._pool.timeout_s,
                 )
             self._ports.topic_sink = self._source.emit
             await self._source.start()
