@@ -64,12 +64,18 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
 
     Raises:
         BusAlreadyRunning: a bus of that name exists in this cluster.
+        MissingCredentials: SQS against a remote endpoint with no credentials anywhere.
         PoolStartFailed: a pool's worker could not start (bad import path, missing
             command, a server that exits at once, missing broker credentials, ...).
         BusTimeout: the pools were not ready within ``ready_timeout_s`` (the message
             names the pools that were not).
     """
     bus = config.name
+    if config.sqs is not None:  # credentials are settled here, never inside actors
+        from cluster.sqs_backend import with_credentials  # imports aioboto3: only if used
+
+        sqs = await asyncio.to_thread(with_credentials, config.sqs)
+        config = config.model_copy(update={"sqs": sqs})
     if await asyncio.to_thread(_exists, actor_names.router(bus)):
         raise BusAlreadyRunning(bus)
     try:
