@@ -31,6 +31,7 @@ from cluster.config import BusConfig, load_config
 from cluster.event_store import BoundedEventStore
 from cluster.gateway import Gateway
 from cluster.gateway_policy import BearerAuth, HostOriginGuard
+from cluster.http_guard import DisconnectGuard
 from cluster.interrupts import StartInterrupted, signals_cancel
 from cluster.local_buses import claim_bus_name, record_bus_address
 from cluster.naming import NAMESPACE
@@ -74,8 +75,9 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
             gateway.server, "/ws", DecodeLimits(max_message_bytes=settings.max_body_bytes)
         )
     )
+    guarded = DisconnectGuard(app, settings.path, settings.max_body_bytes)
     tokens = TokenTable({t.sha256: t.principal for t in settings.policy.tokens})
-    authenticated = BearerAuth(app, tokens) if tokens else app
+    authenticated = BearerAuth(guarded, tokens) if tokens else guarded
     return HostOriginGuard(authenticated, hosts, origins)
 
 
