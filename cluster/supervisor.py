@@ -28,6 +28,10 @@ __all__ = ["PoolStartFailed", "SupervisorActor"]
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 120.0
+# After a worker failed to start (outside the bus's own start), the pool is retried with
+# a growing delay: a passing fault heals by itself, a lasting one does not spin.
+_RETRY_MIN_S = 1.0
+_RETRY_MAX_S = 60.0
 
 
 @dataclass
@@ -39,6 +43,8 @@ class _PoolState:
     retiring: set[str] = field(default_factory=set)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_failure: str | None = None  # why the latest worker failed to start
+    retry_delay_s: float = _RETRY_MIN_S
+    retry: asyncio.Task[None] | None = None
 
 
 @ray.remote
@@ -157,12 +163,26 @@ class SupervisorActor:
             ray.kill(handle)
             if strict:
                 raise PoolStartFailed(state.config.name, reason) from None
+            self._retry_later(state)
             return
         finally:
             state.starting.discard(name)
         state.last_failure = None
+        state.retry_delay_s = _RETRY_MIN_S
         logger.info("worker %s started on node %s", name, info.get("node_id", "?")[:8])
         self._watch_later(state, name, handle)
+
+    def _retry_later(self, state: _PoolState) -> None:
+        if state.retry is not None and not state.retry.done():
+            return
+        delay = state.retry_delay_s
+        state.retry_delay_s = min(delay * 2, _RETRY_MAX_S)
+        logger.info("pool %s: next worker start in %.0f s", state.config.name, delay)
+        state.retry = asyncio.get_running_loop().create_task(self._retry(state, delay))
+
+    async def _retry(self, state: _PoolState, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)  # the backoff itself, not synchronisation
+        await self._reconcile(state.config.name)
 
     def _watch_later(self, state: _PoolState, name: str, handle: Any) -> None:
         self._watched.add(name)

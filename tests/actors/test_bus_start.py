@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
 
 from cluster.bus import PoolStartFailed, bus_status, launch_bus
-from cluster.naming import NAMESPACE
+from cluster.naming import NAMESPACE, actor_names, get_actor
 from tests.actors.bus_helpers import bus_config, running_bus
 
 pytestmark = pytest.mark.ray
@@ -74,3 +75,34 @@ async def test_status_lists_every_pool_while_the_bus_runs(ray_session: None) -> 
     assert set(status["pools"]) == {"kit", "idle"}
     assert status["pools"]["idle"]["workers"] == 0
     assert status["pools"]["kit"]["last_failure"] is None
+
+
+async def test_a_worker_that_cannot_start_later_is_reported_and_retried_until_it_can(
+    ray_session: None, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ready"
+    # A server that fails until its setting appears, then serves.
+    script = (
+        "import os, runpy, sys\n"
+        f"if not os.path.exists({str(ready)!r}): sys.exit('setting not there yet')\n"
+        "runpy.run_module('cluster.examples.calculator', run_name='__main__')\n"
+    )
+    pool = {"name": "calc", "command": [sys.executable, "-c", script], "min_workers": 0}
+    config = bus_config([KIT, pool])
+    async with running_bus(config) as client:
+        supervisor = get_actor(actor_names.supervisor(config.name))
+        await supervisor.scale.remote("calc", 1)
+        status = await bus_status(client.bus)
+        assert "setting not there yet" in status["pools"]["calc"]["last_failure"]
+        ready.write_text("yes")
+
+        async def calc_workers() -> int:
+            workers: int = (await bus_status(client.bus))["pools"]["calc"]["workers"]
+            return workers
+
+        async with asyncio.timeout(FAILS_WITHIN_S):
+            while await calc_workers() < 1:  # noqa: ASYNC110 - remote state
+                await asyncio.sleep(0.1)
+        added = await client.call_tool("add", {"a": 1, "b": 2})
+        assert added.structured_content == {"result": 3.0}
+        assert (await bus_status(client.bus))["pools"]["calc"]["last_failure"] is None
