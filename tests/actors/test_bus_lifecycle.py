@@ -33,12 +33,14 @@ async def wait_for_pool(client: BusClient, key: str, value: Any, timeout_s: floa
             await asyncio.sleep(0.05)
 
 
-async def test_the_breaker_opens_under_failures_fails_fast_and_closes_after_a_probe(
+async def test_the_breaker_opens_on_the_pools_own_verdicts_fails_fast_and_closes_after_a_probe(
     ray_session: None,
 ) -> None:
     breaker = {
         "minimum_calls": 3,
         "failure_rate_threshold": 0.75,
+        "slow_call_threshold_s": 0.2,
+        "slow_call_rate_threshold": 0.75,
         "open_cooldown_s": 1.0,
         "window_s": 30,
     }
@@ -46,10 +48,15 @@ async def test_the_breaker_opens_under_failures_fails_fast_and_closes_after_a_pr
     async with running_bus(config) as client:
         before = (await client.call_tool("whoami")).structured_content
         assert before is not None
+        # Calls their callers gave up on are no verdict on the pool (issue 13, item 8).
         for _ in range(3):
             with pytest.raises(CallError) as timed_out:
                 await client.call_tool("nap", {"seconds": 10}, timeout_s=0.3)
             assert timed_out.value.code == BusErrorCode.DEADLINE_EXCEEDED
+        assert (await pool_status(client))["breaker"] == "closed"
+        # Calls the pool answered, too slowly, are.
+        for _ in range(3):
+            await client.call_tool("nap", {"seconds": 0.3})
         assert (await pool_status(client))["breaker"] == "open"
         for _ in range(5):
             with pytest.raises(CallError) as rejected:
