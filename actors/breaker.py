@@ -5,6 +5,10 @@ Pure logic with an injected clock. The router keeps one per pool and asks
 open, nothing reaches the pool; after ``open_cooldown_s`` a limited number of probes go
 through (half-open); a probe that does not finish within ``probe_timeout_s`` counts as a
 failure, so a hanging probe cannot keep the breaker half-open forever.
+
+Only the pool's own verdicts count: a call its caller cancelled or let run past its
+deadline is released (:meth:`~CircuitBreaker.release`), never recorded, so many callers giving up
+on a long tool cannot open the breaker of a healthy pool.
 """
 
 from __future__ import annotations
@@ -101,7 +105,11 @@ class CircuitBreaker:
         self._evaluate(now)
 
     def release(self, token: object) -> None:
-        """A call that was admitted but never reached the pool (e.g. cancelled)."""
+        """A call that was admitted but ended without a verdict on the pool.
+
+        It never reached the pool, or its caller cancelled it or let its deadline pass:
+        it frees a half-open probe slot and is not counted as a failure or a slow call.
+        """
         self._probes.pop(token, None)
 
     def _advance(self) -> None:

@@ -113,6 +113,8 @@ class HostedServer:
         self._reader: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._started = False  # restarts only after a first successful start
+        self._lost_reason: str | None = None
         self.connected = asyncio.Event()
         self.catalog = Catalog.of()
         self.server_info: dict[str, Any] = {}
@@ -123,6 +125,7 @@ class HostedServer:
     async def start(self) -> None:
         """Connect and handshake; raises if the first connection fails."""
         await self._connect()
+        self._started = True
 
     async def _connect(self) -> None:
         link = self._link_factory()
@@ -267,7 +270,12 @@ class HostedServer:
         finally:
             self._calls.pop(local_id, None)
         if response is None or response.error is not None or not isinstance(response.result, dict):
-            detail = response.error.message if response and response.error else "no result"
+            # None: the connection was lost, and why (exit code, stderr) is the reason.
+            detail = (
+                response.error.message
+                if response and response.error
+                else self._lost_reason or "no result"
+            )
             raise BusError(f"{method} failed: {detail}")
         return response.result
 
@@ -350,9 +358,12 @@ class HostedServer:
                 return
             if link is not self._link or self._closing:
                 return
-            logger.warning("MCP server connection lost: %s", exc)
+            self._lost_reason = f"MCP server connection lost: {exc}"
             self.connected.clear()
-            self._fail_all(f"MCP server connection lost: {exc}", BusErrorCode.UPSTREAM_FAILED)
+            self._fail_all(self._lost_reason, BusErrorCode.UPSTREAM_FAILED)
+            if not self._started:
+                return  # the first connection failed: start() reports it, nothing restarts
+            logger.warning("%s", self._lost_reason)
             self._spawn(self._reconnect())
 
     async def _reconnect(self) -> None:

@@ -61,11 +61,19 @@ class RouterPorts(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A worker's report that a call ended (``failed`` means a pool fault, not a tool error)."""
+    """A worker's report that a call ended.
+
+    ``failed`` means a pool fault (the server crashed or answered an internal error), not
+    a tool error. ``abandoned`` means the call ended without a verdict on the pool: the
+    caller cancelled it or its deadline passed. An abandoned call says nothing about the
+    pool's health (a caller giving up on a long tool is not the server failing), so the
+    breaker does not count it.
+    """
 
     key: CorrelationKey
     failed: bool
     duration_s: float
+    abandoned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +227,10 @@ class RouterCore:
             worker = pool.workers.get(actor_name)
             if worker is not None:
                 worker.outstanding.pop(done.key, None)
-            pool.breaker.record(done.key, failed=done.failed, duration_s=done.duration_s)
+            if done.abandoned:
+                pool.breaker.release(done.key)
+            else:
+                pool.breaker.record(done.key, failed=done.failed, duration_s=done.duration_s)
             pools.add(call.pool)
         for name in pools:
             self._dispatch(self._pools[name])

@@ -35,11 +35,14 @@ logger = logging.getLogger(__name__)
 _POOL_FAULTS = frozenset(
     {
         INTERNAL_ERROR,
-        BusErrorCode.DEADLINE_EXCEEDED,
         BusErrorCode.UPSTREAM_FAILED,
         BusErrorCode.SHUTTING_DOWN,
     }
 )
+# Outcomes that are the caller's (or the pool's deadline's) doing, not the server's: a
+# tool that runs past its deadline is slow by design or by input, and fifty callers
+# giving up on a never-ending tool must not open the breaker for a healthy pool.
+_ABANDONED = frozenset({BusErrorCode.DEADLINE_EXCEEDED, BusErrorCode.CANCELLED})
 
 
 class WorkerPorts(Protocol):
@@ -64,13 +67,13 @@ class WorkerCore:
         hosted: HostedServer,
         ports: WorkerPorts,
         *,
-        max_call_s: float = 3600.0,
+        call_timeout_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
         self.hosted = hosted
         self._ports = ports
-        self._max_call_s = max_call_s
+        self._call_timeout_s = call_timeout_s
         self._clock = clock
         self._tasks: dict[CorrelationKey, asyncio.Task[None]] = {}
         self._frames_received = 0
@@ -174,18 +177,24 @@ class WorkerCore:
         key = frame.envelope.correlation_key
         try:
             remaining = frame.envelope.remaining_s()
+            # The pool's deadline bounds every call; a caller's own can only shorten it.
             timeout = (
-                self._max_call_s
+                self._call_timeout_s
                 if remaining is None
-                else max(0.0, min(remaining, self._max_call_s))
+                else max(0.0, min(remaining, self._call_timeout_s))
             )
             response = await self.hosted.call(frame, timeout)
             if response is None:  # cancelled: the client already has its outcome
-                self._ports.completed(Completion(key, False, self._clock() - started))
+                duration = self._clock() - started
+                self._ports.completed(Completion(key, False, duration, abandoned=True))
                 return
-            failed = response.error is not None and response.error.code in _POOL_FAULTS
+            code = response.error.code if response.error is not None else None
             self._finish(
-                frame, Frame.of(frame.envelope, response), failed=failed, started_s=started
+                frame,
+                Frame.of(frame.envelope, response),
+                failed=code in _POOL_FAULTS,
+                started_s=started,
+                abandoned=code in _ABANDONED,
             )
         except asyncio.CancelledError:
             raise
@@ -203,9 +212,18 @@ class WorkerCore:
             if not self._tasks:
                 self._idle.set()
 
-    def _finish(self, request: Frame, reply: Frame, *, failed: bool, started_s: float) -> None:
+    def _finish(
+        self,
+        request: Frame,
+        reply: Frame,
+        *,
+        failed: bool,
+        started_s: float,
+        abandoned: bool = False,
+    ) -> None:
         if request.envelope.reply_to is not None:
             self._ports.reply(request.envelope.reply_to, reply)
+        duration = self._clock() - started_s
         self._ports.completed(
-            Completion(request.envelope.correlation_key, failed, self._clock() - started_s)
+            Completion(request.envelope.correlation_key, failed, duration, abandoned=abandoned)
         )

@@ -60,7 +60,7 @@ class BrokerWorkerSource:
         ledger: Any,
         *,
         capacity: int,
-        max_call_s: float,
+        call_timeout_s: float,
         duplicate_wait_s: float,
         fault_exit_before_ack_tool: str | None = None,
     ) -> None:
@@ -69,7 +69,7 @@ class BrokerWorkerSource:
         self._hosted = hosted
         self._ledger = ledger
         self._slots = asyncio.Semaphore(capacity)
-        self._max_call_s = max_call_s
+        self._call_timeout_s = call_timeout_s
         self._duplicate_wait_s = duplicate_wait_s
         self._fault_tool = fault_exit_before_ack_tool
         self._tasks: set[asyncio.Task[None]] = set()
@@ -163,7 +163,9 @@ class BrokerWorkerSource:
     async def _run_call(self, message: Any, envelope: Envelope, key: str) -> None:
         remaining = envelope.remaining_s()
         timeout = (
-            self._max_call_s if remaining is None else max(0.0, min(remaining, self._max_call_s))
+            self._call_timeout_s
+            if remaining is None
+            else max(0.0, min(remaining, self._call_timeout_s))
         )
         response = await self._hosted.call(Frame.of(envelope, message), timeout)
         if response is None:

@@ -21,10 +21,10 @@ from cluster.discovery_actor import DiscoveryActor
 from cluster.kafka_backend import LedgerActor
 from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
 from cluster.router_actor import RouterActor
-from cluster.supervisor import SupervisorActor
+from cluster.supervisor import PoolStartFailed, SupervisorActor
 from transports.errors import BusError, BusTimeout, ConnectionClosed
 
-__all__ = ["BusAlreadyRunning", "bus_status", "launch_bus", "stop_bus"]
+__all__ = ["BusAlreadyRunning", "PoolStartFailed", "bus_status", "launch_bus", "stop_bus"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,21 +57,49 @@ def _exists(name: str) -> bool:
 async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> dict[str, Any]:
     """Start a bus and wait until every pool has its minimum of workers routed.
 
+    Start-up watches its workers: the first one that cannot start ends it at once with
+    the pool's name and the reason. Whatever ends start-up early (a failure, the
+    timeout, cancellation such as Ctrl-C) tears down what was started, so no half bus
+    is left behind.
+
     Raises:
         BusAlreadyRunning: a bus of that name exists in this cluster.
-        BusTimeout: the pools were not ready within ``ready_timeout_s``.
+        MissingCredentials: SQS against a remote endpoint with no credentials anywhere.
+        PoolStartFailed: a pool's worker could not start (bad import path, missing
+            command, a server that exits at once, missing broker credentials, ...).
+        BusTimeout: the pools were not ready within ``ready_timeout_s`` (the message
+            names the pools that were not).
     """
     bus = config.name
+    if config.sqs is not None:  # credentials are settled here, never inside actors
+        from cluster.sqs_backend import with_credentials  # imports aioboto3: only if used
+
+        sqs = await asyncio.to_thread(with_credentials, config.sqs)
+        config = config.model_copy(update={"sqs": sqs})
     if await asyncio.to_thread(_exists, actor_names.router(bus)):
         raise BusAlreadyRunning(bus)
+    try:
+        # The first named actor claims the name: a racing launch fails here, before it
+        # has anything of ours to tear down.
+        discovery = DiscoveryActor.options(  # type: ignore[attr-defined]
+            name=actor_names.discovery(bus), **_CONTROL_OPTIONS
+        ).remote(config)
+    except ValueError:
+        raise BusAlreadyRunning(bus) from None
+    try:
+        return await _launch(config, discovery, ready_timeout_s)
+    except BaseException:
+        await asyncio.shield(_tear_down(bus))
+        raise
+
+
+async def _launch(config: BusConfig, discovery: Any, ready_timeout_s: float) -> dict[str, Any]:
+    bus = config.name
     broker = config.kafka if config.backend == "kafka" else config.sqs
     if broker is not None:  # one idempotency ledger per bus for broker backends
         LedgerActor.options(  # type: ignore[attr-defined]
             name=actor_names.ledger(bus), **_CONTROL_OPTIONS
         ).remote(broker.ledger_ttl_s)
-    discovery = DiscoveryActor.options(  # type: ignore[attr-defined]
-        name=actor_names.discovery(bus), **_CONTROL_OPTIONS
-    ).remote(config)
     await discovery.start.remote()
     router = RouterActor.options(  # type: ignore[attr-defined]
         name=actor_names.router(bus), **_CONTROL_OPTIONS
@@ -80,12 +108,19 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
     supervisor = SupervisorActor.options(  # type: ignore[attr-defined]
         name=actor_names.supervisor(bus), **_CONTROL_OPTIONS
     ).remote(config)
+    expected = {p.name: p.min_workers for p in config.pools}
     try:
         async with asyncio.timeout(ready_timeout_s):
-            counts: dict[str, int] = await supervisor.start.remote()
-            await _wait_routed(router, {p.name: p.min_workers for p in config.pools})
+            try:
+                counts: dict[str, int] = await supervisor.start.remote()
+            except PoolStartFailed as exc:  # Ray re-raises it wrapped: unwrap to one line
+                cause = getattr(exc, "cause", exc)
+                raise PoolStartFailed(cause.pool, cause.reason) from None
+            await _wait_routed(router, expected)
     except TimeoutError:
-        raise BusTimeout(f"starting bus {bus!r}", ready_timeout_s) from None
+        waiting = await _pools_not_ready(router, expected)
+        operation = f"starting bus {bus!r} ({waiting})" if waiting else f"starting bus {bus!r}"
+        raise BusTimeout(operation, ready_timeout_s) from None
     if config.autoscaler.enabled and any(p.autoscale.enabled for p in config.pools):
         autoscaler = AutoscalerActor.options(  # type: ignore[attr-defined]
             name=actor_names.autoscaler(bus), **_CONTROL_OPTIONS
@@ -103,6 +138,44 @@ async def _wait_routed(router: Any, expected: dict[str, int]) -> None:
         await asyncio.sleep(0.05)  # polling the router until discovery has told it
 
 
+async def _pools_not_ready(router: Any, expected: dict[str, int]) -> str:
+    """Which pools lack workers, for the timeout message ("" if the router is mute)."""
+    try:
+        async with asyncio.timeout(5):
+            lag: dict[str, dict[str, Any]] = await router.lag.remote()
+    except Exception:  # noqa: BLE001 - only a better message is lost
+        return ""
+    short = [
+        f"{pool} {lag.get(pool, {}).get('workers', 0)}/{n} workers"
+        for pool, n in expected.items()
+        if lag.get(pool, {}).get("workers", 0) < n
+    ]
+    return "not ready: " + ", ".join(short) if short else ""
+
+
+async def _tear_down(bus: str) -> None:
+    """Kill every actor of a bus that did not finish starting (nothing to drain)."""
+    prefix = f"raybus/{bus}/"
+
+    def kill_all() -> None:
+        # The supervisor first, so it creates no worker after the sweep below.
+        control = [actor_names.supervisor(bus), actor_names.autoscaler(bus)]
+        control += [actor_names.router(bus), actor_names.discovery(bus), actor_names.ledger(bus)]
+        for name in control:
+            with contextlib.suppress(ConnectionClosed):
+                ray.kill(get_actor(name), no_restart=True)
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            if entry["namespace"] == NAMESPACE and entry["name"].startswith(prefix):
+                with contextlib.suppress(ConnectionClosed, ValueError):
+                    ray.kill(get_actor(entry["name"]), no_restart=True)
+
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.to_thread(kill_all)
+    except Exception as exc:  # noqa: BLE001 - the original failure matters more
+        logger.warning("could not tear down the partly started bus %s: %s", bus, exc)
+
+
 async def bus_status(bus: str) -> dict[str, Any]:
     """Pools (lag, breaker), workers and their state.
 
@@ -114,6 +187,18 @@ async def bus_status(bus: str) -> dict[str, Any]:
     lag, outstanding, workers = await asyncio.gather(
         router.lag.remote(), router.outstanding.remote(), discovery.workers.remote()
     )
+    # The router knows a pool once a worker of it is routed; the supervisor knows every
+    # pool from the start, so a pool still starting (or failing to) is listed too.
+    with contextlib.suppress(ConnectionClosed):
+        supervisor = await get_actor_async(actor_names.supervisor(bus))
+        for pool, sizes in (await supervisor.pools.remote()).items():
+            row = lag.setdefault(
+                pool,
+                {"pool": pool, "queued": 0, "oldest_age_s": 0.0, "in_flight": 0}
+                | {"workers": 0, "capacity": 0, "breaker": "closed"},
+            )
+            row.update(target=sizes["target"], starting=sizes["starting"])
+            row.update(last_failure=sizes["last_failure"])
     decisions: list[dict[str, Any]] = []
     try:
         autoscaler = await get_actor_async(actor_names.autoscaler(bus))

@@ -1,8 +1,9 @@
 """``raybus start | stop | status | call``: run and use a bus on an existing Ray cluster.
 
 ``start`` launches a detached bus and returns; any later process attaches to it by name.
-All commands join the cluster at ``--address`` (default: ``auto``, the cluster this
-machine belongs to, as ``ray start`` set it up).
+All commands join the cluster at ``--address``. Without it, a bus that ``raybus up``
+runs on this machine is found on that command's own Ray (see ``cluster.local_buses``);
+otherwise ``auto``: the cluster this machine belongs to, as ``ray start`` set it up.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -19,6 +21,8 @@ import ray
 from cluster.bus import bus_status, launch_bus, stop_bus
 from cluster.client import BusClient, CallError
 from cluster.config import load_config
+from cluster.interrupts import StartInterrupted, signals_cancel
+from cluster.local_buses import BusNameTaken, local_bus_address, local_bus_auth_mode
 from cluster.naming import NAMESPACE
 from transports.errors import BusError
 
@@ -29,8 +33,27 @@ def _join(address: str) -> None:
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
 
 
+def _address(args: argparse.Namespace) -> str:
+    if args.address:
+        return str(args.address)
+    bus = getattr(args, "bus", None)
+    local = local_bus_address(bus) if bus else None
+    if local is None or bus is None:
+        return "auto"
+    mode = local_bus_auth_mode(bus)
+    if mode is not None and "RAY_AUTH_MODE" not in os.environ:
+        # The edge: this driver joins with its Ray's auth mode. Ray read the variable
+        # when it was imported, so its config is re-read, as Ray's own ray.init does
+        # when it turns token auth on.
+        os.environ["RAY_AUTH_MODE"] = mode
+        from ray._raylet import Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
+    return local
+
+
 def _run(handler: Any, args: argparse.Namespace) -> int:
-    address = args.address
+    address = _address(args)
     try:
         _join(address)
     except ConnectionError as exc:
@@ -48,7 +71,15 @@ def _run(handler: Any, args: argparse.Namespace) -> int:
 
 async def _start(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    info = await launch_bus(config)
+    if local_bus_address(config.name) is not None:  # `raybus up` runs it on its own Ray
+        raise BusNameTaken(config.name, None, local_bus_address(config.name))
+    with signals_cancel(asyncio.get_running_loop()) as interrupt:
+        try:
+            info = await launch_bus(config)
+        except asyncio.CancelledError:
+            if not interrupt.fired:
+                raise
+            raise StartInterrupted(config.name) from None
     print(f"bus {info['bus']!r} is up: {info['workers']}")
     return 0
 
@@ -71,6 +102,11 @@ def format_status(status: dict[str, Any]) -> str:
                 pool, lag["workers"], lag["queued"], age, lag["in_flight"], lag["breaker"]
             )
         )
+    for pool, lag in sorted(status["pools"].items()):
+        if lag.get("starting"):
+            lines.append(f"  {pool}: {lag['starting']} worker(s) starting")
+        if lag.get("last_failure"):
+            lines.append(f"  {pool}: last worker start failed: {lag['last_failure']}")
     worker_row = "{:<40}{:<14}{:<10}{:>10}  {}"
     lines += ["", worker_row.format("worker", "pool", "status", "in flight", "node")]
     for w in sorted(status["workers"], key=lambda w: (w["pool"], w["name"])):
@@ -116,7 +152,12 @@ async def _call(args: argparse.Namespace) -> int:
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def command(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help_text)
-        parser.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+        parser.add_argument(
+            "--address",
+            default=None,
+            help="Ray cluster address (default: the Ray of a `raybus up` of that bus on "
+            "this machine, else auto)",
+        )
         parser.set_defaults(run=lambda args: _run(handler, args))
         return parser
 

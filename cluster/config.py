@@ -17,9 +17,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from actors.autoscaler import AutoscaleConfig
 from actors.router import RouterConfig
@@ -39,6 +47,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ConfigError(BusError):
@@ -69,7 +78,10 @@ class PoolConfig(_Strict):
     max_workers: int = Field(4, ge=1)
     max_concurrency: int = Field(32, ge=1, description="calls one worker runs at once")
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per worker actor")
-    max_call_s: float = Field(3600.0, gt=0, description="hard cap on one call's duration")
+    # A deadline for every call, so a tool that never returns (``nap(1e9)``) ends with
+    # 1001 and is cancelled on its server instead of holding a slot forever. A caller's
+    # own deadline can only shorten it; pools of long tools raise it.
+    timeout_s: float = Field(300.0, gt=0, description="per-call deadline on this pool")
     runtime_env: dict[str, Any] = Field(
         default_factory=dict,
         description="Ray runtime_env of each worker (py_modules, working_dir, env_vars, pip)",
@@ -171,13 +183,32 @@ class SqsBackendConfig(_Strict):
     max_receive_count: int = Field(5, ge=1, description="receives before the DLQ")
     wait_time_seconds: int = Field(1, ge=0, le=20, description="long-poll wait")
     fifo: bool = Field(False, description="FIFO queues: ordered per client, deduplicated by key")
-    aws_access_key_id: SecretStr | None = None
+    aws_access_key_id: SecretStr | None = Field(
+        None, description="None: a loopback endpoint gets moto's dummy keys; AWS's, yours"
+    )
     aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
     ledger_ttl_s: float = Field(600.0, gt=0)
     duplicate_wait_s: float = Field(60.0, gt=0)
     fault_exit_before_delete_tool: str | None = Field(
         None, description="fault injection: exit after answering this tool, before deleting"
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError("give both aws_access_key_id and aws_secret_access_key, or neither")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        """Is the endpoint on this machine (moto from ``raybus services up``, LocalStack)?"""
+        host = urlsplit(self.endpoint_url).hostname if self.endpoint_url else None
+        return host in _LOOPBACK_HOSTS
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.aws_access_key_id is not None
 
 
 class BusConfig(_Strict):

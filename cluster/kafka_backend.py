@@ -117,7 +117,7 @@ class KafkaWorkerSource(BrokerWorkerSource):
         ledger: Any,
         *,
         capacity: int,
-        max_call_s: float,
+        call_timeout_s: float,
         client_id: str,
     ) -> None:
         settings = _settings(config)
@@ -141,7 +141,7 @@ class KafkaWorkerSource(BrokerWorkerSource):
             hosted,
             ledger,
             capacity=capacity,
-            max_call_s=max_call_s,
+            call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,
             fault_exit_before_ack_tool=settings.fault_exit_before_commit_tool,
         )

@@ -16,19 +16,33 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import botocore.session
+from pydantic import SecretStr
+
 from actors.hosted_server import HostedServer
 from cluster.broker_source import BrokerWorkerSource
 from cluster.config import BusConfig, SqsBackendConfig
 from transports.codec import decode_message
 from transports.envelope import Envelope
-from transports.errors import ConnectionClosed, InvalidMessage, MessageTooLarge
+from transports.errors import BusError, ConnectionClosed, InvalidMessage, MessageTooLarge
 from transports.frame import Frame
 from transports.sqs import SqsConfig, SqsTransport
 from transports.sqs_wire import response_queue_name
 
-__all__ = ["SqsClientLink", "SqsLagReader", "SqsWorkerSource", "request_queue"]
+__all__ = [
+    "LOCAL_DUMMY_CREDENTIAL",
+    "MissingCredentials",
+    "SqsClientLink",
+    "SqsLagReader",
+    "SqsWorkerSource",
+    "request_queue",
+    "with_credentials",
+]
 
 logger = logging.getLogger(__name__)
+
+# What moto (and LocalStack) accept; the same as `raybus services`' own clients use.
+LOCAL_DUMMY_CREDENTIAL = "testing"
 
 
 def _settings(config: BusConfig) -> SqsBackendConfig:
@@ -54,7 +68,54 @@ def _sqs_config(config: BusConfig, **queues: Any) -> SqsConfig:
         fifo=settings.fifo,
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
+        aws_session_token=settings.aws_session_token,
         **queues,
+    )
+
+
+class MissingCredentials(BusError):
+    """No AWS credentials for a remote SQS endpoint, in the config or where raybus runs."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(endpoint)
+        self.endpoint = endpoint
+
+    def __str__(self) -> str:
+        return (
+            f"no AWS credentials for the SQS endpoint {self.endpoint}: set "
+            "sqs.aws_access_key_id and sqs.aws_secret_access_key, or AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY (or a profile) where raybus starts"
+        )
+
+
+def with_credentials(settings: SqsBackendConfig) -> SqsBackendConfig:
+    """The settings with explicit credentials, resolved once here at the edge.
+
+    Actors never look for credentials themselves (on a cluster they do not see this
+    shell): a loopback endpoint (moto from ``raybus services up``) gets moto's dummy
+    keys; a remote one gets what botocore finds here (config keys, environment, profile).
+    Blocking (a profile or instance-metadata lookup): call it off the event loop.
+
+    Raises:
+        MissingCredentials: a remote endpoint and no credentials anywhere.
+    """
+    if settings.has_credentials:
+        return settings
+    if settings.is_local:
+        dummy = SecretStr(LOCAL_DUMMY_CREDENTIAL)
+        return settings.model_copy(
+            update={"aws_access_key_id": dummy, "aws_secret_access_key": dummy}
+        )
+    found = botocore.session.get_session().get_credentials()
+    frozen = found.get_frozen_credentials() if found is not None else None
+    if frozen is None or not frozen.access_key or not frozen.secret_key:
+        raise MissingCredentials(settings.endpoint_url or f"of AWS in {settings.region}")
+    return settings.model_copy(
+        update={
+            "aws_access_key_id": SecretStr(frozen.access_key),
+            "aws_secret_access_key": SecretStr(frozen.secret_key),
+            "aws_session_token": SecretStr(frozen.token) if frozen.token else None,
+        }
     )
 
 
@@ -69,7 +130,7 @@ class SqsWorkerSource(BrokerWorkerSource):
         ledger: Any,
         *,
         capacity: int,
-        max_call_s: float,
+        call_timeout_s: float,
     ) -> None:
         settings = _settings(config)
         self._transport = SqsTransport(_sqs_config(config, receive_queue=request_queue(pool)))
@@ -85,7 +146,7 @@ class SqsWorkerSource(BrokerWorkerSource):
             hosted,
             ledger,
             capacity=capacity,
-            max_call_s=max_call_s,
+            call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,
             fault_exit_before_ack_tool=settings.fault_exit_before_delete_tool,
         )

@@ -3,6 +3,11 @@
 Workers are detached, named actors spread over the cluster's nodes. The supervisor keeps
 each pool at its target size: a worker that dies is replaced; scaling down retires a
 worker at the router, drains it (every call it holds finishes) and only then kills it.
+
+A worker that cannot start is never waited for silently: during the bus's start the
+first failure ends :meth:`SupervisorActor.start` with :class:`PoolStartFailed` (pool and
+one-line reason) at once, whatever other pools are still doing; later (a replacement, a
+scale-up) the failure is logged and kept per pool for ``raybus status``.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ import ray
 
 from cluster.config import BusConfig, PoolConfig
 from cluster.naming import NAMESPACE, HandleCache, actor_names
-from cluster.worker_actor import WorkerActor
+from cluster.worker_actor import PoolStartFailed, WorkerActor, start_failure_reason
 
-__all__ = ["SupervisorActor"]
+__all__ = ["PoolStartFailed", "SupervisorActor"]
 
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 120.0
+# After a worker failed to start (outside the bus's own start), the pool is retried with
+# a growing delay: a passing fault heals by itself, a lasting one does not spin.
+_RETRY_MIN_S = 1.0
+_RETRY_MAX_S = 60.0
 
 
 @dataclass
@@ -33,6 +42,9 @@ class _PoolState:
     starting: set[str] = field(default_factory=set)
     retiring: set[str] = field(default_factory=set)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_failure: str | None = None  # why the latest worker failed to start
+    retry_delay_s: float = _RETRY_MIN_S
+    retry: asyncio.Task[None] | None = None
 
 
 @ray.remote
@@ -51,7 +63,8 @@ class SupervisorActor:
             for name, handle in state.workers.items():
                 if name not in self._watched:
                     self._watch_later(state, name, handle)
-        await asyncio.gather(*(self._reconcile(name) for name in self._pools))
+        # gather raises the first failure as it happens, not after the slowest pool.
+        await asyncio.gather(*(self._reconcile(name, strict=True) for name in self._pools))
         return {name: len(p.workers) for name, p in self._pools.items()}
 
     def _adopt_existing(self) -> None:
@@ -86,6 +99,18 @@ class SupervisorActor:
     async def workers(self) -> dict[str, list[str]]:
         return {name: sorted(p.workers) for name, p in self._pools.items()}
 
+    async def pools(self) -> dict[str, dict[str, Any]]:
+        """Each pool's target, workers started or starting, and last start failure."""
+        return {
+            name: {
+                "target": p.target,
+                "workers": len(p.workers) - len(p.starting),
+                "starting": len(p.starting),
+                "last_failure": p.last_failure,
+            }
+            for name, p in self._pools.items()
+        }
+
     async def shutdown(self) -> None:
         """Drain and stop every worker."""
         for state in self._pools.values():
@@ -93,17 +118,23 @@ class SupervisorActor:
             state.config = state.config.model_copy(update={"min_workers": 0})
         await asyncio.gather(*(self._reconcile(name) for name in self._pools))
 
-    async def _reconcile(self, pool: str) -> None:
+    async def _reconcile(self, pool: str, *, strict: bool = False) -> None:
         state = self._pools[pool]
         async with state.lock:
             live = len(state.workers) - len(state.retiring)
             if live < state.target:
-                await asyncio.gather(*(self._add_worker(state) for _ in range(state.target - live)))
+                missing = state.target - live
+                await asyncio.gather(*(self._add_worker(state, strict) for _ in range(missing)))
             elif live > state.target:
                 victims = await self._choose_victims(state, live - state.target)
                 await asyncio.gather(*(self._retire(state, name) for name in victims))
 
-    async def _add_worker(self, state: _PoolState) -> None:
+    async def _add_worker(self, state: _PoolState, strict: bool = False) -> None:
+        """Create a worker and wait for it to start.
+
+        Raises:
+            PoolStartFailed: it did not start and ``strict`` (the bus's own start) is set.
+        """
         name = actor_names.worker(self._config.name, state.config.name)
         handle = WorkerActor.options(  # type: ignore[attr-defined]
             name=name,
@@ -120,15 +151,40 @@ class SupervisorActor:
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):
                 info = await handle.start.remote()
-        except Exception as exc:  # noqa: BLE001 - a worker that cannot start is replaced later
-            logger.error("worker %s failed to start: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 - reported below, with the pool and why
+            reason = (
+                f"its worker did not start within {_START_TIMEOUT_S:g} s"
+                if isinstance(exc, TimeoutError)
+                else start_failure_reason(exc)
+            )
+            state.last_failure = reason
+            logger.error(
+                "worker %s of pool %s failed to start: %s", name, state.config.name, reason
+            )
             state.workers.pop(name, None)
             ray.kill(handle)
+            if strict:
+                raise PoolStartFailed(state.config.name, reason) from None
+            self._retry_later(state)
             return
         finally:
             state.starting.discard(name)
+        state.last_failure = None
+        state.retry_delay_s = _RETRY_MIN_S
         logger.info("worker %s started on node %s", name, info.get("node_id", "?")[:8])
         self._watch_later(state, name, handle)
+
+    def _retry_later(self, state: _PoolState) -> None:
+        if state.retry is not None and not state.retry.done():
+            return
+        delay = state.retry_delay_s
+        state.retry_delay_s = min(delay * 2, _RETRY_MAX_S)
+        logger.info("pool %s: next worker start in %.0f s", state.config.name, delay)
+        state.retry = asyncio.get_running_loop().create_task(self._retry(state, delay))
+
+    async def _retry(self, state: _PoolState, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)  # the backoff itself, not synchronisation
+        await self._reconcile(state.config.name)
 
     def _watch_later(self, state: _PoolState, name: str, handle: Any) -> None:
         self._watched.add(name)

@@ -13,7 +13,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +31,11 @@ from cluster.config import BusConfig, load_config
 from cluster.event_store import BoundedEventStore
 from cluster.gateway import Gateway
 from cluster.gateway_guards import AuditDoor, BearerAuth, HostOriginGuard, JsonBodyGuard
+from cluster.http_guard import DisconnectGuard
+from cluster.interrupts import StartInterrupted, signals_cancel
+from cluster.local_buses import claim_bus_name, record_bus_address
 from cluster.naming import NAMESPACE
+from cluster.preflight import check_pools
 from cluster.websocket import websocket_route
 from transports.codec import DecodeLimits
 from transports.errors import BusError
@@ -67,8 +73,9 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     limits = DecodeLimits(max_message_bytes=settings.max_body_bytes)
     app.router.routes.append(websocket_route(gateway.server, "/ws", limits, gateway.audit))
     tokens = TokenTable({t.sha256: t.principal for t in settings.policy.tokens})
-    # Outermost first: audit what the door refuses, Host/Origin, token, body checks.
-    inner = JsonBodyGuard(app, limits)
+    # Outermost first: audit what the door refuses, Host/Origin, token, then the body is
+    # read whole (a client reset there is quiet and costs nothing) and checked by the codec.
+    inner = DisconnectGuard(JsonBodyGuard(app, limits), settings.path, settings.max_body_bytes)
     authenticated = BearerAuth(inner, tokens) if tokens else inner
     return AuditDoor(HostOriginGuard(authenticated, hosts, origins), gateway.audit)
 
@@ -92,20 +99,39 @@ async def serve(
     port: int | None = None,
     ready: Any = None,
     stop: asyncio.Event | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Launch (or attach to) the bus and serve its gateway until SIGINT / SIGTERM.
 
     ``ready(port)`` is called once serving (``None`` for stdio); setting ``stop`` ends
-    serving like a signal does (for embedding and tests).
+    serving like a signal does (for embedding and tests). ``sock``, if given, is the
+    listening socket to serve on (bound by the caller before anything was started).
+    A signal while the bus starts cancels the start, which tears down what it started.
     """
-    launched = False
-    try:
-        await launch_bus(config)
-        launched = True
-    except BusAlreadyRunning:
-        logger.info("bus %s already runs: attaching", config.name)
-    client = await BusClient.connect(config.name)
     loop = asyncio.get_running_loop()
+    launched = False
+    with signals_cancel(loop) as interrupt:
+        try:
+            try:
+                await launch_bus(config)
+                launched = True
+            except BusAlreadyRunning:
+                print(
+                    f"raybus: bus {config.name!r} already runs on this Ray cluster: serving "
+                    "a gateway for it (it keeps running when this stops)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            try:
+                client = await BusClient.connect(config.name)
+            except BaseException:
+                if launched:
+                    await asyncio.shield(stop_bus(config.name))
+                raise
+        except asyncio.CancelledError:
+            if not interrupt.fired:
+                raise
+            raise StartInterrupted(config.name) from None
     background: list[asyncio.Task[None]] = []
     gateway: Gateway | None = None
     try:
@@ -126,7 +152,10 @@ async def serve(
                 await task
         else:
             settings = config.gateway
-            chosen_port = settings.port if port is None else port
+            if sock is not None:
+                chosen_port = int(sock.getsockname()[1])
+            else:
+                chosen_port = settings.port if port is None else port
             server = _QuietServer(
                 uvicorn.Config(
                     http_app(gateway, config, chosen_port),
@@ -144,7 +173,7 @@ async def serve(
                 background.append(loop.create_task(exit_on_stop))
             if ready is not None:
                 background.append(loop.create_task(_announce(server, ready)))
-            await server.serve()
+            await server.serve(sockets=[sock] if sock is not None else None)
     finally:
         for helper in background:
             helper.cancel()
@@ -188,6 +217,25 @@ def _run(args: argparse.Namespace) -> int:
         reason = "only loopback is allowed without authentication"
         print(f"raybus: refusing to bind {settings.host}: {reason}", file=sys.stderr)
         return 2
+    # Everything that can be known without Ray is checked before Ray starts (~20 s on
+    # two cores): the pools' modules and commands, and the port.
+    with contextlib.ExitStack() as resources:
+        try:
+            if not args.address:
+                check_pools(config)
+                resources.enter_context(claim_bus_name(config.name))
+            sock = None
+            if not args.stdio:
+                port = settings.port if args.port is None else args.port
+                sock = resources.enter_context(_bind(settings.host, port))
+        except BusError as exc:
+            print(f"raybus: {exc}", file=sys.stderr)
+            return 2
+        return _run_bus(args, config, sock)
+
+
+def _run_bus(args: argparse.Namespace, config: BusConfig, sock: socket.socket | None) -> int:
+    settings = config.gateway
     if args.address:
         ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False)
     else:
@@ -197,6 +245,7 @@ def _run(args: argparse.Namespace) -> int:
             log_to_driver=False,
             namespace=NAMESPACE,
         )
+        record_bus_address(config.name, ray.get_runtime_context().gcs_address)
 
     def announce(port: int | None) -> None:
         if port is not None:
@@ -207,15 +256,45 @@ def _run(args: argparse.Namespace) -> int:
             )
 
     try:
-        asyncio.run(serve(config, stdio=args.stdio, port=args.port, ready=announce))
+        asyncio.run(serve(config, stdio=args.stdio, ready=announce, sock=sock))
     except KeyboardInterrupt:
-        pass
+        return 0
     except BusError as exc:
         print(f"raybus: {exc}", file=sys.stderr)
         return 1
     finally:
         ray.shutdown()
     return 0
+
+
+@contextlib.contextmanager
+def _bind(host: str, port: int) -> Iterator[socket.socket]:
+    """The gateway's listening socket, bound now so a busy port fails before Ray starts.
+
+    Raises:
+        GatewayBindError: the address is in use or cannot be bound.
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family, reuse_port=False)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise GatewayBindError(host, port, reason) from None
+    with sock:
+        yield sock
+
+
+class GatewayBindError(BusError):
+    """The gateway cannot listen where it is configured to."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(host, port, reason)
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot serve MCP on {self.host}:{self.port}: {self.reason}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -32,23 +32,63 @@ if TYPE_CHECKING:  # imported when used: broker clients cost ~0.25 s of every wo
     from cluster.kafka_backend import KafkaWorkerSource
     from cluster.sqs_backend import SqsWorkerSource
 
-__all__ = ["WorkerActor", "link_factory_for"]
+__all__ = ["PoolStartFailed", "WorkerActor", "link_factory_for", "start_failure_reason"]
 
 _CATALOG_EVERY_N_BEATS = 5
 
 logger = logging.getLogger(__name__)
 
 
+class PoolStartFailed(BusError):
+    """A pool's worker could not start; ``reason`` is one line a user can act on."""
+
+    def __init__(self, pool: str, reason: str) -> None:
+        super().__init__(pool, reason)
+        self.pool = pool
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"pool {self.pool!r} failed to start: {self.reason}"
+
+
+def start_failure_reason(exc: BaseException) -> str:
+    """One line saying why a server did not start (no traceback, no Ray wrapping)."""
+    cause = getattr(exc, "cause", None)  # a RayTaskError carries the remote exception
+    if isinstance(cause, BaseException) and cause is not exc:
+        return start_failure_reason(cause)
+    if isinstance(exc, PoolStartFailed):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "the server did not finish the MCP handshake in time"
+    if isinstance(exc, BusError | ImportError | OSError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def link_factory_for(pool: PoolConfig) -> Any:
-    """A factory of fresh links to the pool's server (called again on every restart)."""
+    """A factory of fresh links to the pool's server (called again on every restart).
+
+    The server object is imported on the first call, inside the worker's ``start``, so a
+    bad import path fails that call with its reason instead of killing the actor's
+    constructor (whose error Ray reports only as a dead actor).
+    """
     if pool.command is not None:
         command = list(pool.command)
         env = {**os.environ, **pool.env} if pool.env else None
         return lambda: StdioServerLink(command, env=env)
-    server = load_server_object(pool.server) if pool.server else functions_server(pool.tools or "")
+    loaded: list[Any] = []
 
     def make() -> ServerLink:
-        return SdkServerLink(server)
+        if not loaded:
+            loaded.append(
+                load_server_object(pool.server)
+                if pool.server
+                else functions_server(pool.tools or "")
+            )
+        return SdkServerLink(loaded[0])
 
     return make
 
@@ -118,12 +158,24 @@ class WorkerActor:
             on_catalog_changed=self._catalog_dirty.set,
             on_list_changed=self._note_list_changed,
         )
-        self._core = WorkerCore(identity, hosted, self._ports, max_call_s=pool.max_call_s)
+        self._core = WorkerCore(identity, hosted, self._ports, call_timeout_s=pool.timeout_s)
         self._beats: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> dict[str, Any]:
-        """Start the server, register with discovery; returns who this worker is."""
+        """Start the server, register with discovery; returns who this worker is.
+
+        Raises:
+            PoolStartFailed: the server (or the broker source) did not start; the
+                reason is one line (e.g. ``No module named 'x'``), never a traceback.
+        """
+        try:
+            return await self._start()
+        except Exception as exc:
+            logger.exception("worker of pool %s failed to start", self._pool.name)
+            raise PoolStartFailed(self._pool.name, start_failure_reason(exc)) from None
+
+    async def _start(self) -> dict[str, Any]:
         await self._core.start()
         if self._config.backend in ("kafka", "sqs"):
             ledger = await self._handles.get_async(actor_names.ledger(self._bus))
@@ -137,7 +189,7 @@ class WorkerActor:
                     self._core.hosted,
                     ledger,
                     capacity=identity.capacity,
-                    max_call_s=self._pool.max_call_s,
+                    call_timeout_s=self._pool.timeout_s,
                     client_id=identity.server_id,
                 )
             else:
@@ -149,7 +201,7 @@ class WorkerActor:
                     self._core.hosted,
                     ledger,
                     capacity=identity.capacity,
-                    max_call_s=self._pool.max_call_s,
+                    call_timeout_s=self._pool.timeout_s,
                 )
             self._ports.topic_sink = self._source.emit
             await self._source.start()

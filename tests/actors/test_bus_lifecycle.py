@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from cluster.bus import bus_status
 from cluster.client import BusClient, CallError
 from cluster.naming import actor_names, get_actor
 from tests.actors.bus_helpers import bus_config, running_bus
+from tests.waiting import wait_until
 from transports.errors import BusErrorCode
 
 pytestmark = pytest.mark.ray
@@ -31,12 +33,14 @@ async def wait_for_pool(client: BusClient, key: str, value: Any, timeout_s: floa
             await asyncio.sleep(0.05)
 
 
-async def test_the_breaker_opens_under_failures_fails_fast_and_closes_after_a_probe(
+async def test_the_breaker_opens_on_the_pools_own_verdicts_fails_fast_and_closes_after_a_probe(
     ray_session: None,
 ) -> None:
     breaker = {
         "minimum_calls": 3,
         "failure_rate_threshold": 0.75,
+        "slow_call_threshold_s": 0.2,
+        "slow_call_rate_threshold": 0.75,
         "open_cooldown_s": 1.0,
         "window_s": 30,
     }
@@ -44,10 +48,15 @@ async def test_the_breaker_opens_under_failures_fails_fast_and_closes_after_a_pr
     async with running_bus(config) as client:
         before = (await client.call_tool("whoami")).structured_content
         assert before is not None
+        # Calls their callers gave up on are no verdict on the pool (issue 13, item 8).
         for _ in range(3):
             with pytest.raises(CallError) as timed_out:
                 await client.call_tool("nap", {"seconds": 10}, timeout_s=0.3)
             assert timed_out.value.code == BusErrorCode.DEADLINE_EXCEEDED
+        assert (await pool_status(client))["breaker"] == "closed"
+        # Calls the pool answered, too slowly, are.
+        for _ in range(3):
+            await client.call_tool("nap", {"seconds": 0.3})
         assert (await pool_status(client))["breaker"] == "open"
         for _ in range(5):
             with pytest.raises(CallError) as rejected:
@@ -96,3 +105,20 @@ async def test_a_killed_worker_is_forgotten_by_discovery_and_replaced(ray_sessio
                 await asyncio.sleep(0.1)  # polling discovery from outside
         results = await client.map_tool_calls([("echo", {"text": str(i)}) for i in range(50)])
         assert [r.structured_content for r in results] == [{"result": str(i)} for i in range(50)]  # type: ignore[union-attr]
+
+
+async def test_a_pools_default_deadline_ends_a_never_ending_call_and_cancels_the_tool(
+    ray_session: None, tmp_path: Path
+) -> None:
+    config = bus_config([{**KIT, "timeout_s": 1.0}])
+    marker = tmp_path / "cancelled"
+    async with running_bus(config) as client:
+        with pytest.raises(CallError) as caught:
+            # The caller allows far longer than the pool does: the pool's deadline wins.
+            await client.call_tool("nap", {"seconds": 1e9, "marker": str(marker)}, timeout_s=120)
+        assert caught.value.code == BusErrorCode.DEADLINE_EXCEEDED
+        await wait_until(marker.exists, timeout_s=30)
+        await wait_for_pool(client, "in_flight", 0)
+        assert (await pool_status(client))["breaker"] == "closed"
+        echoed = await client.call_tool("echo", {"text": "still fine"})
+        assert echoed.structured_content == {"result": "still fine"}

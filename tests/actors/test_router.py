@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from actors.breaker import BreakerConfig
+from actors.breaker import BreakerConfig, BreakerState
 from actors.catalog import Catalog
 from actors.discovery import DiscoveryRegistry, Heartbeat, ServerStatus
 from actors.router import Completion, RouterConfig, RouterCore
@@ -194,3 +194,45 @@ def test_an_open_breaker_fails_calls_fast_and_none_reach_the_pool() -> None:
     core.completed("w1", [Completion(probe, False, 0.1)])
     core.submit([call("a", 5)])
     assert len(ports.delivered_to("w1")) == delivered + 2
+
+
+def test_calls_their_callers_abandoned_never_open_the_breaker_of_a_healthy_pool() -> None:
+    # Fifty callers giving up on a never-ending tool (cancelled, or past their deadline)
+    # after a long wait: slow and unanswered, but the pool did nothing wrong.
+    breaker = BreakerConfig(
+        minimum_calls=4,
+        failure_rate_threshold=0.5,
+        slow_call_threshold_s=30,
+        slow_call_rate_threshold=1.0,
+        window_s=1_000,
+    )
+    core, ports, _ = router(("w1", 100), breaker=breaker)
+    core.submit([call("a", i) for i in range(50)])
+    frames = ports.delivered_to("w1")
+    core.cancel([f.envelope.correlation_key for f in frames[:25]])
+    core.completed(
+        "w1",
+        [Completion(f.envelope.correlation_key, False, 100.0, abandoned=True) for f in frames],
+    )
+    assert core.lag()["kit"].breaker is BreakerState.CLOSED
+    core.submit([call("b", 1)])
+    assert ports.delivered_to("w1")[-1].envelope.client_id == "b"
+    assert not ports.replies
+
+
+def test_an_abandoned_half_open_probe_frees_its_slot_for_the_next_probe() -> None:
+    breaker = BreakerConfig(
+        minimum_calls=2, failure_rate_threshold=0.5, open_cooldown_s=5, window_s=10
+    )
+    core, ports, clock = router(("w1", 4), breaker=breaker)
+    core.submit([call("a", 1), call("a", 2)])
+    core.completed(
+        "w1", [Completion(f.envelope.correlation_key, True, 0.1) for f in ports.delivered_to("w1")]
+    )
+    clock.advance(5)
+    core.submit([call("a", 3), call("a", 4)])
+    probe = ports.delivered_to("w1")[-1]
+    assert probe.envelope.request_id == "3"  # one probe at a time: call 4 waits
+    core.completed("w1", [Completion(probe.envelope.correlation_key, False, 0.1, abandoned=True)])
+    assert ports.delivered_to("w1")[-1].envelope.request_id == "4"
+    assert core.lag()["kit"].breaker is BreakerState.HALF_OPEN

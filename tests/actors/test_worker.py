@@ -163,10 +163,12 @@ async def test_a_cancelled_call_stops_on_the_server(
     await wait_until(marker.exists)
     await wait_until(lambda: worker.in_flight == 0)
     assert not [f for _, f in ports.sent if isinstance(f.decode(), Response)]
-    assert len(ports.completions) == 1
+    [completion] = ports.completions
+    assert completion.abandoned
+    assert not completion.failed
 
 
-async def test_a_call_past_its_deadline_is_answered_and_counts_as_a_fault(
+async def test_a_call_past_its_deadline_is_answered_and_is_no_verdict_on_the_pool(
     testkit: tuple[WorkerCore, RecordingWorkerPorts],
 ) -> None:
     worker, ports = testkit
@@ -178,7 +180,35 @@ async def test_a_call_past_its_deadline_is_answered_and_counts_as_a_fault(
     assert isinstance(response, Response)
     assert response.error is not None
     assert response.error.code == BusErrorCode.DEADLINE_EXCEEDED
-    assert ports.completions[0].failed
+    # The caller's deadline passed: not a server failure, so the breaker must not count it.
+    [completion] = ports.completions
+    assert completion.abandoned
+    assert not completion.failed
+
+
+async def test_the_pools_deadline_ends_a_call_without_one_and_cancels_the_tool(
+    tmp_path: Path,
+) -> None:
+    ports = RecordingWorkerPorts()
+    server = load_server_object("cluster.examples.testkit:server")
+    hosted = HostedServer(lambda: SdkServerLink(server), sink=ports.reply, address=WORKER)
+    identity = WorkerIdentity("s1", "pool", WORKER, capacity=8)
+    worker = WorkerCore(identity, hosted, ports, call_timeout_s=0.5)
+    async with asyncio.timeout(30):
+        await worker.start()
+    try:
+        marker = tmp_path / "cancelled"
+        # No deadline in the envelope: only the pool's bounds the call.
+        worker.deliver([tool_call("a", 1, "nap", seconds=1e9, marker=str(marker))])
+        [reply] = await ports.wait_for(Response, timeout_s=30)
+        response = reply.decode()
+        assert isinstance(response, Response)
+        assert response.error is not None
+        assert response.error.code == BusErrorCode.DEADLINE_EXCEEDED
+        await wait_until(marker.exists, timeout_s=30)
+        assert worker.in_flight == 0
+    finally:
+        await worker.drain(0, timeout_s=5)
 
 
 async def test_drain_waits_for_batches_in_transit_and_finishes_every_call(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,17 @@ async def test_an_oversized_request_gets_a_clear_error(
             await client.call_tool("echo", {"text": "x" * 300_000}, timeout_s=30)
     assert caught.value.code == -32600
     assert "over" in caught.value.message
+
+
+async def test_a_bus_on_the_local_endpoint_starts_with_no_aws_credentials_anywhere(
+    ray_session: None, sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As README shows it: the endpoint `raybus services up` printed, and nothing else.
+    for name in [n for n in os.environ if n.startswith("AWS_") and n != "AWS_CA_BUNDLE"]:
+        monkeypatch.delenv(name)
+    config = bus_config(
+        [{**KIT, "max_workers": 1}], backend="sqs", sqs={"endpoint_url": sqs_endpoint}
+    )
+    async with asyncio.timeout(120), running_bus(config) as client:
+        echoed = await client.call_tool("echo", {"text": "no keys needed"})
+    assert echoed.structured_content == {"result": "no keys needed"}
