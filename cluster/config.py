@@ -149,6 +149,10 @@ class GatewayConfig(_Strict):
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     call_timeout_s: float = Field(300.0, gt=0)
+    # A session whose client vanished after its initialize was answered (a reset the
+    # server could not see in time) holds a bus session until this idle period ends;
+    # clients that come back later get 404 and initialize again, as the spec provides.
+    session_idle_timeout_s: float = Field(600.0, gt=0, description="idle handshake sessions end")
     policy: PolicyConfig = PolicyConfig()
 
 

@@ -67,6 +67,7 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
         event_store=BoundedEventStore(),
         retry_interval=_SSE_RETRY_MS,
         max_request_body_size=settings.max_body_bytes,
+        session_idle_timeout=settings.session_idle_timeout_s,
         transport_security=security,
         host=settings.host,
     )
