@@ -216,10 +216,10 @@ async def test_drain_waits_for_batches_in_transit_and_finishes_every_call(
 ) -> None:
     worker, ports = testkit
     worker.deliver([tool_call("a", 1, "nap", seconds=0.3)])
-    drain = asyncio.create_task(worker.drain(frames_sent=2, timeout_s=10))
+    drain = asyncio.create_task(worker.drain(frames_sent=2, timeout_s=60))
     await asyncio.sleep(0)
     worker.deliver([tool_call("a", 2, "nap", seconds=0.1)])  # sent before the drain began
-    assert await asyncio.wait_for(drain, 15)
+    assert await asyncio.wait_for(drain, 90)
     replies = [f.decode() for _, f in ports.sent]
     assert sorted(r.id for r in replies if isinstance(r, Response) and isinstance(r.id, int)) == [
         1,

@@ -26,7 +26,7 @@ from transports.kafka import (
 )
 from transports.message import Notification, Request, Response
 
-BOUND_S = 20.0
+BOUND_S = 60.0
 Opener = Callable[..., Awaitable[KafkaTransport]]
 
 
