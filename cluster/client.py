@@ -26,15 +26,15 @@ from typing import Any
 import mcp_types as types
 import ray
 
-from actors.catalog import Catalog
-from actors.discovery import Membership
+from actors.discovery.catalog import Catalog
+from actors.discovery.registry import Membership
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.replies import error_reply
-from actors.routing import pool_for
-from cluster.endpoint import ClientEndpoint
-from cluster.kafka_backend import KafkaClientLink
+from actors.router.routing import pool_for
+from cluster.backends.kafka import KafkaClientLink
+from cluster.backends.sqs import SqsClientLink
 from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor_async
-from cluster.sqs_backend import SqsClientLink
+from cluster.ray_actors.endpoint import ClientEndpoint
 from transports.envelope import ANONYMOUS, Envelope
 from transports.errors import (
     INTERNAL_ERROR,
