@@ -35,11 +35,9 @@ from cluster.gateway.policy.ratelimit import RateLimiter
 from cluster.gateway.policy.redaction import redact
 from cluster.gateway.policy.schema_check import SchemaRefused, argument_errors
 from transports.envelope import ANONYMOUS
-from transports.errors import INVALID_PARAMS
+from transports.errors import INVALID_PARAMS, BusErrorCode
 
 __all__ = [
-    "FORBIDDEN",
-    "RATE_LIMITED",
     "AuditLog",
     "BearerAuth",
     "HostOriginGuard",
@@ -47,9 +45,6 @@ __all__ = [
     "PolicyMiddleware",
     "principal_of",
 ]
-
-FORBIDDEN = 1009  # raybus code: the principal may not use this tool, prompt or resource
-RATE_LIMITED = 1008  # raybus code: over a token bucket; data.retryAfterSeconds says when
 
 
 class _Strict(BaseModel):
@@ -203,14 +198,14 @@ class PolicyMiddleware:
         if wait:
             hint = math.ceil(wait * 1000) / 1000  # never "retry in 0": at least 1 ms
             raise MCPError(
-                RATE_LIMITED,
+                BusErrorCode.RATE_LIMITED,
                 f"rate limit exceeded for {principal!r}; retry in {hint:.3f} s",
                 {"retryAfterSeconds": hint},
             )
         if not self._allow.permits(principal, method, params):
             subject = subject_of(method, params)
             what = f"{subject.kind.value} {subject.name!r}" if subject else f"method {method!r}"
-            raise MCPError(FORBIDDEN, f"principal {principal!r} may not use {what}")
+            raise MCPError(BusErrorCode.FORBIDDEN, f"principal {principal!r} may not use {what}")
 
     async def _validate(self, tool: str, arguments: dict[str, Any]) -> None:
         if not self._config.validate_arguments or tool in self._config.unvalidated_tools:

@@ -14,10 +14,10 @@ import pytest
 import pytest_asyncio
 from mcp.client.streamable_http import streamable_http_client
 
-from cluster.gateway.policy.chain import FORBIDDEN, RATE_LIMITED
 from cluster.gateway.policy.tokens import hash_token
 from tests.cluster.bus_helpers import bus_config, running_gateway
 from tests.waiting import wait_until
+from transports.errors import BusErrorCode
 
 pytestmark = [pytest.mark.ray, pytest.mark.asyncio(loop_scope="module")]
 
@@ -82,7 +82,7 @@ async def test_allow_lists_filter_the_list_and_refuse_other_tools(
         assert (await bob.call_tool("echo", {"text": "ok"})).structured_content == {"result": "ok"}
         with pytest.raises(mcp.MCPError) as refused:
             await bob.call_tool("dump_request", {})
-    assert refused.value.code == FORBIDDEN
+    assert refused.value.code == BusErrorCode.FORBIDDEN
 
 
 async def test_rate_limits_refuse_with_a_retry_hint_and_spare_other_clients(
@@ -94,7 +94,7 @@ async def test_rate_limits_refuse_with_a_retry_hint_and_spare_other_clients(
             await alice.call_tool("count_with_progress", {"steps": 1})
         with pytest.raises(mcp.MCPError) as limited:
             await alice.call_tool("count_with_progress", {"steps": 1})
-        assert limited.value.code == RATE_LIMITED
+        assert limited.value.code == BusErrorCode.RATE_LIMITED
         assert limited.value.data["retryAfterSeconds"] > 0
         assert (await alice.call_tool("echo", {"text": "still fine"})).structured_content == {
             "result": "still fine"
@@ -141,7 +141,7 @@ async def test_every_request_writes_exactly_one_redacted_audit_record(
     calls = [r for r in records if r["method"] == "tools/call"]
     assert [(r["tool"], r["outcome"]) for r in calls] == [
         ("echo", "ok"),
-        ("dump_request", f"error {FORBIDDEN}"),
+        ("dump_request", f"error {BusErrorCode.FORBIDDEN}"),
     ]
     assert all(r["principal"] == "bob" for r in records)
     assert calls[0]["arguments"] == {"text": "card [REDACTED:card]"}
@@ -163,7 +163,7 @@ async def test_an_allow_list_covers_resources_and_prompts_too(gateway: tuple[str
             await bob.read_resource("testkit://greeting")
         with pytest.raises(mcp.MCPError) as got:
             await bob.get_prompt("summarize", {"topic": "x"})
-    assert (read.value.code, got.value.code) == (FORBIDDEN, FORBIDDEN)
+    assert (read.value.code, got.value.code) == (BusErrorCode.FORBIDDEN, BusErrorCode.FORBIDDEN)
     async with client_for(url, CAROL) as carol:
         assert [str(r.uri) for r in (await carol.list_resources()).resources] == [
             "testkit://greeting"

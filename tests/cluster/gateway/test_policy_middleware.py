@@ -11,8 +11,9 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from cluster.gateway.policy.audit import AuditLog
-from cluster.gateway.policy.chain import FORBIDDEN, RATE_LIMITED, PolicyConfig, PolicyMiddleware
+from cluster.gateway.policy.chain import PolicyConfig, PolicyMiddleware
 from tests.actors.fakes import FakeClock
+from transports.errors import BusErrorCode
 
 SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}}}
 
@@ -83,14 +84,14 @@ async def test_a_rate_limited_call_does_no_downstream_work_and_hints_when_to_ret
     clock.advance(0.1)
     with pytest.raises(MCPError) as limited:
         await run(middleware, downstream, ctx("tools/call", CALL))
-    assert limited.value.code == RATE_LIMITED
+    assert limited.value.code == BusErrorCode.RATE_LIMITED
     # One token every 0.25 s, 0.1 s after the last one was spent: 0.15 s to wait.
     assert limited.value.data == {"retryAfterSeconds": pytest.approx(0.15)}
     assert "retry in 0.150 s" in limited.value.message
     assert (downstream.catalog_fetches, downstream.handled) == (fetched, handled)
     assert audit.close()
     refused = audit.records[-1]
-    assert refused["outcome"] == f"error {RATE_LIMITED}"
+    assert refused["outcome"] == f"error {BusErrorCode.RATE_LIMITED}"
     assert "arguments" not in refused  # nothing about a refused call's arguments is computed
 
 
@@ -114,7 +115,7 @@ async def test_the_principal_limit_covers_every_method_not_only_tool_calls() -> 
     await run(middleware, downstream, ctx("prompts/list"))
     with pytest.raises(MCPError) as limited:
         await run(middleware, downstream, ctx("resources/read", {"uri": "kit://a"}))
-    assert limited.value.code == RATE_LIMITED
+    assert limited.value.code == BusErrorCode.RATE_LIMITED
 
 
 @pytest.mark.parametrize(
@@ -134,10 +135,10 @@ async def test_an_allow_list_of_tools_refuses_resources_prompts_and_completions(
     middleware, audit = chain(downstream, allow={"bob": ["echo"]})
     with pytest.raises(MCPError) as refused:
         await run(middleware, downstream, ctx(method, params))
-    assert refused.value.code == FORBIDDEN
+    assert refused.value.code == BusErrorCode.FORBIDDEN
     assert downstream.handled == []
     assert audit.close()
-    assert [r["outcome"] for r in audit.records] == [f"error {FORBIDDEN}"]
+    assert [r["outcome"] for r in audit.records] == [f"error {BusErrorCode.FORBIDDEN}"]
 
 
 async def test_lists_show_only_what_the_principal_may_use() -> None:
