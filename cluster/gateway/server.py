@@ -39,12 +39,13 @@ from pydantic import ConfigDict, TypeAdapter
 
 from actors.discovery.catalog import Catalog, Kind
 from actors.worker.hosted_server import CLOSE_SSE_STREAM
-from cluster.client import BusClient, CallError
+from cluster.gateway.bus import Bus, BusSession
 from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
 from transports.errors import (
     INVALID_PARAMS,
     BusErrorCode,
     BusTimeout,
+    CallError,
     ConnectionClosed,
     InvalidMessage,
 )
@@ -83,7 +84,7 @@ class Gateway:
 
     def __init__(
         self,
-        client: BusClient,
+        client: Bus,
         *,
         name: str = "raybus",
         call_timeout_s: float = 300.0,
@@ -91,7 +92,7 @@ class Gateway:
     ) -> None:
         self._client = client
         self._call_timeout_s = call_timeout_s
-        self._bus_sessions: weakref.WeakKeyDictionary[Connection, BusClient] = (
+        self._bus_sessions: weakref.WeakKeyDictionary[Connection, BusSession] = (
             weakref.WeakKeyDictionary()
         )
         self._log_levels: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
@@ -283,7 +284,7 @@ class Gateway:
             # refuse them first; this covers fronts without them (stdio).
             raise MCPError(INVALID_PARAMS, f"params cannot be sent: {exc.detail}") from None
 
-    def _bus_session(self, ctx: Ctx) -> BusClient:
+    def _bus_session(self, ctx: Ctx) -> BusSession:
         # One bus session per MCP connection (the SDK makes a ServerSession per request).
         connection = _connection_of(ctx)
         session = self._bus_sessions.get(connection)
