@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from cluster.services.kafka import DEFAULT_JVM_OPTIONS, KAFKA_BOOTSTRAP_ENV, KafkaService
 from cluster.services.state import default_cache_dir
 from transports.envelope import Envelope
-from transports.kafka import KafkaTransport, KafkaTransportConfig
+from transports.kafka.transport import KafkaTransport, KafkaTransportConfig
 from transports.message import Notification, Request, Response
 
 ROUND_TRIPS = 500

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from cluster.services.sqs import SQS_ENDPOINT_ENV, SQS_REGION, SqsService
 from transports.envelope import Envelope
 from transports.message import Notification, Request, Response
-from transports.sqs import SqsConfig, SqsTransport
+from transports.sqs.transport import SqsConfig, SqsTransport
 
 ROUND_TRIPS = 200
 ONE_WAY = 2000

@@ -15,13 +15,13 @@ from typing import Any
 
 import ray
 
-from cluster.autoscaler_actor import AutoscalerActor
 from cluster.config import BusConfig
-from cluster.discovery_actor import DiscoveryActor
-from cluster.kafka_backend import LedgerActor
 from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
-from cluster.router_actor import RouterActor
-from cluster.supervisor import PoolStartFailed, SupervisorActor
+from cluster.ray_actors.autoscaler import AutoscalerActor
+from cluster.ray_actors.discovery import DiscoveryActor
+from cluster.ray_actors.ledger import LedgerActor
+from cluster.ray_actors.router import RouterActor
+from cluster.ray_actors.supervisor import PoolStartFailed, SupervisorActor
 from transports.errors import BusError, BusTimeout, ConnectionClosed
 
 __all__ = ["BusAlreadyRunning", "PoolStartFailed", "bus_status", "launch_bus", "stop_bus"]
@@ -72,7 +72,7 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
     """
     bus = config.name
     if config.sqs is not None:  # credentials are settled here, never inside actors
-        from cluster.sqs_backend import with_credentials  # imports aioboto3: only if used
+        from cluster.backends.sqs import with_credentials  # imports aioboto3: only if used
 
         sqs = await asyncio.to_thread(with_credentials, config.sqs)
         config = config.model_copy(update={"sqs": sqs})

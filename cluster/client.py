@@ -26,15 +26,15 @@ from typing import Any
 import mcp_types as types
 import ray
 
-from actors.catalog import Catalog
-from actors.discovery import Membership
+from actors.discovery.catalog import Catalog
+from actors.discovery.registry import Membership
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.replies import error_reply
-from actors.routing import pool_for
-from cluster.endpoint import ClientEndpoint
-from cluster.kafka_backend import KafkaClientLink
+from actors.router.routing import pool_for
+from cluster.backends.kafka import KafkaClientLink
+from cluster.backends.sqs import SqsClientLink
 from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor_async
-from cluster.sqs_backend import SqsClientLink
+from cluster.ray_actors.endpoint import ClientEndpoint
 from transports.envelope import ANONYMOUS, Envelope
 from transports.errors import (
     INTERNAL_ERROR,
@@ -42,11 +42,12 @@ from transports.errors import (
     METHOD_NOT_FOUND,
     BusError,
     BusTimeout,
+    CallError,
     ConnectionClosed,
     MessageTooLarge,
 )
 from transports.frame import Frame
-from transports.message import ErrorObject, Notification, Request, Response
+from transports.message import Notification, Request, Response
 
 __all__ = ["BusClient", "CallError"]
 
@@ -60,24 +61,6 @@ MessageHandler = Callable[[Notification | Request], Awaitable[dict[str, Any] | N
 
 _POLL_WAIT_S = 1.0
 _GRACE_S = 5.0
-
-
-class CallError(BusError):
-    """The call ended with a JSON-RPC error (from the server or from the bus)."""
-
-    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
-        super().__init__(method, code, message, data)
-        self.method = method
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def __str__(self) -> str:
-        return f"{self.method} failed with {self.code}: {self.message}"
-
-    @classmethod
-    def of(cls, method: str, error: ErrorObject) -> CallError:
-        return cls(method, error.code, error.message, error.data)
 
 
 @dataclass
@@ -392,7 +375,7 @@ class BusClient:
         if response.error is not None:
             raise CallError.of(method, response.error)
         if not isinstance(response.result, dict):
-            raise CallError(method, -32603, "result is not an object")
+            raise CallError(method, INTERNAL_ERROR, "result is not an object")
         return response.result
 
     async def call_tool(

@@ -30,8 +30,8 @@ from pydantic import (
 )
 
 from actors.autoscaler import AutoscaleConfig
-from actors.router import RouterConfig
-from cluster.gateway_policy import PolicyConfig
+from actors.router.core import RouterConfig
+from cluster.gateway.policy.chain import PolicyConfig
 from transports.errors import BusError
 
 __all__ = [

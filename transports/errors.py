@@ -10,9 +10,13 @@ Every error raybus raises derives from :class:`BusError`::
     ├── InvalidMessage                  no       bad input; carries the JSON-RPC error to answer
     │   ├── ParseError      (-32700)             not JSON, not UTF-8, too deep, duplicate keys
     │   └── InvalidRequest  (-32600)             JSON, but not a JSON-RPC 2.0 message we accept
-    ├── PolicyError                     no       refused by the gateway's policy chain
-    ├── RoutingError                    yes      no pool or worker can take the request now
+    ├── CallError                       no       a call ended with a JSON-RPC error (code)
     └── BusTimeout                      yes      a deadline passed before an outcome
+
+A refusal or failure that reaches a caller travels as a JSON-RPC error: the reserved
+codes below, or one of raybus's own :class:`BusErrorCode` values, which stay outside the
+reserved -32768..-32000 range. ``CallError`` is how a Python caller (``BusClient``)
+receives either kind.
 
 ``retriable`` is a class attribute so breakers and retry loops read it instead of keeping
 ``isinstance`` lists. It says whether repeating the *operation* may succeed; whether it is
@@ -24,7 +28,11 @@ all of its arguments to ``super().__init__`` and the message is formatted in ``_
 
 from __future__ import annotations
 
-from typing import Any
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # message imports nothing from here; the type is for CallError.of only
+    from transports.message import ErrorObject
 
 __all__ = [
     "INTERNAL_ERROR",
@@ -35,14 +43,13 @@ __all__ = [
     "BusError",
     "BusErrorCode",
     "BusTimeout",
+    "CallError",
     "ConnectionClosed",
     "EnvelopeNotSupported",
     "InvalidMessage",
     "InvalidRequest",
     "MessageTooLarge",
     "ParseError",
-    "PolicyError",
-    "RoutingError",
     "TransportError",
 ]
 
@@ -56,16 +63,21 @@ INTERNAL_ERROR = -32603
 JSONRPCId = str | int
 
 
-class BusErrorCode:
-    """raybus's own JSON-RPC error codes, outside the reserved -32768..-32000 range."""
+class BusErrorCode(IntEnum):
+    """raybus's own JSON-RPC error codes, outside the reserved -32768..-32000 range.
 
-    DEADLINE_EXCEEDED = 1001
-    OVERLOADED = 1002
-    CIRCUIT_OPEN = 1003
+    The one table of them: README lists the same, and nothing defines a code elsewhere.
+    """
+
+    DEADLINE_EXCEEDED = 1001  # the call's deadline (caller's or the pool's) passed
+    OVERLOADED = 1002  # the pool's queue is full; data.retryAfterSeconds hints when
+    CIRCUIT_OPEN = 1003  # the pool keeps failing; its breaker refuses calls for a while
     OUTCOME_UNKNOWN = 1004  # the worker was lost after the call may have started
     CANCELLED = 1005
-    SHUTTING_DOWN = 1006
+    SHUTTING_DOWN = 1006  # the worker or bus is draining
     UPSTREAM_FAILED = 1007  # the hosted server failed (crashed, unreachable)
+    RATE_LIMITED = 1008  # over a token bucket of the gateway; data.retryAfterSeconds
+    FORBIDDEN = 1009  # the principal may not use this tool, prompt or resource
 
 
 class BusError(Exception):
@@ -153,29 +165,26 @@ class InvalidRequest(InvalidMessage):
     code = INVALID_REQUEST
 
 
-class PolicyError(BusError):
-    """The gateway's policy chain refused the request (auth, limits, schema)."""
+class CallError(BusError):
+    """A call ended with a JSON-RPC error, from the server or from the bus.
 
-    def __init__(self, detail: str, policy: str) -> None:
-        super().__init__(detail, policy)
-        self.detail = detail
-        self.policy = policy
+    ``code`` is a reserved JSON-RPC code or a :class:`BusErrorCode`; ``data`` is the
+    error's ``data`` member as sent.
+    """
 
-    def __str__(self) -> str:
-        return f"{self.policy}: {self.detail}"
-
-
-class RoutingError(BusError):
-    """No pool or worker can take the request now (unknown tool, breaker open, full)."""
-
-    retriable = True
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    def __init__(self, method: str, code: int, message: str, data: Any = None) -> None:
+        super().__init__(method, code, message, data)
+        self.method = method
+        self.code = code
+        self.message = message
+        self.data = data
 
     def __str__(self) -> str:
-        return self.detail
+        return f"{self.method} failed with {self.code}: {self.message}"
+
+    @classmethod
+    def of(cls, method: str, error: ErrorObject) -> CallError:
+        return cls(method, error.code, error.message, error.data)
 
 
 class BusTimeout(BusError):

@@ -66,8 +66,8 @@ from mcp_types import (
 )
 from pydantic import BaseModel, Field
 
-from cluster.event_store import BoundedEventStore
 from cluster.examples.conformance_inputs import register_input_required_fixtures
+from cluster.gateway.event_store import BoundedEventStore
 
 __all__ = ["REQUEST_STATE_SECRET_ENV", "SERVER_NAME", "build_server", "main", "server"]
 

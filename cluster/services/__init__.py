@@ -5,7 +5,7 @@ Both bind 127.0.0.1 on free ports and are reached exactly as production ones wou
 
 - ``cluster.services.kafka``: :class:`KafkaService` (jars cached by ``kafka_dist``).
 - ``cluster.services.sqs``: :class:`SqsService` and ``sqs_client_kwargs``.
-- ``cluster.services.cli``: ``raybus services up|down|status`` for a shell.
+- ``cluster.cli.services``: ``raybus services up|down|status`` for a shell.
 - ``tests/services_plugin.py``: the same services as pytest session fixtures.
 
 This package imports nothing eagerly, so the ``raybus`` CLI does not pay for aiokafka

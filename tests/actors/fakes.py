@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from actors.router import Completion
+from actors.router.core import Completion
 from transports.envelope import CorrelationKey
 from transports.frame import Frame
 from transports.message import Notification, Request, Response, TransportMessage

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from tests.actors.fakes import FakeClock
 
 CONFIG = BreakerConfig(

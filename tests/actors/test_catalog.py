@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from actors.catalog import CapabilityIndex, Catalog, Kind
+from actors.discovery.catalog import CapabilityIndex, Catalog, Kind
 
 
 def test_a_long_uri_against_a_template_with_several_variables_is_matched_in_linear_time() -> None:

@@ -1,5 +1,5 @@
-from actors.catalog import Catalog, Kind
-from actors.discovery import DiscoveryRegistry, Heartbeat, ServerStatus
+from actors.discovery.catalog import Catalog, Kind
+from actors.discovery.registry import DiscoveryRegistry, Heartbeat, ServerStatus
 from tests.actors.fakes import FakeClock
 
 TOOLS_A = Catalog.of(tools=[{"name": "a"}])

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from actors.breaker import BreakerConfig, BreakerState
-from actors.catalog import Catalog
-from actors.discovery import DiscoveryRegistry, Heartbeat, ServerStatus
-from actors.router import Completion, RouterConfig, RouterCore
+from actors.discovery.catalog import Catalog
+from actors.discovery.registry import DiscoveryRegistry, Heartbeat, ServerStatus
+from actors.router.breaker import BreakerConfig, BreakerState
+from actors.router.core import Completion, RouterConfig, RouterCore
 from tests.actors.fakes import FakeClock, RecordingRouterPorts
 from transports.envelope import Envelope
 from transports.errors import BusErrorCode

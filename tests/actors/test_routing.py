@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from actors.catalog import CapabilityIndex, Catalog
-from actors.discovery import Membership
-from actors.routing import pool_for
+from actors.discovery.catalog import CapabilityIndex, Catalog
+from actors.discovery.registry import Membership
+from actors.router.routing import pool_for
 from transports.envelope import Envelope
 from transports.errors import INVALID_PARAMS, METHOD_NOT_FOUND
 from transports.frame import Frame

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from actors.hosted_server import HostedServer
-from actors.server_links import SdkServerLink, StdioServerLink, load_server_object
-from actors.worker import WorkerCore, WorkerIdentity
+from actors.worker.core import WorkerCore, WorkerIdentity
+from actors.worker.hosted_server import HostedServer
+from actors.worker.server_links import SdkServerLink, StdioServerLink, load_server_object
 from tests.actors.fakes import RecordingWorkerPorts
 from tests.waiting import wait_until
 from transports.envelope import Envelope

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.actors.bus_helpers import bus_config, running_gateway
+from tests.cluster.bus_helpers import bus_config, running_gateway
 from tests.conformance.everything import SERVER_OBJECT, everything_server_dir
 from tests.conformance.runner import ConformanceUnavailable, ensure_suite, run_suite
 

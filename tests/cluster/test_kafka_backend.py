@@ -9,10 +9,10 @@ from typing import Any
 import mcp
 import pytest
 
+from cluster.backends.kafka import kafka_lag
 from cluster.bus import bus_status
-from cluster.kafka_backend import kafka_lag
 from cluster.naming import actor_names, get_actor
-from tests.actors.bus_helpers import bus_config, running_bus, running_gateway
+from tests.cluster.bus_helpers import bus_config, running_bus, running_gateway
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
@@ -116,7 +116,7 @@ async def test_a_record_that_is_not_json_goes_to_the_dlq_and_the_pool_moves_on(
 ) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from cluster.kafka_backend import topics_for
+    from cluster.backends.kafka import topics_for
 
     config = kafka_config(kafka_bootstrap, 1)
     topics = topics_for(config)

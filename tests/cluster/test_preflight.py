@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from cluster.cli.preflight import check_pools
 from cluster.config import parse_config
-from cluster.preflight import check_pools
-from cluster.worker_actor import PoolStartFailed
+from cluster.ray_actors.worker import PoolStartFailed
 
 
 def config_with(pool: dict[str, Any]) -> Any:

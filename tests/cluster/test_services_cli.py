@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.services import cli as services_cli
+from cluster.cli import services as services_cli
 from cluster.services.process import is_running
 from cluster.services.state import ServiceName, load_state, state_path
 

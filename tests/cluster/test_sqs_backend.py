@@ -10,11 +10,11 @@ from typing import Any
 import mcp
 import pytest
 
+from cluster.backends.sqs import _sqs_config, request_queue
 from cluster.client import CallError
-from cluster.sqs_backend import _sqs_config, request_queue
-from tests.actors.bus_helpers import bus_config, running_bus, running_gateway
+from tests.cluster.bus_helpers import bus_config, running_bus, running_gateway
 from transports.errors import BusErrorCode
-from transports.sqs import SqsTransport
+from transports.sqs.transport import SqsTransport
 
 pytestmark = [pytest.mark.sqs, pytest.mark.ray, pytest.mark.slow]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cluster.backends.sqs import MissingCredentials, with_credentials
 from cluster.config import SqsBackendConfig
-from cluster.sqs_backend import MissingCredentials, with_credentials
 
 REMOTE = "https://sqs.eu-west-1.amazonaws.com"
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.transports.pairs import CONTRACT_LIMITS, TransportPair
 from tests.transports.test_contract import *  # noqa: F403 - the whole suite, again
-from transports.kafka import KafkaTransport, KafkaTransportConfig
+from transports.kafka.transport import KafkaTransport, KafkaTransportConfig
 
 pytestmark = pytest.mark.kafka
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.transports.pairs import CONTRACT_LIMITS, TransportPair
 from tests.transports.test_contract import *  # noqa: F403
-from transports.sqs import SqsConfig, SqsTransport
+from transports.sqs.transport import SqsConfig, SqsTransport
 
 pytestmark = pytest.mark.sqs
 

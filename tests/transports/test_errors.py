@@ -6,15 +6,15 @@ from transports.errors import (
     INVALID_REQUEST,
     PARSE_ERROR,
     BusError,
+    BusErrorCode,
     BusTimeout,
+    CallError,
     ConnectionClosed,
     EnvelopeNotSupported,
     InvalidMessage,
     InvalidRequest,
     MessageTooLarge,
     ParseError,
-    PolicyError,
-    RoutingError,
     TransportError,
 )
 
@@ -27,8 +27,7 @@ EXAMPLES: list[BusError] = [
     InvalidMessage("bad", 7),
     ParseError("not json"),
     InvalidRequest("no method", "abc"),
-    PolicyError("rate limited", "rate-limit"),
-    RoutingError("no pool serves tool 'x'"),
+    CallError("tools/call", 1008, "rate limited", {"retryAfterSeconds": 0.5}),
     BusTimeout("tools/call", 2.5),
 ]
 
@@ -45,10 +44,9 @@ def test_every_error_survives_pickling_with_its_fields_and_message(error: BusErr
 def test_retriable_is_declared_per_class() -> None:
     assert ConnectionClosed.retriable
     assert BusTimeout.retriable
-    assert RoutingError.retriable
     assert not MessageTooLarge.retriable
     assert not InvalidRequest.retriable
-    assert not PolicyError.retriable
+    assert not CallError.retriable
 
 
 def test_invalid_message_errors_carry_their_json_rpc_codes() -> None:
@@ -63,3 +61,9 @@ def test_invalid_message_errors_carry_their_json_rpc_codes() -> None:
 def test_every_error_is_a_bus_error() -> None:
     for error in EXAMPLES:
         assert isinstance(error, BusError)
+
+
+def test_our_codes_are_one_table_outside_the_reserved_json_rpc_range() -> None:
+    codes = [int(code) for code in BusErrorCode]
+    assert codes == list(range(1001, 1001 + len(codes)))
+    assert not any(-32768 <= code <= -32000 for code in codes)

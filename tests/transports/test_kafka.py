@@ -17,7 +17,7 @@ from tests.waiting import wait_until
 from transports.base import Delivery
 from transports.envelope import Envelope
 from transports.errors import PARSE_ERROR, ConnectionClosed, MessageTooLarge, ParseError
-from transports.kafka import (
+from transports.kafka.transport import (
     KafkaTransport,
     KafkaTransportConfig,
     TopicNames,

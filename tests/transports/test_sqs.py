@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from transports.envelope import Envelope
 from transports.errors import ConnectionClosed, MessageTooLarge, ParseError, TransportError
 from transports.message import Notification, Request, Response
-from transports.sqs import (
+from transports.sqs.transport import (
     SQS_MAX_MESSAGE_BYTES,
     SqsConfig,
     SqsTransport,

@@ -112,7 +112,7 @@ async def test_an_overlong_line_from_the_child_is_skipped_and_the_next_one_read(
 
 
 async def test_an_official_sdk_server_answers_tools_call_over_our_stdio_transport() -> None:
-    from cluster.demo import run_demo
+    from cluster.cli.demo import run_demo
 
     initialize, tools, call_result = await within(run_demo(), timeout_s=60)
     assert isinstance(initialize.result, dict)

@@ -1,0 +1,1 @@
+"""Discovery's logic: the heartbeat registry and the catalogs of what pools serve."""

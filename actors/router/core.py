@@ -1,0 +1,429 @@
+"""The router: names -> pools, a bounded queue per pool, load balancing, deadlines.
+
+Pure logic driven by the router actor (``cluster``) and by unit tests with fakes. Calls
+arrive in batches (:meth:`RouterCore.submit`); each is routed from its envelope (method
+and name) without decoding the body, queued per pool, and dispatched to the workers with
+free slots (least outstanding or power of two choices), one ``deliver`` batch per worker
+per turn. The queue's depth and oldest age are the pool's lag.
+
+Every call gets exactly one terminal outcome: the worker's response, or an error the
+router sends itself (unknown name, queue full, breaker open, deadline passed while
+queued, worker lost). Calls whose method is safe to repeat are re-queued once when their
+worker is lost; others end with ``OUTCOME_UNKNOWN`` rather than risk running twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.discovery.registry import Membership, ServerStatus
+from actors.replies import error_reply
+from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
+from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from actors.router.routing import pool_for
+from transports.envelope import CorrelationKey
+from transports.errors import INVALID_REQUEST, BusErrorCode
+from transports.frame import Frame
+
+__all__ = ["Completion", "PoolLag", "RouterConfig", "RouterCore", "RouterPorts"]
+
+logger = logging.getLogger(__name__)
+
+# Reading never changes server state: such calls may run again after a lost worker.
+_SAFE_METHODS = frozenset({"prompts/get", "resources/read", "completion/complete", "ping"})
+
+
+class RouterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_pending_per_pool: int = Field(10_000, ge=1)
+    balancing: BalancingPolicy = BalancingPolicy.LEAST_OUTSTANDING
+    breaker: BreakerConfig = BreakerConfig()
+    max_retries_when_safe: int = Field(1, ge=0)
+
+
+class RouterPorts(Protocol):
+    """How the router reaches other actors (Ray handles in production, fakes in tests)."""
+
+    def deliver(self, worker: str, frames: list[Frame]) -> None: ...
+
+    def cancel(self, worker: str, keys: list[CorrelationKey]) -> None: ...
+
+    def reply(self, frames: list[Frame]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A worker's report that a call ended.
+
+    ``failed`` means a pool fault (the server crashed or answered an internal error), not
+    a tool error. ``abandoned`` means the call ended without a verdict on the pool: the
+    caller cancelled it or its deadline passed. An abandoned call says nothing about the
+    pool's health (a caller giving up on a long tool is not the server failing), so the
+    breaker does not count it.
+    """
+
+    key: CorrelationKey
+    failed: bool
+    duration_s: float
+    abandoned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLag:
+    pool: str
+    queued: int
+    oldest_age_s: float
+    in_flight: int
+    workers: int
+    capacity: int
+    breaker: BreakerState
+
+
+@dataclass(slots=True)
+class _Call:
+    frame: Frame
+    pool: str
+    queued_at_s: float
+    retry_safe: bool
+    attempts: int = 0
+    worker: str | None = None
+
+
+@dataclass(eq=False)
+class _Worker:
+    server_id: str
+    actor_name: str
+    capacity: int
+    outstanding: dict[CorrelationKey, _Call] = field(default_factory=dict)
+    retired: bool = False
+    frames_sent: int = 0
+
+    @property
+    def outstanding_count(self) -> int:
+        return len(self.outstanding)
+
+    @property
+    def free(self) -> int:
+        return 0 if self.retired else self.capacity - len(self.outstanding)
+
+
+@dataclass
+class _Pool:
+    name: str
+    breaker: CircuitBreaker
+    balancer: Balancer
+    queue: deque[_Call] = field(default_factory=deque)
+    workers: dict[str, _Worker] = field(default_factory=dict)
+
+
+class RouterCore:
+    def __init__(
+        self,
+        config: RouterConfig,
+        ports: RouterPorts,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._ports = ports
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._pools: dict[str, _Pool] = {}
+        self._calls: dict[CorrelationKey, _Call] = {}
+        self._membership: Membership | None = None
+        self._retired: set[str] = set()
+
+    # -- inbound ---------------------------------------------------------------------
+
+    def submit(self, frames: list[Frame]) -> None:
+        """Route and queue a batch of request frames; rejections are replied at once."""
+        rejected: list[Frame] = []
+        touched: set[str] = set()
+        now = self._clock()
+        wall_now = self._wall_clock()
+        for frame in frames:
+            envelope = frame.envelope
+            key = envelope.correlation_key
+            if key in self._calls:
+                rejected.append(
+                    error_reply(
+                        frame,
+                        INVALID_REQUEST,
+                        f"request id {envelope.request_id!r} is already in flight",
+                    )
+                )
+                continue
+            if envelope.expired(wall_now):
+                rejected.append(
+                    error_reply(
+                        frame, BusErrorCode.DEADLINE_EXCEEDED, "deadline passed before routing"
+                    )
+                )
+                continue
+            routed = self._route(frame)
+            if isinstance(routed, Frame):
+                rejected.append(routed)
+                continue
+            pool, retry_safe = routed
+            if pool.breaker.state is BreakerState.OPEN:
+                rejected.append(self._breaker_open(frame, pool))
+                continue
+            call = _Call(frame, pool.name, now, retry_safe)
+            self._calls[key] = call
+            pool.queue.append(call)
+            touched.add(pool.name)
+        for name in touched:
+            pool = self._pools[name]
+            self._dispatch(pool)
+            # The cap applies to what still waits after dispatch; before this batch the
+            # queue was within it, so only this batch's newest calls are turned away.
+            while len(pool.queue) > self.config.max_pending_per_pool:
+                call = pool.queue.pop()
+                del self._calls[call.frame.envelope.correlation_key]
+                rejected.append(
+                    error_reply(
+                        call.frame,
+                        BusErrorCode.OVERLOADED,
+                        f"pool {name!r} has {len(pool.queue)} calls waiting; retry later",
+                        {"retryAfterSeconds": 1},
+                    )
+                )
+        if rejected:
+            self._ports.reply(rejected)
+
+    def cancel(self, keys: list[CorrelationKey]) -> None:
+        """Drop queued calls; forward the cancellation for calls already on a worker."""
+        by_worker: dict[str, list[CorrelationKey]] = {}
+        for key in keys:
+            call = self._calls.get(key)
+            if call is None:
+                continue
+            if call.worker is None:
+                del self._calls[key]
+                self._pools[call.pool].queue.remove(call)
+            else:
+                by_worker.setdefault(call.worker, []).append(key)
+        for worker, worker_keys in by_worker.items():
+            self._ports.cancel(worker, worker_keys)
+
+    def completed(self, actor_name: str, completions: list[Completion]) -> None:
+        """A worker finished calls: free their slots, feed the breaker, dispatch more."""
+        pools: set[str] = set()
+        for done in completions:
+            call = self._calls.pop(done.key, None)
+            if call is None or call.worker != actor_name:
+                continue
+            pool = self._pools.get(call.pool)
+            if pool is None:
+                continue
+            worker = pool.workers.get(actor_name)
+            if worker is not None:
+                worker.outstanding.pop(done.key, None)
+            if done.abandoned:
+                pool.breaker.release(done.key)
+            else:
+                pool.breaker.record(done.key, failed=done.failed, duration_s=done.duration_s)
+            pools.add(call.pool)
+        for name in pools:
+            self._dispatch(self._pools[name])
+
+    def delivery_failed(self, actor_name: str, frames: list[Frame], reason: str) -> None:
+        """A deliver call to ``actor_name`` failed: the worker is gone."""
+        logger.warning("delivery to %s failed (%s): treating it as lost", actor_name, reason)
+        self._lose_worker(actor_name, reason)
+
+    # -- membership ------------------------------------------------------------------
+
+    def apply_membership(self, membership: Membership) -> None:
+        """Adopt a discovery snapshot: add new workers, lose the ones that vanished."""
+        self._membership = membership
+        seen: set[str] = set()
+        for pool_name, infos in membership.workers.items():
+            pool = self._pool(pool_name)
+            for info in infos:
+                seen.add(info.actor_name)
+                worker = pool.workers.get(info.actor_name)
+                if worker is None:
+                    worker = pool.workers[info.actor_name] = _Worker(
+                        info.server_id, info.actor_name, info.capacity
+                    )
+                worker.capacity = info.capacity
+                worker.retired = (
+                    info.actor_name in self._retired or info.status is ServerStatus.DRAINING
+                )
+        for pool in self._pools.values():
+            for actor_name in [a for a in pool.workers if a not in seen]:
+                self._lose_worker(actor_name, "no longer in discovery")
+        for pool in list(self._pools.values()):
+            self._dispatch(pool)
+
+    def retire(self, actor_name: str) -> int:
+        """Stop sending to a worker (before draining it). Returns the frames it was sent."""
+        self._retired.add(actor_name)
+        for pool in self._pools.values():
+            worker = pool.workers.get(actor_name)
+            if worker is not None:
+                worker.retired = True
+                return worker.frames_sent
+        return 0
+
+    def forget_worker(self, actor_name: str) -> None:
+        """The worker exited after a clean drain."""
+        self._lose_worker(actor_name, "exited")
+        self._retired.discard(actor_name)
+
+    # -- time ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Expire queued calls past their deadline; let breakers time out probes."""
+        wall_now = self._wall_clock()
+        expired: list[Frame] = []
+        for pool in self._pools.values():
+            if pool.queue and any(c.frame.envelope.expired(wall_now) for c in pool.queue):
+                keep: deque[_Call] = deque()
+                for call in pool.queue:
+                    if call.frame.envelope.expired(wall_now):
+                        del self._calls[call.frame.envelope.correlation_key]
+                        expired.append(
+                            error_reply(
+                                call.frame,
+                                BusErrorCode.DEADLINE_EXCEEDED,
+                                f"deadline passed while queued for pool {pool.name!r}",
+                            )
+                        )
+                    else:
+                        keep.append(call)
+                pool.queue = keep
+            _ = pool.breaker.state  # advances open -> half-open and times out probes
+            self._dispatch(pool)
+        if expired:
+            self._ports.reply(expired)
+
+    # -- views -----------------------------------------------------------------------
+
+    def lag(self) -> dict[str, PoolLag]:
+        now = self._clock()
+        return {
+            name: PoolLag(
+                pool=name,
+                queued=len(pool.queue),
+                oldest_age_s=now - pool.queue[0].queued_at_s if pool.queue else 0.0,
+                in_flight=sum(w.outstanding_count for w in pool.workers.values()),
+                workers=sum(1 for w in pool.workers.values() if not w.retired),
+                capacity=sum(w.capacity for w in pool.workers.values() if not w.retired),
+                breaker=pool.breaker.state,
+            )
+            for name, pool in self._pools.items()
+        }
+
+    def outstanding_by_worker(self) -> dict[str, int]:
+        return {a: w.outstanding_count for p in self._pools.values() for a, w in p.workers.items()}
+
+    # -- internals -------------------------------------------------------------------
+
+    def _pool(self, name: str) -> _Pool:
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = _Pool(
+                name,
+                CircuitBreaker(name, self.config.breaker, self._clock),
+                balancer_for(self.config.balancing),
+            )
+        return pool
+
+    def _route(self, frame: Frame) -> tuple[_Pool, bool] | Frame:
+        target = pool_for(self._membership, frame)
+        if isinstance(target, Frame):
+            return target
+        return self._pool(target), self._retry_safe(
+            frame.envelope.method or "", target, frame.envelope.name or ""
+        )
+
+    def _retry_safe(self, method: str, pool: str, name: str) -> bool:
+        if method in _SAFE_METHODS:
+            return True
+        if method != "tools/call" or self._membership is None:
+            return False
+        catalog = self._membership.catalogs.get(pool)
+        tool = next((t for t in catalog.tools if t.get("name") == name), None) if catalog else None
+        annotations = (tool or {}).get("annotations") or {}
+        return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))
+
+    def _breaker_open(self, frame: Frame, pool: _Pool) -> Frame:
+        return error_reply(
+            frame,
+            BusErrorCode.CIRCUIT_OPEN,
+            f"pool {pool.name!r} is failing; its circuit breaker is open",
+            {"retryAfterSeconds": pool.breaker.config.open_cooldown_s},
+        )
+
+    def _dispatch(self, pool: _Pool) -> None:
+        if not pool.queue:
+            return
+        batches: dict[str, list[Frame]] = {}
+        rejected: list[Frame] = []
+        while pool.queue:
+            candidates = [w for w in pool.workers.values() if w.free > 0]
+            if not candidates:
+                break
+            call = pool.queue[0]
+            key = call.frame.envelope.correlation_key
+            if not pool.breaker.try_acquire(key):
+                if pool.breaker.state is BreakerState.OPEN:
+                    pool.queue.popleft()
+                    del self._calls[key]
+                    rejected.append(self._breaker_open(call.frame, pool))
+                    continue
+                break  # half-open with its probes out: wait for them
+            pool.queue.popleft()
+            worker = pool.balancer.choose(candidates)
+            call.worker = worker.actor_name
+            call.attempts += 1
+            worker.outstanding[key] = call
+            batches.setdefault(worker.actor_name, []).append(call.frame)
+        for actor_name, frames in batches.items():
+            pool.workers[actor_name].frames_sent += len(frames)
+            self._ports.deliver(actor_name, frames)
+        if rejected:
+            self._ports.reply(rejected)
+
+    def _lose_worker(self, actor_name: str, reason: str) -> None:
+        for pool in self._pools.values():
+            worker = pool.workers.pop(actor_name, None)
+            if worker is None:
+                continue
+            lost: list[Frame] = []
+            requeue: list[_Call] = []
+            for key, call in worker.outstanding.items():
+                pool.breaker.record(key, failed=True, duration_s=0.0)
+                if call.retry_safe and call.attempts <= self.config.max_retries_when_safe:
+                    call.worker = None
+                    requeue.append(call)
+                else:
+                    self._calls.pop(key, None)
+                    lost.append(
+                        error_reply(
+                            call.frame,
+                            BusErrorCode.OUTCOME_UNKNOWN,
+                            f"worker {actor_name} was lost ({reason}); the call may have run",
+                        )
+                    )
+            pool.queue.extendleft(reversed(requeue))
+            if lost:
+                self._ports.reply(lost)
+            if worker.outstanding:
+                logger.warning(
+                    "worker %s lost with %d call(s): %d re-queued",
+                    actor_name,
+                    len(worker.outstanding),
+                    len(requeue),
+                )
+            self._dispatch(pool)

@@ -1,0 +1,1 @@
+"""The worker's logic: the core, the hosted MCP server session and links to servers."""

@@ -1,0 +1,229 @@
+"""The worker: hosts one MCP server and serves many calls on it at once.
+
+Pure asyncio logic; the Ray actor in ``cluster`` wraps it. Calls arrive in numbered
+batches from the router; each runs as its own task, and its response goes to the
+caller's endpoint while a :class:`~actors.router.core.Completion` goes back to the router. All
+outbound traffic is coalesced per destination (see :mod:`actors.outbox`).
+
+Draining takes no new work, finishes what it holds, then closes the server. The router
+counts the calls it sent, so a drain waits until every call the router sent before
+retiring this worker has arrived: a batch still in transit is served, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from actors.discovery.registry import Heartbeat, ServerStatus
+from actors.replies import error_reply
+from actors.router.core import Completion
+from actors.worker.hosted_server import HostedServer
+from transports.envelope import CorrelationKey
+from transports.errors import INTERNAL_ERROR, BusError, BusErrorCode
+from transports.frame import Frame
+
+__all__ = ["WorkerCore", "WorkerIdentity", "WorkerPorts"]
+
+logger = logging.getLogger(__name__)
+
+# Outcomes that say the pool is unhealthy (not that a tool reported an error).
+_POOL_FAULTS = frozenset(
+    {
+        INTERNAL_ERROR,
+        BusErrorCode.UPSTREAM_FAILED,
+        BusErrorCode.SHUTTING_DOWN,
+    }
+)
+# Outcomes that are the caller's (or the pool's deadline's) doing, not the server's: a
+# tool that runs past its deadline is slow by design or by input, and fifty callers
+# giving up on a never-ending tool must not open the breaker for a healthy pool.
+_ABANDONED = frozenset({BusErrorCode.DEADLINE_EXCEEDED, BusErrorCode.CANCELLED})
+
+
+class WorkerPorts(Protocol):
+    def reply(self, destination: str, frame: Frame) -> None: ...
+
+    def completed(self, completion: Completion) -> None: ...
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    server_id: str
+    pool: str
+    actor_name: str
+    capacity: int
+    node_id: str = ""
+
+
+class WorkerCore:
+    def __init__(
+        self,
+        identity: WorkerIdentity,
+        hosted: HostedServer,
+        ports: WorkerPorts,
+        *,
+        call_timeout_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.identity = identity
+        self.hosted = hosted
+        self._ports = ports
+        self._call_timeout_s = call_timeout_s
+        self._clock = clock
+        self._tasks: dict[CorrelationKey, asyncio.Task[None]] = {}
+        self._frames_received = 0
+        self._frames_arrived = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+        self.served = 0
+        self._reported_digest = ""
+
+    async def start(self) -> None:
+        await self.hosted.start()
+
+    # -- inbound ---------------------------------------------------------------------
+
+    def deliver(self, frames: list[Frame]) -> None:
+        """Start serving a batch of calls."""
+        self._frames_received += len(frames)
+        self._frames_arrived.set()
+        for frame in frames:
+            key = frame.envelope.correlation_key
+            if key in self._tasks:
+                self._finish(
+                    frame,
+                    error_reply(frame, BusErrorCode.OUTCOME_UNKNOWN, "duplicate delivery"),
+                    failed=False,
+                    started_s=self._clock(),
+                )
+                continue
+            self._idle.clear()
+            self._tasks[key] = asyncio.get_running_loop().create_task(self._serve(frame))
+
+    async def cancel(self, keys: list[CorrelationKey]) -> None:
+        for key in keys:
+            await self.hosted.cancel(key)
+
+    async def answer(self, frames: list[Frame]) -> None:
+        """Clients' responses to requests the server sent them (sampling, elicitation, ...)."""
+        for frame in frames:
+            try:
+                await self.hosted.answer(frame)
+            except BusError as exc:
+                logger.warning("dropped an undecodable answer from a client: %s", exc)
+
+    async def drain(self, frames_sent: int, timeout_s: float) -> bool:
+        """Finish all work the router sent (``frames_sent`` calls), then stop the server.
+
+        Returns whether everything finished within ``timeout_s``.
+        """
+        self.draining = True
+        finished = True
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._frames_received < frames_sent:
+                    self._frames_arrived.clear()
+                    await self._frames_arrived.wait()
+                while self._tasks:
+                    await self._idle.wait()
+        except TimeoutError:
+            finished = False
+            logger.warning(
+                "drain of %s timed out with %d call(s) running",
+                self.identity.actor_name,
+                len(self._tasks),
+            )
+        await self.hosted.close()
+        return finished
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def status(self) -> ServerStatus:
+        if self.draining:
+            return ServerStatus.DRAINING
+        return (
+            ServerStatus.BUSY if self.in_flight >= self.identity.capacity else ServerStatus.ONLINE
+        )
+
+    def heartbeat(self, *, with_catalog: bool, list_changed: tuple[str, ...] = ()) -> Heartbeat:
+        catalog = self.hosted.catalog
+        return Heartbeat(
+            server_id=self.identity.server_id,
+            pool=self.identity.pool,
+            actor_name=self.identity.actor_name,
+            status=self.status(),
+            in_flight=self.in_flight,
+            catalog_digest=catalog.digest,
+            capacity=self.identity.capacity,
+            catalog=catalog if with_catalog else None,
+            node_id=self.identity.node_id,
+            list_changed=list_changed,
+        )
+
+    # -- internals -------------------------------------------------------------------
+
+    async def _serve(self, frame: Frame) -> None:
+        started = self._clock()
+        key = frame.envelope.correlation_key
+        try:
+            remaining = frame.envelope.remaining_s()
+            # The pool's deadline bounds every call; a caller's own can only shorten it.
+            timeout = (
+                self._call_timeout_s
+                if remaining is None
+                else max(0.0, min(remaining, self._call_timeout_s))
+            )
+            response = await self.hosted.call(frame, timeout)
+            if response is None:  # cancelled: the client already has its outcome
+                duration = self._clock() - started
+                self._ports.completed(Completion(key, False, duration, abandoned=True))
+                return
+            code = response.error.code if response.error is not None else None
+            self._finish(
+                frame,
+                Frame.of(frame.envelope, response),
+                failed=code in _POOL_FAULTS,
+                started_s=started,
+                abandoned=code in _ABANDONED,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # top of the call task: answer, never crash
+            logger.exception("call %s failed inside the worker", frame.envelope.request_id)
+            self._finish(
+                frame,
+                error_reply(frame, INTERNAL_ERROR, f"worker error: {exc}"),
+                failed=True,
+                started_s=started,
+            )
+        finally:
+            self._tasks.pop(key, None)
+            self.served += 1
+            if not self._tasks:
+                self._idle.set()
+
+    def _finish(
+        self,
+        request: Frame,
+        reply: Frame,
+        *,
+        failed: bool,
+        started_s: float,
+        abandoned: bool = False,
+    ) -> None:
+        if request.envelope.reply_to is not None:
+            self._ports.reply(request.envelope.reply_to, reply)
+        duration = self._clock() - started_s
+        self._ports.completed(
+            Completion(request.envelope.correlation_key, failed, duration, abandoned=abandoned)
+        )

@@ -1,0 +1,1 @@
+"""What carries calls between clients and workers: Ray (default), Kafka or SQS."""

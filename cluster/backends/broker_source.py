@@ -1,0 +1,206 @@
+"""A worker's consumer for a broker backend (Kafka, SQS): the same rules for both.
+
+Requests come from the pool's topic or queue, at most ``capacity`` at once. Each one's
+key is checked in the pool-wide ledger first: a finished call is answered again from the
+stored response, a call another worker is running is waited for, and only a new one
+runs. Its response is published (after any progress it sent) before the delivery is
+acknowledged, so a crash at any point redelivers rather than loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from actors.ledger import DecisionKind
+from actors.worker.hosted_server import HostedServer
+from transports.base import Delivery
+from transports.codec import encode_message
+from transports.envelope import Envelope
+from transports.errors import (
+    BusError,
+    BusErrorCode,
+    ConnectionClosed,
+    InvalidMessage,
+    MessageTooLarge,
+)
+from transports.frame import Frame
+from transports.message import Request, Response
+
+__all__ = ["BrokerWorkerSource", "request_key"]
+
+logger = logging.getLogger(__name__)
+
+_LOST = "lost"
+
+Publish = Callable[[str, bytes, Envelope], Awaitable[None]]
+
+
+class _Receiver(Protocol):
+    async def start(self) -> object: ...
+
+    async def receive(self) -> Delivery: ...
+
+    async def close(self) -> None: ...
+
+
+def request_key(envelope: Envelope) -> str:
+    return "\x1f".join(envelope.correlation_key)
+
+
+class BrokerWorkerSource:
+    def __init__(
+        self,
+        receiver: _Receiver,
+        publish: Publish,
+        hosted: HostedServer,
+        ledger: Any,
+        *,
+        capacity: int,
+        call_timeout_s: float,
+        duplicate_wait_s: float,
+        fault_exit_before_ack_tool: str | None = None,
+    ) -> None:
+        self._receiver = receiver
+        self._publish_now = publish
+        self._hosted = hosted
+        self._ledger = ledger
+        self._slots = asyncio.Semaphore(capacity)
+        self._call_timeout_s = call_timeout_s
+        self._duplicate_wait_s = duplicate_wait_s
+        self._fault_tool = fault_exit_before_ack_tool
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._outbound: asyncio.Queue[tuple[str, bytes, Envelope, asyncio.Future[None]]] = (
+            asyncio.Queue()
+        )
+        self._sender: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect the receiver, then start taking requests."""
+        await self._receiver.start()
+        loop = asyncio.get_running_loop()
+        self._sender = loop.create_task(self._send_in_order())
+        self._runner = loop.create_task(self._run())
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def emit(self, destination: str, frame: Frame) -> None:
+        """What the hosted server sends about a call (progress, logs): to the caller."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbound.put_nowait((destination, frame.body, frame.envelope, future))
+
+    async def _publish(self, destination: str, body: bytes, envelope: Envelope) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbound.put_nowait((destination, body, envelope, future))
+        await future
+
+    async def _send_in_order(self) -> None:
+        # One sender: a call's progress always reaches its caller before its response.
+        while True:
+            destination, body, envelope, done = await self._outbound.get()
+            try:
+                await self._publish_now(destination, body, envelope)
+                if not done.done():
+                    done.set_result(None)
+            except BusError as exc:
+                logger.warning("could not publish to %s: %s", destination, exc)
+                if not done.done():
+                    done.set_exception(exc)
+
+    async def _run(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                delivery = await self._receiver.receive()
+            except (InvalidMessage, MessageTooLarge) as exc:
+                self._slots.release()
+                logger.warning("undecodable request left to the broker's dead-letter path: %s", exc)
+                continue
+            except ConnectionClosed:
+                self._slots.release()
+                return
+            task = asyncio.get_running_loop().create_task(self._handle(delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        envelope = delivery.envelope or Envelope()  # without routing data nobody can be answered
+        key = request_key(envelope)
+        try:
+            kind, stored = await self._ledger.begin.remote(key)
+            if kind == DecisionKind.IN_PROGRESS.value:
+                kind, stored = await self._await_other_run(key)
+            if kind == DecisionKind.DONE.value and stored is not None:
+                await self._reply(envelope, stored)  # ran before: answer again, never rerun
+            elif kind == DecisionKind.NEW.value:
+                await self._run_call(delivery.message, envelope, key)
+                if self._fault_tool is not None and envelope.name == self._fault_tool:
+                    logger.error("fault injection: exiting before acknowledging %s", key)
+                    os._exit(17)
+            else:
+                message = delivery.message
+                answer = Response.failure(
+                    message.id if isinstance(message, Request) else None,
+                    BusErrorCode.OUTCOME_UNKNOWN,
+                    "the worker running this call was lost; it may have run",
+                )
+                body = encode_message(answer)
+                await self._ledger.complete.remote(key, body)  # later copies: the same answer
+                await self._reply(envelope, body)
+            await delivery.ack()
+        except Exception:  # top of one call: it stays unacknowledged and is redelivered
+            logger.exception("request %s failed in the broker source", envelope.request_id)
+            await delivery.nack()
+        finally:
+            self._slots.release()
+
+    async def _run_call(self, message: Any, envelope: Envelope, key: str) -> None:
+        remaining = envelope.remaining_s()
+        timeout = (
+            self._call_timeout_s
+            if remaining is None
+            else max(0.0, min(remaining, self._call_timeout_s))
+        )
+        response = await self._hosted.call(Frame.of(envelope, message), timeout)
+        if response is None:
+            await self._ledger.abandon.remote(key)
+            return
+        body = encode_message(response)
+        await self._ledger.complete.remote(key, body)  # before the reply: a crash now resends
+        await self._reply(envelope, body)
+
+    async def _await_other_run(self, key: str) -> tuple[str, bytes | None]:
+        # Another worker holds this key (a rebalance moved the partition under it, or it
+        # died mid-call): wait for its outcome rather than run the call twice. A run that
+        # does not finish in time is reported lost ("may have run"), never repeated.
+        try:
+            async with asyncio.timeout(self._duplicate_wait_s):
+                while True:
+                    kind, stored = await self._ledger.peek.remote(key)
+                    if kind != DecisionKind.IN_PROGRESS.value:
+                        return kind, stored
+                    await asyncio.sleep(0.1)  # polling the ledger actor
+        except TimeoutError:
+            return _LOST, None
+
+    async def _reply(self, envelope: Envelope, body: bytes) -> None:
+        if envelope.reply_to is not None:
+            await self._publish(envelope.reply_to, body, envelope)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Take no more requests, finish the running ones, then close the receiver."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        await self._receiver.close()
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)

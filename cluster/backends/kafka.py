@@ -1,0 +1,216 @@
+"""Kafka between clients and workers (``backend: kafka``).
+
+* Requests go to ``<prefix>mcp.requests.<pool>``; every worker of a pool consumes it in
+  ONE consumer group, so each request runs on exactly one worker.
+* Responses and notifications go to ``<prefix>mcp.responses.<client-id>``, the topic a
+  client names in its envelope's ``reply_to``.
+* A request's offset is committed only after its response was produced. A redelivered
+  request (rebalance, a worker dying before its commit) is recognised by its key in the
+  pool-wide ledger (``cluster.ray_actors.ledger``): finished ones get their stored
+  response again, running ones are awaited, none runs twice.
+
+Discovery, heartbeats, scaling and draining stay on Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from actors.discovery.registry import Heartbeat
+from actors.worker.hosted_server import HostedServer
+from cluster.backends.broker_source import BrokerWorkerSource
+from cluster.config import BusConfig, KafkaBackendConfig
+from transports.envelope import Envelope
+from transports.errors import (
+    ConnectionClosed,
+    InvalidMessage,
+    MessageTooLarge,
+)
+from transports.frame import Frame
+from transports.kafka.admin import (
+    KAFKA_ERRORS,
+    TopicNames,
+    consumer_group_lag,
+    ensure_topics,
+    translate_kafka_error,
+)
+from transports.kafka.transport import KafkaTransport, KafkaTransportConfig
+
+__all__ = [
+    "DiscoveryTopicReader",
+    "KafkaClientLink",
+    "KafkaWorkerSource",
+    "kafka_lag",
+    "topics_for",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def topics_for(config: BusConfig) -> TopicNames:
+    kafka = _settings(config)
+    return TopicNames(kafka.topic_prefix if kafka.topic_prefix is not None else f"{config.name}.")
+
+
+def group_for(config: BusConfig, pool: str) -> str:
+    return f"raybus.{config.name}.{pool}"
+
+
+def _settings(config: BusConfig) -> KafkaBackendConfig:
+    if config.kafka is None:
+        raise ValueError("the bus has no kafka settings")
+    return config.kafka
+
+
+class KafkaWorkerSource(BrokerWorkerSource):
+    """A worker's consumer of its pool's request topic (one consumer group per pool)."""
+
+    def __init__(
+        self,
+        config: BusConfig,
+        pool: str,
+        hosted: HostedServer,
+        ledger: Any,
+        *,
+        capacity: int,
+        call_timeout_s: float,
+        client_id: str,
+    ) -> None:
+        settings = _settings(config)
+        topics = topics_for(config)
+        self._transport = KafkaTransport(
+            KafkaTransportConfig(
+                bootstrap=settings.bootstrap,
+                receive_topics=(topics.requests_for_capability(pool),),
+                group_id=group_for(config, pool),
+                topic_prefix=topics.prefix,
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                commit_interval_ms=settings.commit_interval_ms,
+                client_id=client_id,
+            )
+        )
+        self._discovery_topic = topics.discovery_topic()
+        super().__init__(
+            self._transport,
+            self._transport.send_frame_to,
+            hosted,
+            ledger,
+            capacity=capacity,
+            call_timeout_s=call_timeout_s,
+            duplicate_wait_s=settings.duplicate_wait_s,
+            fault_exit_before_ack_tool=settings.fault_exit_before_commit_tool,
+        )
+
+    async def publish_heartbeat(self, beat: Heartbeat) -> None:
+        """Heartbeats travel on the discovery topic, which the discovery actor reads."""
+        await self._transport.send_frame_to(self._discovery_topic, beat.to_json())
+
+
+class KafkaClientLink:
+    """A client's side: requests to pool topics, responses from its own topic."""
+
+    def __init__(self, config: BusConfig, client_id: str) -> None:
+        settings = _settings(config)
+        self._topics = topics_for(config)
+        self.reply_topic = self._topics.responses_for_client(client_id.replace("/", "."))
+        self._transport = KafkaTransport(
+            KafkaTransportConfig(
+                bootstrap=settings.bootstrap,
+                receive_topics=(self.reply_topic,),
+                group_id=None,
+                topic_prefix=self._topics.prefix,
+                partitions=1,
+                replication_factor=settings.replication_factor,
+                client_id=client_id,
+            )
+        )
+
+    async def start(self) -> None:
+        await self._transport.start()
+
+    @property
+    def reply_to(self) -> str:
+        return self.reply_topic
+
+    def destination_for_pool(self, pool: str) -> str:
+        return self._topics.requests_for_capability(pool)
+
+    async def send(self, topic: str, frames: list[Frame]) -> None:
+        for frame in frames:
+            await self._transport.send_frame_to(topic, frame.body, frame.envelope)
+
+    async def receive(self, on_frame: Callable[[Frame], Any]) -> None:
+        """Feed every arriving frame to ``on_frame`` until closed."""
+        while True:
+            try:
+                delivery = await self._transport.receive()
+            except (InvalidMessage, MessageTooLarge) as exc:
+                logger.warning("dropped an undecodable response: %s", exc)
+                continue
+            except ConnectionClosed:
+                return
+            envelope = delivery.envelope or Envelope()
+            await on_frame(Frame.of(envelope, delivery.message))
+            await delivery.ack()
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+
+async def kafka_lag(config: BusConfig, pool: str) -> int:
+    settings = _settings(config)
+    topic = topics_for(config).requests_for_capability(pool)
+    return await consumer_group_lag(settings.bootstrap, group_for(config, pool), topic)
+
+
+class DiscoveryTopicReader:
+    """The discovery actor's side of ``mcp.server.discovery``: heartbeats in, one by one."""
+
+    def __init__(self, config: BusConfig, on_beat: Callable[[Heartbeat], None]) -> None:
+        self._settings = _settings(config)
+        self._topic = topics_for(config).discovery_topic()
+        self._on_beat = on_beat
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await ensure_topics(
+            self._settings.bootstrap, [self._topic], 1, self._settings.replication_factor
+        )
+        # No group: every discovery replica reads every beat; only fresh beats matter.
+        self._consumer = AIOKafkaConsumer(
+            self._topic, bootstrap_servers=self._settings.bootstrap, auto_offset_reset="latest"
+        )
+        try:
+            await self._consumer.start()
+        except KAFKA_ERRORS as exc:
+            raise translate_kafka_error(exc, "discovery consumer start") from exc
+        self._task = asyncio.get_running_loop().create_task(self._run(self._consumer))
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                record = await consumer.getone()
+            except KAFKA_ERRORS as exc:
+                logger.warning("discovery topic read failed: %s", exc)
+                await asyncio.sleep(1.0)  # back off, then read on
+                continue
+            try:
+                self._on_beat(Heartbeat.from_json(record.value))
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.warning(
+                    "dropped a record on %s that is not a heartbeat: %s", self._topic, exc
+                )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()

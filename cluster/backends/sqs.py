@@ -1,0 +1,220 @@
+"""SQS between clients and workers (``backend: sqs``).
+
+* Requests go to the queue ``<prefix>requests-<pool>``; every worker of the pool reads
+  it, and SQS hands each message to one of them at a time.
+* Responses and notifications go to the client's own queue (``reply_to``), created when
+  the client connects and deleted when it closes.
+* A request is deleted only after its response was sent; while a long tool runs the
+  worker keeps extending the message's visibility, so it is not handed out twice. A
+  message received ``max_receive_count`` times without being deleted goes to the
+  dead-letter queue. Redeliveries are recognised by key in the pool-wide ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import botocore.session
+from pydantic import SecretStr
+
+from actors.worker.hosted_server import HostedServer
+from cluster.backends.broker_source import BrokerWorkerSource
+from cluster.config import BusConfig, SqsBackendConfig
+from transports.codec import decode_message
+from transports.envelope import Envelope
+from transports.errors import BusError, ConnectionClosed, InvalidMessage, MessageTooLarge
+from transports.frame import Frame
+from transports.sqs.transport import SqsConfig, SqsTransport
+from transports.sqs.wire import response_queue_name
+
+__all__ = [
+    "LOCAL_DUMMY_CREDENTIAL",
+    "MissingCredentials",
+    "SqsClientLink",
+    "SqsLagReader",
+    "SqsWorkerSource",
+    "request_queue",
+    "with_credentials",
+]
+
+logger = logging.getLogger(__name__)
+
+# What moto (and LocalStack) accept; the same as `raybus services`' own clients use.
+LOCAL_DUMMY_CREDENTIAL = "testing"
+
+
+def _settings(config: BusConfig) -> SqsBackendConfig:
+    if config.sqs is None:
+        raise ValueError("the bus has no sqs settings")
+    return config.sqs
+
+
+def request_queue(pool: str) -> str:
+    return f"requests-{pool}"
+
+
+def _sqs_config(config: BusConfig, **queues: Any) -> SqsConfig:
+    settings = _settings(config)
+    prefix = settings.queue_prefix if settings.queue_prefix is not None else f"{config.name}-"
+    return SqsConfig(
+        endpoint_url=settings.endpoint_url,
+        region=settings.region,
+        queue_prefix=prefix,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        max_receive_count=settings.max_receive_count,
+        wait_time_seconds=settings.wait_time_seconds,
+        fifo=settings.fifo,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        aws_session_token=settings.aws_session_token,
+        **queues,
+    )
+
+
+class MissingCredentials(BusError):
+    """No AWS credentials for a remote SQS endpoint, in the config or where raybus runs."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(endpoint)
+        self.endpoint = endpoint
+
+    def __str__(self) -> str:
+        return (
+            f"no AWS credentials for the SQS endpoint {self.endpoint}: set "
+            "sqs.aws_access_key_id and sqs.aws_secret_access_key, or AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY (or a profile) where raybus starts"
+        )
+
+
+def with_credentials(settings: SqsBackendConfig) -> SqsBackendConfig:
+    """The settings with explicit credentials, resolved once here at the edge.
+
+    Actors never look for credentials themselves (on a cluster they do not see this
+    shell): a loopback endpoint (moto from ``raybus services up``) gets moto's dummy
+    keys; a remote one gets what botocore finds here (config keys, environment, profile).
+    Blocking (a profile or instance-metadata lookup): call it off the event loop.
+
+    Raises:
+        MissingCredentials: a remote endpoint and no credentials anywhere.
+    """
+    if settings.has_credentials:
+        return settings
+    if settings.is_local:
+        dummy = SecretStr(LOCAL_DUMMY_CREDENTIAL)
+        return settings.model_copy(
+            update={"aws_access_key_id": dummy, "aws_secret_access_key": dummy}
+        )
+    found = botocore.session.get_session().get_credentials()
+    frozen = found.get_frozen_credentials() if found is not None else None
+    if frozen is None or not frozen.access_key or not frozen.secret_key:
+        raise MissingCredentials(settings.endpoint_url or f"of AWS in {settings.region}")
+    return settings.model_copy(
+        update={
+            "aws_access_key_id": SecretStr(frozen.access_key),
+            "aws_secret_access_key": SecretStr(frozen.secret_key),
+            "aws_session_token": SecretStr(frozen.token) if frozen.token else None,
+        }
+    )
+
+
+class SqsWorkerSource(BrokerWorkerSource):
+    """A worker's reader of its pool's request queue."""
+
+    def __init__(
+        self,
+        config: BusConfig,
+        pool: str,
+        hosted: HostedServer,
+        ledger: Any,
+        *,
+        capacity: int,
+        call_timeout_s: float,
+    ) -> None:
+        settings = _settings(config)
+        self._transport = SqsTransport(_sqs_config(config, receive_queue=request_queue(pool)))
+
+        async def publish(destination: str, body: bytes, envelope: Envelope) -> None:
+            # To the caller's queue: a server request's envelope names the worker as its
+            # reply_to (the caller answers there), so the envelope cannot be the address.
+            await self._transport.send_to(destination, decode_message(body), envelope)
+
+        super().__init__(
+            self._transport,
+            publish,
+            hosted,
+            ledger,
+            capacity=capacity,
+            call_timeout_s=call_timeout_s,
+            duplicate_wait_s=settings.duplicate_wait_s,
+            fault_exit_before_ack_tool=settings.fault_exit_before_delete_tool,
+        )
+
+
+class SqsClientLink:
+    """A client's side: requests to pool queues, responses from its own queue."""
+
+    def __init__(self, config: BusConfig, client_id: str) -> None:
+        self._config = config
+        self._receiver = SqsTransport(
+            _sqs_config(
+                config,
+                receive_queue=response_queue_name(client_id),
+                delete_receive_queue_on_close=True,
+                keep_visible=False,
+            )
+        )
+        self._senders: dict[str, SqsTransport] = {}
+
+    @property
+    def reply_to(self) -> str:
+        name = self._receiver.receive_queue_name
+        assert name is not None
+        return name
+
+    async def start(self) -> None:
+        await self._receiver.start()
+
+    def destination_for_pool(self, pool: str) -> str:
+        return pool
+
+    async def send(self, pool: str, frames: list[Frame]) -> None:
+        sender = self._senders.get(pool)
+        if sender is None:
+            sender = SqsTransport(_sqs_config(self._config, send_queue=request_queue(pool)))
+            await sender.start()
+            self._senders[pool] = sender
+        for frame in frames:
+            await sender.send(frame.decode(), frame.envelope)
+
+    async def receive(self, on_frame: Callable[[Frame], Awaitable[Any]]) -> None:
+        while True:
+            try:
+                delivery = await self._receiver.receive()
+            except (InvalidMessage, MessageTooLarge) as exc:
+                logger.warning("dropped an undecodable response: %s", exc)
+                continue
+            except ConnectionClosed:
+                return
+            await on_frame(Frame.of(delivery.envelope or Envelope(), delivery.message))
+            await delivery.ack()
+
+    async def close(self) -> None:
+        for sender in self._senders.values():
+            await sender.close()
+        await self._receiver.close()
+
+
+class SqsLagReader:
+    """Queue depth (visible + in flight) of each pool's request queue, for the autoscaler."""
+
+    def __init__(self, config: BusConfig) -> None:
+        self._transport = SqsTransport(_sqs_config(config))
+        self._started = False
+
+    async def depth(self, pool: str) -> int:
+        if not self._started:
+            await self._transport.start()
+            self._started = True
+        return await self._transport.queue_depth(request_queue(pool))

@@ -1,0 +1,173 @@
+"""``raybus start | stop | status | call``: run and use a bus on an existing Ray cluster.
+
+``start`` launches a detached bus and returns; any later process attaches to it by name.
+All commands join the cluster at ``--address``. Without it, a bus that ``raybus up``
+runs on this machine is found on that command's own Ray (see ``cluster.cli.local_buses``);
+otherwise ``auto``: the cluster this machine belongs to, as ``ray start`` set it up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import ray
+
+from cluster.bus import bus_status, launch_bus, stop_bus
+from cluster.cli.interrupts import StartInterrupted, signals_cancel
+from cluster.cli.local_buses import BusNameTaken, local_bus_address, local_bus_auth_mode
+from cluster.client import BusClient, CallError
+from cluster.config import load_config
+from cluster.naming import NAMESPACE
+from transports.errors import BusError
+
+__all__ = ["add_parsers", "format_status"]
+
+
+def _join(address: str) -> None:
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+
+
+def _address(args: argparse.Namespace) -> str:
+    if args.address:
+        return str(args.address)
+    bus = getattr(args, "bus", None)
+    local = local_bus_address(bus) if bus else None
+    if local is None or bus is None:
+        return "auto"
+    mode = local_bus_auth_mode(bus)
+    if mode is not None and "RAY_AUTH_MODE" not in os.environ:
+        # The edge: this driver joins with its Ray's auth mode. Ray read the variable
+        # when it was imported, so its config is re-read, as Ray's own ray.init does
+        # when it turns token auth on.
+        os.environ["RAY_AUTH_MODE"] = mode
+        from ray._raylet import Config  # type: ignore[attr-defined]
+
+        Config.initialize("")
+    return local
+
+
+def _run(handler: Any, args: argparse.Namespace) -> int:
+    address = _address(args)
+    try:
+        _join(address)
+    except ConnectionError as exc:
+        print(f"raybus: cannot join the Ray cluster at {address!r}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        code: int = asyncio.run(handler(args))
+        return code
+    except BusError as exc:
+        print(f"raybus: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        ray.shutdown()
+
+
+async def _start(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if local_bus_address(config.name) is not None:  # `raybus up` runs it on its own Ray
+        raise BusNameTaken(config.name, None, local_bus_address(config.name))
+    with signals_cancel(asyncio.get_running_loop()) as interrupt:
+        try:
+            info = await launch_bus(config)
+        except asyncio.CancelledError:
+            if not interrupt.fired:
+                raise
+            raise StartInterrupted(config.name) from None
+    print(f"bus {info['bus']!r} is up: {info['workers']}")
+    return 0
+
+
+async def _stop(args: argparse.Namespace) -> int:
+    await stop_bus(args.bus)
+    print(f"bus {args.bus!r} stopped")
+    return 0
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The status as an aligned text table."""
+    pool_row = "{:<14}{:>8}{:>8}{:>10}{:>10}  {}"
+    lines = [f"bus {status['bus']}", ""]
+    lines.append(pool_row.format("pool", "workers", "queued", "oldest s", "in flight", "breaker"))
+    for pool, lag in sorted(status["pools"].items()):
+        age = f"{lag['oldest_age_s']:.2f}"
+        lines.append(
+            pool_row.format(
+                pool, lag["workers"], lag["queued"], age, lag["in_flight"], lag["breaker"]
+            )
+        )
+    for pool, lag in sorted(status["pools"].items()):
+        if lag.get("starting"):
+            lines.append(f"  {pool}: {lag['starting']} worker(s) starting")
+        if lag.get("last_failure"):
+            lines.append(f"  {pool}: last worker start failed: {lag['last_failure']}")
+    worker_row = "{:<40}{:<14}{:<10}{:>10}  {}"
+    lines += ["", worker_row.format("worker", "pool", "status", "in flight", "node")]
+    for w in sorted(status["workers"], key=lambda w: (w["pool"], w["name"])):
+        lines.append(
+            worker_row.format(w["name"], w["pool"], w["status"], w["in_flight"], w["node"])
+        )
+    decisions = status.get("decisions") or []
+    changes = [d for d in decisions if d["desired"] != d["current"]] or decisions[-3:]
+    if changes:
+        lines += ["", "recent autoscaling decisions"]
+        for d in changes[-10:]:
+            stamp = time.strftime("%H:%M:%S", time.localtime(d["wall_time"]))
+            change = f"{d['current']:>3} -> {d['desired']:<3}"
+            lines.append(f"{stamp}  {d['pool']:<14}{change} {d['reason']}")
+    return "\n".join(lines)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    status = await bus_status(args.bus)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+async def _call(args: argparse.Namespace) -> int:
+    try:
+        arguments = json.loads(args.arguments)
+    except json.JSONDecodeError as exc:
+        print(f"raybus: arguments are not JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(arguments, dict):
+        print("raybus: arguments must be a JSON object", file=sys.stderr)
+        return 2
+    async with await BusClient.connect(args.bus) as client:
+        try:
+            result = await client.call_tool(args.tool, arguments, timeout_s=args.timeout)
+        except CallError as exc:
+            print(f"raybus: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(result.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2))
+    return 1 if result.is_error else 0
+
+
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def command(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, help=help_text)
+        parser.add_argument(
+            "--address",
+            default=None,
+            help="Ray cluster address (default: the Ray of a `raybus up` of that bus on "
+            "this machine, else auto)",
+        )
+        parser.set_defaults(run=lambda args: _run(handler, args))
+        return parser
+
+    command("start", "launch a detached bus from a YAML config", _start).add_argument("config")
+    command("stop", "drain and stop a running bus", _stop).add_argument("bus")
+    status = command("status", "show a bus's pools, lag and workers", _status)
+    status.add_argument("bus")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    call = command("call", "call a tool on a running bus", _call)
+    call.add_argument("bus")
+    call.add_argument("tool")
+    call.add_argument("arguments", nargs="?", default="{}", help="JSON object (default {})")
+    call.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")

@@ -1,0 +1,254 @@
+"""The gateway's policy chain: authentication, authorization, rate limits, argument
+validation, PII redaction and audit.
+
+* HTTP and WebSocket: the ASGI guards of :mod:`cluster.gateway.policy.http_guards` (Host/Origin,
+  bearer tokens, the codec's checks on bodies, audit of what they refuse).
+* Every JSON-RPC request: :class:`PolicyMiddleware` (an SDK server middleware) refuses
+  first what costs nothing to refuse - over a rate limit, then not on the principal's
+  allow-list (every method family, deny by default: :mod:`cluster.gateway.policy.allowlist`) -
+  then validates ``tools/call`` arguments, before anything is routed; filters lists to
+  what the principal may use; and writes exactly one audit record per client request,
+  refused and failed included, off the event loop (:mod:`cluster.gateway.policy.audit`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from cluster.gateway.policy.allowlist import LISTS, AllowList, subject_of
+from cluster.gateway.policy.audit import ARGUMENTS, AuditLog
+from cluster.gateway.policy.http_guards import (
+    AUDITED,
+    CLIENT_METHOD,
+    PRINCIPAL,
+    BearerAuth,
+    HostOriginGuard,
+)
+from cluster.gateway.policy.ratelimit import RateLimiter
+from cluster.gateway.policy.redaction import redact
+from cluster.gateway.policy.schema_check import SchemaRefused, argument_errors
+from transports.envelope import ANONYMOUS
+from transports.errors import INVALID_PARAMS, BusErrorCode
+
+__all__ = [
+    "AuditLog",
+    "BearerAuth",
+    "HostOriginGuard",
+    "PolicyConfig",
+    "PolicyMiddleware",
+    "principal_of",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenEntry(_Strict):
+    principal: str
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256 of the token")
+
+
+class Limit(_Strict):
+    rate_per_s: float = Field(gt=0)
+    burst: float = Field(ge=1)
+
+
+class PolicyConfig(_Strict):
+    tokens: list[TokenEntry] = Field(default_factory=list)
+    allow: dict[str, list[str]] | None = Field(
+        None,
+        description=(
+            "principal -> what it may use: tool names, 'prompt:<name>', 'resource:<uri or "
+            "template>', '<kind>:*' or '*'; once set, every other request is denied"
+        ),
+    )
+    rate_limit_per_principal: Limit | None = Field(
+        None, description="one bucket per principal, spent by every request"
+    )
+    rate_limit_per_tool: dict[str, Limit] = Field(default_factory=dict)
+    validate_arguments: bool = True
+    unvalidated_tools: list[str] = Field(
+        default_factory=list, description="tools whose arguments the server checks itself"
+    )
+    redact_results: bool = False
+    audit_path: str | None = None
+    audit_hmac_key: SecretStr | None = Field(
+        None,
+        description=(
+            "key of the arguments' HMAC in audit records; random per process when unset, "
+            "so digests then compare only within one run"
+        ),
+    )
+
+
+def _state_of(ctx: ServerRequestContext[Any, Any]) -> MutableMapping[str, Any] | None:
+    # The ASGI scope's state of the HTTP request or WebSocket the message arrived on.
+    request = ctx.request
+    state = getattr(request, "scope", {}).get("state") if request is not None else None
+    return state if isinstance(state, MutableMapping) else None
+
+
+def principal_of(ctx: ServerRequestContext[Any, Any]) -> str:
+    """The authenticated principal of a request (anonymous without authentication)."""
+    state = _state_of(ctx)
+    principal = state.get(PRINCIPAL) if state is not None else None
+    return principal if isinstance(principal, str) else ANONYMOUS
+
+
+Tools = Callable[[], Awaitable[dict[str, dict[str, Any]]]]
+
+# A list result's field as a pydantic attribute, and its items' key as one.
+_ATTRIBUTES = {"resourceTemplates": "resource_templates", "uriTemplate": "uri_template"}
+
+
+class PolicyMiddleware:
+    """The per-request chain, as an SDK server middleware.
+
+    Args:
+        config: the policy.
+        tools: returns the known tools by name (their schemas), from discovery.
+        audit: where records go; the caller closes it.
+        clock: the rate limiter's clock.
+    """
+
+    def __init__(
+        self,
+        config: PolicyConfig,
+        tools: Tools,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._tools = tools
+        self.audit = audit
+        self._allow = AllowList(config.allow)
+        self._limiter = RateLimiter(
+            (config.rate_limit_per_principal.rate_per_s, config.rate_limit_per_principal.burst)
+            if config.rate_limit_per_principal
+            else None,
+            {
+                tool: (limit.rate_per_s, limit.burst)
+                for tool, limit in config.rate_limit_per_tool.items()
+            },
+            clock=clock,
+        )
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Any) -> Any:
+        if ctx.request_id is None:  # notifications are not requests: nothing to audit
+            return await call_next(ctx)
+        principal = principal_of(ctx)
+        state = _state_of(ctx)
+        if state is not None and state.get(CLIENT_METHOD, ctx.method) != ctx.method:
+            # Not the client's request but the SDK's own, made while serving it (the
+            # 2026-07-28 transport lists tools to check a tools/call's Mcp-Param headers):
+            # it spends no token and leaves no record, and sees only allowed tools.
+            return self._only_allowed(principal, ctx.method, await call_next(ctx))
+        if state is not None:
+            state[AUDITED] = True
+        started = time.perf_counter()
+        params: Mapping[str, Any] = ctx.params or {}
+        name = params.get("name")
+        tool = name if ctx.method == "tools/call" and isinstance(name, str) else None
+        subject = subject_of(ctx.method, params)
+        record: dict[str, Any] = {
+            "time": time.time(),
+            "principal": principal,
+            "method": ctx.method,
+            "tool": tool,
+        }
+        if subject is not None and subject.name is not None and tool is None:
+            record["target"] = subject.name
+        outcome = "ok"
+        try:
+            self._refuse_cheaply(principal, ctx.method, params, tool)
+            arguments = params.get("arguments")
+            if isinstance(arguments, dict):
+                record[ARGUMENTS] = arguments  # the audit writer redacts and digests them
+            if tool is not None:
+                await self._validate(tool, arguments if isinstance(arguments, dict) else {})
+            result = self._only_allowed(principal, ctx.method, await call_next(ctx))
+            if self._config.redact_results and tool is not None and result is not None:
+                result = _redacted_result(result)
+            return result
+        except MCPError as exc:
+            outcome = f"error {exc.code}"
+            raise
+        except Exception as exc:
+            outcome = f"error {type(exc).__name__}"
+            raise
+        finally:
+            record["outcome"] = outcome
+            record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            self.audit.write(record)
+
+    def _refuse_cheaply(
+        self, principal: str, method: str, params: Mapping[str, Any], tool: str | None
+    ) -> None:
+        # Before any schema, catalog or argument is looked at: a flood of refused
+        # requests must cost next to nothing, or it slows every other client.
+        wait = self._limiter.check(principal, tool)
+        if wait:
+            hint = math.ceil(wait * 1000) / 1000  # never "retry in 0": at least 1 ms
+            raise MCPError(
+                BusErrorCode.RATE_LIMITED,
+                f"rate limit exceeded for {principal!r}; retry in {hint:.3f} s",
+                {"retryAfterSeconds": hint},
+            )
+        if not self._allow.permits(principal, method, params):
+            subject = subject_of(method, params)
+            what = f"{subject.kind.value} {subject.name!r}" if subject else f"method {method!r}"
+            raise MCPError(BusErrorCode.FORBIDDEN, f"principal {principal!r} may not use {what}")
+
+    async def _validate(self, tool: str, arguments: dict[str, Any]) -> None:
+        if not self._config.validate_arguments or tool in self._config.unvalidated_tools:
+            return
+        schema = (await self._tools()).get(tool, {}).get("inputSchema")
+        if not isinstance(schema, dict):
+            return
+        try:
+            problems = argument_errors(schema, arguments)
+        except SchemaRefused as exc:
+            raise MCPError(INVALID_PARAMS, f"tool {tool!r} cannot be validated: {exc}") from None
+        if problems:
+            raise MCPError(
+                INVALID_PARAMS, f"invalid arguments for {tool!r}: " + "; ".join(problems)
+            )
+
+    def _only_allowed(self, principal: str, method: str, result: Any) -> Any:
+        if not self._allow.enabled or method not in LISTS or result is None:
+            return result
+        field, key, kind = LISTS[method]
+
+        def allowed(item: Any) -> bool:
+            value = (
+                item.get(key)
+                if isinstance(item, dict)
+                else getattr(item, _ATTRIBUTES.get(key, key), None)
+            )
+            return value is not None and self._allow.permits_item(principal, kind, str(value))
+
+        if isinstance(result, dict):
+            items = result.get(field)
+            if not isinstance(items, list):
+                return result
+            return {**result, field: [item for item in items if allowed(item)]}
+        attribute = _ATTRIBUTES.get(field, field)
+        items = getattr(result, attribute, None)
+        if not isinstance(items, list) or not isinstance(result, BaseModel):
+            return result
+        return result.model_copy(update={attribute: [item for item in items if allowed(item)]})
+
+
+def _redacted_result(result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        cleaned = redact(result.model_dump(by_alias=True, mode="json", exclude_none=True))
+        return type(result).model_validate(cleaned)
+    return redact(result)

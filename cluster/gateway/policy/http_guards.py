@@ -1,0 +1,269 @@
+"""The gateway's door: ASGI guards that run before the MCP SDK sees a request.
+
+From the outside in:
+
+* :class:`AuditDoor` writes the audit record of every HTTP request or WebSocket
+  handshake that is refused before the policy chain ran (no or wrong token, foreign
+  Host/Origin, oversize or unparseable body, the SDK's own 4xx answers), so every client
+  request leaves exactly one record.
+* :class:`HostOriginGuard`: 403 for a foreign Host or Origin (DNS rebinding), on HTTP
+  and on the WebSocket handshake.
+* :class:`BearerAuth`: 401 unless the bearer token's hash names a principal; the token
+  stops here, only the principal's name travels on (in the ASGI scope's state).
+* :class:`JsonBodyGuard`: a POSTed body must pass the project's codec checks (size,
+  UTF-8, nesting depth, duplicate keys, NaN/Infinity, one message not a batch), answered
+  with a JSON-RPC error (-32700 / -32600) and HTTP 400, or 413 for size. The SDK's own
+  parser accepts duplicate keys (last wins) and NaN, which the bus cannot carry.
+
+Guards tell the door why they refused through ``scope["state"]`` (:data:`REFUSED`); the
+policy chain marks a request it audited (:data:`AUDITED`), and the body guard records the
+client's JSON-RPC method (:data:`CLIENT_METHOD`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cluster.gateway.policy.audit import AuditLog
+from cluster.gateway.policy.tokens import TokenTable
+from transports.codec import DecodeLimits, parse_json
+from transports.errors import (
+    INVALID_REQUEST,
+    InvalidMessage,
+    InvalidRequest,
+    MessageTooLarge,
+    ParseError,
+)
+
+__all__ = [
+    "AUDITED",
+    "CLIENT_METHOD",
+    "PRINCIPAL",
+    "REFUSED",
+    "AuditDoor",
+    "BearerAuth",
+    "HostOriginGuard",
+    "JsonBodyGuard",
+]
+
+PRINCIPAL = "raybus_principal"  # set by BearerAuth: the authenticated principal
+AUDITED = "raybus_audited"  # set by the policy chain once it wrote the request's record
+REFUSED = "raybus_refused"  # set by a guard: why it refused the request
+CLIENT_METHOD = "raybus_method"  # set by JsonBodyGuard: the JSON-RPC method the client sent
+
+
+def _state(scope: Scope) -> MutableMapping[str, Any]:
+    state: MutableMapping[str, Any] = scope.setdefault("state", {})
+    return state
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + extra})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AuditDoor:
+    """ASGI middleware: one audit record for each request refused before the policy chain."""
+
+    def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
+        self._app = app
+        self._audit = audit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: int | None = None
+        accepted = False
+
+        async def watching_send(message: Message) -> None:
+            nonlocal status, accepted
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+            elif kind == "websocket.accept":
+                accepted = True
+            elif kind == "websocket.close" and not accepted and status is None:
+                status = 403  # a close before accept is answered as HTTP 403
+            elif kind == "websocket.http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, watching_send)
+        finally:
+            state = _state(scope)
+            if status is not None and status >= 400 and not state.get(AUDITED):
+                reason = state.get(REFUSED)
+                self._audit.write(
+                    {
+                        "time": time.time(),
+                        "principal": state.get(PRINCIPAL),
+                        "method": state.get(CLIENT_METHOD),
+                        "tool": None,
+                        "outcome": f"refused {status}" + (f" {reason}" if reason else ""),
+                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "http": f"{scope.get('method', 'WEBSOCKET')} {scope.get('path', '')}",
+                    }
+                )
+
+
+class BearerAuth:
+    """ASGI middleware: 401 unless the bearer token's hash names a principal."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenTable, realm: str = "raybus") -> None:
+        self._app = app
+        self._tokens = tokens
+        self._realm = realm
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        value = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = value.partition(" ")
+        websocket = scope["type"] == "websocket"
+        if scheme.lower() != "bearer" or not token.strip():
+            await self._refuse(scope, send, None, websocket)
+            return
+        principal = self._tokens.principal_for(token.strip())
+        if principal is None:
+            await self._refuse(scope, send, "invalid_token", websocket)
+            return
+        _state(scope)[PRINCIPAL] = principal
+        await self._app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, send: Send, error: str | None, websocket: bool) -> None:
+        _state(scope)[REFUSED] = error or "authentication_required"
+        if websocket:  # before accept, a close is answered as HTTP 403 by the server
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        challenge = f'Bearer realm="{self._realm}"' + (f', error="{error}"' if error else "")
+        body = json.dumps({"error": error or "authentication_required"}).encode()
+        await _respond(
+            send, 401, body, b"application/json", [(b"www-authenticate", challenge.encode())]
+        )
+
+
+class HostOriginGuard:
+    """ASGI middleware: 403 for a Host or Origin that is not ours (DNS rebinding).
+
+    Patterns are ``host:port`` with ``*`` allowed as the port; Origins are matched the
+    same way after their scheme. A request without an Origin (not a browser) passes the
+    Origin check; every request must carry an allowed Host. ``Origin: null`` (sandboxed
+    pages, file: URLs) is foreign.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: list[str], origins: list[str]) -> None:
+        self._app = app
+        self._hosts = hosts
+        self._origins = origins
+
+    @staticmethod
+    def _matches(value: str, patterns: list[str]) -> bool:
+        for pattern in patterns:
+            if pattern.endswith(":*"):
+                name = pattern[:-2]
+                if value == name or (
+                    value.startswith(name + ":") and value[len(name) + 1 :].isdigit()
+                ):
+                    return True
+            elif value == pattern:
+                return True
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or [])
+            host = headers.get(b"host", b"").decode("latin-1")
+            origin = headers.get(b"origin")
+            if not self._matches(host, self._hosts) or (
+                origin is not None and not self._matches(origin.decode("latin-1"), self._origins)
+            ):
+                _state(scope)[REFUSED] = "host_or_origin"
+                if scope["type"] == "websocket":
+                    # An HTTP response is not a valid answer to a WebSocket scope (the
+                    # server turned it into a 500); a close before accept is a 403.
+                    await send({"type": "websocket.close", "code": 1008})
+                else:
+                    body = b"Forbidden: Host or Origin not allowed"
+                    await _respond(send, 403, body, b"text/plain", [])
+                return
+        await self._app(scope, receive, send)
+
+
+class JsonBodyGuard:
+    """ASGI middleware: a POSTed body passes the codec's checks before the SDK parses it.
+
+    The body is read once (at most ``limits.max_message_bytes`` of it) and handed on
+    unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, limits: DecodeLimits) -> None:
+        self._app = app
+        self._limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self._app(scope, receive, send)
+            return
+        state = _state(scope)
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._limits.max_message_bytes:
+                # Refused before the rest arrives: an oversize body is never buffered.
+                state[REFUSED] = "body_too_large"
+                too_large = MessageTooLarge(size, self._limits.max_message_bytes)
+                error = {"code": INVALID_REQUEST, "message": str(too_large)}
+                await _respond(send, 413, _error(error), b"application/json", [])
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            parsed = parse_json(body, self._limits)
+            if isinstance(parsed, list):
+                raise InvalidRequest("JSON-RPC batches are not supported")
+            if not isinstance(parsed, dict):
+                raise InvalidRequest("a JSON-RPC message must be a JSON object")
+        except InvalidMessage as exc:
+            state[REFUSED] = "parse_error" if isinstance(exc, ParseError) else "invalid_request"
+            await _respond(send, 400, _error(exc.error_object()), b"application/json", [])
+            return
+        method = parsed.get("method")
+        if isinstance(method, str) and "id" in parsed:
+            state[CLIENT_METHOD] = method
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only the disconnect is left
+
+        await self._app(scope, replay, send)
+
+
+def _error(error: dict[str, Any]) -> bytes:
+    # The id is null: the request was not read far enough to trust one.
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": None, "error": error}, separators=(",", ":")
+    ).encode()

@@ -1,0 +1,346 @@
+"""The gateway: one MCP server in front of every pool of a bus.
+
+The MCP protocol itself - both eras, sessions, SSE streams, version negotiation, the
+2026-07-28 envelope and ``server/discover`` - is the official SDK's: the gateway is a
+low-level SDK ``Server`` whose handlers forward to the bus. Lists (tools, resources,
+templates, prompts) are aggregated from the discovery registry without calling any
+worker; calls travel through the router to a worker. What a worker's server sends about
+a call (progress, logs, sampling / elicitation / roots requests) is relayed to the MCP
+session that made the call, and the answer travels back.
+
+Client credentials never leave the gateway: only the authenticated principal's name
+travels in the envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from typing import Any
+
+import mcp_types as types
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ToolsListChanged,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ConfigDict, TypeAdapter
+
+from actors.discovery.catalog import Catalog, Kind
+from actors.worker.hosted_server import CLOSE_SSE_STREAM
+from cluster.gateway.bus import Bus, BusSession
+from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
+from transports.errors import (
+    INVALID_PARAMS,
+    BusErrorCode,
+    BusTimeout,
+    CallError,
+    ConnectionClosed,
+    InvalidMessage,
+)
+from transports.message import Notification, Request
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger(__name__)
+
+Ctx = ServerRequestContext[Any, Any]
+
+_CATALOG_TTL_S = 0.5
+_LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+_EVENTS: dict[str, Any] = {
+    Kind.TOOL: ToolsListChanged,
+    Kind.PROMPT: PromptsListChanged,
+    Kind.RESOURCE: ResourcesListChanged,
+}
+_LEGACY_NOTIFY = {
+    Kind.TOOL: "notifications/tools/list_changed",
+    Kind.PROMPT: "notifications/prompts/list_changed",
+    Kind.RESOURCE: "notifications/resources/list_changed",
+}
+_server_request = TypeAdapter[types.ServerRequest](types.ServerRequest)
+_server_notification = TypeAdapter[types.ServerNotification](types.ServerNotification)
+
+
+class _AnyResult(types.Result):
+    """A client's answer to a relayed request, kept whole (the worker validates it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Gateway:
+    """Builds the SDK server and puts the policy chain in front of its handlers."""
+
+    def __init__(
+        self,
+        client: Bus,
+        *,
+        name: str = "raybus",
+        call_timeout_s: float = 300.0,
+        policy: PolicyConfig | None = None,
+    ) -> None:
+        self._client = client
+        self._call_timeout_s = call_timeout_s
+        self._bus_sessions: weakref.WeakKeyDictionary[Connection, BusSession] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._log_levels: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
+        self._catalogs: dict[str, Catalog] = {}
+        self._catalogs_at = 0.0
+        # 2026-07-28 clients hear about list changes on subscriptions/listen streams.
+        self.events = InMemorySubscriptionBus()
+        self._seen_changes: dict[str, int] | None = None
+        self.server: Server[Any] = Server(
+            name,
+            version="0.1.0",
+            instructions="Tools, resources and prompts of every pool of a raybus bus.",
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_resource_templates,
+            on_read_resource=self._read_resource,
+            on_subscribe_resource=self._subscribe,
+            on_unsubscribe_resource=self._unsubscribe,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_completion=self._complete,
+            on_set_logging_level=self._set_logging_level,
+            on_subscriptions_listen=ListenHandler(self.events),
+        )
+        policy = policy or PolicyConfig()
+        key = policy.audit_hmac_key
+        self.audit = AuditLog(
+            policy.audit_path, key.get_secret_value().encode() if key is not None else None
+        )
+        self.policy = PolicyMiddleware(policy, self._tools_by_name, self.audit)
+        self.server.middleware.append(self.policy)
+
+    async def aclose(self) -> None:
+        """Write the audit records still queued (bounded wait) and stop the audit writer."""
+        if not await asyncio.to_thread(self.audit.close):
+            logger.warning("the audit log did not finish writing within its timeout")
+
+    # -- list changes, from discovery ------------------------------------------------
+
+    async def watch_list_changes(self, interval_s: float = 0.25) -> None:
+        """Relay list changes on the bus to every client, until cancelled."""
+        while True:
+            try:
+                await self._relay_list_changes()
+            except Exception:  # the watcher must outlive one failed poll
+                logger.exception("watching discovery for list changes failed")
+            await asyncio.sleep(interval_s)  # the polling period
+
+    async def _relay_list_changes(self) -> None:
+        counters = await self._client.list_changed_counters()
+        previous, self._seen_changes = self._seen_changes, counters
+        if previous is None:
+            return
+        changed = [kind for kind, seq in counters.items() if seq > previous.get(kind, 0)]
+        if not changed:
+            return
+        self._catalogs_at = 0.0  # the next list reads fresh catalogs
+        for kind in changed:
+            await self.events.publish(_EVENTS[kind]())
+        for connection in list(self._bus_sessions.keys()):
+            if connection.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                continue  # 2026-07-28 clients listen on subscriptions/listen instead
+            for kind in changed:
+                with contextlib.suppress(Exception):  # a closed connection is simply skipped
+                    await connection.outbound.notify(_LEGACY_NOTIFY[kind], None)
+
+    # -- lists, from discovery ------------------------------------------------------
+
+    async def catalogs(self) -> dict[str, Catalog]:
+        now = time.monotonic()
+        if now - self._catalogs_at > _CATALOG_TTL_S:
+            self._catalogs = await self._client.catalogs()
+            self._catalogs_at = now
+        return self._catalogs
+
+    async def _tools_by_name(self) -> dict[str, dict[str, Any]]:
+        return {tool["name"]: tool for tool in await self._aggregate("tools", "name")}
+
+    async def _aggregate(self, field: str, key: str) -> list[dict[str, Any]]:
+        seen: dict[str, dict[str, Any]] = {}
+        for catalog in (await self.catalogs()).values():
+            for item in getattr(catalog, field):
+                seen.setdefault(item[key], item)
+        return list(seen.values())
+
+    async def _list_tools(
+        self, ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        tools = await self._aggregate("tools", "name")
+        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
+
+    async def _list_resources(
+        self, ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        resources = await self._aggregate("resources", "uri")
+        return types.ListResourcesResult(
+            resources=[types.Resource.model_validate(r) for r in resources]
+        )
+
+    async def _list_resource_templates(
+        self, ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        templates = await self._aggregate("resource_templates", "uriTemplate")
+        return types.ListResourceTemplatesResult(
+            resource_templates=[types.ResourceTemplate.model_validate(t) for t in templates]
+        )
+
+    async def _list_prompts(
+        self, ctx: Ctx, params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        prompts = await self._aggregate("prompts", "name")
+        return types.ListPromptsResult(prompts=[types.Prompt.model_validate(p) for p in prompts])
+
+    # -- calls, through the bus -----------------------------------------------------
+
+    async def _call_tool(
+        self, ctx: Ctx, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        result = await self._forward(ctx, "tools/call", params.name)
+        if result.get("resultType") == "input_required":
+            return types.InputRequiredResult.model_validate(result)
+        return types.CallToolResult.model_validate(result)
+
+    async def _read_resource(
+        self, ctx: Ctx, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
+        result = await self._forward(ctx, "resources/read", str(params.uri))
+        if result.get("resultType") == "input_required":
+            return types.InputRequiredResult.model_validate(result)
+        return types.ReadResourceResult.model_validate(result)
+
+    async def _get_prompt(
+        self, ctx: Ctx, params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        result = await self._forward(ctx, "prompts/get", params.name)
+        if result.get("resultType") == "input_required":
+            return types.InputRequiredResult.model_validate(result)
+        return types.GetPromptResult.model_validate(result)
+
+    async def _complete(
+        self, ctx: Ctx, params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        ref = params.ref
+        name = ref.name if isinstance(ref, types.PromptReference) else str(ref.uri)
+        return types.CompleteResult.model_validate(
+            await self._forward(ctx, "completion/complete", name)
+        )
+
+    async def _subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        await self._forward(ctx, "resources/subscribe", str(params.uri))
+        return types.EmptyResult()
+
+    async def _unsubscribe(
+        self, ctx: Ctx, params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        await self._forward(ctx, "resources/unsubscribe", str(params.uri))
+        return types.EmptyResult()
+
+    async def _set_logging_level(
+        self, ctx: Ctx, params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        # Kept per MCP session at the gateway: a worker's server is shared by many
+        # sessions, so one session's level must not change what another receives.
+        self._log_levels[_connection_of(ctx)] = _LOG_LEVELS.index(params.level)
+        return types.EmptyResult()
+
+    async def _forward(self, ctx: Ctx, method: str, name: str) -> dict[str, Any]:
+        # Forwarded whole, 2026-07-28 envelope included: the worker's server must see
+        # the caller's declared capabilities, and sealed requestState must arrive as is.
+        params = dict(ctx.params or {})
+        session = self._bus_session(ctx)
+
+        async def relay(message: Notification | Request) -> dict[str, Any] | None:
+            return await self._relay(ctx, message)
+
+        try:
+            return await session.request(
+                method, params, name=name, timeout_s=self._call_timeout_s, on_message=relay
+            )
+        except CallError as exc:
+            raise MCPError(exc.code, exc.message, exc.data) from None
+        except BusTimeout as exc:
+            raise MCPError(BusErrorCode.DEADLINE_EXCEEDED, str(exc)) from None
+        except ConnectionClosed as exc:
+            raise MCPError(BusErrorCode.SHUTTING_DOWN, str(exc)) from None
+        except InvalidMessage as exc:
+            # Parameters the bus cannot carry (NaN, Infinity): the front's codec checks
+            # refuse them first; this covers fronts without them (stdio).
+            raise MCPError(INVALID_PARAMS, f"params cannot be sent: {exc.detail}") from None
+
+    def _bus_session(self, ctx: Ctx) -> BusSession:
+        # One bus session per MCP connection (the SDK makes a ServerSession per request).
+        connection = _connection_of(ctx)
+        session = self._bus_sessions.get(connection)
+        if session is None:
+            session = self._client.new_session(principal=principal_of(ctx))
+            target = weakref.ref(connection)
+
+            async def unsolicited(notification: Notification) -> None:
+                params = notification.params if isinstance(notification.params, dict) else {}
+                if notification.method == "notifications/resources/updated":
+                    await self.events.publish(ResourceUpdated(uri=str(params.get("uri"))))
+                live = target()
+                if live is not None:
+                    await live.outbound.notify(notification.method, params or None)
+
+            session.notification_handler = unsolicited
+            self._bus_sessions[connection] = session
+            # The bus session lives exactly as long as the MCP connection.
+            weakref.finalize(connection, session.forget)
+        return session
+
+    async def _relay(self, ctx: Ctx, message: Notification | Request) -> dict[str, Any] | None:
+        wire = message.to_json_dict()
+        if isinstance(message, Notification):
+            if message.method == CLOSE_SSE_STREAM:
+                if ctx.close_sse_stream is not None:
+                    await ctx.close_sse_stream()
+                return None
+            if message.method == "notifications/message" and not self._log_allowed(ctx, message):
+                return None
+            notification = _server_notification.validate_python(wire)
+            await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
+            return None
+        del wire["id"]
+        try:
+            request = _server_request.validate_python(wire)
+            result = await ctx.session.send_request(
+                request,
+                _AnyResult,
+                metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+            )
+        except MCPError as exc:
+            raise CallError(message.method, exc.code, exc.message, exc.data) from None
+        answer: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return answer
+
+    def _log_allowed(self, ctx: Ctx, message: Notification) -> bool:
+        threshold = self._log_levels.get(_connection_of(ctx))
+        if threshold is None:
+            return True
+        level = message.params.get("level") if isinstance(message.params, dict) else None
+        return level in _LOG_LEVELS and _LOG_LEVELS.index(level) >= threshold
+
+
+def _connection_of(ctx: Ctx) -> Connection:
+    """The MCP connection a request arrived on (one per client session, or per request
+    in the stateless era). The SDK exposes it on its per-request session only privately."""
+    connection: Connection = ctx.session._connection
+    return connection

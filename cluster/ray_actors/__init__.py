@@ -1,0 +1,1 @@
+"""The Ray shells: one named actor per core in ``actors/``, wired by ``cluster.bus``."""

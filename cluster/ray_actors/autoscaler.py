@@ -1,0 +1,154 @@
+"""The autoscaler actor: every interval, read each pool's lag and resize it.
+
+Signals come from the router (queued calls, oldest queued age, calls in flight) - the
+Ray backend's lag; broker backends plug in their own lag source later through the same
+:class:`~actors.autoscaler.Signals`. Decisions are made by the pool's policy and applied
+through the supervisor, one resize at a time per pool (a pool being resized holds its
+size). Every decision is kept, newest last, for ``raybus status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import asdict
+from typing import Any
+
+import ray
+
+from actors.autoscaler import Decision, LagPolicy, ScalingPolicy, Signals
+from cluster.backends.kafka import kafka_lag
+from cluster.backends.sqs import SqsLagReader
+from cluster.config import BusConfig
+from cluster.naming import HandleCache, actor_names
+from transports.errors import BusError
+
+__all__ = ["AutoscalerActor"]
+
+logger = logging.getLogger(__name__)
+
+
+@ray.remote
+class AutoscalerActor:
+    def __init__(self, config: BusConfig) -> None:
+        self._config = config
+        self._handles = HandleCache()
+        # With Kafka, consumers beyond the topic's partitions would sit idle.
+        partitions = config.kafka.partitions if config.backend == "kafka" and config.kafka else None
+        self._policies: dict[str, ScalingPolicy] = {
+            pool.name: LagPolicy(
+                pool.autoscale,
+                pool.min_workers,
+                min(
+                    pool.max_workers, pool.autoscale.max_consumers or partitions or pool.max_workers
+                ),
+            )
+            for pool in config.pools
+            if pool.autoscale.enabled
+        }
+        self._decisions: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
+        # Resizes are rare and matter most: kept apart so routine holds never push them out.
+        self._changes: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
+        self._resizing: dict[str, asyncio.Task[None]] = {}
+        self._loop: asyncio.Task[None] | None = None
+        self._sqs_lag = SqsLagReader(config) if config.backend == "sqs" else None
+
+    async def start(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        interval = self._config.autoscaler.interval_s
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # the control loop must outlive one bad round
+                logger.exception("autoscaler round failed")
+            await asyncio.sleep(interval)  # the control period
+
+    async def tick(self) -> list[Decision]:
+        """One round: read signals, decide, start resizes. Returns this round's decisions."""
+        bus = self._config.name
+        router = await self._handles.get_async(actor_names.router(bus))
+        supervisor = await self._handles.get_async(actor_names.supervisor(bus))
+        timeout = self._config.autoscaler.interval_s * 4
+        lag: dict[str, dict[str, Any]] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                lag = await (
+                    self._broker_lag() if self._config.backend != "ray" else router.lag.remote()
+                )
+        except (TimeoutError, ray.exceptions.RayError, BusError) as exc:
+            logger.warning("no lag signals (%s): holding every pool", exc)
+        async with asyncio.timeout(timeout):
+            sizes: dict[str, int] = await supervisor.sizes.remote()
+        now = time.monotonic()
+        made = []
+        for pool, policy in self._policies.items():
+            current = sizes.get(pool, 0)
+            signals = _signals(lag.get(pool), now)
+            if pool in self._resizing:
+                continue  # the previous resize is still converging: hold
+            decision = policy.decide(pool, current, signals)
+            self._decisions.append(decision)
+            if decision.desired != current:
+                self._changes.append(decision)
+            made.append(decision)
+            if decision.desired != current:
+                logger.info(
+                    "scaling pool %s %d -> %d: %s", pool, current, decision.desired, decision.reason
+                )
+                task = asyncio.get_running_loop().create_task(
+                    self._resize(supervisor, pool, decision.desired)
+                )
+                self._resizing[pool] = task
+        return made
+
+    async def _broker_lag(self) -> dict[str, dict[str, Any]]:
+        """Per pool: the group lag (Kafka) or queue depth (SQS) as queued, plus the calls
+        in flight the workers reported."""
+        discovery = await self._handles.get_async(actor_names.discovery(self._config.name))
+        workers = await discovery.workers.remote()
+        lag: dict[str, dict[str, Any]] = {}
+        for pool in self._policies:
+            in_flight = sum(w.in_flight for w in workers if w.pool == pool)
+            if self._config.backend == "kafka":
+                queued = await kafka_lag(self._config, pool)
+            elif self._sqs_lag is not None:
+                # Depth counts in-flight messages too: subtract what workers hold.
+                queued = max(0, await self._sqs_lag.depth(pool) - in_flight)
+            else:
+                queued = 0
+            lag[pool] = {"queued": queued, "in_flight": in_flight, "oldest_age_s": None}
+        return lag
+
+    async def _resize(self, supervisor: Any, pool: str, size: int) -> None:
+        try:
+            await supervisor.scale.remote(pool, size)
+        except Exception:  # the next round retries from fresh signals
+            logger.exception("resizing pool %s to %d failed", pool, size)
+        finally:
+            self._resizing.pop(pool, None)
+
+    async def decisions(
+        self, last: int = 50, *, changes_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """The most recent decisions (or resizes only), oldest first, as plain data."""
+        recent = list(self._changes if changes_only else self._decisions)[-last:]
+        return [_as_dict(d) for d in recent]
+
+
+def _signals(lag: dict[str, Any] | None, now: float) -> Signals | None:
+    if lag is None:
+        return None
+    return Signals(
+        at_s=now, queued=lag["queued"], in_flight=lag["in_flight"], oldest_age_s=lag["oldest_age_s"]
+    )
+
+
+def _as_dict(decision: Decision) -> dict[str, Any]:
+    data = asdict(decision)
+    data["wall_time"] = time.time() - (time.monotonic() - decision.at_s)
+    return data

@@ -1,0 +1,104 @@
+"""The discovery registry as a Ray actor: heartbeats in, membership snapshots out.
+
+Subscribers (the router, gateways) get the whole snapshot whenever servers join, leave,
+change status or change what they offer, plus which lists changed (for list_changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+
+from actors.discovery.catalog import Catalog
+from actors.discovery.registry import DiscoveryRegistry, Heartbeat, Membership, WorkerInfo
+from cluster.backends.kafka import DiscoveryTopicReader
+from cluster.config import BusConfig
+from cluster.naming import HandleCache
+
+__all__ = ["DiscoveryActor"]
+
+logger = logging.getLogger(__name__)
+
+
+@ray.remote
+class DiscoveryActor:
+    def __init__(self, config: BusConfig) -> None:
+        self._config = config
+        self._registry = DiscoveryRegistry(ttl_s=config.discovery.ttl_s)
+        self._reader: DiscoveryTopicReader | None = None
+        self._handles = HandleCache()
+        self._subscribers: set[str] = set()
+        self._published = -1
+        self._evictor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._evictor is None:
+            self._evictor = asyncio.get_running_loop().create_task(self._evict_forever())
+            if self._config.backend == "kafka":
+                self._reader = DiscoveryTopicReader(self._config, self._record)
+                await self._reader.start()
+
+    def _record(self, beat: Heartbeat) -> None:
+        self._registry.heartbeat(beat)
+        self._publish()
+
+    async def _evict_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._registry.ttl_s / 4)  # eviction period
+            try:
+                if self._registry.evict_stale():
+                    self._publish()
+            except Exception:  # the timer must survive one bad round
+                logger.exception("discovery eviction failed")
+
+    async def heartbeat(self, beat: Heartbeat) -> bool:
+        """Record a heartbeat; True asks the worker to resend with its catalog."""
+        await self.start()  # after a restart, the first heartbeat restarts eviction
+        need_catalog = self._registry.heartbeat(beat)
+        self._publish()
+        return need_catalog
+
+    async def forget(self, server_id: str) -> None:
+        if self._registry.forget(server_id):
+            self._publish()
+
+    async def subscribe(self, actor_name: str) -> None:
+        self._subscribers.add(actor_name)
+        handle = await self._handles.get_async(actor_name)
+        handle.on_membership.remote(self._registry.snapshot(), set())
+
+    async def unsubscribe(self, actor_name: str) -> None:
+        self._subscribers.discard(actor_name)
+        self._handles.forget(actor_name)
+
+    async def snapshot(self) -> Membership:
+        return self._registry.snapshot()
+
+    async def catalogs(self) -> dict[str, Catalog]:
+        return self._registry.snapshot().catalogs
+
+    async def list_changed(self) -> dict[str, int]:
+        """Per kind (tool / prompt / resource), how many list changes were seen so far."""
+        self._registry.changed_kinds()
+        return dict(self._registry.list_changed_seq)
+
+    async def workers(self) -> list[WorkerInfo]:
+        return self._registry.live_workers()
+
+    def _publish(self) -> None:
+        if self._registry.version == self._published:
+            return
+        self._published = self._registry.version
+        snapshot = self._registry.snapshot()
+        changed = self._registry.changed_kinds()
+        for name in list(self._subscribers):
+            try:
+                handle: Any = self._handles.get(name)
+            except Exception:  # noqa: BLE001 - a vanished subscriber must not stop the rest
+                logger.warning("subscriber %s is gone; unsubscribing", name)
+                self._subscribers.discard(name)
+                continue
+            handle.on_membership.remote(snapshot, changed)

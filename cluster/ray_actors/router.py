@@ -1,0 +1,138 @@
+"""The router as a Ray actor: :class:`~actors.router.core.RouterCore` plus its Ray ports.
+
+Inbound calls (``submit``, ``cancel``, ``completed``) each carry a batch. Outbound
+traffic is coalesced per destination by :class:`~actors.outbox.Outbox`: one ``deliver``
+per worker and one ``deliver`` per client endpoint per event-loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import ray
+
+from actors.discovery.registry import Membership
+from actors.outbox import BUSY_INTERVAL_S, Outbox
+from actors.router.core import Completion, RouterConfig, RouterCore
+from cluster.naming import HandleCache, actor_names
+from transports.envelope import CorrelationKey
+from transports.errors import BusError
+from transports.frame import Frame
+
+__all__ = ["RouterActor"]
+
+logger = logging.getLogger(__name__)
+
+_TICK_S = 0.05
+
+
+class _RayRouterPorts:
+    def __init__(self, handles: HandleCache, core: RouterCore | None = None) -> None:
+        self.handles = handles
+        self.core = core
+        self.replies: Outbox[str, Frame] = Outbox(
+            self._send_replies, min_interval_s=BUSY_INTERVAL_S
+        )
+        self.deliveries: Outbox[str, Frame] = Outbox(
+            self._send_deliveries, on_failure=self._delivery_failed, min_interval_s=BUSY_INTERVAL_S
+        )
+
+    def deliver(self, worker: str, frames: list[Frame]) -> None:
+        for frame in frames:
+            self.deliveries.put(worker, frame)
+
+    def _send_deliveries(self, worker: str, frames: list[Frame]) -> Any:
+        return self.handles.get(worker).deliver.remote(frames)
+
+    def _delivery_failed(self, worker: str, frames: list[Frame], exc: BaseException) -> None:
+        self.handles.forget(worker)
+        if self.core is not None:
+            self.core.delivery_failed(worker, frames, repr(exc))
+
+    def cancel(self, worker: str, keys: list[CorrelationKey]) -> None:
+        # Sent directly: a cancellation must not wait behind a batch of new calls.
+        self.handles.get(worker).cancel.remote(keys)
+
+    def reply(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            if frame.envelope.reply_to is not None:
+                self.replies.put(frame.envelope.reply_to, frame)
+
+    def _send_replies(self, destination: str, frames: list[Frame]) -> Any:
+        try:
+            return self.handles.get(destination).deliver.remote(frames)
+        except BusError as exc:
+            logger.warning("dropped %d reply(ies) for %s: %s", len(frames), destination, exc)
+            return None
+
+
+@ray.remote
+class RouterActor:
+    def __init__(self, bus: str, config: RouterConfig) -> None:
+        self._bus = bus
+        self._handles = HandleCache()
+        self._ports = _RayRouterPorts(self._handles)
+        self._core = RouterCore(config, self._ports)
+        self._ports.core = self._core
+        self._ticker: asyncio.Task[None] | None = None
+        self._membership_version = -1
+
+    async def start(self) -> None:
+        """Subscribe to discovery and start the deadline / breaker timer.
+
+        Every inbound call runs this too (once), so a router Ray restarted after a crash
+        subscribes again without anyone calling ``start``.
+        """
+        if self._ticker is not None:
+            return
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        discovery = await self._handles.get_async(actor_names.discovery(self._bus))
+        await discovery.subscribe.remote(actor_names.router(self._bus))
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_TICK_S)  # the timer's period, not synchronisation
+            try:
+                self._core.tick()
+            except Exception:  # the timer must survive one bad tick
+                logger.exception("router tick failed")
+
+    async def submit(self, frames: list[Frame]) -> None:
+        await self.start()
+        self._core.submit(frames)
+
+    async def cancel(self, keys: list[CorrelationKey]) -> None:
+        await self.start()
+        self._core.cancel(keys)
+
+    async def completed(self, worker: str, completions: list[Completion]) -> None:
+        await self.start()
+        self._core.completed(worker, completions)
+
+    async def on_membership(self, membership: Membership, changed_kinds: set[str]) -> None:
+        if membership.version <= self._membership_version:
+            return
+        self._membership_version = membership.version
+        for infos in membership.workers.values():
+            for info in infos:
+                await self._handles.get_async(info.actor_name)
+        self._core.apply_membership(membership)
+
+    async def retire(self, worker: str) -> int:
+        return self._core.retire(worker)
+
+    async def forget_worker(self, worker: str) -> None:
+        self._core.forget_worker(worker)
+        self._handles.forget(worker)
+
+    async def lag(self) -> dict[str, dict[str, Any]]:
+        return {pool: asdict(lag) for pool, lag in self._core.lag().items()}
+
+    async def outstanding(self) -> dict[str, int]:
+        return self._core.outstanding_by_worker()
+
+    async def ping(self) -> str:
+        return "pong"

@@ -1,0 +1,301 @@
+"""The worker as a Ray actor: one hosted MCP server, heartbeats, batched replies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+from actors.outbox import BUSY_INTERVAL_S, Outbox
+from actors.router.core import Completion
+from actors.worker.core import WorkerCore, WorkerIdentity
+from actors.worker.hosted_server import HostedServer
+from actors.worker.server_links import (
+    SdkServerLink,
+    ServerLink,
+    StdioServerLink,
+    functions_server,
+    load_server_object,
+)
+from cluster.config import BusConfig, PoolConfig
+from cluster.naming import HandleCache, actor_names
+from transports.envelope import CorrelationKey
+from transports.errors import BusError
+from transports.frame import Frame
+
+if TYPE_CHECKING:  # imported when used: broker clients cost ~0.25 s of every worker start
+    from cluster.backends.kafka import KafkaWorkerSource
+    from cluster.backends.sqs import SqsWorkerSource
+
+__all__ = ["PoolStartFailed", "WorkerActor", "link_factory_for", "start_failure_reason"]
+
+_CATALOG_EVERY_N_BEATS = 5
+
+logger = logging.getLogger(__name__)
+
+
+class PoolStartFailed(BusError):
+    """A pool's worker could not start; ``reason`` is one line a user can act on."""
+
+    def __init__(self, pool: str, reason: str) -> None:
+        super().__init__(pool, reason)
+        self.pool = pool
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"pool {self.pool!r} failed to start: {self.reason}"
+
+
+def start_failure_reason(exc: BaseException) -> str:
+    """One line saying why a server did not start (no traceback, no Ray wrapping)."""
+    cause = getattr(exc, "cause", None)  # a RayTaskError carries the remote exception
+    if isinstance(cause, BaseException) and cause is not exc:
+        return start_failure_reason(cause)
+    if isinstance(exc, PoolStartFailed):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
+        return "the server did not finish the MCP handshake in time"
+    if isinstance(exc, BusError | ImportError | OSError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def link_factory_for(pool: PoolConfig) -> Any:
+    """A factory of fresh links to the pool's server (called again on every restart).
+
+    The server object is imported on the first call, inside the worker's ``start``, so a
+    bad import path fails that call with its reason instead of killing the actor's
+    constructor (whose error Ray reports only as a dead actor).
+    """
+    if pool.command is not None:
+        command = list(pool.command)
+        env = {**os.environ, **pool.env} if pool.env else None
+        return lambda: StdioServerLink(command, env=env)
+    loaded: list[Any] = []
+
+    def make() -> ServerLink:
+        if not loaded:
+            loaded.append(
+                load_server_object(pool.server)
+                if pool.server
+                else functions_server(pool.tools or "")
+            )
+        return SdkServerLink(loaded[0])
+
+    return make
+
+
+class _RayWorkerPorts:
+    def __init__(self, bus: str, actor_name: str, handles: HandleCache) -> None:
+        self._router = actor_names.router(bus)
+        self._actor_name = actor_name
+        self._handles = handles
+        self.replies: Outbox[str, Frame] = Outbox(
+            self._send_replies, min_interval_s=BUSY_INTERVAL_S
+        )
+        self.completions: Outbox[str, Completion] = Outbox(
+            self._send_completions, min_interval_s=BUSY_INTERVAL_S
+        )
+        # Set with a Kafka backend: what the server says about a call goes to the caller's
+        # topic; requests to clients (sampling, ...) still go to their Ray endpoint.
+        self.topic_sink: Callable[[str, Frame], None] | None = None
+
+    def reply(self, destination: str, frame: Frame) -> None:
+        if self.topic_sink is not None and not destination.startswith("raybus/"):
+            self.topic_sink(destination, frame)
+        else:
+            self.replies.put(destination, frame)
+
+    def completed(self, completion: Completion) -> None:
+        self.completions.put(self._router, completion)
+
+    def _send_replies(self, destination: str, frames: list[Frame]) -> Any:
+        try:
+            return self._handles.get(destination).deliver.remote(frames)
+        except BusError as exc:
+            logger.warning("dropped %d message(s) for %s: %s", len(frames), destination, exc)
+            return None
+
+    def _send_completions(self, router: str, completions: list[Completion]) -> Any:
+        return self._handles.get(router).completed.remote(self._actor_name, completions)
+
+
+@ray.remote
+class WorkerActor:
+    def __init__(self, config: BusConfig, pool: PoolConfig, actor_name: str) -> None:
+        bus = config.name
+        self._bus = bus
+        self._config = config
+        self._pool = pool
+        self._heartbeat_interval_s = config.discovery.heartbeat_interval_s
+        self._source: KafkaWorkerSource | SqsWorkerSource | None = None
+        self._beats_sent = 0
+        self._handles = HandleCache()
+        self._ports = _RayWorkerPorts(bus, actor_name, self._handles)
+        node_id = ray.get_runtime_context().get_node_id()
+        identity = WorkerIdentity(
+            server_id=actor_name.rsplit("/", 1)[-1],
+            pool=pool.name,
+            actor_name=actor_name,
+            capacity=pool.max_concurrency,
+            node_id=node_id,
+        )
+        self._catalog_dirty = asyncio.Event()
+        self._list_changed: set[str] = set()
+        hosted = HostedServer(
+            link_factory_for(pool),
+            modern_link_factory=None if pool.command else link_factory_for(pool),
+            sink=self._ports.reply,
+            address=actor_name,
+            on_catalog_changed=self._catalog_dirty.set,
+            on_list_changed=self._note_list_changed,
+        )
+        self._core = WorkerCore(identity, hosted, self._ports, call_timeout_s=pool.timeout_s)
+        self._beats: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> dict[str, Any]:
+        """Start the server, register with discovery; returns who this worker is.
+
+        Raises:
+            PoolStartFailed: the server (or the broker source) did not start; the
+                reason is one line (e.g. ``No module named 'x'``), never a traceback.
+        """
+        try:
+            return await self._start()
+        except Exception as exc:
+            logger.exception("worker of pool %s failed to start", self._pool.name)
+            raise PoolStartFailed(self._pool.name, start_failure_reason(exc)) from None
+
+    async def _start(self) -> dict[str, Any]:
+        await self._core.start()
+        if self._config.backend in ("kafka", "sqs"):
+            ledger = await self._handles.get_async(actor_names.ledger(self._bus))
+            identity = self._core.identity
+            if self._config.backend == "kafka":
+                from cluster.backends.kafka import KafkaWorkerSource
+
+                self._source = KafkaWorkerSource(
+                    self._config,
+                    self._pool.name,
+                    self._core.hosted,
+                    ledger,
+                    capacity=identity.capacity,
+                    call_timeout_s=self._pool.timeout_s,
+                    client_id=identity.server_id,
+                )
+            else:
+                from cluster.backends.sqs import SqsWorkerSource
+
+                self._source = SqsWorkerSource(
+                    self._config,
+                    self._pool.name,
+                    self._core.hosted,
+                    ledger,
+                    capacity=identity.capacity,
+                    call_timeout_s=self._pool.timeout_s,
+                )
+            self._ports.topic_sink = self._source.emit
+            await self._source.start()
+        await self._beat(with_catalog=True)
+        self._beats = asyncio.get_running_loop().create_task(self._beat_forever())
+        identity = self._core.identity
+        return {"server_id": identity.server_id, "node_id": identity.node_id, "pid": _pid()}
+
+    def _note_list_changed(self, kind: str) -> None:
+        self._list_changed.add(kind)
+        self._catalog_dirty.set()  # announce it with the next heartbeat, now
+
+    async def _beat(self, *, with_catalog: bool) -> bool:
+        changed, self._list_changed = tuple(sorted(self._list_changed)), set()
+        self._beats_sent += 1
+        if self._source is not None and self._config.backend == "kafka":
+            # Over the discovery topic nobody can ask for the catalog: send it when it
+            # changed and every few beats, so a restarted discovery learns it soon.
+            periodic = self._beats_sent % _CATALOG_EVERY_N_BEATS == 1
+            beat = self._core.heartbeat(with_catalog=with_catalog or periodic, list_changed=changed)
+            beat = replace(beat, in_flight=beat.in_flight + self._source.in_flight)
+            try:
+                await self._source.publish_heartbeat(beat)  # type: ignore[union-attr]
+            except Exception:
+                self._list_changed.update(changed)
+                raise
+            return False
+        discovery = await self._handles.get_async(actor_names.discovery(self._bus))
+        beat = self._core.heartbeat(with_catalog=with_catalog, list_changed=changed)
+        if self._source is not None:  # calls taken from the queue count as load too
+            beat = replace(beat, in_flight=beat.in_flight + self._source.in_flight)
+        try:
+            need: bool = await discovery.heartbeat.remote(beat)
+        except Exception:
+            self._list_changed.update(changed)  # not delivered: announce it next time
+            raise
+        return need
+
+    async def _beat_forever(self) -> None:
+        with_catalog = False
+        while True:
+            try:
+                async with asyncio.timeout(self._heartbeat_interval_s):
+                    await self._catalog_dirty.wait()
+                self._catalog_dirty.clear()
+                with_catalog = True
+            except TimeoutError:
+                pass  # the regular heartbeat period elapsed
+            try:
+                with_catalog = await self._beat(with_catalog=with_catalog)
+            except Exception as exc:  # noqa: BLE001 - keep beating through discovery restarts
+                logger.warning("heartbeat failed: %s", exc)
+                self._handles.forget(actor_names.discovery(self._bus))
+
+    async def deliver(self, frames: list[Frame]) -> None:
+        self._core.deliver(frames)
+
+    async def cancel(self, keys: list[CorrelationKey]) -> None:
+        await self._core.cancel(keys)
+
+    async def answer(self, frames: list[Frame]) -> None:
+        await self._core.answer(frames)
+
+    async def drain(self, frames_sent: int, timeout_s: float) -> bool:
+        """Finish everything the router sent, stop heartbeating, close the server."""
+        if self._source is not None:
+            await self._source.stop(timeout_s)  # committed and out of the group first
+        finished = await self._core.drain(frames_sent, timeout_s)
+        if self._beats is not None:
+            self._beats.cancel()
+        if self._source is None:
+            await self._beat(with_catalog=False)  # announce "draining" (a broker's is closed)
+        await self._ports.replies.drain()
+        await self._ports.completions.drain()
+        self._stopped.set()
+        return finished
+
+    async def wait_stopped(self) -> None:
+        """Returns when the worker stopped; fails when the actor dies (for supervisors)."""
+        await self._stopped.wait()
+
+    async def status(self) -> dict[str, Any]:
+        core = self._core
+        return {
+            "actor_name": core.identity.actor_name,
+            "pool": core.identity.pool,
+            "status": str(core.status()),
+            "in_flight": core.in_flight,
+            "served": core.served,
+            "node_id": core.identity.node_id,
+            "restarts": core.hosted.restarts,
+            "pid": _pid(),
+        }
+
+
+def _pid() -> int:
+    return os.getpid()

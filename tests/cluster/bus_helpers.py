@@ -1,0 +1,57 @@
+"""Shared helpers for tests that run a real bus on the session's local Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from cluster.bus import launch_bus, stop_bus
+from cluster.client import BusClient
+from cluster.config import BusConfig, parse_config
+
+
+def bus_config(pools: list[dict[str, Any]], **extra: Any) -> BusConfig:
+    """A uniquely named bus with fast heartbeats (tests wait on discovery)."""
+    return parse_config(
+        {
+            "name": f"t{uuid.uuid4().hex[:8]}",
+            "pools": pools,
+            "discovery": {"heartbeat_interval_s": 0.2, "ttl_s": 1.5},
+            "drain_timeout_s": 30,
+            # Tests that count workers must not see them change: opt in where wanted.
+            "autoscaler": {"enabled": False},
+            **extra,
+        }
+    )
+
+
+@asynccontextmanager
+async def running_bus(config: BusConfig) -> AsyncIterator[BusClient]:
+    await launch_bus(config)
+    client = await BusClient.connect(config.name)
+    try:
+        yield client
+    finally:
+        await client.close()
+        await stop_bus(config.name)
+
+
+@asynccontextmanager
+async def running_gateway(config: BusConfig) -> AsyncIterator[str]:
+    """Serve ``config``'s bus through the gateway on a free port; yields the MCP URL."""
+    from cluster.cli.up import serve  # here: only gateway tests need the HTTP stack
+
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(config, stdio=False, port=0, ready=port.set_result, stop=stop))
+    async with asyncio.timeout(60):
+        chosen = await asyncio.shield(port)
+    try:
+        yield f"http://127.0.0.1:{chosen}/mcp"
+    finally:
+        stop.set()
+        async with asyncio.timeout(60):
+            await task

@@ -1,0 +1,79 @@
+"""The gateway over a fake bus: the MCP side end to end, in memory, with no Ray.
+
+The official SDK client talks to the gateway's SDK server in process; the bus behind it
+is ``fake_bus`` (the gateway depends on the small ``Bus`` protocol, not on BusClient).
+"""
+
+from __future__ import annotations
+
+import gc
+
+import mcp
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from cluster.gateway.policy.chain import PolicyConfig
+from cluster.gateway.server import Gateway
+from tests.cluster.gateway.fake_bus import fake_bus
+from tests.waiting import wait_until
+from transports.errors import BusErrorCode
+
+
+async def test_lists_come_from_the_bus_catalogs_and_calls_go_through_one_session() -> None:
+    bus = fake_bus()
+    # The handshake era keeps one MCP session, so one bus session serves both calls.
+    async with mcp.Client(Gateway(bus).server, mode="legacy") as client:
+        listed = await client.list_tools()
+        first = await client.call_tool("echo", {"text": "one"})
+        second = await client.call_tool("echo", {"text": "two"})
+    assert [t.name for t in listed.tools] == ["echo", "count", "overloaded"]
+    assert [c.content[0].text for c in (first, second)] == ["one", "two"]  # type: ignore[union-attr]
+    assert [(c.method, c.name, c.params["arguments"]) for c in bus.calls] == [
+        ("tools/call", "echo", {"text": "one"}),
+        ("tools/call", "echo", {"text": "two"}),
+    ]
+    assert [s.principal for s in bus.sessions] == ["anonymous"]
+
+
+async def test_progress_a_worker_reports_reaches_the_caller_in_order() -> None:
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with mcp.Client(Gateway(fake_bus()).server, mode="legacy") as client:
+        result = await client.call_tool("count", {"steps": 3}, progress_callback=on_progress)
+    assert result.content[0].text == "counted 3"  # type: ignore[union-attr]
+    assert seen == [1, 2, 3]
+
+
+async def test_each_stateless_era_request_gets_its_own_bus_session_that_is_forgotten() -> None:
+    bus = fake_bus()
+    async with mcp.Client(Gateway(bus).server) as client:
+        await client.call_tool("echo", {"text": "one"})
+        await client.call_tool("echo", {"text": "two"})
+    assert len(bus.sessions) == 2
+    # Freed with their connection objects (weakref.finalize), which cycles may hold.
+    await wait_until(lambda: gc.collect() >= 0 and all(s.forgotten for s in bus.sessions))
+
+
+async def test_a_bus_error_reaches_the_client_with_its_code_and_data() -> None:
+    async with mcp.Client(Gateway(fake_bus()).server) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("overloaded", {})
+    assert refused.value.error.code == BusErrorCode.OVERLOADED
+    assert refused.value.error.data == {"retryAfterSeconds": 1}
+
+
+async def test_an_allow_list_hides_and_refuses_what_it_does_not_cover_before_the_bus() -> None:
+    bus = fake_bus()
+    policy = PolicyConfig.model_validate({"allow": {"anonymous": ["echo"]}})
+    async with mcp.Client(Gateway(bus, policy=policy).server) as client:
+        listed = await client.list_tools()
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("count", {"steps": 1})
+        allowed = await client.call_tool("echo", {"text": "yes"})
+    assert [t.name for t in listed.tools] == ["echo"]
+    assert refused.value.error.code == BusErrorCode.FORBIDDEN
+    assert allowed.content[0].text == "yes"  # type: ignore[union-attr]
+    assert [c.name for c in bus.calls] == ["echo"]

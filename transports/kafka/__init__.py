@@ -1,0 +1,1 @@
+"""Apache Kafka as a transport (aiokafka): the transport, its offsets and its admin calls."""

@@ -1,0 +1,550 @@
+"""The Kafka transport: JSON-RPC bodies as records, the envelope as record headers.
+
+One :class:`KafkaTransport` produces to one topic (or, with ``send_topic=None``, to each
+envelope's ``reply_to``) and consumes from its receive topics, in a consumer group or
+alone. The design choices, and why:
+
+Delivery and acknowledgement
+    Auto-commit is off. ``Delivery.ack()`` marks its record done; the transport commits a
+    partition's offset only up to the first record not yet acked (records may be acked
+    out of order, the commit never passes an unacked one). ``Delivery.nack()`` seeks the
+    partition back to that record at once, so the next ``receive`` redelivers it; records
+    after it that were already delivered are not delivered a second time by this
+    consumer (their own ``ack``/``nack`` is still to come). After a rebalance, whatever
+    was not committed is redelivered to the partition's new owner (at least once; the
+    idempotency ledger stops a duplicate from running twice). Closing leaves the group,
+    so uncommitted records move to the remaining members promptly.
+
+Ordering
+    The record key is the envelope's correlation key, so one request and everything
+    about it (progress, response) stays in one partition, in order, while different
+    requests of one client spread over the pool. Without an envelope the key is the
+    transport's ``client_id``: all its keyless messages keep their order.
+
+Undecodable records (handled inside, so the partition always moves on)
+    A record whose headers or body do not decode is answered or dead-lettered, committed
+    past, and then ``receive`` raises the error (InvalidMessage, or MessageTooLarge), so
+    the caller sees it and the next ``receive`` returns the next record. If the record
+    carries a ``raybus-reply-to`` header naming a topic that is not one of ours, the
+    sender gets a JSON-RPC error Response there (with the record's envelope); otherwise
+    the raw bytes and headers go to the dead-letter topic ``<prefix>mcp.dlq`` with
+    ``raybus-dlq-error`` and ``raybus-dlq-source`` headers. If that produce fails the
+    record is nacked (read again by the next ``receive``, never lost) and ``receive``
+    raises the produce error.
+
+Low-latency settings (all configurable on :class:`KafkaTransportConfig`; measured with
+``benchmarks/kafka_latency.py`` on a 2-core machine)
+    ``linger_ms=0``: aiokafka's 1 ms linger cost ~2 ms per lone send (p50 round trip
+    5-12 ms against 2-3 ms at 0), and concurrent sends batch anyway: aiokafka keeps one
+    produce request per broker in flight, and records sent meanwhile join the next.
+    ``fetch_max_wait_ms=20``: with ``fetch_min_bytes=1`` the broker answers a fetch as
+    soon as a record arrives, so this only bounds how long an idle fetch is parked (5 to
+    500 ms measured the same latency); 20 keeps close and rebalances snappy for a few
+    idle fetches per second. ``heartbeat_interval_ms=500``: members learn of a rebalance
+    within half a second instead of three. ``commit_interval_ms=0``: ``ack`` waits for
+    its commit (simplest to reason about); raise it for throughput, see the config.
+    Producer: ``acks="all"`` and idempotence on, so a retried produce never duplicates
+    or reorders a record.
+
+The broker runs with topic auto-creation off: :meth:`KafkaTransport.start` creates the
+topics it uses (idempotently) with the configured partitions and replication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
+
+from transports.base import Delivery, TransportBase, TransportCapabilities, TransportType
+from transports.codec import (
+    DecodeLimits,
+    decode_message,
+    encode_message,
+    error_response_for,
+)
+from transports.envelope import Envelope
+from transports.errors import (
+    INVALID_REQUEST,
+    BusError,
+    ConnectionClosed,
+    InvalidMessage,
+    InvalidRequest,
+    MessageTooLarge,
+    TransportError,
+)
+from transports.kafka.admin import (
+    KAFKA_ERRORS,
+    TopicNames,
+    consumer_group_lag,
+    ensure_topics,
+    translate_kafka_error,
+)
+from transports.kafka.config import KafkaTransportConfig
+from transports.kafka.offsets import Claim, PartitionBook, Settled
+from transports.message import Response, TransportMessage
+
+__all__ = [
+    "KafkaTransport",
+    "KafkaTransportConfig",
+    "TopicNames",
+    "consumer_group_lag",
+    "ensure_topics",
+]
+
+logger = logging.getLogger(__name__)
+
+_ENVELOPE_MARKER = "raybus-client-id"  # Envelope.to_headers always writes it
+_DLQ_DETAIL_CHARS = 1000
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, transport: KafkaTransport) -> None:
+        self._transport = transport
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # The next owner starts from the committed offset: commit what was acked so it is
+        # not redone there. Deliveries still in flight here become stale (their ack is a
+        # no-op) and are redelivered to the new owner.
+        try:
+            await self._transport._commit(closing=True)
+        except BusError as exc:
+            logger.warning("commit before a rebalance failed; acked records may repeat: %s", exc)
+        for partition in revoked:
+            self._transport._books.pop(partition, None)
+        logger.info("kafka partitions revoked: %s", sorted(map(tuple, revoked)))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        for partition in assigned:
+            self._transport._books[partition] = PartitionBook()
+        logger.info("kafka partitions assigned: %s", sorted(map(tuple, assigned)))
+
+
+def _headers_of(record: Any) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in record.headers or ():
+        try:
+            headers[name] = bytes(value or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"header {name} is not UTF-8") from None
+    return headers
+
+
+class KafkaTransport(TransportBase):
+    """A Transport over Kafka topics; build it, then ``await start()`` (or ``async with``).
+
+    Raises (beyond the Transport protocol's): BusTimeout when the broker does not answer
+    within the configured bounds; TransportError for a broker refusal or a transport
+    configured without a topic for the operation.
+    """
+
+    def __init__(self, config: KafkaTransportConfig) -> None:
+        self._config = config
+        self._limits = DecodeLimits(config.max_message_bytes, config.max_depth)
+        self._capabilities = TransportCapabilities(
+            ordered=True,
+            at_least_once=True,
+            max_message_bytes=config.max_message_bytes,
+            carries_envelope=True,
+            peer_close_visible=False,
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._books: dict[TopicPartition, PartitionBook] = {}
+        self._stash: Any = None  # a fetched record a cancelled receive did not return
+        self._closed = asyncio.Event()
+        self._receive_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
+        self._commit_timer: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> KafkaTransportConfig:
+        return self._config
+
+    @property
+    def transport_type(self) -> TransportType:
+        return TransportType.KAFKA
+
+    @property
+    def capabilities(self) -> TransportCapabilities:
+        return self._capabilities
+
+    def is_connected(self) -> bool:
+        return self._producer is not None and not self._closed.is_set()
+
+    def assignment(self) -> frozenset[tuple[str, int]]:
+        """The ``(topic, partition)`` pairs this transport consumes right now."""
+        if self._consumer is None:
+            return frozenset()
+        return frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
+
+    async def start(self) -> Self:
+        """Create the topics (if configured) and start the producer and consumer.
+
+        Raises:
+            ConnectionClosed: the transport was closed.
+            BusTimeout / TransportError: the broker is unreachable or refused.
+        """
+        if self._closed.is_set():
+            raise ConnectionClosed("kafka transport is closed")
+        if self._producer is not None:
+            return self
+        config = self._config
+        if config.create_topics:
+            topics = [*config.receive_topics, config.dead_letter_topic]
+            if config.send_topic is not None:
+                topics.append(config.send_topic)
+            await ensure_topics(
+                config.bootstrap, topics, config.partitions, config.replication_factor
+            )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=config.bootstrap,
+            client_id=config.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=config.linger_ms,
+            request_timeout_ms=config.request_timeout_ms,
+            # Dead-lettering forwards records over our own cap, up to the broker's.
+            max_request_size=max(config.max_message_bytes, 1024 * 1024) + 64 * 1024,
+        )
+        consumer: AIOKafkaConsumer | None = None
+        try:
+            await producer.start()
+            if config.receive_topics:
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=config.bootstrap,
+                    client_id=config.client_id,
+                    group_id=config.group_id,
+                    enable_auto_commit=False,
+                    auto_offset_reset=config.auto_offset_reset,
+                    fetch_max_wait_ms=config.fetch_max_wait_ms,
+                    heartbeat_interval_ms=config.heartbeat_interval_ms,
+                    session_timeout_ms=config.session_timeout_ms,
+                    request_timeout_ms=config.request_timeout_ms,
+                )
+                await consumer.start()
+                consumer.subscribe(list(config.receive_topics), listener=_Rebalance(self))
+        except KAFKA_ERRORS as exc:
+            await self._stop_clients(producer, consumer)
+            raise translate_kafka_error(exc, "start", config.request_timeout_ms / 1000) from exc
+        self._producer, self._consumer = producer, consumer
+        logger.info(
+            "kafka transport %s started: send to %s, receive %s (group %s)",
+            config.client_id,
+            config.send_topic or "reply_to",
+            list(config.receive_topics),
+            config.group_id,
+        )
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def send(self, message: TransportMessage, envelope: Envelope | None = None) -> None:
+        """Produce one message; returns once the broker has it (acks=all).
+
+        Raises:
+            ConnectionClosed: not started or closed.
+            MessageTooLarge: over ``max_message_bytes``; nothing was produced.
+            TransportError: no destination (no send topic and no ``reply_to``).
+        """
+        await self.send_frame(encode_message(message), envelope)
+
+    async def send_frame(self, payload: bytes, envelope: Envelope | None = None) -> None:
+        """Produce one encoded body (the same contract as :meth:`send`)."""
+        topic = self._config.send_topic or (envelope.reply_to if envelope else None)
+        if topic is None:
+            raise TransportError("kafka send needs a send_topic or an envelope with reply_to")
+        await self.send_frame_to(topic, payload, envelope)
+
+    async def send_frame_to(
+        self, topic: str, payload: bytes, envelope: Envelope | None = None
+    ) -> None:
+        """Produce one encoded body to ``topic`` (e.g. the request topic of a pool)."""
+        if len(payload) > self._config.max_message_bytes:
+            raise MessageTooLarge(len(payload), self._config.max_message_bytes)
+        headers = [] if envelope is None else _header_list(envelope.to_headers())
+        await self._produce(topic, payload, self._key_for(envelope), headers, "send")
+
+    def _key_for(self, envelope: Envelope | None) -> bytes:
+        if envelope is None:
+            return self._config.client_id.encode("utf-8")
+        return json.dumps(envelope.correlation_key, separators=(",", ":")).encode("utf-8")
+
+    async def _produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        operation: str,
+    ) -> None:
+        producer = self._producer
+        if producer is None or self._closed.is_set():
+            raise ConnectionClosed("kafka transport is closed or not started")
+        timeout_s = self._config.delivery_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                acked = await producer.send(topic, value, key=key, headers=headers)
+                await acked
+        except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
+            raise MessageTooLarge(len(value), self._config.max_message_bytes) from exc
+        except (*KAFKA_ERRORS, TimeoutError) as exc:
+            if self._closed.is_set():
+                raise ConnectionClosed("kafka transport closed while sending") from exc
+            raise translate_kafka_error(exc, f"{operation} to {topic}", timeout_s) from exc
+
+    async def receive(self) -> Delivery:
+        """The next record as a Delivery whose ``ack`` commits and ``nack`` redelivers.
+
+        Raises:
+            ConnectionClosed: not started, closed (also while waiting), or send-only.
+            InvalidMessage / MessageTooLarge: the record did not decode; it was already
+                answered or dead-lettered and committed past (see the module docstring).
+        """
+        consumer = self._consumer
+        if consumer is None or self._closed.is_set():
+            raise ConnectionClosed("kafka transport is closed, not started or send-only")
+        async with self._receive_lock:
+            while True:
+                record = await self._next_record(consumer)
+                partition = TopicPartition(record.topic, record.partition)
+                book = self._books.setdefault(partition, PartitionBook())
+                claim = book.claim(record.offset)
+                if claim is None:
+                    continue  # in flight or acked here already: a nack's seek re-read it
+                try:
+                    return self._delivery(record, partition, book, claim)
+                except (InvalidMessage, MessageTooLarge) as error:
+                    try:
+                        await self._dispose_of_undecodable(record, error)
+                    except BaseException:
+                        # Not answered nor dead-lettered (failed or cancelled): read it
+                        # again next time rather than leave it in flight for good.
+                        self._rewind(partition, book, record.offset, claim)
+                        raise
+                    await self._settle(partition, book, record.offset, claim, Settled.ACKED)
+                    raise
+
+    async def _next_record(self, consumer: AIOKafkaConsumer) -> Any:
+        if self._stash is not None:
+            record, self._stash = self._stash, None
+            return record
+        getting = asyncio.ensure_future(consumer.getone())
+        closing = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({getting, closing}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            self._keep_or_cancel(getting)
+            raise
+        finally:
+            closing.cancel()
+        if self._closed.is_set():
+            self._keep_or_cancel(getting)
+            raise ConnectionClosed("kafka transport is closed")
+        try:
+            return getting.result()
+        except KAFKA_ERRORS as exc:
+            raise translate_kafka_error(
+                exc, "receive", self._config.request_timeout_ms / 1000
+            ) from exc
+
+    def _keep_or_cancel(self, getting: asyncio.Future[Any]) -> None:
+        """Leave a receive that will not return its record without losing that record.
+
+        The consumer's position is already past a fetched record, so dropping it would
+        skip it until the next rebalance: it waits in the stash for the next receive.
+        """
+        if not getting.done():
+            getting.cancel()  # aiokafka's getone takes a record only as it returns
+        elif not getting.cancelled() and getting.exception() is None:
+            self._stash = getting.result()
+
+    def _delivery(
+        self, record: Any, partition: TopicPartition, book: PartitionBook, claim: Claim
+    ) -> Delivery:
+        headers = _headers_of(record)
+        envelope = Envelope.from_headers(headers) if _ENVELOPE_MARKER in headers else None
+        if record.value is None:
+            raise InvalidRequest("the record has no value")
+        message = decode_message(record.value, self._limits)
+        offset = record.offset
+
+        async def ack() -> None:
+            await self._settle(partition, book, offset, claim, Settled.ACKED)
+
+        async def nack() -> None:
+            await self._settle(partition, book, offset, claim, Settled.NACKED)
+
+        return Delivery(message, envelope, len(record.value), ack, nack)
+
+    async def _settle(
+        self,
+        partition: TopicPartition,
+        book: PartitionBook,
+        offset: int,
+        claim: Claim,
+        outcome: Settled,
+    ) -> None:
+        if self._books.get(partition) is not book or not book.settle(offset, claim, outcome):
+            logger.debug("stale %s of %s@%d ignored", outcome.value, partition, offset)
+            return
+        if outcome is Settled.NACKED:
+            self._seek_back(partition, book)
+        elif self._config.commit_interval_ms == 0:
+            await self._commit()
+        elif self._commit_timer is None or self._commit_timer.done():
+            self._commit_timer = asyncio.create_task(self._commit_later())
+
+    async def _commit_later(self) -> None:
+        # Pacing, not synchronisation: every ack of this interval rides on one commit.
+        # Acks that land while a commit is in flight see this timer still running and
+        # start none of their own, so the timer goes round until nothing is left due.
+        while True:
+            await asyncio.sleep(self._config.commit_interval_ms / 1000)
+            try:
+                await self._commit()
+            except BusError as exc:
+                logger.warning("interval commit failed; retrying next interval: %s", exc)
+            if self._closed.is_set() or not any(
+                book.commit_point is not None and book.commit_point != book.committed
+                for book in self._books.values()
+            ):
+                return
+
+    def _rewind(
+        self, partition: TopicPartition, book: PartitionBook, offset: int, claim: Claim
+    ) -> None:
+        if self._books.get(partition) is book and book.settle(offset, claim, Settled.NACKED):
+            self._seek_back(partition, book)
+
+    def _seek_back(self, partition: TopicPartition, book: PartitionBook) -> None:
+        offset = book.first_nacked()
+        if offset is None or self._consumer is None or self._closed.is_set():
+            return
+        stash = self._stash
+        if stash is not None and TopicPartition(stash.topic, stash.partition) == partition:
+            self._stash = None  # the seek fetches it again, in order
+        self._consumer.seek(partition, offset)
+
+    async def _commit(self, *, closing: bool = False) -> None:
+        consumer = self._consumer
+        if consumer is None or self._config.group_id is None:
+            return
+        # One commit at a time, each carrying the latest points: an older commit can
+        # never land after a newer one and move a partition's offset backwards.
+        async with self._commit_lock:
+            due = {
+                partition: book.commit_point
+                for partition, book in self._books.items()
+                if book.commit_point is not None and book.commit_point != book.committed
+            }
+            if not due or (self._closed.is_set() and not closing):
+                return
+            timeout_s = self._config.request_timeout_ms / 1000
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await consumer.commit(dict(due))
+            except (*KAFKA_ERRORS, TimeoutError) as exc:
+                raise translate_kafka_error(exc, "commit", timeout_s) from exc
+            for partition, point in due.items():
+                book = self._books.get(partition)
+                if book is not None:
+                    book.committed = point
+            logger.debug("kafka committed %s", due)
+
+    async def _dispose_of_undecodable(self, record: Any, error: BusError) -> None:
+        """Answer the sender with an error, or dead-letter the record (see module doc)."""
+        try:
+            headers = _headers_of(record)
+            envelope = Envelope.from_headers(headers) if _ENVELOPE_MARKER in headers else None
+        except InvalidMessage:
+            envelope = None
+        reply_to = envelope.reply_to if envelope is not None else None
+        source = f"{record.topic}/{record.partition}/{record.offset}"
+        if envelope is not None and reply_to and reply_to not in self._config.receive_topics:
+            if isinstance(error, InvalidMessage):
+                answer = error_response_for(error)
+            else:
+                answer = Response.failure(
+                    None, INVALID_REQUEST, "Invalid Request", {"detail": str(error)}
+                )
+            await self._produce(
+                reply_to,
+                encode_message(answer),
+                self._key_for(envelope),
+                _header_list(envelope.to_headers()),
+                "error reply",
+            )
+            logger.info("undecodable record %s answered on %s: %s", source, reply_to, error)
+            return
+        dlq_headers = [
+            *((name, bytes(value or b"")) for name, value in record.headers or ()),
+            ("raybus-dlq-error", str(error)[:_DLQ_DETAIL_CHARS].encode("utf-8")),
+            ("raybus-dlq-source", source.encode("utf-8")),
+        ]
+        value = record.value if record.value is not None else b""
+        await self._produce(
+            self._config.dead_letter_topic, value, record.key, dlq_headers, "dead-letter"
+        )
+        logger.warning(
+            "undecodable record %s dead-lettered to %s: %s",
+            source,
+            self._config.dead_letter_topic,
+            error,
+        )
+
+    async def close(self) -> None:
+        """Stop the clients: pending receives wake with ConnectionClosed, sends flush.
+
+        Uncommitted deliveries are not acked; the group redelivers them.
+        """
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+        try:
+            # Acks whose commit failed (e.g. during a rebalance) get one last chance.
+            await self._commit(closing=True)
+        except BusError as exc:
+            logger.warning("final kafka commit failed; those records will be redelivered: %s", exc)
+        producer, consumer = self._producer, self._consumer
+        await self._stop_clients(producer, consumer)
+        self._books.clear()
+        logger.info("kafka transport %s closed", self._config.client_id)
+
+    async def _stop_clients(
+        self, producer: AIOKafkaProducer | None, consumer: AIOKafkaConsumer | None
+    ) -> None:
+        # Closing must neither hang nor raise: the caller is already done with us.
+        for stop in (consumer.stop if consumer else None, producer.stop if producer else None):
+            if stop is None:
+                continue
+            try:
+                async with asyncio.timeout(self._config.close_timeout_s):
+                    await stop()
+            except (*KAFKA_ERRORS, TimeoutError, OSError) as exc:
+                logger.warning("stopping a kafka client failed: %r", exc)
+
+
+def _header_list(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(name, value.encode("utf-8")) for name, value in headers.items()]
