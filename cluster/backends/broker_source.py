@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -62,7 +61,6 @@ class BrokerWorkerSource:
         capacity: int,
         call_timeout_s: float,
         duplicate_wait_s: float,
-        fault_exit_before_ack_tool: str | None = None,
     ) -> None:
         self._receiver = receiver
         self._publish_now = publish
@@ -71,7 +69,6 @@ class BrokerWorkerSource:
         self._slots = asyncio.Semaphore(capacity)
         self._call_timeout_s = call_timeout_s
         self._duplicate_wait_s = duplicate_wait_s
-        self._fault_tool = fault_exit_before_ack_tool
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._outbound: asyncio.Queue[tuple[str, bytes, Envelope, asyncio.Future[None]]] = (
@@ -140,9 +137,6 @@ class BrokerWorkerSource:
                 await self._reply(envelope, stored)  # ran before: answer again, never rerun
             elif kind == DecisionKind.NEW.value:
                 await self._run_call(delivery.message, envelope, key)
-                if self._fault_tool is not None and envelope.name == self._fault_tool:
-                    logger.error("fault injection: exiting before acknowledging %s", key)
-                    os._exit(17)
             else:
                 message = delivery.message
                 answer = Response.failure(

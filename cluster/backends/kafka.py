@@ -108,7 +108,6 @@ class KafkaWorkerSource(BrokerWorkerSource):
             capacity=capacity,
             call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,
-            fault_exit_before_ack_tool=settings.fault_exit_before_commit_tool,
         )
 
     async def publish_heartbeat(self, beat: Heartbeat) -> None:

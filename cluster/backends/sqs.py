@@ -161,7 +161,6 @@ class SqsWorkerSource(BrokerWorkerSource):
             capacity=capacity,
             call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,
-            fault_exit_before_ack_tool=settings.fault_exit_before_delete_tool,
         )
 
 
