@@ -248,8 +248,10 @@ class WorkerActor:
         finished = await self._core.drain(frames_sent, timeout_s)
         if self._beats is not None:
             self._beats.cancel()
-        if self._source is None:
-            await self._beat(with_catalog=False)  # announce "draining" (a broker's is closed)
+        # Announce "draining" where the router delivers (a broker worker's source is
+        # closed by now); a worker that never started registered nowhere.
+        if self._link is not None and self._source is None:
+            await self._beat(with_catalog=False)
         await self._ports.replies.drain()
         await self._ports.completions.drain()
         self._stopped.set()
