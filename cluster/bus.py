@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from cluster.backends.base import Backend, backend_for
 from cluster.config import BusConfig
 from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
 from cluster.ray_actors.autoscaler import AutoscalerActor
@@ -71,11 +72,8 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
             names the pools that were not).
     """
     bus = config.name
-    if config.sqs is not None:  # credentials are settled here, never inside actors
-        from cluster.backends.sqs import with_credentials  # imports aioboto3: only if used
-
-        sqs = await asyncio.to_thread(with_credentials, config.sqs)
-        config = config.model_copy(update={"sqs": sqs})
+    backend = backend_for(config)
+    config = await backend.settle()  # e.g. SQS credentials: settled here, never in actors
     if await asyncio.to_thread(_exists, actor_names.router(bus)):
         raise BusAlreadyRunning(bus)
     try:
@@ -87,19 +85,21 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
     except ValueError:
         raise BusAlreadyRunning(bus) from None
     try:
-        return await _launch(config, discovery, ready_timeout_s)
+        return await _launch(config, backend, discovery, ready_timeout_s)
     except BaseException:
         await asyncio.shield(_tear_down(bus))
         raise
 
 
-async def _launch(config: BusConfig, discovery: Any, ready_timeout_s: float) -> dict[str, Any]:
+async def _launch(
+    config: BusConfig, backend: Backend, discovery: Any, ready_timeout_s: float
+) -> dict[str, Any]:
     bus = config.name
-    broker = config.kafka if config.backend == "kafka" else config.sqs
-    if broker is not None:  # one idempotency ledger per bus for broker backends
+    ledger_ttl_s = backend.ledger_ttl_s
+    if ledger_ttl_s is not None:  # at-least-once delivery: one idempotency ledger per bus
         LedgerActor.options(  # type: ignore[attr-defined]
             name=actor_names.ledger(bus), **_CONTROL_OPTIONS
-        ).remote(broker.ledger_ttl_s)
+        ).remote(ledger_ttl_s)
     await discovery.start.remote()
     router = RouterActor.options(  # type: ignore[attr-defined]
         name=actor_names.router(bus), **_CONTROL_OPTIONS

@@ -6,9 +6,10 @@
     result = await client.call_tool("add", {"a": 1, "b": 2})
     results = await client.map_tool_calls([("add", {"a": i, "b": i}) for i in range(1000)])
 
-Calls are batched on the way out (one router call per event-loop turn) and responses are
-long-polled from this client's endpoint actor in batches. Every call ends in exactly one
-outcome: its result, a :class:`CallError`, or :class:`~transports.errors.BusTimeout`.
+Calls are batched on the way out (one submission per event-loop turn) and handed to the
+bus's backend (:mod:`cluster.backends`), which carries them and brings the answers back;
+the client never asks which backend it is. Every call ends in exactly one outcome: its
+result, a :class:`CallError`, or :class:`~transports.errors.BusTimeout`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -27,24 +27,17 @@ import mcp_types as types
 import ray
 
 from actors.discovery.catalog import Catalog
-from actors.discovery.registry import Membership
 from actors.outbox import BUSY_INTERVAL_S, Outbox
-from actors.replies import error_reply
-from actors.router.routing import pool_for
-from cluster.backends.kafka import KafkaClientLink
-from cluster.backends.sqs import SqsClientLink
-from cluster.naming import NAMESPACE, HandleCache, actor_names, get_actor_async
-from cluster.ray_actors.endpoint import ClientEndpoint
-from transports.envelope import ANONYMOUS, Envelope
+from cluster.backends.base import ClientLink, backend_for
+from cluster.naming import HandleCache, actor_names, get_actor_async
+from transports.envelope import ANONYMOUS, CorrelationKey, Envelope
 from transports.errors import (
     INTERNAL_ERROR,
-    INVALID_REQUEST,
     METHOD_NOT_FOUND,
     BusError,
     BusTimeout,
     CallError,
     ConnectionClosed,
-    MessageTooLarge,
 )
 from transports.frame import Frame
 from transports.message import Notification, Request, Response
@@ -59,7 +52,6 @@ ServerRequestHandler = Callable[[Request], Awaitable[dict[str, Any]]]
 # them to its own client); returns the result of a server request, None for notifications.
 MessageHandler = Callable[[Notification | Request], Awaitable[dict[str, Any] | None]]
 
-_POLL_WAIT_S = 1.0
 _GRACE_S = 5.0
 
 
@@ -72,16 +64,12 @@ class _Pending:
 
 
 class _Connection:
-    """What sessions of one client process share: the endpoint actor and its poller."""
+    """What sessions of one client process share: the backend link and its receiver."""
 
-    def __init__(
-        self, bus: str, router: Any, discovery: Any, endpoint: Any, endpoint_name: str
-    ) -> None:
+    def __init__(self, bus: str, discovery: Any) -> None:
         self.bus = bus
-        self.router = router
         self.discovery = discovery
-        self.endpoint = endpoint
-        self.endpoint_name = endpoint_name
+        self.link: ClientLink | None = None
         self.pending: dict[tuple[str, str], _Pending] = {}
         self.sessions: dict[str, BusClient] = {}
         self.handles = HandleCache()
@@ -91,52 +79,26 @@ class _Connection:
         self.answers: Outbox[str, Frame] = Outbox(self._send_answers)
         self.poller: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        # With a broker backend: requests go to pool topics / queues, answers come from
-        # this client's own topic / queue.
-        self.broker: KafkaClientLink | SqsClientLink | None = None
-        self._membership: Membership | None = None
-        self._membership_at = 0.0
+
+    def attach(self, link: ClientLink) -> None:
+        self.link = link
+        self.poller = asyncio.get_running_loop().create_task(link.receive())
+
+    @property
+    def _link(self) -> ClientLink:
+        if self.link is None:
+            raise ConnectionClosed("the client is not connected")
+        return self.link
 
     @property
     def reply_to(self) -> str:
-        return self.broker.reply_to if self.broker is not None else self.endpoint_name
+        return self._link.reply_to
 
     def _submit(self, _: str, frames: list[Frame]) -> Any:
-        if self.broker is not None:
-            return asyncio.ensure_future(self._submit_to_broker(frames))
-        return self.router.submit.remote(frames)
+        return self._link.submit(frames)
 
-    async def _submit_to_broker(self, frames: list[Frame]) -> None:
-        assert self.broker is not None
-        by_topic: dict[str, list[Frame]] = {}
-        for frame in frames:
-            pool = await self._pool_for(frame)
-            if isinstance(pool, Frame):  # the router's own answer to an unroutable request
-                await self._dispatch(pool)
-                continue
-            by_topic.setdefault(self.broker.destination_for_pool(pool), []).append(frame)
-        for destination, batch in by_topic.items():
-            for frame in batch:
-                try:
-                    await self.broker.send(destination, [frame])
-                except MessageTooLarge as exc:  # never a silent drop: the caller hears why
-                    await self._dispatch(
-                        error_reply(frame, INVALID_REQUEST, f"request refused: {exc}")
-                    )
-
-    async def _pool_for(self, frame: Frame) -> str | Frame:
-        # A name not (yet) known may belong to a pool that just joined: look once more
-        # with a fresh membership (at most every 0.5 s) before answering "unknown".
-        target: str | Frame = ""
-        for refresh in (False, True):
-            now = time.monotonic()
-            if self._membership is None or (refresh and now - self._membership_at > 0.5):
-                self._membership = await self.discovery.snapshot.remote()
-                self._membership_at = now
-            target = pool_for(self._membership, frame)
-            if isinstance(target, str):
-                return target
-        return target
+    def cancel(self, keys: list[CorrelationKey]) -> None:
+        self._link.cancel(keys)
 
     def _submit_failed(self, _: str, frames: list[Frame], exc: BaseException) -> None:
         for frame in frames:
@@ -148,22 +110,6 @@ class _Connection:
 
     def _send_answers(self, destination: str, frames: list[Frame]) -> Any:
         return self.handles.get(destination).answer.remote(frames)
-
-    async def poll_forever(self) -> None:
-        while True:
-            try:
-                frames: list[Frame] = await self.endpoint.take.remote(100_000, _POLL_WAIT_S)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the poll loop is the client's top level: log, keep going
-                logger.exception("polling the client endpoint failed")
-                await asyncio.sleep(_POLL_WAIT_S)  # back off instead of spinning
-                continue
-            for frame in frames:
-                try:
-                    await self._dispatch(frame)
-                except BusError as exc:
-                    logger.warning("dropped an undecodable frame: %s", exc)
 
     async def _dispatch(self, frame: Frame) -> None:
         message = frame.decode()
@@ -242,9 +188,8 @@ class _Connection:
             if not pending.future.done():
                 pending.future.set_exception(ConnectionClosed("client closed"))
         self.pending.clear()
-        if self.broker is not None:
-            await self.broker.close()
-        ray.kill(self.endpoint)
+        if self.link is not None:
+            await self.link.close()
 
 
 class BusClient:
@@ -283,20 +228,13 @@ class BusClient:
         router = await get_actor_async(actor_names.router(bus))
         discovery = await get_actor_async(actor_names.discovery(bus))
         name = actor_names.client(bus)
-        endpoint = ClientEndpoint.options(name=name, namespace=NAMESPACE, num_cpus=0).remote()  # type: ignore[attr-defined]
         async with asyncio.timeout(timeout_s):
             await router.ping.remote()
-        connection = _Connection(bus, router, discovery, endpoint, name)
+        connection = _Connection(bus, discovery)
         supervisor = await get_actor_async(actor_names.supervisor(bus))
         config = await supervisor.config.remote()
-        loop = asyncio.get_running_loop()
-        if config.backend in ("kafka", "sqs"):
-            link_type = KafkaClientLink if config.backend == "kafka" else SqsClientLink
-            connection.broker = link_type(config, name.rsplit("/", 1)[-1])
-            await connection.broker.start()
-            connection.poller = loop.create_task(connection.broker.receive(connection._dispatch))
-        else:
-            connection.poller = loop.create_task(connection.poll_forever())
+        backend = backend_for(config)
+        connection.attach(await backend.open_client(name, router, discovery, connection._dispatch))
         return cls(connection, name.rsplit("/", 1)[-1], principal)
 
     def new_session(self, *, principal: str | None = None) -> BusClient:
@@ -368,7 +306,7 @@ class BusClient:
         except TimeoutError:
             raise BusTimeout(method, timeout_s) from None
         except asyncio.CancelledError:
-            connection.router.cancel.remote([envelope.correlation_key])
+            connection.cancel([envelope.correlation_key])
             raise
         finally:
             connection.pending.pop(key, None)

@@ -170,11 +170,6 @@ class KafkaBackendConfig(_Strict):
     duplicate_wait_s: float = Field(
         60.0, gt=0, description="how long a redelivered call waits for another worker's run"
     )
-    fault_exit_before_commit_tool: str | None = Field(
-        None,
-        description="fault injection: a worker that answered a call of this tool exits "
-        "before committing it (for redelivery tests)",
-    )
 
 
 class SqsBackendConfig(_Strict):
@@ -194,9 +189,6 @@ class SqsBackendConfig(_Strict):
     aws_session_token: SecretStr | None = None
     ledger_ttl_s: float = Field(600.0, gt=0)
     duplicate_wait_s: float = Field(60.0, gt=0)
-    fault_exit_before_delete_tool: str | None = Field(
-        None, description="fault injection: exit after answering this tool, before deleting"
-    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from actors.ledger import DecisionKind
 from actors.worker.hosted_server import HostedServer
+from cluster.backends.broker import ReceiveRetry
 from transports.base import Delivery
 from transports.codec import encode_message
 from transports.envelope import Envelope
@@ -62,7 +62,6 @@ class BrokerWorkerSource:
         capacity: int,
         call_timeout_s: float,
         duplicate_wait_s: float,
-        fault_exit_before_ack_tool: str | None = None,
     ) -> None:
         self._receiver = receiver
         self._publish_now = publish
@@ -71,7 +70,6 @@ class BrokerWorkerSource:
         self._slots = asyncio.Semaphore(capacity)
         self._call_timeout_s = call_timeout_s
         self._duplicate_wait_s = duplicate_wait_s
-        self._fault_tool = fault_exit_before_ack_tool
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._outbound: asyncio.Queue[tuple[str, bytes, Envelope, asyncio.Future[None]]] = (
@@ -114,6 +112,7 @@ class BrokerWorkerSource:
                     done.set_exception(exc)
 
     async def _run(self) -> None:
+        retry = ReceiveRetry("pool requests")
         while True:
             await self._slots.acquire()
             try:
@@ -125,6 +124,11 @@ class BrokerWorkerSource:
             except ConnectionClosed:
                 self._slots.release()
                 return
+            except BusError as exc:  # a broker timeout or refusal: never end in silence
+                self._slots.release()
+                await retry.failed(exc)
+                continue
+            retry.succeeded()
             task = asyncio.get_running_loop().create_task(self._handle(delivery))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -140,9 +144,6 @@ class BrokerWorkerSource:
                 await self._reply(envelope, stored)  # ran before: answer again, never rerun
             elif kind == DecisionKind.NEW.value:
                 await self._run_call(delivery.message, envelope, key)
-                if self._fault_tool is not None and envelope.name == self._fault_tool:
-                    logger.error("fault injection: exiting before acknowledging %s", key)
-                    os._exit(17)
             else:
                 message = delivery.message
                 answer = Response.failure(

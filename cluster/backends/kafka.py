@@ -9,28 +9,30 @@
   pool-wide ledger (``cluster.ray_actors.ledger``): finished ones get their stored
   response again, running ones are awaited, none runs twice.
 
-Discovery, heartbeats, scaling and draining stay on Ray.
+* Workers beat on ``<prefix>mcp.server.discovery``, which the discovery actor reads.
+* The autoscaler's lag is the pool group's (end offset - committed offset), and a pool
+  never grows past the topic's partitions (more consumers would sit idle).
+
+Routing, scaling and draining stay on Ray.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from actors.discovery.registry import Heartbeat
 from actors.worker.hosted_server import HostedServer
+from cluster.backends.base import HeartbeatFeed, LagRows, WorkerLink
+from cluster.backends.broker import BrokerBackend, broker_lag
 from cluster.backends.broker_source import BrokerWorkerSource
-from cluster.config import BusConfig, KafkaBackendConfig
-from transports.envelope import Envelope
-from transports.errors import (
-    ConnectionClosed,
-    InvalidMessage,
-    MessageTooLarge,
-)
+from cluster.config import BusConfig, KafkaBackendConfig, PoolConfig
+from cluster.naming import HandleCache
+from transports.base import Delivery
 from transports.frame import Frame
 from transports.kafka.admin import (
     KAFKA_ERRORS,
@@ -43,7 +45,9 @@ from transports.kafka.transport import KafkaTransport, KafkaTransportConfig
 
 __all__ = [
     "DiscoveryTopicReader",
-    "KafkaClientLink",
+    "KafkaBackend",
+    "KafkaClientWire",
+    "KafkaTopicHeartbeats",
     "KafkaWorkerSource",
     "kafka_lag",
     "topics_for",
@@ -104,7 +108,6 @@ class KafkaWorkerSource(BrokerWorkerSource):
             capacity=capacity,
             call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,
-            fault_exit_before_ack_tool=settings.fault_exit_before_commit_tool,
         )
 
     async def publish_heartbeat(self, beat: Heartbeat) -> None:
@@ -112,7 +115,20 @@ class KafkaWorkerSource(BrokerWorkerSource):
         await self._transport.send_frame_to(self._discovery_topic, beat.to_json())
 
 
-class KafkaClientLink:
+class KafkaTopicHeartbeats:
+    """Beats on the discovery topic, through the worker's own producer."""
+
+    answers = False  # nobody can ask back over a topic
+
+    def __init__(self, source: KafkaWorkerSource) -> None:
+        self._source = source
+
+    async def send(self, beat: Heartbeat) -> bool:
+        await self._source.publish_heartbeat(beat)
+        return False
+
+
+class KafkaClientWire:
     """A client's side: requests to pool topics, responses from its own topic."""
 
     def __init__(self, config: BusConfig, client_id: str) -> None:
@@ -145,19 +161,8 @@ class KafkaClientLink:
         for frame in frames:
             await self._transport.send_frame_to(topic, frame.body, frame.envelope)
 
-    async def receive(self, on_frame: Callable[[Frame], Any]) -> None:
-        """Feed every arriving frame to ``on_frame`` until closed."""
-        while True:
-            try:
-                delivery = await self._transport.receive()
-            except (InvalidMessage, MessageTooLarge) as exc:
-                logger.warning("dropped an undecodable response: %s", exc)
-                continue
-            except ConnectionClosed:
-                return
-            envelope = delivery.envelope or Envelope()
-            await on_frame(Frame.of(envelope, delivery.message))
-            await delivery.ack()
+    async def next_delivery(self) -> Delivery:
+        return await self._transport.receive()
 
     async def close(self) -> None:
         await self._transport.close()
@@ -214,3 +219,55 @@ class DiscoveryTopicReader:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+class KafkaBackend(BrokerBackend):
+    def __init__(self, config: BusConfig) -> None:
+        super().__init__(config)
+        self._settings = _settings(config)
+
+    @property
+    def ledger_ttl_s(self) -> float | None:
+        return self._settings.ledger_ttl_s
+
+    @property
+    def max_consumers(self) -> int | None:
+        return self._settings.partitions
+
+    async def settle(self) -> BusConfig:
+        return self._config
+
+    def _client_wire(self, client_id: str) -> KafkaClientWire:
+        return KafkaClientWire(self._config, client_id)
+
+    def _worker_link(
+        self,
+        pool: PoolConfig,
+        hosted: HostedServer,
+        ledger: Any,
+        *,
+        server_id: str,
+        capacity: int,
+        handles: HandleCache,
+    ) -> WorkerLink:
+        source = KafkaWorkerSource(
+            self._config,
+            pool.name,
+            hosted,
+            ledger,
+            capacity=capacity,
+            call_timeout_s=pool.timeout_s,
+            client_id=server_id,
+        )
+        return WorkerLink(source, KafkaTopicHeartbeats(source))
+
+    async def heartbeat_feed(self, on_beat: Callable[[Heartbeat], None]) -> HeartbeatFeed | None:
+        reader = DiscoveryTopicReader(self._config, on_beat)
+        await reader.start()
+        return reader
+
+    async def lag(self, handles: HandleCache, pools: Collection[str]) -> LagRows:
+        async def queued(pool: str, in_flight: int) -> int:
+            return await kafka_lag(self._config, pool)
+
+        return await broker_lag(self._config.name, handles, pools, queued)

@@ -8,31 +8,44 @@
   worker keeps extending the message's visibility, so it is not handed out twice. A
   message received ``max_receive_count`` times without being deleted goes to the
   dead-letter queue. Redeliveries are recognised by key in the pool-wide ledger.
+* Workers beat to the discovery actor directly (as with Ray).
+* The autoscaler's lag is each request queue's depth, less what workers hold.
+* Credentials are settled once where the bus is launched (:func:`with_credentials`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
 
 import botocore.session
 from pydantic import SecretStr
 
 from actors.worker.hosted_server import HostedServer
+from cluster.backends.base import HeartbeatFeed, LagRows, WorkerLink
+from cluster.backends.broker import BrokerBackend, broker_lag
 from cluster.backends.broker_source import BrokerWorkerSource
-from cluster.config import BusConfig, SqsBackendConfig
+from cluster.backends.ray import DiscoveryActorHeartbeats
+from cluster.config import BusConfig, PoolConfig, SqsBackendConfig
+from cluster.naming import HandleCache
+from transports.base import Delivery
 from transports.codec import decode_message
 from transports.envelope import Envelope
-from transports.errors import BusError, ConnectionClosed, InvalidMessage, MessageTooLarge
+from transports.errors import BusError
 from transports.frame import Frame
 from transports.sqs.transport import SqsConfig, SqsTransport
 from transports.sqs.wire import response_queue_name
 
+if TYPE_CHECKING:
+    from actors.discovery.registry import Heartbeat
+
 __all__ = [
     "LOCAL_DUMMY_CREDENTIAL",
     "MissingCredentials",
-    "SqsClientLink",
+    "SqsBackend",
+    "SqsClientWire",
     "SqsLagReader",
     "SqsWorkerSource",
     "request_queue",
@@ -148,11 +161,10 @@ class SqsWorkerSource(BrokerWorkerSource):
             capacity=capacity,
             call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,
-            fault_exit_before_ack_tool=settings.fault_exit_before_delete_tool,
         )
 
 
-class SqsClientLink:
+class SqsClientWire:
     """A client's side: requests to pool queues, responses from its own queue."""
 
     def __init__(self, config: BusConfig, client_id: str) -> None:
@@ -188,17 +200,8 @@ class SqsClientLink:
         for frame in frames:
             await sender.send(frame.decode(), frame.envelope)
 
-    async def receive(self, on_frame: Callable[[Frame], Awaitable[Any]]) -> None:
-        while True:
-            try:
-                delivery = await self._receiver.receive()
-            except (InvalidMessage, MessageTooLarge) as exc:
-                logger.warning("dropped an undecodable response: %s", exc)
-                continue
-            except ConnectionClosed:
-                return
-            await on_frame(Frame.of(delivery.envelope or Envelope(), delivery.message))
-            await delivery.ack()
+    async def next_delivery(self) -> Delivery:
+        return await self._receiver.receive()
 
     async def close(self) -> None:
         for sender in self._senders.values():
@@ -218,3 +221,60 @@ class SqsLagReader:
             await self._transport.start()
             self._started = True
         return await self._transport.queue_depth(request_queue(pool))
+
+
+class SqsBackend(BrokerBackend):
+    def __init__(self, config: BusConfig) -> None:
+        super().__init__(config)
+        self._settings = _settings(config)
+        self._lag_reader: SqsLagReader | None = None
+
+    @property
+    def ledger_ttl_s(self) -> float | None:
+        return self._settings.ledger_ttl_s
+
+    @property
+    def max_consumers(self) -> int | None:
+        return None
+
+    async def settle(self) -> BusConfig:
+        # Blocking (a profile or instance-metadata lookup): off the event loop.
+        sqs = await asyncio.to_thread(with_credentials, self._settings)
+        return self._config.model_copy(update={"sqs": sqs})
+
+    def _client_wire(self, client_id: str) -> SqsClientWire:
+        return SqsClientWire(self._config, client_id)
+
+    def _worker_link(
+        self,
+        pool: PoolConfig,
+        hosted: HostedServer,
+        ledger: Any,
+        *,
+        server_id: str,
+        capacity: int,
+        handles: HandleCache,
+    ) -> WorkerLink:
+        source = SqsWorkerSource(
+            self._config,
+            pool.name,
+            hosted,
+            ledger,
+            capacity=capacity,
+            call_timeout_s=pool.timeout_s,
+        )
+        return WorkerLink(source, DiscoveryActorHeartbeats(self._config.name, handles))
+
+    async def heartbeat_feed(self, on_beat: Callable[[Heartbeat], None]) -> HeartbeatFeed | None:
+        return None  # beats arrive as calls to the discovery actor
+
+    async def lag(self, handles: HandleCache, pools: Collection[str]) -> LagRows:
+        if self._lag_reader is None:
+            self._lag_reader = SqsLagReader(self._config)
+        reader = self._lag_reader
+
+        async def queued(pool: str, in_flight: int) -> int:
+            # Depth counts in-flight messages too: subtract what workers hold.
+            return max(0, await reader.depth(pool) - in_flight)
+
+        return await broker_lag(self._config.name, handles, pools, queued)

@@ -1,8 +1,8 @@
 """The autoscaler actor: every interval, read each pool's lag and resize it.
 
-Signals come from the router (queued calls, oldest queued age, calls in flight) - the
-Ray backend's lag; broker backends plug in their own lag source later through the same
-:class:`~actors.autoscaler.Signals`. Decisions are made by the pool's policy and applied
+Signals come from the bus's backend (:meth:`~cluster.backends.base.Backend.lag`): the
+router's queue with Ray, the pool group's lag with Kafka, the queue depth with SQS; each
+plus the calls in flight. Decisions are made by the pool's policy and applied
 through the supervisor, one resize at a time per pool (a pool being resized holds its
 size). Every decision is kept, newest last, for ``raybus status``.
 """
@@ -19,8 +19,7 @@ from typing import Any
 import ray
 
 from actors.autoscaler import Decision, LagPolicy, ScalingPolicy, Signals
-from cluster.backends.kafka import kafka_lag
-from cluster.backends.sqs import SqsLagReader
+from cluster.backends.base import backend_for
 from cluster.config import BusConfig
 from cluster.naming import HandleCache, actor_names
 from transports.errors import BusError
@@ -35,8 +34,9 @@ class AutoscalerActor:
     def __init__(self, config: BusConfig) -> None:
         self._config = config
         self._handles = HandleCache()
-        # With Kafka, consumers beyond the topic's partitions would sit idle.
-        partitions = config.kafka.partitions if config.backend == "kafka" and config.kafka else None
+        self._backend = backend_for(config)
+        # Workers beyond the backend's cap would sit idle (Kafka: the topic's partitions).
+        partitions = self._backend.max_consumers
         self._policies: dict[str, ScalingPolicy] = {
             pool.name: LagPolicy(
                 pool.autoscale,
@@ -53,7 +53,6 @@ class AutoscalerActor:
         self._changes: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
         self._resizing: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
-        self._sqs_lag = SqsLagReader(config) if config.backend == "sqs" else None
 
     async def start(self) -> None:
         if self._loop is None:
@@ -71,15 +70,12 @@ class AutoscalerActor:
     async def tick(self) -> list[Decision]:
         """One round: read signals, decide, start resizes. Returns this round's decisions."""
         bus = self._config.name
-        router = await self._handles.get_async(actor_names.router(bus))
         supervisor = await self._handles.get_async(actor_names.supervisor(bus))
         timeout = self._config.autoscaler.interval_s * 4
         lag: dict[str, dict[str, Any]] = {}
         try:
             async with asyncio.timeout(timeout):
-                lag = await (
-                    self._broker_lag() if self._config.backend != "ray" else router.lag.remote()
-                )
+                lag = await self._backend.lag(self._handles, list(self._policies))
         except (TimeoutError, ray.exceptions.RayError, BusError) as exc:
             logger.warning("no lag signals (%s): holding every pool", exc)
         async with asyncio.timeout(timeout):
@@ -105,24 +101,6 @@ class AutoscalerActor:
                 )
                 self._resizing[pool] = task
         return made
-
-    async def _broker_lag(self) -> dict[str, dict[str, Any]]:
-        """Per pool: the group lag (Kafka) or queue depth (SQS) as queued, plus the calls
-        in flight the workers reported."""
-        discovery = await self._handles.get_async(actor_names.discovery(self._config.name))
-        workers = await discovery.workers.remote()
-        lag: dict[str, dict[str, Any]] = {}
-        for pool in self._policies:
-            in_flight = sum(w.in_flight for w in workers if w.pool == pool)
-            if self._config.backend == "kafka":
-                queued = await kafka_lag(self._config, pool)
-            elif self._sqs_lag is not None:
-                # Depth counts in-flight messages too: subtract what workers hold.
-                queued = max(0, await self._sqs_lag.depth(pool) - in_flight)
-            else:
-                queued = 0
-            lag[pool] = {"queued": queued, "in_flight": in_flight, "oldest_age_s": None}
-        return lag
 
     async def _resize(self, supervisor: Any, pool: str, size: int) -> None:
         try:

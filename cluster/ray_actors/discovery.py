@@ -14,7 +14,7 @@ import ray
 
 from actors.discovery.catalog import Catalog
 from actors.discovery.registry import DiscoveryRegistry, Heartbeat, Membership, WorkerInfo
-from cluster.backends.kafka import DiscoveryTopicReader
+from cluster.backends.base import HeartbeatFeed, backend_for
 from cluster.config import BusConfig
 from cluster.naming import HandleCache
 
@@ -28,7 +28,8 @@ class DiscoveryActor:
     def __init__(self, config: BusConfig) -> None:
         self._config = config
         self._registry = DiscoveryRegistry(ttl_s=config.discovery.ttl_s)
-        self._reader: DiscoveryTopicReader | None = None
+        self._backend = backend_for(config)
+        self._feed: HeartbeatFeed | None = None
         self._handles = HandleCache()
         self._subscribers: set[str] = set()
         self._published = -1
@@ -37,9 +38,8 @@ class DiscoveryActor:
     async def start(self) -> None:
         if self._evictor is None:
             self._evictor = asyncio.get_running_loop().create_task(self._evict_forever())
-            if self._config.backend == "kafka":
-                self._reader = DiscoveryTopicReader(self._config, self._record)
-                await self._reader.start()
+            # Beats that do not arrive as calls (Kafka's discovery topic) come from a feed.
+            self._feed = await self._backend.heartbeat_feed(self._record)
 
     def _record(self, beat: Heartbeat) -> None:
         self._registry.heartbeat(beat)

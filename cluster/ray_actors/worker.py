@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ray
 
@@ -22,15 +22,12 @@ from actors.worker.server_links import (
     functions_server,
     load_server_object,
 )
+from cluster.backends.base import WorkerLink, WorkerSource, backend_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.naming import HandleCache, actor_names
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
 from transports.frame import Frame
-
-if TYPE_CHECKING:  # imported when used: broker clients cost ~0.25 s of every worker start
-    from cluster.backends.kafka import KafkaWorkerSource
-    from cluster.backends.sqs import SqsWorkerSource
 
 __all__ = ["PoolStartFailed", "WorkerActor", "link_factory_for", "start_failure_reason"]
 
@@ -104,8 +101,9 @@ class _RayWorkerPorts:
         self.completions: Outbox[str, Completion] = Outbox(
             self._send_completions, min_interval_s=BUSY_INTERVAL_S
         )
-        # Set with a Kafka backend: what the server says about a call goes to the caller's
-        # topic; requests to clients (sampling, ...) still go to their Ray endpoint.
+        # Set with a backend whose workers take requests themselves (brokers): what the
+        # server says about a call goes to the caller's topic or queue; requests to Ray
+        # actors (raybus/...) still go to their actor.
         self.topic_sink: Callable[[str, Frame], None] | None = None
 
     def reply(self, destination: str, frame: Frame) -> None:
@@ -136,7 +134,10 @@ class WorkerActor:
         self._config = config
         self._pool = pool
         self._heartbeat_interval_s = config.discovery.heartbeat_interval_s
-        self._source: KafkaWorkerSource | SqsWorkerSource | None = None
+        # Picked here, imported lazily: a Ray bus's workers never load broker clients.
+        self._backend = backend_for(config)
+        self._link: WorkerLink | None = None
+        self._source: WorkerSource | None = None
         self._beats_sent = 0
         self._handles = HandleCache()
         self._ports = _RayWorkerPorts(bus, actor_name, self._handles)
@@ -177,32 +178,16 @@ class WorkerActor:
 
     async def _start(self) -> dict[str, Any]:
         await self._core.start()
-        if self._config.backend in ("kafka", "sqs"):
-            ledger = await self._handles.get_async(actor_names.ledger(self._bus))
-            identity = self._core.identity
-            if self._config.backend == "kafka":
-                from cluster.backends.kafka import KafkaWorkerSource
-
-                self._source = KafkaWorkerSource(
-                    self._config,
-                    self._pool.name,
-                    self._core.hosted,
-                    ledger,
-                    capacity=identity.capacity,
-                    call_timeout_s=self._pool.timeout_s,
-                    client_id=identity.server_id,
-                )
-            else:
-                from cluster.backends.sqs import SqsWorkerSource
-
-                self._source = SqsWorkerSource(
-                    self._config,
-                    self._pool.name,
-                    self._core.hosted,
-                    ledger,
-                    capacity=identity.capacity,
-                    call_timeout_s=self._pool.timeout_s,
-                )
+        identity = self._core.identity
+        self._link = await self._backend.open_worker(
+            self._pool,
+            self._core.hosted,
+            server_id=identity.server_id,
+            capacity=identity.capacity,
+            handles=self._handles,
+        )
+        self._source = self._link.source
+        if self._source is not None:
             self._ports.topic_sink = self._source.emit
             await self._source.start()
         await self._beat(with_catalog=True)
@@ -215,30 +200,22 @@ class WorkerActor:
         self._catalog_dirty.set()  # announce it with the next heartbeat, now
 
     async def _beat(self, *, with_catalog: bool) -> bool:
+        if self._link is None:
+            raise RuntimeError("the worker has not started")
+        heartbeats = self._link.heartbeats
         changed, self._list_changed = tuple(sorted(self._list_changed)), set()
         self._beats_sent += 1
-        if self._source is not None and self._config.backend == "kafka":
-            # Over the discovery topic nobody can ask for the catalog: send it when it
-            # changed and every few beats, so a restarted discovery learns it soon.
-            periodic = self._beats_sent % _CATALOG_EVERY_N_BEATS == 1
-            beat = self._core.heartbeat(with_catalog=with_catalog or periodic, list_changed=changed)
-            beat = replace(beat, in_flight=beat.in_flight + self._source.in_flight)
-            try:
-                await self._source.publish_heartbeat(beat)  # type: ignore[union-attr]
-            except Exception:
-                self._list_changed.update(changed)
-                raise
-            return False
-        discovery = await self._handles.get_async(actor_names.discovery(self._bus))
-        beat = self._core.heartbeat(with_catalog=with_catalog, list_changed=changed)
+        # Where discovery cannot ask for the catalog, send it when it changed and every
+        # few beats, so a restarted discovery learns it soon.
+        periodic = not heartbeats.answers and self._beats_sent % _CATALOG_EVERY_N_BEATS == 1
+        beat = self._core.heartbeat(with_catalog=with_catalog or periodic, list_changed=changed)
         if self._source is not None:  # calls taken from the queue count as load too
             beat = replace(beat, in_flight=beat.in_flight + self._source.in_flight)
         try:
-            need: bool = await discovery.heartbeat.remote(beat)
+            return await heartbeats.send(beat)
         except Exception:
             self._list_changed.update(changed)  # not delivered: announce it next time
             raise
-        return need
 
     async def _beat_forever(self) -> None:
         with_catalog = False
@@ -254,7 +231,6 @@ class WorkerActor:
                 with_catalog = await self._beat(with_catalog=with_catalog)
             except Exception as exc:  # noqa: BLE001 - keep beating through discovery restarts
                 logger.warning("heartbeat failed: %s", exc)
-                self._handles.forget(actor_names.discovery(self._bus))
 
     async def deliver(self, frames: list[Frame]) -> None:
         self._core.deliver(frames)
@@ -272,8 +248,10 @@ class WorkerActor:
         finished = await self._core.drain(frames_sent, timeout_s)
         if self._beats is not None:
             self._beats.cancel()
-        if self._source is None:
-            await self._beat(with_catalog=False)  # announce "draining" (a broker's is closed)
+        # Announce "draining" where the router delivers (a broker worker's source is
+        # closed by now); a worker that never started registered nowhere.
+        if self._link is not None and self._source is None:
+            await self._beat(with_catalog=False)
         await self._ports.replies.drain()
         await self._ports.completions.drain()
         self._stopped.set()

@@ -18,11 +18,21 @@ from tests.waiting import wait_until
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.slow]
 
 KIT = {"name": "kit", "server": "cluster.examples.testkit:server"}
+# Imported only inside workers (importing it here would wrap this process's broker source).
+EXIT_BEFORE_ACK = "tests.cluster.exit_before_ack:server"
 
 
-def kafka_config(bootstrap: str, workers: int, **kafka: Any) -> Any:
+def kafka_config(bootstrap: str, workers: int, server: str = KIT["server"], **kafka: Any) -> Any:
     return bus_config(
-        [{**KIT, "min_workers": workers, "max_workers": 2, "max_concurrency": 16}],
+        [
+            {
+                **KIT,
+                "server": server,
+                "min_workers": workers,
+                "max_workers": 2,
+                "max_concurrency": 16,
+            }
+        ],
         backend="kafka",
         kafka={"bootstrap": bootstrap, "partitions": 4, **kafka},
     )
@@ -79,12 +89,15 @@ async def test_a_worker_dying_before_its_commit_is_not_run_twice(
     ray_session: None, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     ledger = tmp_path / "executions"
-    config = kafka_config(kafka_bootstrap, 2, fault_exit_before_commit_tool="record")
+    # The worker that runs `record` exits after answering it, before committing it.
+    config = kafka_config(kafka_bootstrap, 2, server=EXIT_BEFORE_ACK)
     async with running_bus(config) as client:
         result = await client.call_tool(
             "record", {"path": str(ledger), "token": "once"}, timeout_s=120
         )
         assert result.structured_content == {"result": "once"}
+        # The fault really happened: the worker that ran it exited before committing.
+        await wait_until(lambda: (tmp_path / "executions.exited").exists(), timeout_s=60)
         # The record was redelivered to the surviving worker, which answered from the
         # ledger: the tool ran once and the partition's offset moved past it. Redelivery
         # waits for the dead member's session to expire (10 s) and for a rebalance (two,

@@ -13,17 +13,21 @@ import pytest
 from cluster.backends.sqs import _sqs_config, request_queue
 from cluster.client import CallError
 from tests.cluster.bus_helpers import bus_config, running_bus, running_gateway
+from tests.waiting import wait_until
 from transports.errors import BusErrorCode
 from transports.sqs.transport import SqsTransport
 
 pytestmark = [pytest.mark.sqs, pytest.mark.ray, pytest.mark.slow]
 
 KIT = {"name": "kit", "server": "cluster.examples.testkit:server"}
+# Imported only inside workers (importing it here would wrap this process's broker source).
+EXIT_BEFORE_ACK = "tests.cluster.exit_before_ack:server"
 
 
-def sqs_config(endpoint: str, workers: int = 1, **sqs: Any) -> Any:
+def sqs_config(endpoint: str, workers: int = 1, server: str = KIT["server"], **sqs: Any) -> Any:
+    pool = {**KIT, "server": server, "min_workers": workers, "max_workers": 2}
     return bus_config(
-        [{**KIT, "min_workers": workers, "max_workers": 2, "max_concurrency": 16}],
+        [{**pool, "max_concurrency": 16}],
         backend="sqs",
         sqs={
             "endpoint_url": endpoint,
@@ -84,6 +88,31 @@ async def test_a_worker_dying_mid_call_leaves_the_request_answered_once(
         assert (await client.call_tool("echo", {"text": "alive"})).structured_content == {
             "result": "alive"
         }
+
+
+async def test_a_worker_dying_before_its_delete_is_not_run_twice(
+    ray_session: None, sqs_endpoint: str, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "executions"
+    # The worker that runs `record` exits after answering it, before deleting it.
+    config = sqs_config(sqs_endpoint, 2, server=EXIT_BEFORE_ACK, visibility_timeout_s=2)
+    async with running_bus(config) as client:
+        result = await client.call_tool(
+            "record", {"path": str(ledger), "token": "once"}, timeout_s=60
+        )
+        assert result.structured_content == {"result": "once"}
+        await wait_until(lambda: (tmp_path / "executions.exited").exists(), timeout_s=30)
+        # After its visibility timeout the message went to the surviving worker, which
+        # answered from the ledger and deleted it: the tool ran once, the queue is empty.
+        probe = SqsTransport(_sqs_config(config, send_queue=request_queue("kit")))
+        await probe.start()
+        try:
+            async with asyncio.timeout(60):
+                while await probe.queue_depth(request_queue("kit")) > 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.5)  # polling the endpoint
+        finally:
+            await probe.close()
+        assert lines(ledger) == ["once"]
 
 
 async def test_a_poison_message_reaches_the_dlq_after_max_receive_count(

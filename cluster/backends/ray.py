@@ -1,0 +1,146 @@
+"""Ray between clients and workers (``backend: ray``, the default).
+
+* A client submits batches of requests to the router actor, which queues them per pool
+  and delivers them to workers; answers come back to the client's own
+  :class:`~cluster.ray_actors.endpoint.ClientEndpoint`, which the client long-polls.
+* Workers take nothing themselves (the router delivers) and beat to the discovery actor
+  directly, which can ask them for their catalog.
+* The autoscaler's lag is the router's: queued calls, oldest queued age, calls in flight.
+
+Every call is delivered once, so there is no idempotency ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+from cluster.backends.base import (
+    ClientLink,
+    HeartbeatFeed,
+    LagRows,
+    OnFrame,
+    WorkerLink,
+)
+from cluster.naming import NAMESPACE, HandleCache, actor_names
+from cluster.ray_actors.endpoint import ClientEndpoint
+from transports.envelope import CorrelationKey
+from transports.errors import BusError
+from transports.frame import Frame
+
+if TYPE_CHECKING:
+    from actors.discovery.registry import Heartbeat
+    from actors.worker.hosted_server import HostedServer
+    from cluster.config import BusConfig, PoolConfig
+
+__all__ = ["DiscoveryActorHeartbeats", "RayBackend", "RayClientLink"]
+
+logger = logging.getLogger(__name__)
+
+_POLL_WAIT_S = 1.0
+
+
+class RayClientLink:
+    """Requests to the router in batches; answers long-polled from the client's endpoint."""
+
+    def __init__(self, router: Any, endpoint: Any, endpoint_name: str, on_frame: OnFrame) -> None:
+        self._router = router
+        self._endpoint = endpoint
+        self._endpoint_name = endpoint_name
+        self._on_frame = on_frame
+
+    @property
+    def reply_to(self) -> str:
+        return self._endpoint_name
+
+    def submit(self, frames: list[Frame]) -> Any:
+        return self._router.submit.remote(frames)
+
+    def cancel(self, keys: list[CorrelationKey]) -> None:
+        self._router.cancel.remote(keys)
+
+    async def receive(self) -> None:
+        while True:
+            try:
+                frames: list[Frame] = await self._endpoint.take.remote(100_000, _POLL_WAIT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the poll loop is the client's top level: log, keep going
+                logger.exception("polling the client endpoint failed")
+                await asyncio.sleep(_POLL_WAIT_S)  # back off instead of spinning
+                continue
+            for frame in frames:
+                try:
+                    await self._on_frame(frame)
+                except BusError as exc:
+                    logger.warning("dropped an undecodable frame: %s", exc)
+
+    async def close(self) -> None:
+        ray.kill(self._endpoint)
+
+
+class DiscoveryActorHeartbeats:
+    """Beats as calls to the discovery actor, which answers whether it needs the catalog."""
+
+    answers = True
+
+    def __init__(self, bus: str, handles: HandleCache) -> None:
+        self._name = actor_names.discovery(bus)
+        self._handles = handles
+
+    async def send(self, beat: Heartbeat) -> bool:
+        try:
+            discovery = await self._handles.get_async(self._name)
+            need: bool = await discovery.heartbeat.remote(beat)
+        except Exception:
+            self._handles.forget(self._name)  # a restarted discovery has a new handle
+            raise
+        return need
+
+
+class RayBackend:
+    def __init__(self, config: BusConfig) -> None:
+        self._config = config
+
+    @property
+    def ledger_ttl_s(self) -> float | None:
+        return None
+
+    @property
+    def max_consumers(self) -> int | None:
+        return None
+
+    async def settle(self) -> BusConfig:
+        return self._config
+
+    async def open_client(
+        self, client_name: str, router: Any, discovery: Any, on_frame: OnFrame
+    ) -> ClientLink:
+        # A driver cannot receive actor calls: its answers wait in an actor it polls.
+        endpoint = ClientEndpoint.options(  # type: ignore[attr-defined]
+            name=client_name, namespace=NAMESPACE, num_cpus=0
+        ).remote()
+        return RayClientLink(router, endpoint, client_name, on_frame)
+
+    async def open_worker(
+        self,
+        pool: PoolConfig,
+        hosted: HostedServer,
+        *,
+        server_id: str,
+        capacity: int,
+        handles: HandleCache,
+    ) -> WorkerLink:
+        return WorkerLink(None, DiscoveryActorHeartbeats(self._config.name, handles))
+
+    async def heartbeat_feed(self, on_beat: Callable[[Heartbeat], None]) -> HeartbeatFeed | None:
+        return None  # beats arrive as calls to the discovery actor
+
+    async def lag(self, handles: HandleCache, pools: Collection[str]) -> LagRows:
+        router = await handles.get_async(actor_names.router(self._config.name))
+        rows: LagRows = await router.lag.remote()
+        return rows
