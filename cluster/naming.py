@@ -64,7 +64,12 @@ def get_actor(name: str) -> Any:
         raise ConnectionClosed(f"no raybus actor named {name!r} is running") from None
 
 
-async def get_actor_async(name: str, timeout_s: float = 15.0) -> Any:
+# A GCS lookup is milliseconds on a quiet machine; on a loaded 2-core one with Ray
+# starting workers it was seen past 15 s. A missing actor answers at once regardless.
+_LOOKUP_TIMEOUT_S = 60.0
+
+
+async def get_actor_async(name: str, timeout_s: float = _LOOKUP_TIMEOUT_S) -> Any:
     """:func:`get_actor` off the event loop, bounded (a lookup blocks on the GCS).
 
     Raises:
