@@ -1,9 +1,10 @@
 """The fixture server the official MCP conformance suite expects, on the official SDK.
 
-The suite (npm ``@modelcontextprotocol/conformance``, run by ``../shared/tools/conformance``)
+The suite (npm ``@modelcontextprotocol/conformance``, run by ``tests/conformance/runner.py``)
 connects to a server as a client and calls fixture tools, prompts and resources by name
 (``test_simple_text``, ``test_tool_with_progress``, ``test://static-text``, ...). This
-module provides all of them, so raybus can run the suite twice: against this server served
+module provides all of them (the same names as the SDK's own ``everything-server``, which
+a test checks), so raybus can run the suite twice: against this server served
 directly over Streamable HTTP (the baseline), and against the bus gateway forwarding to
 workers that host it (``cluster.examples.conformance:server``).
 
