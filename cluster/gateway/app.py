@@ -2,7 +2,8 @@
 
 Outermost first: the audit of what the door refuses, Host/Origin, the bearer token, then
 the body is read whole (a client reset there is quiet and costs nothing) and checked by
-the codec before the SDK's Streamable HTTP transport parses it.
+the codec, and rate limits are applied, before the SDK's Streamable HTTP transport
+parses it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from mcp.server.transport_security import TransportSecuritySettings
 from cluster.config import BusConfig
 from cluster.gateway.disconnects import DisconnectGuard
 from cluster.gateway.event_store import BoundedEventStore
-from cluster.gateway.policy.http_guards import AuditDoor, BearerAuth, HostOriginGuard, JsonBodyGuard
+from cluster.gateway.policy.http_guards import (
+    AuditDoor,
+    BearerAuth,
+    HostOriginGuard,
+    JsonBodyGuard,
+    RateLimitGate,
+)
 from cluster.gateway.policy.tokens import TokenTable
 from cluster.gateway.server import Gateway
 from cluster.gateway.websocket import websocket_route
@@ -55,8 +62,11 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     app.router.routes.append(websocket_route(gateway.server, "/ws", limits, gateway.audit))
     tokens = TokenTable({t.sha256: t.principal for t in settings.policy.tokens})
     # Outermost first: audit what the door refuses, Host/Origin, token, then the body is
-    # read whole (a client reset there is quiet and costs nothing) and checked by the codec.
-    inner = DisconnectGuard(JsonBodyGuard(app, limits), settings.path, settings.max_body_bytes)
+    # read whole (a client reset there is quiet and costs nothing) and checked by the
+    # codec, then rate limits are applied before the SDK's session machinery runs.
+    policy = gateway.policy
+    limited = RateLimitGate(app, policy.rate_refusal) if policy.limits_rates else app
+    inner = DisconnectGuard(JsonBodyGuard(limited, limits), settings.path, settings.max_body_bytes)
     authenticated = BearerAuth(inner, tokens) if tokens else inner
     return AuditDoor(HostOriginGuard(authenticated, hosts, origins), gateway.audit)
 

@@ -28,6 +28,7 @@ from cluster.gateway.policy.http_guards import (
     AUDITED,
     CLIENT_METHOD,
     PRINCIPAL,
+    RATE_CHARGED,
     BearerAuth,
     HostOriginGuard,
 )
@@ -168,7 +169,9 @@ class PolicyMiddleware:
             record["target"] = subject.name
         outcome = "ok"
         try:
-            self._refuse_cheaply(principal, ctx.method, params, tool)
+            # Over HTTP the door (RateLimitGate) charged the buckets already.
+            charged = state is not None and state.get(RATE_CHARGED, False)
+            self._refuse_cheaply(principal, ctx.method, params, tool, charged)
             arguments = params.get("arguments")
             if isinstance(arguments, dict):
                 record[ARGUMENTS] = arguments  # the audit writer redacts and digests them
@@ -189,19 +192,36 @@ class PolicyMiddleware:
             record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
             self.audit.write(record)
 
+    @property
+    def limits_rates(self) -> bool:
+        """Whether any rate limit is configured."""
+        return bool(self._config.rate_limit_per_principal or self._config.rate_limit_per_tool)
+
+    def rate_refusal(self, principal: str, tool: str | None) -> MCPError | None:
+        """Spend one request's tokens; the error to answer when over a limit, else None."""
+        wait = self._limiter.check(principal, tool)
+        if not wait:
+            return None
+        hint = math.ceil(wait * 1000) / 1000  # never "retry in 0": at least 1 ms
+        return MCPError(
+            BusErrorCode.RATE_LIMITED,
+            f"rate limit exceeded for {principal!r}; retry in {hint:.3f} s",
+            {"retryAfterSeconds": hint},
+        )
+
     def _refuse_cheaply(
-        self, principal: str, method: str, params: Mapping[str, Any], tool: str | None
+        self,
+        principal: str,
+        method: str,
+        params: Mapping[str, Any],
+        tool: str | None,
+        charged: bool,
     ) -> None:
         # Before any schema, catalog or argument is looked at: a flood of refused
         # requests must cost next to nothing, or it slows every other client.
-        wait = self._limiter.check(principal, tool)
-        if wait:
-            hint = math.ceil(wait * 1000) / 1000  # never "retry in 0": at least 1 ms
-            raise MCPError(
-                BusErrorCode.RATE_LIMITED,
-                f"rate limit exceeded for {principal!r}; retry in {hint:.3f} s",
-                {"retryAfterSeconds": hint},
-            )
+        refused = None if charged else self.rate_refusal(principal, tool)
+        if refused is not None:
+            raise refused
         if not self._allow.permits(principal, method, params):
             subject = subject_of(method, params)
             what = f"{subject.kind.value} {subject.name!r}" if subject else f"method {method!r}"

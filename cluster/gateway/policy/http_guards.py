@@ -14,24 +14,33 @@ From the outside in:
   UTF-8, nesting depth, duplicate keys, NaN/Infinity, one message not a batch), answered
   with a JSON-RPC error (-32700 / -32600) and HTTP 400, or 413 for size. The SDK's own
   parser accepts duplicate keys (last wins) and NaN, which the bus cannot carry.
+* :class:`RateLimitGate`: a request over its principal's (or tool's) rate limit gets
+  HTTP 429 with ``Retry-After`` and a JSON-RPC error body, before the SDK's session
+  machinery is touched: a flood of refused requests must cost next to nothing, or it
+  slows every other client.
 
 Guards tell the door why they refused through ``scope["state"]`` (:data:`REFUSED`); the
-policy chain marks a request it audited (:data:`AUDITED`), and the body guard records the
-client's JSON-RPC method (:data:`CLIENT_METHOD`).
+policy chain marks a request it audited (:data:`AUDITED`), the body guard records the
+client's JSON-RPC method, id and tool (:data:`CLIENT_METHOD`, :data:`CLIENT_ID`,
+:data:`CLIENT_TOOL`), and the rate gate marks a request it charged (:data:`RATE_CHARGED`)
+so the policy chain does not charge it twice.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cluster.gateway.policy.audit import AuditLog
 from cluster.gateway.policy.tokens import TokenTable
 from transports.codec import DecodeLimits, parse_json
+from transports.envelope import ANONYMOUS
 from transports.errors import (
     INVALID_REQUEST,
     InvalidMessage,
@@ -42,19 +51,26 @@ from transports.errors import (
 
 __all__ = [
     "AUDITED",
+    "CLIENT_ID",
     "CLIENT_METHOD",
+    "CLIENT_TOOL",
     "PRINCIPAL",
+    "RATE_CHARGED",
     "REFUSED",
     "AuditDoor",
     "BearerAuth",
     "HostOriginGuard",
     "JsonBodyGuard",
+    "RateLimitGate",
 ]
 
 PRINCIPAL = "raybus_principal"  # set by BearerAuth: the authenticated principal
 AUDITED = "raybus_audited"  # set by the policy chain once it wrote the request's record
 REFUSED = "raybus_refused"  # set by a guard: why it refused the request
 CLIENT_METHOD = "raybus_method"  # set by JsonBodyGuard: the JSON-RPC method the client sent
+CLIENT_ID = "raybus_request_id"  # set by JsonBodyGuard: the JSON-RPC id of that request
+CLIENT_TOOL = "raybus_tool"  # set by JsonBodyGuard: the tool a tools/call names
+RATE_CHARGED = "raybus_rate_charged"  # set by RateLimitGate: its buckets were spent
 
 
 def _state(scope: Scope) -> MutableMapping[str, Any]:
@@ -250,6 +266,11 @@ class JsonBodyGuard:
         method = parsed.get("method")
         if isinstance(method, str) and "id" in parsed:
             state[CLIENT_METHOD] = method
+            state[CLIENT_ID] = parsed["id"]
+            params = parsed.get("params")
+            name = params.get("name") if isinstance(params, dict) else None
+            if method == "tools/call" and isinstance(name, str):
+                state[CLIENT_TOOL] = name
         replayed = False
 
         async def replay() -> Message:
@@ -262,8 +283,51 @@ class JsonBodyGuard:
         await self._app(scope, replay, send)
 
 
-def _error(error: dict[str, Any]) -> bytes:
-    # The id is null: the request was not read far enough to trust one.
+RateRefusal = Callable[[str, str | None], MCPError | None]
+
+
+class RateLimitGate:
+    """ASGI middleware, inside :class:`JsonBodyGuard`: rate limits applied at the door.
+
+    Args:
+        app: the SDK's Streamable HTTP app.
+        refusal: ``(principal, tool) -> error or None``; spends the request's tokens.
+
+    A refused request never reaches the SDK (no session lookup, no task, no stream), so
+    a principal hammering its limit costs the gateway one bucket lookup and one small
+    response per request. The JSON-RPC error carries the request's id at HTTP 429; the
+    SDK's client surfaces it as the call's error.
+    """
+
+    def __init__(self, app: ASGIApp, refusal: RateRefusal) -> None:
+        self._app = app
+        self._refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = _state(scope)
+        if scope["type"] != "http" or CLIENT_METHOD not in state:
+            await self._app(scope, receive, send)  # not a request: nothing to charge
+            return
+        principal = state.get(PRINCIPAL)
+        refused = self._refusal(
+            principal if isinstance(principal, str) else ANONYMOUS, state.get(CLIENT_TOOL)
+        )
+        state[RATE_CHARGED] = True
+        if refused is None:
+            await self._app(scope, receive, send)
+            return
+        state[REFUSED] = "rate_limited"
+        data = refused.error.data if isinstance(refused.error.data, dict) else {}
+        wait = data.get("retryAfterSeconds", 1)
+        # Retry-After counts whole seconds (RFC 9110); the body has the precise wait.
+        retry_after = str(max(1, math.ceil(wait if isinstance(wait, int | float) else 1)))
+        body = _error(refused.error.model_dump(exclude_none=True), state.get(CLIENT_ID))
+        headers = [(b"retry-after", retry_after.encode())]
+        await _respond(send, 429, body, b"application/json", headers)
+
+
+def _error(error: dict[str, Any], request_id: Any = None) -> bytes:
+    # Without an id the request was not read far enough to trust one: null.
     return json.dumps(
-        {"jsonrpc": "2.0", "id": None, "error": error}, separators=(",", ":")
+        {"jsonrpc": "2.0", "id": request_id, "error": error}, separators=(",", ":")
     ).encode()

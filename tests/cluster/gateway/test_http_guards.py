@@ -9,9 +9,18 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from cluster.gateway.policy.audit import AuditLog
-from cluster.gateway.policy.http_guards import AuditDoor, BearerAuth, HostOriginGuard, JsonBodyGuard
+from cluster.gateway.policy.chain import PolicyConfig, PolicyMiddleware
+from cluster.gateway.policy.http_guards import (
+    AuditDoor,
+    BearerAuth,
+    HostOriginGuard,
+    JsonBodyGuard,
+    RateLimitGate,
+)
 from cluster.gateway.policy.tokens import TokenTable, hash_token
+from tests.actors.fakes import FakeClock
 from transports.codec import DecodeLimits
+from transports.errors import BusErrorCode
 
 HOSTS = ["127.0.0.1:*"]
 ORIGINS = ["http://127.0.0.1:*"]
@@ -151,3 +160,56 @@ async def test_bodies_failing_the_codec_checks_get_a_json_rpc_error(body: bytes,
     assert answer["error"]["code"] == code
     assert answer["id"] is None
     assert inner.bodies == []
+
+
+def rate_limited_door(inner: Inner, audit: AuditLog, *, burst: float = 1) -> Any:
+    """The door with a rate gate: alice gets ``burst`` requests, then one per 100 s."""
+    policy = PolicyMiddleware(
+        PolicyConfig.model_validate(
+            {"rate_limit_per_principal": {"rate_per_s": 0.01, "burst": burst}}
+        ),
+        _no_tools,
+        audit,
+        clock=FakeClock(),
+    )
+    tokens = TokenTable({hash_token("good-token"): "alice"})
+    gated = JsonBodyGuard(RateLimitGate(inner, policy.rate_refusal), DecodeLimits())
+    return AuditDoor(HostOriginGuard(BearerAuth(gated, tokens), HOSTS, ORIGINS), audit)
+
+
+async def _no_tools() -> dict[str, dict[str, Any]]:
+    return {}
+
+
+async def test_a_request_over_the_rate_limit_is_answered_at_the_door() -> None:
+    inner, audit = Inner(), AuditLog(None)
+    app = rate_limited_door(inner, audit)
+    assert (await call(app, body=PING, headers=AUTH))[0]["status"] == 200
+    call_body = b'{"jsonrpc":"2.0","id":"r-7","method":"tools/call","params":{"name":"echo"}}'
+    sent = await call(app, body=call_body, headers=AUTH)
+    assert sent[0]["status"] == 429
+    headers = dict(sent[0]["headers"])
+    assert headers[b"retry-after"] == b"100"  # whole seconds, rounded up
+    answer = json.loads(sent[1]["body"])
+    # The request's own id, so the SDK's client hands the error to the waiting call.
+    assert answer["id"] == "r-7"
+    assert answer["error"]["code"] == BusErrorCode.RATE_LIMITED
+    assert answer["error"]["data"] == {"retryAfterSeconds": 100.0}
+    assert "retry in 100.000 s" in answer["error"]["message"]
+    assert len(inner.bodies) == 1  # the refused request never reached the SDK
+    assert inner.scopes[0]["state"]["raybus_rate_charged"] is True
+    assert audit.close()
+    [record] = audit.records  # the passed ping is the policy chain's to record
+    assert record["outcome"] == "refused 429 rate_limited"
+    assert (record["principal"], record["method"]) == ("alice", "tools/call")
+
+
+async def test_notifications_and_responses_spend_no_tokens_at_the_door() -> None:
+    inner, audit = Inner(), AuditLog(None)
+    app = rate_limited_door(inner, audit)
+    notification = b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
+    response = b'{"jsonrpc":"2.0","id":3,"result":{}}'
+    for body in (notification, response, notification):
+        assert (await call(app, body=body, headers=AUTH))[0]["status"] == 200
+    assert (await call(app, body=PING, headers=AUTH))[0]["status"] == 200
+    assert (await call(app, body=PING, headers=AUTH))[0]["status"] == 429

@@ -192,3 +192,13 @@ async def test_arguments_are_validated_after_the_cheap_checks() -> None:
         )
     assert invalid.value.code == -32602
     assert downstream.handled == []
+
+
+async def test_a_request_the_door_charged_is_not_charged_again() -> None:
+    downstream = Downstream()
+    middleware, _ = chain(downstream, rate_limit_per_principal={"rate_per_s": 0.001, "burst": 1})
+    for _ in range(3):  # over HTTP the rate gate already spent these requests' tokens
+        await run(middleware, downstream, ctx("ping", raybus_rate_charged=True))
+    await run(middleware, downstream, ctx("ping"))
+    with pytest.raises(MCPError):
+        await run(middleware, downstream, ctx("ping"))
