@@ -29,6 +29,7 @@ import ray
 from actors.discovery.catalog import Catalog
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from cluster.backends.base import ClientLink, backend_for
+from cluster.backends.ray import dispatch
 from cluster.naming import HandleCache, actor_names, get_actor_async
 from transports.envelope import ANONYMOUS, CorrelationKey, Envelope
 from transports.errors import (
@@ -216,9 +217,18 @@ class BusClient:
 
     @classmethod
     async def connect(
-        cls, bus: str = "default", *, principal: str = ANONYMOUS, timeout_s: float = 30.0
+        cls,
+        bus: str = "default",
+        *,
+        principal: str = ANONYMOUS,
+        timeout_s: float = 30.0,
+        inbox: str | None = None,
     ) -> BusClient:
         """Attach to a running bus by name (Ray must already be initialised).
+
+        ``inbox``: the name of the actor this client runs in, which passes every
+        ``deliver(frames)`` call it gets to :meth:`deliver`; answers then come straight
+        to it instead of through a mailbox actor the client polls (one hop less).
 
         Raises:
             ConnectionClosed: Ray is not initialised or no bus with that name runs.
@@ -227,15 +237,22 @@ class BusClient:
             raise ConnectionClosed("Ray is not initialised: call ray.init() (or use `raybus up`)")
         router = await get_actor_async(actor_names.router(bus))
         discovery = await get_actor_async(actor_names.discovery(bus))
-        name = actor_names.client(bus)
+        name = inbox or actor_names.client(bus)
         async with asyncio.timeout(timeout_s):
             await router.ping.remote()
         connection = _Connection(bus, discovery)
         supervisor = await get_actor_async(actor_names.supervisor(bus))
         config = await supervisor.config.remote()
         backend = backend_for(config)
-        connection.attach(await backend.open_client(name, router, discovery, connection._dispatch))
+        link = await backend.open_client(
+            name, router, discovery, connection._dispatch, inbox=inbox is not None
+        )
+        connection.attach(link)
         return cls(connection, name.rsplit("/", 1)[-1], principal)
+
+    async def deliver(self, frames: list[Frame]) -> None:
+        """Answers delivered to the actor this client runs in (see ``inbox``)."""
+        await dispatch(frames, self._connection._dispatch)
 
     def new_session(self, *, principal: str | None = None) -> BusClient:
         """Another session sharing this client's endpoint (cheap: no new actor)."""

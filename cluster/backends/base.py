@@ -145,9 +145,20 @@ class Backend(Protocol):
         ...
 
     async def open_client(
-        self, client_name: str, router: Any, discovery: Any, on_frame: OnFrame
+        self,
+        client_name: str,
+        router: Any,
+        discovery: Any,
+        on_frame: OnFrame,
+        *,
+        inbox: bool = False,
     ) -> ClientLink:
-        """Connect one client named ``client_name`` (a unique actor name)."""
+        """Connect one client named ``client_name`` (a unique actor name).
+
+        ``inbox``: the client runs inside the actor of that name, which hands every
+        ``deliver(frames)`` call to ``on_frame`` itself; a backend that answers through
+        actor calls then sends answers straight to it (no mailbox actor to poll).
+        """
         ...
 
     async def open_worker(

@@ -197,8 +197,15 @@ class BrokerBackend(abc.ABC):
     ) -> WorkerLink: ...
 
     async def open_client(
-        self, client_name: str, router: Any, discovery: Any, on_frame: OnFrame
+        self,
+        client_name: str,
+        router: Any,
+        discovery: Any,
+        on_frame: OnFrame,
+        *,
+        inbox: bool = False,
     ) -> ClientLink:
+        # Answers come through the client's own topic or queue, inbox or not.
         wire = self._client_wire(client_name.rsplit("/", 1)[-1])
         link = BrokerClientLink(wire, discovery, on_frame)
         await link.start()

@@ -2,7 +2,8 @@
 
 * A client submits batches of requests to the router actor, which queues them per pool
   and delivers them to workers; answers come back to the client's own
-  :class:`~cluster.ray_actors.endpoint.ClientEndpoint`, which the client long-polls.
+  :class:`~cluster.ray_actors.endpoint.ClientEndpoint`, which the client long-polls -
+  or, for a client living in an actor (a gateway replica), straight to that actor.
 * Workers take nothing themselves (the router delivers) and beat to the discovery actor
   directly, which can ask them for their catalog.
 * The autoscaler's lag is the router's: queued calls, oldest queued age, calls in flight.
@@ -37,31 +38,63 @@ if TYPE_CHECKING:
     from actors.worker.hosted_server import HostedServer
     from cluster.config import BusConfig, PoolConfig
 
-__all__ = ["DiscoveryActorHeartbeats", "RayBackend", "RayClientLink"]
+__all__ = ["DiscoveryActorHeartbeats", "RayBackend", "RayClientLink", "RayInboxLink", "dispatch"]
 
 logger = logging.getLogger(__name__)
 
 _POLL_WAIT_S = 1.0
 
 
-class RayClientLink:
-    """Requests to the router in batches; answers long-polled from the client's endpoint."""
+async def dispatch(frames: list[Frame], on_frame: OnFrame) -> None:
+    """Hand a batch of answers to the client, one at a time, in order."""
+    for frame in frames:
+        try:
+            await on_frame(frame)
+        except BusError as exc:
+            logger.warning("dropped an undecodable frame: %s", exc)
 
-    def __init__(self, router: Any, endpoint: Any, endpoint_name: str, on_frame: OnFrame) -> None:
+
+class _RouterSubmissions:
+    def __init__(self, router: Any, reply_to: str) -> None:
         self._router = router
-        self._endpoint = endpoint
-        self._endpoint_name = endpoint_name
-        self._on_frame = on_frame
+        self._reply_to = reply_to
 
     @property
     def reply_to(self) -> str:
-        return self._endpoint_name
+        return self._reply_to
 
     def submit(self, frames: list[Frame]) -> Any:
         return self._router.submit.remote(frames)
 
     def cancel(self, keys: list[CorrelationKey]) -> None:
         self._router.cancel.remote(keys)
+
+
+class RayInboxLink(_RouterSubmissions):
+    """For a client inside an actor: workers deliver answers to that actor directly.
+
+    The actor's ``deliver`` hands each batch to the client, so ``receive`` has nothing to
+    fetch: it only keeps the link open until closed.
+    """
+
+    def __init__(self, router: Any, actor_name: str) -> None:
+        super().__init__(router, actor_name)
+        self._closed = asyncio.Event()
+
+    async def receive(self) -> None:
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        self._closed.set()
+
+
+class RayClientLink(_RouterSubmissions):
+    """Requests to the router in batches; answers long-polled from the client's endpoint."""
+
+    def __init__(self, router: Any, endpoint: Any, endpoint_name: str, on_frame: OnFrame) -> None:
+        super().__init__(router, endpoint_name)
+        self._endpoint = endpoint
+        self._on_frame = on_frame
 
     async def receive(self) -> None:
         while True:
@@ -73,11 +106,7 @@ class RayClientLink:
                 logger.exception("polling the client endpoint failed")
                 await asyncio.sleep(_POLL_WAIT_S)  # back off instead of spinning
                 continue
-            for frame in frames:
-                try:
-                    await self._on_frame(frame)
-                except BusError as exc:
-                    logger.warning("dropped an undecodable frame: %s", exc)
+            await dispatch(frames, self._on_frame)
 
     async def close(self) -> None:
         ray.kill(self._endpoint)
@@ -118,8 +147,16 @@ class RayBackend:
         return self._config
 
     async def open_client(
-        self, client_name: str, router: Any, discovery: Any, on_frame: OnFrame
+        self,
+        client_name: str,
+        router: Any,
+        discovery: Any,
+        on_frame: OnFrame,
+        *,
+        inbox: bool = False,
     ) -> ClientLink:
+        if inbox:
+            return RayInboxLink(router, client_name)
         # A driver cannot receive actor calls: its answers wait in an actor it polls.
         endpoint = ClientEndpoint.options(  # type: ignore[attr-defined]
             name=client_name, namespace=NAMESPACE, num_cpus=0

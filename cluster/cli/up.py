@@ -13,15 +13,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import ray
-import uvicorn
 from mcp.server.stdio import stdio_server
 
 from cluster.bus import BusAlreadyRunning, launch_bus, stop_bus
@@ -30,14 +28,17 @@ from cluster.cli.local_buses import claim_bus_name, record_bus_address
 from cluster.cli.preflight import check_pools
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
-from cluster.gateway.app import LOOPBACK_HOSTS, QuietServer, http_app
+from cluster.gateway.app import LOOPBACK_HOSTS, bound
 from cluster.gateway.server import Gateway
 from cluster.naming import NAMESPACE
+from cluster.ray_actors.gateway import GatewayReplicas
 from transports.errors import BusError
 
 __all__ = ["add_parser", "serve"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 async def serve(
@@ -51,9 +52,12 @@ async def serve(
 ) -> None:
     """Launch (or attach to) the bus and serve its gateway until SIGINT / SIGTERM.
 
-    ``ready(port)`` is called once serving (``None`` for stdio); setting ``stop`` ends
-    serving like a signal does (for embedding and tests). ``sock``, if given, is the
-    listening socket to serve on (bound by the caller before anything was started).
+    Over HTTP the gateway runs as Ray actors, one replica per node
+    (:class:`~cluster.ray_actors.gateway.GatewayReplicas`); with ``stdio`` it runs here,
+    on this process's stdin/stdout. ``ready(port)`` is called once serving (the port of
+    the first replica; ``None`` for stdio); setting ``stop`` ends serving like a signal
+    does (for embedding and tests). ``sock``, if given, holds the port to serve on (bound
+    by the caller before anything was started, released when the replicas bind it).
     A signal while the bus starts cancels the start, which tears down what it started.
     """
     loop = asyncio.get_running_loop()
@@ -70,68 +74,70 @@ async def serve(
                     file=sys.stderr,
                     flush=True,
                 )
-            try:
-                client = await BusClient.connect(config.name)
-            except BaseException:
-                if launched:
-                    await asyncio.shield(stop_bus(config.name))
-                raise
         except asyncio.CancelledError:
             if not interrupt.fired:
                 raise
             raise StartInterrupted(config.name) from None
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
     background: list[asyncio.Task[None]] = []
-    gateway: Gateway | None = None
+    if stop is not None:
+        background.append(loop.create_task(_when_set(stop, stopping.set)))
     try:
-        gateway = Gateway(
-            client,
-            name=f"raybus-{config.name}",
-            call_timeout_s=config.gateway.call_timeout_s,
-            policy=config.gateway.policy,
-        )
-        background.append(loop.create_task(gateway.watch_list_changes()))
         if stdio:
-            task = loop.create_task(_serve_stdio(gateway, ready))
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, task.cancel)
-            if stop is not None:
-                background.append(loop.create_task(_when_set(stop, task.cancel)))
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _serve_stdio(config, ready, stopping)
         else:
-            settings = config.gateway
             if sock is not None:
                 chosen_port = int(sock.getsockname()[1])
+                sock.close()  # the replica on this node binds it now
             else:
-                chosen_port = settings.port if port is None else port
-            server = QuietServer(
-                uvicorn.Config(
-                    http_app(gateway, config, chosen_port),
-                    host=settings.host,
-                    port=chosen_port,
-                    log_level="warning",
-                    lifespan="on",
-                    ws_max_size=settings.max_body_bytes,
-                )
-            )
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, setattr, server, "should_exit", True)
-            if stop is not None:
-                exit_on_stop = _when_set(stop, lambda: setattr(server, "should_exit", True))
-                background.append(loop.create_task(exit_on_stop))
-            if ready is not None:
-                background.append(loop.create_task(_announce(server, ready)))
-            await server.serve(sockets=[sock] if sock is not None else None)
+                chosen_port = config.gateway.port if port is None else port
+            await _serve_http(config, chosen_port, ready, stopping)
     finally:
         for helper in background:
             helper.cancel()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-        if gateway is not None:
-            await gateway.aclose()  # the audit records still queued
-        await client.close()
         if launched:
             await stop_bus(config.name)
+
+
+async def _serve_http(config: BusConfig, port: int, ready: Any, stopping: asyncio.Event) -> None:
+    replicas = GatewayReplicas(config, port)
+    try:
+        started = await _until(stopping, replicas.reconcile())
+        if started is None:
+            return
+        for info in started[1:]:
+            print(
+                f"raybus: also serving MCP at {replicas.url(info)} (node {info.node_id[:8]})",
+                file=sys.stderr,
+                flush=True,
+            )
+        if ready is not None:
+            ready(started[0].port if started else None)
+        keeper = asyncio.get_running_loop().create_task(replicas.keep())
+        try:
+            await stopping.wait()
+        finally:
+            keeper.cancel()
+    finally:
+        await replicas.stop()
+
+
+async def _until(stopping: asyncio.Event, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None once ``stopping`` is set first (``work`` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 async def _when_set(event: asyncio.Event, action: Any) -> None:
@@ -139,18 +145,26 @@ async def _when_set(event: asyncio.Event, action: Any) -> None:
     action()
 
 
-async def _serve_stdio(gateway: Gateway, ready: Any) -> None:
-    async with stdio_server() as (read, write):
-        if ready is not None:
-            ready(None)
-        await gateway.server.run(read, write, gateway.server.create_initialization_options())
-
-
-async def _announce(server: uvicorn.Server, ready: Any) -> None:
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to await
-        await asyncio.sleep(0.02)
-    sockets = [s for srv in server.servers for s in srv.sockets]
-    ready(sockets[0].getsockname()[1] if sockets else None)
+async def _serve_stdio(config: BusConfig, ready: Any, stopping: asyncio.Event) -> None:
+    client = await BusClient.connect(config.name)
+    gateway = Gateway(
+        client,
+        name=f"raybus-{config.name}",
+        call_timeout_s=config.gateway.call_timeout_s,
+        policy=config.gateway.policy,
+    )
+    loop = asyncio.get_running_loop()
+    watcher = loop.create_task(gateway.watch_list_changes())
+    try:
+        async with stdio_server() as (read, write):
+            if ready is not None:
+                ready(None)
+            options = gateway.server.create_initialization_options()
+            await _until(stopping, gateway.server.run(read, write, options))
+    finally:
+        watcher.cancel()
+        await gateway.aclose()  # the audit records still queued
+        await client.close()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -175,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
             sock = None
             if not args.stdio:
                 port = settings.port if args.port is None else args.port
-                sock = resources.enter_context(_bind(settings.host, port))
+                sock = resources.enter_context(bound(settings.host, port))
         except BusError as exc:
             print(f"raybus: {exc}", file=sys.stderr)
             return 2
@@ -213,36 +227,6 @@ def _run_bus(args: argparse.Namespace, config: BusConfig, sock: socket.socket | 
     finally:
         ray.shutdown()
     return 0
-
-
-@contextlib.contextmanager
-def _bind(host: str, port: int) -> Iterator[socket.socket]:
-    """The gateway's listening socket, bound now so a busy port fails before Ray starts.
-
-    Raises:
-        GatewayBindError: the address is in use or cannot be bound.
-    """
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.create_server((host, port), family=family, reuse_port=False)
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise GatewayBindError(host, port, reason) from None
-    with sock:
-        yield sock
-
-
-class GatewayBindError(BusError):
-    """The gateway cannot listen where it is configured to."""
-
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(host, port, reason)
-        self.host = host
-        self.port = port
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"cannot serve MCP on {self.host}:{self.port}: {self.reason}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

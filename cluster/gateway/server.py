@@ -98,6 +98,7 @@ class Gateway:
         self._log_levels: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
         self._catalogs: dict[str, Catalog] = {}
         self._catalogs_at = 0.0
+        self._tools_index: tuple[object, dict[str, dict[str, Any]]] = (None, {})
         # 2026-07-28 clients hear about list changes on subscriptions/listen streams.
         self.events = InMemorySubscriptionBus()
         self._seen_changes: dict[str, int] | None = None
@@ -170,7 +171,12 @@ class Gateway:
         return self._catalogs
 
     async def _tools_by_name(self) -> dict[str, dict[str, Any]]:
-        return {tool["name"]: tool for tool in await self._aggregate("tools", "name")}
+        # Asked on every tools/call (argument validation): rebuilt only when the catalogs are.
+        catalogs = await self.catalogs()
+        if self._tools_index[0] is not catalogs:
+            tools = {tool["name"]: tool for tool in await self._aggregate("tools", "name")}
+            self._tools_index = (catalogs, tools)
+        return self._tools_index[1]
 
     async def _aggregate(self, field: str, key: str) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}

@@ -1,4 +1,4 @@
-"""Run one pool over a two-node Ray cluster (``ray.cluster_utils.Cluster``) and report.
+"""Run one pool and the gateway over a two-node Ray cluster (``ray.cluster_utils.Cluster``).
 
 Started as a subprocess by ``test_multinode.py``: a second cluster cannot share the test
 session's process with the session's local Ray. Prints one JSON line with what it saw.
@@ -10,12 +10,16 @@ import asyncio
 import json
 import sys
 
+import mcp
 import ray
+from mcp.client.streamable_http import streamable_http_client
 from ray.cluster_utils import Cluster
 
 from cluster.bus import launch_bus, stop_bus
 from cluster.client import BusClient
 from cluster.config import parse_config
+from cluster.naming import NAMESPACE
+from cluster.ray_actors.gateway import GatewayReplicas
 
 
 async def exercise() -> dict[str, object]:
@@ -35,6 +39,7 @@ async def exercise() -> dict[str, object]:
     )
     await launch_bus(config)
     client = await BusClient.connect(config.name)
+    replicas = GatewayReplicas(config, port=0)
     try:
         results = await client.map_tool_calls([("whoami", {}) for _ in range(100)], concurrency=16)
         served_by = [
@@ -42,14 +47,34 @@ async def exercise() -> dict[str, object]:
             for r in results
             if not isinstance(r, Exception) and r.structured_content
         ]
+        await replicas.reconcile()
+        gateway = {
+            info.node_id: await _calls_through(replicas.url(info)) for info in replicas.replicas
+        }
+        # A replica that dies is replaced on its node at the next check.
+        victim = replicas.replicas[0]
+        ray.kill(ray.get_actor(victim.actor_name, namespace=NAMESPACE))
+        replaced = await replicas.reconcile()
+        after_kill = [(info.node_id, await _calls_through(replicas.url(info))) for info in replaced]
     finally:
+        await replicas.stop()
         await client.close()
         await stop_bus(config.name)
     return {
         "nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"]),  # type: ignore[no-untyped-call]
         "served_by": sorted(set(filter(None, served_by))),
         "answered": len(served_by),
+        "gateway_answered": gateway,
+        "killed": victim.node_id,
+        "replaced": after_kill,
     }
+
+
+async def _calls_through(url: str) -> int:
+    """How many of 20 echo calls through the gateway at ``url`` came back right."""
+    async with mcp.Client(streamable_http_client(url), mode="legacy") as session:
+        answers = [await session.call_tool("echo", {"text": f"n{i}"}) for i in range(20)]
+    return sum(a.structured_content == {"result": f"n{i}"} for i, a in enumerate(answers))
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ import pytest
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_one_pool_spreads_over_two_nodes_and_both_serve() -> None:
+def test_one_pool_and_the_gateway_spread_over_two_nodes_and_all_serve() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "tests.cluster.multinode_check"],
         capture_output=True,
@@ -20,3 +20,8 @@ def test_one_pool_spreads_over_two_nodes_and_both_serve() -> None:
     assert report["answered"] == 100
     assert len(report["nodes"]) == 2
     assert report["served_by"] == report["nodes"]
+    # One gateway replica per node, each serving calls end to end over HTTP.
+    assert sorted(report["gateway_answered"]) == report["nodes"]
+    assert set(report["gateway_answered"].values()) == {20}
+    # A killed replica is replaced on its own node and serves again.
+    assert report["replaced"] == [[report["killed"], 20]]

@@ -45,16 +45,37 @@ def _validator(digest: str, schema_text: str) -> Any:
     return cls(schema, registry=_REGISTRY)
 
 
-def argument_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
-    """Human-readable problems with ``arguments`` (empty when valid).
+# The catalog hands out the same schema object call after call: remember its validator
+# by identity (holding the schema, so its id is not reused) and skip serialising and
+# hashing it on every call. Bounded like the digest cache; oldest forgotten first.
+_BY_IDENTITY: dict[int, tuple[dict[str, Any], Any]] = {}
+_MAX_BY_IDENTITY = 1024
 
-    Raises:
-        SchemaRefused: the schema is too large, invalid, or refers to a remote document.
-    """
+
+def _validator_for(schema: dict[str, Any]) -> Any:
+    known = _BY_IDENTITY.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
     text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
     if len(text) > MAX_SCHEMA_BYTES:
         raise SchemaRefused(f"inputSchema is over {MAX_SCHEMA_BYTES} bytes")
     validator = _validator(hashlib.sha256(text.encode()).hexdigest(), text)
+    if len(_BY_IDENTITY) >= _MAX_BY_IDENTITY:
+        del _BY_IDENTITY[next(iter(_BY_IDENTITY))]
+    _BY_IDENTITY[id(schema)] = (schema, validator)
+    return validator
+
+
+def argument_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> list[str]:
+    """Human-readable problems with ``arguments`` (empty when valid).
+
+    The schema must not be changed in place after its first use (catalogs are replaced,
+    not edited).
+
+    Raises:
+        SchemaRefused: the schema is too large, invalid, or refers to a remote document.
+    """
+    validator = _validator_for(schema)
     problems = []
     try:
         for error in validator.iter_errors(arguments):
