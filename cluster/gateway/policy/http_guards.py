@@ -7,7 +7,7 @@ From the outside in:
   Host/Origin, oversize or unparseable body, the SDK's own 4xx answers), so every client
   request leaves exactly one record.
 * :class:`HostOriginGuard`: 403 for a foreign Host or Origin (DNS rebinding), on HTTP
-  and on the WebSocket handshake.
+  and on the WebSocket handshake; it also strips the whitespace around header values.
 * :class:`BearerAuth`: 401 unless the bearer token's hash names a principal; the token
   stops here, only the principal's name travels on (in the ASGI scope's state).
 * :class:`JsonBodyGuard`: a POSTed body must pass the project's codec checks (size,
@@ -171,6 +171,9 @@ class BearerAuth:
         )
 
 
+_OWS = (b" ", b"\t")
+
+
 class HostOriginGuard:
     """ASGI middleware: 403 for a Host or Origin that is not ours (DNS rebinding).
 
@@ -200,7 +203,12 @@ class HostOriginGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            headers = dict(scope.get("headers") or [])
+            raw = scope.get("headers") or []
+            if any(v[:1] in _OWS or v[-1:] in _OWS for _, v in raw):
+                # RFC 9110 5.5: a field value excludes surrounding whitespace. uvicorn's
+                # C parser (httptools) keeps it, and the SDK compares Mcp-* values as is.
+                raw = scope["headers"] = [(k, v.strip(b" \t")) for k, v in raw]
+            headers = dict(raw)
             host = headers.get(b"host", b"").decode("latin-1")
             origin = headers.get(b"origin")
             if not self._matches(host, self._hosts) or (

@@ -213,3 +213,11 @@ async def test_notifications_and_responses_spend_no_tokens_at_the_door() -> None
         assert (await call(app, body=body, headers=AUTH))[0]["status"] == 200
     assert (await call(app, body=PING, headers=AUTH))[0]["status"] == 200
     assert (await call(app, body=PING, headers=AUTH))[0]["status"] == 429
+
+
+async def test_header_values_reach_the_app_without_surrounding_whitespace() -> None:
+    inner = Inner()
+    headers = {**AUTH, "mcp-name": "  echo\t", "mcp-method": "tools/call "}
+    await call(door(inner, AuditLog(None)), body=PING, headers=headers)
+    seen = dict(inner.scopes[0]["headers"])
+    assert (seen[b"mcp-name"], seen[b"mcp-method"]) == (b"echo", b"tools/call")
