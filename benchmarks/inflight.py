@@ -1,10 +1,11 @@
 """B8: 10,000 calls in flight - what they cost in memory, and whether other calls slow.
 
 A bus of 2 workers with room for every call at once (6,000 slots each) is loaded with
-N calls of ``hold``, which wait without CPU until the bench opens their gate. While they
-are all in flight (the router counts them), one caller measures ``echo`` p50/p99 for
-the round's duration and the resident memory of every process of the bus is read; then
-the held calls are released together and their answers drained. Done at N = 100 (the
+N calls of ``hold``, which wait without CPU until the bench opens their gate. Once they
+all run in the workers (``hold`` counts them, so this is later than the router handing
+them over), one caller measures ``echo`` p50/p99 for the round's duration and the
+resident memory of every process of the bus is read; then the held calls are released
+together and their answers drained. Done at N = 100 (the
 anchor) and N = 10,000: the ratio is p99 at 10,000 over p99 at 100, and "stable" is
 read as at most 2x. Memory is reported per process: idle, with 10,000 in flight, and
 after they were answered.
@@ -21,8 +22,8 @@ from typing import Any
 from benchmarks.measure import closed_loop
 from benchmarks.processes import ProcessInfo, descendants, snapshot
 from benchmarks.report import Row, side_from_rounds
+from benchmarks.server import waiting_at
 from benchmarks.workloads import BenchContext, Family, Workload, running_bus
-from cluster.bus import bus_status
 from cluster.client import BusClient
 
 __all__ = ["INFLIGHT"]
@@ -42,22 +43,29 @@ def _bus_processes() -> list[ProcessInfo]:
     return [p for p in infos if p.label != "ray::IDLE"]
 
 
+# Ray's own processes, as opposed to the bus's actors and its driver.
+_RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+_RAY_SYSTEM = "Ray's own (gcs, raylet, agents, monitors)"
+
+
 def _memory_by_label(infos: list[ProcessInfo]) -> dict[str, float]:
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for info in infos:
-        label = "driver (bench)" if info.pid == os.getpid() else info.label
+        if info.pid == os.getpid():
+            label = "driver (BusClient)"
+        elif info.label.startswith("ray::") and info.label not in _RAY_AGENTS:
+            label = info.label
+        else:
+            label = _RAY_SYSTEM
         totals[label] += info.rss_mib
         counts[label] += 1
     return {
-        (f"{label} x{counts[label]}" if counts[label] > 1 else label): round(mib, 1)
+        (
+            f"{label} x{counts[label]}" if counts[label] > 1 and label != _RAY_SYSTEM else label
+        ): round(mib, 1)
         for label, mib in sorted(totals.items())
     }
-
-
-async def _in_flight(bus: str) -> int:
-    pool = (await bus_status(bus))["pools"].get("bench", {})
-    return int(pool.get("in_flight", 0)) + int(pool.get("queued", 0))
 
 
 async def _level(ctx: BenchContext, client: BusClient, bus: str, count: int) -> dict[str, Any]:
@@ -72,14 +80,14 @@ async def _level(ctx: BenchContext, client: BusClient, bus: str, count: int) -> 
     started = time.monotonic()
     calls = [asyncio.create_task(held()) for _ in range(count)]
     try:
-        while (seen := await _in_flight(bus)) < count:
+        while (seen := waiting_at(gate)) < count:
             if time.monotonic() - started > _FILL_BOUND_S:
                 raise RuntimeError(
                     f"only {seen} of {count} calls in flight after {_FILL_BOUND_S:.0f} s"
                 )
             if ended := [c for c in calls if c.done()]:
                 raise RuntimeError(f"a held call ended early: {ended[0].exception()!r}")
-            await asyncio.sleep(0.25)  # polling the router's count
+            await asyncio.sleep(0.25)  # polling the workers' counts
         filled_s = time.monotonic() - started
         probe = await closed_loop(
             [lambda: client.call_tool("echo", {"text": "probe"})], ctx.duration_s
@@ -134,7 +142,7 @@ async def _run(ctx: BenchContext) -> None:
     row.met = (row.ratio or float("inf")) <= _STABLE_RATIO and not failed and not raybus.errors
     memory = {
         "idle": _memory_by_label(idle),
-        f"{LEVELS[1]} in flight": _memory_by_label(high["during"]),
+        f"{LEVELS[1]:,} in flight": _memory_by_label(high["during"]),
         "after": _memory_by_label(after),
     }
     row.details = {

@@ -10,6 +10,7 @@ raybus, ...), so a machine that slowly gets busier or quieter weighs on both ali
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ def percentile(samples: Sequence[float], fraction: float) -> float | None:
     if not samples:
         return None
     ordered = sorted(samples)
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[rank]
 
 

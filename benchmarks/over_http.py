@@ -197,8 +197,9 @@ async def _run_burst(ctx: BenchContext) -> None:
     }
     first = seen.get("first_added_s")
     row.notes = [
-        f"wall: raybus {on_raybus.elapsed_s:.1f} s, SDK {on_sdk.elapsed_s:.1f} s, CPU work / "
-        f"{ctx.cores} cores {ideal_s:.1f} s (raybus at {on_raybus.elapsed_s / ideal_s:.2f}x of it)",
+        f"{calls} calls; wall: raybus {on_raybus.elapsed_s:.1f} s, SDK {on_sdk.elapsed_s:.1f} s, "
+        f"CPU work / {ctx.cores} cores {ideal_s:.1f} s "
+        f"(raybus at {on_raybus.elapsed_s / ideal_s:.2f}x of it)",
         f"pool reached {seen.get('max_workers', '?')} workers"
         + (f", first added worker routed at {first:.1f} s" if first is not None else ""),
         *comparison_notes(raybus, anchor),

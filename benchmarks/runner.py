@@ -11,6 +11,7 @@ A family that cannot run here (Kafka does not start, moto is not installed) show
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from benchmarks.scaling import AUTOSCALE
 from benchmarks.workloads import DEFAULT_DURATION_S, DEFAULT_ROUNDS, BenchContext, Family, Skip
 from cluster.naming import NAMESPACE
 
-__all__ = ["FAMILIES", "BenchOptions", "BenchReport", "run_bench", "workload_ids"]
+__all__ = ["FAMILIES", "BenchOptions", "BenchReport", "run_bench", "run_families", "workload_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ _FAMILY_BOUND_S = 900.0
 
 
 def workload_ids(families: Sequence[Family] = FAMILIES) -> list[str]:
-    return [w.id for f in families for w in f.workloads]
+    """Every workload id, in table order (B1 ... B9, B10)."""
+    return sorted((w.id for f in families for w in f.workloads), key=lambda i: (len(i), i))
 
 
 @dataclass(frozen=True)
@@ -172,45 +174,39 @@ def _machine() -> dict[str, Any]:
 
 async def _run_family(family: Family, ctx: BenchContext, rows: dict[str, Row]) -> None:
     wanted = [w for w in family.workloads if ctx.wants(w)]
-    emitted: set[str] = set()
 
     def emit(row: Row) -> None:
-        emitted.add(row.id)
-        rows[row.id] = row
-        ctx.progress(f"{row.id} done")
+        if row.id in ctx.selected:
+            rows[row.id] = row
+            ctx.progress(f"{row.id} done")
 
     status, reason = Status.FAILED, "ended without a result"
+    bound = asyncio.timeout(_FAMILY_BOUND_S)
     try:
-        async with asyncio.timeout(_FAMILY_BOUND_S):
-            await family.run(_with_emit(ctx, emit))
+        async with bound:
+            await family.run(dataclasses.replace(ctx, emit=emit))
     except Skip as exc:
         status, reason = Status.SKIPPED, str(exc)
-    except TimeoutError:
-        reason = f"did not finish within {_FAMILY_BOUND_S:.0f} s"
     except Exception as exc:
-        logger.exception("bench family %s failed", family.name)
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        if bound.expired():
+            reason = f"did not finish within {_FAMILY_BOUND_S:.0f} s"
+        else:
+            logger.exception("bench family %s failed", family.name)
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
     for workload in wanted:
-        if workload.id not in emitted:
+        if workload.id not in rows:
             rows[workload.id] = Row(
                 workload.id, workload.title, workload.goal, status=status, reason=reason
             )
 
 
-def _with_emit(ctx: BenchContext, emit: Callable[[Row], None]) -> BenchContext:
-    return BenchContext(
-        ctx.duration_s,
-        ctx.rounds,
-        ctx.cores,
-        ctx.ray_address,
-        ctx.workdir,
-        ctx.selected,
-        emit,
-        ctx.progress,
-    )
+async def run_families(ctx: BenchContext, families: Sequence[Family]) -> list[Row]:
+    """Run each family with a selected workload, in turn; one row per selected workload.
 
-
-async def _run_all(ctx: BenchContext, families: Sequence[Family]) -> list[Row]:
+    A family raising :class:`Skip` marks its rows not yet emitted "skipped", any other
+    failure (or running past a generous bound) "failed", with the reason; the next
+    family runs either way.
+    """
     rows: dict[str, Row] = {}
     for family in families:
         if any(ctx.wants(w) for w in family.workloads):
@@ -262,7 +258,7 @@ def run_bench(
                 options.selected,
                 progress=say,
             )
-            report.rows = asyncio.run(_run_all(ctx, families))
+            report.rows = asyncio.run(run_families(ctx, families))
     finally:
         if own_ray:
             ray.shutdown()

@@ -106,6 +106,7 @@ async def _run(ctx: BenchContext) -> None:
     first_added = marks.get("first added worker serving")
     all_serving = marks.get("all workers asked for serving")
     side.value = all_serving
+    side.per_round = [all_serving] if all_serving is not None else []
     to_serving = (
         first_added - decision if first_added is not None and decision is not None else None
     )
@@ -130,7 +131,7 @@ async def _run(ctx: BenchContext) -> None:
         "from burst start: " + ", ".join(f"{label} {at:.2f} s" for at, label in order),
         f"workers asked for: {marks.get('workers asked for', 'none')}; decision -> first added "
         "worker serving: " + (f"{to_serving:.2f} s" if to_serving is not None else "n/a"),
-        f"the figure is 'all workers asked for serving'; {side.errors} calls failed",
+        f"the figure is 'all workers asked for serving'; {calls} calls, {side.errors} failed",
     ]
     ctx.emit(row)
 

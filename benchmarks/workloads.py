@@ -107,16 +107,15 @@ async def with_cpu(
 ) -> RoundResult:
     """Run one round and add the CPU seconds each process group spent meanwhile.
 
-    ``groups`` names process groups (e.g. ``{"raybus": pids, "sdk": [pid]}``); it is
-    read before the round, so processes started during it are not counted.
+    ``groups`` names process groups (e.g. ``{"raybus": pids, "sdk": [pid]}``); it is read
+    before and after the round, so a process started during it (a worker the autoscaler
+    added) counts with all its CPU time, and one that ended during it is left out.
     """
-    named = groups()
-    before = {name: _cpu_by_pid(pids) for name, pids in named.items()}
+    before = {pid: cpu for pids in groups().values() for pid, cpu in _cpu_by_pid(pids).items()}
     result = await measure()
-    for name, pids in named.items():
+    for name, pids in groups().items():
         after = _cpu_by_pid(pids)
-        # A process that ended during the round took its CPU figure with it: left out.
-        result.cpu_s[name] = sum(after[p] - before[name][p] for p in after if p in before[name])
+        result.cpu_s[name] = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
     return result
 
 
