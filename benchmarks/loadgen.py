@@ -24,7 +24,6 @@ import functools
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import mcp
@@ -168,13 +167,6 @@ class LoadGenerator:
     async def round(self, **command: Any) -> RoundResult:
         """A ``loop`` or ``burst`` command's answer as a :class:`RoundResult`."""
         return RoundResult.from_dict(await self.request(**command))
-
-
-@contextlib.asynccontextmanager
-async def load_generator() -> AsyncIterator[LoadGenerator]:
-    """A started load generator process, stopped on exit."""
-    async with LoadGenerator() as generator:
-        yield generator
 
 
 if __name__ == "__main__":

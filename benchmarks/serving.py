@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-__all__ = ["SERVING", "Served", "ServerFailed", "served"]
+__all__ = ["SERVING", "Served", "ServerFailed", "sdk_server_argv", "served"]
 
 SERVING = "serving MCP at "
 # A cold, loaded 2-core machine: `raybus up` joining a Ray and starting its workers
