@@ -33,8 +33,10 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# Every workload B1-B10 side by side (~10 min): a table of raybus / anchor ratios.
+# Narrow it with ARGS, e.g.  make bench ARGS='--only B1,B4 --duration-s 2'
 bench: setup
-	$(BIN)/python -m benchmarks
+	$(BIN)/raybus bench $(ARGS)
 
 # The official MCP conformance suite (pinned, installed from npm into ~/.cache/raybus)
 # against a running server:  make conformance URL=http://127.0.0.1:8765/mcp ERA=2026-07-28

@@ -29,8 +29,8 @@ __all__ = ["BUSY_INTERVAL_S", "Outbox"]
 logger = logging.getLogger(__name__)
 
 # Spacing of sends to a busy destination on the hot paths (Kafka's producer linger default
-# is also 5 ms): fills batches under load, +51% calls/s at 64 callers in
-# benchmarks/bus_throughput.py; a destination idle for 5 ms is never delayed.
+# is also 5 ms): fills batches under load, +51% calls/s at 64 callers in the bus
+# throughput benchmark (now `raybus bench` B5); a destination idle for 5 ms is never delayed.
 BUSY_INTERVAL_S = 0.005
 
 D = TypeVar("D", bound=Hashable)

@@ -1,43 +1,10 @@
-"""``python -m benchmarks [NAME ...]``: run benchmarks and print their tables."""
+"""``python -m benchmarks [--only B1,B4] [--duration-s S] [--rounds N] [--json]``.
 
-from __future__ import annotations
+The same as ``raybus bench`` (kept for those who ran benchmarks this way).
+"""
 
 import sys
-from collections.abc import Callable
 
-from benchmarks import (
-    autoscale_burst,
-    backend_latency,
-    bus_throughput,
-    kafka_latency,
-    sqs_latency,
-    transport_throughput,
-)
+from cluster.cli import main
 
-SUITES: dict[str, Callable[[], list[tuple[str, str]]]] = {
-    "transports": transport_throughput.run,
-    "bus": bus_throughput.run,
-    "autoscale": autoscale_burst.run,
-    "kafka": kafka_latency.run,
-    "sqs": sqs_latency.run,
-    "backends": backend_latency.run,
-}
-
-
-def main(names: list[str]) -> int:
-    unknown = set(names) - set(SUITES)
-    if unknown:
-        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {', '.join(SUITES)}")
-        return 2
-    for name in names or list(SUITES):
-        print(f"## {name}")
-        rows = SUITES[name]()
-        width = max(len(label) for label, _ in rows)
-        for label, value in rows:
-            print(f"{label:<{width}}  {value}")
-        print()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+sys.exit(main(["bench", *sys.argv[1:]]))

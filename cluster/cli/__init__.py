@@ -11,8 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from cluster.cli import bench, demo, up
 from cluster.cli import bus as bus_cli
-from cluster.cli import demo, up
 from cluster.cli import services as services_cli
 
 __all__ = ["main"]
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     services_cli.add_parser(subparsers)
     bus_cli.add_parsers(subparsers)
     up.add_parser(subparsers)
+    bench.add_parser(subparsers)
     return parser
 
 

@@ -3,8 +3,7 @@ exactly once, and the pool settles back to its minimum.
 
 What is asserted is what the autoscaler decided and what the calls returned, never how
 fast: worker start-up on a cold, loaded 2-core machine can take longer than the burst
-itself. How fast the pool grows, drains and shrinks is a benchmark figure
-(``benchmarks/autoscale_burst.py``).
+itself. How fast the pool grows and drains is a benchmark figure (``raybus bench`` B9).
 """
 
 from __future__ import annotations

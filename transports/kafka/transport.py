@@ -32,8 +32,8 @@ Undecodable records (handled inside, so the partition always moves on)
     record is nacked (read again by the next ``receive``, never lost) and ``receive``
     raises the produce error.
 
-Low-latency settings (all configurable on :class:`KafkaTransportConfig`; measured with
-``benchmarks/kafka_latency.py`` on a 2-core machine)
+Low-latency settings (all configurable on :class:`KafkaTransportConfig`; measured on a
+2-core machine by the Kafka round-trip benchmark, now the anchor of ``raybus bench`` B6)
     ``linger_ms=0``: aiokafka's 1 ms linger cost ~2 ms per lone send (p50 round trip
     5-12 ms against 2-3 ms at 0), and concurrent sends batch anyway: aiokafka keeps one
     produce request per broker in flight, and records sent meanwhile join the next.
