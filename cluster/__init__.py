@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cluster.bus import bus_status, launch_bus, stop_bus
-    from cluster.client import BusClient
+    from cluster.client import BusClient, IndexedOutcome
     from cluster.config import BusConfig, ConfigError, PoolConfig, load_config
     from transports.errors import BusError, BusErrorCode, CallError
 
@@ -36,6 +36,7 @@ __all__ = [
     "BusErrorCode",
     "CallError",
     "ConfigError",
+    "IndexedOutcome",
     "PoolConfig",
     "bus_status",
     "launch_bus",
@@ -45,6 +46,7 @@ __all__ = [
 
 _HOMES = {
     "BusClient": "cluster.client",
+    "IndexedOutcome": "cluster.client",
     "BusConfig": "cluster.config",
     "ConfigError": "cluster.config",
     "PoolConfig": "cluster.config",
