@@ -8,6 +8,7 @@ from collections.abc import Callable
 from benchmarks import (
     autoscale_burst,
     backend_latency,
+    batch_scoring,
     bus_throughput,
     kafka_latency,
     sqs_latency,
@@ -21,6 +22,7 @@ SUITES: dict[str, Callable[[], list[tuple[str, str]]]] = {
     "kafka": kafka_latency.run,
     "sqs": sqs_latency.run,
     "backends": backend_latency.run,
+    "batch": batch_scoring.run,
 }
 
 
