@@ -31,14 +31,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-from ray.data.block import BlockAccessor
+from pydantic import ValidationError
 
 from cluster.client import BusClient
-from cluster.data.columns import ArgumentMapping, ArgumentsFn, Outcome, with_outcomes
+from cluster.data.columns import ArgumentMapping, ArgumentsFn, Outcome, as_arrow, with_outcomes
 from cluster.data.errors import ToolCallerError
 from cluster.data.loop import LoopThread
 from cluster.data.retry import RetryPolicy, call_with_retry, is_safe_to_repeat
-from transports.errors import BusError, ConnectionClosed
+from transports.errors import INTERNAL_ERROR, BusError, ConnectionClosed
 
 __all__ = ["ToolCaller"]
 
@@ -104,6 +104,8 @@ class _Calls:
                 )
             except BusError as exc:
                 return Outcome.of_error(exc)
+            except ValidationError as exc:  # one server answering nonsense fails one row
+                return Outcome.failed(INTERNAL_ERROR, f"the tool's result is malformed: {exc}")
             return Outcome.of_result(result)
 
     async def close(self) -> None:
@@ -194,7 +196,7 @@ class ToolCaller:
         """
         if self._calls is None:
             raise ToolCallerError("this ToolCaller is closed")
-        table = _as_arrow(batch)
+        table = as_arrow(batch)
         self._mapping.check_columns(table.column_names, self._produced)
         outcomes = self._loop.run(self._calls.call_all(self._mapping.rows(table)))
         return with_outcomes(table, outcomes, *self._produced)
@@ -214,11 +216,3 @@ class ToolCaller:
             self.close()
         except Exception:
             logger.exception("closing a ToolCaller failed")
-
-
-def _as_arrow(batch: pa.Table | Any) -> pa.Table:
-    if isinstance(batch, pa.Table):
-        return batch
-    table = BlockAccessor.for_block(BlockAccessor.batch_to_block(batch)).to_arrow()
-    assert isinstance(table, pa.Table)
-    return table

@@ -26,6 +26,7 @@ from typing import Any
 
 import mcp_types as types
 import pyarrow as pa
+from ray.data.block import BlockAccessor
 
 from cluster.data.errors import ToolCallerError
 from transports.errors import (
@@ -37,7 +38,14 @@ from transports.errors import (
     InvalidMessage,
 )
 
-__all__ = ["ERROR_TYPE", "ArgumentMapping", "ArgumentsFn", "Outcome", "with_outcomes"]
+__all__ = [
+    "ERROR_TYPE",
+    "ArgumentMapping",
+    "ArgumentsFn",
+    "Outcome",
+    "as_arrow",
+    "with_outcomes",
+]
 
 ERROR_TYPE = pa.struct([("code", pa.int64()), ("message", pa.string())])
 
@@ -162,26 +170,37 @@ class ArgumentMapping:
                 _as_json_arguments({a: row[c] for a, c in self._columns.items()}, self._columns)
                 for row in by_column
             ]
-        return [self._call_function(row, table.column_names) for row in table.to_pylist()]
+        names = table.column_names
+        return [_arguments_from(self._function, _Row(row), names) for row in table.to_pylist()]
 
-    def _call_function(self, row: dict[str, Any], names: list[str]) -> dict[str, Any] | Outcome:
-        assert self._function is not None
-        try:
-            arguments: object = self._function(row)
-        except KeyError as exc:
-            if exc.args and exc.args[0] not in names:
-                raise ToolCallerError(
-                    f"the arguments function reads column {exc.args[0]!r}, which the "
-                    f"dataset does not have; its columns are {names}"
-                ) from exc
-            return Outcome.failed(None, f"the arguments function failed: KeyError {exc}")
-        except Exception as exc:  # noqa: BLE001 - the user's function failing on a row is that row's answer
-            return Outcome.failed(None, f"the arguments function failed: {exc!r}")
-        if not isinstance(arguments, Mapping):
-            return Outcome.failed(
-                None, f"the arguments function returned {type(arguments).__name__}, not a dict"
-            )
-        return _as_json_arguments(dict(arguments), {})
+
+class _MissingColumn(KeyError):
+    """A row was asked for a column the batch does not have (a KeyError to user code)."""
+
+
+class _Row(dict[str, Any]):
+    """A row handed to the arguments function: a missing column is told from other
+    KeyErrors (a missing key inside a struct value is one row's problem, not the job's)."""
+
+    def __missing__(self, column: str) -> Any:
+        raise _MissingColumn(column)
+
+
+def _arguments_from(function: ArgumentsFn, row: _Row, names: list[str]) -> dict[str, Any] | Outcome:
+    try:
+        arguments: object = function(row)
+    except _MissingColumn as exc:
+        raise ToolCallerError(
+            f"the arguments function reads column {exc.args[0]!r}, which the "
+            f"dataset does not have; its columns are {names}"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - the user's function failing on a row is that row's answer
+        return Outcome.failed(None, f"the arguments function failed: {exc!r}")
+    if not isinstance(arguments, Mapping):
+        return Outcome.failed(
+            None, f"the arguments function returned {type(arguments).__name__}, not a dict"
+        )
+    return _as_json_arguments(dict(arguments), {})
 
 
 def _as_json_arguments(
@@ -205,6 +224,16 @@ def _as_json_arguments(
                 )
         return Outcome.failed(INVALID_PARAMS, "the arguments are not JSON")
     return arguments
+
+
+def as_arrow(batch: pa.Table | Any) -> pa.Table:
+    """A batch of any Ray Data format as an Arrow table (a pyarrow batch as it is)."""
+    if isinstance(batch, pa.Table):
+        return batch
+    table = BlockAccessor.for_block(BlockAccessor.batch_to_block(batch)).to_arrow()
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"cannot read a batch of type {type(batch).__name__} as a table")
+    return table
 
 
 def with_outcomes(

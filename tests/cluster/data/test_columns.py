@@ -9,10 +9,12 @@ import pickle
 from typing import Any
 
 import mcp_types as types
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
-from cluster.data.columns import ERROR_TYPE, ArgumentMapping, Outcome, with_outcomes
+from cluster.data.columns import ERROR_TYPE, ArgumentMapping, Outcome, as_arrow, with_outcomes
 from cluster.data.errors import ToolCallerError
 from transports.errors import (
     INVALID_PARAMS,
@@ -106,6 +108,18 @@ def test_a_function_reading_a_column_the_batch_lacks_fails_the_batch_naming_it()
         ArgumentMapping(lambda r: {"text": r["title"]}).rows(table)
 
 
+def test_a_missing_key_inside_a_value_is_only_that_rows_error() -> None:
+    table = pa.table({"meta": [{"lang": "en"}, {"lang": None}]})
+    rows = ArgumentMapping(lambda r: {"text": r["meta"]["langg"]}).rows(table)
+    assert all(isinstance(row, Outcome) and row.error for row in rows)
+
+
+def test_a_function_may_probe_for_optional_columns() -> None:
+    table = pa.table({"body": ["x"]})
+    rows = ArgumentMapping(lambda r: {"text": r.get("title", "untitled")}).rows(table)
+    assert rows == [{"text": "untitled"}]
+
+
 def test_a_function_failing_on_one_row_is_only_that_rows_error() -> None:
     table = pa.table({"n": [1, 0, 2]})
     rows = ArgumentMapping(lambda r: {"x": 1 / r["n"]}).rows(table)
@@ -185,3 +199,20 @@ def test_results_and_errors_stay_with_their_rows() -> None:
 def test_the_start_up_error_pickles() -> None:
     error = ToolCallerError("bus 'x' is not running")
     assert str(pickle.loads(pickle.dumps(error))) == "bus 'x' is not running"
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        {"review": np.array(["good", "bad"]), "n": np.array([1, 2])},
+        pd.DataFrame({"review": ["good", "bad"], "n": [1, 2]}),
+        pa.table({"review": ["good", "bad"], "n": [1, 2]}),
+    ],
+    ids=["numpy", "pandas", "pyarrow"],
+)
+def test_every_ray_data_batch_format_reads_as_the_same_table(batch: Any) -> None:
+    table = as_arrow(batch)
+    assert table.select(["review", "n"]).to_pylist() == [
+        {"review": "good", "n": 1},
+        {"review": "bad", "n": 2},
+    ]

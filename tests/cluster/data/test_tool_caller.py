@@ -54,7 +54,9 @@ def run_job(job: Callable[[], T]) -> T:
         pool.shutdown(wait=False)  # a hung job fails the test; its thread is abandoned
 
 
-def score(on_bus: str, rows: list[dict[str, Any]], **options: Any) -> list[dict[str, Any]]:
+def score(
+    on_bus: str, rows: list[dict[str, Any]], actors: int = 1, **options: Any
+) -> list[dict[str, Any]]:
     """``rows`` scored by ToolCaller; ``options`` override its constructor's arguments."""
     kwargs = {"bus": on_bus, "tool": "score", "arguments": {"text": "review"}, **options}
 
@@ -64,7 +66,7 @@ def score(on_bus: str, rows: list[dict[str, Any]], **options: Any) -> list[dict[
             fn_constructor_kwargs=kwargs,
             batch_format="pyarrow",
             batch_size=64,
-            compute=ray.data.ActorPoolStrategy(size=2),
+            compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=0.25,
         )
         return sorted(scored.take_all(), key=lambda row: row["id"])
@@ -119,7 +121,7 @@ def any_backend_bus(request: pytest.FixtureRequest) -> str:
 
 def test_every_row_gets_its_result_or_its_own_error_on_every_backend(any_backend_bus: str) -> None:
     rows = [{"id": i, "review": review(i)} for i in range(ROWS)]
-    scored = score(any_backend_bus, rows)
+    scored = score(any_backend_bus, rows, actors=2)
     assert [row["id"] for row in scored] == list(range(ROWS))
     for i, row in enumerate(scored):
         assert row["review"] == review(i)  # the input columns pass through
