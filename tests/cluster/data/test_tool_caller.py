@@ -159,9 +159,9 @@ def test_a_missing_column_fails_the_first_batch_before_any_row_is_called(
 ) -> None:
     marker = tmp_path / "calls.txt"
     rows = [{"id": i, "path": str(marker), "token": str(i)} for i in range(10)]
-    options = {"tool": "record", "arguments": {"path": "path", "token": "tokn"}}
+    arguments = {"path": "path", "token": "tokn"}
     with pytest.raises(RayError, match=re.escape("the dataset has no column(s) 'tokn'")):
-        score(ray_bus, rows, **options)
+        score(ray_bus, rows, tool="record", arguments=arguments)
     assert not marker.exists()  # no call reached the tool
 
 
