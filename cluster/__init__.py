@@ -11,7 +11,8 @@
 
 Inside: ``config`` and ``naming``; ``bus`` (the composition root, the only place Ray
 actor options are applied); ``client``; ``backends/`` (Ray, Kafka, SQS); ``ray_actors/``
-(one Ray shell per core in ``actors/``); ``gateway/`` (MCP in front, with ``policy/``);
+(one Ray shell per core in ``actors/``); ``data/`` (Ray Data batch scoring,
+``cluster.data.ToolCaller``); ``gateway/`` (MCP in front, with ``policy/``);
 ``cli/`` (the ``raybus`` command); ``services/`` (local Kafka and SQS); ``examples/``.
 
 The names below load on first use, so ``import cluster`` (and ``raybus services``) does
