@@ -11,7 +11,8 @@
 
 Inside: ``config`` and ``naming``; ``bus`` (the composition root, the only place Ray
 actor options are applied); ``client``; ``backends/`` (Ray, Kafka, SQS); ``ray_actors/``
-(one Ray shell per core in ``actors/``); ``gateway/`` (MCP in front, with ``policy/``);
+(one Ray shell per core in ``actors/``); ``data/`` (Ray Data batch scoring,
+``cluster.data.ToolCaller``); ``gateway/`` (MCP in front, with ``policy/``);
 ``cli/`` (the ``raybus`` command); ``services/`` (local Kafka and SQS); ``examples/``.
 
 The names below load on first use, so ``import cluster`` (and ``raybus services``) does
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cluster.bus import bus_status, launch_bus, stop_bus
-    from cluster.client import BusClient
+    from cluster.client import BusClient, IndexedOutcome
     from cluster.config import BusConfig, ConfigError, PoolConfig, load_config
     from transports.errors import BusError, BusErrorCode, CallError
 
@@ -36,6 +37,7 @@ __all__ = [
     "BusErrorCode",
     "CallError",
     "ConfigError",
+    "IndexedOutcome",
     "PoolConfig",
     "bus_status",
     "launch_bus",
@@ -45,6 +47,7 @@ __all__ = [
 
 _HOMES = {
     "BusClient": "cluster.client",
+    "IndexedOutcome": "cluster.client",
     "BusConfig": "cluster.config",
     "ConfigError": "cluster.config",
     "PoolConfig": "cluster.config",

@@ -19,7 +19,7 @@ import itertools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from actors.discovery.catalog import Catalog
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from cluster.backends.base import ClientLink, backend_for
 from cluster.backends.ray import dispatch
+from cluster.fanout import IndexedOutcome, stream_bounded
 from cluster.naming import HandleCache, actor_names, get_actor_async
 from transports.envelope import ANONYMOUS, CorrelationKey, Envelope
 from transports.errors import (
@@ -43,7 +44,7 @@ from transports.errors import (
 from transports.frame import Frame
 from transports.message import Notification, Request, Response
 
-__all__ = ["BusClient", "CallError"]
+__all__ = ["BusClient", "CallError", "IndexedOutcome", "ToolCall"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ ServerRequestHandler = Callable[[Request], Awaitable[dict[str, Any]]]
 # Per call: sees every notification and server request about that call (a gateway relays
 # them to its own client); returns the result of a server request, None for notifications.
 MessageHandler = Callable[[Notification | Request], Awaitable[dict[str, Any] | None]]
+# One call of a fan-out: the tool's name and its arguments.
+ToolCall = tuple[str, dict[str, Any] | None]
 
 _GRACE_S = 5.0
 
@@ -62,6 +65,17 @@ class _Pending:
     future: asyncio.Future[Response]
     progress: ProgressCallback | None
     on_message: MessageHandler | None = None
+
+
+def _checked_call(index: int, call: object) -> tuple[str, dict[str, Any] | None]:
+    if (
+        isinstance(call, tuple | list)
+        and len(call) == 2
+        and isinstance(call[0], str)
+        and (call[1] is None or isinstance(call[1], dict))
+    ):
+        return call[0], call[1]
+    raise TypeError(f"call {index}: expected a (tool name, arguments dict) pair, got {call!r:.200}")
 
 
 class _Connection:
@@ -379,9 +393,46 @@ class BusClient:
                 seen.setdefault(tool["name"], types.Tool.model_validate(tool))
         return list(seen.values())
 
+    def stream_tool_calls(
+        self,
+        calls: Iterable[ToolCall] | AsyncIterable[ToolCall],
+        *,
+        concurrency: int = 64,
+        timeout_s: float = 60.0,
+    ) -> AsyncGenerator[IndexedOutcome, None]:
+        """Run tool calls with at most ``concurrency`` in flight; yield each as it ends.
+
+        ``calls`` is any iterable or async iterable of ``(tool name, arguments)``, pulled
+        lazily: at most ``concurrency`` calls and their not-yet-yielded outcomes are held
+        at once, so memory stays flat however many calls stream through. Outcomes come in
+        completion order as :class:`IndexedOutcome` (the input's index, and the result or
+        the ``BusError`` the call ended with: one failure never stops the stream).
+        Stopping early cancels the calls in flight, on the bus too; close the stream
+        explicitly to have that happen at once::
+
+            async with contextlib.aclosing(client.stream_tool_calls(calls)) as outcomes:
+                async for outcome in outcomes:
+                    ...
+
+        Raises:
+            ValueError: ``concurrency`` is not an integer >= 1 (at the call).
+            TypeError: an input item is not a ``(str, dict)`` pair (when it is pulled;
+                the calls in flight are cancelled first).
+        """
+
+        async def one(index: int, call: ToolCall) -> IndexedOutcome:
+            name, arguments = _checked_call(index, call)
+            try:
+                result = await self.call_tool(name, arguments, timeout_s=timeout_s)
+            except BusError as exc:
+                return IndexedOutcome(index, exc)
+            return IndexedOutcome(index, result)
+
+        return stream_bounded(calls, one, concurrency=concurrency)
+
     async def map_tool_calls(
         self,
-        calls: Iterable[tuple[str, dict[str, Any]]],
+        calls: Iterable[ToolCall] | AsyncIterable[ToolCall],
         *,
         concurrency: int = 64,
         timeout_s: float = 60.0,
@@ -389,17 +440,15 @@ class BusClient:
         """Run many tool calls with at most ``concurrency`` in flight; results in order.
 
         A failed call yields its error in place of a result, so one failure never hides
-        the other outcomes.
+        the other outcomes. Built on :meth:`stream_tool_calls`; only the returned list
+        grows with the input.
+
+        Raises:
+            ValueError: ``concurrency`` is not an integer >= 1.
         """
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        slots = asyncio.Semaphore(concurrency)
-
-        async def one(name: str, arguments: dict[str, Any]) -> types.CallToolResult | BusError:
-            async with slots:
-                try:
-                    return await self.call_tool(name, arguments, timeout_s=timeout_s)
-                except BusError as exc:
-                    return exc
-
-        return await asyncio.gather(*(one(name, args) for name, args in calls))
+        outcomes: dict[int, types.CallToolResult | BusError] = {}
+        async for item in self.stream_tool_calls(
+            calls, concurrency=concurrency, timeout_s=timeout_s
+        ):
+            outcomes[item.index] = item.outcome
+        return [outcomes[index] for index in range(len(outcomes))]

@@ -1,5 +1,8 @@
 """``raybus start | stop | status | call``: run and use a bus on an existing Ray cluster.
 
+``call`` makes one tool call, or with ``--batch FILE.jsonl`` one per line of a file (see
+``cluster.cli.batch``).
+
 ``start`` launches a detached bus and returns; any later process attaches to it by name.
 All commands join the cluster at ``--address``. Without it, a bus that ``raybus up``
 runs on this machine is found on that command's own Ray (see ``cluster.cli.local_buses``);
@@ -14,11 +17,13 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from cluster.bus import bus_status, launch_bus, stop_bus
+from cluster.cli import batch
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
 from cluster.cli.local_buses import BusNameTaken, local_bus_address, local_bus_auth_mode
 from cluster.client import BusClient, CallError
@@ -130,18 +135,54 @@ async def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _call(args: argparse.Namespace) -> int:
+def _refuse(reason: str) -> int:
+    print(f"raybus: {reason}", file=sys.stderr)
+    return 2
+
+
+def _call_command(args: argparse.Namespace) -> int:
+    """Check the input before joining Ray: bad input never waits for a cluster."""
+    if (args.tool is None) == (args.batch is None):
+        return _refuse("give a TOOL (and its ARGUMENTS) or --batch FILE, not both")
+    if args.batch is None:
+        if args.output is not None:
+            return _refuse("--output goes with --batch")
+        try:
+            args.arguments = json.loads(args.arguments)
+        except json.JSONDecodeError as exc:
+            return _refuse(f"arguments are not JSON: {exc}")
+        if not isinstance(args.arguments, dict):
+            return _refuse("arguments must be a JSON object")
+        return _run(_call, args)
     try:
-        arguments = json.loads(args.arguments)
-    except json.JSONDecodeError as exc:
-        print(f"raybus: arguments are not JSON: {exc}", file=sys.stderr)
-        return 2
-    if not isinstance(arguments, dict):
-        print("raybus: arguments must be a JSON object", file=sys.stderr)
-        return 2
+        total = batch.count_calls(Path(args.batch))
+    except batch.BatchInputError as exc:
+        return _refuse(str(exc))
+    except OSError as exc:
+        return _refuse(f"cannot read {args.batch}: {exc.strerror or exc}")
+    if total == 0:
+        return 0
+    if not args.output:
+        return _run(lambda args: batch.run(args, sys.stdout, total), args)
+    try:
+        output = open(args.output, "w", encoding="utf-8")  # noqa: SIM115 - closed just below
+    except OSError as exc:
+        return _refuse(f"cannot write {args.output}: {exc.strerror or exc}")
+    with output:
+        return _run(lambda args: batch.run(args, output, total), args)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+async def _call(args: argparse.Namespace) -> int:
     async with await BusClient.connect(args.bus) as client:
         try:
-            result = await client.call_tool(args.tool, arguments, timeout_s=args.timeout)
+            result = await client.call_tool(args.tool, args.arguments, timeout_s=args.timeout)
         except CallError as exc:
             print(f"raybus: {exc}", file=sys.stderr)
             return 1
@@ -166,8 +207,21 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     status = command("status", "show a bus's pools, lag and workers", _status)
     status.add_argument("bus")
     status.add_argument("--json", action="store_true", help="print JSON")
-    call = command("call", "call a tool on a running bus", _call)
+    call = command("call", "call a tool on a running bus, or one per line of a file", _call)
+    call.set_defaults(run=_call_command)
     call.add_argument("bus")
-    call.add_argument("tool")
+    call.add_argument("tool", nargs="?", help="the tool (or use --batch)")
     call.add_argument("arguments", nargs="?", default="{}", help="JSON object (default {})")
-    call.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    call.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    call.add_argument(
+        "--batch",
+        metavar="FILE",
+        help='JSON lines, one call a line: {"tool": "echo", "arguments": {...}, "id": ...}; '
+        "results go out one JSON line per call as they complete",
+    )
+    call.add_argument(
+        "--output", metavar="FILE", help="write the batch's results here (default stdout)"
+    )
+    call.add_argument(
+        "--concurrency", type=_positive, default=64, help="batch calls in flight (default 64)"
+    )

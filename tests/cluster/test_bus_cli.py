@@ -1,4 +1,4 @@
-"""`raybus start / call / status / stop` from separate processes against one cluster.
+"""`raybus start / call / call --batch / status / stop` from separate processes, one cluster.
 
 Each command is its own Ray driver: the bus started by the first outlives it, and the
 later ones attach to it by name.
@@ -6,9 +6,16 @@ later ones attach to it by name.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,3 +87,137 @@ def test_bad_arguments_are_refused_before_any_call(ray_address: str) -> None:
     result = raybus("call", "clitest", "echo", "[1, 2]", "--address", ray_address)
     assert result.returncode == 2
     assert "must be a JSON object" in result.stderr
+
+
+# -- raybus call --batch -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch_bus(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config = tmp_path_factory.mktemp("batch") / "bus.yaml"
+    config.write_text(
+        "name: batchtest\npools:\n  - name: kit\n    server: 'cluster.examples.testkit:server'\n"
+    )
+    started = raybus("start", str(config), "--address", ray_address)
+    assert started.returncode == 0, started.stderr
+    try:
+        yield "batchtest"
+    finally:
+        raybus("stop", "batchtest", "--address", ray_address)
+
+
+def _jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def _echoes(count: int) -> list[str]:
+    return [json.dumps({"tool": "echo", "arguments": {"text": f"n{i}"}}) for i in range(count)]
+
+
+def test_a_batch_streams_one_result_line_per_call_with_errors_in_place(
+    ray_address: str, batch_bus: str, tmp_path: Path
+) -> None:
+    calls = _jsonl(
+        tmp_path / "calls.jsonl",
+        [
+            '{"tool": "echo", "arguments": {"text": "first"}, "id": "a"}',
+            "",  # blank lines are skipped, but counted as lines
+            '{"tool": "no_such_tool", "arguments": {}}',
+            '{"tool": "fail", "arguments": {"reason": "on purpose"}, "id": 7}',
+            '{"tool": "whoami"}',
+        ],
+    )
+    done = raybus("call", batch_bus, "--batch", str(calls), "--address", ray_address)
+    assert done.returncode == 1, done.stderr
+    assert "2 of 4 calls failed" in done.stderr
+    assert "call/s" not in done.stderr  # no progress bar: stderr is not a terminal
+    by_line = {record["line"]: record for record in map(json.loads, done.stdout.splitlines())}
+    assert sorted(by_line) == [1, 3, 4, 5]
+    assert by_line[1]["id"] == "a"
+    assert by_line[1]["result"]["structuredContent"] == {"result": "first"}
+    assert by_line[3]["error"]["code"] == -32602
+    assert "no_such_tool" in by_line[3]["error"]["message"]
+    assert by_line[4]["id"] == 7
+    assert by_line[4]["result"]["isError"] is True
+    assert "pid" in by_line[5]["result"]["structuredContent"]
+
+
+def test_a_batch_writes_its_results_to_a_file(
+    ray_address: str, batch_bus: str, tmp_path: Path
+) -> None:
+    calls = _jsonl(tmp_path / "calls.jsonl", _echoes(200))
+    results = tmp_path / "results.jsonl"
+    done = raybus(
+        "call", batch_bus, "--batch", str(calls), "--output", str(results),
+        "--concurrency", "16", "--address", ray_address,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["line"] for r in records) == list(range(1, 201))
+    assert all(r["result"]["structuredContent"] == {"result": f"n{r['line'] - 1}"} for r in records)
+
+
+def test_a_malformed_line_is_refused_by_number_before_any_call(
+    ray_address: str, batch_bus: str, tmp_path: Path
+) -> None:
+    executed = tmp_path / "executed.txt"
+    record = {"tool": "record", "arguments": {"path": str(executed), "token": "ran"}}
+    calls = _jsonl(
+        tmp_path / "calls.jsonl",
+        [json.dumps(record), json.dumps(record), '{"tool": "echo", "arguments": [1]}'],
+    )
+    refused = raybus("call", batch_bus, "--batch", str(calls), "--address", ray_address)
+    assert refused.returncode == 2
+    assert f'{calls} line 3: "arguments" must be a JSON object' in refused.stderr
+    assert not executed.exists()  # lines 1 and 2 were never sent
+    assert refused.stdout == ""
+
+    # Checked before Ray is joined: no cluster or bus is needed to be told.
+    _jsonl(calls, ['{"tool": "echo", "argument": {}}'])
+    bad = raybus("call", "no_such_bus", "--batch", str(calls), "--address", "127.0.0.1:1")
+    assert bad.returncode == 2
+    assert f"{calls} line 1: unknown key 'argument'" in bad.stderr
+
+
+def test_a_batch_shows_a_progress_bar_when_stderr_is_a_terminal(
+    ray_address: str, batch_bus: str, tmp_path: Path
+) -> None:
+    calls = _jsonl(tmp_path / "calls.jsonl", _echoes(40))
+    code, stdout, terminal = _raybus_with_terminal_stderr(
+        "call", batch_bus, "--batch", str(calls), "--address", ray_address
+    )
+    assert code == 0, terminal
+    assert len(stdout.splitlines()) == 40
+    assert re.search(r"40/40 \[[0-9:]+<[0-9:]+, +[0-9.]+call/s\]", terminal), terminal
+
+
+def _raybus_with_terminal_stderr(*args: str) -> tuple[int, str, str]:
+    """Run raybus with stderr on a pseudo-terminal; returns (exit code, stdout, terminal)."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    seen: list[bytes] = []
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not chunk:
+                return
+            seen.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        with subprocess.Popen(
+            [*RAYBUS, *args], stdout=subprocess.PIPE, stderr=secondary, text=True
+        ) as process:
+            os.close(secondary)
+            stdout, _ = process.communicate(timeout=180)
+        reader.join(timeout=30)
+    finally:
+        os.close(primary)
+    return process.returncode, stdout, b"".join(seen).decode("utf-8", "replace")
