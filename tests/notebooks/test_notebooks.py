@@ -112,3 +112,11 @@ async def test_the_kafka_pool_notebook_runs_on_the_session_broker_to_its_plot(
 ) -> None:
     notebook = await run_notebook("kafka_pool.ipynb", RAYBUS_KAFKA_BOOTSTRAP=kafka_bootstrap)
     assert plots(notebook), "kafka_pool.ipynb displayed no plot"
+
+
+async def test_the_batch_scoring_notebook_scores_every_row_both_ways_to_its_plot(
+    ray_session: None,
+) -> None:
+    # The notebook itself asserts that both sides scored every row once, alike.
+    notebook = await run_notebook("batch_scoring.ipynb")
+    assert plots(notebook), "batch_scoring.ipynb displayed no plot"
