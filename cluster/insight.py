@@ -76,7 +76,10 @@ async def scaling_history(
     """
     if last < 1:
         raise ValueError("last must be at least 1")
-    supervisor = await get_actor_async(actor_names.supervisor(bus))
+    try:
+        supervisor = await get_actor_async(actor_names.supervisor(bus))
+    except ConnectionClosed as exc:
+        raise ConnectionClosed(f"no bus named {bus!r} runs on this Ray cluster ({exc})") from None
     if pool is not None:
         pools: dict[str, int] = await supervisor.sizes.remote()
         if pool not in pools:

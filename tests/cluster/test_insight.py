@@ -125,7 +125,7 @@ async def test_a_concurrency_below_one_is_refused() -> None:
 async def test_the_history_of_a_missing_bus_pool_or_autoscaler_is_a_clear_error(
     ray_session: None,
 ) -> None:
-    with pytest.raises(ConnectionClosed, match="no-such-bus"):
+    with pytest.raises(ConnectionClosed, match="no bus named 'no-such-bus'"):
         await scaling_history("no-such-bus")
 
     config = bus_config([{"name": "kit", "server": "cluster.examples.testkit:server"}])
