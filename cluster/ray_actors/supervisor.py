@@ -30,6 +30,7 @@ from typing import Any
 
 import ray
 
+from cluster.backends.base import backend_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.naming import NAMESPACE, HandleCache, actor_names
 from cluster.ray_actors.worker import PoolStartFailed, WorkerActor, start_failure_reason
@@ -73,6 +74,8 @@ class SupervisorActor:
         self._watchers: set[asyncio.Task[None]] = set()
         self._watched: set[str] = set()
         self._stopping = False
+        # Workers past a Kafka topic's partitions would idle: no spare is kept for them.
+        self._max_consumers = backend_for(config).max_consumers
 
     async def start(self) -> dict[str, int]:
         """Adopt live workers (after a restart), bring every pool to its target size.
@@ -269,7 +272,9 @@ class SupervisorActor:
         pool = state.config
         if self._stopping or not (self._config.autoscaler.enabled and pool.autoscale.enabled):
             return 0
-        return max(0, min(pool.warm_spares, pool.max_workers - state.target))
+        room = min(pool.max_workers, pool.autoscale.max_consumers or pool.max_workers)
+        room = min(room, self._max_consumers or room) - state.target
+        return max(0, min(pool.warm_spares, room))
 
     def _refill_later(self, state: _PoolState) -> None:
         if state.refill is not None and not state.refill.done():
