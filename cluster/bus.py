@@ -198,6 +198,7 @@ async def bus_status(bus: str) -> dict[str, Any]:
                 | {"workers": 0, "capacity": 0, "breaker": "closed"},
             )
             row.update(target=sizes["target"], starting=sizes["starting"])
+            row.update(spares=sizes.get("spares", 0))
             row.update(last_failure=sizes["last_failure"])
     decisions: list[dict[str, Any]] = []
     try:

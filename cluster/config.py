@@ -77,7 +77,16 @@ class PoolConfig(_Strict):
     min_workers: int = Field(1, ge=0)
     max_workers: int = Field(4, ge=1)
     max_concurrency: int = Field(32, ge=1, description="calls one worker runs at once")
+    # 0 declares the server I/O-bound (it mostly waits on something else), Ray's own
+    # default for a running actor: the pool has no resource ceiling. CPU-bound servers
+    # declare what one worker uses, so the autoscaler never starts more of them than the
+    # cluster can run at once.
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per worker actor")
+    # Spares are started, server loaded and handshaken, but not routed: a scale-up
+    # activates one in tens of milliseconds instead of starting a process (~1.5 s).
+    warm_spares: int = Field(
+        1, ge=0, description="started, unrouted workers ready for a scale-up (autoscaled pools)"
+    )
     # A deadline for every call, so a tool that never returns (``nap(1e9)``) ends with
     # 1001 and is cancelled on its server instead of holding a slot forever. A caller's
     # own deadline can only shorten it; pools of long tools raise it.

@@ -78,6 +78,12 @@ class Completion:
 
 @dataclass(frozen=True, slots=True)
 class PoolLag:
+    """A pool's queue and workers.
+
+    ``completed`` counts the calls its workers finished so far, cancelled or expired ones
+    aside (a cumulative counter: the autoscaler reads calls/s from its differences).
+    """
+
     pool: str
     queued: int
     oldest_age_s: float
@@ -85,6 +91,7 @@ class PoolLag:
     workers: int
     capacity: int
     breaker: BreakerState
+    completed: int
 
 
 @dataclass(slots=True)
@@ -122,6 +129,7 @@ class _Pool:
     balancer: Balancer
     queue: deque[_Call] = field(default_factory=deque)
     workers: dict[str, _Worker] = field(default_factory=dict)
+    completed: int = 0
 
 
 class RouterCore:
@@ -230,6 +238,7 @@ class RouterCore:
             if done.abandoned:
                 pool.breaker.release(done.key)
             else:
+                pool.completed += 1
                 pool.breaker.record(done.key, failed=done.failed, duration_s=done.duration_s)
             pools.add(call.pool)
         for name in pools:
@@ -320,6 +329,7 @@ class RouterCore:
                 workers=sum(1 for w in pool.workers.values() if not w.retired),
                 capacity=sum(w.capacity for w in pool.workers.values() if not w.retired),
                 breaker=pool.breaker.state,
+                completed=pool.completed,
             )
             for name, pool in self._pools.items()
         }

@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import sys
 import time
 from collections import Counter
 from typing import Any
 
+import pyarrow as pa
 import ray
+from tqdm import tqdm
 
 from cluster.bus import launch_bus, stop_bus
 from cluster.config import parse_config
@@ -40,6 +44,11 @@ def reviews(rows: int) -> list[dict[str, Any]]:
 
 
 def score(args: argparse.Namespace, bus: str) -> dict[str, Any]:
+    # Ray Data's own bars are replaced by one bar of scored rows (count, rate, ETA), shown
+    # only on a terminal; when output is piped, nothing of it is printed. A dataset keeps
+    # the context it was made in: set before it is made.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its progress log lines too
     dataset = ray.data.from_items(reviews(args.rows))
     scored = dataset.map_batches(
         ToolCaller,
@@ -55,16 +64,34 @@ def score(args: argparse.Namespace, bus: str) -> dict[str, Any]:
         num_cpus=0.25,  # the actors mostly wait on the bus
     )
     started = time.perf_counter()
-    rows = scored.take_all()  # runs the job (includes starting the actors)
+    done, total_score = 0, 0.0
+    sample: list[dict[str, Any]] = []
+    errors: Counter[str] = Counter()
+    # The process's own stderr: after ray.init, sys.stderr is Ray's wrapper, never a tty.
+    terminal = sys.__stderr__
+    shown = terminal is not None and os.isatty(terminal.fileno())
+    bar = tqdm(total=args.rows, unit="row", file=terminal, disable=not shown)
+    # Results stream in batch by batch (the job runs meanwhile): memory stays flat.
+    for batch in scored.iter_batches(batch_size=args.batch_size, batch_format="pyarrow"):
+        table: pa.Table = batch  # pyarrow, as asked
+        for row in table.to_pylist():
+            if row["error"] is not None:
+                errors[row["error"]["message"]] += 1
+            else:
+                total_score += json.loads(row["result"])["score"]
+            if len(sample) < 2 and row["id"] in (1, 2):
+                sample.append(row)
+        done += table.num_rows
+        bar.update(table.num_rows)
+    bar.close()
     elapsed = time.perf_counter() - started
-    errors = Counter(row["error"]["message"] for row in rows if row["error"] is not None)
-    scores = [json.loads(row["result"])["score"] for row in rows if row["error"] is None]
+    scored_rows = done - sum(errors.values())
     return {
-        "rows": len(rows),
-        "rows_per_s": round(len(rows) / elapsed),
-        "mean_score": round(sum(scores) / max(len(scores), 1), 3),
+        "rows": done,
+        "rows_per_s": round(done / elapsed),
+        "mean_score": round(total_score / max(scored_rows, 1), 3),
         "errors": dict(errors),
-        "sample": rows[1:3],
+        "sample": sample,
     }
 
 

@@ -5,6 +5,11 @@ router's queue with Ray, the pool group's lag with Kafka, the queue depth with S
 plus the calls in flight. Decisions are made by the pool's policy and applied
 through the supervisor, one resize at a time per pool (a pool being resized holds its
 size). Every decision is kept, newest last, for ``raybus status``.
+
+For pools whose workers reserve CPUs, the cluster's free CPUs are read once per round
+(``ray.available_resources``) and shared out in the round's order: a pool's signal is
+what is free plus what its own warm spares hold (activating a spare needs nothing new),
+minus what pools decided earlier in the round will take.
 """
 
 from __future__ import annotations
@@ -44,10 +49,12 @@ class AutoscalerActor:
                 min(
                     pool.max_workers, pool.autoscale.max_consumers or partitions or pool.max_workers
                 ),
+                cpus_per_worker=pool.num_cpus,
             )
             for pool in config.pools
             if pool.autoscale.enabled
         }
+        self._cpus_per_worker = {pool.name: pool.num_cpus for pool in config.pools}
         self._decisions: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
         # Resizes are rare and matter most: kept apart so routine holds never push them out.
         self._changes: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
@@ -79,15 +86,21 @@ class AutoscalerActor:
         except (TimeoutError, ray.exceptions.RayError, BusError) as exc:
             logger.warning("no lag signals (%s): holding every pool", exc)
         async with asyncio.timeout(timeout):
-            sizes: dict[str, int] = await supervisor.sizes.remote()
+            pools: dict[str, dict[str, Any]] = await supervisor.pools.remote()
+        free_cpus = await self._free_cpus()
         now = time.monotonic()
         made = []
         for pool, policy in self._policies.items():
-            current = sizes.get(pool, 0)
-            signals = _signals(lag.get(pool), now)
+            current = pools.get(pool, {}).get("target", 0)
+            spares = pools.get(pool, {}).get("spares", 0)
+            cpus = self._cpus_per_worker.get(pool, 0.0)
             if pool in self._resizing:
                 continue  # the previous resize is still converging: hold
-            decision = policy.decide(pool, current, signals)
+            free_for_pool = None if free_cpus is None or cpus <= 0 else free_cpus + spares * cpus
+            decision = policy.decide(pool, current, _signals(lag.get(pool), now, free_for_pool))
+            if free_cpus is not None and cpus > 0:
+                new_workers = max(0, decision.desired - current - spares)
+                free_cpus = max(0.0, free_cpus - new_workers * cpus)
             self._decisions.append(decision)
             if decision.desired != current:
                 self._changes.append(decision)
@@ -101,6 +114,17 @@ class AutoscalerActor:
                 )
                 self._resizing[pool] = task
         return made
+
+    async def _free_cpus(self) -> float | None:
+        """The cluster's unreserved CPUs, if any pool reserves CPUs (None: not read)."""
+        if not any(self._cpus_per_worker.get(pool, 0.0) > 0 for pool in self._policies):
+            return None
+        try:
+            free: dict[str, float] = await asyncio.to_thread(ray.available_resources)
+        except Exception as exc:  # noqa: BLE001 - no reading: those pools hold their size
+            logger.warning("no resource reading (%s)", exc)
+            return None
+        return free.get("CPU", 0.0)
 
     async def _resize(self, supervisor: Any, pool: str, size: int) -> None:
         try:
@@ -118,11 +142,18 @@ class AutoscalerActor:
         return [_as_dict(d) for d in recent]
 
 
-def _signals(lag: dict[str, Any] | None, now: float) -> Signals | None:
+def _signals(lag: dict[str, Any] | None, now: float, free_cpus: float | None) -> Signals | None:
     if lag is None:
         return None
     return Signals(
-        at_s=now, queued=lag["queued"], in_flight=lag["in_flight"], oldest_age_s=lag["oldest_age_s"]
+        at_s=now,
+        queued=lag["queued"],
+        in_flight=lag["in_flight"],
+        oldest_age_s=lag["oldest_age_s"],
+        # Broker backends have no completed-calls counter: the saturation rule skips them.
+        completed=lag.get("completed"),
+        workers=lag.get("workers"),
+        free_cpus=free_cpus,
     )
 
 

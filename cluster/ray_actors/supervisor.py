@@ -1,8 +1,19 @@
-"""The pool supervisor: creates, replaces and retires workers.
+"""The pool supervisor: creates, replaces and retires workers, and keeps warm spares.
 
 Workers are detached, named actors spread over the cluster's nodes. The supervisor keeps
 each pool at its target size: a worker that dies is replaced; scaling down retires a
 worker at the router, drains it (every call it holds finishes) and only then kills it.
+
+Warm spares make a scale-up fast. Starting a worker costs a process, Ray's and the SDK's
+imports and the server's start (~1.5 s on a quiet 2-core machine, far more when loaded);
+activating a spare costs one actor call and a heartbeat (tens of ms). An autoscaled pool
+keeps ``warm_spares`` spares (never more than ``max_workers`` minus its target): workers
+whose server is started and handshaken but which never registered, so no call reaches
+them and they count toward neither the pool's size nor its capacity. A scale-up
+activates spares first and starts new workers only for the rest; spares are refilled in
+the background once the pool is resized. A spare of a pool that reserves CPUs holds them
+like a worker, so spares are created only from free CPUs. Spares are stopped with the
+bus; a spare that dies is not replaced until the pool is next resized (no crash loop).
 
 A worker that cannot start is never waited for silently: during the bus's start the
 first failure ends :meth:`SupervisorActor.start` with :class:`PoolStartFailed` (pool and
@@ -19,6 +30,7 @@ from typing import Any
 
 import ray
 
+from cluster.backends.base import backend_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.naming import NAMESPACE, HandleCache, actor_names
 from cluster.ray_actors.worker import PoolStartFailed, WorkerActor, start_failure_reason
@@ -28,6 +40,9 @@ __all__ = ["PoolStartFailed", "SupervisorActor"]
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 120.0
+_STOP_SPARE_TIMEOUT_S = 10.0
+# Ray reports free CPUs as floats (0.1-CPU granularity): 0.9999999 free is 1.
+_CPU_EPSILON = 1e-6
 # After a worker failed to start (outside the bus's own start), the pool is retried with
 # a growing delay: a passing fault heals by itself, a lasting one does not spin.
 _RETRY_MIN_S = 1.0
@@ -45,6 +60,9 @@ class _PoolState:
     last_failure: str | None = None  # why the latest worker failed to start
     retry_delay_s: float = _RETRY_MIN_S
     retry: asyncio.Task[None] | None = None
+    spares: dict[str, Any] = field(default_factory=dict)  # prepared, never routed
+    spares_starting: dict[str, Any] = field(default_factory=dict)
+    refill: asyncio.Task[None] | None = None
 
 
 @ray.remote
@@ -55,17 +73,42 @@ class SupervisorActor:
         self._pools = {p.name: _PoolState(p, p.min_workers) for p in config.pools}
         self._watchers: set[asyncio.Task[None]] = set()
         self._watched: set[str] = set()
+        self._stopping = False
+        # Workers past a Kafka topic's partitions would idle: no spare is kept for them.
+        self._max_consumers = backend_for(config).max_consumers
 
     async def start(self) -> dict[str, int]:
-        """Adopt live workers (after a restart), bring every pool to its target size."""
+        """Adopt live workers (after a restart), bring every pool to its target size.
+
+        Spares are started afterwards, in the background: they never delay the bus.
+        """
         await asyncio.to_thread(self._adopt_existing)
         for state in self._pools.values():
-            for name, handle in state.workers.items():
+            await self._sort_adopted(state)
+            for name, handle in [*state.workers.items(), *state.spares.items()]:
                 if name not in self._watched:
                     self._watch_later(state, name, handle)
         # gather raises the first failure as it happens, not after the slowest pool.
         await asyncio.gather(*(self._reconcile(name, strict=True) for name in self._pools))
+        for state in self._pools.values():
+            self._refill_later(state)
         return {name: len(p.workers) for name, p in self._pools.items()}
+
+    async def _sort_adopted(self, state: _PoolState) -> None:
+        """Adopted actors that never went live are spares, not workers."""
+
+        async def is_spare(handle: Any) -> bool:
+            try:
+                async with asyncio.timeout(_STOP_SPARE_TIMEOUT_S):
+                    return not await handle.is_active.remote()
+            except Exception:  # noqa: BLE001 - unanswered: keep it a worker, watched
+                return False
+
+        names = list(state.workers)
+        verdicts = await asyncio.gather(*(is_spare(state.workers[n]) for n in names))
+        for name, spare in zip(names, verdicts, strict=True):
+            if spare:
+                state.spares[name] = state.workers.pop(name)
 
     def _adopt_existing(self) -> None:
         for pool_name, state in self._pools.items():
@@ -106,16 +149,29 @@ class SupervisorActor:
                 "target": p.target,
                 "workers": len(p.workers) - len(p.starting),
                 "starting": len(p.starting),
+                "spares": len(p.spares),
                 "last_failure": p.last_failure,
             }
             for name, p in self._pools.items()
         }
 
+    async def spares(self) -> dict[str, list[str]]:
+        """Each pool's warm spares (started, not routed), by actor name."""
+        return {name: sorted(p.spares) for name, p in self._pools.items()}
+
     async def shutdown(self) -> None:
-        """Drain and stop every worker."""
+        """Stop every spare, drain and stop every worker."""
+        self._stopping = True
+        spares: list[tuple[str, Any]] = []
         for state in self._pools.values():
             state.target = 0
             state.config = state.config.model_copy(update={"min_workers": 0})
+            if state.refill is not None:
+                state.refill.cancel()  # a spare it is starting is in the list below
+            spares += [*state.spares.items(), *state.spares_starting.items()]
+            state.spares.clear()
+            state.spares_starting.clear()
+        await asyncio.gather(*(self._stop_spare(name, handle) for name, handle in spares))
         await asyncio.gather(*(self._reconcile(name) for name in self._pools))
 
     async def _reconcile(self, pool: str, *, strict: bool = False) -> None:
@@ -128,13 +184,50 @@ class SupervisorActor:
             elif live > state.target:
                 victims = await self._choose_victims(state, live - state.target)
                 await asyncio.gather(*(self._retire(state, name) for name in victims))
+        surplus = list(state.spares)[self._spares_wanted(state) :]
+        stopped = [(name, state.spares.pop(name)) for name in surplus]
+        await asyncio.gather(*(self._stop_spare(name, handle) for name, handle in stopped))
+        self._refill_later(state)
 
     async def _add_worker(self, state: _PoolState, strict: bool = False) -> None:
-        """Create a worker and wait for it to start.
+        """Activate a spare, or else create a worker and wait for it to start.
 
         Raises:
             PoolStartFailed: it did not start and ``strict`` (the bus's own start) is set.
         """
+        if state.spares and await self._activate_spare(state):
+            return
+        name, handle = self._create(state)
+        state.workers[name] = handle
+        state.starting.add(name)
+        try:
+            info = await self._started(state, name, handle, handle.start)
+        finally:
+            state.starting.discard(name)
+        if info is None:
+            state.workers.pop(name, None)
+            if strict:
+                raise PoolStartFailed(state.config.name, state.last_failure or "") from None
+            self._retry_later(state)
+            return
+        logger.info("worker %s started on node %s", name, info.get("node_id", "?")[:8])
+        self._watch_later(state, name, handle)
+
+    async def _activate_spare(self, state: _PoolState) -> bool:
+        name, handle = state.spares.popitem()
+        state.workers[name] = handle
+        state.starting.add(name)
+        try:
+            info = await self._started(state, name, handle, handle.activate)
+        finally:
+            state.starting.discard(name)
+        if info is None:
+            state.workers.pop(name, None)
+            return False  # a new worker is started instead
+        logger.info("spare %s of pool %s activated", name, state.config.name)
+        return True
+
+    def _create(self, state: _PoolState) -> tuple[str, Any]:
         name = actor_names.worker(self._config.name, state.config.name)
         handle = WorkerActor.options(  # type: ignore[attr-defined]
             name=name,
@@ -146,11 +239,19 @@ class SupervisorActor:
             # Ray ships the pool's code and environment to whichever node runs it.
             runtime_env=state.config.runtime_env or None,
         ).remote(self._config, state.config, name)
-        state.workers[name] = handle
-        state.starting.add(name)
+        return name, handle
+
+    async def _started(
+        self, state: _PoolState, name: str, handle: Any, step: Any
+    ) -> dict[str, Any] | None:
+        """Run a worker's start step (``start``, ``prepare``, ``activate``), bounded.
+
+        Returns what the worker says about itself, or None after recording why it failed
+        in ``state.last_failure`` and killing it.
+        """
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):
-                info = await handle.start.remote()
+                info: dict[str, Any] = await step.remote()
         except Exception as exc:  # noqa: BLE001 - reported below, with the pool and why
             reason = (
                 f"its worker did not start within {_START_TIMEOUT_S:g} s"
@@ -161,18 +262,62 @@ class SupervisorActor:
             logger.error(
                 "worker %s of pool %s failed to start: %s", name, state.config.name, reason
             )
-            state.workers.pop(name, None)
             ray.kill(handle)
-            if strict:
-                raise PoolStartFailed(state.config.name, reason) from None
-            self._retry_later(state)
-            return
-        finally:
-            state.starting.discard(name)
+            return None
         state.last_failure = None
         state.retry_delay_s = _RETRY_MIN_S
-        logger.info("worker %s started on node %s", name, info.get("node_id", "?")[:8])
-        self._watch_later(state, name, handle)
+        return info
+
+    def _spares_wanted(self, state: _PoolState) -> int:
+        pool = state.config
+        if self._stopping or not (self._config.autoscaler.enabled and pool.autoscale.enabled):
+            return 0
+        room = min(pool.max_workers, pool.autoscale.max_consumers or pool.max_workers)
+        room = min(room, self._max_consumers or room) - state.target
+        return max(0, min(pool.warm_spares, room))
+
+    def _refill_later(self, state: _PoolState) -> None:
+        if state.refill is not None and not state.refill.done():
+            return
+        if len(state.spares) + len(state.spares_starting) < self._spares_wanted(state):
+            state.refill = asyncio.get_running_loop().create_task(self._refill(state))
+
+    async def _refill(self, state: _PoolState) -> None:
+        """Start spares up to the wanted number; give up quietly until the next resize."""
+        while len(state.spares) < self._spares_wanted(state):
+            if not await self._cpus_free_for(state.config):
+                logger.info("pool %s: no free CPUs for a warm spare", state.config.name)
+                return
+            name, handle = self._create(state)
+            state.spares_starting[name] = handle
+            try:
+                info = await self._started(state, name, handle, handle.prepare)
+            finally:
+                state.spares_starting.pop(name, None)
+            if info is None:
+                return  # no retry loop: the next resize tries again
+            if len(state.spares) >= self._spares_wanted(state):
+                await self._stop_spare(name, handle)  # no longer wanted (resized, stopping)
+                return
+            state.spares[name] = handle
+            self._watch_later(state, name, handle)
+            logger.info("spare %s of pool %s ready", name, state.config.name)
+
+    async def _cpus_free_for(self, pool: PoolConfig) -> bool:
+        if pool.num_cpus <= 0:
+            return True
+        free: dict[str, float] = await asyncio.to_thread(ray.available_resources)
+        return free.get("CPU", 0.0) + _CPU_EPSILON >= pool.num_cpus
+
+    async def _stop_spare(self, name: str, handle: Any) -> None:
+        """Close a spare's server and kill it (it holds no calls)."""
+        try:
+            async with asyncio.timeout(_STOP_SPARE_TIMEOUT_S):
+                await handle.drain.remote(0, _STOP_SPARE_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - it is killed either way
+            logger.warning("spare %s did not stop cleanly: %s", name, exc)
+        finally:
+            ray.kill(handle)
 
     def _retry_later(self, state: _PoolState) -> None:
         if state.retry is not None and not state.retry.done():
@@ -196,6 +341,9 @@ class SupervisorActor:
         try:
             await handle.wait_stopped.remote()
         except Exception as exc:  # noqa: BLE001 - the actor died: replace it
+            if state.spares.pop(name, None) is not None:
+                logger.warning("spare %s died (%s)", name, type(exc).__name__)
+                return
             if name in state.retiring or name not in state.workers:
                 return
             logger.warning("worker %s died (%s); replacing it", name, type(exc).__name__)

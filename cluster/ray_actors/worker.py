@@ -1,11 +1,18 @@
-"""The worker as a Ray actor: one hosted MCP server, heartbeats, batched replies."""
+"""The worker as a Ray actor: one hosted MCP server, heartbeats, batched replies.
+
+Starting is two steps, so a pool can keep warm spares (see the supervisor):
+:meth:`WorkerActor.prepare` starts the server and finishes its handshake - the slow
+part, dominated by the process's imports - and :meth:`WorkerActor.activate` joins the
+backend and sends the first heartbeat at once, after which discovery hands the worker
+to the router (tens of milliseconds). :meth:`WorkerActor.start` does both.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -162,36 +169,79 @@ class WorkerActor:
         self._core = WorkerCore(identity, hosted, self._ports, call_timeout_s=pool.timeout_s)
         self._beats: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._starting = asyncio.Lock()
+        self._prepared = False
+        self._active = False
 
     async def start(self) -> dict[str, Any]:
-        """Start the server, register with discovery; returns who this worker is.
+        """Start the server and go live (:meth:`prepare`, then :meth:`activate`).
 
         Raises:
             PoolStartFailed: the server (or the broker source) did not start; the
                 reason is one line (e.g. ``No module named 'x'``), never a traceback.
         """
+        await self.prepare()
+        return await self.activate()
+
+    async def prepare(self) -> dict[str, Any]:
+        """Start the server and finish its handshake, but take no calls yet (a spare).
+
+        Idempotent. Nothing routes to a prepared worker until :meth:`activate`.
+
+        Raises:
+            PoolStartFailed: the server did not start (the reason in one line).
+        """
+        async with self._starting:
+            if not self._prepared:
+                await self._failing_as_pool_start(self._core.start())
+                self._prepared = True
+        return self._who()
+
+    async def activate(self) -> dict[str, Any]:
+        """Go live: join the backend and register with discovery, which routes calls here.
+
+        Idempotent; prepares first if that was not done.
+
+        Raises:
+            PoolStartFailed: the server or the broker source did not start.
+        """
+        await self.prepare()
+        async with self._starting:
+            if not self._active:
+                await self._failing_as_pool_start(self._go_live())
+                self._active = True
+        return self._who()
+
+    async def is_active(self) -> bool:
+        """Has this worker gone live (False: a spare, or still starting)?"""
+        return self._active
+
+    async def _failing_as_pool_start(self, step: Coroutine[Any, Any, None]) -> None:
         try:
-            return await self._start()
+            await step
         except Exception as exc:
             logger.exception("worker of pool %s failed to start", self._pool.name)
             raise PoolStartFailed(self._pool.name, start_failure_reason(exc)) from None
 
-    async def _start(self) -> dict[str, Any]:
-        await self._core.start()
+    async def _go_live(self) -> None:
         identity = self._core.identity
-        self._link = await self._backend.open_worker(
+        link = await self._backend.open_worker(
             self._pool,
             self._core.hosted,
             server_id=identity.server_id,
             capacity=identity.capacity,
             handles=self._handles,
         )
-        self._source = self._link.source
+        self._link, self._source = link, link.source
         if self._source is not None:
             self._ports.topic_sink = self._source.emit
             await self._source.start()
+        # The first beat goes out now, not after a heartbeat period: discovery passes it
+        # to the router at once, and the router routes to this worker from then on.
         await self._beat(with_catalog=True)
         self._beats = asyncio.get_running_loop().create_task(self._beat_forever())
+
+    def _who(self) -> dict[str, Any]:
         identity = self._core.identity
         return {"server_id": identity.server_id, "node_id": identity.node_id, "pid": _pid()}
 

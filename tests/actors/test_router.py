@@ -118,6 +118,18 @@ def test_calls_beyond_capacity_queue_and_count_as_lag_until_a_slot_frees() -> No
     assert core.lag()["kit"].queued == 2
 
 
+def test_the_lag_counts_calls_workers_finished_but_not_abandoned_or_foreign_ones() -> None:
+    core, ports, _ = router(("w1", 4))
+    core.submit([call("a", i) for i in range(4)])
+    keys = [f.envelope.correlation_key for f in ports.delivered_to("w1")]
+    assert core.lag()["kit"].completed == 0
+    core.completed("w1", [Completion(keys[0], False, 0.1), Completion(keys[1], True, 0.1)])
+    core.completed("w1", [Completion(keys[2], False, 0.1, abandoned=True)])
+    core.completed("w2", [Completion(keys[3], False, 0.1)])  # not the worker it went to
+    core.completed("w1", [Completion(keys[0], False, 0.1)])  # already finished
+    assert core.lag()["kit"].completed == 2
+
+
 def test_a_full_queue_rejects_with_overloaded_and_a_retry_hint() -> None:
     core, ports, _ = router(("w1", 1), max_pending_per_pool=2)
     core.submit([call("a", i) for i in range(4)])

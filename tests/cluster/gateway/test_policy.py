@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -130,14 +131,19 @@ async def test_every_request_writes_exactly_one_redacted_audit_record(
     gateway: tuple[str, Path],
 ) -> None:
     url, audit = gateway
-    before = len(_lines(audit))
+    # Records are written off the event loop, in batches: an earlier test's may still
+    # land after this one starts, so this test's records are told apart by their time.
+    started = time.time()
     async with client_for(url, BOB) as bob:
         await bob.call_tool("echo", {"text": "card 4111 1111 1111 1111"})
         with pytest.raises(mcp.MCPError):
             await bob.call_tool("dump_request", {})
-    # Records are written off the event loop: wait (bounded) for the refused call's.
-    await wait_until(lambda: any(r["tool"] == "dump_request" for r in _lines(audit)[before:]))
-    records = _lines(audit)[before:]
+
+    def ours() -> list[dict[str, Any]]:
+        return [r for r in _lines(audit) if r["time"] >= started]
+
+    await wait_until(lambda: any(r["tool"] == "dump_request" for r in ours()))
+    records = ours()
     calls = [r for r in records if r["method"] == "tools/call"]
     assert [(r["tool"], r["outcome"]) for r in calls] == [
         ("echo", "ok"),
@@ -249,17 +255,19 @@ async def test_a_stateless_era_tool_call_leaves_one_record_and_no_tools_list(
     gateway: tuple[str, Path],
 ) -> None:
     url, audit = gateway
-    before = len(_lines(audit))
+    started = time.time()  # an earlier test's records may land later: told apart by time
     http = httpx.AsyncClient(headers={"Authorization": f"Bearer {ALICE}"})
     async with mcp.Client(streamable_http_client(url, http_client=http)) as alice:
         for n in range(3):
             await alice.call_tool("echo", {"text": f"call {n}"})
-    await wait_until(
-        lambda: any(r.get("arguments") == {"text": "call 2"} for r in _lines(audit)[before:])
-    )
-    mine = [r for r in _lines(audit)[before:] if r["principal"] == "alice"]
-    assert len([r for r in mine if r["method"] == "tools/call"]) == 3
+
+    def mine() -> list[dict[str, Any]]:
+        return [r for r in _lines(audit) if r["time"] >= started and r["principal"] == "alice"]
+
+    await wait_until(lambda: any(r.get("arguments") == {"text": "call 2"} for r in mine()))
+    records = mine()
+    assert len([r for r in records if r["method"] == "tools/call"]) == 3
     # The SDK used to list tools through the policy chain for every call (to check
     # Mcp-Param headers): one record each. Only the client's own listing remains (the
     # SDK client fetches output schemas once).
-    assert len([r for r in mine if r["method"] == "tools/list"]) <= 1
+    assert len([r for r in records if r["method"] == "tools/list"]) <= 1
