@@ -198,14 +198,8 @@ class SupervisorActor:
         if state.spares and await self._activate_spare(state):
             return
         name, handle = self._create(state)
-        state.workers[name] = handle
-        state.starting.add(name)
-        try:
-            info = await self._started(state, name, handle, handle.start)
-        finally:
-            state.starting.discard(name)
+        info = await self._bring_up(state, name, handle, handle.start)
         if info is None:
-            state.workers.pop(name, None)
             if strict:
                 raise PoolStartFailed(state.config.name, state.last_failure or "") from None
             self._retry_later(state)
@@ -215,17 +209,24 @@ class SupervisorActor:
 
     async def _activate_spare(self, state: _PoolState) -> bool:
         name, handle = state.spares.popitem()
+        if await self._bring_up(state, name, handle, handle.activate) is None:
+            return False  # a new worker is started instead
+        logger.info("spare %s of pool %s activated", name, state.config.name)
+        return True
+
+    async def _bring_up(
+        self, state: _PoolState, name: str, handle: Any, step: Any
+    ) -> dict[str, Any] | None:
+        """Count ``name`` as a starting worker while ``step`` runs; forgotten if it fails."""
         state.workers[name] = handle
         state.starting.add(name)
         try:
-            info = await self._started(state, name, handle, handle.activate)
+            info = await self._started(state, name, handle, step)
         finally:
             state.starting.discard(name)
         if info is None:
             state.workers.pop(name, None)
-            return False  # a new worker is started instead
-        logger.info("spare %s of pool %s activated", name, state.config.name)
-        return True
+        return info
 
     def _create(self, state: _PoolState) -> tuple[str, Any]:
         name = actor_names.worker(self._config.name, state.config.name)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,3 +60,19 @@ async def running_gateway(config: BusConfig) -> AsyncIterator[str]:
         stop.set()
         async with asyncio.timeout(60):
             await task
+
+
+def isolated_report(module: str, timeout_s: float = 300) -> dict[str, Any]:
+    """Run ``python -m module`` (a check needing a Ray of its own, e.g. a two-node
+    cluster, which cannot share this process with the session's local Ray); the JSON
+    report it prints last."""
+    completed = subprocess.run(
+        [sys.executable, "-m", module],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return report

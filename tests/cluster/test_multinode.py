@@ -1,22 +1,12 @@
-import json
-import subprocess
-import sys
-
 import pytest
+
+from tests.cluster.bus_helpers import isolated_report
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_one_pool_and_the_gateway_spread_over_two_nodes_and_all_serve() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "tests.cluster.multinode_check"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    report = isolated_report("tests.cluster.multinode_check")
     assert report["answered"] == 100
     assert len(report["nodes"]) == 2
     assert report["served_by"] == report["nodes"]
