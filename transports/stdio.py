@@ -156,6 +156,14 @@ class StdioClientTransport(StreamTransport):
         except ConnectionClosed as exc:
             raise ConnectionClosed(await self._exit_reason(str(exc))) from None
 
+    async def send_frame(self, payload: bytes) -> None:
+        # A server that exits at once is often first noticed by a write (the handshake),
+        # not a read: that error must carry the exit code and stderr too.
+        try:
+            await super().send_frame(payload)
+        except ConnectionClosed as exc:
+            raise ConnectionClosed(await self._exit_reason(str(exc))) from None
+
     async def _exit_reason(self, reason: str) -> str:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._shutdown_timeout_s):

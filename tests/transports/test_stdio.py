@@ -60,6 +60,23 @@ async def test_a_child_that_exits_surfaces_as_connection_closed_with_its_exit_co
     assert "boom" in str(caught.value)
 
 
+async def test_a_write_to_a_child_that_exited_carries_its_exit_code_and_stderr() -> None:
+    transport = await StdioClientTransport.launch(
+        [sys.executable, "-c", "import sys; sys.stderr.write('missing X\\n'); sys.exit(4)"]
+    )
+    async with transport:
+        await within(transport.process.wait())
+
+        async def keep_sending() -> None:
+            for _ in range(100):  # the pipe breaks on the first write or one of the next
+                await within(transport.send(Notification(method="hello?")))
+
+        with pytest.raises(ConnectionClosed) as caught:
+            await keep_sending()
+    assert "exited with code 4" in str(caught.value)
+    assert "missing X" in str(caught.value)
+
+
 async def test_sending_to_a_dead_child_raises_connection_closed(
     echo: StdioClientTransport,
 ) -> None:
