@@ -18,6 +18,7 @@ import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 
 from cluster.config import BusConfig
+from cluster.gateway.direct_calls import DirectToolCalls
 from cluster.gateway.disconnects import DisconnectGuard
 from cluster.gateway.event_store import BoundedEventStore
 from cluster.gateway.policy.http_guards import (
@@ -78,7 +79,8 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     # read whole (a client reset there is quiet and costs nothing) and checked by the
     # codec, then rate limits are applied before the SDK's session machinery runs.
     policy = gateway.policy
-    limited = RateLimitGate(app, policy.rate_refusal) if policy.limits_rates else app
+    direct = DirectToolCalls(app, gateway, settings.path)
+    limited = RateLimitGate(direct, policy.rate_refusal) if policy.limits_rates else direct
     inner = DisconnectGuard(JsonBodyGuard(limited, limits), settings.path, settings.max_body_bytes)
     authenticated = BearerAuth(inner, tokens) if tokens else inner
     return AuditDoor(HostOriginGuard(authenticated, hosts, origins), gateway.audit)

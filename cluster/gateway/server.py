@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 import weakref
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import mcp_types as types
@@ -26,7 +27,7 @@ from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.subscriptions import (
     PromptsListChanged,
@@ -39,8 +40,9 @@ from pydantic import ConfigDict, TypeAdapter
 
 from actors.discovery.catalog import Catalog, Kind
 from actors.worker.hosted_server import CLOSE_SSE_STREAM
-from cluster.gateway.bus import Bus, BusSession
+from cluster.gateway.bus import Bus, BusSession, MessageHandler
 from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
+from cluster.gateway.results import shaped_result
 from transports.errors import (
     INVALID_PARAMS,
     BusErrorCode,
@@ -69,6 +71,10 @@ _LEGACY_NOTIFY = {
     Kind.PROMPT: "notifications/prompts/list_changed",
     Kind.RESOURCE: "notifications/resources/list_changed",
 }
+_CALL_RESULTS: dict[bool, type[types.Result]] = {
+    False: types.CallToolResult,
+    True: types.InputRequiredResult,
+}
 _server_request = TypeAdapter[types.ServerRequest](types.ServerRequest)
 _server_notification = TypeAdapter[types.ServerNotification](types.ServerNotification)
 
@@ -96,6 +102,7 @@ class Gateway:
             weakref.WeakKeyDictionary()
         )
         self._log_levels: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
+        self._direct_sessions: dict[str, BusSession] = {}
         self._catalogs: dict[str, Catalog] = {}
         self._catalogs_at = 0.0
         self._tools_index: tuple[object, dict[str, dict[str, Any]]] = (None, {})
@@ -121,7 +128,7 @@ class Gateway:
             # Without it the SDK checks each modern tools/call's Mcp-Param headers
             # against a full tools/list run through the handler chain (a fifth of the
             # gateway's CPU under load); the index is the one argument checks use.
-            get_tool_input_schema=self._input_schema,
+            get_tool_input_schema=self.input_schema,
         )
         policy = policy or PolicyConfig()
         key = policy.audit_hmac_key
@@ -182,7 +189,7 @@ class Gateway:
             self._tools_index = (catalogs, tools)
         return self._tools_index[1]
 
-    def _input_schema(self, name: str) -> dict[str, Any] | None:
+    def input_schema(self, name: str) -> dict[str, Any] | None:
         # Synchronous (the SDK's hook is): the index as last refreshed, at most one
         # catalog TTL old; a tool it does not know yet skips the header check, as the
         # SDK does for a tool its listing does not show.
@@ -282,11 +289,86 @@ class Gateway:
         # Forwarded whole, 2026-07-28 envelope included: the worker's server must see
         # the caller's declared capabilities, and sealed requestState must arrive as is.
         params = dict(ctx.params or {})
-        session = self._bus_session(ctx)
 
         async def relay(message: Notification | Request) -> dict[str, Any] | None:
             return await self._relay(ctx, message)
 
+        return await self._send(self._bus_session(ctx), method, params, name, relay)
+
+    # -- 2026-07-28 tool calls without the SDK's per-request machinery ----------------
+
+    async def call_tool_directly(
+        self,
+        principal: str,
+        version: str,
+        params: dict[str, Any],
+        state: MutableMapping[str, Any] | None,
+        notify: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """Serve a 2026-07-28 ``tools/call`` the SDK's checks already passed; its result.
+
+        What the SDK's handler chain does for this method, done directly: the policy
+        chain, the forward through the bus, and the SDK's own result shaping (the
+        version's schema sieve, ``resultType``, the ``serverInfo`` stamp). ``notify``
+        receives each notification about the call as a JSON-RPC object; the era has no
+        server-to-client requests, so one is refused as the SDK refuses it.
+
+        Raises:
+            MCPError: the call's JSON-RPC error.
+        """
+        name = str(params["name"])
+
+        async def relay(message: Notification | Request) -> dict[str, Any] | None:
+            if isinstance(message, Request):
+                refused = NoBackChannelError(message.method)
+                raise CallError(message.method, refused.code, refused.message, refused.data)
+            if message.method != CLOSE_SSE_STREAM:  # no resumable stream in this era
+                wire = message.to_json_dict()
+                _server_notification.validate_python(wire)  # what the SDK path checks
+                await notify(wire)
+            return None
+
+        async def serve() -> dict[str, Any]:
+            session = self._principal_session(principal)
+            result = await self._send(session, "tools/call", params, name, relay)
+            # As _call_tool's models do on the SDK path: defaults filled, then shaped.
+            model = _CALL_RESULTS[result.get("resultType") == "input_required"]
+            typed = model.model_validate(result).model_dump(
+                by_alias=True, mode="json", exclude_none=True
+            )
+            return shaped_result(self.server, "tools/call", version, typed)
+
+        result: dict[str, Any] = await self.policy.enforce(
+            principal, "tools/call", params, state, serve
+        )
+        return result
+
+    def _principal_session(self, principal: str) -> BusSession:
+        # A stateless-era call has no MCP connection to hang a session on: one bus
+        # session per principal keeps ids apart and costs nothing per call.
+        session = self._direct_sessions.get(principal)
+        if session is None:
+            session = self._client.new_session(principal=principal)
+
+            async def unsolicited(notification: Notification) -> None:
+                # Nobody listens on a stateless call's stream after it ended; resource
+                # updates still reach subscriptions/listen streams.
+                if notification.method == "notifications/resources/updated":
+                    params = notification.params if isinstance(notification.params, dict) else {}
+                    await self.events.publish(ResourceUpdated(uri=str(params.get("uri"))))
+
+            session.notification_handler = unsolicited
+            self._direct_sessions[principal] = session
+        return session
+
+    async def _send(
+        self,
+        session: BusSession,
+        method: str,
+        params: dict[str, Any],
+        name: str,
+        relay: MessageHandler,
+    ) -> dict[str, Any]:
         try:
             return await session.request(
                 method, params, name=name, timeout_s=self._call_timeout_s, on_message=relay

@@ -152,17 +152,34 @@ class PolicyMiddleware:
             # 2026-07-28 transport lists tools to check a tools/call's Mcp-Param headers):
             # it spends no token and leaves no record, and sees only allowed tools.
             return self._only_allowed(principal, ctx.method, await call_next(ctx))
+        return await self.enforce(
+            principal, ctx.method, ctx.params or {}, state, lambda: call_next(ctx)
+        )
+
+    async def enforce(
+        self,
+        principal: str,
+        method: str,
+        params: Mapping[str, Any],
+        state: MutableMapping[str, Any] | None,
+        call_next: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        """Run one client request through the chain; ``call_next`` serves it.
+
+        The SDK middleware and the gateway's direct path for 2026-07-28 tool calls
+        both come here, so a request is refused, validated, filtered and audited the
+        same way whichever path serves it.
+        """
         if state is not None:
             state[AUDITED] = True
         started = time.perf_counter()
-        params: Mapping[str, Any] = ctx.params or {}
         name = params.get("name")
-        tool = name if ctx.method == "tools/call" and isinstance(name, str) else None
-        subject = subject_of(ctx.method, params)
+        tool = name if method == "tools/call" and isinstance(name, str) else None
+        subject = subject_of(method, params)
         record: dict[str, Any] = {
             "time": time.time(),
             "principal": principal,
-            "method": ctx.method,
+            "method": method,
             "tool": tool,
         }
         if subject is not None and subject.name is not None and tool is None:
@@ -171,13 +188,13 @@ class PolicyMiddleware:
         try:
             # Over HTTP the door (RateLimitGate) charged the buckets already.
             charged = state is not None and state.get(RATE_CHARGED, False)
-            self._refuse_cheaply(principal, ctx.method, params, tool, charged)
+            self._refuse_cheaply(principal, method, params, tool, charged)
             arguments = params.get("arguments")
             if isinstance(arguments, dict):
                 record[ARGUMENTS] = arguments  # the audit writer redacts and digests them
             if tool is not None:
                 await self._validate(tool, arguments if isinstance(arguments, dict) else {})
-            result = self._only_allowed(principal, ctx.method, await call_next(ctx))
+            result = self._only_allowed(principal, method, await call_next())
             if self._config.redact_results and tool is not None and result is not None:
                 result = _redacted_result(result)
             return result

@@ -22,8 +22,9 @@ From the outside in:
 Guards tell the door why they refused through ``scope["state"]`` (:data:`REFUSED`); the
 policy chain marks a request it audited (:data:`AUDITED`), the body guard records the
 client's JSON-RPC method, id and tool (:data:`CLIENT_METHOD`, :data:`CLIENT_ID`,
-:data:`CLIENT_TOOL`), and the rate gate marks a request it charged (:data:`RATE_CHARGED`)
-so the policy chain does not charge it twice.
+:data:`CLIENT_TOOL`) and the parsed request (:data:`CLIENT_MESSAGE`), and the rate
+gate marks a request it charged (:data:`RATE_CHARGED`) so the policy chain does not
+charge it twice.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from transports.errors import (
 __all__ = [
     "AUDITED",
     "CLIENT_ID",
+    "CLIENT_MESSAGE",
     "CLIENT_METHOD",
     "CLIENT_TOOL",
     "PRINCIPAL",
@@ -70,6 +72,7 @@ REFUSED = "raybus_refused"  # set by a guard: why it refused the request
 CLIENT_METHOD = "raybus_method"  # set by JsonBodyGuard: the JSON-RPC method the client sent
 CLIENT_ID = "raybus_request_id"  # set by JsonBodyGuard: the JSON-RPC id of that request
 CLIENT_TOOL = "raybus_tool"  # set by JsonBodyGuard: the tool a tools/call names
+CLIENT_MESSAGE = "raybus_message"  # set by JsonBodyGuard: the request, parsed once
 RATE_CHARGED = "raybus_rate_charged"  # set by RateLimitGate: its buckets were spent
 
 
@@ -275,6 +278,7 @@ class JsonBodyGuard:
         if isinstance(method, str) and "id" in parsed:
             state[CLIENT_METHOD] = method
             state[CLIENT_ID] = parsed["id"]
+            state[CLIENT_MESSAGE] = parsed
             params = parsed.get("params")
             name = params.get("name") if isinstance(params, dict) else None
             if method == "tools/call" and isinstance(name, str):

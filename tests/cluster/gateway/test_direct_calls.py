@@ -1,0 +1,249 @@
+"""The direct path for 2026-07-28 tool calls answers exactly as the SDK's path does.
+
+The gateway's HTTP app is served by uvicorn over a fake bus (no Ray). Each request is
+sent twice: once as it is served now, and once with the direct path switched off, so the
+SDK's own Streamable HTTP path answers it. Status, content type and the JSON-RPC
+messages must match; the bus must see the same calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx2 as httpx
+import mcp
+import pytest
+
+from actors.discovery.catalog import Catalog
+from cluster.config import parse_config
+from cluster.gateway import direct_calls
+from cluster.gateway.app import bind_listener, http_server
+from cluster.gateway.bus import MessageHandler
+from cluster.gateway.server import Gateway
+from tests.cluster.gateway.fake_bus import FakeBus, Tool, fake_bus, text_result
+from transports.errors import BusErrorCode
+from transports.message import Notification, Request
+
+VERSION = "2026-07-28"
+META = {
+    "io.modelcontextprotocol/protocolVersion": VERSION,
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+HEADERS = {
+    "accept": "application/json, text/event-stream",
+    "content-type": "application/json",
+    "mcp-protocol-version": VERSION,
+}
+
+
+async def chatty(params: dict[str, Any], on_message: MessageHandler | None) -> dict[str, Any]:
+    """Logs, then asks the client something: the era has no back channel for that."""
+    assert on_message is not None
+    log = {"level": "info", "data": "working"}
+    await on_message(Notification(method="notifications/message", params=log))
+    sampling = {"messages": [], "maxTokens": 10}
+    await on_message(Request(id="s1", method="sampling/createMessage", params=sampling))
+    return text_result("unreachable")
+
+
+async def invalid(params: dict[str, Any], on_message: MessageHandler | None) -> dict[str, Any]:
+    return {"content": "not a list"}
+
+
+async def input_required(
+    params: dict[str, Any], on_message: MessageHandler | None
+) -> dict[str, Any]:
+    return {
+        "resultType": "input_required",
+        "inputRequests": {"q": {"method": "roots/list"}},
+        "requestState": "opaque",
+    }
+
+
+def bus(**tools: Tool) -> FakeBus:
+    fake = fake_bus()
+    more = {"chatty": chatty, "invalid": invalid, "input_required": input_required, **tools}
+    fake.tools.update(more)
+    listed = [{"name": name, "inputSchema": {"type": "object"}} for name in more]
+    fake.catalog = Catalog.of(tools=[*fake.catalog.tools, *listed], prompts=[*fake.catalog.prompts])
+    return fake
+
+
+@asynccontextmanager
+async def serving(gateway: Gateway, policy: dict[str, Any] | None = None) -> AsyncIterator[str]:
+    config = parse_config(
+        {
+            "name": "direct",
+            "pools": [{"name": "p", "tools": "x:y"}],
+            "gateway": {"policy": policy or {}},
+        }
+    )
+    sock = bind_listener("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = http_server(gateway, config, port)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    # The socket listens already: requests wait in its backlog until uvicorn serves.
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(30):
+            await task
+        sock.close()
+
+
+@contextmanager
+def sdk_path_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with monkeypatch.context() as patch:
+        patch.setattr(direct_calls.DirectToolCalls, "_take", lambda self, scope: None)
+        yield
+
+
+def call(name: str, arguments: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": name, "_meta": dict(META), **extra}
+    if arguments is not None:
+        params["arguments"] = arguments
+    return {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}
+
+
+def messages(response: httpx.Response) -> list[dict[str, Any]]:
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        return [
+            json.loads(line[len("data: ") :])
+            for line in response.text.splitlines()
+            if line.startswith("data: ")
+        ]
+    return [response.json()] if response.content else []
+
+
+async def exchange(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[Any, ...]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(url, json=body, headers={**HEADERS, **headers})
+    kind = response.headers.get("content-type", "").split(";")[0]
+    return response.status_code, kind, messages(response)
+
+
+CASES: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+    ("a plain call", call("echo", {"text": "hi"}), {"mcp-name": "echo"}),
+    ("no arguments", call("echo"), {"mcp-name": "echo"}),
+    (
+        "progress",
+        call("count", {"steps": 3}, _meta={**META, "progressToken": "t"}),
+        {"mcp-name": "count"},
+    ),
+    ("a bus error", call("overloaded", {}), {"mcp-name": "overloaded"}),
+    ("an unknown tool", call("nope", {}), {"mcp-name": "nope"}),
+    ("a log, then a server request", call("chatty", {}), {"mcp-name": "chatty"}),
+    ("a result the schema refuses", call("invalid", {}), {"mcp-name": "invalid"}),
+    ("input required", call("input_required", {}), {"mcp-name": "input_required"}),
+    ("invalid arguments", call("echo", {"text": 5}), {"mcp-name": "echo"}),
+    ("a name header that disagrees", call("echo", {"text": "hi"}), {"mcp-name": "count"}),
+    ("no name header", call("echo", {"text": "hi"}), {}),
+    (
+        "a version header that disagrees",
+        call("echo", {"text": "x"}),
+        {"mcp-protocol-version": "2099-01-01"},
+    ),
+    ("params that break the schema", {**call("echo"), "params": {"name": 5, "_meta": META}}, {}),
+]
+
+
+@pytest.mark.parametrize(("label", "body", "headers"), CASES, ids=[c[0] for c in CASES])
+async def test_the_direct_path_answers_as_the_sdk_does(
+    label: str, body: dict[str, Any], headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = {"mcp-method": "tools/call", **headers}
+    direct_bus, sdk_bus = bus(), bus()
+    policy = {"allow": {"anonymous": ["*"]}}
+    async with serving(Gateway(direct_bus, policy=policy_config(policy))) as url:
+        direct = await exchange(url, body, headers)
+    with sdk_path_only(monkeypatch):
+        async with serving(Gateway(sdk_bus, policy=policy_config(policy))) as url:
+            sdk = await exchange(url, body, headers)
+    assert direct == sdk
+    assert [(c.method, c.name, c.params) for c in direct_bus.calls] == [
+        (c.method, c.name, c.params) for c in sdk_bus.calls
+    ]
+
+
+def policy_config(policy: dict[str, Any]) -> Any:
+    from cluster.gateway.policy.chain import PolicyConfig
+
+    return PolicyConfig.model_validate(policy)
+
+
+async def test_the_official_client_is_served_by_the_direct_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    served: list[str] = []
+    original = Gateway.call_tool_directly
+
+    async def counting(self: Gateway, *args: Any) -> dict[str, Any]:
+        served.append(args[2]["name"])
+        return await original(self, *args)
+
+    monkeypatch.setattr(Gateway, "call_tool_directly", counting)
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with serving(Gateway(bus())) as url, mcp.Client(url) as client:
+        echoed = await client.call_tool("echo", {"text": "hi"})
+        counted = await client.call_tool("count", {"steps": 2}, progress_callback=on_progress)
+    assert echoed.content[0].text == "hi"  # type: ignore[union-attr]
+    assert counted.content[0].text == "counted 2"  # type: ignore[union-attr]
+    assert seen == [1, 2]
+    assert served == ["echo", "count"]
+
+
+async def test_a_client_that_leaves_cancels_its_call() -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hang(params: dict[str, Any], on_message: MessageHandler | None) -> dict[str, Any]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    fake = bus(hang=hang)
+    async with serving(Gateway(fake)) as url:
+        async with httpx.AsyncClient(timeout=30) as http:
+            posting = asyncio.create_task(
+                http.post(
+                    url,
+                    json=call("hang", {}),
+                    headers={**HEADERS, "mcp-method": "tools/call", "mcp-name": "hang"},
+                )
+            )
+            async with asyncio.timeout(30):
+                await started.wait()
+            posting.cancel()  # closes the connection mid-request
+            await asyncio.gather(posting, return_exceptions=True)
+        async with asyncio.timeout(30):
+            await cancelled.wait()
+
+
+async def test_a_forbidden_call_is_refused_and_audited_once(tmp_path: Any) -> None:
+    audit = tmp_path / "audit.jsonl"
+    fake = bus()
+    policy = policy_config({"allow": {"anonymous": ["echo"]}, "audit_path": str(audit)})
+    gateway = Gateway(fake, policy=policy)
+    async with serving(gateway) as url:
+        _, _, answer = await exchange(
+            url, call("count", {}), {"mcp-method": "tools/call", "mcp-name": "count"}
+        )
+    await gateway.aclose()
+    assert answer[0]["error"]["code"] == BusErrorCode.FORBIDDEN
+    assert fake.calls == []
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(r["method"], r["tool"], r["outcome"]) for r in records] == [
+        ("tools/call", "count", f"error {BusErrorCode.FORBIDDEN}")
+    ]
