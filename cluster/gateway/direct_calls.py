@@ -41,6 +41,7 @@ from mcp.shared.inbound import (
 from mcp_types.methods import validate_client_request
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cluster.gateway.policy.http_guards import CLIENT_MESSAGE, PRINCIPAL
@@ -92,7 +93,7 @@ class DirectToolCalls:
         self._path = path.rstrip("/") or "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        taken = self._take(scope)
+        taken = await self._take(scope)
         if taken is None:
             await self._app(scope, receive, send)
             return
@@ -103,7 +104,7 @@ class DirectToolCalls:
             principal if isinstance(principal, str) else ANONYMOUS, version, state, receive
         )
 
-    def _take(self, scope: Scope) -> tuple[dict[str, Any], str] | None:
+    async def _take(self, scope: Scope) -> tuple[dict[str, Any], str] | None:
         """The request and its version when this path serves it, else None."""
         if scope["type"] != "http" or (scope["path"].rstrip("/") or "/") != self._path:
             return None
@@ -114,6 +115,9 @@ class DirectToolCalls:
         raw = scope["headers"]
         if not any(k == b"mcp-protocol-version" and v in _MODERN for k, v in raw):
             return None
+        # Refreshed here (within the catalog TTL) so that the SDK's synchronous
+        # Mcp-Param hook reads a fresh index too when a request goes on to it.
+        await self._gateway.tools_by_name()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
         if not _accepts_json_and_sse(headers.get("accept", "")):
             return None
@@ -130,11 +134,13 @@ class DirectToolCalls:
         except ValidationError:
             return None
         assert isinstance(params, dict)  # the schema says so
-        if not self._param_headers_fit(params, headers):
+        # Starlette's multi-valued view, as the SDK passes it: a repeated Mcp-Param
+        # header must be seen twice to be refused.
+        if not self._param_headers_fit(params, Headers(scope=scope)):
             return None
         return message, verdict.protocol_version
 
-    def _param_headers_fit(self, params: dict[str, Any], headers: dict[str, str]) -> bool:
+    def _param_headers_fit(self, params: dict[str, Any], headers: Headers) -> bool:
         arguments = params.get("arguments") or {}
         if not isinstance(arguments, dict):
             return False

@@ -135,7 +135,7 @@ class Gateway:
         self.audit = AuditLog(
             policy.audit_path, key.get_secret_value().encode() if key is not None else None
         )
-        self.policy = PolicyMiddleware(policy, self._tools_by_name, self.audit)
+        self.policy = PolicyMiddleware(policy, self.tools_by_name, self.audit)
         self.server.middleware.append(self.policy)
 
     async def aclose(self) -> None:
@@ -181,7 +181,7 @@ class Gateway:
             self._catalogs_at = now
         return self._catalogs
 
-    async def _tools_by_name(self) -> dict[str, dict[str, Any]]:
+    async def tools_by_name(self) -> dict[str, dict[str, Any]]:
         # Asked on every tools/call (argument validation): rebuilt only when the catalogs are.
         catalogs = await self.catalogs()
         if self._tools_index[0] is not catalogs:

@@ -24,7 +24,7 @@ from cluster.gateway import direct_calls
 from cluster.gateway.app import bind_listener, http_server
 from cluster.gateway.bus import MessageHandler
 from cluster.gateway.server import Gateway
-from tests.cluster.gateway.fake_bus import FakeBus, Tool, fake_bus, text_result
+from tests.cluster.gateway.fake_bus import FakeBus, Tool, echo, fake_bus, text_result
 from transports.errors import BusErrorCode
 from transports.message import Notification, Request
 
@@ -69,6 +69,11 @@ def bus(**tools: Tool) -> FakeBus:
     more = {"chatty": chatty, "invalid": invalid, "input_required": input_required, **tools}
     fake.tools.update(more)
     listed = [{"name": name, "inputSchema": {"type": "object"}} for name in more]
+    fake.tools["route"] = echo
+    region = {"type": "string", "x-mcp-header": "Region"}
+    listed.append(
+        {"name": "route", "inputSchema": {"type": "object", "properties": {"region": region}}}
+    )
     fake.catalog = Catalog.of(tools=[*fake.catalog.tools, *listed], prompts=[*fake.catalog.prompts])
     return fake
 
@@ -99,7 +104,13 @@ async def serving(gateway: Gateway, policy: dict[str, Any] | None = None) -> Asy
 @contextmanager
 def sdk_path_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     with monkeypatch.context() as patch:
-        patch.setattr(direct_calls.DirectToolCalls, "_take", lambda self, scope: None)
+
+        async def never(self: object, scope: object) -> None:
+            return None
+
+        patch.setattr(direct_calls.DirectToolCalls, "_take", never)
+        # The SDK as it is out of the box: Mcp-Param headers checked against a listing.
+        patch.setattr(Gateway, "input_schema", None)
         yield
 
 
@@ -120,50 +131,90 @@ def messages(response: httpx.Response) -> list[dict[str, Any]]:
     return [response.json()] if response.content else []
 
 
-async def exchange(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[Any, ...]:
+async def exchange(
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    extra: list[tuple[str, str]] | None = None,
+) -> tuple[Any, ...]:
     async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.post(url, json=body, headers={**HEADERS, **headers})
+        sent = [*{**HEADERS, **headers}.items(), *(extra or [])]
+        response = await http.post(url, json=body, headers=sent)
     kind = response.headers.get("content-type", "").split(";")[0]
     return response.status_code, kind, messages(response)
 
 
-CASES: list[tuple[str, dict[str, Any], dict[str, str]]] = [
-    ("a plain call", call("echo", {"text": "hi"}), {"mcp-name": "echo"}),
-    ("no arguments", call("echo"), {"mcp-name": "echo"}),
+ROUTE = {"mcp-name": "route"}
+CASES: list[tuple[str, dict[str, Any], dict[str, str], list[tuple[str, str]]]] = [
     (
-        "progress",
-        call("count", {"steps": 3}, _meta={**META, "progressToken": "t"}),
-        {"mcp-name": "count"},
+        "a param header that fits",
+        call("route", {"region": "eu"}),
+        ROUTE,
+        [("mcp-param-region", "eu")],
     ),
-    ("a bus error", call("overloaded", {}), {"mcp-name": "overloaded"}),
-    ("an unknown tool", call("nope", {}), {"mcp-name": "nope"}),
-    ("a log, then a server request", call("chatty", {}), {"mcp-name": "chatty"}),
-    ("a result the schema refuses", call("invalid", {}), {"mcp-name": "invalid"}),
-    ("input required", call("input_required", {}), {"mcp-name": "input_required"}),
-    ("invalid arguments", call("echo", {"text": 5}), {"mcp-name": "echo"}),
-    ("a name header that disagrees", call("echo", {"text": "hi"}), {"mcp-name": "count"}),
-    ("no name header", call("echo", {"text": "hi"}), {}),
     (
-        "a version header that disagrees",
-        call("echo", {"text": "x"}),
-        {"mcp-protocol-version": "2099-01-01"},
+        "a param header that differs",
+        call("route", {"region": "eu"}),
+        ROUTE,
+        [("mcp-param-region", "us")],
     ),
-    ("params that break the schema", {**call("echo"), "params": {"name": 5, "_meta": META}}, {}),
+    ("a param header missing", call("route", {"region": "eu"}), ROUTE, []),
+    (
+        "a param header twice",
+        call("route", {"region": "eu"}),
+        ROUTE,
+        [("mcp-param-region", "eu")] * 2,
+    ),
+    ("a param header without its argument", call("route", {}), ROUTE, [("mcp-param-region", "eu")]),
+]
+CASES += [
+    (label, body, headers, [])
+    for label, body, headers in [
+        ("a plain call", call("echo", {"text": "hi"}), {"mcp-name": "echo"}),
+        ("no arguments", call("echo"), {"mcp-name": "echo"}),
+        (
+            "progress",
+            call("count", {"steps": 3}, _meta={**META, "progressToken": "t"}),
+            {"mcp-name": "count"},
+        ),
+        ("a bus error", call("overloaded", {}), {"mcp-name": "overloaded"}),
+        ("an unknown tool", call("nope", {}), {"mcp-name": "nope"}),
+        ("a log, then a server request", call("chatty", {}), {"mcp-name": "chatty"}),
+        ("a result the schema refuses", call("invalid", {}), {"mcp-name": "invalid"}),
+        ("input required", call("input_required", {}), {"mcp-name": "input_required"}),
+        ("invalid arguments", call("echo", {"text": 5}), {"mcp-name": "echo"}),
+        ("a name header that disagrees", call("echo", {"text": "hi"}), {"mcp-name": "count"}),
+        ("no name header", call("echo", {"text": "hi"}), {}),
+        (
+            "a version header that disagrees",
+            call("echo", {"text": "x"}),
+            {"mcp-protocol-version": "2099-01-01"},
+        ),
+        (
+            "params that break the schema",
+            {**call("echo"), "params": {"name": 5, "_meta": META}},
+            {},
+        ),
+    ]
 ]
 
 
-@pytest.mark.parametrize(("label", "body", "headers"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("label", "body", "headers", "extra"), CASES, ids=[c[0] for c in CASES])
 async def test_the_direct_path_answers_as_the_sdk_does(
-    label: str, body: dict[str, Any], headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    label: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    extra: list[tuple[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     headers = {"mcp-method": "tools/call", **headers}
     direct_bus, sdk_bus = bus(), bus()
     policy = {"allow": {"anonymous": ["*"]}}
     async with serving(Gateway(direct_bus, policy=policy_config(policy))) as url:
-        direct = await exchange(url, body, headers)
+        direct = await exchange(url, body, headers, extra)
     with sdk_path_only(monkeypatch):
         async with serving(Gateway(sdk_bus, policy=policy_config(policy))) as url:
-            sdk = await exchange(url, body, headers)
+            sdk = await exchange(url, body, headers, extra)
     assert direct == sdk
     assert [(c.method, c.name, c.params) for c in direct_bus.calls] == [
         (c.method, c.name, c.params) for c in sdk_bus.calls
