@@ -100,19 +100,30 @@ async def _launch(
         LedgerActor.options(  # type: ignore[attr-defined]
             name=actor_names.ledger(bus), **_CONTROL_OPTIONS
         ).remote(ledger_ttl_s)
-    await discovery.start.remote()
+    # Every control actor is created at once, so their processes start side by side
+    # (each is a Python start plus imports, about a second on a loaded 2-core machine);
+    # calls to one queue until it is up, and names resolve from creation on.
     router = RouterActor.options(  # type: ignore[attr-defined]
         name=actor_names.router(bus), **_CONTROL_OPTIONS
     ).remote(bus, config.router)
-    await router.start.remote()
     supervisor = SupervisorActor.options(  # type: ignore[attr-defined]
         name=actor_names.supervisor(bus), **_CONTROL_OPTIONS
     ).remote(config)
+    autoscaler = None
+    if config.autoscaler.enabled and any(p.autoscale.enabled for p in config.pools):
+        autoscaler = AutoscalerActor.options(  # type: ignore[attr-defined]
+            name=actor_names.autoscaler(bus), **_CONTROL_OPTIONS
+        ).remote(config)
+    # Workers start meanwhile; their beats and the router's subscription find discovery
+    # whenever it is up (both start it if need be), and subscribing replays membership.
+    workers_started = supervisor.start.remote()
+    await discovery.start.remote()
+    await router.start.remote()
     expected = {p.name: p.min_workers for p in config.pools}
     try:
         async with asyncio.timeout(ready_timeout_s):
             try:
-                counts: dict[str, int] = await supervisor.start.remote()
+                counts: dict[str, int] = await workers_started
             except PoolStartFailed as exc:  # Ray re-raises it wrapped: unwrap to one line
                 cause = getattr(exc, "cause", exc)
                 raise PoolStartFailed(cause.pool, cause.reason) from None
@@ -121,10 +132,7 @@ async def _launch(
         waiting = await _pools_not_ready(router, expected)
         operation = f"starting bus {bus!r} ({waiting})" if waiting else f"starting bus {bus!r}"
         raise BusTimeout(operation, ready_timeout_s) from None
-    if config.autoscaler.enabled and any(p.autoscale.enabled for p in config.pools):
-        autoscaler = AutoscalerActor.options(  # type: ignore[attr-defined]
-            name=actor_names.autoscaler(bus), **_CONTROL_OPTIONS
-        ).remote(config)
+    if autoscaler is not None:  # started once the pools are up: nothing to resize before
         await autoscaler.start.remote()
     logger.info("bus %s up: %s", bus, counts)
     return {"bus": bus, "workers": counts}

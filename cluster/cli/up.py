@@ -62,22 +62,34 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     launched = False
-    with signals_cancel(loop) as interrupt:
-        try:
+    if sock is not None:
+        port = int(sock.getsockname()[1])
+    replicas = (
+        None if stdio else GatewayReplicas(config, config.gateway.port if port is None else port)
+    )
+    try:
+        with signals_cancel(loop) as interrupt:
             try:
-                await launch_bus(config)
-                launched = True
-            except BusAlreadyRunning:
-                print(
-                    f"raybus: bus {config.name!r} already runs on this Ray cluster: serving "
-                    "a gateway for it (it keeps running when this stops)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        except asyncio.CancelledError:
-            if not interrupt.fired:
-                raise
-            raise StartInterrupted(config.name) from None
+                if replicas is not None:
+                    replicas.spawn()  # their start overlaps the bus's
+                try:
+                    await launch_bus(config)
+                    launched = True
+                except BusAlreadyRunning:
+                    print(
+                        f"raybus: bus {config.name!r} already runs on this Ray cluster: "
+                        "serving a gateway for it (it keeps running when this stops)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            except asyncio.CancelledError:
+                if not interrupt.fired:
+                    raise
+                raise StartInterrupted(config.name) from None
+    except BaseException:
+        if replicas is not None:
+            await replicas.stop()
+        raise
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
@@ -85,15 +97,12 @@ async def serve(
     if stop is not None:
         background.append(loop.create_task(_when_set(stop, stopping.set)))
     try:
-        if stdio:
+        if replicas is None:
             await _serve_stdio(config, ready, stopping)
         else:
             if sock is not None:
-                chosen_port = int(sock.getsockname()[1])
                 sock.close()  # the replica on this node binds it now
-            else:
-                chosen_port = config.gateway.port if port is None else port
-            await _serve_http(config, chosen_port, ready, stopping)
+            await _serve_http(replicas, ready, stopping)
     finally:
         for helper in background:
             helper.cancel()
@@ -103,8 +112,7 @@ async def serve(
             await stop_bus(config.name)
 
 
-async def _serve_http(config: BusConfig, port: int, ready: Any, stopping: asyncio.Event) -> None:
-    replicas = GatewayReplicas(config, port)
+async def _serve_http(replicas: GatewayReplicas, ready: Any, stopping: asyncio.Event) -> None:
     try:
         started = await _until(stopping, replicas.reconcile())
         if started is None:

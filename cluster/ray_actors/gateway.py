@@ -133,6 +133,7 @@ class GatewayReplicas:
         self._config = config
         self._port = port
         self._replicas: dict[str, tuple[ReplicaInfo, Any]] = {}  # by node id
+        self._spawned: dict[str, tuple[str, Any]] = {}  # by node id: (name, handle) not started
 
     @property
     def replicas(self) -> list[ReplicaInfo]:
@@ -164,15 +165,31 @@ class GatewayReplicas:
                 started.append(await self._start_on(node_id, node_ip))
         return started
 
-    async def _start_on(self, node_id: str, node_ip: str) -> ReplicaInfo:
-        taken = {info.port for info in self.replicas if info.node_ip == node_ip}
-        port = 0 if self._port in taken else self._port  # one IP, several Ray nodes
+    def spawn(self) -> None:
+        """Create a replica actor on every alive node without serving yet.
+
+        Called while the bus starts: a replica's process start and imports (the SDK,
+        uvicorn) then overlap the bus's own start instead of following it.
+        """
+        nodes = ray.nodes()  # type: ignore[no-untyped-call]
+        for node in nodes:
+            if node["Alive"] and node["NodeID"] not in self._spawned:
+                self._spawned[node["NodeID"]] = self._create(node["NodeID"])
+
+    def _create(self, node_id: str) -> tuple[str, Any]:
         name = f"raybus/{self._config.name}/gateway/{node_id[:8]}-{uuid.uuid4().hex[:6]}"
         handle = GatewayReplica.options(  # type: ignore[attr-defined]
             name=name,
             namespace=NAMESPACE,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         ).remote(self._config, name)
+        return name, handle
+
+    async def _start_on(self, node_id: str, node_ip: str) -> ReplicaInfo:
+        taken = {info.port for info in self.replicas if info.node_ip == node_ip}
+        port = 0 if self._port in taken else self._port  # one IP, several Ray nodes
+        spawned = self._spawned.pop(node_id, None)
+        name, handle = spawned if spawned is not None else self._create(node_id)
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):
                 bound_port: int = await handle.start.remote(port)
@@ -197,6 +214,9 @@ class GatewayReplicas:
         """Stop every replica (each writes its audit records), then end them."""
         handles = [handle for _, handle in self._replicas.values()]
         self._replicas.clear()
+        for _, spawned in self._spawned.values():
+            ray.kill(spawned)  # never started: nothing to drain
+        self._spawned.clear()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_STOP_TIMEOUT_S):
                 await asyncio.gather(*(h.stop.remote() for h in handles), return_exceptions=True)
