@@ -66,6 +66,10 @@ class CircuitBreaker:
         self._clock = clock
         self._state = BreakerState.CLOSED
         self._window: deque[Outcome] = deque()
+        # Kept with the window: a completion costs O(1), not a pass over the window
+        # (which holds every call of the last window_s: thousands under load).
+        self._failures_in_window = 0
+        self._slow_in_window = 0
         self._opened_at_s = 0.0
         self._probes: dict[object, float] = {}  # probe token -> started at
         self.transitions = 0
@@ -102,6 +106,8 @@ class CircuitBreaker:
         if self._state is BreakerState.OPEN:
             return
         self._window.append(Outcome(now, failed, slow))
+        self._failures_in_window += failed
+        self._slow_in_window += slow
         self._evaluate(now)
 
     def release(self, token: object) -> None:
@@ -132,12 +138,14 @@ class CircuitBreaker:
     def _evaluate(self, now: float) -> None:
         horizon = now - self.config.window_s
         while self._window and self._window[0].at_s < horizon:
-            self._window.popleft()
+            gone = self._window.popleft()
+            self._failures_in_window -= gone.failed
+            self._slow_in_window -= gone.slow
         calls = len(self._window)
         if calls < self.config.minimum_calls:
             return
-        failures = sum(1 for o in self._window if o.failed)
-        slow = sum(1 for o in self._window if o.slow)
+        failures = self._failures_in_window
+        slow = self._slow_in_window
         if failures / calls >= self.config.failure_rate_threshold:
             self._open(now, f"failure rate {failures}/{calls}")
         elif slow / calls >= self.config.slow_call_rate_threshold:
@@ -146,12 +154,16 @@ class CircuitBreaker:
     def _open(self, now: float, reason: str) -> None:
         self._opened_at_s = now
         self._probes.clear()
-        self._window.clear()
+        self._clear_window()
         self._set(BreakerState.OPEN, reason)
 
     def _close(self) -> None:
-        self._window.clear()
+        self._clear_window()
         self._set(BreakerState.CLOSED, "probe succeeded")
+
+    def _clear_window(self) -> None:
+        self._window.clear()
+        self._failures_in_window = self._slow_in_window = 0
 
     def _set(self, state: BreakerState, reason: str) -> None:
         if state is not self._state:
