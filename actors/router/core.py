@@ -226,9 +226,12 @@ class RouterCore:
         """A worker finished calls: free their slots, feed the breaker, dispatch more."""
         pools: set[str] = set()
         for done in completions:
-            call = self._calls.pop(done.key, None)
+            call = self._calls.get(done.key)
             if call is None or call.worker != actor_name:
+                # A late word from a worker the call no longer runs on (it was lost and
+                # the call went elsewhere): the call stays the new worker's to finish.
                 continue
+            del self._calls[done.key]
             pool = self._pools.get(call.pool)
             if pool is None:
                 continue

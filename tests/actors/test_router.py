@@ -130,6 +130,18 @@ def test_the_lag_counts_calls_workers_finished_but_not_abandoned_or_foreign_ones
     assert core.lag()["kit"].completed == 2
 
 
+def test_a_word_from_another_worker_does_not_end_a_call_in_flight() -> None:
+    core, ports, _ = router(("w1", 1), ("w2", 1))
+    core.submit([call("a", 1), call("a", 2), call("a", 3)])
+    running = ports.delivered_to("w1")[0].envelope.correlation_key
+    core.completed("w2", [Completion(running, False, 0.1)])  # stale, e.g. a lost worker's
+    assert core.lag()["kit"].in_flight == 2
+    core.completed("w1", [Completion(running, False, 0.1)])
+    # w1's slot is free again: the queued call went to it.
+    assert len(ports.delivered_to("w1")) == 2
+    assert core.lag()["kit"].completed == 1
+
+
 def test_a_full_queue_rejects_with_overloaded_and_a_retry_hint() -> None:
     core, ports, _ = router(("w1", 1), max_pending_per_pool=2)
     core.submit([call("a", i) for i in range(4)])
