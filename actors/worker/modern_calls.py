@@ -6,7 +6,7 @@ capabilities) in its ``_meta`` envelope, so it needs no session. The SDK's own H
 request-scoped dispatch context; :class:`ModernCalls` does the same for a worker, which
 skips what the SDK's stream loop costs per call: the in-memory streams, the JSON-RPC
 dispatcher's task spawning and a pydantic validate/dump of every message each way (CPU
-per ``echo`` call in a worker: 0.62 ms before, see the README's worker section).
+per ``echo`` call, 64 concurrent, in-process: 0.58 ms before, 0.38 ms after).
 
 What the server emits reaches the link exactly as the stream loop delivered it:
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import anyio
 from mcp.server.connection import Connection, NotifyOnlyOutbound
@@ -66,7 +66,7 @@ _TRANSPORT = TransportContext(kind="jsonrpc", can_send_request=False)
 _CLOSE_WAIT_S = 5.0
 
 
-def is_modern_request(message: TransportMessage) -> bool:
+def is_modern_request(message: TransportMessage) -> TypeGuard[Request]:
     """Does this request open its own 2026-07-28 connection (the SDK's era rule)?
 
     The protocol-version key in ``params._meta`` marks the era; ``initialize`` never does,

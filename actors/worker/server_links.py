@@ -31,7 +31,7 @@ from mcp_types import jsonrpc_message_adapter
 from actors.worker.modern_calls import ModernCalls, is_modern_request
 from transports.codec import message_from_json
 from transports.errors import ConnectionClosed, InvalidMessage
-from transports.message import JSONRPCId, Notification, Request, TransportMessage
+from transports.message import JSONRPCId, Notification, TransportMessage
 from transports.stdio import StdioClientTransport
 
 __all__ = [
@@ -216,7 +216,6 @@ class SdkServerLink:
         if self._closed or self._client_write is None or modern is None:
             raise ConnectionClosed("in-process MCP server stopped")
         if is_modern_request(message):
-            assert isinstance(message, Request)
             modern.start(message, close_stream)
             return
         if isinstance(message, Notification) and message.method == "notifications/cancelled":

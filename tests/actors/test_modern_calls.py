@@ -17,6 +17,7 @@ import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp.shared.memory import create_client_server_memory_streams
 from mcp.shared.message import SessionMessage
@@ -422,6 +423,42 @@ async def test_the_servers_lifespan_is_entered_once_per_link_and_seen_by_both_er
             assert (await reader.answer(request_id)).result["state"] == "lifespan 1"
         assert entries == ["enter"]
     assert entries == ["enter", "exit"]
+
+
+async def test_list_changes_reach_the_worker_over_its_modern_listen_stream() -> None:
+    server = MCPServer("changing")
+
+    @server.tool()
+    async def change(ctx: Context) -> str:
+        """Announce that the tool list changed."""
+        await ctx.notify_tools_changed()
+        return "changed"
+
+    changed: list[str] = []
+    ports = RecordingWorkerPorts()
+    hosted = HostedServer(
+        lambda: SdkServerLink(server),
+        modern_link_factory=lambda: SdkServerLink(server),
+        sink=ports.reply,
+        address=WORKER,
+        on_list_changed=changed.append,
+    )
+    await asyncio.wait_for(hosted.start(), 30)
+    try:
+        params = {"name": "change", "arguments": {}, "_meta": ENVELOPE}
+        # The listen stream opens with the first 2026-07-28 call; a change announced
+        # before it subscribed reaches nobody, so announce until one is heard (bounded).
+        request_id = 0
+        async with asyncio.timeout(60):
+            while not changed:
+                request_id += 1
+                frame = request_frame("a", request_id, "tools/call", params)
+                answer = await hosted.call(frame, timeout_s=10)
+                assert answer is not None
+                assert answer.result["structuredContent"] == {"result": "changed"}
+        assert changed[0] == "tool"
+    finally:
+        await hosted.close()
 
 
 async def test_closing_a_link_answers_its_running_modern_calls() -> None:
