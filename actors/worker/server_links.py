@@ -1,8 +1,9 @@
 """Connections from a worker to the one MCP server it hosts.
 
-* :class:`SdkServerLink` - an official-SDK ``MCPServer`` or low-level ``Server`` object,
-  run unmodified by the SDK's own session machinery over in-memory streams (no HTTP, no
-  subprocess).
+* :class:`SdkServerLink` - an official-SDK ``MCPServer`` or low-level ``Server`` object
+  in this process (no HTTP, no subprocess): handshake-era sessions run unmodified over the
+  SDK's in-memory streams, 2026-07-28 requests go straight into the server with the SDK's
+  ``serve_one`` (see :mod:`actors.worker.modern_calls`).
 * :class:`StdioServerLink` - a server command launched as a subprocess on MCP stdio.
 
 Both carry our JSON-RPC messages and, for what the server sends, the id of the request
@@ -22,13 +23,15 @@ from typing import Any, Protocol
 import anyio
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
+from mcp.server.runner import serve_dual_era_loop
 from mcp.shared.memory import create_client_server_memory_streams
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from mcp_types import jsonrpc_message_adapter
 
+from actors.worker.modern_calls import ModernCalls, is_modern_request
 from transports.codec import message_from_json
 from transports.errors import ConnectionClosed, InvalidMessage
-from transports.message import JSONRPCId, TransportMessage
+from transports.message import JSONRPCId, Notification, TransportMessage
 from transports.stdio import StdioClientTransport
 
 __all__ = [
@@ -130,7 +133,15 @@ def _from_sdk(item: SessionMessage) -> tuple[TransportMessage, Related]:
 
 
 class SdkServerLink:
-    """An SDK server object in this process, over the SDK's in-memory streams."""
+    """An SDK server object in this process, served by the SDK's own code on both eras.
+
+    Handshake-era traffic (``initialize``, the session's calls, answers to the server's
+    sampling / elicitation / roots requests) runs over the SDK's in-memory streams into
+    its dual-era serving loop, unmodified. 2026-07-28 requests are self-contained and go
+    straight into the server through :class:`~actors.worker.modern_calls.ModernCalls`
+    (``serve_one``, as the SDK's HTTP entry serves them). Both share one entry of the
+    server's lifespan, as ``Server.run`` would enter it once per connection.
+    """
 
     def __init__(self, server: MCPServer | Server[Any]) -> None:
         # The SDK's own in-memory client unwraps MCPServer the same way.
@@ -138,56 +149,99 @@ class SdkServerLink:
             server._lowlevel_server if isinstance(server, MCPServer) else server
         )
         self._task: asyncio.Task[None] | None = None
-        self._client_read: Any = None
         self._client_write: Any = None
+        self._modern: ModernCalls | None = None
+        self._inbox: asyncio.Queue[tuple[TransportMessage, Related] | None] = asyncio.Queue()
+        self._legacy_opened = False  # has anything gone into the session streams yet?
         self._ready = asyncio.Event()
         self._closed = False
 
     async def open(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._task = task = asyncio.create_task(self._run())
         async with asyncio.timeout(30):
             await self._ready.wait()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            # The lifespan failed to enter: say why now, not at the first message.
+            raise ConnectionClosed(f"in-process MCP server failed to start: {task.exception()!r}")
 
     async def _run(self) -> None:
+        server = self._server
         try:
-            async with create_client_server_memory_streams() as (client, server_streams):
-                self._client_read, self._client_write = client
-                server_read, server_write = server_streams
+            # What Server.run does, with the lifespan state kept for the direct calls.
+            async with (
+                server.lifespan(server) as lifespan_state,
+                create_client_server_memory_streams() as (client, server_streams),
+            ):
+                client_read, self._client_write = client
+                self._modern = ModernCalls(server, lifespan_state, self._put)
                 self._ready.set()
-                await self._server.run(
-                    server_read, server_write, self._server.create_initialization_options()
-                )
+                pump = asyncio.create_task(self._pump(client_read))
+                try:
+                    await serve_dual_era_loop(
+                        server,
+                        *server_streams,
+                        lifespan_state=lifespan_state,
+                        init_options=server.create_initialization_options(),
+                    )
+                    await pump  # what the server wrote before it stopped
+                finally:
+                    pump.cancel()
+                    # Direct calls use the lifespan state: they end before it does.
+                    await self._modern.close()
         finally:
             self._closed = True
             self._ready.set()
+            self._inbox.put_nowait(None)
+
+    def _put(self, message: TransportMessage, related: Related) -> None:
+        self._inbox.put_nowait((message, related))
+
+    async def _pump(self, client_read: Any) -> None:
+        try:
+            async for item in client_read:
+                if isinstance(item, Exception):
+                    logger.warning("in-process server reported %r", item)
+                    continue
+                try:
+                    self._inbox.put_nowait(_from_sdk(item))
+                except InvalidMessage as exc:
+                    logger.warning("in-process server sent an invalid message: %s", exc)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the session streams closed under us: same as their end
 
     async def send(
         self, message: TransportMessage, close_stream: CloseStream | None = None
     ) -> None:
-        if self._closed or self._client_write is None:
+        modern = self._modern
+        if self._closed or self._client_write is None or modern is None:
             raise ConnectionClosed("in-process MCP server stopped")
+        if is_modern_request(message):
+            modern.start(message, close_stream)
+            return
+        if isinstance(message, Notification) and message.method == "notifications/cancelled":
+            if modern.cancel(message):
+                return
+            if not self._legacy_opened:  # no session to cancel in: only direct calls ran
+                modern.notify(message)
+                return
+        self._legacy_opened = True
         try:
             await self._client_write.send(_to_sdk(message, close_stream))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ConnectionClosed("in-process MCP server stopped") from None
 
     async def receive(self) -> tuple[TransportMessage, Related]:
-        while True:
-            if self._client_read is None:
-                raise ConnectionClosed("in-process MCP server not started")
-            try:
-                item = await self._client_read.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                raise ConnectionClosed("in-process MCP server stopped") from None
-            if isinstance(item, Exception):
-                logger.warning("in-process server reported %r", item)
-                continue
-            try:
-                return _from_sdk(item)
-            except InvalidMessage as exc:
-                logger.warning("in-process server sent an invalid message: %s", exc)
+        if self._task is None:
+            raise ConnectionClosed("in-process MCP server not started")
+        item = await self._inbox.get()
+        if item is None:
+            self._inbox.put_nowait(None)  # every later receive ends the same way
+            raise ConnectionClosed("in-process MCP server stopped")
+        return item
 
     async def close(self) -> None:
+        if self._modern is not None:
+            await self._modern.close()
         if self._client_write is not None:
             await self._client_write.aclose()
         if self._task is not None:
