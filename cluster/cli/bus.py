@@ -22,6 +22,7 @@ from typing import Any
 
 import ray
 
+from actors.capacity import format_amounts
 from cluster.bus import bus_status, launch_bus, stop_bus
 from cluster.cli import batch
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
@@ -108,6 +109,9 @@ def format_status(status: dict[str, Any]) -> str:
             )
         )
     for pool, lag in sorted(status["pools"].items()):
+        placement = _placement_line(lag)
+        if placement:
+            lines.append(f"  {pool}: {placement}")
         if lag.get("starting"):
             lines.append(f"  {pool}: {lag['starting']} worker(s) starting")
         if lag.get("last_failure"):
@@ -127,6 +131,18 @@ def format_status(status: dict[str, Any]) -> str:
             change = f"{d['current']:>3} -> {d['desired']:<3}"
             lines.append(f"{stamp}  {d['pool']:<14}{change} {d['reason']}")
     return "\n".join(lines)
+
+
+def _placement_line(row: dict[str, Any]) -> str:
+    parts = []
+    if row.get("resources"):
+        parts.append(f"each worker reserves {format_amounts(row['resources'])}")
+    if row.get("label_selector"):
+        labels = ", ".join(f"{k}={v}" for k, v in row["label_selector"].items())
+        parts.append(f"on nodes with {labels}")
+    if row.get("env"):
+        parts.append(f"env {', '.join(row['env'])} (values hidden)")
+    return "; ".join(parts)
 
 
 async def _status(args: argparse.Namespace) -> int:
