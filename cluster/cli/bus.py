@@ -26,17 +26,13 @@ from actors.capacity import format_amounts
 from cluster.bus import bus_status, launch_bus, stop_bus
 from cluster.cli import batch
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
+from cluster.cli.join import ClusterUnreachable, join_cluster
 from cluster.cli.local_buses import BusNameTaken, local_bus_address, local_bus_auth_mode
 from cluster.client import BusClient, CallError
 from cluster.config import load_config
-from cluster.naming import NAMESPACE
 from transports.errors import BusError
 
 __all__ = ["add_parsers", "format_status"]
-
-
-def _join(address: str) -> None:
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
 
 
 def _address(args: argparse.Namespace) -> str:
@@ -61,9 +57,9 @@ def _address(args: argparse.Namespace) -> str:
 def _run(handler: Any, args: argparse.Namespace) -> int:
     address = _address(args)
     try:
-        _join(address)
-    except ConnectionError as exc:
-        print(f"raybus: cannot join the Ray cluster at {address!r}: {exc}", file=sys.stderr)
+        join_cluster(address)
+    except ClusterUnreachable as exc:
+        print(f"raybus: {exc}", file=sys.stderr)
         return 2
     try:
         code: int = asyncio.run(handler(args))
