@@ -138,6 +138,8 @@ def join_cluster(address: str) -> None:
     probe_address(address)
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    except ValueError as exc:  # e.g. ray:// without the `ray[client]` extra installed
+        raise ClusterUnreachable(address, str(exc).strip().splitlines()[0]) from None
     except ConnectionError as exc:
         reason = str(exc).strip().splitlines()[0]
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" and address != "auto":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.cli.join import ClusterUnreachable, probe_address
+from cluster.cli.join import ClusterUnreachable, join_cluster, probe_address
 
 
 @contextmanager
@@ -142,3 +143,16 @@ def test_raybus_up_and_start_refuse_an_address_where_nothing_listens_in_one_line
         f"raybus: cannot join the Ray cluster at {address!r}: "
         "nothing listens there (connection refused)"
     ]
+
+
+def test_a_ray_client_address_needs_the_client_extra_and_says_so() -> None:
+    if importlib.util.find_spec("grpc") is not None:
+        pytest.skip("ray[client] is installed here")
+
+    def grpc_like(connection: socket.socket) -> None:
+        connection.recv(1024)
+        connection.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+
+    with listener(grpc_like) as address, pytest.raises(ClusterUnreachable) as caught:
+        join_cluster(f"ray://{address}")
+    assert "requires pip package `ray[client]`" in str(caught.value)
