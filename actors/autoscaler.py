@@ -16,11 +16,12 @@ every interval and applies the sizes it returns. The default :class:`LagPolicy`:
 
 The ceiling is ``max_workers`` lowered by two limits, each named in the decision's reason:
 
-* resources: a pool whose workers reserve CPUs (``cpus_per_worker`` > 0) grows by at most
-  ``floor(free_cpus / cpus_per_worker)`` workers per decision, where ``free_cpus`` is what
-  the cluster has free for this pool (:attr:`Signals.free_cpus`): more workers than the
-  cluster can place would wait unscheduled, adding nothing. Pools reserving no CPUs are
-  I/O-bound by declaration and have no resource ceiling.
+* resources: a pool whose workers reserve resources or need nodes with certain labels
+  (``limited_by_cluster``) grows by at most :attr:`Signals.room` workers per decision:
+  how many more of its workers the nodes it may use can run on their free CPUs, GPUs,
+  memory and custom resources (see :mod:`actors.capacity`). More workers than the cluster
+  can place would wait unscheduled, adding nothing. Pools reserving nothing are I/O-bound
+  by declaration and have no resource ceiling.
 * saturation: after a scale-up from n to m workers, once all m serve, their calls/s over
   ``saturation_window_s`` (while calls stayed queued, so the rate is what m can do) is
   compared with the rate at n. If it rose by less than ``saturation_min_gain`` of the
@@ -47,9 +48,6 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["AutoscaleConfig", "Decision", "LagPolicy", "ScalingPolicy", "Signals"]
-
-# Free CPUs come from Ray as floats (0.1-CPU granularity): 1.9999999 free is 2.
-_CPU_EPSILON = 1e-6
 
 
 class AutoscaleConfig(BaseModel):
@@ -80,7 +78,9 @@ class Signals:
 
     ``completed`` is a cumulative count of calls the pool's workers finished and
     ``workers`` the workers serving (routed); with both, the saturation rule applies.
-    ``free_cpus`` is what the cluster has free for this pool's new workers.
+    ``room`` is how many more workers of this pool the cluster can run now, and
+    ``room_note`` says what limits it (``the cluster has 1 CPU(s) free for workers of
+    2 CPU(s)``), for the decision's reason.
     """
 
     at_s: float
@@ -89,7 +89,8 @@ class Signals:
     oldest_age_s: float | None = None
     completed: int | None = None
     workers: int | None = None
-    free_cpus: float | None = None
+    room: int | None = None
+    room_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +242,9 @@ class _PoolHistory:
 class LagPolicy:
     """The default policy (see the module docstring for its rules).
 
-    ``cpus_per_worker`` is what each of the pool's workers reserves; with 0 the pool has
-    no resource ceiling.
+    ``limited_by_cluster``: the pool's workers reserve resources or need labelled nodes,
+    so it grows only as far as :attr:`Signals.room` allows; otherwise it has no
+    resource ceiling.
     """
 
     def __init__(
@@ -252,16 +254,14 @@ class LagPolicy:
         max_workers: int,
         clock: Callable[[], float] = time.monotonic,
         *,
-        cpus_per_worker: float = 0.0,
+        limited_by_cluster: bool = False,
     ) -> None:
         if min_workers > max_workers:
             raise ValueError("min_workers exceeds max_workers")
-        if cpus_per_worker < 0:
-            raise ValueError("cpus_per_worker must not be negative")
         self.config = config
         self.min_workers = min_workers
         self.max_workers = min(max_workers, config.max_consumers or max_workers)
-        self.cpus_per_worker = cpus_per_worker
+        self.limited_by_cluster = limited_by_cluster
         self._clock = clock
         self._history: dict[str, _PoolHistory] = {}
 
@@ -280,17 +280,15 @@ class LagPolicy:
 
     def _resource_ceiling(self, current: int, signals: Signals) -> tuple[int, str]:
         """The most workers the cluster can run, and why (empty if not limited)."""
-        cpus, free = self.cpus_per_worker, signals.free_cpus
-        if cpus <= 0:
+        if not self.limited_by_cluster:
             return self.max_workers, ""
-        if free is None:  # no reading is not free CPUs: grow no further
-            return current, "no reading of the cluster's free CPUs"
-        fits = current + max(0, math.floor(free / cpus + _CPU_EPSILON))
+        if signals.room is None:  # no reading is not free resources: grow no further
+            return current, "no reading of the cluster's free resources"
+        fits = current + max(0, signals.room)
         if fits >= self.max_workers:
             return self.max_workers, ""
-        return fits, (
-            f"ceiling {fits}: the cluster has {free:g} free CPU(s) for workers of {cpus:g} CPU(s)"
-        )
+        note = signals.room_note or f"the cluster has room for {signals.room} more worker(s)"
+        return fits, f"ceiling {fits}: {note}"
 
     def decide(self, pool: str, current: int, signals: Signals | None) -> Decision:
         now = self._clock()

@@ -16,16 +16,25 @@ from typing import Any
 import ray
 
 from cluster.backends.base import Backend, backend_for
-from cluster.config import BusConfig
+from cluster.config import BusConfig, PoolConfig
 from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
+from cluster.placement import read_cluster
 from cluster.ray_actors.autoscaler import AutoscalerActor
 from cluster.ray_actors.discovery import DiscoveryActor
 from cluster.ray_actors.ledger import LedgerActor
 from cluster.ray_actors.router import RouterActor
 from cluster.ray_actors.supervisor import PoolStartFailed, SupervisorActor
+from cluster.worker_options import env_names
 from transports.errors import BusError, BusTimeout, ConnectionClosed
 
-__all__ = ["BusAlreadyRunning", "PoolStartFailed", "bus_status", "launch_bus", "stop_bus"]
+__all__ = [
+    "BusAlreadyRunning",
+    "PoolStartFailed",
+    "bus_status",
+    "launch_bus",
+    "placement_summary",
+    "stop_bus",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +128,7 @@ async def _launch(
     workers_started = supervisor.start.remote()
     await discovery.start.remote()
     await router.start.remote()
+    await _warn_unplaceable(config)
     expected = {p.name: p.min_workers for p in config.pools}
     try:
         async with asyncio.timeout(ready_timeout_s):
@@ -136,6 +146,32 @@ async def _launch(
         await autoscaler.start.remote()
     logger.info("bus %s up: %s", bus, counts)
     return {"bus": bus, "workers": counts}
+
+
+async def _warn_unplaceable(config: BusConfig) -> None:
+    """Say at once when no node could host a pool's worker (it would wait unscheduled).
+
+    Not an error: on an autoscaling cluster (KubeRay) Ray adds a node that fits, and
+    until then the start waits like any pending actor, up to its timeout.
+    """
+    limited = [
+        p for p in config.pools if p.min_workers and (p.worker_resources or p.label_selector)
+    ]
+    if not limited:
+        return
+    try:
+        reading = await asyncio.to_thread(read_cluster)
+    except Exception as exc:  # noqa: BLE001 - only an early warning is lost
+        logger.debug("no cluster reading for the placement check: %s", exc)
+        return
+    for pool in limited:
+        why = reading.never_fits(pool)
+        if why is not None:
+            logger.warning(
+                "pool %s: %s; its workers wait until such a node joins the cluster",
+                pool.name,
+                why,
+            )
 
 
 async def _wait_routed(router: Any, expected: dict[str, int]) -> None:
@@ -199,6 +235,7 @@ async def bus_status(bus: str) -> dict[str, Any]:
     # pool from the start, so a pool still starting (or failing to) is listed too.
     with contextlib.suppress(ConnectionClosed):
         supervisor = await get_actor_async(actor_names.supervisor(bus))
+        config: BusConfig = await supervisor.config.remote()
         for pool, sizes in (await supervisor.pools.remote()).items():
             row = lag.setdefault(
                 pool,
@@ -208,6 +245,7 @@ async def bus_status(bus: str) -> dict[str, Any]:
             row.update(target=sizes["target"], starting=sizes["starting"])
             row.update(spares=sizes.get("spares", 0))
             row.update(last_failure=sizes["last_failure"])
+            row.update(placement_summary(config.pool(pool)))
     decisions: list[dict[str, Any]] = []
     try:
         autoscaler = await get_actor_async(actor_names.autoscaler(bus))
@@ -232,6 +270,15 @@ async def bus_status(bus: str) -> dict[str, Any]:
             for w in workers
         ],
         "decisions": decisions,
+    }
+
+
+def placement_summary(pool: PoolConfig) -> dict[str, Any]:
+    """What a pool's workers reserve and where they may run; env by name only."""
+    return {
+        "resources": pool.worker_resources,
+        "label_selector": dict(pool.label_selector),
+        "env": env_names(pool.env, pool.runtime_env),
     }
 
 

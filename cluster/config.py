@@ -15,8 +15,9 @@ A bad file fails at start with :class:`ConfigError` naming the field and the rea
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 import yaml
@@ -26,12 +27,20 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from actors.autoscaler import AutoscaleConfig
 from actors.router.core import RouterConfig
 from cluster.gateway.policy.chain import PolicyConfig
+from cluster.worker_options import (
+    RuntimeEnvConfig,
+    parse_memory,
+    ray_option_problem,
+    redacted_env,
+)
 from transports.errors import BusError
 
 __all__ = [
@@ -73,7 +82,11 @@ class PoolConfig(_Strict):
     server: str | None = Field(None, description="official-SDK server object, 'pkg.module:attr'")
     command: list[str] | None = Field(None, description="stdio server command line")
     tools: str | None = Field(None, description="module whose public functions are tools")
-    env: dict[str, str] = Field(default_factory=dict, description="extra env for commands")
+    # Travels with the pool's configuration, never through Ray's runtime_env (whose agent
+    # logs env_vars on every node): the place for secrets. Shown by name only.
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment of the server (command or worker process)"
+    )
     min_workers: int = Field(1, ge=0)
     max_workers: int = Field(4, ge=1)
     max_concurrency: int = Field(32, ge=1, description="calls one worker runs at once")
@@ -82,6 +95,18 @@ class PoolConfig(_Strict):
     # declare what one worker uses, so the autoscaler never starts more of them than the
     # cluster can run at once.
     num_cpus: float = Field(0.0, ge=0, description="CPUs reserved per worker actor")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per worker actor")
+    memory: int | None = Field(
+        None, ge=0, description="heap memory reserved per worker: bytes, or '512MiB', '2GiB'"
+    )
+    resources: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="custom Ray resources per worker, e.g. {accel: 1}"
+    )
+    # Ray's label selector: a worker runs only on a node whose labels match, e.g.
+    # {"ray.io/accelerator-type": "A100", "zone": "in(us-a,us-b)", "market": "!spot"}.
+    label_selector: dict[str, str] = Field(
+        default_factory=dict, description="labels a worker's node must have"
+    )
     # Spares are started, server loaded and handshaken, but not routed: a scale-up
     # activates one in tens of milliseconds instead of starting a process (~1.5 s).
     warm_spares: int = Field(
@@ -91,11 +116,35 @@ class PoolConfig(_Strict):
     # 1001 and is cancelled on its server instead of holding a slot forever. A caller's
     # own deadline can only shorten it; pools of long tools raise it.
     timeout_s: float = Field(300.0, gt=0, description="per-call deadline on this pool")
-    runtime_env: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Ray runtime_env of each worker (py_modules, working_dir, env_vars, pip)",
+    runtime_env: RuntimeEnvConfig = Field(
+        default_factory=RuntimeEnvConfig,
+        description="Ray runtime_env of each worker (pip, env_vars, working_dir URI, ...)",
     )
     autoscale: AutoscaleConfig = AutoscaleConfig()
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory_size(cls, value: Any) -> Any:
+        return parse_memory(value)
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        own_fields = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
+        for name in value:
+            if name in own_fields:
+                raise ValueError(f"{name!r} is not a custom resource: use {own_fields[name]}")
+            if not name.strip():
+                raise ValueError("resource names must not be empty")
+        return value
+
+    @field_validator("num_cpus", "num_gpus", "memory", "resources", "label_selector")
+    @classmethod
+    def _ray_accepts(cls, value: Any, info: ValidationInfo) -> Any:
+        problem = ray_option_problem(str(info.field_name), value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -112,22 +161,33 @@ class PoolConfig(_Strict):
             raise ValueError(
                 f"min_workers ({self.min_workers}) exceeds max_workers ({self.max_workers})"
             )
-        _check_runtime_env(self.runtime_env)
         return self
 
+    @property
+    def worker_resources(self) -> dict[str, float]:
+        """What one worker reserves, by Ray resource name (only amounts above zero)."""
+        amounts = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": float(self.memory or 0)}
+        return {name: amount for name, amount in {**amounts, **self.resources}.items() if amount}
 
-def _check_runtime_env(runtime_env: dict[str, Any]) -> None:
-    # Workers are created by the detached supervisor, not by a driver, and Ray uploads
-    # local directories only for a driver's job: a local path would fail on every worker.
-    for field in ("py_modules", "working_dir"):
-        value = runtime_env.get(field)
-        paths = value if isinstance(value, list) else [value] if value else []
-        local = [p for p in paths if not (isinstance(p, str) and "://" in p)]
-        if local:
-            raise ValueError(
-                f"runtime_env.{field} needs URIs (s3://, gs://, https://...), not local paths "
-                f"{local}: upload them, or put them on PYTHONPATH via runtime_env.env_vars"
-            )
+    def actor_options(self) -> dict[str, Any]:
+        """The Ray actor options that place and size one worker."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            options["num_gpus"] = self.num_gpus
+        if self.memory:
+            options["memory"] = self.memory
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        if self.label_selector:
+            options["label_selector"] = dict(self.label_selector)
+        # Ray ships the pool's code and environment to whichever node runs it.
+        options["runtime_env"] = self.runtime_env.as_ray()
+        return options
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A configuration may end up in a log line: the env's values never do.
+        for name, value in super().__repr_args__():
+            yield name, redacted_env(value) if name == "env" else value
 
 
 class DiscoveryConfig(_Strict):
@@ -247,10 +307,15 @@ class BusConfig(_Strict):
 
 
 def _problems(exc: ValidationError) -> list[str]:
+    """One line per problem, ``pools[0].num_gpus: <why>``; never the offending value
+    (it may be a secret)."""
     out = []
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        out.append(f"{where}: {error['msg']}")
+    for error in exc.errors(include_url=False, include_input=False):
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+        ).lstrip(".")
+        message = error["msg"].removeprefix("Value error, ")
+        out.append(f"{where or '(top level)'}: {message}")
     return out
 
 

@@ -22,20 +22,17 @@ from typing import Any
 
 import ray
 
+from actors.capacity import format_amounts
 from cluster.bus import bus_status, launch_bus, stop_bus
 from cluster.cli import batch
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
+from cluster.cli.join import ClusterUnreachable, join_cluster
 from cluster.cli.local_buses import BusNameTaken, local_bus_address, local_bus_auth_mode
 from cluster.client import BusClient, CallError
 from cluster.config import load_config
-from cluster.naming import NAMESPACE
 from transports.errors import BusError
 
 __all__ = ["add_parsers", "format_status"]
-
-
-def _join(address: str) -> None:
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
 
 
 def _address(args: argparse.Namespace) -> str:
@@ -60,9 +57,9 @@ def _address(args: argparse.Namespace) -> str:
 def _run(handler: Any, args: argparse.Namespace) -> int:
     address = _address(args)
     try:
-        _join(address)
-    except ConnectionError as exc:
-        print(f"raybus: cannot join the Ray cluster at {address!r}: {exc}", file=sys.stderr)
+        join_cluster(address)
+    except ClusterUnreachable as exc:
+        print(f"raybus: {exc}", file=sys.stderr)
         return 2
     try:
         code: int = asyncio.run(handler(args))
@@ -108,6 +105,9 @@ def format_status(status: dict[str, Any]) -> str:
             )
         )
     for pool, lag in sorted(status["pools"].items()):
+        placement = _placement_line(lag)
+        if placement:
+            lines.append(f"  {pool}: {placement}")
         if lag.get("starting"):
             lines.append(f"  {pool}: {lag['starting']} worker(s) starting")
         if lag.get("last_failure"):
@@ -127,6 +127,18 @@ def format_status(status: dict[str, Any]) -> str:
             change = f"{d['current']:>3} -> {d['desired']:<3}"
             lines.append(f"{stamp}  {d['pool']:<14}{change} {d['reason']}")
     return "\n".join(lines)
+
+
+def _placement_line(row: dict[str, Any]) -> str:
+    parts = []
+    if row.get("resources"):
+        parts.append(f"each worker reserves {format_amounts(row['resources'])}")
+    if row.get("label_selector"):
+        labels = ", ".join(f"{k}={v}" for k, v in row["label_selector"].items())
+        parts.append(f"on nodes with {labels}")
+    if row.get("env"):
+        parts.append(f"env {', '.join(row['env'])} (values hidden)")
+    return "; ".join(parts)
 
 
 async def _status(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from mcp.server.stdio import stdio_server
 
 from cluster.bus import BusAlreadyRunning, launch_bus, stop_bus
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
+from cluster.cli.join import ClusterUnreachable, join_cluster, probe_address
 from cluster.cli.local_buses import claim_bus_name, record_bus_address
 from cluster.cli.preflight import check_pools
 from cluster.client import BusClient
@@ -188,10 +189,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"raybus: refusing to bind {settings.host}: {reason}", file=sys.stderr)
         return 2
     # Everything that can be known without Ray is checked before Ray starts (~20 s on
-    # two cores): the pools' modules and commands, and the port.
+    # two cores): the pools' modules and commands, and the port; or, joining a cluster,
+    # that it answers at its address (Ray alone would retry for minutes).
     with contextlib.ExitStack() as resources:
         try:
-            if not args.address:
+            if args.address:
+                probe_address(args.address)
+            else:
                 check_pools(config)
                 resources.enter_context(claim_bus_name(config.name))
             sock = None
@@ -207,7 +211,11 @@ def _run(args: argparse.Namespace) -> int:
 def _run_bus(args: argparse.Namespace, config: BusConfig, sock: socket.socket | None) -> int:
     settings = config.gateway
     if args.address:
-        ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False)
+        try:
+            join_cluster(args.address)
+        except ClusterUnreachable as exc:
+            print(f"raybus: {exc}", file=sys.stderr)
+            return 2
     else:
         ray.init(
             num_cpus=args.num_cpus,
@@ -247,7 +255,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--port", type=int, default=None, help="override gateway.port (0 = any free)"
     )
     parser.add_argument(
-        "--address", default=None, help="join this Ray cluster instead of starting one"
+        "--address",
+        default=None,
+        help="join this Ray cluster instead of starting one: host:port (the GCS), "
+        "ray://host:10001 or auto",
     )
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs for a local Ray (default 2)")
     parser.set_defaults(run=_run)

@@ -6,10 +6,12 @@ plus the calls in flight. Decisions are made by the pool's policy and applied
 through the supervisor, one resize at a time per pool (a pool being resized holds its
 size). Every decision is kept, newest last, for ``raybus status``.
 
-For pools whose workers reserve CPUs, the cluster's free CPUs are read once per round
-(``ray.available_resources``) and shared out in the round's order: a pool's signal is
-what is free plus what its own warm spares hold (activating a spare needs nothing new),
-minus what pools decided earlier in the round will take.
+For pools whose workers reserve resources (CPUs, GPUs, memory, custom ones) or need
+labelled nodes, the cluster is read once per round (:func:`cluster.placement.read_cluster`:
+each node's labels and free resources) and shared out in the round's order: a pool's
+room is how many more of its workers its usable nodes can run, plus its own warm spares
+(activating a spare needs nothing new), after what pools decided earlier in the round
+will take.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import ray
 
 from actors.autoscaler import Decision, LagPolicy, ScalingPolicy, Signals
 from cluster.backends.base import backend_for
-from cluster.config import BusConfig
+from cluster.config import BusConfig, PoolConfig
 from cluster.naming import HandleCache, actor_names
+from cluster.placement import ClusterReading, read_cluster
 from transports.errors import BusError
 
 __all__ = ["AutoscalerActor"]
@@ -49,12 +52,16 @@ class AutoscalerActor:
                 min(
                     pool.max_workers, pool.autoscale.max_consumers or partitions or pool.max_workers
                 ),
-                cpus_per_worker=pool.num_cpus,
+                limited_by_cluster=_limited_by_cluster(pool),
             )
             for pool in config.pools
             if pool.autoscale.enabled
         }
-        self._cpus_per_worker = {pool.name: pool.num_cpus for pool in config.pools}
+        self._limited = {
+            pool.name: pool
+            for pool in config.pools
+            if pool.name in self._policies and _limited_by_cluster(pool)
+        }
         self._decisions: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
         # Resizes are rare and matter most: kept apart so routine holds never push them out.
         self._changes: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
@@ -87,20 +94,23 @@ class AutoscalerActor:
             logger.warning("no lag signals (%s): holding every pool", exc)
         async with asyncio.timeout(timeout):
             pools: dict[str, dict[str, Any]] = await supervisor.pools.remote()
-        free_cpus = await self._free_cpus()
+        reading = await self._read_cluster()
         now = time.monotonic()
         made = []
         for pool, policy in self._policies.items():
             current = pools.get(pool, {}).get("target", 0)
             spares = pools.get(pool, {}).get("spares", 0)
-            cpus = self._cpus_per_worker.get(pool, 0.0)
             if pool in self._resizing:
                 continue  # the previous resize is still converging: hold
-            free_for_pool = None if free_cpus is None or cpus <= 0 else free_cpus + spares * cpus
-            decision = policy.decide(pool, current, _signals(lag.get(pool), now, free_for_pool))
-            if free_cpus is not None and cpus > 0:
+            limited = self._limited.get(pool)
+            room, note = (None, "")
+            if reading is not None and limited is not None:
+                fits, note = reading.room(limited)
+                room = fits + spares
+            decision = policy.decide(pool, current, _signals(lag.get(pool), now, room, note))
+            if reading is not None and limited is not None:
                 new_workers = max(0, decision.desired - current - spares)
-                free_cpus = max(0.0, free_cpus - new_workers * cpus)
+                reading = reading.after_placing(limited, new_workers)
             self._decisions.append(decision)
             if decision.desired != current:
                 self._changes.append(decision)
@@ -115,16 +125,15 @@ class AutoscalerActor:
                 self._resizing[pool] = task
         return made
 
-    async def _free_cpus(self) -> float | None:
-        """The cluster's unreserved CPUs, if any pool reserves CPUs (None: not read)."""
-        if not any(self._cpus_per_worker.get(pool, 0.0) > 0 for pool in self._policies):
+    async def _read_cluster(self) -> ClusterReading | None:
+        """The nodes' labels and free resources, if a pool is limited by them (else None)."""
+        if not self._limited:
             return None
         try:
-            free: dict[str, float] = await asyncio.to_thread(ray.available_resources)
+            return await asyncio.to_thread(read_cluster)
         except Exception as exc:  # noqa: BLE001 - no reading: those pools hold their size
             logger.warning("no resource reading (%s)", exc)
             return None
-        return free.get("CPU", 0.0)
 
     async def _resize(self, supervisor: Any, pool: str, size: int) -> None:
         try:
@@ -142,7 +151,14 @@ class AutoscalerActor:
         return [_as_dict(d) for d in recent]
 
 
-def _signals(lag: dict[str, Any] | None, now: float, free_cpus: float | None) -> Signals | None:
+def _limited_by_cluster(pool: PoolConfig) -> bool:
+    """Does the pool's size depend on what the cluster's nodes hold (resources, labels)?"""
+    return bool(pool.worker_resources or pool.label_selector)
+
+
+def _signals(
+    lag: dict[str, Any] | None, now: float, room: int | None, room_note: str
+) -> Signals | None:
     if lag is None:
         return None
     return Signals(
@@ -153,7 +169,8 @@ def _signals(lag: dict[str, Any] | None, now: float, free_cpus: float | None) ->
         # Broker backends have no completed-calls counter: the saturation rule skips them.
         completed=lag.get("completed"),
         workers=lag.get("workers"),
-        free_cpus=free_cpus,
+        room=room,
+        room_note=room_note,
     )
 
 

@@ -11,8 +11,9 @@ keeps ``warm_spares`` spares (never more than ``max_workers`` minus its target):
 whose server is started and handshaken but which never registered, so no call reaches
 them and they count toward neither the pool's size nor its capacity. A scale-up
 activates spares first and starts new workers only for the rest; spares are refilled in
-the background once the pool is resized. A spare of a pool that reserves CPUs holds them
-like a worker, so spares are created only from free CPUs. Spares are stopped with the
+the background once the pool is resized. A spare of a pool that reserves resources holds
+them like a worker, so spares are created only where a worker fits now (on a node the
+pool's label selector allows). Spares are stopped with the
 bus; a spare that dies is not replaced until the pool is next resized (no crash loop).
 
 A worker that cannot start is never waited for silently: during the bus's start the
@@ -33,6 +34,7 @@ import ray
 from cluster.backends.base import backend_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.naming import NAMESPACE, HandleCache, actor_names
+from cluster.placement import read_cluster
 from cluster.ray_actors.worker import PoolStartFailed, WorkerActor, start_failure_reason
 
 __all__ = ["PoolStartFailed", "SupervisorActor"]
@@ -41,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 120.0
 _STOP_SPARE_TIMEOUT_S = 10.0
-# Ray reports free CPUs as floats (0.1-CPU granularity): 0.9999999 free is 1.
-_CPU_EPSILON = 1e-6
 # After a worker failed to start (outside the bus's own start), the pool is retried with
 # a growing delay: a passing fault heals by itself, a lasting one does not spin.
 _RETRY_MIN_S = 1.0
@@ -234,11 +234,9 @@ class SupervisorActor:
             name=name,
             namespace=NAMESPACE,
             lifetime="detached",
-            num_cpus=state.config.num_cpus,
             scheduling_strategy="SPREAD",
             max_concurrency=10_000,
-            # Ray ships the pool's code and environment to whichever node runs it.
-            runtime_env=state.config.runtime_env or None,
+            **state.config.actor_options(),  # resources, node labels, runtime_env
         ).remote(self._config, state.config, name)
         return name, handle
 
@@ -286,8 +284,8 @@ class SupervisorActor:
     async def _refill(self, state: _PoolState) -> None:
         """Start spares up to the wanted number; give up quietly until the next resize."""
         while len(state.spares) < self._spares_wanted(state):
-            if not await self._cpus_free_for(state.config):
-                logger.info("pool %s: no free CPUs for a warm spare", state.config.name)
+            if not await self._fits_now(state.config):
+                logger.info("pool %s: no room for a warm spare", state.config.name)
                 return
             name, handle = self._create(state)
             state.spares_starting[name] = handle
@@ -304,11 +302,12 @@ class SupervisorActor:
             self._watch_later(state, name, handle)
             logger.info("spare %s of pool %s ready", name, state.config.name)
 
-    async def _cpus_free_for(self, pool: PoolConfig) -> bool:
-        if pool.num_cpus <= 0:
+    async def _fits_now(self, pool: PoolConfig) -> bool:
+        """Could one more worker of ``pool`` be placed now (free resources, labels)?"""
+        if not (pool.worker_resources or pool.label_selector):
             return True
-        free: dict[str, float] = await asyncio.to_thread(ray.available_resources)
-        return free.get("CPU", 0.0) + _CPU_EPSILON >= pool.num_cpus
+        room, _ = (await asyncio.to_thread(read_cluster)).room(pool)
+        return room > 0
 
     async def _stop_spare(self, name: str, handle: Any) -> None:
         """Close a spare's server and kill it (it holds no calls)."""

@@ -140,6 +140,10 @@ class WorkerActor:
         self._bus = bus
         self._config = config
         self._pool = pool
+        if pool.command is None:
+            # An in-process server reads this process's environment; the process hosts
+            # nothing else. A command gets the env as its own (link_factory_for).
+            os.environ.update(pool.env)
         self._heartbeat_interval_s = config.discovery.heartbeat_interval_s
         # Picked here, imported lazily: a Ray bus's workers never load broker clients.
         self._backend = backend_for(config)

@@ -145,85 +145,76 @@ def test_desired_is_monotone_in_load(a: int, b: int) -> None:
 
 # -- the resource ceiling -------------------------------------------------------------
 
+NOTE = "the cluster has 2 CPU(s) free for workers of 1 CPU(s)"
 
-def cpu_policy(cpus: float, **config: float) -> tuple[LagPolicy, FakeClock]:
+
+def limited_policy(min_workers: int = 1, **config: float) -> tuple[LagPolicy, FakeClock]:
     clock = FakeClock()
     settings_ = {"target_per_worker": 10.0, "upscale_delay_s": 0, "max_step_up": 100, **config}
-    return LagPolicy(AutoscaleConfig(**settings_), 1, 8, clock, cpus_per_worker=cpus), clock
+    config_ = AutoscaleConfig(**settings_)
+    return LagPolicy(config_, min_workers, 8, clock, limited_by_cluster=True), clock
 
 
-def with_cpus(clock: FakeClock, queued: int, free_cpus: float | None) -> Signals:
-    return Signals(at_s=clock.now, queued=queued, in_flight=0, free_cpus=free_cpus)
+def with_room(clock: FakeClock, queued: int, room: int | None, note: str = NOTE) -> Signals:
+    return Signals(at_s=clock.now, queued=queued, in_flight=0, room=room, room_note=note)
 
 
-def test_a_pool_of_cpu_workers_grows_only_by_what_the_free_cpus_can_run() -> None:
-    p, clock = cpu_policy(1.0)
-    decision = p.decide("p", 1, with_cpus(clock, 1000, 2.0))
+def test_a_limited_pool_grows_only_by_the_room_the_cluster_has_and_says_why() -> None:
+    p, clock = limited_policy()
+    decision = p.decide("p", 1, with_room(clock, 1000, 2))
     assert decision.desired == 3
-    assert "ceiling 3: the cluster has 2 free CPU(s) for workers of 1 CPU(s)" in decision.reason
+    assert f"ceiling 3: {NOTE}" in decision.reason
 
 
-def test_fractional_cpus_fit_several_workers_per_cpu_and_float_noise_is_ignored() -> None:
-    p, clock = cpu_policy(0.5)
-    assert p.decide("p", 1, with_cpus(clock, 1000, 1.4999999)).desired == 4
-
-
-def test_without_free_cpus_a_loaded_pool_holds_and_says_why() -> None:
-    p, clock = cpu_policy(1.0)
-    decision = p.decide("p", 2, with_cpus(clock, 1000, 0.5))
+def test_without_room_a_loaded_pool_holds_and_says_why() -> None:
+    p, clock = limited_policy()
+    decision = p.decide("p", 2, with_room(clock, 1000, 0, "nodes with zone=a have 0 accel free"))
     assert decision.desired == 2
     assert decision.raw_desired == 100
-    assert "ceiling 2: the cluster has 0.5 free CPU(s) for workers of 1 CPU(s)" in decision.reason
+    assert "ceiling 2: nodes with zone=a have 0 accel free" in decision.reason
 
 
-def test_a_pool_at_zero_with_no_free_cpus_stays_asleep_and_says_why() -> None:
-    clock = FakeClock()
-    p = LagPolicy(AutoscaleConfig(), 0, 4, clock, cpus_per_worker=2.0)
-    decision = p.decide("p", 0, with_cpus(clock, 5, 1.0))
+def test_a_pool_at_zero_without_room_stays_asleep_and_says_why() -> None:
+    p, clock = limited_policy(min_workers=0)
+    decision = p.decide("p", 0, with_room(clock, 5, 0))
     assert decision.desired == 0
     assert "ceiling 0" in decision.reason
-    assert p.decide("p", 0, with_cpus(clock, 5, 2.0)).desired == 1
+    assert p.decide("p", 0, with_room(clock, 5, 1)).desired == 1
 
 
-def test_with_enough_free_cpus_only_max_workers_limits_and_the_reason_names_no_ceiling() -> None:
-    p, clock = cpu_policy(1.0)
-    decision = p.decide("p", 1, with_cpus(clock, 1000, 64.0))
+def test_with_enough_room_only_max_workers_limits_and_the_reason_names_no_ceiling() -> None:
+    p, clock = limited_policy()
+    decision = p.decide("p", 1, with_room(clock, 1000, 64))
     assert decision.desired == 8
     assert "ceiling" not in decision.reason
 
 
-def test_pools_reserving_no_cpus_have_no_resource_ceiling() -> None:
-    p, clock = cpu_policy(0.0)
-    assert p.decide("p", 1, with_cpus(clock, 1000, 0.0)).desired == 8
-    assert p.decide("q", 1, with_cpus(clock, 1000, None)).desired == 8
+def test_pools_not_limited_by_the_cluster_have_no_resource_ceiling() -> None:
+    p, clock = policy(upscale_delay_s=0, max_step_up=100)
+    assert p.decide("p", 1, with_room(clock, 1000, 0)).desired == 8
+    assert p.decide("q", 1, with_room(clock, 1000, None)).desired == 8
 
 
-def test_a_cpu_pool_without_a_resource_reading_does_not_grow() -> None:
-    p, clock = cpu_policy(1.0)
-    decision = p.decide("p", 2, with_cpus(clock, 1000, None))
+def test_a_limited_pool_without_a_reading_does_not_grow() -> None:
+    p, clock = limited_policy()
+    decision = p.decide("p", 2, with_room(clock, 1000, None))
     assert decision.desired == 2
-    assert "no reading of the cluster's free CPUs" in decision.reason
+    assert "no reading of the cluster's free resources" in decision.reason
 
 
 def test_the_ceiling_never_forces_a_scale_down() -> None:
-    p, clock = cpu_policy(1.0, downscale_window_s=0)
-    assert p.decide("p", 5, with_cpus(clock, 50, 0.0)).desired == 5
+    p, clock = limited_policy(downscale_window_s=0)
+    assert p.decide("p", 5, with_room(clock, 50, 0)).desired == 5
 
 
 @settings(deadline=None)  # a loaded machine is no failure of the policy
-@given(
-    st.integers(1, 8),
-    st.integers(0, 2000),
-    st.floats(0, 16, allow_nan=False),
-    st.sampled_from([0.25, 0.5, 1.0, 1.5, 4.0]),
-)
-def test_scale_ups_never_pass_what_the_free_cpus_can_run(
-    current: int, queued: int, free: float, cpus: float
+@given(st.integers(1, 8), st.integers(0, 2000), st.integers(0, 16))
+def test_scale_ups_never_pass_the_room_the_cluster_has(
+    current: int, queued: int, room: int
 ) -> None:
-    p, clock = cpu_policy(cpus)
-    desired = p.decide("p", current, with_cpus(clock, queued, free)).desired
-    if desired > current:
-        assert (desired - current) * cpus <= free + 1e-6
+    p, clock = limited_policy()
+    desired = p.decide("p", current, with_room(clock, queued, room)).desired
+    assert desired <= max(current, current + room)
 
 
 # -- throughput saturation ------------------------------------------------------------
