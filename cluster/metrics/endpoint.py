@@ -71,7 +71,7 @@ class MetricsCollector:
         bus: str,
         sources: Callable[[], Mapping[str, Source]],
         *,
-        timeout_s: float = 2.0,
+        timeout_s: float = 5.0,
         max_age_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
