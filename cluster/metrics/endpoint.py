@@ -175,8 +175,14 @@ def metrics_listener(port: int) -> socket.socket:
 
 def metrics_server(collector: MetricsCollector) -> QuietServer:
     """uvicorn serving :func:`metrics_app` (pass the bound socket to ``serve``)."""
-    return QuietServer(
-        uvicorn.Config(
-            metrics_app(collector), host=METRICS_HOST, log_level="warning", lifespan="off"
-        )
+    # No access log and no logging set-up of uvicorn's own: with ``--stdio`` this
+    # process's stdout is the MCP stream, where uvicorn's access log would go.
+    config = uvicorn.Config(
+        metrics_app(collector),
+        host=METRICS_HOST,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+        lifespan="off",
     )
+    return QuietServer(config)

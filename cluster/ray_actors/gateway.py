@@ -104,8 +104,11 @@ class GatewayReplica:
     def ping(self) -> str:
         return "pong"
 
-    def metrics_snapshot(self) -> list[FamilySnapshot]:
-        """This replica's refusal counts (for ``raybus up --metrics-port``)."""
+    async def metrics_snapshot(self) -> list[FamilySnapshot]:
+        """This replica's refusal counts (for ``raybus up --metrics-port``).
+
+        Async, so it runs on the event loop that records them, never beside it.
+        """
         return self._metrics.snapshot()
 
     async def stop(self) -> None:

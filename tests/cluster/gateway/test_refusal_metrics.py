@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -18,10 +20,13 @@ from cluster.gateway.policy.http_guards import (
     RateLimitGate,
 )
 from cluster.gateway.policy.tokens import TokenTable, hash_token
+from cluster.gateway.server import Gateway
+from cluster.gateway.websocket import websocket_route
 from cluster.metrics.exposition import render
 from cluster.metrics.recorders import GatewayRecorder
 from cluster.metrics.registry import MetricsRegistry
 from tests.actors.fakes import FakeClock
+from tests.cluster.gateway.fake_bus import fake_bus
 from tests.cluster.gateway.test_http_guards import AUTH, HOSTS, ORIGINS, PING, Inner, call
 from tests.cluster.gateway.test_policy_middleware import CALL, Downstream, ctx, run
 from tests.cluster.metrics.prometheus_text import parse
@@ -109,3 +114,33 @@ async def test_the_policy_chain_counts_what_it_refuses() -> None:
             await run(middleware, downstream, context)
     assert refusals_of(registry) == {"not_allowed": 1, "invalid_arguments": 1, "rate_limited": 1}
     assert downstream.handled == ["tools/call"]
+
+
+async def test_frames_refused_on_the_websocket_are_counted_and_the_connection_stays() -> None:
+    registry = MetricsRegistry("demo")
+    gateway = Gateway(fake_bus(), metrics=registry)
+    route = websocket_route(gateway.server, "/ws", DecodeLimits(), gateway.audit, gateway.refusals)
+    inbox = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.receive", "text": "{nope"},
+        {"type": "websocket.receive", "text": "[1]"},
+    ]
+    answered = asyncio.Event()
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if inbox:
+            return inbox.pop(0)
+        await answered.wait()
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+        if sum(m["type"] == "websocket.send" for m in sent) == 2:
+            answered.set()
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "subprotocols": []}
+    async with asyncio.timeout(30):
+        await route.app(scope, receive, send)
+    assert refusals_of(registry) == {"parse_error": 1, "invalid_request": 1}
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.send"]
