@@ -10,6 +10,10 @@ Every call gets exactly one terminal outcome: the worker's response, or an error
 router sends itself (unknown name, queue full, breaker open, deadline passed while
 queued, worker lost). Calls whose method is safe to repeat are re-queued once when their
 worker is lost; others end with ``OUTCOME_UNKNOWN`` rather than risk running twice.
+
+Each call's end is counted for the metrics port (:class:`RouterMetrics`) as a
+:class:`~actors.router.outcomes.CallOutcome`, tallied per inbound batch: the port is
+called once per ``submit`` / ``completed`` / ``tick``, never once per call.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from actors.discovery.registry import Membership, ServerStatus
 from actors.replies import error_reply
 from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
 from actors.router.routing import pool_for
 from transports.envelope import CorrelationKey
 from transports.errors import INVALID_REQUEST, BusErrorCode
 from transports.frame import Frame
 
-__all__ = ["Completion", "PoolLag", "RouterConfig", "RouterCore", "RouterPorts"]
+__all__ = ["Completion", "PoolLag", "RouterConfig", "RouterCore", "RouterMetrics", "RouterPorts"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,17 @@ class RouterPorts(Protocol):
     def reply(self, frames: list[Frame]) -> None: ...
 
 
+class RouterMetrics(Protocol):
+    """Where the router reports how calls ended: one tally per inbound batch."""
+
+    def calls_ended(self, tally: CallTally) -> None: ...
+
+
+class _NoMetrics:
+    def calls_ended(self, tally: CallTally) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A worker's report that a call ended.
@@ -68,12 +84,29 @@ class Completion:
     caller cancelled it or its deadline passed. An abandoned call says nothing about the
     pool's health (a caller giving up on a long tool is not the server failing), so the
     breaker does not count it.
+
+    ``error_code`` is the JSON-RPC error the caller got (None for a result) and
+    ``tool_error`` says the result had ``isError``: together they make :attr:`outcome`.
     """
 
     key: CorrelationKey
     failed: bool
     duration_s: float
     abandoned: bool = False
+    error_code: int | None = None
+    tool_error: bool = False
+
+    @property
+    def outcome(self) -> CallOutcome:
+        if self.failed:
+            return CallOutcome.FAULT
+        if self.abandoned:
+            if self.error_code == BusErrorCode.DEADLINE_EXCEEDED:
+                return CallOutcome.TIMEOUT
+            return CallOutcome.CANCELLED
+        if self.error_code is not None:
+            return CallOutcome.ERROR
+        return CallOutcome.TOOL_ERROR if self.tool_error else CallOutcome.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +131,7 @@ class PoolLag:
 class _Call:
     frame: Frame
     pool: str
+    tool: str  # the metrics' label: see call_label
     queued_at_s: float
     retry_safe: bool
     attempts: int = 0
@@ -139,9 +173,12 @@ class RouterCore:
         ports: RouterPorts,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        metrics: RouterMetrics | None = None,
     ) -> None:
         self.config = config
         self._ports = ports
+        self._metrics = metrics or _NoMetrics()
+        self._tally = CallTally()
         self._clock = clock
         self._wall_clock = wall_clock
         self._pools: dict[str, _Pool] = {}
@@ -155,12 +192,14 @@ class RouterCore:
         """Route and queue a batch of request frames; rejections are replied at once."""
         rejected: list[Frame] = []
         touched: set[str] = set()
+        tally = self._tally
         now = self._clock()
         wall_now = self._wall_clock()
         for frame in frames:
             envelope = frame.envelope
             key = envelope.correlation_key
             if key in self._calls:
+                tally.add(UNROUTED, UNROUTED, CallOutcome.INVALID)
                 rejected.append(
                     error_reply(
                         frame,
@@ -170,6 +209,7 @@ class RouterCore:
                 )
                 continue
             if envelope.expired(wall_now):
+                tally.add(UNROUTED, UNROUTED, CallOutcome.TIMEOUT)
                 rejected.append(
                     error_reply(
                         frame, BusErrorCode.DEADLINE_EXCEEDED, "deadline passed before routing"
@@ -178,13 +218,16 @@ class RouterCore:
                 continue
             routed = self._route(frame)
             if isinstance(routed, Frame):
+                tally.add(UNROUTED, UNROUTED, CallOutcome.UNROUTABLE)
                 rejected.append(routed)
                 continue
             pool, retry_safe = routed
+            tool = call_label(envelope.method, envelope.name)
             if pool.breaker.state is BreakerState.OPEN:
+                tally.add(pool.name, tool, CallOutcome.CIRCUIT_OPEN)
                 rejected.append(self._breaker_open(frame, pool))
                 continue
-            call = _Call(frame, pool.name, now, retry_safe)
+            call = _Call(frame, pool.name, tool, now, retry_safe)
             self._calls[key] = call
             pool.queue.append(call)
             touched.add(pool.name)
@@ -196,6 +239,7 @@ class RouterCore:
             while len(pool.queue) > self.config.max_pending_per_pool:
                 call = pool.queue.pop()
                 del self._calls[call.frame.envelope.correlation_key]
+                tally.add(name, call.tool, CallOutcome.OVERLOADED)
                 rejected.append(
                     error_reply(
                         call.frame,
@@ -206,6 +250,7 @@ class RouterCore:
                 )
         if rejected:
             self._ports.reply(rejected)
+        self._report()
 
     def cancel(self, keys: list[CorrelationKey]) -> None:
         """Drop queued calls; forward the cancellation for calls already on a worker."""
@@ -217,14 +262,18 @@ class RouterCore:
             if call.worker is None:
                 del self._calls[key]
                 self._pools[call.pool].queue.remove(call)
+                self._tally.add(call.pool, call.tool, CallOutcome.CANCELLED)
             else:
                 by_worker.setdefault(call.worker, []).append(key)
         for worker, worker_keys in by_worker.items():
             self._ports.cancel(worker, worker_keys)
+        self._report()
 
     def completed(self, actor_name: str, completions: list[Completion]) -> None:
         """A worker finished calls: free their slots, feed the breaker, dispatch more."""
         pools: set[str] = set()
+        tally = self._tally
+        now = self._clock()
         for done in completions:
             call = self._calls.get(done.key)
             if call is None or call.worker != actor_name:
@@ -243,14 +292,20 @@ class RouterCore:
             else:
                 pool.completed += 1
                 pool.breaker.record(done.key, failed=done.failed, duration_s=done.duration_s)
+            outcome = done.outcome
+            tally.add(call.pool, call.tool, outcome)
+            if outcome is not CallOutcome.CANCELLED:  # a caller giving up times nothing
+                tally.latency(call.pool, now - call.queued_at_s)
             pools.add(call.pool)
         for name in pools:
             self._dispatch(self._pools[name])
+        self._report()
 
     def delivery_failed(self, actor_name: str, frames: list[Frame], reason: str) -> None:
         """A deliver call to ``actor_name`` failed: the worker is gone."""
         logger.warning("delivery to %s failed (%s): treating it as lost", actor_name, reason)
         self._lose_worker(actor_name, reason)
+        self._report()
 
     # -- membership ------------------------------------------------------------------
 
@@ -276,6 +331,7 @@ class RouterCore:
                 self._lose_worker(actor_name, "no longer in discovery")
         for pool in list(self._pools.values()):
             self._dispatch(pool)
+        self._report()
 
     def retire(self, actor_name: str) -> int:
         """Stop sending to a worker (before draining it). Returns the frames it was sent."""
@@ -291,6 +347,7 @@ class RouterCore:
         """The worker exited after a clean drain."""
         self._lose_worker(actor_name, "exited")
         self._retired.discard(actor_name)
+        self._report()
 
     # -- time ------------------------------------------------------------------------
 
@@ -304,6 +361,7 @@ class RouterCore:
                 for call in pool.queue:
                     if call.frame.envelope.expired(wall_now):
                         del self._calls[call.frame.envelope.correlation_key]
+                        self._tally.add(pool.name, call.tool, CallOutcome.TIMEOUT)
                         expired.append(
                             error_reply(
                                 call.frame,
@@ -318,6 +376,7 @@ class RouterCore:
             self._dispatch(pool)
         if expired:
             self._ports.reply(expired)
+        self._report()
 
     # -- views -----------------------------------------------------------------------
 
@@ -340,7 +399,17 @@ class RouterCore:
     def outstanding_by_worker(self) -> dict[str, int]:
         return {a: w.outstanding_count for p in self._pools.values() for a, w in p.workers.items()}
 
+    def breaker_states(self) -> dict[str, BreakerState]:
+        """Each pool's breaker now (advancing timed transitions)."""
+        return {name: pool.breaker.state for name, pool in self._pools.items()}
+
     # -- internals -------------------------------------------------------------------
+
+    def _report(self) -> None:
+        """Hand this batch's tally to the metrics port (one call, whatever the batch)."""
+        if self._tally:
+            tally, self._tally = self._tally, CallTally()
+            self._metrics.calls_ended(tally)
 
     def _pool(self, name: str) -> _Pool:
         pool = self._pools.get(name)
@@ -393,6 +462,7 @@ class RouterCore:
                 if pool.breaker.state is BreakerState.OPEN:
                     pool.queue.popleft()
                     del self._calls[key]
+                    self._tally.add(pool.name, call.tool, CallOutcome.CIRCUIT_OPEN)
                     rejected.append(self._breaker_open(call.frame, pool))
                     continue
                 break  # half-open with its probes out: wait for them
@@ -422,6 +492,7 @@ class RouterCore:
                     requeue.append(call)
                 else:
                     self._calls.pop(key, None)
+                    self._tally.add(pool.name, call.tool, CallOutcome.LOST)
                     lost.append(
                         error_reply(
                             call.frame,

@@ -101,6 +101,7 @@ class WorkerCore:
                     error_reply(frame, BusErrorCode.OUTCOME_UNKNOWN, "duplicate delivery"),
                     failed=False,
                     started_s=self._clock(),
+                    error_code=BusErrorCode.OUTCOME_UNKNOWN,
                 )
                 continue
             self._idle.clear()
@@ -186,15 +187,22 @@ class WorkerCore:
             response = await self.hosted.call(frame, timeout)
             if response is None:  # cancelled: the client already has its outcome
                 duration = self._clock() - started
-                self._ports.completed(Completion(key, False, duration, abandoned=True))
+                self._ports.completed(
+                    Completion(
+                        key, False, duration, abandoned=True, error_code=BusErrorCode.CANCELLED
+                    )
+                )
                 return
             code = response.error.code if response.error is not None else None
+            result = response.result
             self._finish(
                 frame,
                 Frame.of(frame.envelope, response),
                 failed=code in _POOL_FAULTS,
                 started_s=started,
                 abandoned=code in _ABANDONED,
+                error_code=code,
+                tool_error=isinstance(result, dict) and result.get("isError") is True,
             )
         except asyncio.CancelledError:
             raise
@@ -205,6 +213,7 @@ class WorkerCore:
                 error_reply(frame, INTERNAL_ERROR, f"worker error: {exc}"),
                 failed=True,
                 started_s=started,
+                error_code=INTERNAL_ERROR,
             )
         finally:
             self._tasks.pop(key, None)
@@ -220,10 +229,19 @@ class WorkerCore:
         failed: bool,
         started_s: float,
         abandoned: bool = False,
+        error_code: int | None = None,
+        tool_error: bool = False,
     ) -> None:
         if request.envelope.reply_to is not None:
             self._ports.reply(request.envelope.reply_to, reply)
         duration = self._clock() - started_s
         self._ports.completed(
-            Completion(request.envelope.correlation_key, failed, duration, abandoned=abandoned)
+            Completion(
+                request.envelope.correlation_key,
+                failed,
+                duration,
+                abandoned=abandoned,
+                error_code=error_code,
+                tool_error=tool_error,
+            )
         )

@@ -4,7 +4,9 @@ Starts a local Ray (or joins ``--address``), launches the bus described in CONFI
 attaches to it when it already runs) and serves MCP Streamable HTTP on
 ``http://<gateway.host>:<gateway.port><gateway.path>`` - or, with ``--stdio``, on this
 process's stdin/stdout so a desktop client can launch it. SIGINT / SIGTERM stop serving,
-drain the bus it started and shut Ray down.
+drain the bus it started and shut Ray down. With ``--metrics-port PORT`` it also serves
+the bus's metrics in Prometheus text at ``http://127.0.0.1:PORT/metrics``
+(:mod:`cluster.metrics.endpoint`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import ray
@@ -31,6 +33,16 @@ from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
 from cluster.gateway.app import LOOPBACK_HOSTS, bound
 from cluster.gateway.server import Gateway
+from cluster.metrics.endpoint import (
+    METRICS_HOST,
+    MetricsCollector,
+    Source,
+    metrics_listener,
+    metrics_server,
+)
+from cluster.metrics.ray_export import RayExport, export_forever
+from cluster.metrics.registry import MetricsRegistry
+from cluster.metrics.sources import bus_sources
 from cluster.naming import NAMESPACE
 from cluster.ray_actors.gateway import GatewayReplicas
 from transports.errors import BusError
@@ -41,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_METRICS_START_TIMEOUT_S = 30.0
+_METRICS_STOP_TIMEOUT_S = 10.0
+
 
 async def serve(
     config: BusConfig,
@@ -50,6 +65,7 @@ async def serve(
     ready: Any = None,
     stop: asyncio.Event | None = None,
     sock: socket.socket | None = None,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     """Launch (or attach to) the bus and serve its gateway until SIGINT / SIGTERM.
 
@@ -59,6 +75,7 @@ async def serve(
     the first replica; ``None`` for stdio); setting ``stop`` ends serving like a signal
     does (for embedding and tests). ``sock``, if given, holds the port to serve on (bound
     by the caller before anything was started, released when the replicas bind it).
+    ``metrics_sock``, if given, serves ``/metrics`` for the bus while the gateway serves.
     A signal while the bus starts cancels the start, which tears down what it started.
     """
     loop = asyncio.get_running_loop()
@@ -99,11 +116,11 @@ async def serve(
         background.append(loop.create_task(_when_set(stop, stopping.set)))
     try:
         if replicas is None:
-            await _serve_stdio(config, ready, stopping)
+            await _serve_stdio(config, ready, stopping, metrics_sock)
         else:
             if sock is not None:
                 sock.close()  # the replica on this node binds it now
-            await _serve_http(replicas, ready, stopping)
+            await _serve_http(config, replicas, ready, stopping, metrics_sock)
     finally:
         for helper in background:
             helper.cancel()
@@ -113,26 +130,66 @@ async def serve(
             await stop_bus(config.name)
 
 
-async def _serve_http(replicas: GatewayReplicas, ready: Any, stopping: asyncio.Event) -> None:
+async def _serve_http(
+    config: BusConfig,
+    replicas: GatewayReplicas,
+    ready: Any,
+    stopping: asyncio.Event,
+    metrics_sock: socket.socket | None,
+) -> None:
     try:
         started = await _until(stopping, replicas.reconcile())
         if started is None:
             return
-        for info in started[1:]:
-            print(
-                f"raybus: also serving MCP at {replicas.url(info)} (node {info.node_id[:8]})",
-                file=sys.stderr,
-                flush=True,
-            )
-        if ready is not None:
-            ready(started[0].port if started else None)
-        keeper = asyncio.get_running_loop().create_task(replicas.keep())
-        try:
-            await stopping.wait()
-        finally:
-            keeper.cancel()
+        sources = bus_sources(config.name, replicas=replicas)
+        async with _serving_metrics(config.name, sources, metrics_sock):
+            for info in started[1:]:
+                print(
+                    f"raybus: also serving MCP at {replicas.url(info)} (node {info.node_id[:8]})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if ready is not None:
+                ready(started[0].port if started else None)
+            keeper = asyncio.get_running_loop().create_task(replicas.keep())
+            try:
+                await stopping.wait()
+            finally:
+                keeper.cancel()
     finally:
         await replicas.stop()
+
+
+@contextlib.asynccontextmanager
+async def _serving_metrics(
+    bus: str, sources: Callable[[], Mapping[str, Source]], sock: socket.socket | None
+) -> AsyncIterator[None]:
+    """Serve ``/metrics`` on ``sock`` (if given) for the duration of the block."""
+    if sock is None:
+        yield
+        return
+    server = metrics_server(MetricsCollector(bus, sources))
+    serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(_METRICS_START_TIMEOUT_S):
+            while not server.started:
+                if serving.done():
+                    serving.result()  # raises why it stopped
+                    raise RuntimeError("the metrics server stopped while starting")
+                await asyncio.sleep(0.02)  # polling uvicorn's started flag
+        port = int(sock.getsockname()[1])
+        print(
+            f"raybus: serving metrics at http://{METRICS_HOST}:{port}/metrics",
+            file=sys.stderr,
+            flush=True,
+        )
+        yield
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_METRICS_STOP_TIMEOUT_S):
+                await serving
+        serving.cancel()
 
 
 async def _until(stopping: asyncio.Event, work: Awaitable[T]) -> T | None:
@@ -154,24 +211,34 @@ async def _when_set(event: asyncio.Event, action: Any) -> None:
     action()
 
 
-async def _serve_stdio(config: BusConfig, ready: Any, stopping: asyncio.Event) -> None:
+async def _serve_stdio(
+    config: BusConfig, ready: Any, stopping: asyncio.Event, metrics_sock: socket.socket | None
+) -> None:
     client = await BusClient.connect(config.name)
+    registry = MetricsRegistry(config.name)
     gateway = Gateway(
         client,
         name=f"raybus-{config.name}",
         call_timeout_s=config.gateway.call_timeout_s,
         policy=config.gateway.policy,
+        metrics=registry,
     )
     loop = asyncio.get_running_loop()
     watcher = loop.create_task(gateway.watch_list_changes())
+    exporter = loop.create_task(export_forever(RayExport(registry)))
+    sources = bus_sources(config.name, local=registry)
     try:
-        async with stdio_server() as (read, write):
+        async with (
+            _serving_metrics(config.name, sources, metrics_sock),
+            stdio_server() as (read, write),
+        ):
             if ready is not None:
                 ready(None)
             options = gateway.server.create_initialization_options()
             await _until(stopping, gateway.server.run(read, write, options))
     finally:
         watcher.cancel()
+        exporter.cancel()
         await gateway.aclose()  # the audit records still queued
         await client.close()
 
@@ -202,13 +269,21 @@ def _run(args: argparse.Namespace) -> int:
             if not args.stdio:
                 port = settings.port if args.port is None else args.port
                 sock = resources.enter_context(bound(settings.host, port))
+            metrics_sock = None
+            if args.metrics_port is not None:
+                metrics_sock = resources.enter_context(metrics_listener(args.metrics_port))
         except BusError as exc:
             print(f"raybus: {exc}", file=sys.stderr)
             return 2
-        return _run_bus(args, config, sock)
+        return _run_bus(args, config, sock, metrics_sock)
 
 
-def _run_bus(args: argparse.Namespace, config: BusConfig, sock: socket.socket | None) -> int:
+def _run_bus(
+    args: argparse.Namespace,
+    config: BusConfig,
+    sock: socket.socket | None,
+    metrics_sock: socket.socket | None,
+) -> int:
     settings = config.gateway
     if args.address:
         try:
@@ -234,7 +309,9 @@ def _run_bus(args: argparse.Namespace, config: BusConfig, sock: socket.socket | 
             )
 
     try:
-        asyncio.run(serve(config, stdio=args.stdio, ready=announce, sock=sock))
+        asyncio.run(
+            serve(config, stdio=args.stdio, ready=announce, sock=sock, metrics_sock=metrics_sock)
+        )
     except KeyboardInterrupt:
         return 0
     except BusError as exc:
@@ -261,4 +338,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "ray://host:10001 or auto",
     )
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs for a local Ray (default 2)")
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="also serve the bus's metrics (Prometheus text) at http://127.0.0.1:PORT/metrics",
+    )
     parser.set_defaults(run=_run)
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 meaning any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port

@@ -73,7 +73,9 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
         host=settings.host,
     )
     limits = DecodeLimits(max_message_bytes=settings.max_body_bytes)
-    app.router.routes.append(websocket_route(gateway.server, "/ws", limits, gateway.audit))
+    app.router.routes.append(
+        websocket_route(gateway.server, "/ws", limits, gateway.audit, gateway.refusals)
+    )
     tokens = TokenTable({t.sha256: t.principal for t in settings.policy.tokens})
     # Outermost first: audit what the door refuses, Host/Origin, token, then the body is
     # read whole (a client reset there is quiet and costs nothing) and checked by the
@@ -83,7 +85,8 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     limited = RateLimitGate(direct, policy.rate_refusal) if policy.limits_rates else direct
     inner = DisconnectGuard(JsonBodyGuard(limited, limits), settings.path, settings.max_body_bytes)
     authenticated = BearerAuth(inner, tokens) if tokens else inner
-    return AuditDoor(HostOriginGuard(authenticated, hosts, origins), gateway.audit)
+    guarded = HostOriginGuard(authenticated, hosts, origins)
+    return AuditDoor(guarded, gateway.audit, gateway.refusals)
 
 
 class QuietServer(uvicorn.Server):

@@ -43,6 +43,8 @@ from actors.worker.hosted_server import CLOSE_SSE_STREAM
 from cluster.gateway.bus import Bus, BusSession, MessageHandler
 from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
 from cluster.gateway.results import shaped_result
+from cluster.metrics.recorders import GatewayRecorder
+from cluster.metrics.registry import MetricsRegistry
 from transports.errors import (
     INVALID_PARAMS,
     BusErrorCode,
@@ -95,8 +97,12 @@ class Gateway:
         name: str = "raybus",
         call_timeout_s: float = 300.0,
         policy: PolicyConfig | None = None,
+        metrics: MetricsRegistry | None = None,
     ) -> None:
         self._client = client
+        # Refusals are counted here; the process hosting the gateway exports them.
+        self.metrics = metrics if metrics is not None else MetricsRegistry(name)
+        self.refusals = GatewayRecorder(self.metrics)
         self._call_timeout_s = call_timeout_s
         self._bus_sessions: weakref.WeakKeyDictionary[Connection, BusSession] = (
             weakref.WeakKeyDictionary()
@@ -135,7 +141,9 @@ class Gateway:
         self.audit = AuditLog(
             policy.audit_path, key.get_secret_value().encode() if key is not None else None
         )
-        self.policy = PolicyMiddleware(policy, self.tools_by_name, self.audit)
+        self.policy = PolicyMiddleware(
+            policy, self.tools_by_name, self.audit, refusals=self.refusals
+        )
         self.server.middleware.append(self.policy)
 
     async def aclose(self) -> None:

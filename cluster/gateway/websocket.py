@@ -5,7 +5,8 @@ Each connection is one MCP session of the handshake era, served by the same SDK 
 Streamable HTTP. A frame that is not a JSON-RPC message (the codec's checks: UTF-8,
 depth, duplicate keys, NaN) gets a JSON-RPC error frame back, leaves an audit record, and
 the connection stays open; frames over the gateway's size cap close it (uvicorn enforces
-``ws_max_size``).
+``ws_max_size``). Refused frames are counted by reason (``parse_error``,
+``invalid_request``) for the gateway's metrics.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cluster.gateway.policy.audit import AuditLog
-from cluster.gateway.policy.http_guards import PRINCIPAL
+from cluster.gateway.policy.http_guards import PRINCIPAL, Refusals
 from transports.codec import DecodeLimits, error_response_for, message_from_json, parse_json
-from transports.errors import InvalidMessage, InvalidRequest, MessageTooLarge
+from transports.errors import InvalidMessage, InvalidRequest, MessageTooLarge, ParseError
 
 __all__ = ["websocket_route"]
 
@@ -34,9 +35,15 @@ logger = logging.getLogger(__name__)
 
 
 def websocket_route(
-    server: Server[Any], path: str, limits: DecodeLimits, audit: AuditLog | None = None
+    server: Server[Any],
+    path: str,
+    limits: DecodeLimits,
+    audit: AuditLog | None = None,
+    refusals: Refusals | None = None,
 ) -> WebSocketRoute:
     def refused(websocket: WebSocket, error: InvalidMessage) -> str:
+        if refusals is not None:
+            refusals.refused("parse_error" if isinstance(error, ParseError) else "invalid_request")
         if audit is not None:
             state = websocket.scope.get("state", {})
             audit.write(

@@ -12,6 +12,9 @@ each node's labels and free resources) and shared out in the round's order: a po
 room is how many more of its workers its usable nodes can run, plus its own warm spares
 (activating a spare needs nothing new), after what pools decided earlier in the round
 will take.
+
+Each round's decisions and signals are recorded as metrics (workers, lag, decisions by
+direction), exported to Ray every second and handed to ``raybus up --metrics-port``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import ray
 from actors.autoscaler import Decision, LagPolicy, ScalingPolicy, Signals
 from cluster.backends.base import backend_for
 from cluster.config import BusConfig, PoolConfig
+from cluster.metrics.ray_export import RayExport, export_forever
+from cluster.metrics.recorders import AutoscalerRecorder
+from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import HandleCache, actor_names
 from cluster.placement import ClusterReading, read_cluster
 from transports.errors import BusError
@@ -67,10 +73,15 @@ class AutoscalerActor:
         self._changes: deque[Decision] = deque(maxlen=config.autoscaler.decisions_kept)
         self._resizing: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
+        self._metrics = MetricsRegistry(config.name)
+        self._recorder = AutoscalerRecorder(self._metrics)
+        self._exporter: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self._loop is None:
-            self._loop = asyncio.get_running_loop().create_task(self._run())
+            loop = asyncio.get_running_loop()
+            self._loop = loop.create_task(self._run())
+            self._exporter = loop.create_task(export_forever(RayExport(self._metrics)))
 
     async def _run(self) -> None:
         interval = self._config.autoscaler.interval_s
@@ -123,6 +134,7 @@ class AutoscalerActor:
                     self._resize(supervisor, pool, decision.desired)
                 )
                 self._resizing[pool] = task
+        self._recorder.round(made, lag)
         return made
 
     async def _read_cluster(self) -> ClusterReading | None:
@@ -142,6 +154,10 @@ class AutoscalerActor:
             logger.exception("resizing pool %s to %d failed", pool, size)
         finally:
             self._resizing.pop(pool, None)
+
+    async def metrics_snapshot(self) -> list[FamilySnapshot]:
+        """Workers, lag and decisions per pool (for ``raybus up --metrics-port``)."""
+        return self._metrics.snapshot()
 
     async def decisions(
         self, last: int = 50, *, changes_only: bool = False

@@ -8,7 +8,9 @@ keeps one replica on every alive node, so ingress grows with the cluster; a repl
 dies, or a node that joins, is noticed at the next check and served again.
 
 Every replica binds the configured host and port on its node; replicas sharing one IP
-address (several Ray nodes on one machine) take a free port after the first.
+address (several Ray nodes on one machine) take a free port after the first. Each
+replica counts its refusals in its own metrics registry, exported to Ray every second
+and handed whole to ``raybus up --metrics-port`` (``metrics_snapshot``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from cluster.client import BusClient
 from cluster.config import BusConfig
 from cluster.gateway.app import QuietServer, bind_listener, http_server
 from cluster.gateway.server import Gateway
+from cluster.metrics.ray_export import RayExport, export_forever
+from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import NAMESPACE
 from transports.frame import Frame
 
@@ -54,6 +58,8 @@ class GatewayReplica:
         self._server: QuietServer | None = None
         self._serving: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._metrics = MetricsRegistry(config.name)
+        self._exporter: asyncio.Task[None] | None = None
 
     async def start(self, port: int) -> int:
         """Serve on ``port`` (0: any free one); returns the port bound.
@@ -70,9 +76,11 @@ class GatewayReplica:
             name=f"raybus-{config.name}",
             call_timeout_s=config.gateway.call_timeout_s,
             policy=config.gateway.policy,
+            metrics=self._metrics,
         )
         loop = asyncio.get_running_loop()
         self._watcher = loop.create_task(self._gateway.watch_list_changes())
+        self._exporter = loop.create_task(export_forever(RayExport(self._metrics)))
         self._server = http_server(self._gateway, config, chosen)
         self._serving = serving = loop.create_task(self._serve(self._server, sock))
         async with asyncio.timeout(_START_TIMEOUT_S):
@@ -96,6 +104,13 @@ class GatewayReplica:
     def ping(self) -> str:
         return "pong"
 
+    async def metrics_snapshot(self) -> list[FamilySnapshot]:
+        """This replica's refusal counts (for ``raybus up --metrics-port``).
+
+        Async, so it runs on the event loop that records them, never beside it.
+        """
+        return self._metrics.snapshot()
+
     async def stop(self) -> None:
         """Stop serving, write the audit records still queued, close the client."""
         if self._server is not None:
@@ -105,8 +120,9 @@ class GatewayReplica:
                 async with asyncio.timeout(_STOP_TIMEOUT_S):
                     await self._serving
             self._serving.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._exporter):
+            if task is not None:
+                task.cancel()
         if self._gateway is not None:
             await self._gateway.aclose()
         if self._client is not None:
@@ -138,6 +154,10 @@ class GatewayReplicas:
     @property
     def replicas(self) -> list[ReplicaInfo]:
         return [info for info, _ in self._replicas.values()]
+
+    def handles(self) -> list[tuple[ReplicaInfo, Any]]:
+        """Each replica with its actor handle."""
+        return list(self._replicas.values())
 
     def url(self, info: ReplicaInfo) -> str:
         settings = self._config.gateway

@@ -3,6 +3,10 @@
 Inbound calls (``submit``, ``cancel``, ``completed``) each carry a batch. Outbound
 traffic is coalesced per destination by :class:`~actors.outbox.Outbox`: one ``deliver``
 per worker and one ``deliver`` per client endpoint per event-loop turn.
+
+Metrics (calls by outcome, latency, breaker states) are recorded in this process's
+registry, one tally per batch; a timer forwards them to ``ray.util.metrics`` every
+second and ``metrics_snapshot`` hands them to ``raybus up --metrics-port``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import ray
 from actors.discovery.registry import Membership
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion, RouterConfig, RouterCore
+from cluster.metrics.ray_export import RayExport, export_forever
+from cluster.metrics.recorders import RouterRecorder
+from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import HandleCache, actor_names
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
@@ -75,9 +82,12 @@ class RouterActor:
         self._bus = bus
         self._handles = HandleCache()
         self._ports = _RayRouterPorts(self._handles)
-        self._core = RouterCore(config, self._ports)
+        self._metrics = MetricsRegistry(bus)
+        self._recorder = RouterRecorder(self._metrics)
+        self._core = RouterCore(config, self._ports, metrics=self._recorder)
         self._ports.core = self._core
         self._ticker: asyncio.Task[None] | None = None
+        self._exporter: asyncio.Task[None] | None = None
         self._membership_version = -1
 
     async def start(self) -> None:
@@ -88,7 +98,10 @@ class RouterActor:
         """
         if self._ticker is not None:
             return
-        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.create_task(self._tick_forever())
+        export = RayExport(self._metrics)
+        self._exporter = loop.create_task(export_forever(export, refresh=self._read_breakers))
         discovery = await self._handles.get_async(actor_names.discovery(self._bus))
         await discovery.subscribe.remote(actor_names.router(self._bus))
 
@@ -133,6 +146,14 @@ class RouterActor:
 
     async def outstanding(self) -> dict[str, int]:
         return self._core.outstanding_by_worker()
+
+    async def metrics_snapshot(self) -> list[FamilySnapshot]:
+        """Calls by outcome, latencies and breaker states (``raybus up --metrics-port``)."""
+        self._read_breakers()
+        return self._metrics.snapshot()
+
+    def _read_breakers(self) -> None:
+        self._recorder.breakers(self._core.breaker_states())
 
     async def ping(self) -> str:
         return "pong"

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from actors.router.core import Completion
+from actors.router.outcomes import CallTally
 from transports.envelope import CorrelationKey
 from transports.frame import Frame
 from transports.message import Notification, Request, Response, TransportMessage
@@ -39,6 +40,24 @@ class RecordingRouterPorts:
 
     def delivered_to(self, worker: str) -> list[Frame]:
         return [f for w, frames in self.delivered if w == worker for f in frames]
+
+
+@dataclass
+class RecordingRouterMetrics:
+    """The router's metrics port: keeps every tally it was handed."""
+
+    tallies: list[CallTally] = field(default_factory=list)
+
+    def calls_ended(self, tally: CallTally) -> None:
+        self.tallies.append(tally)
+
+    def outcomes(self) -> dict[tuple[str, str, str], int]:
+        """Every tally's counts added up."""
+        total: dict[tuple[str, str, str], int] = {}
+        for tally in self.tallies:
+            for key, count in tally.outcomes.items():
+                total[key] = total.get(key, 0) + count
+        return total
 
 
 @dataclass

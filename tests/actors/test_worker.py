@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from actors.router.outcomes import CallOutcome
 from actors.worker.core import WorkerCore, WorkerIdentity
 from actors.worker.hosted_server import HostedServer
 from actors.worker.server_links import SdkServerLink, StdioServerLink, load_server_object
@@ -166,6 +167,7 @@ async def test_a_cancelled_call_stops_on_the_server(
     [completion] = ports.completions
     assert completion.abandoned
     assert not completion.failed
+    assert completion.outcome is CallOutcome.CANCELLED
 
 
 async def test_a_call_past_its_deadline_is_answered_and_is_no_verdict_on_the_pool(
@@ -184,6 +186,23 @@ async def test_a_call_past_its_deadline_is_answered_and_is_no_verdict_on_the_poo
     [completion] = ports.completions
     assert completion.abandoned
     assert not completion.failed
+    assert completion.outcome is CallOutcome.TIMEOUT
+
+
+async def test_a_completion_tells_a_result_from_a_tool_error_and_a_server_error(
+    testkit: tuple[WorkerCore, RecordingWorkerPorts],
+) -> None:
+    worker, ports = testkit
+    worker.deliver(
+        [
+            tool_call("a", 1, "echo", text="hi"),
+            tool_call("a", 2, "fail", reason="no"),
+            request_frame("a", 3, "prompts/get", {"name": "nope"}),
+        ]
+    )
+    await ports.wait_for(Response, count=3)
+    outcomes = {c.key[2]: c.outcome for c in ports.completions}
+    assert outcomes == {"1": CallOutcome.OK, "2": CallOutcome.TOOL_ERROR, "3": CallOutcome.ERROR}
 
 
 async def test_the_pools_deadline_ends_a_call_without_one_and_cancels_the_tool(

@@ -31,6 +31,7 @@ from cluster.gateway.policy.http_guards import (
     RATE_CHARGED,
     BearerAuth,
     HostOriginGuard,
+    Refusals,
 )
 from cluster.gateway.policy.ratelimit import RateLimiter
 from cluster.gateway.policy.redaction import redact
@@ -118,6 +119,8 @@ class PolicyMiddleware:
         tools: returns the known tools by name (their schemas), from discovery.
         audit: where records go; the caller closes it.
         clock: the rate limiter's clock.
+        refusals: counts what the chain refuses (``rate_limited``, ``not_allowed``,
+            ``invalid_arguments``) for the gateway's metrics.
     """
 
     def __init__(
@@ -126,10 +129,12 @@ class PolicyMiddleware:
         tools: Tools,
         audit: AuditLog,
         clock: Callable[[], float] = time.monotonic,
+        refusals: Refusals | None = None,
     ) -> None:
         self._config = config
         self._tools = tools
         self.audit = audit
+        self._refusals = refusals
         self._allow = AllowList(config.allow)
         self._limiter = RateLimiter(
             (config.rate_limit_per_principal.rate_per_s, config.rate_limit_per_principal.burst)
@@ -238,11 +243,19 @@ class PolicyMiddleware:
         # requests must cost next to nothing, or it slows every other client.
         refused = None if charged else self.rate_refusal(principal, tool)
         if refused is not None:
-            raise refused
+            raise self._refused("rate_limited", refused)
         if not self._allow.permits(principal, method, params):
             subject = subject_of(method, params)
             what = f"{subject.kind.value} {subject.name!r}" if subject else f"method {method!r}"
-            raise MCPError(BusErrorCode.FORBIDDEN, f"principal {principal!r} may not use {what}")
+            forbidden = MCPError(
+                BusErrorCode.FORBIDDEN, f"principal {principal!r} may not use {what}"
+            )
+            raise self._refused("not_allowed", forbidden)
+
+    def _refused(self, reason: str, error: MCPError) -> MCPError:
+        if self._refusals is not None:
+            self._refusals.refused(reason)
+        return error
 
     async def _validate(self, tool: str, arguments: dict[str, Any]) -> None:
         if not self._config.validate_arguments or tool in self._config.unvalidated_tools:
@@ -253,11 +266,13 @@ class PolicyMiddleware:
         try:
             problems = argument_errors(schema, arguments)
         except SchemaRefused as exc:
-            raise MCPError(INVALID_PARAMS, f"tool {tool!r} cannot be validated: {exc}") from None
+            error = MCPError(INVALID_PARAMS, f"tool {tool!r} cannot be validated: {exc}")
+            raise self._refused("invalid_arguments", error) from None
         if problems:
-            raise MCPError(
+            error = MCPError(
                 INVALID_PARAMS, f"invalid arguments for {tool!r}: " + "; ".join(problems)
             )
+            raise self._refused("invalid_arguments", error)
 
     def _only_allowed(self, principal: str, method: str, result: Any) -> Any:
         if not self._allow.enabled or method not in LISTS or result is None:

@@ -5,7 +5,8 @@ From the outside in:
 * :class:`AuditDoor` writes the audit record of every HTTP request or WebSocket
   handshake that is refused before the policy chain ran (no or wrong token, foreign
   Host/Origin, oversize or unparseable body, the SDK's own 4xx answers), so every client
-  request leaves exactly one record.
+  request leaves exactly one record; it also counts each 4xx refusal by reason for the
+  gateway's metrics (``raybus_gateway_refused_total``).
 * :class:`HostOriginGuard`: 403 for a foreign Host or Origin (DNS rebinding), on HTTP
   and on the WebSocket handshake; it also strips the whitespace around header values.
 * :class:`BearerAuth`: 401 unless the bearer token's hash names a principal; the token
@@ -33,7 +34,7 @@ import json
 import math
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -76,6 +77,12 @@ CLIENT_MESSAGE = "raybus_message"  # set by JsonBodyGuard: the request, parsed o
 RATE_CHARGED = "raybus_rate_charged"  # set by RateLimitGate: its buckets were spent
 
 
+class Refusals(Protocol):
+    """Where the gateway counts what it refuses (``cluster.metrics``' GatewayRecorder)."""
+
+    def refused(self, reason: str) -> None: ...
+
+
 def _state(scope: Scope) -> MutableMapping[str, Any]:
     state: MutableMapping[str, Any] = scope.setdefault("state", {})
     return state
@@ -90,11 +97,16 @@ async def _respond(
 
 
 class AuditDoor:
-    """ASGI middleware: one audit record for each request refused before the policy chain."""
+    """ASGI middleware: one audit record for each request refused before the policy chain.
 
-    def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
+    A 4xx refusal is also counted in ``refusals`` by the reason a guard gave, or as
+    ``http_<status>`` for the SDK's own (unknown session, wrong Accept, ...).
+    """
+
+    def __init__(self, app: ASGIApp, audit: AuditLog, refusals: Refusals | None = None) -> None:
         self._app = app
         self._audit = audit
+        self._refusals = refusals
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -123,6 +135,8 @@ class AuditDoor:
             state = _state(scope)
             if status is not None and status >= 400 and not state.get(AUDITED):
                 reason = state.get(REFUSED)
+                if self._refusals is not None and status < 500:
+                    self._refusals.refused(reason or f"http_{status}")
                 self._audit.write(
                     {
                         "time": time.time(),
