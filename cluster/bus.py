@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import ray
+from ray.exceptions import RayError
 
 from cluster.backends.base import Backend, backend_for
 from cluster.config import BusConfig
@@ -25,7 +26,14 @@ from cluster.ray_actors.router import RouterActor
 from cluster.ray_actors.supervisor import PoolStartFailed, SupervisorActor
 from transports.errors import BusError, BusTimeout, ConnectionClosed
 
-__all__ = ["BusAlreadyRunning", "PoolStartFailed", "bus_status", "launch_bus", "stop_bus"]
+__all__ = [
+    "BusAlreadyRunning",
+    "PoolStartFailed",
+    "bus_status",
+    "launch_bus",
+    "running_buses",
+    "stop_bus",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +172,10 @@ async def _tear_down(bus: str) -> None:
         for name in control:
             with contextlib.suppress(ConnectionClosed):
                 ray.kill(get_actor(name), no_restart=True)
-        for entry in ray.util.list_named_actors(all_namespaces=True):
-            if entry["namespace"] == NAMESPACE and entry["name"].startswith(prefix):
+        for name in _raybus_actor_names():
+            if name.startswith(prefix):
                 with contextlib.suppress(ConnectionClosed, ValueError):
-                    ray.kill(get_actor(entry["name"]), no_restart=True)
+                    ray.kill(get_actor(name), no_restart=True)
 
     try:
         async with asyncio.timeout(30):
@@ -177,7 +185,7 @@ async def _tear_down(bus: str) -> None:
 
 
 async def bus_status(bus: str) -> dict[str, Any]:
-    """Pools (lag, breaker), workers and their state.
+    """Pools (lag, breaker), workers and their state, the backend and the gateway URLs.
 
     Raises:
         ConnectionClosed: no such bus.
@@ -189,9 +197,12 @@ async def bus_status(bus: str) -> dict[str, Any]:
     )
     # The router knows a pool once a worker of it is routed; the supervisor knows every
     # pool from the start, so a pool still starting (or failing to) is listed too.
+    backend = None
     with contextlib.suppress(ConnectionClosed):
         supervisor = await get_actor_async(actor_names.supervisor(bus))
-        for pool, sizes in (await supervisor.pools.remote()).items():
+        pools, config = await asyncio.gather(supervisor.pools.remote(), supervisor.config.remote())
+        backend = config.backend
+        for pool, sizes in pools.items():
             row = lag.setdefault(
                 pool,
                 {"pool": pool, "queued": 0, "oldest_age_s": 0.0, "in_flight": 0}
@@ -212,6 +223,8 @@ async def bus_status(bus: str) -> dict[str, Any]:
         pass  # autoscaling is off for this bus
     return {
         "bus": bus,
+        "backend": backend,
+        "gateways": await _gateway_urls(bus),
         "pools": lag,
         "workers": [
             {
@@ -225,6 +238,38 @@ async def bus_status(bus: str) -> dict[str, Any]:
         ],
         "decisions": decisions,
     }
+
+
+async def running_buses() -> list[str]:
+    """The names of the buses on the joined Ray cluster (those whose router is up)."""
+    named = await asyncio.to_thread(_raybus_actor_names)
+    return sorted({bus for name in named if (bus := actor_names.bus_of_router(name))})
+
+
+def _raybus_actor_names() -> list[str]:
+    entries = ray.util.list_named_actors(all_namespaces=True)
+    return [e["name"] for e in entries if e["namespace"] == NAMESPACE]
+
+
+# A replica answers at once unless its node is overloaded; status does not wait longer.
+_GATEWAY_ASK_TIMEOUT_S = 10.0
+
+
+async def _gateway_urls(bus: str) -> list[str]:
+    """Where the bus's gateway replicas (``raybus up`` over HTTP) serve MCP."""
+    prefix = actor_names.gateway_prefix(bus)
+    names = [n for n in await asyncio.to_thread(_raybus_actor_names) if n.startswith(prefix)]
+
+    async def url_of(name: str) -> str | None:
+        try:
+            async with asyncio.timeout(_GATEWAY_ASK_TIMEOUT_S):
+                replica = await get_actor_async(name)
+                url: str | None = await replica.url.remote()
+                return url
+        except (ConnectionClosed, TimeoutError, RayError):
+            return None  # gone, or stopping, since it was listed
+
+    return sorted(url for url in await asyncio.gather(*map(url_of, names)) if url)
 
 
 async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:

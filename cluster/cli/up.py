@@ -23,12 +23,13 @@ import ray
 from mcp.server.stdio import stdio_server
 
 from cluster.bus import BusAlreadyRunning, launch_bus, stop_bus
+from cluster.cli.failures import fail, report
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
 from cluster.cli.local_buses import claim_bus_name, record_bus_address
-from cluster.cli.preflight import check_pools
+from cluster.cli.preflight import check_pools, gateway_problem
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
-from cluster.gateway.app import LOOPBACK_HOSTS, bound
+from cluster.gateway.app import bound
 from cluster.gateway.server import Gateway
 from cluster.naming import NAMESPACE
 from cluster.ray_actors.gateway import GatewayReplicas
@@ -171,14 +172,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except BusError as exc:
-        print(f"raybus: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, 2)
     settings = config.gateway
-    if not args.stdio and settings.host not in LOOPBACK_HOSTS and not settings.policy.tokens:
-        # Refuse to expose an unauthenticated gateway beyond this machine.
-        reason = "only loopback is allowed without authentication"
-        print(f"raybus: refusing to bind {settings.host}: {reason}", file=sys.stderr)
-        return 2
+    refused = None if args.stdio else gateway_problem(config)
+    if refused is not None:
+        return fail(f"refusing to bind {settings.host}: {refused}")
     # Everything that can be known without Ray is checked before Ray starts (~20 s on
     # two cores): the pools' modules and commands, and the port.
     with contextlib.ExitStack() as resources:
@@ -191,8 +189,7 @@ def _run(args: argparse.Namespace) -> int:
                 port = settings.port if args.port is None else args.port
                 sock = resources.enter_context(bound(settings.host, port))
         except BusError as exc:
-            print(f"raybus: {exc}", file=sys.stderr)
-            return 2
+            return report(exc, 2)
         return _run_bus(args, config, sock)
 
 
@@ -222,8 +219,7 @@ def _run_bus(args: argparse.Namespace, config: BusConfig, sock: socket.socket | 
     except KeyboardInterrupt:
         return 0
     except BusError as exc:
-        print(f"raybus: {exc}", file=sys.stderr)
-        return 1
+        return report(exc, 1)
     finally:
         ray.shutdown()
     return 0

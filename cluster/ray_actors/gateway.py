@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ from cluster.client import BusClient
 from cluster.config import BusConfig
 from cluster.gateway.app import QuietServer, bind_listener, http_server
 from cluster.gateway.server import Gateway
-from cluster.naming import NAMESPACE
+from cluster.naming import NAMESPACE, actor_names
 from transports.frame import Frame
 
 __all__ = ["GatewayReplica", "GatewayReplicas", "ReplicaInfo"]
@@ -54,6 +53,7 @@ class GatewayReplica:
         self._server: QuietServer | None = None
         self._serving: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._url: str | None = None
 
     async def start(self, port: int) -> int:
         """Serve on ``port`` (0: any free one); returns the port bound.
@@ -64,6 +64,8 @@ class GatewayReplica:
         config = self._config
         sock = bind_listener(config.gateway.host, port)
         chosen = int(sock.getsockname()[1])
+        settings = config.gateway
+        self._url = f"http://{settings.host}:{chosen}{settings.path}"
         self._client = await BusClient.connect(config.name, inbox=self._actor_name)
         self._gateway = Gateway(
             self._client,
@@ -92,6 +94,10 @@ class GatewayReplica:
         """Answers, notifications and server requests for this replica's calls."""
         if self._client is not None:
             await self._client.deliver(frames)
+
+    def url(self) -> str | None:
+        """Where this replica serves MCP (None until it has started)."""
+        return self._url
 
     def ping(self) -> str:
         return "pong"
@@ -167,7 +173,7 @@ class GatewayReplicas:
     async def _start_on(self, node_id: str, node_ip: str) -> ReplicaInfo:
         taken = {info.port for info in self.replicas if info.node_ip == node_ip}
         port = 0 if self._port in taken else self._port  # one IP, several Ray nodes
-        name = f"raybus/{self._config.name}/gateway/{node_id[:8]}-{uuid.uuid4().hex[:6]}"
+        name = actor_names.gateway(self._config.name, node_id)
         handle = GatewayReplica.options(  # type: ignore[attr-defined]
             name=name,
             namespace=NAMESPACE,

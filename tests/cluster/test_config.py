@@ -40,20 +40,20 @@ pools:
     [
         (
             "- name: x\n  server: 'a.b:c'\n  command: ['x']",
-            "pools.0: Value error, give exactly one of server, command or tools",
+            "pools[0]: give exactly one of server, command or tools",
         ),
-        ("- name: x", "pools.0: Value error, give exactly one of server, command or tools"),
+        ("- name: x", "pools[0]: give exactly one of server, command or tools"),
         (
             "- name: x\n  server: 'a.b:c'\n  min_workers: 5\n  max_workers: 2",
             "min_workers (5) exceeds max_workers (2)",
         ),
         (
             "- name: x\n  server: 'a.b:c'\n  max_concurrency: 0",
-            "pools.0.max_concurrency: Input should be greater than or equal to 1",
+            "pools[0].max_concurrency: Input should be greater than or equal to 1",
         ),
         (
             "- name: x\n  server: 'a.b:c'\n  colour: red",
-            "pools.0.colour: Extra inputs are not permitted",
+            "pools[0].colour: Extra inputs are not permitted",
         ),
         ("- name: Bad Name\n  server: 'a.b:c'", "pool name 'Bad Name' must match"),
         ("- name: x\n  server: 'no-colon'", "server must look like 'package.module:attribute'"),

@@ -1,6 +1,6 @@
 import time
 
-from cluster.cli.bus import format_status
+from cluster.cli.status import format_status
 
 
 def test_status_shows_pools_workers_and_recent_scaling_decisions() -> None:
