@@ -268,6 +268,8 @@ async def _gateway_urls(bus: str) -> list[str]:
                 return url
         except (ConnectionClosed, TimeoutError, RayError):
             return None  # gone, or stopping, since it was listed
+        except AttributeError:
+            return None  # a replica of an older raybus, which cannot say
 
     return sorted(url for url in await asyncio.gather(*map(url_of, names)) if url)
 
