@@ -29,6 +29,7 @@ from transports.errors import BusError, BusTimeout, ConnectionClosed
 __all__ = [
     "BusAlreadyRunning",
     "PoolStartFailed",
+    "bus_endpoints",
     "bus_status",
     "launch_bus",
     "running_buses",
@@ -185,7 +186,7 @@ async def _tear_down(bus: str) -> None:
 
 
 async def bus_status(bus: str) -> dict[str, Any]:
-    """Pools (lag, breaker), workers and their state, the backend and the gateway URLs.
+    """Pools (lag, breaker), workers and their state.
 
     Raises:
         ConnectionClosed: no such bus.
@@ -197,12 +198,9 @@ async def bus_status(bus: str) -> dict[str, Any]:
     )
     # The router knows a pool once a worker of it is routed; the supervisor knows every
     # pool from the start, so a pool still starting (or failing to) is listed too.
-    backend = None
     with contextlib.suppress(ConnectionClosed):
         supervisor = await get_actor_async(actor_names.supervisor(bus))
-        pools, config = await asyncio.gather(supervisor.pools.remote(), supervisor.config.remote())
-        backend = config.backend
-        for pool, sizes in pools.items():
+        for pool, sizes in (await supervisor.pools.remote()).items():
             row = lag.setdefault(
                 pool,
                 {"pool": pool, "queued": 0, "oldest_age_s": 0.0, "in_flight": 0}
@@ -223,8 +221,6 @@ async def bus_status(bus: str) -> dict[str, Any]:
         pass  # autoscaling is off for this bus
     return {
         "bus": bus,
-        "backend": backend,
-        "gateways": await _gateway_urls(bus),
         "pools": lag,
         "workers": [
             {
@@ -238,6 +234,26 @@ async def bus_status(bus: str) -> dict[str, Any]:
         ],
         "decisions": decisions,
     }
+
+
+async def bus_endpoints(bus: str) -> dict[str, Any]:
+    """The bus's backend and where its gateways serve MCP (for ``raybus status``).
+
+    Kept apart from :func:`bus_status`, which callers poll: these rarely change and cost
+    a listing of the cluster's named actors. The backend is None while the bus has no
+    supervisor (starting, or stopping).
+    """
+
+    async def backend() -> str | None:
+        try:
+            supervisor = await get_actor_async(actor_names.supervisor(bus))
+        except ConnectionClosed:
+            return None
+        config: BusConfig = await supervisor.config.remote()
+        return config.backend
+
+    kind, gateways = await asyncio.gather(backend(), _gateway_urls(bus))
+    return {"backend": kind, "gateways": gateways}
 
 
 async def running_buses() -> list[str]:

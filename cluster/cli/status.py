@@ -26,7 +26,7 @@ from typing import Any
 
 from ray.exceptions import RayError
 
-from cluster.bus import bus_status, running_buses
+from cluster.bus import bus_endpoints, bus_status, running_buses
 from cluster.cli.clusters import (
     Joiner,
     add_address_argument,
@@ -133,9 +133,10 @@ def format_buses(rows: Sequence[dict[str, Any]]) -> str:
 
 async def _status_or_none(bus: str) -> dict[str, Any] | None:
     try:
-        return await bus_status(bus)
+        status, endpoints = await asyncio.gather(bus_status(bus), bus_endpoints(bus))
     except ConnectionClosed:
         return None  # not running (or stopped while it was asked)
+    return {"bus": status["bus"], **endpoints, **status}
 
 
 def _not_running(bus: str, on_cluster: Sequence[str]) -> str:
