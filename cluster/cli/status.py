@@ -209,10 +209,9 @@ def _watch(args: argparse.Namespace, first: Snapshot, snapshot: Callable[[], Sna
     interval_s: float = args.watch
     terminal = sys.stdout.isatty()
     period = threading.Event()  # never set: waiting on it is the refresh period
-    current = first
+    current, taken = first, time.monotonic()
     try:
         while True:
-            began = time.monotonic()
             text, data = current
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             if args.json:
@@ -222,7 +221,8 @@ def _watch(args: argparse.Namespace, first: Snapshot, snapshot: Callable[[], Sna
                 frame = f"{heading}\n\n{text}\n" + ("" if terminal else "\n")
             sys.stdout.write((_CLEAR_SCREEN if terminal and not args.json else "") + frame)
             sys.stdout.flush()
-            period.wait(max(0.0, interval_s - (time.monotonic() - began)))
+            period.wait(max(0.0, interval_s - (time.monotonic() - taken)))
+            taken = time.monotonic()  # refreshes start one interval apart
             current = _next(snapshot)
     except KeyboardInterrupt:
         return 0
