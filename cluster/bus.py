@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import ray
+from ray.exceptions import RayError
 
 from cluster.backends.base import Backend, backend_for
 from cluster.config import BusConfig, PoolConfig
@@ -30,9 +31,11 @@ from transports.errors import BusError, BusTimeout, ConnectionClosed
 __all__ = [
     "BusAlreadyRunning",
     "PoolStartFailed",
+    "bus_endpoints",
     "bus_status",
     "launch_bus",
     "placement_summary",
+    "running_buses",
     "stop_bus",
 ]
 
@@ -208,10 +211,10 @@ async def _tear_down(bus: str) -> None:
         for name in control:
             with contextlib.suppress(ConnectionClosed):
                 ray.kill(get_actor(name), no_restart=True)
-        for entry in ray.util.list_named_actors(all_namespaces=True):
-            if entry["namespace"] == NAMESPACE and entry["name"].startswith(prefix):
+        for name in _raybus_actor_names():
+            if name.startswith(prefix):
                 with contextlib.suppress(ConnectionClosed, ValueError):
-                    ray.kill(get_actor(entry["name"]), no_restart=True)
+                    ray.kill(get_actor(name), no_restart=True)
 
     try:
         async with asyncio.timeout(30):
@@ -280,6 +283,60 @@ def placement_summary(pool: PoolConfig) -> dict[str, Any]:
         "label_selector": dict(pool.label_selector),
         "env": env_names(pool.env, pool.runtime_env),
     }
+
+
+async def bus_endpoints(bus: str) -> dict[str, Any]:
+    """The bus's backend and where its gateways serve MCP (for ``raybus status``).
+
+    Kept apart from :func:`bus_status`, which callers poll: these rarely change and cost
+    a listing of the cluster's named actors. The backend is None while the bus has no
+    supervisor (starting, or stopping).
+    """
+
+    async def backend() -> str | None:
+        try:
+            supervisor = await get_actor_async(actor_names.supervisor(bus))
+        except ConnectionClosed:
+            return None
+        config: BusConfig = await supervisor.config.remote()
+        return config.backend
+
+    kind, gateways = await asyncio.gather(backend(), _gateway_urls(bus))
+    return {"backend": kind, "gateways": gateways}
+
+
+async def running_buses() -> list[str]:
+    """The names of the buses on the joined Ray cluster (those whose router is up)."""
+    named = await asyncio.to_thread(_raybus_actor_names)
+    return sorted({bus for name in named if (bus := actor_names.bus_of_router(name))})
+
+
+def _raybus_actor_names() -> list[str]:
+    entries = ray.util.list_named_actors(all_namespaces=True)
+    return [e["name"] for e in entries if e["namespace"] == NAMESPACE]
+
+
+# A replica answers at once unless its node is overloaded; status does not wait longer.
+_GATEWAY_ASK_TIMEOUT_S = 10.0
+
+
+async def _gateway_urls(bus: str) -> list[str]:
+    """Where the bus's gateway replicas (``raybus up`` over HTTP) serve MCP."""
+    prefix = actor_names.gateway_prefix(bus)
+    names = [n for n in await asyncio.to_thread(_raybus_actor_names) if n.startswith(prefix)]
+
+    async def url_of(name: str) -> str | None:
+        try:
+            async with asyncio.timeout(_GATEWAY_ASK_TIMEOUT_S):
+                replica = await get_actor_async(name)
+                url: str | None = await replica.url.remote()
+                return url
+        except (ConnectionClosed, TimeoutError, RayError):
+            return None  # gone, or stopping, since it was listed
+        except AttributeError:
+            return None  # a replica of an older raybus, which cannot say
+
+    return sorted(url for url in await asyncio.gather(*map(url_of, names)) if url)
 
 
 async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:

@@ -52,7 +52,10 @@ __all__ = [
     "KafkaBackendConfig",
     "PoolConfig",
     "SqsBackendConfig",
+    "field_path",
     "load_config",
+    "parse_config",
+    "read_config_data",
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -306,16 +309,27 @@ class BusConfig(_Strict):
         return next(p for p in self.pools if p.name == name)
 
 
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """Where a value sits in the file, as a reader writes it: ``pools[1].min_workers``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+# pydantic prefixes what a validator raised; the field path already says where it is.
+_VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
 def _problems(exc: ValidationError) -> list[str]:
     """One line per problem, ``pools[0].num_gpus: <why>``; never the offending value
     (it may be a secret)."""
     out = []
     for error in exc.errors(include_url=False, include_input=False):
-        where = "".join(
-            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
-        ).lstrip(".")
-        message = error["msg"].removeprefix("Value error, ")
-        out.append(f"{where or '(top level)'}: {message}")
+        message = error["msg"]
+        for prefix in _VALIDATOR_PREFIXES:
+            message = message.removeprefix(prefix)
+        out.append(f"{field_path(error['loc'])}: {message}")
     return out
 
 
@@ -331,11 +345,11 @@ def parse_config(data: Any, source: str = "<config>") -> BusConfig:
         raise ConfigError(source, _problems(exc)) from None
 
 
-def load_config(path: str | Path) -> BusConfig:
-    """Read and validate a YAML configuration file.
+def read_config_data(path: str | Path) -> Any:
+    """Read a YAML configuration file into plain data, not validated yet.
 
     Raises:
-        ConfigError: unreadable, not YAML, or invalid (naming every bad field).
+        ConfigError: unreadable, not YAML, or empty.
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -344,5 +358,25 @@ def load_config(path: str | Path) -> BusConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
-    return parse_config(data, str(path))
+        raise ConfigError(str(path), [_yaml_problem(exc)]) from None
+    if data is None:
+        raise ConfigError(str(path), ["the file is empty: a bus needs at least 'pools:'"])
+    return data
+
+
+def load_config(path: str | Path) -> BusConfig:
+    """Read and validate a YAML configuration file.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or invalid (naming every bad field).
+    """
+    return parse_config(read_config_data(path), str(path))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: where the YAML broke (1-based, as editors count) and why."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        return f"not valid YAML at {where}: {exc.problem or exc.context}"
+    return f"not valid YAML: {' '.join(str(exc).split())}"

@@ -51,6 +51,23 @@ class actor_names:
     def client(bus: str) -> str:
         return f"raybus/{bus}/client/{uuid.uuid4().hex[:12]}"
 
+    @staticmethod
+    def gateway(bus: str, node_id: str) -> str:
+        return f"{actor_names.gateway_prefix(bus)}{node_id[:8]}-{uuid.uuid4().hex[:6]}"
+
+    @staticmethod
+    def gateway_prefix(bus: str) -> str:
+        """What the names of a bus's gateway replicas start with."""
+        return f"raybus/{bus}/gateway/"
+
+    @staticmethod
+    def bus_of_router(name: str) -> str | None:
+        """The bus whose router has this actor name (None: not a router's name)."""
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == "raybus" and parts[2] == "router":
+            return parts[1]
+        return None
+
 
 def get_actor(name: str) -> Any:
     """The handle of a named raybus actor.

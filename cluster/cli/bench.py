@@ -9,7 +9,8 @@ Progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import sys
+
+from cluster.cli.failures import fail
 
 __all__ = ["add_parser"]
 
@@ -25,8 +26,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         options = BenchOptions(only=args.only, duration_s=args.duration_s, rounds=args.rounds)
     except ValueError as exc:
-        print(f"raybus bench: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"bench: {exc}", 2)
     report = run_bench(options)
     print(report.to_json() if args.json else report.to_table(), flush=True)
     return 0

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from cluster.cli.failures import report
 from transports.errors import BusError
 from transports.message import Notification, Request, Response
 from transports.stdio import StdioClientTransport
@@ -80,7 +81,7 @@ def demo_config_data() -> dict[str, Any]:
 async def run_bus_demo(burst: int = 2000, out: Any = sys.stdout) -> dict[str, Any]:
     """Launch the demo bus on the already-initialised Ray, exercise it, stop it."""
     from cluster.bus import bus_status, launch_bus, stop_bus
-    from cluster.cli.bus import format_status
+    from cluster.cli.status import format_status
     from cluster.client import BusClient
     from cluster.config import parse_config
 
@@ -134,21 +135,19 @@ def _run(args: argparse.Namespace) -> int:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        report = asyncio.run(run_bus_demo(args.burst))
+        outcome = asyncio.run(run_bus_demo(args.burst))
     except (BusError, TimeoutError) as exc:
-        print(f"raybus demo failed: {exc}", file=sys.stderr)
-        return 1
+        return report(exc, 1, context="demo failed")
     finally:
         ray.shutdown()
-    return 1 if report["failed"] else 0
+    return 1 if outcome["failed"] else 0
 
 
 def _run_stdio() -> int:
     try:
         answers = asyncio.run(run_demo())
     except (BusError, TimeoutError) as exc:
-        print(f"raybus demo failed: {exc}", file=sys.stderr)
-        return 1
+        return report(exc, 1, context="demo failed")
     titles = ("initialize", "tools/list", "tools/call add(2, 3)")
     for title, answer in zip(titles, answers, strict=True):
         print(f"--> {title}")

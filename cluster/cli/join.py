@@ -23,6 +23,7 @@ says what to set.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from urllib.parse import urlsplit
@@ -129,7 +130,7 @@ def _read(connection: socket.socket, size: int) -> bytes:
     return data
 
 
-def join_cluster(address: str) -> None:
+def join_cluster(address: str, *, logging_level: int = logging.INFO) -> None:
     """Probe ``address``, then join it as a driver in the bus's namespace.
 
     Raises:
@@ -137,7 +138,12 @@ def join_cluster(address: str) -> None:
     """
     probe_address(address)
     try:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        ray.init(
+            address=address,
+            namespace=NAMESPACE,
+            log_to_driver=False,
+            logging_level=logging_level,
+        )
     except ValueError as exc:  # e.g. ray:// without the `ray[client]` extra installed
         raise ClusterUnreachable(address, str(exc).strip().splitlines()[0]) from None
     except ConnectionError as exc:

@@ -25,6 +25,7 @@ __all__ = [
     "claim_bus_name",
     "local_bus_address",
     "local_bus_auth_mode",
+    "local_buses",
     "record_bus_address",
 ]
 
@@ -137,3 +138,14 @@ def local_bus_auth_mode(bus: str, *, cache_dir: Path | None = None) -> str | Non
     _, record_path = _paths(bus, cache_dir)
     mode = _record(record_path).get("ray_auth_mode")
     return mode if isinstance(mode, str) else None
+
+
+def local_buses(*, cache_dir: Path | None = None) -> dict[str, str]:
+    """Every bus ``raybus up`` runs on this machine now, with its Ray's address."""
+    base = (cache_dir or default_cache_dir()) / _DIR
+    found = {}
+    for lock_path in sorted(base.glob("*.lock")):
+        address = local_bus_address(lock_path.stem, cache_dir=cache_dir)
+        if address is not None:
+            found[lock_path.stem] = address
+    return found

@@ -17,9 +17,17 @@ import sys
 from collections.abc import Iterator
 
 from cluster.config import BusConfig, PoolConfig
+from cluster.gateway.app import LOOPBACK_HOSTS
 from cluster.ray_actors.worker import PoolStartFailed
 
-__all__ = ["check_pools"]
+__all__ = [
+    "check_pools",
+    "command_problem",
+    "gateway_problem",
+    "ships_code",
+    "worker_environment",
+    "worker_search_path",
+]
 
 
 def check_pools(config: BusConfig) -> None:
@@ -29,22 +37,51 @@ def check_pools(config: BusConfig) -> None:
         PoolStartFailed: the first pool whose module or command cannot be found.
     """
     for pool in config.pools:
-        problem = _command_problem(pool) if pool.command else _module_problem(pool)
+        problem = command_problem(pool) if pool.command else _module_problem(pool)
         if problem is not None:
             raise PoolStartFailed(pool.name, problem)
+
+
+def gateway_problem(config: BusConfig) -> str | None:
+    """Why ``raybus up`` refuses to bind ``gateway.host`` over HTTP, if it does."""
+    settings = config.gateway
+    if settings.host not in LOOPBACK_HOSTS and not settings.policy.tokens:
+        # An unauthenticated gateway is never exposed beyond this machine.
+        return "only loopback is allowed without authentication"
+    return None
 
 
 # runtime_env fields with which Ray brings code to the worker that this process cannot see.
 _SHIPS_CODE = ("py_modules", "working_dir", "pip", "uv", "conda", "container", "image_uri")
 
 
+def ships_code(pool: PoolConfig) -> str | None:
+    """The ``runtime_env`` field that brings the pool's code to its workers, if one does:
+    then only a worker can tell whether its server imports."""
+    return next((field for field in _SHIPS_CODE if pool.runtime_env.get(field)), None)
+
+
+def worker_environment(pool: PoolConfig) -> dict[str, str]:
+    """The environment variables the pool's ``runtime_env`` gives its workers."""
+    env_vars = pool.runtime_env.get("env_vars") or {}
+    return {str(key): str(value) for key, value in env_vars.items()}
+
+
+def worker_search_path(pool: PoolConfig) -> list[str]:
+    """Where the pool's workers look for modules before their own ``sys.path``.
+
+    Ray puts the driver's working directory on its local workers' sys.path (a console
+    script's own sys.path lacks it), and the pool's runtime_env may set a PYTHONPATH.
+    """
+    extra = worker_environment(pool).get("PYTHONPATH", "")
+    return [*(p for p in extra.split(os.pathsep) if p), os.getcwd()]
+
+
 def _module_problem(pool: PoolConfig) -> str | None:
-    if any(pool.runtime_env.get(field) for field in _SHIPS_CODE):
+    if ships_code(pool):
         return None  # only the worker can tell; the watched start reports it
     module = (pool.server or "").partition(":")[0] if pool.server else pool.tools or ""
-    env_vars = pool.runtime_env.get("env_vars") or {}
-    extra = str(env_vars.get("PYTHONPATH", ""))
-    with _worker_search_path([p for p in extra.split(os.pathsep) if p]):
+    with _searching(worker_search_path(pool)):
         try:
             found = importlib.util.find_spec(module)
         except (ImportError, ValueError) as exc:  # a parent package is missing
@@ -52,7 +89,8 @@ def _module_problem(pool: PoolConfig) -> str | None:
     return None if found is not None else f"No module named {module!r}"
 
 
-def _command_problem(pool: PoolConfig) -> str | None:
+def command_problem(pool: PoolConfig) -> str | None:
+    """Why the pool's ``command`` cannot be run (not on its PATH, not executable), if so."""
     program = (pool.command or [""])[0]
     path = pool.env.get("PATH", os.environ.get("PATH", os.defpath))
     if shutil.which(program, path=path) is not None:
@@ -63,12 +101,9 @@ def _command_problem(pool: PoolConfig) -> str | None:
 
 
 @contextlib.contextmanager
-def _worker_search_path(extra: list[str]) -> Iterator[None]:
-    # Ray puts the driver's working directory on its local workers' sys.path; a console
-    # script's own sys.path lacks it, so look there too, as the workers will, and on the
-    # PYTHONPATH the pool's runtime_env gives its workers.
+def _searching(extra: list[str]) -> Iterator[None]:
     saved = list(sys.path)
-    sys.path[:0] = [*extra, os.getcwd()]
+    sys.path[:0] = extra
     try:
         yield
     finally:

@@ -17,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from cluster.cli.failures import report
 from cluster.services.base import LocalService
 from cluster.services.errors import ServiceError
 from cluster.services.process import is_running, stop_process
@@ -126,7 +127,7 @@ async def _up(args: argparse.Namespace, cache_dir: Path) -> int:
     failed = False
     for service, result in zip(services, results, strict=True):
         if isinstance(result, ServiceError):
-            print(f"raybus services up: {result}", file=sys.stderr)
+            report(result, context="services up")
             failed = True
         elif isinstance(result, BaseException):
             raise result
@@ -155,7 +156,7 @@ async def _down(args: argparse.Namespace, cache_dir: Path) -> int:
         try:
             stopped = await stop_process(record.pid, record.pid_start_ticks)
         except ServiceError as exc:
-            print(f"raybus services down: {name}: {exc}", file=sys.stderr)
+            report(exc, context=f"services down: {name}")
             failed = True
             continue
         shutil.rmtree(record.temp_dir, ignore_errors=True)
@@ -198,8 +199,7 @@ def _run_up(args: argparse.Namespace) -> int:
         with state_lock(cache_dir):
             return asyncio.run(_up(args, cache_dir))
     except ServiceError as exc:
-        print(f"raybus services up: {exc}", file=sys.stderr)
-        return 1
+        return report(exc, 1, context="services up")
 
 
 def _run_down(args: argparse.Namespace) -> int:
@@ -208,8 +208,7 @@ def _run_down(args: argparse.Namespace) -> int:
         with state_lock(cache_dir):
             return asyncio.run(_down(args, cache_dir))
     except ServiceError as exc:
-        print(f"raybus services down: {exc}", file=sys.stderr)
-        return 1
+        return report(exc, 1, context="services down")
 
 
 def _run_status(args: argparse.Namespace) -> int:
@@ -217,5 +216,4 @@ def _run_status(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_status(default_cache_dir()))
     except ServiceError as exc:
-        print(f"raybus services status: {exc}", file=sys.stderr)
-        return 1
+        return report(exc, 1, context="services status")

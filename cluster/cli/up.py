@@ -25,13 +25,14 @@ import ray
 from mcp.server.stdio import stdio_server
 
 from cluster.bus import BusAlreadyRunning, launch_bus, stop_bus
+from cluster.cli.failures import fail, report
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
 from cluster.cli.join import ClusterUnreachable, join_cluster, probe_address
 from cluster.cli.local_buses import claim_bus_name, record_bus_address
-from cluster.cli.preflight import check_pools
+from cluster.cli.preflight import check_pools, gateway_problem
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
-from cluster.gateway.app import LOOPBACK_HOSTS, bound
+from cluster.gateway.app import bound
 from cluster.gateway.server import Gateway
 from cluster.metrics.endpoint import (
     METRICS_HOST,
@@ -247,14 +248,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except BusError as exc:
-        print(f"raybus: {exc}", file=sys.stderr)
-        return 2
+        return report(exc, 2)
     settings = config.gateway
-    if not args.stdio and settings.host not in LOOPBACK_HOSTS and not settings.policy.tokens:
-        # Refuse to expose an unauthenticated gateway beyond this machine.
-        reason = "only loopback is allowed without authentication"
-        print(f"raybus: refusing to bind {settings.host}: {reason}", file=sys.stderr)
-        return 2
+    refused = None if args.stdio else gateway_problem(config)
+    if refused is not None:
+        return fail(f"refusing to bind {settings.host}: {refused}")
     # Everything that can be known without Ray is checked before Ray starts (~20 s on
     # two cores): the pools' modules and commands, and the port; or, joining a cluster,
     # that it answers at its address (Ray alone would retry for minutes).
@@ -273,8 +271,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.metrics_port is not None:
                 metrics_sock = resources.enter_context(metrics_listener(args.metrics_port))
         except BusError as exc:
-            print(f"raybus: {exc}", file=sys.stderr)
-            return 2
+            return report(exc, 2)
         return _run_bus(args, config, sock, metrics_sock)
 
 
@@ -289,8 +286,7 @@ def _run_bus(
         try:
             join_cluster(args.address)
         except ClusterUnreachable as exc:
-            print(f"raybus: {exc}", file=sys.stderr)
-            return 2
+            return report(exc, 2)
     else:
         ray.init(
             num_cpus=args.num_cpus,
@@ -315,8 +311,7 @@ def _run_bus(
     except KeyboardInterrupt:
         return 0
     except BusError as exc:
-        print(f"raybus: {exc}", file=sys.stderr)
-        return 1
+        return report(exc, 1)
     finally:
         ray.shutdown()
     return 0

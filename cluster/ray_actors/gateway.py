@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ from cluster.gateway.app import QuietServer, bind_listener, http_server
 from cluster.gateway.server import Gateway
 from cluster.metrics.ray_export import RayExport, export_forever
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
-from cluster.naming import NAMESPACE
+from cluster.naming import NAMESPACE, actor_names
 from transports.frame import Frame
 
 __all__ = ["GatewayReplica", "GatewayReplicas", "ReplicaInfo"]
@@ -60,6 +59,7 @@ class GatewayReplica:
         self._watcher: asyncio.Task[None] | None = None
         self._metrics = MetricsRegistry(config.name)
         self._exporter: asyncio.Task[None] | None = None
+        self._url: str | None = None
 
     async def start(self, port: int) -> int:
         """Serve on ``port`` (0: any free one); returns the port bound.
@@ -70,6 +70,8 @@ class GatewayReplica:
         config = self._config
         sock = bind_listener(config.gateway.host, port)
         chosen = int(sock.getsockname()[1])
+        settings = config.gateway
+        self._url = f"http://{settings.host}:{chosen}{settings.path}"
         self._client = await BusClient.connect(config.name, inbox=self._actor_name)
         self._gateway = Gateway(
             self._client,
@@ -100,6 +102,10 @@ class GatewayReplica:
         """Answers, notifications and server requests for this replica's calls."""
         if self._client is not None:
             await self._client.deliver(frames)
+
+    def url(self) -> str | None:
+        """Where this replica serves MCP (None until it has started)."""
+        return self._url
 
     def ping(self) -> str:
         return "pong"
@@ -197,7 +203,7 @@ class GatewayReplicas:
                 self._spawned[node["NodeID"]] = self._create(node["NodeID"])
 
     def _create(self, node_id: str) -> tuple[str, Any]:
-        name = f"raybus/{self._config.name}/gateway/{node_id[:8]}-{uuid.uuid4().hex[:6]}"
+        name = actor_names.gateway(self._config.name, node_id)
         handle = GatewayReplica.options(  # type: ignore[attr-defined]
             name=name,
             namespace=NAMESPACE,

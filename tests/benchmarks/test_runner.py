@@ -117,4 +117,4 @@ def test_python_m_benchmarks_is_raybus_bench() -> None:
     )
 
     assert result.returncode == 2
-    assert "raybus bench: unknown workload(s) B0" in result.stderr
+    assert "raybus: bench: unknown workload(s) B0" in result.stderr

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cluster.bus import bus_status
-from cluster.cli.bus import format_status
+from cluster.cli.status import format_status
 from tests.cluster.bus_helpers import bus_config, running_bus
 
 pytestmark = [pytest.mark.ray]

@@ -104,6 +104,6 @@ def test_services_up_without_moto_says_which_extra_to_install_in_one_line(tmp_pa
     errors = [line for line in completed.stderr.splitlines() if line.startswith("raybus")]
     assert completed.returncode == 1, completed.stderr
     assert errors == [
-        "raybus services up: sqs: moto is not installed: pip install 'raybus[services]'"
+        "raybus: services up: sqs: moto is not installed: pip install 'raybus[services]'"
     ], completed.stderr
     assert "Traceback" not in completed.stderr

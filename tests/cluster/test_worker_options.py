@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cluster.bus import placement_summary
-from cluster.cli.bus import format_status
+from cluster.cli.status import format_status
 from cluster.config import ConfigError, PoolConfig, parse_config
 from cluster.worker_options import parse_memory
 

@@ -1,0 +1,148 @@
+"""``raybus config check FILE``: would this bus start? Answered without starting anything.
+
+Every problem is one line led by where it is in the file, and the exit code is 1::
+
+    pools[1].min_workers: Input should be greater than or equal to 0
+    pools[0].server: pool 'kit' failed to start: No module named 'cluster.examples.testkitt'
+    pools[2].command: pool 'calc' failed to start: command 'calcd' is not on PATH
+
+or one line ``ok: bus 'demo', 3 pools`` and exit 0. Checked, in order: the file reads and
+parses as YAML; it validates (every bad field, not only the first); each pool's
+``server:`` or ``tools:`` loads as its workers load it (in a child process, bounded by
+``--timeout``: see :mod:`cluster.cli.server_probe`), in the words ``raybus up`` uses when
+a pool cannot start; each ``command:`` names an executable on the pool's PATH; and the
+gateway is one ``raybus up`` would serve. Neither Ray nor any service is started, and no
+module of the config is imported into this process.
+
+A pool whose ``runtime_env`` ships its code (``pip``, ``py_modules``, ...) is not loaded
+here - only its workers can tell - and the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cluster.cli.preflight import command_problem, gateway_problem, ships_code
+from cluster.config import (
+    BusConfig,
+    ConfigError,
+    PoolConfig,
+    field_path,
+    parse_config,
+    read_config_data,
+)
+from cluster.ray_actors.worker import PoolStartFailed
+
+__all__ = ["ConfigCheck", "add_parser", "check_config"]
+
+_DEFAULT_TIMEOUT_S = 60.0  # a cold import of a heavy server (torch, ...) on a loaded machine
+
+
+@dataclass
+class ConfigCheck:
+    """What ``raybus config check`` found: the config (if it validated), problems, notes."""
+
+    config: BusConfig | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_config(path: str | Path, *, load_timeout_s: float = _DEFAULT_TIMEOUT_S) -> ConfigCheck:
+    """Check a bus configuration file without starting Ray (see the module docstring)."""
+    try:
+        data = read_config_data(path)
+    except ConfigError as exc:
+        return ConfigCheck(problems=[f"{path}: {problem}" for problem in exc.problems])
+    found = ConfigCheck()
+    try:
+        found.config = parse_config(data, str(path))
+        pools = dict(enumerate(found.config.pools))
+    except ConfigError as exc:
+        found.problems += exc.problems
+        pools = _valid_pools(data)  # a bad field elsewhere does not hide a bad server
+    _check_servers(pools, found, load_timeout_s)
+    if found.config is not None:
+        refused = gateway_problem(found.config)
+        if refused is not None:
+            host = found.config.gateway.host
+            found.problems.append(f"gateway.host: raybus up would refuse to bind {host}: {refused}")
+    return found
+
+
+def _valid_pools(data: Any) -> dict[int, PoolConfig]:
+    """The pools of an invalid file that are valid by themselves, by their index."""
+    raw = data.get("pools") if isinstance(data, dict) else None
+    valid = {}
+    for index, pool in enumerate(raw if isinstance(raw, list) else []):
+        with contextlib.suppress(ValidationError):
+            valid[index] = PoolConfig.model_validate(pool)
+    return valid
+
+
+def _check_servers(pools: dict[int, PoolConfig], found: ConfigCheck, timeout_s: float) -> None:
+    # Imported here: `python -m cluster.cli.server_probe` (the child) imports this package.
+    from cluster.cli.server_probe import load_problems
+
+    loadable = {i: p for i, p in pools.items() if p.command is None and not ships_code(p)}
+    loaded = dict(zip(loadable, load_problems(list(loadable.values()), timeout_s), strict=True))
+    for index, pool in pools.items():
+        where = field_path(("pools", index, "command" if pool.command else _source(pool)))
+        shipper = ships_code(pool)
+        if pool.command is not None:
+            problem = command_problem(pool)
+        elif shipper is not None:
+            found.notes.append(
+                f"{where}: not loaded here: runtime_env.{shipper} brings its code to the workers"
+            )
+            continue
+        else:
+            problem = loaded[index]
+        if problem is not None:
+            found.problems.append(f"{where}: {PoolStartFailed(pool.name, problem)}")
+
+
+def _source(pool: PoolConfig) -> str:
+    return "server" if pool.server else "tools"
+
+
+def _run(args: argparse.Namespace) -> int:
+    found = check_config(args.file, load_timeout_s=args.timeout)
+    for line in [*found.problems, *(f"note: {note}" for note in found.notes)]:
+        print(line)
+    if found.problems or found.config is None:
+        return 1
+    pools = len(found.config.pools)
+    print(f"ok: bus {found.config.name!r}, {pools} pool{'s' if pools != 1 else ''}")
+    return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be seconds in (0, 3600], got {text}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("config", help="check a bus configuration")
+    verbs = parser.add_subparsers(dest="config_command", required=True, metavar="VERB")
+    check = verbs.add_parser(
+        "check",
+        help="validate a bus YAML and load its servers, without starting Ray",
+        description="Print every problem as 'field.path: reason' (exit 1), or 'ok' (exit 0).",
+    )
+    check.add_argument("file", help="bus YAML")
+    check.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=_DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds to let each server load (default {_DEFAULT_TIMEOUT_S:g})",
+    )
+    check.set_defaults(run=_run)
