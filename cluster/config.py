@@ -32,6 +32,7 @@ from pydantic import (
 from actors.autoscaler import AutoscaleConfig
 from actors.router.core import RouterConfig
 from cluster.gateway.policy.chain import PolicyConfig
+from cluster.telemetry import EXPORTER_VARIABLE, TracingSetupError, check_exporter
 from transports.errors import BusError
 
 __all__ = [
@@ -117,6 +118,13 @@ class PoolConfig(_Strict):
 
 
 def _check_runtime_env(runtime_env: dict[str, Any]) -> None:
+    env_vars = runtime_env.get("env_vars")
+    exporter = env_vars.get(EXPORTER_VARIABLE) if isinstance(env_vars, dict) else None
+    if exporter:
+        try:
+            check_exporter(str(exporter))
+        except TracingSetupError as exc:
+            raise ValueError(f"runtime_env.env_vars.{exc}") from None
     # Workers are created by the detached supervisor, not by a driver, and Ray uploads
     # local directories only for a driver's job: a local path would fail on every worker.
     for field in ("py_modules", "working_dir"):

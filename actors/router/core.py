@@ -28,6 +28,7 @@ from actors.replies import error_reply
 from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from actors.router.routing import pool_for
+from actors.tracing import Hop, SpanKind, end_hop, envelope_hop
 from transports.envelope import CorrelationKey
 from transports.errors import INVALID_REQUEST, BusErrorCode
 from transports.frame import Frame
@@ -102,6 +103,12 @@ class _Call:
     retry_safe: bool
     attempts: int = 0
     worker: str | None = None
+    hop: Hop | None = None  # the router's span, from queued to dispatched
+
+    def left_queue(self, error: str | None = None, description: str | None = None) -> None:
+        if self.hop is not None:
+            end_hop(self.hop, error, description)
+            self.hop = None
 
 
 @dataclass(eq=False)
@@ -130,6 +137,10 @@ class _Pool:
     queue: deque[_Call] = field(default_factory=deque)
     workers: dict[str, _Worker] = field(default_factory=dict)
     completed: int = 0
+    span_extra: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        self.span_extra = (("raybus.pool", self.name),)
 
 
 class RouterCore:
@@ -184,7 +195,12 @@ class RouterCore:
             if pool.breaker.state is BreakerState.OPEN:
                 rejected.append(self._breaker_open(frame, pool))
                 continue
-            call = _Call(frame, pool.name, now, retry_safe)
+            hop = envelope_hop(envelope, SpanKind.INTERNAL, prefix="route ", extra=pool.span_extra)
+            # The worker's span is a child of the router's (when tracing is on).
+            stamped = hop.stamped(envelope)
+            if stamped is not envelope:
+                frame = Frame(stamped, frame.body)
+            call = _Call(frame, pool.name, now, retry_safe, hop=hop)
             self._calls[key] = call
             pool.queue.append(call)
             touched.add(pool.name)
@@ -196,6 +212,7 @@ class RouterCore:
             while len(pool.queue) > self.config.max_pending_per_pool:
                 call = pool.queue.pop()
                 del self._calls[call.frame.envelope.correlation_key]
+                call.left_queue(str(BusErrorCode.OVERLOADED.value))
                 rejected.append(
                     error_reply(
                         call.frame,
@@ -217,6 +234,7 @@ class RouterCore:
             if call.worker is None:
                 del self._calls[key]
                 self._pools[call.pool].queue.remove(call)
+                call.left_queue(str(BusErrorCode.CANCELLED.value))
             else:
                 by_worker.setdefault(call.worker, []).append(key)
         for worker, worker_keys in by_worker.items():
@@ -301,6 +319,7 @@ class RouterCore:
                 for call in pool.queue:
                     if call.frame.envelope.expired(wall_now):
                         del self._calls[call.frame.envelope.correlation_key]
+                        call.left_queue(str(BusErrorCode.DEADLINE_EXCEEDED.value))
                         expired.append(
                             error_reply(
                                 call.frame,
@@ -390,12 +409,14 @@ class RouterCore:
                 if pool.breaker.state is BreakerState.OPEN:
                     pool.queue.popleft()
                     del self._calls[key]
+                    call.left_queue(str(BusErrorCode.CIRCUIT_OPEN.value))
                     rejected.append(self._breaker_open(call.frame, pool))
                     continue
                 break  # half-open with its probes out: wait for them
             pool.queue.popleft()
             worker = pool.balancer.choose(candidates)
             call.worker = worker.actor_name
+            call.left_queue()
             call.attempts += 1
             worker.outstanding[key] = call
             batches.setdefault(worker.actor_name, []).append(call.frame)

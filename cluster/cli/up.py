@@ -25,13 +25,14 @@ from mcp.server.stdio import stdio_server
 from cluster.bus import BusAlreadyRunning, launch_bus, stop_bus
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
 from cluster.cli.local_buses import claim_bus_name, record_bus_address
-from cluster.cli.preflight import check_pools
+from cluster.cli.preflight import check_pools, check_tracing
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
 from cluster.gateway.app import LOOPBACK_HOSTS, bound
 from cluster.gateway.server import Gateway
 from cluster.naming import NAMESPACE
 from cluster.ray_actors.gateway import GatewayReplicas
+from cluster.telemetry import install_tracing
 from transports.errors import BusError
 
 __all__ = ["add_parser", "serve"]
@@ -146,6 +147,7 @@ async def _when_set(event: asyncio.Event, action: Any) -> None:
 
 
 async def _serve_stdio(config: BusConfig, ready: Any, stopping: asyncio.Event) -> None:
+    install_tracing("gateway")  # this process is the gateway (HTTP replicas do their own)
     client = await BusClient.connect(config.name)
     gateway = Gateway(
         client,
@@ -185,6 +187,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             if not args.address:
                 check_pools(config)
+                check_tracing(config)
                 resources.enter_context(claim_bus_name(config.name))
             sock = None
             if not args.stdio:

@@ -30,6 +30,7 @@ from cluster.config import BusConfig
 from cluster.gateway.app import QuietServer, bind_listener, http_server
 from cluster.gateway.server import Gateway
 from cluster.naming import NAMESPACE
+from cluster.telemetry import install_tracing
 from transports.frame import Frame
 
 __all__ = ["GatewayReplica", "GatewayReplicas", "ReplicaInfo"]
@@ -61,6 +62,7 @@ class GatewayReplica:
         Raises:
             GatewayBindError: the port cannot be bound on this node.
         """
+        install_tracing("gateway")
         config = self._config
         sock = bind_listener(config.gateway.host, port)
         chosen = int(sock.getsockname()[1])

@@ -18,6 +18,7 @@ from actors.discovery.registry import Membership
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion, RouterConfig, RouterCore
 from cluster.naming import HandleCache, actor_names
+from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
 from transports.frame import Frame
@@ -72,6 +73,7 @@ class _RayRouterPorts:
 @ray.remote
 class RouterActor:
     def __init__(self, bus: str, config: RouterConfig) -> None:
+        install_tracing("router")
         self._bus = bus
         self._handles = HandleCache()
         self._ports = _RayRouterPorts(self._handles)

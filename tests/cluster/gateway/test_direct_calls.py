@@ -233,9 +233,9 @@ async def test_the_official_client_is_served_by_the_direct_path(
     served: list[str] = []
     original = Gateway.call_tool_directly
 
-    async def counting(self: Gateway, *args: Any) -> dict[str, Any]:
+    async def counting(self: Gateway, *args: Any, **kwargs: Any) -> dict[str, Any]:
         served.append(args[2]["name"])
-        return await original(self, *args)
+        return await original(self, *args, **kwargs)
 
     monkeypatch.setattr(Gateway, "call_tool_directly", counting)
     seen: list[float] = []
