@@ -8,17 +8,20 @@ and is the parent of what it hands on.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from actors.tracing import begin_hop, end_envelope_hop, envelope_hop, with_trace_meta
 from actors.worker.core import WorkerCore
+from actors.worker.server_links import SdkServerLink, load_server_object
 from tests.actors.fakes import RecordingWorkerPorts
 from tests.actors.test_router import call, router
-from tests.actors.test_worker import testkit, tool_call  # noqa: F401 - testkit: a fixture
+from tests.actors.test_worker import make_worker, tool_call
 from transports.envelope import Envelope
 from transports.errors import BusErrorCode
 from transports.frame import Frame
@@ -198,7 +201,16 @@ def test_a_call_refused_from_the_queue_ends_its_router_span_as_failed(
     ]
 
 
-# -- the worker (the testkit fixture: a worker hosting the testkit server) ----------
+# -- the worker --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def kit() -> AsyncIterator[tuple[WorkerCore, RecordingWorkerPorts]]:
+    ports = RecordingWorkerPorts()
+    server = load_server_object("cluster.examples.testkit:server")
+    worker = await make_worker(lambda: SdkServerLink(server), ports)
+    yield worker, ports
+    await worker.drain(0, timeout_s=5)
 
 
 async def seen_by_server(
@@ -218,18 +230,18 @@ def with_context(frame: Frame, context: TraceContext | None) -> Frame:
 
 
 async def test_the_hosted_server_sees_the_callers_context_in_meta(
-    testkit: tuple[WorkerCore, RecordingWorkerPorts],
+    kit: tuple[WorkerCore, RecordingWorkerPorts],
 ) -> None:
-    worker, ports = testkit
+    worker, ports = kit
     frame = with_context(tool_call("a", 1, "dump_request"), CALLER)
     params = await seen_by_server(worker, ports, frame)
     assert params["_meta"] == {"traceparent": CALLER.traceparent, "tracestate": "vendor=x"}
 
 
 async def test_with_an_sdk_the_hosted_server_sees_the_workers_span_as_parent(
-    testkit: tuple[WorkerCore, RecordingWorkerPorts], recorded_spans: InMemorySpanExporter
+    kit: tuple[WorkerCore, RecordingWorkerPorts], recorded_spans: InMemorySpanExporter
 ) -> None:
-    worker, ports = testkit
+    worker, ports = kit
     params = await seen_by_server(worker, ports, traced(tool_call("a", 1, "dump_request")))
     (span,) = recorded_spans.get_finished_spans()
     assert span.name == "tools/call dump_request"
