@@ -18,6 +18,7 @@ Every check runs in time linear in the input and refuses inputs past the limits 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -29,16 +30,14 @@ _MAX_TRACESTATE_MEMBERS: Final = 32
 _TRACEPARENT_V00_CHARS: Final = 55
 # A later version may append fields; no reason to read a header much longer than ours.
 _MAX_TRACEPARENT_CHARS: Final = 256
-_HEX: Final = frozenset("0123456789abcdef")
+_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE_ID: Final = "0" * 32
+_ZERO_SPAN_ID: Final = "0" * 16
 _LCALPHA: Final = frozenset("abcdefghijklmnopqrstuvwxyz")
 _KEY_FIRST: Final = _LCALPHA | frozenset("0123456789")
 _KEY_REST: Final = _KEY_FIRST | frozenset("_-*/")
 # Printable ASCII except ',' and '=' (W3C: chr(0x20) to chr(0x7E) minus those two).
 _VALUE_CHARS: Final = frozenset(chr(c) for c in range(0x20, 0x7F)) - {",", "="}
-
-
-def _is_hex(text: str, length: int) -> bool:
-    return len(text) == length and _HEX.issuperset(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,21 +76,16 @@ class TraceContext:
         length = len(traceparent)
         if length < _TRACEPARENT_V00_CHARS or length > _MAX_TRACEPARENT_CHARS:
             return None
-        version = traceparent[0:2]
-        if not _is_hex(version, 2) or version == "ff":
+        # A fixed-width pattern on a bounded string: no backtracking to speak of.
+        fields = _TRACEPARENT.match(traceparent)
+        if fields is None:
             return None
-        if version == "00" and length != _TRACEPARENT_V00_CHARS:
+        version, trace_id, span_id, flags = fields.groups()
+        if version == "ff" or (version == "00" and length != _TRACEPARENT_V00_CHARS):
             return None
         if length > _TRACEPARENT_V00_CHARS and traceparent[_TRACEPARENT_V00_CHARS] != "-":
             return None
-        if traceparent[2] != "-" or traceparent[35] != "-" or traceparent[52] != "-":
-            return None
-        trace_id = traceparent[3:35]
-        span_id = traceparent[36:52]
-        flags = traceparent[53:55]
-        if not (_is_hex(trace_id, 32) and _is_hex(span_id, 16) and _is_hex(flags, 2)):
-            return None
-        if trace_id == "0" * 32 or span_id == "0" * 16:
+        if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
             return None
         return cls(trace_id, span_id, int(flags, 16), parse_tracestate(tracestate))
 

@@ -350,11 +350,11 @@ class Gateway:
 
         with gateway_hop(
             "tools/call", params, trace, protocol_version=version, request_id=request_id
-        ) as outcome:
+        ) as hop:
             result: dict[str, Any] = await self.policy.enforce(
                 principal, "tools/call", params, state, serve
             )
-            outcome.result(result)
+            hop.result(result)
         return result
 
     def _principal_session(self, principal: str) -> BusSession:

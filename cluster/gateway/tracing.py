@@ -20,20 +20,21 @@ path (:class:`GatewayTracing`) and the direct 2026-07-28 path (:func:`gateway_ho
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from typing import Any
 
 import mcp_types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 from actors.tracing import TARGET_ATTRIBUTES, SpanKind, begin_hop, call_attributes, end_hop
 from transports.tracecontext import TraceContext, parse_tracestate
 
-__all__ = ["GatewayTracing", "HopOutcome", "forwarded_trace", "gateway_hop", "incoming_trace"]
+__all__ = ["GatewayTracing", "forwarded_trace", "gateway_hop", "incoming_trace"]
 
 _FORWARD: ContextVar[TraceContext | None] = ContextVar("raybus_gateway_trace", default=None)
 
@@ -64,12 +65,40 @@ def forwarded_trace() -> TraceContext | None:
     return _FORWARD.get()
 
 
-class HopOutcome:
-    """What the body of :func:`gateway_hop` learned: a tool's error result."""
+class gateway_hop:
+    """The gateway's span around serving one request; errors mark it failed.
 
-    __slots__ = ("tool_error",)
+    While it is open, :func:`forwarded_trace` is the context to hand to the bus; the
+    body reports a handler's result with :meth:`result` (a tool's ``isError`` marks
+    the span). A class, not a generator: this runs for every request.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_attached", "_hop", "_token", "tool_error")
+
+    def __init__(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        incoming: TraceContext | None,
+        *,
+        protocol_version: str | None = None,
+        request_id: object = None,
+    ) -> None:
+        attribute = TARGET_ATTRIBUTES.get(method)
+        raw = None
+        if params is not None and attribute is not None:
+            raw = params.get("uri" if attribute == "mcp.resource.uri" else "name")
+        target = raw if isinstance(raw, str) else None
+        version = (("mcp.protocol.version", protocol_version),) if protocol_version else ()
+        self._hop = begin_hop(
+            f"{method} {target}" if target else method,
+            SpanKind.SERVER,
+            incoming,
+            attributes=call_attributes(method, target, request_id, version),
+            ambient=True,
+        )
+        self._token: Token[TraceContext | None] | None = None
+        self._attached: Token[Context] | None = None
         self.tool_error = False
 
     def result(self, result: object) -> None:
@@ -79,56 +108,24 @@ class HopOutcome:
         elif isinstance(result, Mapping):
             self.tool_error = result.get("isError") is True
 
+    def __enter__(self) -> gateway_hop:
+        self._token = _FORWARD.set(self._hop.forward)
+        span = self._hop.span
+        if span.is_recording():  # current for whatever else this request traces
+            self._attached = otel_context.attach(trace.set_span_in_context(span))
+        return self
 
-@contextlib.contextmanager
-def gateway_hop(
-    method: str,
-    params: Mapping[str, Any] | None,
-    incoming: TraceContext | None,
-    *,
-    protocol_version: str | None = None,
-    request_id: object = None,
-) -> Iterator[HopOutcome]:
-    """The gateway's span around serving one request; errors mark it failed.
-
-    While it is open, :func:`forwarded_trace` is the context to hand to the bus.
-    """
-    attribute = TARGET_ATTRIBUTES.get(method)
-    raw = None
-    if params is not None and attribute is not None:
-        raw = params.get("uri" if attribute == "mcp.resource.uri" else "name")
-    target = raw if isinstance(raw, str) else None
-    version = (("mcp.protocol.version", protocol_version),) if protocol_version else ()
-    attributes = call_attributes(method, target, request_id, version)
-
-    hop = begin_hop(
-        f"{method} {target}" if target else method,
-        SpanKind.SERVER,
-        incoming,
-        attributes=attributes,
-        ambient=True,
-    )
-    token = _FORWARD.set(hop.forward)
-    outcome = HopOutcome()
-    error: str | None = None
-    description: str | None = None
-    try:
-        if hop.span.is_recording():
-            with trace.use_span(hop.span, record_exception=False, set_status_on_exception=False):
-                yield outcome
-        else:
-            yield outcome
-        if outcome.tool_error:
-            error = "tool_error"
-    except MCPError as exc:
-        error, description = str(exc.error.code), exc.error.message
-        raise
-    except Exception as exc:
-        error, description = type(exc).__qualname__, str(exc)
-        raise
-    finally:
-        _FORWARD.reset(token)
-        end_hop(hop, error, description)
+    def __exit__(self, kind: object, exc: BaseException | None, _: object) -> None:
+        if self._token is not None:
+            _FORWARD.reset(self._token)
+        if self._attached is not None:
+            otel_context.detach(self._attached)
+        if isinstance(exc, MCPError):
+            end_hop(self._hop, str(exc.error.code), exc.error.message)
+        elif isinstance(exc, Exception):
+            end_hop(self._hop, type(exc).__qualname__, str(exc))
+        else:  # success, or cancelled (not the request's failure)
+            end_hop(self._hop, "tool_error" if self.tool_error else None)
 
 
 def _header_values(request: object, name: str) -> list[str]:
@@ -164,7 +161,7 @@ class GatewayTracing:
             incoming,
             protocol_version=ctx.protocol_version,
             request_id=ctx.request_id,
-        ) as outcome:
+        ) as hop:
             result = await call_next(ctx)
-            outcome.result(result)
+            hop.result(result)
             return result
