@@ -4,9 +4,10 @@ Each hop (gateway, router, worker) opens one span whose parent is the trace cont
 arrived with the call, and hands on the context to travel further: its own span's when
 an OpenTelemetry SDK is installed in the process, else the one that arrived, unchanged
 (W3C: a hop that does not trace passes the context through). Only
-``opentelemetry-api`` is needed; without an SDK its tracer is a no-op (about a
-microsecond a hop, measured in ``tests/actors/test_tracing.py``'s benchmark note) and
-no span attribute is built, since attributes are set only on a recording span.
+``opentelemetry-api`` is needed; without an SDK its tracer is a no-op - 2 to 7 us of
+CPU a hop, the parsing of an arriving context included
+(``python -m benchmarks.tracing_overhead``) - and no span attribute is built, since
+attributes are set only on a recording span.
 
 The tracer is the API's proxy: an SDK installed after this module was imported (a
 notebook's ``trace.set_tracer_provider``, or :mod:`cluster.telemetry` at actor start) is
@@ -96,7 +97,6 @@ def begin_hop(
     *,
     attributes: Attributes | None = None,
     ambient: bool = False,
-    tracer: Tracer | None = None,
 ) -> Hop:
     """Start this hop's span under ``parent``; its :attr:`Hop.forward` travels on.
 
@@ -107,8 +107,6 @@ def begin_hop(
         attributes: called only when the span records (no dict is built otherwise).
         ambient: without a ``parent``, nest under the process's current span (the
             gateway, behind instrumented HTTP middleware) instead of starting a trace.
-        tracer: the tracer to use (tests pass their own provider's); default the
-            global provider's.
     """
     parent_span: Span | None = None
     if parent is not None:
@@ -124,7 +122,7 @@ def begin_hop(
         context: Context | None = trace.set_span_in_context(parent_span, Context())
     else:
         context = None if ambient else Context()
-    span = (tracer or _tracer).start_span(name, context=context, kind=kind)
+    span = _tracer.start_span(name, context=context, kind=kind)
     if span is parent_span:  # the API's no-op tracer hands the parent back: pass it on
         return Hop(span, parent, parent)
     if span.is_recording() and attributes is not None:
@@ -180,11 +178,11 @@ def envelope_hop(envelope: Envelope, kind: SpanKind, *, prefix: str = "", extra:
     return begin_hop(name, kind, parent, attributes=attributes)
 
 
-def end_envelope_hop(hop: Hop, response: Response | None, *, ended: str = "cancelled") -> None:
+def end_envelope_hop(hop: Hop, response: Response | None) -> None:
     """End a call's hop by its outcome: a JSON-RPC error's code, a tool's ``isError``,
-    or ``ended`` when there is no response (cancelled)."""
+    or ``cancelled`` when there is no response."""
     if response is None:
-        end_hop(hop, ended)
+        end_hop(hop, "cancelled")
     elif response.error is not None:
         end_hop(hop, str(response.error.code), response.error.message)
     elif isinstance(response.result, dict) and response.result.get("isError") is True:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from opentelemetry import trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
 
-from actors.tracing import SpanKind, end_envelope_hop, envelope_hop, with_trace_meta
+from actors.tracing import SpanKind, end_envelope_hop, end_hop, envelope_hop, with_trace_meta
 from cluster.client import _call_trace
 from cluster.gateway.tracing import gateway_hop, incoming_trace
 from transports.envelope import Envelope
@@ -48,7 +48,7 @@ def _router(traceparent: str | None) -> Callable[[], None]:
     def hop() -> None:
         span = envelope_hop(envelope, SpanKind.INTERNAL, prefix="route ", extra=extra)
         span.stamped(envelope)
-        end_envelope_hop(span, None, ended="")
+        end_hop(span)
 
     return hop
 

@@ -137,7 +137,7 @@ class _Pool:
     queue: deque[_Call] = field(default_factory=deque)
     workers: dict[str, _Worker] = field(default_factory=dict)
     completed: int = 0
-    span_extra: tuple[tuple[str, str], ...] = ()
+    span_extra: tuple[tuple[str, str], ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         self.span_extra = (("raybus.pool", self.name),)
