@@ -28,6 +28,7 @@ import ray
 
 from actors.discovery.catalog import Catalog
 from actors.outbox import BUSY_INTERVAL_S, Outbox
+from actors.tracing import current_trace_context
 from cluster.backends.base import ClientLink, backend_for
 from cluster.backends.ray import dispatch
 from cluster.fanout import IndexedOutcome, stream_bounded
@@ -43,6 +44,7 @@ from transports.errors import (
 )
 from transports.frame import Frame
 from transports.message import Notification, Request, Response
+from transports.tracecontext import TraceContext
 
 __all__ = ["BusClient", "CallError", "IndexedOutcome", "ToolCall"]
 
@@ -76,6 +78,25 @@ def _checked_call(index: int, call: object) -> tuple[str, dict[str, Any] | None]
     ):
         return call[0], call[1]
     raise TypeError(f"call {index}: expected a (tool name, arguments dict) pair, got {call!r:.200}")
+
+
+def _call_trace(
+    params: dict[str, Any], traceparent: str | None, tracestate: str | None
+) -> TraceContext | None:
+    """A call's trace context: the caller's arguments, ``_meta``, or the current span."""
+    if traceparent is not None:
+        given = TraceContext.parse(traceparent, tracestate)
+        if given is None:
+            raise ValueError(
+                f"traceparent {traceparent!r:.80} is not a W3C traceparent "
+                "(00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, lowercase, not zeros)"
+            )
+        return given
+    if tracestate is not None:
+        raise ValueError("tracestate needs a traceparent")
+    meta = params.get("_meta")
+    from_meta = TraceContext.from_carrier(meta) if isinstance(meta, dict) else None
+    return from_meta if from_meta is not None else current_trace_context()
 
 
 class _Connection:
@@ -301,13 +322,21 @@ class BusClient:
         timeout_s: float = 60.0,
         progress: ProgressCallback | None = None,
         on_message: MessageHandler | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> dict[str, Any]:
         """Send one routed request; returns its ``result`` object.
 
         ``on_message`` (if given) receives every notification and server request about
         this call, in order, instead of the session-wide handlers.
 
+        The call carries a W3C trace context to the worker and its server (in
+        ``params._meta``): ``traceparent`` / ``tracestate`` if given, else those in
+        ``params["_meta"]``, else the current OpenTelemetry span's, if one is active.
+
         Raises:
+            ValueError: ``traceparent`` is not a valid W3C traceparent (or
+                ``tracestate`` is given without it).
             CallError: the call ended with a JSON-RPC error.
             BusTimeout: no outcome within ``timeout_s`` (plus a short grace).
             ConnectionClosed: the client was closed.
@@ -317,6 +346,7 @@ class BusClient:
         if progress is not None:
             params = {**params, "_meta": {**params.get("_meta", {}), "progressToken": number}}
         connection = self._connection
+        trace = _call_trace(params, traceparent, tracestate)
         envelope = Envelope(
             client_id=self.client_id,
             request_id=request_id,
@@ -324,6 +354,8 @@ class BusClient:
             reply_to=connection.reply_to,
             method=method,
             name=name,
+            traceparent=trace.traceparent if trace is not None else None,
+            tracestate=trace.tracestate if trace is not None else None,
         ).with_deadline_in(timeout_s)
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         key = (self.client_id, request_id)
@@ -354,13 +386,28 @@ class BusClient:
         *,
         timeout_s: float = 60.0,
         progress: ProgressCallback | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> types.CallToolResult:
+        """Call one tool; its result (a tool's own failure is ``isError``, not raised).
+
+        ``traceparent`` / ``tracestate``: the call's W3C trace context; without them the
+        current OpenTelemetry span's, if one is active (see :meth:`request`).
+
+        Raises:
+            ValueError: ``traceparent`` is not a valid W3C traceparent.
+            CallError: the call ended with a JSON-RPC error (unknown tool, bad
+                arguments, a bus error such as overloaded).
+            BusTimeout: no outcome within ``timeout_s``.
+        """
         result = await self.request(
             "tools/call",
             {"name": name, "arguments": arguments or {}},
             name=name,
             timeout_s=timeout_s,
             progress=progress,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
         return types.CallToolResult.model_validate(result)
 

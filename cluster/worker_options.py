@@ -24,6 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cluster.telemetry import EXPORTER_VARIABLE, TracingSetupError, check_exporter
+
 __all__ = [
     "RuntimeEnvConfig",
     "env_names",
@@ -100,6 +102,17 @@ class RuntimeEnvConfig(BaseModel):
     pip: PipSpec | None = Field(None, description="packages Ray installs (a list, or Ray's dict)")
     working_dir: str | None = Field(None, description="a URI (s3://, gs://, https://...)")
     py_modules: list[str] | None = Field(None, description="URIs of modules or packages")
+
+    @field_validator("env_vars")
+    @classmethod
+    def _exporter_is_known(cls, value: dict[str, str]) -> dict[str, str]:
+        exporter = value.get(EXPORTER_VARIABLE)
+        if exporter:
+            try:
+                check_exporter(exporter)
+            except TracingSetupError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("pip", mode="before")
     @classmethod

@@ -35,7 +35,8 @@ class Envelope:
         principal: the authenticated identity; never a credential.
         reply_to: where responses go (a response topic, queue or actor name).
         deadline_unix_s: wall-clock deadline, seconds since the epoch; None = no deadline.
-        traceparent / tracestate: W3C trace context.
+        traceparent / tracestate: W3C trace context, as received; whoever reads it
+            checks it (:mod:`transports.tracecontext`) and ignores it when invalid.
         idempotency_key: lets a ledger recognise a redelivered call.
         method / name: the JSON-RPC method and the tool, prompt or resource it names
             (MCP's Mcp-Method / Mcp-Name), read once at the edge so routers never

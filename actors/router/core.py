@@ -33,6 +33,7 @@ from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
 from actors.router.routing import pool_for
+from actors.tracing import Hop, SpanKind, end_hop, envelope_hop
 from transports.envelope import CorrelationKey
 from transports.errors import INVALID_REQUEST, BusErrorCode
 from transports.frame import Frame
@@ -136,6 +137,12 @@ class _Call:
     retry_safe: bool
     attempts: int = 0
     worker: str | None = None
+    hop: Hop | None = None  # the router's span, from queued to dispatched
+
+    def left_queue(self, error: str | None = None, description: str | None = None) -> None:
+        if self.hop is not None:
+            end_hop(self.hop, error, description)
+            self.hop = None
 
 
 @dataclass(eq=False)
@@ -164,6 +171,10 @@ class _Pool:
     queue: deque[_Call] = field(default_factory=deque)
     workers: dict[str, _Worker] = field(default_factory=dict)
     completed: int = 0
+    span_extra: tuple[tuple[str, str], ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        self.span_extra = (("raybus.pool", self.name),)
 
 
 class RouterCore:
@@ -227,7 +238,12 @@ class RouterCore:
                 tally.add(pool.name, tool, CallOutcome.CIRCUIT_OPEN)
                 rejected.append(self._breaker_open(frame, pool))
                 continue
-            call = _Call(frame, pool.name, tool, now, retry_safe)
+            hop = envelope_hop(envelope, SpanKind.INTERNAL, prefix="route ", extra=pool.span_extra)
+            # The worker's span is a child of the router's (when tracing is on).
+            stamped = hop.stamped(envelope)
+            if stamped is not envelope:
+                frame = Frame(stamped, frame.body)
+            call = _Call(frame, pool.name, tool, now, retry_safe, hop=hop)
             self._calls[key] = call
             pool.queue.append(call)
             touched.add(pool.name)
@@ -240,6 +256,7 @@ class RouterCore:
                 call = pool.queue.pop()
                 del self._calls[call.frame.envelope.correlation_key]
                 tally.add(name, call.tool, CallOutcome.OVERLOADED)
+                call.left_queue(str(BusErrorCode.OVERLOADED.value))
                 rejected.append(
                     error_reply(
                         call.frame,
@@ -263,6 +280,7 @@ class RouterCore:
                 del self._calls[key]
                 self._pools[call.pool].queue.remove(call)
                 self._tally.add(call.pool, call.tool, CallOutcome.CANCELLED)
+                call.left_queue(str(BusErrorCode.CANCELLED.value))
             else:
                 by_worker.setdefault(call.worker, []).append(key)
         for worker, worker_keys in by_worker.items():
@@ -362,6 +380,7 @@ class RouterCore:
                     if call.frame.envelope.expired(wall_now):
                         del self._calls[call.frame.envelope.correlation_key]
                         self._tally.add(pool.name, call.tool, CallOutcome.TIMEOUT)
+                        call.left_queue(str(BusErrorCode.DEADLINE_EXCEEDED.value))
                         expired.append(
                             error_reply(
                                 call.frame,
@@ -463,12 +482,14 @@ class RouterCore:
                     pool.queue.popleft()
                     del self._calls[key]
                     self._tally.add(pool.name, call.tool, CallOutcome.CIRCUIT_OPEN)
+                    call.left_queue(str(BusErrorCode.CIRCUIT_OPEN.value))
                     rejected.append(self._breaker_open(call.frame, pool))
                     continue
                 break  # half-open with its probes out: wait for them
             pool.queue.popleft()
             worker = pool.balancer.choose(candidates)
             call.worker = worker.actor_name
+            call.left_queue()
             call.attempts += 1
             worker.outstanding[key] = call
             batches.setdefault(worker.actor_name, []).append(call.frame)

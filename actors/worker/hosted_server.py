@@ -21,11 +21,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from actors.discovery.catalog import Catalog
+from actors.tracing import SpanKind, end_envelope_hop, envelope_hop, with_trace_meta
 from actors.worker.server_links import ServerLink
 from transports.envelope import CorrelationKey, Envelope
 from transports.errors import METHOD_NOT_FOUND, BusError, BusErrorCode
 from transports.frame import Frame
 from transports.message import JSONRPCId, Notification, Request, Response, TransportMessage
+from transports.tracecontext import TraceContext
 
 __all__ = ["CLOSE_SSE_STREAM", "HostedServer", "OutboundSink"]
 
@@ -100,6 +102,7 @@ class HostedServer:
         self._modern_lock = asyncio.Lock()
         self._sink = sink
         self._address = address
+        self._span_extra = (("raybus.worker", address),)
         self._on_catalog_changed = on_catalog_changed
         self._on_list_changed = on_list_changed
         self._backoff_min_s, self._backoff_max_s = restart_backoff_s
@@ -173,6 +176,17 @@ class HostedServer:
         request = frame.decode()
         if not isinstance(request, Request):
             raise ValueError("only requests are forwarded to the server")
+        hop = envelope_hop(frame.envelope, SpanKind.CLIENT, extra=self._span_extra)
+        response: Response | None = None
+        try:
+            response = await self._forward(frame, request, hop.forward, timeout_s)
+            return response
+        finally:
+            end_envelope_hop(hop, response)
+
+    async def _forward(
+        self, frame: Frame, request: Request, trace: TraceContext | None, timeout_s: float | None
+    ) -> Response | None:
         link = self._link
         if link is None or not self.connected.is_set():
             return Response.failure(
@@ -183,6 +197,8 @@ class HostedServer:
             link = await self._modern_link()
         else:
             params = _without_envelope(params)
+        # The server's own span (an SDK server makes one) is a child of the worker's.
+        params = with_trace_meta(params, trace)
         local_id = next(self._ids)
         params, token = _with_local_progress_token(params, local_id)
         call = _Call(frame, request.id, token, asyncio.get_running_loop().create_future(), link)

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from cluster.config import BusConfig, PoolConfig
 from cluster.gateway.app import LOOPBACK_HOSTS
 from cluster.ray_actors.worker import PoolStartFailed
+from cluster.telemetry import EXPORTER_VARIABLE, check_exporter
 
 __all__ = [
     "check_pools",
+    "check_tracing",
     "command_problem",
     "gateway_problem",
     "ships_code",
@@ -49,6 +51,22 @@ def gateway_problem(config: BusConfig) -> str | None:
         # An unauthenticated gateway is never exposed beyond this machine.
         return "only loopback is allowed without authentication"
     return None
+
+
+def check_tracing(config: BusConfig) -> None:
+    """Check ``RAYBUS_OTEL_EXPORTER`` here and in each pool's ``runtime_env``: the value,
+    and that the OpenTelemetry packages it needs are installed.
+
+    Raises:
+        TracingSetupError: the first value that cannot work, naming what is missing.
+    """
+    values = [os.environ.get(EXPORTER_VARIABLE, "")]
+    for pool in config.pools:
+        env_vars = pool.runtime_env.get("env_vars") or {}
+        values.append(str(env_vars.get(EXPORTER_VARIABLE, "")))
+    for value in values:
+        if value.strip():
+            check_exporter(value.strip(), packages=True)
 
 
 # runtime_env fields with which Ray brings code to the worker that this process cannot see.

@@ -29,7 +29,7 @@ from cluster.cli.failures import fail, report
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
 from cluster.cli.join import ClusterUnreachable, join_cluster, probe_address
 from cluster.cli.local_buses import claim_bus_name, record_bus_address
-from cluster.cli.preflight import check_pools, gateway_problem
+from cluster.cli.preflight import check_pools, check_tracing, gateway_problem
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
 from cluster.gateway.app import bound
@@ -46,6 +46,7 @@ from cluster.metrics.registry import MetricsRegistry
 from cluster.metrics.sources import bus_sources
 from cluster.naming import NAMESPACE
 from cluster.ray_actors.gateway import GatewayReplicas
+from cluster.telemetry import install_tracing
 from transports.errors import BusError
 
 __all__ = ["add_parser", "serve"]
@@ -215,6 +216,7 @@ async def _when_set(event: asyncio.Event, action: Any) -> None:
 async def _serve_stdio(
     config: BusConfig, ready: Any, stopping: asyncio.Event, metrics_sock: socket.socket | None
 ) -> None:
+    install_tracing("gateway")  # this process is the gateway (HTTP replicas do their own)
     client = await BusClient.connect(config.name)
     registry = MetricsRegistry(config.name)
     gateway = Gateway(
@@ -262,6 +264,7 @@ def _run(args: argparse.Namespace) -> int:
                 probe_address(args.address)
             else:
                 check_pools(config)
+                check_tracing(config)
                 resources.enter_context(claim_bus_name(config.name))
             sock = None
             if not args.stdio:

@@ -34,8 +34,11 @@ class BusSession(Protocol):
         name: str | None,
         timeout_s: float = 60.0,
         on_message: MessageHandler | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> dict[str, Any]:
-        """The request's ``result``.
+        """The request's ``result``; ``traceparent`` / ``tracestate``: the W3C trace
+        context the call carries (already checked by the gateway).
 
         Raises:
             CallError: it ended with a JSON-RPC error (from the server or the bus).

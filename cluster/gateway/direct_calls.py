@@ -46,7 +46,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cluster.gateway.policy.http_guards import CLIENT_MESSAGE, PRINCIPAL
 from cluster.gateway.server import Gateway
+from cluster.gateway.tracing import incoming_trace
 from transports.envelope import ANONYMOUS
+from transports.tracecontext import TraceContext
 
 __all__ = ["DirectToolCalls"]
 
@@ -100,8 +102,16 @@ class DirectToolCalls:
         message, version = taken
         state: MutableMapping[str, Any] = scope["state"]
         principal = state.get(PRINCIPAL)
+        parents: list[str] = []
+        states: list[str] = []
+        for key, value in scope["headers"]:
+            if key == b"traceparent":
+                parents.append(value.decode("latin-1"))
+            elif key == b"tracestate":
+                states.append(value.decode("latin-1"))
+        trace = incoming_trace(message["params"].get("_meta"), parents, states)
         await _Exchange(self._gateway, message, send).run(
-            principal if isinstance(principal, str) else ANONYMOUS, version, state, receive
+            principal if isinstance(principal, str) else ANONYMOUS, version, state, receive, trace
         )
 
     async def _take(self, scope: Scope) -> tuple[dict[str, Any], str] | None:
@@ -169,10 +179,23 @@ class _Exchange:
             self._kick.set_result(None)
 
     async def run(
-        self, principal: str, version: str, state: MutableMapping[str, Any], receive: Receive
+        self,
+        principal: str,
+        version: str,
+        state: MutableMapping[str, Any],
+        receive: Receive,
+        trace: TraceContext | None,
     ) -> None:
         call = asyncio.ensure_future(
-            self._gateway.call_tool_directly(principal, version, self._params, state, self._notify)
+            self._gateway.call_tool_directly(
+                principal,
+                version,
+                self._params,
+                state,
+                self._notify,
+                trace=trace,
+                request_id=self._id,
+            )
         )
         watcher = asyncio.ensure_future(_client_gone(receive))
         call.add_done_callback(self._wake)

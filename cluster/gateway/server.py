@@ -43,6 +43,7 @@ from actors.worker.hosted_server import CLOSE_SSE_STREAM
 from cluster.gateway.bus import Bus, BusSession, MessageHandler
 from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
 from cluster.gateway.results import shaped_result
+from cluster.gateway.tracing import GatewayTracing, forwarded_trace, gateway_hop
 from cluster.metrics.recorders import GatewayRecorder
 from cluster.metrics.registry import MetricsRegistry
 from transports.errors import (
@@ -54,6 +55,7 @@ from transports.errors import (
     InvalidMessage,
 )
 from transports.message import Notification, Request
+from transports.tracecontext import TraceContext
 
 __all__ = ["Gateway"]
 
@@ -144,7 +146,10 @@ class Gateway:
         self.policy = PolicyMiddleware(
             policy, self.tools_by_name, self.audit, refusals=self.refusals
         )
-        self.server.middleware.append(self.policy)
+        # Our span replaces the SDK's OpenTelemetryMiddleware (the list's only entry):
+        # the same SERVER span, but parented from the HTTP headers too, on the direct
+        # path too, and handing its context to the bus (cluster.gateway.tracing).
+        self.server.middleware = [GatewayTracing(), self.policy]
 
     async def aclose(self) -> None:
         """Write the audit records still queued (bounded wait) and stop the audit writer."""
@@ -312,6 +317,9 @@ class Gateway:
         params: dict[str, Any],
         state: MutableMapping[str, Any] | None,
         notify: Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        trace: TraceContext | None = None,
+        request_id: object = None,
     ) -> dict[str, Any]:
         """Serve a 2026-07-28 ``tools/call`` the SDK's checks already passed; its result.
 
@@ -319,7 +327,9 @@ class Gateway:
         chain, the forward through the bus, and the SDK's own result shaping (the
         version's schema sieve, ``resultType``, the ``serverInfo`` stamp). ``notify``
         receives each notification about the call as a JSON-RPC object; the era has no
-        server-to-client requests, so one is refused as the SDK refuses it.
+        server-to-client requests, so one is refused as the SDK refuses it. ``trace`` is
+        the caller's trace context (``_meta`` or HTTP headers, see
+        :mod:`cluster.gateway.tracing`); ``request_id`` its JSON-RPC id, for the span.
 
         Raises:
             MCPError: the call's JSON-RPC error.
@@ -346,9 +356,13 @@ class Gateway:
             )
             return shaped_result(self.server, "tools/call", version, typed)
 
-        result: dict[str, Any] = await self.policy.enforce(
-            principal, "tools/call", params, state, serve
-        )
+        with gateway_hop(
+            "tools/call", params, trace, protocol_version=version, request_id=request_id
+        ) as hop:
+            result: dict[str, Any] = await self.policy.enforce(
+                principal, "tools/call", params, state, serve
+            )
+            hop.result(result)
         return result
 
     def _principal_session(self, principal: str) -> BusSession:
@@ -377,9 +391,16 @@ class Gateway:
         name: str,
         relay: MessageHandler,
     ) -> dict[str, Any]:
+        trace = forwarded_trace()
         try:
             return await session.request(
-                method, params, name=name, timeout_s=self._call_timeout_s, on_message=relay
+                method,
+                params,
+                name=name,
+                timeout_s=self._call_timeout_s,
+                on_message=relay,
+                traceparent=trace.traceparent if trace is not None else None,
+                tracestate=trace.tracestate if trace is not None else None,
             )
         except CallError as exc:
             raise MCPError(exc.code, exc.message, exc.data) from None

@@ -33,6 +33,7 @@ from cluster.gateway.server import Gateway
 from cluster.metrics.ray_export import RayExport, export_forever
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import NAMESPACE, actor_names
+from cluster.telemetry import install_tracing
 from transports.frame import Frame
 
 __all__ = ["GatewayReplica", "GatewayReplicas", "ReplicaInfo"]
@@ -67,6 +68,7 @@ class GatewayReplica:
         Raises:
             GatewayBindError: the port cannot be bound on this node.
         """
+        install_tracing("gateway")
         config = self._config
         sock = bind_listener(config.gateway.host, port)
         chosen = int(sock.getsockname()[1])

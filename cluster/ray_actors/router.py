@@ -25,6 +25,7 @@ from cluster.metrics.ray_export import RayExport, export_forever
 from cluster.metrics.recorders import RouterRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import HandleCache, actor_names
+from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
 from transports.frame import Frame
@@ -79,6 +80,7 @@ class _RayRouterPorts:
 @ray.remote
 class RouterActor:
     def __init__(self, bus: str, config: RouterConfig) -> None:
+        install_tracing("router")
         self._bus = bus
         self._handles = HandleCache()
         self._ports = _RayRouterPorts(self._handles)

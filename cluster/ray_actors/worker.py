@@ -32,6 +32,7 @@ from actors.worker.server_links import (
 from cluster.backends.base import WorkerLink, WorkerSource, backend_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.naming import HandleCache, actor_names
+from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
 from transports.frame import Frame
@@ -197,7 +198,7 @@ class WorkerActor:
         """
         async with self._starting:
             if not self._prepared:
-                await self._failing_as_pool_start(self._core.start())
+                await self._failing_as_pool_start(self._start_server())
                 self._prepared = True
         return self._who()
 
@@ -219,6 +220,10 @@ class WorkerActor:
     async def is_active(self) -> bool:
         """Has this worker gone live (False: a spare, or still starting)?"""
         return self._active
+
+    async def _start_server(self) -> None:
+        install_tracing("worker")  # before the server: its own spans record too
+        await self._core.start()
 
     async def _failing_as_pool_start(self, step: Coroutine[Any, Any, None]) -> None:
         try:

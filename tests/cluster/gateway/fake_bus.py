@@ -26,6 +26,8 @@ class Call:
     method: str
     name: str | None
     params: dict[str, Any]
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass
@@ -63,8 +65,10 @@ class FakeSession:
         name: str | None,
         timeout_s: float = 60.0,
         on_message: MessageHandler | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> dict[str, Any]:
-        self.bus.calls.append(Call(self.principal, method, name, params))
+        self.bus.calls.append(Call(self.principal, method, name, params, traceparent, tracestate))
         tool = self.bus.tools.get(name or "") if method == "tools/call" else None
         if tool is None:
             raise CallError(method, INVALID_PARAMS, f"Unknown tool: {name}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx2 as httpx
@@ -19,12 +19,11 @@ import mcp
 import pytest
 
 from actors.discovery.catalog import Catalog
-from cluster.config import parse_config
 from cluster.gateway import direct_calls
-from cluster.gateway.app import bind_listener, http_server
 from cluster.gateway.bus import MessageHandler
 from cluster.gateway.server import Gateway
 from tests.cluster.gateway.fake_bus import FakeBus, Tool, echo, fake_bus, text_result
+from tests.cluster.gateway.serving import serving
 from transports.errors import BusErrorCode
 from transports.message import Notification, Request
 
@@ -76,29 +75,6 @@ def bus(**tools: Tool) -> FakeBus:
     )
     fake.catalog = Catalog.of(tools=[*fake.catalog.tools, *listed], prompts=[*fake.catalog.prompts])
     return fake
-
-
-@asynccontextmanager
-async def serving(gateway: Gateway, policy: dict[str, Any] | None = None) -> AsyncIterator[str]:
-    config = parse_config(
-        {
-            "name": "direct",
-            "pools": [{"name": "p", "tools": "x:y"}],
-            "gateway": {"policy": policy or {}},
-        }
-    )
-    sock = bind_listener("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = http_server(gateway, config, port)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    # The socket listens already: requests wait in its backlog until uvicorn serves.
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(30):
-            await task
-        sock.close()
 
 
 @contextmanager
@@ -233,9 +209,9 @@ async def test_the_official_client_is_served_by_the_direct_path(
     served: list[str] = []
     original = Gateway.call_tool_directly
 
-    async def counting(self: Gateway, *args: Any) -> dict[str, Any]:
+    async def counting(self: Gateway, *args: Any, **kwargs: Any) -> dict[str, Any]:
         served.append(args[2]["name"])
-        return await original(self, *args)
+        return await original(self, *args, **kwargs)
 
     monkeypatch.setattr(Gateway, "call_tool_directly", counting)
     seen: list[float] = []
