@@ -37,7 +37,7 @@ class Kind(enum.Enum):
 
 
 ALWAYS_ALLOWED = frozenset(
-    {"initialize", "ping", "server/discover", "logging/setLevel", "subscriptions/listen"}
+    {"initialize", "ping", "server/discover", "logging/setLevel"}
 )
 # List method -> (the result's field, the item's key, the kind of its items).
 LISTS: dict[str, tuple[str, str, Kind]] = {
@@ -136,6 +136,13 @@ class AllowList:
         entries = self._entries(principal)
         if entries is None or method in ALWAYS_ALLOWED or method in LISTS:
             return True
+        if method == "subscriptions/listen":
+            # List changes say nothing a list would not show; a resource's updates are
+            # the resource's: each URI listened to must be one the principal may read.
+            listened = _listened_uris(params)
+            return listened is not None and all(
+                entries.permits(Kind.RESOURCE, uri) for uri in listened
+            )
         subject = subject_of(method, params)
         if subject is None or subject.name is None:
             return False  # an unknown method family, or a request that names nothing
@@ -144,3 +151,16 @@ class AllowList:
     def permits_item(self, principal: str, kind: Kind, name: str) -> bool:
         entries = self._entries(principal)
         return entries is None or entries.permits(kind, name)
+
+
+def _listened_uris(params: Mapping[str, Any] | None) -> list[str] | None:
+    """The resource URIs a ``subscriptions/listen`` asks updates of (None: malformed)."""
+    notifications = (params or {}).get("notifications")
+    if not isinstance(notifications, Mapping):
+        return []  # nothing asked (the SDK refuses the malformed request itself)
+    uris = notifications.get("resourceSubscriptions", notifications.get("resource_subscriptions"))
+    if uris is None:
+        return []
+    if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+        return None
+    return uris

@@ -72,3 +72,21 @@ def test_an_unknown_principal_and_a_nameless_request_are_denied() -> None:
 def test_without_allow_lists_everything_is_allowed() -> None:
     assert AllowList(None).permits("anyone", "resources/read", {"uri": "x://y"})
     assert AllowList(None).permits_item("anyone", Kind.PROMPT, "p")
+
+
+def test_listening_to_a_resource_needs_the_resource() -> None:
+    def listen(*uris: object) -> dict[str, object]:
+        return {"notifications": {"toolsListChanged": True, "resourceSubscriptions": list(uris)}}
+
+    # List changes are open to anyone a list is open to; resource updates are not.
+    assert ALLOW.permits(
+        "bob", "subscriptions/listen", {"notifications": {"toolsListChanged": True}}
+    )
+    assert ALLOW.permits("stranger", "subscriptions/listen", listen())
+    assert not ALLOW.permits("bob", "subscriptions/listen", listen("kit://greeting"))
+    assert ALLOW.permits("carol", "subscriptions/listen", listen("kit://greeting"))
+    assert not ALLOW.permits("carol", "subscriptions/listen", listen("kit://greeting", "kit://x"))
+    assert ALLOW.permits("dave", "subscriptions/listen", listen("kit://items/7"))
+    assert not ALLOW.permits("dave", "subscriptions/listen", listen(7))
+    snake = {"notifications": {"resource_subscriptions": ["kit://greeting"]}}
+    assert not ALLOW.permits("bob", "subscriptions/listen", snake)
