@@ -2,7 +2,8 @@
 
 Finds emails, phone numbers, card numbers that pass the Luhn check, US social security
 numbers, and secrets shaped like bearer tokens or well-known API keys; each is replaced
-by ``[REDACTED:<kind>]``. Works on any JSON value (strings inside it are rewritten).
+by ``[REDACTED:<kind>]``. Works on any JSON value (strings inside it, object keys
+included, are rewritten).
 """
 
 from __future__ import annotations
@@ -67,7 +68,18 @@ def redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+        # Keys are text too ({"alice@example.com": ...}); two keys that redact alike stay
+        # two entries, numbered, so no value is lost.
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            name = redact_text(key) if isinstance(key, str) else key
+            if name in out:
+                n = 2
+                while f"{name} ({n})" in out:
+                    n += 1
+                name = f"{name} ({n})"
+            out[name] = redact(item)
+        return out
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value

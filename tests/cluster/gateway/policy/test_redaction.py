@@ -56,3 +56,12 @@ _BACKTRACKING_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,
 @given(st.text(alphabet="ab1.-_+%@ :", max_size=40))
 def test_emails_are_found_exactly_where_the_backtracking_pattern_found_them(text: str) -> None:
     assert redact_text(text) == redact_text(_BACKTRACKING_EMAIL.sub("[REDACTED:email]", text))
+
+
+def test_object_keys_are_redacted_and_none_is_lost() -> None:
+    value = {"alice@example.com": 1, "bob@example.com": {"note": "call 415-555-0100"}, "n": 3}
+    assert redact(value) == {
+        "[REDACTED:email]": 1,
+        "[REDACTED:email] (2)": {"note": "call [REDACTED:phone]"},
+        "n": 3,
+    }
