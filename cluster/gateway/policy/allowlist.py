@@ -36,9 +36,7 @@ class Kind(enum.Enum):
     RESOURCE_TEMPLATE = "resource-template"
 
 
-ALWAYS_ALLOWED = frozenset(
-    {"initialize", "ping", "server/discover", "logging/setLevel"}
-)
+ALWAYS_ALLOWED = frozenset({"initialize", "ping", "server/discover", "logging/setLevel"})
 # List method -> (the result's field, the item's key, the kind of its items).
 LISTS: dict[str, tuple[str, str, Kind]] = {
     "tools/list": ("tools", "name", Kind.TOOL),
