@@ -138,7 +138,9 @@ def bound(host: str, port: int) -> Iterator[socket.socket]:
 
 
 class GatewayBindError(BusError):
-    """The gateway cannot listen where it is configured to."""
+    """The gateway (or another listener of ours, see ``serves``) cannot listen there."""
+
+    serves = "MCP"  # what the message says cannot be served
 
     def __init__(self, host: str, port: int, reason: str) -> None:
         super().__init__(host, port, reason)
@@ -147,4 +149,4 @@ class GatewayBindError(BusError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"cannot serve MCP on {self.host}:{self.port}: {self.reason}"
+        return f"cannot serve {self.serves} on {self.host}:{self.port}: {self.reason}"

@@ -34,7 +34,6 @@ from cluster.gateway.app import GatewayBindError, QuietServer, bind_listener
 from cluster.metrics.catalog import SOURCE_UP
 from cluster.metrics.exposition import CONTENT_TYPE, render
 from cluster.metrics.registry import FamilySnapshot, merge
-from transports.errors import BusError
 
 __all__ = [
     "METRICS_HOST",
@@ -148,17 +147,10 @@ def metrics_app(collector: MetricsCollector) -> Callable[[Scope, Receive, Send],
     return app
 
 
-class MetricsBindError(BusError):
+class MetricsBindError(GatewayBindError):
     """The metrics port cannot be bound."""
 
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(host, port, reason)
-        self.host = host
-        self.port = port
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"cannot serve metrics on {self.host}:{self.port}: {self.reason}"
+    serves = "metrics"
 
 
 def metrics_listener(port: int) -> socket.socket:
