@@ -34,7 +34,7 @@ from pydantic import (
 
 from actors.autoscaler import AutoscaleConfig
 from actors.router.core import RouterConfig
-from cluster.gateway.policy.chain import PolicyConfig
+from cluster.gateway.policy.settings import PolicyConfig
 from cluster.worker_options import (
     RuntimeEnvConfig,
     parse_memory,

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 
 from cluster.config import BusConfig, PoolConfig
-from cluster.gateway.app import LOOPBACK_HOSTS
+from cluster.gateway.listener import LOOPBACK_HOSTS
 from cluster.ray_actors.worker import PoolStartFailed
 from cluster.telemetry import EXPORTER_VARIABLE, check_exporter
 

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import ray
-from mcp.server.stdio import stdio_server
 
 from cluster.bus import BusAlreadyRunning, launch_bus, stop_bus
 from cluster.cli.failures import fail, report
@@ -32,8 +31,7 @@ from cluster.cli.local_buses import claim_bus_name, record_bus_address
 from cluster.cli.preflight import check_pools, check_tracing, gateway_problem
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
-from cluster.gateway.app import bound
-from cluster.gateway.server import Gateway
+from cluster.gateway.listener import bound
 from cluster.metrics.endpoint import (
     METRICS_HOST,
     MetricsCollector,
@@ -216,6 +214,12 @@ async def _when_set(event: asyncio.Event, action: Any) -> None:
 async def _serve_stdio(
     config: BusConfig, ready: Any, stopping: asyncio.Event, metrics_sock: socket.socket | None
 ) -> None:
+    # The MCP SDK is loaded only here: over HTTP the gateway runs in its replicas, and
+    # this process starting the bus should not pay a second of imports for it.
+    from mcp.server.stdio import stdio_server
+
+    from cluster.gateway.server import Gateway
+
     install_tracing("gateway")  # this process is the gateway (HTTP replicas do their own)
     client = await BusClient.connect(config.name)
     registry = MetricsRegistry(config.name)

@@ -8,10 +8,6 @@ parses it.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -21,6 +17,13 @@ from cluster.config import BusConfig
 from cluster.gateway.direct_calls import DirectToolCalls
 from cluster.gateway.disconnects import DisconnectGuard
 from cluster.gateway.event_store import BoundedEventStore
+from cluster.gateway.listener import (
+    LOOPBACK_HOSTS,
+    GatewayBindError,
+    QuietServer,
+    bind_listener,
+    bound,
+)
 from cluster.gateway.policy.http_guards import (
     AuditDoor,
     BearerAuth,
@@ -32,18 +35,17 @@ from cluster.gateway.policy.tokens import TokenTable
 from cluster.gateway.server import Gateway
 from cluster.gateway.websocket import websocket_route
 from transports.codec import DecodeLimits
-from transports.errors import BusError
 
 __all__ = [
     "LOOPBACK_HOSTS",
     "GatewayBindError",
     "QuietServer",
     "bind_listener",
+    "bound",
     "http_app",
     "http_server",
 ]
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # How soon a client whose SSE stream closed mid-call should reconnect (SEP-1699).
 _SSE_RETRY_MS = 500
 
@@ -89,18 +91,6 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     return AuditDoor(guarded, gateway.audit, gateway.refusals)
 
 
-class QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: ``serve`` owns SIGINT / SIGTERM.
-
-    uvicorn re-raises a captured signal after it stops, which would reach Ray's driver
-    handlers before the bus is drained; here a signal only asks the server to exit.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def http_server(gateway: Gateway, config: BusConfig, port: int) -> QuietServer:
     """uvicorn serving :func:`http_app` (the caller passes the bound socket to ``serve``)."""
     settings = config.gateway
@@ -114,39 +104,3 @@ def http_server(gateway: Gateway, config: BusConfig, port: int) -> QuietServer:
             ws_max_size=settings.max_body_bytes,
         )
     )
-
-
-def bind_listener(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (port 0: any free one).
-
-    Raises:
-        GatewayBindError: the address is in use or cannot be bound.
-    """
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, reuse_port=False)
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise GatewayBindError(host, port, reason) from None
-
-
-@contextlib.contextmanager
-def bound(host: str, port: int) -> Iterator[socket.socket]:
-    """:func:`bind_listener` as a context manager that closes the socket."""
-    with bind_listener(host, port) as sock:
-        yield sock
-
-
-class GatewayBindError(BusError):
-    """The gateway (or another listener of ours, see ``serves``) cannot listen there."""
-
-    serves = "MCP"  # what the message says cannot be served
-
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(host, port, reason)
-        self.host = host
-        self.port = port
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"cannot serve {self.serves} on {self.host}:{self.port}: {self.reason}"

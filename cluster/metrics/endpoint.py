@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from cluster.gateway.app import GatewayBindError, QuietServer, bind_listener
+from cluster.gateway.listener import GatewayBindError, QuietServer, bind_listener
 from cluster.metrics.catalog import SOURCE_UP
 from cluster.metrics.exposition import CONTENT_TYPE, render
 from cluster.metrics.registry import FamilySnapshot, merge

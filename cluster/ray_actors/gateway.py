@@ -20,7 +20,7 @@ import contextlib
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.exceptions import RayError
@@ -28,13 +28,15 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.client import BusClient
 from cluster.config import BusConfig
-from cluster.gateway.app import QuietServer, bind_listener, http_server
-from cluster.gateway.server import Gateway
+from cluster.gateway.listener import QuietServer, bind_listener
 from cluster.metrics.ray_export import RayExport, export_forever
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import NAMESPACE, actor_names
 from cluster.telemetry import install_tracing
 from transports.frame import Frame
+
+if TYPE_CHECKING:
+    from cluster.gateway.server import Gateway
 
 __all__ = ["GatewayReplica", "GatewayReplicas", "ReplicaInfo"]
 
@@ -68,6 +70,11 @@ class GatewayReplica:
         Raises:
             GatewayBindError: the port cannot be bound on this node.
         """
+        # Imported here, not at the top: the driver imports this module to spawn the
+        # replicas and should not load the MCP SDK for it (a second on two cores).
+        from cluster.gateway.app import http_server
+        from cluster.gateway.server import Gateway
+
         install_tracing("gateway")
         config = self._config
         sock = bind_listener(config.gateway.host, port)

@@ -14,21 +14,12 @@ import logging
 import os
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion
-from actors.worker.core import WorkerCore, WorkerIdentity
-from actors.worker.hosted_server import HostedServer
-from actors.worker.server_links import (
-    SdkServerLink,
-    ServerLink,
-    StdioServerLink,
-    functions_server,
-    load_server_object,
-)
 from cluster.backends.base import WorkerLink, WorkerSource, backend_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.naming import HandleCache, actor_names
@@ -36,6 +27,14 @@ from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
 from transports.frame import Frame
+
+if TYPE_CHECKING:
+    from actors.worker.server_links import ServerLink
+
+# The hosted-server side (actors.worker.core, hosted_server, server_links) pulls in the
+# MCP SDK, over a second of imports on two cores. It is imported where a worker is built,
+# not here: the supervisor imports this module only to create workers, and must not pay
+# for the SDK in its own process.
 
 __all__ = ["PoolStartFailed", "WorkerActor", "link_factory_for", "start_failure_reason"]
 
@@ -80,6 +79,13 @@ def link_factory_for(pool: PoolConfig) -> Any:
     bad import path fails that call with its reason instead of killing the actor's
     constructor (whose error Ray reports only as a dead actor).
     """
+    from actors.worker.server_links import (
+        SdkServerLink,
+        StdioServerLink,
+        functions_server,
+        load_server_object,
+    )
+
     if pool.command is not None:
         command = list(pool.command)
         env = {**os.environ, **pool.env} if pool.env else None
@@ -137,6 +143,9 @@ class _RayWorkerPorts:
 @ray.remote
 class WorkerActor:
     def __init__(self, config: BusConfig, pool: PoolConfig, actor_name: str) -> None:
+        from actors.worker.core import WorkerCore, WorkerIdentity
+        from actors.worker.hosted_server import HostedServer
+
         bus = config.name
         self._bus = bus
         self._config = config

@@ -20,7 +20,7 @@ from typing import Any
 
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel
 
 from cluster.gateway.policy.allowlist import LISTS, AllowList, subject_of
 from cluster.gateway.policy.audit import ARGUMENTS, AuditLog
@@ -36,6 +36,7 @@ from cluster.gateway.policy.http_guards import (
 from cluster.gateway.policy.ratelimit import RateLimiter
 from cluster.gateway.policy.redaction import redact
 from cluster.gateway.policy.schema_check import SchemaRefused, argument_errors
+from cluster.gateway.policy.settings import PolicyConfig
 from transports.envelope import ANONYMOUS
 from transports.errors import INVALID_PARAMS, BusErrorCode
 
@@ -47,48 +48,6 @@ __all__ = [
     "PolicyMiddleware",
     "principal_of",
 ]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TokenEntry(_Strict):
-    principal: str
-    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256 of the token")
-
-
-class Limit(_Strict):
-    rate_per_s: float = Field(gt=0)
-    burst: float = Field(ge=1)
-
-
-class PolicyConfig(_Strict):
-    tokens: list[TokenEntry] = Field(default_factory=list)
-    allow: dict[str, list[str]] | None = Field(
-        None,
-        description=(
-            "principal -> what it may use: tool names, 'prompt:<name>', 'resource:<uri or "
-            "template>', '<kind>:*' or '*'; once set, every other request is denied"
-        ),
-    )
-    rate_limit_per_principal: Limit | None = Field(
-        None, description="one bucket per principal, spent by every request"
-    )
-    rate_limit_per_tool: dict[str, Limit] = Field(default_factory=dict)
-    validate_arguments: bool = True
-    unvalidated_tools: list[str] = Field(
-        default_factory=list, description="tools whose arguments the server checks itself"
-    )
-    redact_results: bool = False
-    audit_path: str | None = None
-    audit_hmac_key: SecretStr | None = Field(
-        None,
-        description=(
-            "key of the arguments' HMAC in audit records; random per process when unset, "
-            "so digests then compare only within one run"
-        ),
-    )
 
 
 def _state_of(ctx: ServerRequestContext[Any, Any]) -> MutableMapping[str, Any] | None:

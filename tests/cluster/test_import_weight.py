@@ -1,0 +1,54 @@
+"""Processes that do not host MCP never load the MCP SDK.
+
+Each Ray actor is its own process, and the SDK costs over a second of imports on two
+cores: loaded by the control actors and the CLI that starts the bus, it delayed
+``raybus up`` by seconds. Only the gateway and the workers need it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+LIGHT_MODULES = [
+    "cluster.ray_actors.router",
+    "cluster.ray_actors.discovery",
+    "cluster.ray_actors.autoscaler",
+    "cluster.ray_actors.supervisor",
+    "cluster.ray_actors.ledger",
+    "cluster.ray_actors.endpoint",
+    "cluster.ray_actors.gateway",
+    "cluster.bus",
+    "cluster.cli.up",
+]
+
+
+@pytest.mark.parametrize("module", LIGHT_MODULES)
+def test_a_process_that_hosts_no_mcp_does_not_import_the_sdk(module: str) -> None:
+    probe = (
+        f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mcp'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]", f"{module} loads the MCP SDK: {done.stdout.strip()[:300]}"
+
+
+def test_the_worker_still_loads_its_server_side_when_built() -> None:
+    # The worker module defers the SDK to the actor's constructor; the names it needs
+    # there must still resolve (a lazy import that no longer exists fails only at start).
+    probe = (
+        "import sys, cluster.ray_actors.worker as w; "
+        "from actors.worker.core import WorkerCore, WorkerIdentity; "
+        "from actors.worker.hosted_server import HostedServer; "
+        "from actors.worker.server_links import SdkServerLink, StdioServerLink, "
+        "functions_server, load_server_object; "
+        "from cluster.gateway.app import http_server; from cluster.gateway.server import Gateway; "
+        "print('mcp' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "True"
