@@ -36,6 +36,7 @@ __all__ = [
     "launch_bus",
     "placement_summary",
     "running_buses",
+    "start_spares",
     "stop_bus",
 ]
 
@@ -67,13 +68,17 @@ def _exists(name: str) -> bool:
     return True
 
 
-async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> dict[str, Any]:
+async def launch_bus(
+    config: BusConfig, *, ready_timeout_s: float = 120.0, spares_later: bool = False
+) -> dict[str, Any]:
     """Start a bus and wait until every pool has its minimum of workers routed.
 
     Start-up watches its workers: the first one that cannot start ends it at once with
-    the pool's name and the reason. Whatever ends start-up early (a failure, the
-    timeout, cancellation such as Ctrl-C) tears down what was started, so no half bus
-    is left behind.
+    the pool's name and the reason. Warm spares start in the background once the
+    pools are up, or with ``spares_later`` only when :func:`start_spares` is called
+    (``raybus up`` does so once its gateway serves, so they never slow its start).
+    Whatever ends start-up early (a failure, the timeout, cancellation such as Ctrl-C)
+    tears down what was started, so no half bus is left behind.
 
     Raises:
         BusAlreadyRunning: a bus of that name exists in this cluster.
@@ -97,14 +102,18 @@ async def launch_bus(config: BusConfig, *, ready_timeout_s: float = 120.0) -> di
     except ValueError:
         raise BusAlreadyRunning(bus) from None
     try:
-        return await _launch(config, backend, discovery, ready_timeout_s)
+        return await _launch(config, backend, discovery, ready_timeout_s, spares_later)
     except BaseException:
         await asyncio.shield(_tear_down(bus))
         raise
 
 
 async def _launch(
-    config: BusConfig, backend: Backend, discovery: Any, ready_timeout_s: float
+    config: BusConfig,
+    backend: Backend,
+    discovery: Any,
+    ready_timeout_s: float,
+    spares_later: bool,
 ) -> dict[str, Any]:
     bus = config.name
     ledger_ttl_s = backend.ledger_ttl_s
@@ -128,7 +137,7 @@ async def _launch(
         ).remote(config)
     # Workers start meanwhile; their beats and the router's subscription find discovery
     # whenever it is up (both start it if need be), and subscribing replays membership.
-    workers_started = supervisor.start.remote()
+    workers_started = supervisor.start.remote(spares=not spares_later)
     await discovery.start.remote()
     await router.start.remote()
     await _warn_unplaceable(config)
@@ -149,6 +158,12 @@ async def _launch(
         await autoscaler.start.remote()
     logger.info("bus %s up: %s", bus, counts)
     return {"bus": bus, "workers": counts}
+
+
+async def start_spares(bus: str) -> None:
+    """Start the warm spares of a bus launched with ``spares_later``."""
+    supervisor = await get_actor_async(actor_names.supervisor(bus))
+    await supervisor.start_spares.remote()
 
 
 async def _warn_unplaceable(config: BusConfig) -> None:

@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
         return _run_stdio()
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         outcome = asyncio.run(run_bus_demo(args.burst))
     except (BusError, TimeoutError) as exc:

@@ -22,8 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import ray
+from ray.exceptions import RayError
 
-from cluster.bus import BusAlreadyRunning, launch_bus, stop_bus
+from cluster.bus import BusAlreadyRunning, launch_bus, start_spares, stop_bus
 from cluster.cli.failures import fail, report
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
 from cluster.cli.join import ClusterUnreachable, join_cluster, probe_address
@@ -91,7 +92,9 @@ async def serve(
                 if replicas is not None:
                     replicas.spawn()  # their start overlaps the bus's
                 try:
-                    await launch_bus(config)
+                    # Spares wait until the gateway serves: on two cores they would
+                    # compete with its start (and the other pools') for the same CPU.
+                    await launch_bus(config, spares_later=replicas is not None)
                     launched = True
                 except BusAlreadyRunning:
                     print(
@@ -120,7 +123,7 @@ async def serve(
         else:
             if sock is not None:
                 sock.close()  # the replica on this node binds it now
-            await _serve_http(config, replicas, ready, stopping, metrics_sock)
+            await _serve_http(config, replicas, ready, stopping, metrics_sock, launched)
     finally:
         for helper in background:
             helper.cancel()
@@ -136,6 +139,7 @@ async def _serve_http(
     ready: Any,
     stopping: asyncio.Event,
     metrics_sock: socket.socket | None,
+    launched: bool,
 ) -> None:
     try:
         started = await _until(stopping, replicas.reconcile())
@@ -151,13 +155,24 @@ async def _serve_http(
                 )
             if ready is not None:
                 ready(started[0].port if started else None)
-            keeper = asyncio.get_running_loop().create_task(replicas.keep())
+            loop = asyncio.get_running_loop()
+            background = [loop.create_task(replicas.keep())]
+            if launched:  # off the ready path: a slow lookup must not delay serving
+                background.append(loop.create_task(_start_spares(config.name)))
             try:
                 await stopping.wait()
             finally:
-                keeper.cancel()
+                for task in background:
+                    task.cancel()
     finally:
         await replicas.stop()
+
+
+async def _start_spares(bus: str) -> None:
+    try:
+        await start_spares(bus)
+    except (BusError, RayError) as exc:  # the bus serves without them; a scale-up is slower
+        logger.warning("warm spares of bus %s not started: %s", bus, exc)
 
 
 @contextlib.asynccontextmanager
@@ -295,7 +310,11 @@ def _run_bus(
         except ClusterUnreachable as exc:
             return report(exc, 2)
     else:
+        # "local": always a Ray of its own. Without it ray.init() joins whatever local
+        # Ray started last on this machine (another bus's, a notebook's), so two
+        # unrelated buses would share one cluster and its CPUs.
         ray.init(
+            address="local",
             num_cpus=args.num_cpus,
             include_dashboard=False,
             log_to_driver=False,

@@ -74,14 +74,19 @@ class SupervisorActor:
         self._watchers: set[asyncio.Task[None]] = set()
         self._watched: set[str] = set()
         self._stopping = False
+        self._spares_held = False  # start(spares=False) until start_spares()
         # Workers past a Kafka topic's partitions would idle: no spare is kept for them.
         self._max_consumers = backend_for(config).max_consumers
 
-    async def start(self) -> dict[str, int]:
+    async def start(self, spares: bool = True) -> dict[str, int]:
         """Adopt live workers (after a restart), bring every pool to its target size.
 
-        Spares are started afterwards, in the background: they never delay the bus.
+        Spares are started afterwards, in the background, or (``spares=False``) only
+        once :meth:`start_spares` is called: a spare's start is a whole worker's (a
+        process and the server's imports), and on a small machine the first ones compete
+        with the rest of the bus's start (other pools, the gateway) for the same cores.
         """
+        self._spares_held = not spares
         await asyncio.to_thread(self._adopt_existing)
         for state in self._pools.values():
             await self._sort_adopted(state)
@@ -90,9 +95,15 @@ class SupervisorActor:
                     self._watch_later(state, name, handle)
         # gather raises the first failure as it happens, not after the slowest pool.
         await asyncio.gather(*(self._reconcile(name, strict=True) for name in self._pools))
+        if spares:
+            await self.start_spares()
+        return {name: len(p.workers) for name, p in self._pools.items()}
+
+    async def start_spares(self) -> None:
+        """Start each pool's warm spares in the background (after ``start(spares=False)``)."""
+        self._spares_held = False
         for state in self._pools.values():
             self._refill_later(state)
-        return {name: len(p.workers) for name, p in self._pools.items()}
 
     async def _sort_adopted(self, state: _PoolState) -> None:
         """Adopted actors that never went live are spares, not workers."""
@@ -276,6 +287,8 @@ class SupervisorActor:
         return max(0, min(pool.warm_spares, room))
 
     def _refill_later(self, state: _PoolState) -> None:
+        if self._spares_held:
+            return
         if state.refill is not None and not state.refill.done():
             return
         if len(state.spares) + len(state.spares_starting) < self._spares_wanted(state):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import ray
 
-from cluster.bus import bus_status
+from cluster.bus import bus_status, launch_bus, start_spares, stop_bus
 from cluster.naming import actor_names, get_actor_async
 from tests.cluster.bus_helpers import bus_config, running_bus
 
@@ -107,3 +107,31 @@ async def test_a_burst_activates_the_warm_spare_which_serves_within_the_cpu_ceil
         return not await asyncio.to_thread(bus_actors)
 
     await _eventually(all_stopped)
+
+
+async def test_spares_held_at_launch_start_only_when_asked(ray_session: None) -> None:
+    # `raybus up` holds them until its gateway serves: on two cores a spare's start
+    # (a process and the server's imports) competes with the rest of the bus's start.
+    pool = {
+        "name": "kit",
+        "server": "cluster.examples.testkit:server",
+        "min_workers": 1,
+        "max_workers": 3,
+        "warm_spares": 1,
+    }
+    config = bus_config([pool], autoscaler={"enabled": True, "interval_s": 0.25})
+    bus = config.name
+    await launch_bus(config, spares_later=True)
+    try:
+        supervisor = await get_actor_async(actor_names.supervisor(bus))
+        assert await supervisor.spares.remote() == {"kit": []}
+        assert (await bus_status(bus))["pools"]["kit"]["target"] == 1
+
+        await start_spares(bus)
+
+        async def spare_ready() -> bool:
+            return bool((await supervisor.spares.remote())["kit"])
+
+        await _eventually(spare_ready)
+    finally:
+        await stop_bus(bus)

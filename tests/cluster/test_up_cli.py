@@ -8,11 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import mcp
 import pytest
 from mcp.client.stdio import StdioServerParameters
+
+from cluster.cli.local_buses import local_bus_address
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -225,6 +228,57 @@ async def test_a_second_bus_of_the_same_name_is_refused_and_the_cli_finds_the_fi
         assert status.returncode == 0, status.stderr
         assert f"bus {name}" in status.stdout
         assert "kit" in status.stdout
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(120):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+@pytest.fixture
+def other_local_ray() -> Iterator[str]:
+    """A cluster started on this machine (by cluster_utils, as notebooks and `ray start`
+    do): what a bare ``ray.init()`` would join."""
+    head = subprocess.Popen(
+        [sys.executable, "-m", "tests.cluster.ray_head"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert head.stdout is not None
+    assert head.stdin is not None
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the other Ray did not start"
+        yield address
+    finally:
+        head.stdin.close()
+        head.wait(timeout=60)
+
+
+async def test_raybus_up_starts_its_own_ray_beside_another_local_one(
+    tmp_path: Path, other_local_ray: str
+) -> None:
+    config = tmp_path / "bus.yaml"
+    config.write_text(CONFIG.format(port=free_port()).replace("uptest", "ownray"))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cluster.cli",
+        "up",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(tmp_path),
+    )
+    try:
+        assert process.stderr is not None
+        async with asyncio.timeout(120):
+            while b"serving MCP at" not in (line := await process.stderr.readline()):
+                assert line, "raybus up exited before serving"
+        own_address = local_bus_address("ownray", cache_dir=tmp_path)
+        assert own_address is not None
+        assert own_address != other_local_ray
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(120):
             assert await process.wait() == 0
