@@ -53,9 +53,7 @@ def completion_of(key: CorrelationKey, response: Response | None, duration_s: fl
     router's breaker and metrics (Ray) and for a broker worker's own metrics alike.
     """
     if response is None:  # cancelled: the client already has its outcome
-        return Completion(
-            key, False, duration_s, abandoned=True, error_code=BusErrorCode.CANCELLED
-        )
+        return Completion(key, False, duration_s, abandoned=True, error_code=BusErrorCode.CANCELLED)
     code = response.error.code if response.error is not None else None
     result = response.result
     return Completion(

@@ -5,13 +5,14 @@ Where the numbers come from (the choice, and why): at each scrape, the process s
 replicas and, on broker backends, workers) for a snapshot of its in-process registry,
 one small actor call each, all at once, each bounded by ``timeout_s``; the snapshots are
 merged and rendered. Scraping Ray's own metrics export instead (each node's
-``metrics_export_port``) was the alternative; it was not taken because (1) raybus installs a minimal Ray (``ray[data]``), where no metrics
-agent runs and that port serves nothing; (2) Ray publishes only every
-``metrics_report_interval_ms`` (10 s), so a page would lag the bus by up to that
-much; (3) one page would need every node's port, found through private node info. The
-snapshots are the same numbers Ray exports (both read the same registries), are as
-fresh as the scrape, and cost one call per actor per scrape - Prometheus scrapes every
-15 s or so, and a page is reused for ``max_age_s`` however often it is asked for.
+``metrics_export_port``) was the alternative; it was not taken because (1) raybus
+installs a minimal Ray (``ray[data]``), where no metrics agent runs and that port serves
+nothing; (2) Ray publishes only every ``metrics_report_interval_ms`` (10 s), so a page
+would lag the bus by up to that much; (3) one page would need every node's port, found
+through private node info. The snapshots are the same numbers Ray exports (both read the
+same registries), are as fresh as the scrape, and cost one call per actor per scrape -
+Prometheus scrapes every 15 s or so, and a page is reused for ``max_age_s`` however
+often it is asked for.
 
 An actor that does not answer in time is left out of that page and reported as
 ``raybus_metrics_source_up{source=...} 0``; a source that is absent (a bus without an

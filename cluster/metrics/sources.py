@@ -83,9 +83,7 @@ def bus_sources(
             infos = await discovery.workers.remote()
         except Exception as exc:  # noqa: BLE001 - reported as the source being down
             return {"workers": failing(exc)}
-        return {
-            f"worker/{info.server_id}": named(info.actor_name, optional=True) for info in infos
-        }
+        return {f"worker/{info.server_id}": named(info.actor_name, optional=True) for info in infos}
 
     async def current() -> dict[str, Source]:
         sources = dict(fixed)

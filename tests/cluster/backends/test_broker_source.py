@@ -38,9 +38,13 @@ class FakeLedger:
         self.abandon = Remote(lambda key: None)
 
     def _begin(self, key: str) -> tuple[str, bytes | None]:
-        return self._peek(key) if key.endswith(tuple(self._done | self._held)) else (
-            DecisionKind.NEW.value,
-            None,
+        return (
+            self._peek(key)
+            if key.endswith(tuple(self._done | self._held))
+            else (
+                DecisionKind.NEW.value,
+                None,
+            )
         )
 
     def _peek(self, key: str) -> tuple[str, bytes | None]:
