@@ -7,8 +7,8 @@ runs. Its response is published (after any progress it sent) before the delivery
 acknowledged, so a crash at any point redelivers rather than loses it.
 
 No router sees these calls, so the source counts how each one ended (the worker's
-metrics, :meth:`BrokerWorkerSource.calls_ended`): a call it ran, timed from taking it
-off the broker to publishing its answer, and a call reported lost. A redelivered copy
+metrics, :meth:`BrokerWorkerSource.calls_ended`): a call it ran, timed from starting it
+(past the ledger's check) to publishing its answer, and a call reported lost. A redelivered copy
 answered from the ledger is not counted again, nor is a call left to be redelivered.
 """
 

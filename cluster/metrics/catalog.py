@@ -56,8 +56,8 @@ REQUEST_LATENCY = MetricSpec(
     "raybus_request_latency_seconds",
     MetricKind.HISTOGRAM,
     "Seconds from the router receiving a call to its worker finishing it, queue included "
-    "(Ray backend); from a worker taking it off the broker to publishing its answer (Kafka, "
-    "SQS: the broker's queue is raybus_pool_lag).",
+    "(Ray backend); from a worker starting it to publishing its answer (Kafka, SQS: the "
+    "broker's queue is raybus_pool_lag).",
     ("pool",),
     LATENCY_BUCKETS_S,
 )
