@@ -7,6 +7,10 @@ microseconds per record:
 * the registry's counter ``inc`` and histogram ``observe`` (the in-process store);
 * the router's metrics work per call, alone: the call's label and outcome, its tally
   entries, and its share of one ``RouterRecorder.calls_ended`` per batch of 64;
+* a broker worker's metrics work per call, alone (Kafka, SQS: no router sees the call):
+  its two clock readings, the call's label, its outcome from the server's response, its
+  tally entries, and its share of the ``CallRecorder.calls_ended`` the worker makes of
+  the tally every second (counted here once per batch of 64, more than it pays);
 * the router's hot path with the recorder against the same path with a port that drops
   tallies (``RouterCore`` submit + completed, 64 calls a batch, fake ports), beside it
   for scale. The clock moves 1 ms a reading and the breaker's window is 0.5 ms, so the
@@ -30,13 +34,14 @@ from actors.discovery.registry import DiscoveryRegistry, Heartbeat, ServerStatus
 from actors.router.breaker import BreakerConfig
 from actors.router.core import Completion, RouterConfig, RouterCore
 from actors.router.outcomes import CallTally, call_label
+from actors.worker.core import completion_of
 from cluster.metrics.catalog import REQUEST_LATENCY, REQUESTS
 from cluster.metrics.ray_export import RayExport, RayMetricSinks
-from cluster.metrics.recorders import RouterRecorder
+from cluster.metrics.recorders import CallRecorder, RouterRecorder
 from cluster.metrics.registry import MetricsRegistry
 from transports.envelope import CorrelationKey, Envelope
 from transports.frame import Frame
-from transports.message import Request
+from transports.message import Request, Response
 
 __all__ = ["main", "measure"]
 
@@ -59,6 +64,7 @@ def _figures() -> dict[str, Callable[[int], float]]:
         "registry: counter inc": _counter_inc,
         "registry: histogram observe": _histogram_observe,
         "router: metrics work per call": _router_metrics_work,
+        "broker worker: metrics work per call": _broker_worker_metrics_work,
         "router: call, tallies dropped": lambda n: _router_calls(n, measured=False),
         "router: call, tallies recorded": lambda n: _router_calls(n, measured=True),
         "ray.util.metrics: Counter.inc": _ray_counter_inc,
@@ -93,6 +99,27 @@ def _router_metrics_work(records: int) -> float:
         tool = call_label("tools/call", "echo")  # at submit
         tally.add("kit", tool, done.outcome)  # at completion
         tally.latency("kit", 0.001)
+        if i % _BATCH == _BATCH - 1:
+            recorder.calls_ended(tally)
+            tally = CallTally()
+    recorder.calls_ended(tally)
+    return time.perf_counter() - started
+
+
+def _broker_worker_metrics_work(records: int) -> float:
+    # What BrokerWorkerSource._run_call adds for metrics, then the worker's drain.
+    recorder = CallRecorder(MetricsRegistry("bench"))
+    envelope = Envelope("c", "1", method="tools/call", name="echo")
+    response = Response.success(1, {"content": [], "isError": False})
+    key = envelope.correlation_key
+    started = time.perf_counter()
+    tally = CallTally()
+    for i in range(records):
+        began = time.monotonic()
+        tool = call_label(envelope.method, envelope.name)
+        took_s = time.monotonic() - began
+        tally.add("kit", tool, completion_of(key, response, took_s).outcome)
+        tally.latency("kit", took_s)
         if i % _BATCH == _BATCH - 1:
             recorder.calls_ended(tally)
             tally = CallTally()

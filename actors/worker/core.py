@@ -26,8 +26,9 @@ from actors.worker.hosted_server import HostedServer
 from transports.envelope import CorrelationKey
 from transports.errors import INTERNAL_ERROR, BusError, BusErrorCode
 from transports.frame import Frame
+from transports.message import Response
 
-__all__ = ["WorkerCore", "WorkerIdentity", "WorkerPorts"]
+__all__ = ["WorkerCore", "WorkerIdentity", "WorkerPorts", "completion_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,26 @@ _POOL_FAULTS = frozenset(
 # tool that runs past its deadline is slow by design or by input, and fifty callers
 # giving up on a never-ending tool must not open the breaker for a healthy pool.
 _ABANDONED = frozenset({BusErrorCode.DEADLINE_EXCEEDED, BusErrorCode.CANCELLED})
+
+
+def completion_of(key: CorrelationKey, response: Response | None, duration_s: float) -> Completion:
+    """How a server's answer ends its call (``None``: the call was cancelled).
+
+    One place decides what is a pool fault, an abandoned call or a tool error, for the
+    router's breaker and metrics (Ray) and for a broker worker's own metrics alike.
+    """
+    if response is None:  # cancelled: the client already has its outcome
+        return Completion(key, False, duration_s, abandoned=True, error_code=BusErrorCode.CANCELLED)
+    code = response.error.code if response.error is not None else None
+    result = response.result
+    return Completion(
+        key,
+        code in _POOL_FAULTS,
+        duration_s,
+        abandoned=code in _ABANDONED,
+        error_code=code,
+        tool_error=isinstance(result, dict) and result.get("isError") is True,
+    )
 
 
 class WorkerPorts(Protocol):
@@ -96,13 +117,9 @@ class WorkerCore:
         for frame in frames:
             key = frame.envelope.correlation_key
             if key in self._tasks:
-                self._finish(
-                    frame,
-                    error_reply(frame, BusErrorCode.OUTCOME_UNKNOWN, "duplicate delivery"),
-                    failed=False,
-                    started_s=self._clock(),
-                    error_code=BusErrorCode.OUTCOME_UNKNOWN,
-                )
+                duplicate = error_reply(frame, BusErrorCode.OUTCOME_UNKNOWN, "duplicate delivery")
+                completion = Completion(key, False, 0.0, error_code=BusErrorCode.OUTCOME_UNKNOWN)
+                self._finish(frame, duplicate, completion)
                 continue
             self._idle.clear()
             self._tasks[key] = asyncio.get_running_loop().create_task(self._serve(frame))
@@ -185,63 +202,25 @@ class WorkerCore:
                 else max(0.0, min(remaining, self._call_timeout_s))
             )
             response = await self.hosted.call(frame, timeout)
-            if response is None:  # cancelled: the client already has its outcome
-                duration = self._clock() - started
-                self._ports.completed(
-                    Completion(
-                        key, False, duration, abandoned=True, error_code=BusErrorCode.CANCELLED
-                    )
-                )
+            completion = completion_of(key, response, self._clock() - started)
+            if response is None:
+                self._ports.completed(completion)
                 return
-            code = response.error.code if response.error is not None else None
-            result = response.result
-            self._finish(
-                frame,
-                Frame.of(frame.envelope, response),
-                failed=code in _POOL_FAULTS,
-                started_s=started,
-                abandoned=code in _ABANDONED,
-                error_code=code,
-                tool_error=isinstance(result, dict) and result.get("isError") is True,
-            )
+            self._finish(frame, Frame.of(frame.envelope, response), completion)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # top of the call task: answer, never crash
             logger.exception("call %s failed inside the worker", frame.envelope.request_id)
-            self._finish(
-                frame,
-                error_reply(frame, INTERNAL_ERROR, f"worker error: {exc}"),
-                failed=True,
-                started_s=started,
-                error_code=INTERNAL_ERROR,
-            )
+            reply = error_reply(frame, INTERNAL_ERROR, f"worker error: {exc}")
+            failure = Completion(key, True, self._clock() - started, error_code=INTERNAL_ERROR)
+            self._finish(frame, reply, failure)
         finally:
             self._tasks.pop(key, None)
             self.served += 1
             if not self._tasks:
                 self._idle.set()
 
-    def _finish(
-        self,
-        request: Frame,
-        reply: Frame,
-        *,
-        failed: bool,
-        started_s: float,
-        abandoned: bool = False,
-        error_code: int | None = None,
-        tool_error: bool = False,
-    ) -> None:
+    def _finish(self, request: Frame, reply: Frame, completion: Completion) -> None:
         if request.envelope.reply_to is not None:
             self._ports.reply(request.envelope.reply_to, reply)
-        duration = self._clock() - started_s
-        self._ports.completed(
-            Completion(
-                request.envelope.correlation_key,
-                failed,
-                duration,
-                abandoned=abandoned,
-                error_code=error_code,
-                tool_error=tool_error,
-            )
-        )
+        self._ports.completed(completion)

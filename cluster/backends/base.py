@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from actors.router.outcomes import CallTally
 from transports.envelope import CorrelationKey
 from transports.frame import Frame
 
@@ -85,6 +86,11 @@ class WorkerSource(Protocol):
 
     async def start(self) -> None: ...
 
+    def calls_ended(self) -> CallTally:
+        """How the calls that ended since the last time asked ended (the worker's metrics:
+        no router sees these calls)."""
+        ...
+
     def emit(self, destination: str, frame: Frame) -> None:
         """Send what the server says about a call (progress, logs, answers) to its caller."""
         ...
@@ -134,6 +140,13 @@ class Backend(Protocol):
     @property
     def max_consumers(self) -> int | None:
         """Workers beyond this many would sit idle (Kafka: partitions); None: no cap."""
+        ...
+
+    @property
+    def calls_bypass_router(self) -> bool:
+        """True when workers take calls from the broker themselves: no router sees them,
+        so each worker counts the calls it ends (metrics); False when the router routes
+        every call and counts it."""
         ...
 
     async def settle(self) -> BusConfig:

@@ -181,6 +181,10 @@ class BrokerBackend(abc.ABC):
     def __init__(self, config: BusConfig) -> None:
         self._config = config
 
+    @property
+    def calls_bypass_router(self) -> bool:
+        return True  # workers take calls from the pools' topics or queues themselves
+
     @abc.abstractmethod
     def _client_wire(self, client_id: str) -> BrokerWire: ...
 

@@ -5,16 +5,24 @@ key is checked in the pool-wide ledger first: a finished call is answered again 
 stored response, a call another worker is running is waited for, and only a new one
 runs. Its response is published (after any progress it sent) before the delivery is
 acknowledged, so a crash at any point redelivers rather than loses it.
+
+No router sees these calls, so the source counts how each one ended (the worker's
+metrics, :meth:`BrokerWorkerSource.calls_ended`): a call it ran, timed from starting it
+(past the ledger's check) to publishing its answer, and a call reported lost. A redelivered copy
+answered from the ledger is not counted again, nor is a call left to be redelivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from actors.ledger import DecisionKind
+from actors.router.outcomes import CallOutcome, CallTally, call_label
+from actors.worker.core import completion_of
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.broker import ReceiveRetry
 from transports.base import Delivery
@@ -47,6 +55,10 @@ class _Receiver(Protocol):
     async def close(self) -> None: ...
 
 
+def _tool_of(envelope: Envelope) -> str:
+    return call_label(envelope.method, envelope.name)
+
+
 def request_key(envelope: Envelope) -> str:
     return "\x1f".join(envelope.correlation_key)
 
@@ -59,11 +71,14 @@ class BrokerWorkerSource:
         hosted: HostedServer,
         ledger: Any,
         *,
+        pool: str,
         capacity: int,
         call_timeout_s: float,
         duplicate_wait_s: float,
     ) -> None:
         self._receiver = receiver
+        self._pool = pool
+        self._tally = CallTally()
         self._publish_now = publish
         self._hosted = hosted
         self._ledger = ledger
@@ -87,6 +102,11 @@ class BrokerWorkerSource:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    def calls_ended(self) -> CallTally:
+        """The calls that ended since the last time asked (one tally, handed over)."""
+        tally, self._tally = self._tally, CallTally()
+        return tally
 
     def emit(self, destination: str, frame: Frame) -> None:
         """What the hosted server sends about a call (progress, logs): to the caller."""
@@ -154,6 +174,7 @@ class BrokerWorkerSource:
                 body = encode_message(answer)
                 await self._ledger.complete.remote(key, body)  # later copies: the same answer
                 await self._reply(envelope, body)
+                self._tally.add(self._pool, _tool_of(envelope), CallOutcome.LOST)
             await delivery.ack()
         except Exception:  # top of one call: it stays unacknowledged and is redelivered
             logger.exception("request %s failed in the broker source", envelope.request_id)
@@ -162,6 +183,7 @@ class BrokerWorkerSource:
             self._slots.release()
 
     async def _run_call(self, message: Any, envelope: Envelope, key: str) -> None:
+        started = time.monotonic()
         remaining = envelope.remaining_s()
         timeout = (
             self._call_timeout_s
@@ -169,12 +191,18 @@ class BrokerWorkerSource:
             else max(0.0, min(remaining, self._call_timeout_s))
         )
         response = await self._hosted.call(Frame.of(envelope, message), timeout)
+        tool = _tool_of(envelope)
         if response is None:
             await self._ledger.abandon.remote(key)
+            self._tally.add(self._pool, tool, CallOutcome.CANCELLED)
             return
         body = encode_message(response)
         await self._ledger.complete.remote(key, body)  # before the reply: a crash now resends
         await self._reply(envelope, body)
+        took_s = time.monotonic() - started
+        ended = completion_of(envelope.correlation_key, response, took_s)
+        self._tally.add(self._pool, tool, ended.outcome)
+        self._tally.latency(self._pool, took_s)
 
     async def _await_other_run(self, key: str) -> tuple[str, bytes | None]:
         # Another worker holds this key (a rebalance moved the partition under it, or it

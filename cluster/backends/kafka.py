@@ -105,6 +105,7 @@ class KafkaWorkerSource(BrokerWorkerSource):
             self._transport.send_frame_to,
             hosted,
             ledger,
+            pool=pool,
             capacity=capacity,
             call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,

@@ -143,6 +143,10 @@ class RayBackend:
     def max_consumers(self) -> int | None:
         return None
 
+    @property
+    def calls_bypass_router(self) -> bool:
+        return False  # the router routes every call, and counts it
+
     async def settle(self) -> BusConfig:
         return self._config
 

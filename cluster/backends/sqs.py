@@ -158,6 +158,7 @@ class SqsWorkerSource(BrokerWorkerSource):
             publish,
             hosted,
             ledger,
+            pool=pool,
             capacity=capacity,
             call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,

@@ -18,7 +18,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import ray
@@ -36,7 +36,7 @@ from cluster.gateway.listener import bound
 from cluster.metrics.endpoint import (
     METRICS_HOST,
     MetricsCollector,
-    Source,
+    Sources,
     metrics_listener,
     metrics_server,
 )
@@ -145,7 +145,7 @@ async def _serve_http(
         started = await _until(stopping, replicas.reconcile())
         if started is None:
             return
-        sources = bus_sources(config.name, replicas=replicas)
+        sources = bus_sources(config, replicas=replicas)
         async with _serving_metrics(config.name, sources, metrics_sock):
             for info in started[1:]:
                 print(
@@ -177,7 +177,7 @@ async def _start_spares(bus: str) -> None:
 
 @contextlib.asynccontextmanager
 async def _serving_metrics(
-    bus: str, sources: Callable[[], Mapping[str, Source]], sock: socket.socket | None
+    bus: str, sources: Sources, sock: socket.socket | None
 ) -> AsyncIterator[None]:
     """Serve ``/metrics`` on ``sock`` (if given) for the duration of the block."""
     if sock is None:
@@ -248,7 +248,7 @@ async def _serve_stdio(
     loop = asyncio.get_running_loop()
     watcher = loop.create_task(gateway.watch_list_changes())
     exporter = loop.create_task(export_forever(RayExport(registry)))
-    sources = bus_sources(config.name, local=registry)
+    sources = bus_sources(config, local=registry)
     try:
         async with (
             _serving_metrics(config.name, sources, metrics_sock),

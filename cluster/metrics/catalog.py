@@ -48,13 +48,16 @@ LATENCY_BUCKETS_S = (
 REQUESTS = MetricSpec(
     "raybus_requests_total",
     MetricKind.COUNTER,
-    "Calls the router ended, by pool, tool (the method for non-tool calls) and outcome.",
+    "Calls that ended, by pool, tool (the method for non-tool calls) and outcome: counted "
+    "by the router (Ray backend) or by the worker that ran them (Kafka, SQS).",
     ("pool", "tool", "outcome"),
 )
 REQUEST_LATENCY = MetricSpec(
     "raybus_request_latency_seconds",
     MetricKind.HISTOGRAM,
-    "Seconds from the router receiving a call to its worker finishing it (queue included).",
+    "Seconds from the router receiving a call to its worker finishing it, queue included "
+    "(Ray backend); from a worker starting it to publishing its answer (Kafka, SQS: the "
+    "broker's queue is raybus_pool_lag).",
     ("pool",),
     LATENCY_BUCKETS_S,
 )
@@ -67,13 +70,14 @@ BREAKER_STATE = MetricSpec(
 POOL_WORKERS = MetricSpec(
     "raybus_pool_workers",
     MetricKind.GAUGE,
-    "Workers serving the pool, as the autoscaler read them last round.",
+    "Workers serving the pool (started, not retiring), as its supervisor keeps them.",
     ("pool",),
 )
 POOL_LAG = MetricSpec(
     "raybus_pool_lag",
     MetricKind.GAUGE,
-    "Calls waiting for a worker (router queue, Kafka group lag or SQS depth).",
+    "Calls waiting for a worker (router queue, Kafka group lag or SQS depth), as the "
+    "supervisor read it last.",
     ("pool",),
 )
 SCALING_DECISIONS = MetricSpec(

@@ -1,17 +1,18 @@
 """``/metrics`` for users without a Prometheus set up for Ray: ``raybus up --metrics-port``.
 
 Where the numbers come from (the choice, and why): at each scrape, the process serving
-``/metrics`` asks each actor that records (router, autoscaler, gateway replicas) for a
-snapshot of its in-process registry, one small actor call each, all at once, each
-bounded by ``timeout_s``; the snapshots are merged and rendered. Scraping Ray's own
-metrics export instead (each node's ``metrics_export_port``) was the alternative; it was
-not taken because (1) raybus installs a minimal Ray (``ray[data]``), where no metrics
-agent runs and that port serves nothing; (2) Ray publishes only every
-``metrics_report_interval_ms`` (10 s), so a page would lag the bus by up to that
-much; (3) one page would need every node's port, found through private node info. The
-snapshots are the same numbers Ray exports (both read the same registries), are as
-fresh as the scrape, and cost one call per actor per scrape - Prometheus scrapes every
-15 s or so, and a page is reused for ``max_age_s`` however often it is asked for.
+``/metrics`` asks each actor that records (router, supervisor, autoscaler, gateway
+replicas and, on broker backends, workers) for a snapshot of its in-process registry,
+one small actor call each, all at once, each bounded by ``timeout_s``; the snapshots are
+merged and rendered. Scraping Ray's own metrics export instead (each node's
+``metrics_export_port``) was the alternative; it was not taken because (1) raybus
+installs a minimal Ray (``ray[data]``), where no metrics agent runs and that port serves
+nothing; (2) Ray publishes only every ``metrics_report_interval_ms`` (10 s), so a page
+would lag the bus by up to that much; (3) one page would need every node's port, found
+through private node info. The snapshots are the same numbers Ray exports (both read the
+same registries), are as fresh as the scrape, and cost one call per actor per scrape -
+Prometheus scrapes every 15 s or so, and a page is reused for ``max_age_s`` however
+often it is asked for.
 
 An actor that does not answer in time is left out of that page and reported as
 ``raybus_metrics_source_up{source=...} 0``; a source that is absent (a bus without an
@@ -22,6 +23,7 @@ callables (:mod:`cluster.metrics.sources` makes them from actor handles).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 import time
@@ -40,6 +42,7 @@ __all__ = [
     "MetricsBindError",
     "MetricsCollector",
     "Source",
+    "Sources",
     "metrics_app",
     "metrics_listener",
     "metrics_server",
@@ -53,6 +56,8 @@ METRICS_HOST = "127.0.0.1"
 
 # A snapshot or None when the source does not exist (not an error: nothing to report).
 Source = Callable[[], Awaitable[list[FamilySnapshot] | None]]
+# The current sources by name; awaitable when finding them takes a call (workers).
+Sources = Callable[[], Mapping[str, Source] | Awaitable[Mapping[str, Source]]]
 
 
 class MetricsCollector:
@@ -60,7 +65,8 @@ class MetricsCollector:
 
     Args:
         bus: the bus (the ``bus`` label of the sources' up series).
-        sources: returns the current sources by name (gateway replicas come and go).
+        sources: returns the current sources by name (gateway replicas and workers come
+            and go), or an awaitable of them.
         timeout_s: how long one source may take.
         max_age_s: a page this fresh is served again instead of asking every actor.
     """
@@ -68,7 +74,7 @@ class MetricsCollector:
     def __init__(
         self,
         bus: str,
-        sources: Callable[[], Mapping[str, Source]],
+        sources: Sources,
         *,
         timeout_s: float = 5.0,
         max_age_s: float = 0.5,
@@ -91,7 +97,8 @@ class MetricsCollector:
         return await asyncio.shield(self._collecting)
 
     async def _collect(self) -> str:
-        sources = dict(self._sources())
+        listed = self._sources()
+        sources = dict(await listed if inspect.isawaitable(listed) else listed)
         answers = await asyncio.gather(*(self._ask(name, s) for name, s in sources.items()))
         up = FamilySnapshot(SOURCE_UP)
         snapshots: list[list[FamilySnapshot]] = []

@@ -1,11 +1,18 @@
 """What each actor records, on its own :class:`~cluster.metrics.registry.MetricsRegistry`.
 
-* :class:`RouterRecorder` is the router core's metrics port
-  (:class:`~actors.router.core.RouterMetrics`): one tally per batch becomes a few
-  counter increments and histogram observations; breaker states are read, not pushed.
-* :class:`AutoscalerRecorder` turns a round's decisions and signals into gauges and
-  decision counts.
+* :class:`CallRecorder` counts how calls ended and times them, one tally per batch: the
+  router's (the router core's metrics port, :class:`~actors.router.core.RouterMetrics`)
+  on Ray, each worker's (its broker source's tally) on Kafka and SQS, where calls never
+  pass a router. A backend's calls go one way or the other, so no call is counted twice.
+* :class:`RouterRecorder` adds the breaker states, read, not pushed.
+* :class:`PoolRecorder` is the supervisor's: every pool's workers and lag.
+* :class:`AutoscalerRecorder` counts the autoscaler's decisions by direction.
 * :class:`GatewayRecorder` counts the gateway's refusals by reason.
+
+Gauges from several processes are added up on a page (:func:`~.registry.merge`), so each
+gauge series has exactly one owner: the router its pools' breaker states, the supervisor
+every pool's ``raybus_pool_workers`` and ``raybus_pool_lag`` on every backend (it keeps
+every pool, autoscaled or not, and reads the lag the way the autoscaler does).
 
 All of it is plain Python (no Ray), so the gateway and the recorders test without Ray.
 """
@@ -30,16 +37,22 @@ from cluster.metrics.catalog import (
 )
 from cluster.metrics.registry import MetricsRegistry
 
-__all__ = ["AutoscalerRecorder", "GatewayRecorder", "RouterRecorder", "direction_of"]
+__all__ = [
+    "AutoscalerRecorder",
+    "CallRecorder",
+    "GatewayRecorder",
+    "PoolRecorder",
+    "RouterRecorder",
+    "direction_of",
+]
 
 
-class RouterRecorder:
-    """Implements the router core's metrics port on a registry."""
+class CallRecorder:
+    """Counts call ends by (pool, tool, outcome) and their latencies by pool."""
 
     def __init__(self, registry: MetricsRegistry) -> None:
         self._requests = registry.counter(REQUESTS)
         self._latency = registry.histogram(REQUEST_LATENCY)
-        self._breakers = registry.gauge(BREAKER_STATE)
 
     def calls_ended(self, tally: CallTally) -> None:
         inc = self._requests.inc
@@ -48,9 +61,36 @@ class RouterRecorder:
         for pool, latencies in tally.latencies_s.items():
             self._latency.observe_many((pool,), latencies)
 
+
+class RouterRecorder(CallRecorder):
+    """Implements the router core's metrics port on a registry, plus breaker states."""
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        super().__init__(registry)
+        self._breakers = registry.gauge(BREAKER_STATE)
+
     def breakers(self, states: Mapping[str, BreakerState]) -> None:
         for pool, state in states.items():
             self._breakers.set((pool,), BREAKER_STATE_VALUE[state])
+
+
+class PoolRecorder:
+    """The supervisor's gauges: each pool's serving workers and its latest lag reading."""
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self._workers = registry.gauge(POOL_WORKERS)
+        self._lag = registry.gauge(POOL_LAG)
+
+    def workers(self, serving: Mapping[str, int]) -> None:
+        for pool, count in serving.items():
+            self._workers.set((pool,), float(count))
+
+    def lag(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
+        """Record a lag reading; a pool missing from it keeps its last value."""
+        for pool, row in rows.items():
+            queued = row.get("queued")
+            if isinstance(queued, int | float):
+                self._lag.set((pool,), float(queued))
 
 
 def direction_of(decision: Decision) -> str:
@@ -60,29 +100,15 @@ def direction_of(decision: Decision) -> str:
 
 
 class AutoscalerRecorder:
-    """One autoscaler round: workers and lag per pool, and each decision's direction."""
+    """One autoscaler round: each decision's direction (workers and lag are the
+    supervisor's, see :class:`PoolRecorder`)."""
 
     def __init__(self, registry: MetricsRegistry) -> None:
-        self._workers = registry.gauge(POOL_WORKERS)
-        self._lag = registry.gauge(POOL_LAG)
         self._decisions = registry.counter(SCALING_DECISIONS)
 
-    def round(self, decisions: Iterable[Decision], lag: Mapping[str, Mapping[str, Any]]) -> None:
-        """Record a round; a pool without a lag reading keeps its last lag value.
-
-        Workers are the ones serving when the backend reports them (the router's routed
-        workers), otherwise the size the supervisor keeps.
-        """
+    def round(self, decisions: Iterable[Decision]) -> None:
         for decision in decisions:
-            pool = decision.pool
-            self._decisions.inc((pool, direction_of(decision)))
-            row = lag.get(pool)
-            serving = row.get("workers") if row is not None else None
-            workers = serving if isinstance(serving, int) else decision.current
-            self._workers.set((pool,), float(workers))
-            queued = row.get("queued") if row is not None else None
-            if isinstance(queued, int | float):
-                self._lag.set((pool,), float(queued))
+            self._decisions.inc((decision.pool, direction_of(decision)))
 
 
 class GatewayRecorder:

@@ -13,8 +13,8 @@ room is how many more of its workers its usable nodes can run, plus its own warm
 (activating a spare needs nothing new), after what pools decided earlier in the round
 will take.
 
-Each round's decisions and signals are recorded as metrics (workers, lag, decisions by
-direction), exported to Ray every second and handed to ``raybus up --metrics-port``.
+Each round's decisions are counted by direction (a metric: the pools' workers and lag are
+the supervisor's), exported to Ray every second and handed to ``raybus up --metrics-port``.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class AutoscalerActor:
                     self._resize(supervisor, pool, decision.desired)
                 )
                 self._resizing[pool] = task
-        self._recorder.round(made, lag)
+        self._recorder.round(made)
         return made
 
     async def _read_cluster(self) -> ClusterReading | None:
@@ -156,7 +156,7 @@ class AutoscalerActor:
             self._resizing.pop(pool, None)
 
     async def metrics_snapshot(self) -> list[FamilySnapshot]:
-        """Workers, lag and decisions per pool (for ``raybus up --metrics-port``)."""
+        """Decisions per pool by direction (for ``raybus up --metrics-port``)."""
         return self._metrics.snapshot()
 
     async def decisions(

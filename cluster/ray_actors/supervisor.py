@@ -20,6 +20,12 @@ A worker that cannot start is never waited for silently: during the bus's start 
 first failure ends :meth:`SupervisorActor.start` with :class:`PoolStartFailed` (pool and
 one-line reason) at once, whatever other pools are still doing; later (a replacement, a
 scale-up) the failure is logged and kept per pool for ``raybus status``.
+
+The supervisor is the one owner of two gauges for every pool, autoscaled or not:
+``raybus_pool_workers`` (its serving workers: started, not retiring) and
+``raybus_pool_lag`` (read through the backend like the autoscaler's signal: the router's
+queue, the Kafka group's lag, the SQS queue's depth). One owner because a page adds up
+the same gauge from several processes; the autoscaler records only its decisions.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ import ray
 
 from cluster.backends.base import backend_for
 from cluster.config import BusConfig, PoolConfig
+from cluster.metrics.ray_export import RayExport, export_forever
+from cluster.metrics.recorders import PoolRecorder
+from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import NAMESPACE, HandleCache, actor_names
 from cluster.placement import read_cluster
 from cluster.ray_actors.worker import PoolStartFailed, WorkerActor, start_failure_reason
@@ -47,6 +56,9 @@ _STOP_SPARE_TIMEOUT_S = 10.0
 # a growing delay: a passing fault heals by itself, a lasting one does not spin.
 _RETRY_MIN_S = 1.0
 _RETRY_MAX_S = 60.0
+# How often the pools' lag is read for the gauge. Prometheus scrapes every 15 s or so;
+# a Kafka reading opens two broker connections per pool, so it stays this rare.
+_LAG_READ_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -75,8 +87,12 @@ class SupervisorActor:
         self._watched: set[str] = set()
         self._stopping = False
         self._spares_held = False  # start(spares=False) until start_spares()
+        self._backend = backend_for(config)
         # Workers past a Kafka topic's partitions would idle: no spare is kept for them.
-        self._max_consumers = backend_for(config).max_consumers
+        self._max_consumers = self._backend.max_consumers
+        self._metrics = MetricsRegistry(config.name)
+        self._gauges = PoolRecorder(self._metrics)
+        self._metric_tasks: list[asyncio.Task[None]] = []
 
     async def start(self, spares: bool = True) -> dict[str, int]:
         """Adopt live workers (after a restart), bring every pool to its target size.
@@ -87,6 +103,7 @@ class SupervisorActor:
         with the rest of the bus's start (other pools, the gateway) for the same cores.
         """
         self._spares_held = not spares
+        self._record_pools()
         await asyncio.to_thread(self._adopt_existing)
         for state in self._pools.values():
             await self._sort_adopted(state)
@@ -134,6 +151,43 @@ class SupervisorActor:
                     continue
                 state.workers[name] = ray.get_actor(name, namespace=NAMESPACE)
                 logger.info("adopted running worker %s", name)
+
+    def _record_pools(self) -> None:
+        """Start recording the pools' gauges (once; again after a restart)."""
+        if self._metric_tasks:
+            return
+        loop = asyncio.get_running_loop()
+        exporting = export_forever(RayExport(self._metrics), refresh=self._count_workers)
+        self._metric_tasks = [
+            loop.create_task(exporting),
+            loop.create_task(self._read_lag_forever()),
+        ]
+
+    def _count_workers(self) -> None:
+        self._gauges.workers(
+            {
+                name: len(p.workers) - len(p.starting) - len(p.retiring)
+                for name, p in self._pools.items()
+            }
+        )
+
+    async def _read_lag_forever(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(_LAG_READ_INTERVAL_S * 4):
+                    rows = await self._backend.lag(self._handles, list(self._pools))
+                # A pool the reading leaves out has nothing queued (on Ray: the router
+                # has not seen a worker of it yet, so nothing can wait for one).
+                self._gauges.lag({pool: rows.get(pool, {"queued": 0}) for pool in self._pools})
+            except Exception as exc:  # noqa: BLE001 - the gauge keeps its last reading
+                logger.info("no lag reading for the pool gauges: %s", exc)
+            await asyncio.sleep(_LAG_READ_INTERVAL_S)  # the reading period
+
+    async def metrics_snapshot(self) -> list[FamilySnapshot]:
+        """Every pool's workers and lag (for ``raybus up --metrics-port``)."""
+        self._record_pools()
+        self._count_workers()
+        return self._metrics.snapshot()
 
     async def scale(self, pool: str, target: int) -> int:
         """Set a pool's size (clamped to its bounds); returns the new target."""

@@ -5,6 +5,12 @@ Starting is two steps, so a pool can keep warm spares (see the supervisor):
 part, dominated by the process's imports - and :meth:`WorkerActor.activate` joins the
 backend and sends the first heartbeat at once, after which discovery hands the worker
 to the router (tens of milliseconds). :meth:`WorkerActor.start` does both.
+
+With a broker backend no router sees the calls a worker takes from its pool's topic or
+queue, so the worker counts them itself (``raybus_requests_total``, the latency
+histogram): its source's tally goes into its own registry, which is exported to Ray
+every second and handed to ``raybus up --metrics-port`` (``metrics_snapshot``). On Ray
+the router counts every call and a worker records nothing, so no call counts twice.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion
 from cluster.backends.base import WorkerLink, WorkerSource, backend_for
 from cluster.config import BusConfig, PoolConfig
+from cluster.metrics.ray_export import RayExport, export_forever
+from cluster.metrics.recorders import CallRecorder
+from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import HandleCache, actor_names
 from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
@@ -182,6 +191,11 @@ class WorkerActor:
         )
         self._core = WorkerCore(identity, hosted, self._ports, call_timeout_s=pool.timeout_s)
         self._beats: asyncio.Task[None] | None = None
+        # Made when the worker goes live with a source (broker backends): see the module.
+        self._metrics: MetricsRegistry | None = None
+        self._calls: CallRecorder | None = None
+        self._export: RayExport | None = None
+        self._exporter: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._starting = asyncio.Lock()
         self._prepared = False
@@ -253,11 +267,32 @@ class WorkerActor:
         self._link, self._source = link, link.source
         if self._source is not None:
             self._ports.topic_sink = self._source.emit
+            self._count_calls_here()
             await self._source.start()
         # The first beat goes out now, not after a heartbeat period: discovery passes it
         # to the router at once, and the router routes to this worker from then on.
         await self._beat(with_catalog=True)
         self._beats = asyncio.get_running_loop().create_task(self._beat_forever())
+
+    def _count_calls_here(self) -> None:
+        self._metrics = MetricsRegistry(self._bus)
+        self._calls = CallRecorder(self._metrics)
+        self._export = RayExport(self._metrics)
+        self._exporter = asyncio.get_running_loop().create_task(
+            export_forever(self._export, refresh=self._take_calls)
+        )
+
+    def _take_calls(self) -> None:
+        if self._source is not None and self._calls is not None:
+            self._calls.calls_ended(self._source.calls_ended())
+
+    async def metrics_snapshot(self) -> list[FamilySnapshot] | None:
+        """The calls this worker ended, by outcome, and their latencies (for ``raybus up
+        --metrics-port``); None where the router counts them (Ray backend)."""
+        if self._metrics is None:
+            return None
+        self._take_calls()
+        return self._metrics.snapshot()
 
     def _who(self) -> dict[str, Any]:
         identity = self._core.identity
@@ -313,6 +348,9 @@ class WorkerActor:
         """Finish everything the router sent, stop heartbeating, close the server."""
         if self._source is not None:
             await self._source.stop(timeout_s)  # committed and out of the group first
+        if self._export is not None:
+            self._take_calls()
+            self._export.flush()  # the last calls' counts reach Ray before the actor ends
         finished = await self._core.drain(frames_sent, timeout_s)
         if self._beats is not None:
             self._beats.cancel()

@@ -13,6 +13,7 @@ def test_every_figure_is_measured_as_a_positive_time_per_record() -> None:
         "registry: counter inc",
         "registry: histogram observe",
         "router: metrics work per call",
+        "broker worker: metrics work per call",
         "router: call, tallies dropped",
         "router: call, tallies recorded",
         "ray.util.metrics: Counter.inc",

@@ -27,8 +27,8 @@ from tests.cluster.test_up_cli import cli_env, free_port
 from transports.errors import CallError
 
 KIT = {"name": "kit", "server": "cluster.examples.testkit:server", "max_workers": 1}
-# Calls leave the gateway and router at once; the autoscaler's gauges come with its first
-# round (0.5 s). The bound is patience for a cold, loaded 2-core machine.
+# Calls leave the gateway and router at once; the supervisor's gauges come with its first
+# lag reading. The bound is patience for a cold, loaded 2-core machine.
 PATIENCE_S = 90.0
 
 
@@ -115,7 +115,8 @@ async def test_up_serves_calls_scaling_and_refusals_of_the_bus(
 
         def complete(page: Page) -> bool:
             return (
-                page.value("raybus_pool_workers", pool="kit") is not None
+                page.value("raybus_pool_lag", pool="kit") is not None
+                and page.total("raybus_scaling_decisions_total") >= 1
                 and page.total("raybus_requests_total") >= 6
                 and page.total("raybus_gateway_refused_total") >= 2
             )
@@ -140,7 +141,7 @@ async def test_up_serves_calls_scaling_and_refusals_of_the_bus(
     assert page.value(refused, **bus, reason="host_or_origin") == 1
     assert page.value(refused, **bus, reason="body_too_large") == 1
     up = {s["source"].split("/")[0]: v for _, s, v in page.samples if "source" in s}
-    assert up == {"router": 1, "autoscaler": 1, "gateway": 1}
+    assert up == {"router": 1, "supervisor": 1, "autoscaler": 1, "gateway": 1}
     assert all(labels.get("bus") == config.name for _, labels, _ in page.samples)
 
 
@@ -170,7 +171,7 @@ async def test_up_stdio_serves_the_metrics_of_its_own_gateway(
         page = await scrape_until(url, lambda p: p.total("raybus_gateway_refused_total") >= 1)
     assert page.value("raybus_gateway_refused_total", reason="invalid_arguments") == 1
     up_rows = {s["source"]: v for _, s, v in page.samples if "source" in s}
-    assert up_rows == {"router": 1, "gateway": 1}
+    assert up_rows == {"router": 1, "supervisor": 1, "gateway": 1}
 
 
 def test_the_metrics_port_must_be_a_port_number() -> None:

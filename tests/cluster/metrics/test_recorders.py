@@ -1,4 +1,5 @@
-"""What the router, the autoscaler and the gateway record, read back as the page shows it."""
+"""What the router, the supervisor, the autoscaler and the gateway record, read back as the
+page shows it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from actors.autoscaler import Decision
 from actors.router.breaker import BreakerState
 from actors.router.outcomes import CallOutcome, CallTally
 from cluster.metrics.exposition import render
-from cluster.metrics.recorders import AutoscalerRecorder, GatewayRecorder, RouterRecorder
+from cluster.metrics.recorders import (
+    AutoscalerRecorder,
+    GatewayRecorder,
+    PoolRecorder,
+    RouterRecorder,
+)
 from cluster.metrics.registry import MetricsRegistry
 from tests.cluster.metrics.prometheus_text import Page, parse
 
@@ -40,21 +46,31 @@ def decision(pool: str, current: int, desired: int) -> Decision:
     return Decision(0.0, pool, current, desired, desired, "test", None)
 
 
-def test_the_autoscaler_recorder_counts_directions_and_reads_workers_and_lag() -> None:
+def test_the_autoscaler_recorder_counts_directions_only() -> None:
     registry = MetricsRegistry("demo")
     recorder = AutoscalerRecorder(registry)
-    lag = {"kit": {"queued": 12, "in_flight": 3, "workers": 2}, "calc": {"queued": 0}}
-    recorder.round([decision("kit", 2, 4), decision("calc", 3, 3)], lag)
-    recorder.round([decision("kit", 4, 1), decision("calc", 3, 3)], {})  # no signals
+    recorder.round([decision("kit", 2, 4), decision("calc", 3, 3)])
+    recorder.round([decision("kit", 4, 1), decision("calc", 3, 3)])
     page = page_of(registry)
     assert page.value("raybus_scaling_decisions_total", pool="kit", direction="up") == 1
     assert page.value("raybus_scaling_decisions_total", pool="kit", direction="down") == 1
     assert page.value("raybus_scaling_decisions_total", pool="calc", direction="hold") == 2
-    # Without the backend's count of serving workers, the size the supervisor keeps.
-    assert page.value("raybus_pool_workers", pool="kit") == 4
-    assert page.value("raybus_pool_workers", pool="calc") == 3
-    assert page.value("raybus_pool_lag", pool="kit") == 12  # kept while signals are missing
-    assert page.value("raybus_pool_lag", pool="calc") == 0
+    # Workers and lag are the supervisor's gauges: a second owner would double them.
+    assert "raybus_pool_workers" not in page.types
+    assert "raybus_pool_lag" not in page.types
+
+
+def test_the_pool_recorder_sets_workers_and_keeps_lag_a_reading_left_out() -> None:
+    registry = MetricsRegistry("demo")
+    recorder = PoolRecorder(registry)
+    recorder.workers({"kit": 2, "calc": 0})
+    recorder.lag({"kit": {"queued": 12, "in_flight": 3}, "calc": {"queued": 0}})
+    recorder.lag({"calc": {"queued": 4}})  # kit left out of this reading
+    page = page_of(registry)
+    assert page.value("raybus_pool_workers", bus="demo", pool="kit") == 2
+    assert page.value("raybus_pool_workers", pool="calc") == 0
+    assert page.value("raybus_pool_lag", pool="kit") == 12
+    assert page.value("raybus_pool_lag", pool="calc") == 4
 
 
 def test_the_gateway_recorder_counts_refusals_by_reason() -> None:

@@ -1,0 +1,148 @@
+"""A broker worker's own count of the calls it ends (no router sees them), without Ray:
+the source runs over in-memory deliveries, a fake server and a fake ledger."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from actors.ledger import DecisionKind
+from actors.router.outcomes import CallTally
+from cluster.backends.broker_source import BrokerWorkerSource
+from transports.base import Delivery
+from transports.envelope import Envelope
+from transports.errors import INVALID_PARAMS, ConnectionClosed
+from transports.frame import Frame
+from transports.message import Request, Response
+
+
+class Remote:
+    """A Ray actor method as the source awaits it: ``method.remote(...)``."""
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self._method = method
+
+    async def remote(self, *args: Any) -> Any:
+        return self._method(*args)
+
+
+class FakeLedger:
+    """Keys marked ``done`` answer from the ledger; ``held`` stay in progress elsewhere."""
+
+    def __init__(self, done: set[str], held: set[str]) -> None:
+        self._done, self._held = done, held
+        self.begin = Remote(self._begin)
+        self.peek = Remote(self._peek)
+        self.complete = Remote(lambda key, body: None)
+        self.abandon = Remote(lambda key: None)
+
+    def _begin(self, key: str) -> tuple[str, bytes | None]:
+        return (
+            self._peek(key)
+            if key.endswith(tuple(self._done | self._held))
+            else (
+                DecisionKind.NEW.value,
+                None,
+            )
+        )
+
+    def _peek(self, key: str) -> tuple[str, bytes | None]:
+        if key.endswith(tuple(self._done)):
+            return DecisionKind.DONE.value, b'{"jsonrpc":"2.0","id":1,"result":{}}'
+        return DecisionKind.IN_PROGRESS.value, None
+
+
+class FakeServer:
+    """Answers by tool: ``echo`` fine, ``fail`` a tool error, ``bad`` a JSON-RPC error."""
+
+    async def call(self, frame: Frame, timeout_s: float | None) -> Response | None:
+        request = frame.decode()
+        assert isinstance(request, Request)
+        tool = frame.envelope.name
+        if tool == "bad":
+            return Response.failure(request.id, INVALID_PARAMS, "no")
+        return Response.success(request.id, {"content": [], "isError": tool == "fail"})
+
+
+class Deliveries:
+    def __init__(self, calls: list[tuple[str, str]]) -> None:
+        self.acked = 0
+        self.all_acked = asyncio.Event()
+        self._pending = [self._delivery(i, tool, rid) for i, (tool, rid) in enumerate(calls)]
+        self._total = len(calls)
+
+    def _delivery(self, i: int, tool: str, request_id: str) -> Delivery:
+        request = Request(id=i, method="tools/call", params={"name": tool, "arguments": {}})
+        envelope = Envelope(
+            client_id="c", request_id=request_id, reply_to="replies", method="tools/call", name=tool
+        )
+        return Delivery(request, envelope, _ack=self._ack)
+
+    async def _ack(self) -> None:
+        self.acked += 1
+        if self.acked == self._total:
+            self.all_acked.set()
+
+    async def start(self) -> None:
+        return None
+
+    async def receive(self) -> Delivery:
+        if not self._pending:
+            await asyncio.Event().wait()  # nothing more: wait to be stopped
+            raise ConnectionClosed("closed")
+        return self._pending.pop(0)
+
+    async def close(self) -> None:
+        return None
+
+
+async def served(
+    calls: list[tuple[str, str]], *, done: set[str], held: set[str]
+) -> BrokerWorkerSource:
+    """A source that took ``calls`` and answered every one."""
+    published: list[str] = []
+
+    async def publish(destination: str, body: bytes, envelope: Envelope) -> None:
+        published.append(envelope.request_id)
+
+    deliveries = Deliveries(calls)
+    source = BrokerWorkerSource(
+        deliveries,
+        publish,
+        FakeServer(),  # type: ignore[arg-type]
+        FakeLedger(done, held),
+        pool="kit",
+        capacity=4,
+        call_timeout_s=5,
+        duplicate_wait_s=0.2,
+    )
+    await source.start()
+    async with asyncio.timeout(10):
+        await deliveries.all_acked.wait()
+    await source.stop(timeout_s=5)
+    assert sorted(published) == sorted(rid for _, rid in calls)  # every call answered
+    return source
+
+
+async def test_each_call_a_broker_worker_ends_is_counted_once_by_outcome() -> None:
+    calls = [("echo", "r1"), ("echo", "r2"), ("fail", "r3"), ("bad", "r4")]
+    calls += [("echo", "replayed"), ("echo", "held")]
+    tally = (await served(calls, done={"replayed"}, held={"held"})).calls_ended()
+    assert tally.outcomes == {
+        ("kit", "echo", "ok"): 2,
+        ("kit", "fail", "tool_error"): 1,
+        ("kit", "bad", "error"): 1,
+        # Another worker's run that never finished: reported lost, counted here.
+        ("kit", "echo", "lost"): 1,
+        # The redelivered copy of a finished call ("replayed") is not counted again.
+    }
+    # Calls this worker ran are timed; a lost one has no duration of its own.
+    assert len(tally.latencies_s["kit"]) == 4
+    assert all(0 <= s < 10 for s in tally.latencies_s["kit"])
+
+
+async def test_the_tally_is_handed_over_once() -> None:
+    source = await served([("echo", "r1")], done=set(), held=set())
+    assert source.calls_ended().outcomes == {("kit", "echo", "ok"): 1}
+    assert source.calls_ended() == CallTally()
