@@ -97,6 +97,11 @@ class Completion:
     error_code: int | None = None
     tool_error: bool = False
 
+    def __reduce__(self) -> tuple[type[Completion], tuple[object, ...]]:
+        # Crosses Ray by the batch: the constructor loads faster than slots state.
+        fields = (self.key, self.failed, self.duration_s, self.abandoned)
+        return (type(self), (*fields, self.error_code, self.tool_error))
+
     @property
     def outcome(self) -> CallOutcome:
         if self.failed:

@@ -20,6 +20,7 @@ import ray
 
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion
+from actors.worker.completions import CompletionReports
 from actors.worker.core import WorkerCore, WorkerIdentity
 from actors.worker.hosted_server import HostedServer
 from actors.worker.server_links import (
@@ -99,7 +100,7 @@ def link_factory_for(pool: PoolConfig) -> Any:
 
 
 class _RayWorkerPorts:
-    def __init__(self, bus: str, actor_name: str, handles: HandleCache) -> None:
+    def __init__(self, bus: str, actor_name: str, handles: HandleCache, capacity: int) -> None:
         self._router = actor_names.router(bus)
         self._actor_name = actor_name
         self._handles = handles
@@ -109,6 +110,9 @@ class _RayWorkerPorts:
         self.completions: Outbox[str, Completion] = Outbox(
             self._send_completions, min_interval_s=BUSY_INTERVAL_S
         )
+        # Completions ride back on the answer to the router's next deliver; the outbox
+        # above only carries those that waited too long or that the router waits for.
+        self.reports = CompletionReports(self._send_alone, capacity=capacity)
         # Set with a backend whose workers take requests themselves (brokers): what the
         # server says about a call goes to the caller's topic or queue; requests to Ray
         # actors (raybus/...) still go to their actor.
@@ -121,7 +125,11 @@ class _RayWorkerPorts:
             self.replies.put(destination, frame)
 
     def completed(self, completion: Completion) -> None:
-        self.completions.put(self._router, completion)
+        self.reports.add(completion)
+
+    def _send_alone(self, completions: list[Completion]) -> None:
+        for completion in completions:
+            self.completions.put(self._router, completion)
 
     def _send_replies(self, destination: str, frames: list[Frame]) -> Any:
         try:
@@ -152,7 +160,7 @@ class WorkerActor:
         self._source: WorkerSource | None = None
         self._beats_sent = 0
         self._handles = HandleCache()
-        self._ports = _RayWorkerPorts(bus, actor_name, self._handles)
+        self._ports = _RayWorkerPorts(bus, actor_name, self._handles, pool.max_concurrency)
         node_id = ray.get_runtime_context().get_node_id()
         identity = WorkerIdentity(
             server_id=actor_name.rsplit("/", 1)[-1],
@@ -291,8 +299,11 @@ class WorkerActor:
             except Exception as exc:  # noqa: BLE001 - keep beating through discovery restarts
                 logger.warning("heartbeat failed: %s", exc)
 
-    async def deliver(self, frames: list[Frame]) -> None:
+    async def deliver(self, frames: list[Frame]) -> list[Completion]:
+        """Start serving ``frames``; answers with the completions held for the router."""
+        self._ports.reports.received(len(frames))
         self._core.deliver(frames)
+        return await self._ports.reports.answer()
 
     async def cancel(self, keys: list[CorrelationKey]) -> None:
         await self._core.cancel(keys)
@@ -312,6 +323,7 @@ class WorkerActor:
         if self._link is not None and self._source is None:
             await self._beat(with_catalog=False)
         await self._ports.replies.drain()
+        self._ports.reports.flush()
         await self._ports.completions.drain()
         self._stopped.set()
         return finished
