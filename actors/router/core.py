@@ -423,6 +423,17 @@ class RouterCore:
     def outstanding_by_worker(self) -> dict[str, int]:
         return {a: w.outstanding_count for p in self._pools.values() for a, w in p.workers.items()}
 
+    def wants_prompt_completions(self, actor_name: str) -> bool:
+        """Should this worker report each call's end at once, not with its next answer?
+
+        Yes while its pool's breaker is not closed: the breaker waits for those verdicts
+        (a probe's success closes it), and calls are few then.
+        """
+        for pool in self._pools.values():
+            if actor_name in pool.workers:
+                return pool.breaker.state is not BreakerState.CLOSED
+        return False
+
     def breaker_states(self) -> dict[str, BreakerState]:
         """Each pool's breaker now (advancing timed transitions)."""
         return {name: pool.breaker.state for name, pool in self._pools.items()}

@@ -16,9 +16,14 @@ So :class:`CompletionReports` holds completions and hands them over in two ways:
   the router counts it full (``capacity`` calls it has not heard the end of), the router
   sends it nothing more, so no ``deliver`` would come to carry the news.
 
+Some news must not wait: a verdict on the pool (a fault, or a call slower than the
+breaker's threshold) goes at once, as it did before completions were held, so the
+breaker opens before the caller can call again; and while the router asks for prompt
+news (its pool's breaker is not closed: a probe's success closes it), nothing is held.
+
 Nothing is sent twice: a completion leaves the holder once, by one of the two ways. The
-router hears of every call's end within ``linger_s``, or at once when it needs the slot;
-its balancing, breaker and in-flight counts lag by at most that much.
+router hears of every call's end within ``linger_s``, or at once when it needs the slot
+or the verdict; its balancing and in-flight counts lag by at most that much.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class CompletionReports:
     Args:
         send: hands a batch to the router in a call of its own (the fallback path).
         capacity: calls the router sends this worker at most at once.
+        slow_call_s: the breaker's slow-call threshold: a call this slow is a verdict.
         linger_s: how long a completion may wait for a call to ride back on.
     """
 
@@ -55,10 +61,13 @@ class CompletionReports:
         send: Callable[[list[Completion]], None],
         *,
         capacity: int,
+        slow_call_s: float = float("inf"),
         linger_s: float = COMPLETION_LINGER_S,
     ) -> None:
         self._send = send
         self._capacity = capacity
+        self._slow_call_s = slow_call_s
+        self._prompt = False  # the router asked for every completion at once
         self._linger_s = linger_s
         self._held: list[Completion] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -71,17 +80,22 @@ class CompletionReports:
     def held(self) -> int:
         return len(self._held)
 
-    def received(self, count: int) -> None:
-        """The router delivered ``count`` calls (each ends in exactly one completion)."""
+    def received(self, count: int, *, prompt: bool = False) -> None:
+        """The router delivered ``count`` calls (each ends in exactly one completion).
+
+        ``prompt``: the router wants every completion at once until it says otherwise
+        with a later delivery (its pool's breaker is not closed).
+        """
         self._received += count
+        self._prompt = prompt
 
     def add(self, completion: Completion) -> None:
         """A call ended: hold its completion, or send at once if the router needs it."""
         self._held.append(completion)
         if self._answers_waiting:
             self._arrived.set()  # a deliver's answer is waiting for exactly this
-        elif self._received - self._reported >= self._capacity:
-            self.flush()  # the router counts this worker full: it will not call first
+        elif self._urgent(completion):
+            self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._linger_s, self.flush)
 
@@ -98,6 +112,15 @@ class CompletionReports:
             finally:
                 self._answers_waiting -= 1
         return self.take()
+
+    def _urgent(self, completion: Completion) -> bool:
+        if self._prompt or completion.failed:
+            return True
+        if not completion.abandoned and completion.duration_s >= self._slow_call_s:
+            return True  # a slow call is a verdict too
+        # The router counts this worker full: it sends nothing more, so no deliver
+        # would come to carry the news.
+        return self._received - self._reported >= self._capacity
 
     def take(self) -> list[Completion]:
         """Everything held, to answer the router's call with (empty: nothing ended)."""

@@ -58,7 +58,8 @@ class _RayRouterPorts:
             self.deliveries.put(worker, frame)
 
     def _send_deliveries(self, worker: str, frames: list[Frame]) -> Any:
-        return self.handles.get(worker).deliver.remote(frames)
+        prompt = self.core is not None and self.core.wants_prompt_completions(worker)
+        return self.handles.get(worker).deliver.remote(frames, prompt)
 
     def _delivery_answered(self, worker: str, completions: object) -> None:
         # A worker answers a deliver with the completions it held (see

@@ -100,7 +100,9 @@ def link_factory_for(pool: PoolConfig) -> Any:
 
 
 class _RayWorkerPorts:
-    def __init__(self, bus: str, actor_name: str, handles: HandleCache, capacity: int) -> None:
+    def __init__(
+        self, bus: str, actor_name: str, handles: HandleCache, *, capacity: int, slow_call_s: float
+    ) -> None:
         self._router = actor_names.router(bus)
         self._actor_name = actor_name
         self._handles = handles
@@ -112,7 +114,9 @@ class _RayWorkerPorts:
         )
         # Completions ride back on the answer to the router's next deliver; the outbox
         # above only carries those that waited too long or that the router waits for.
-        self.reports = CompletionReports(self._send_alone, capacity=capacity)
+        self.reports = CompletionReports(
+            self._send_alone, capacity=capacity, slow_call_s=slow_call_s
+        )
         # Set with a backend whose workers take requests themselves (brokers): what the
         # server says about a call goes to the caller's topic or queue; requests to Ray
         # actors (raybus/...) still go to their actor.
@@ -160,7 +164,13 @@ class WorkerActor:
         self._source: WorkerSource | None = None
         self._beats_sent = 0
         self._handles = HandleCache()
-        self._ports = _RayWorkerPorts(bus, actor_name, self._handles, pool.max_concurrency)
+        self._ports = _RayWorkerPorts(
+            bus,
+            actor_name,
+            self._handles,
+            capacity=pool.max_concurrency,
+            slow_call_s=config.router.breaker.slow_call_threshold_s,  # a verdict: sent at once
+        )
         node_id = ray.get_runtime_context().get_node_id()
         identity = WorkerIdentity(
             server_id=actor_name.rsplit("/", 1)[-1],
@@ -299,9 +309,12 @@ class WorkerActor:
             except Exception as exc:  # noqa: BLE001 - keep beating through discovery restarts
                 logger.warning("heartbeat failed: %s", exc)
 
-    async def deliver(self, frames: list[Frame]) -> list[Completion]:
-        """Start serving ``frames``; answers with the completions held for the router."""
-        self._ports.reports.received(len(frames))
+    async def deliver(self, frames: list[Frame], prompt: bool = False) -> list[Completion]:
+        """Start serving ``frames``; answers with the completions held for the router.
+
+        ``prompt``: report every completion at once (the router's breaker is not closed).
+        """
+        self._ports.reports.received(len(frames), prompt=prompt)
         self._core.deliver(frames)
         return await self._ports.reports.answer()
 

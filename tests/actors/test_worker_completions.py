@@ -91,3 +91,25 @@ async def test_a_delivers_answer_comes_back_empty_when_nothing_ends() -> None:
     reports.received(1)
     async with asyncio.timeout(10):
         assert await reports.answer(hold_s=0.01) == []
+
+
+async def test_a_verdict_on_the_pool_is_sent_at_once() -> None:
+    sent = Sent()
+    reports = CompletionReports(sent, capacity=8, slow_call_s=0.5, linger_s=60)
+    reports.received(4)
+    reports.add(Completion(("anonymous", "client", "fault"), True, 0.01))
+    reports.add(Completion(("anonymous", "client", "slow"), False, 0.6))
+    reports.add(Completion(("anonymous", "client", "gave-up"), False, 0.6, abandoned=True))
+    reports.add(_completion(1))
+    assert sent.keys == ["fault", "slow"]  # the breaker's news; the rest may wait
+
+
+async def test_while_the_router_asks_for_prompt_news_nothing_is_held() -> None:
+    sent = Sent()
+    reports = CompletionReports(sent, capacity=8, linger_s=60)
+    reports.received(1, prompt=True)  # e.g. a half-open breaker's probe
+    reports.add(_completion(1))
+    assert sent.keys == ["1"]
+    reports.received(1)  # the breaker closed: held again
+    reports.add(_completion(2))
+    assert sent.keys == ["1"]
