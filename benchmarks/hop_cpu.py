@@ -37,6 +37,7 @@ from typing import Any
 
 import ray
 
+from benchmarks.measure import percentile
 from benchmarks.processes import descendants, snapshot
 from benchmarks.workloads import running_bus
 from cluster.client import BusClient
@@ -74,12 +75,15 @@ async def measure_round(client: BusClient, calls: int, callers: int) -> dict[str
     """``calls`` echo calls shared by ``callers`` closed-loop callers; CPU ms per call."""
     left = calls
     errors = 0
+    latencies_ms: list[float] = []
 
     async def caller() -> None:
         nonlocal left, errors
         while left > 0:
             left -= 1
+            started = time.perf_counter()
             result = await client.call_tool("echo", _ECHO)
+            latencies_ms.append((time.perf_counter() - started) * 1000)
             if getattr(result, "is_error", False):
                 errors += 1
 
@@ -99,6 +103,8 @@ async def measure_round(client: BusClient, calls: int, callers: int) -> dict[str
         "errors": errors,
         "elapsed_s": round(elapsed, 3),
         "calls_per_s": round(calls / elapsed, 1),
+        "p50_ms": round(percentile(latencies_ms, 0.5) or 0.0, 2),
+        "p99_ms": round(percentile(latencies_ms, 0.99) or 0.0, 2),
         "cpu_ms_per_call": {g: round(v, 4) for g, v in sorted(per_call.items())},
         "thread_cpu_ms_per_call": {t: round(v, 4) for t, v in sorted(per_thread.items()) if v},
     }
