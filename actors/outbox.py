@@ -14,7 +14,9 @@ in flight, new items wait and leave together as the next batch. So:
   the previous one has been accepted.
 
 ``submit(destination, items)`` starts the send and returns an awaitable for its
-completion (or None when it completed synchronously).
+completion (or None when it completed synchronously); ``on_answer`` is handed what that
+awaitable returned, so a receiver can answer a batch with news of its own (a worker
+answers the router's calls with the completions it holds).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ T = TypeVar("T")
 
 Submit = Callable[[D, list[T]], Awaitable[object] | None]
 OnFailure = Callable[[D, list[T], BaseException], None]
+OnAnswer = Callable[[D, object], None]
 
 
 class Outbox(Generic[D, T]):
@@ -46,12 +49,14 @@ class Outbox(Generic[D, T]):
         submit: Submit[D, T],
         *,
         on_failure: OnFailure[D, T] | None = None,
+        on_answer: OnAnswer[D] | None = None,
         max_batch: int = 4096,
         min_interval_s: float = 0.0,
     ) -> None:
         self._submit = submit
         self._min_interval_s = min_interval_s
         self._on_failure = on_failure
+        self._on_answer = on_answer
         self._max_batch = max_batch
         self._pending: dict[D, list[T]] = {}
         self._in_flight: dict[D, asyncio.Task[None]] = {}
@@ -96,7 +101,9 @@ class Outbox(Generic[D, T]):
         loop = asyncio.get_running_loop()
         sent_at = loop.time()
         try:
-            await completion
+            answer = await completion
+            if self._on_answer is not None and answer is not None:
+                _answered(self._on_answer, destination, answer)
             if self._min_interval_s and destination in self._pending:
                 # Busy destination: let the next batch fill up for the rest of the interval.
                 remaining = sent_at + self._min_interval_s - loop.time()
@@ -126,3 +133,10 @@ class Outbox(Generic[D, T]):
                     await asyncio.wait(set(self._in_flight.values()))
                 else:
                     await asyncio.sleep(0)
+
+
+def _answered(on_answer: OnAnswer[D], destination: D, answer: object) -> None:
+    try:
+        on_answer(destination, answer)
+    except Exception:  # a bad answer is not a failed send: the batch was accepted
+        logger.exception("handling the answer of %s failed", destination)

@@ -97,6 +97,11 @@ class Completion:
     error_code: int | None = None
     tool_error: bool = False
 
+    def __reduce__(self) -> tuple[type[Completion], tuple[object, ...]]:
+        # Crosses Ray by the batch: the constructor loads faster than slots state.
+        fields = (self.key, self.failed, self.duration_s, self.abandoned)
+        return (type(self), (*fields, self.error_code, self.tool_error))
+
     @property
     def outcome(self) -> CallOutcome:
         if self.failed:
@@ -417,6 +422,17 @@ class RouterCore:
 
     def outstanding_by_worker(self) -> dict[str, int]:
         return {a: w.outstanding_count for p in self._pools.values() for a, w in p.workers.items()}
+
+    def wants_prompt_completions(self, actor_name: str) -> bool:
+        """Should this worker report each call's end at once, not with its next answer?
+
+        Yes while its pool's breaker is not closed: the breaker waits for those verdicts
+        (a probe's success closes it), and calls are few then.
+        """
+        for pool in self._pools.values():
+            if actor_name in pool.workers:
+                return pool.breaker.state is not BreakerState.CLOSED
+        return False
 
     def breaker_states(self) -> dict[str, BreakerState]:
         """Each pool's breaker now (advancing timed transitions)."""

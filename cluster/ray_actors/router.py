@@ -2,7 +2,9 @@
 
 Inbound calls (``submit``, ``cancel``, ``completed``) each carry a batch. Outbound
 traffic is coalesced per destination by :class:`~actors.outbox.Outbox`: one ``deliver``
-per worker and one ``deliver`` per client endpoint per event-loop turn.
+per worker and one ``deliver`` per client endpoint per event-loop turn. A worker answers
+each ``deliver`` with the completions it holds, so under load workers rarely call
+``completed`` at all (:mod:`actors.worker.completions`).
 
 Metrics (calls by outcome, latency, breaker states) are recorded in this process's
 registry, one tally per batch; a timer forwards them to ``ray.util.metrics`` every
@@ -45,7 +47,10 @@ class _RayRouterPorts:
             self._send_replies, min_interval_s=BUSY_INTERVAL_S
         )
         self.deliveries: Outbox[str, Frame] = Outbox(
-            self._send_deliveries, on_failure=self._delivery_failed, min_interval_s=BUSY_INTERVAL_S
+            self._send_deliveries,
+            on_failure=self._delivery_failed,
+            on_answer=self._delivery_answered,
+            min_interval_s=BUSY_INTERVAL_S,
         )
 
     def deliver(self, worker: str, frames: list[Frame]) -> None:
@@ -53,7 +58,14 @@ class _RayRouterPorts:
             self.deliveries.put(worker, frame)
 
     def _send_deliveries(self, worker: str, frames: list[Frame]) -> Any:
-        return self.handles.get(worker).deliver.remote(frames)
+        prompt = self.core is not None and self.core.wants_prompt_completions(worker)
+        return self.handles.get(worker).deliver.remote(frames, prompt)
+
+    def _delivery_answered(self, worker: str, completions: object) -> None:
+        # A worker answers a deliver with the completions it held (see
+        # actors.worker.completions): news of calls that ended, at no call of its own.
+        if self.core is not None and isinstance(completions, list) and completions:
+            self.core.completed(worker, completions)
 
     def _delivery_failed(self, worker: str, frames: list[Frame], exc: BaseException) -> None:
         self.handles.forget(worker)

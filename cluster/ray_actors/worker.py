@@ -26,6 +26,7 @@ import ray
 
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion
+from actors.worker.completions import CompletionReports
 from cluster.backends.base import WorkerLink, WorkerSource, backend_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.metrics.ray_export import RayExport, export_forever
@@ -114,7 +115,9 @@ def link_factory_for(pool: PoolConfig) -> Any:
 
 
 class _RayWorkerPorts:
-    def __init__(self, bus: str, actor_name: str, handles: HandleCache) -> None:
+    def __init__(
+        self, bus: str, actor_name: str, handles: HandleCache, *, capacity: int, slow_call_s: float
+    ) -> None:
         self._router = actor_names.router(bus)
         self._actor_name = actor_name
         self._handles = handles
@@ -123,6 +126,11 @@ class _RayWorkerPorts:
         )
         self.completions: Outbox[str, Completion] = Outbox(
             self._send_completions, min_interval_s=BUSY_INTERVAL_S
+        )
+        # Completions ride back on the answer to the router's next deliver; the outbox
+        # above only carries those that waited too long or that the router waits for.
+        self.reports = CompletionReports(
+            self._send_alone, capacity=capacity, slow_call_s=slow_call_s
         )
         # Set with a backend whose workers take requests themselves (brokers): what the
         # server says about a call goes to the caller's topic or queue; requests to Ray
@@ -136,7 +144,11 @@ class _RayWorkerPorts:
             self.replies.put(destination, frame)
 
     def completed(self, completion: Completion) -> None:
-        self.completions.put(self._router, completion)
+        self.reports.add(completion)
+
+    def _send_alone(self, completions: list[Completion]) -> None:
+        for completion in completions:
+            self.completions.put(self._router, completion)
 
     def _send_replies(self, destination: str, frames: list[Frame]) -> Any:
         try:
@@ -170,7 +182,13 @@ class WorkerActor:
         self._source: WorkerSource | None = None
         self._beats_sent = 0
         self._handles = HandleCache()
-        self._ports = _RayWorkerPorts(bus, actor_name, self._handles)
+        self._ports = _RayWorkerPorts(
+            bus,
+            actor_name,
+            self._handles,
+            capacity=pool.max_concurrency,
+            slow_call_s=config.router.breaker.slow_call_threshold_s,  # a verdict: sent at once
+        )
         node_id = ray.get_runtime_context().get_node_id()
         identity = WorkerIdentity(
             server_id=actor_name.rsplit("/", 1)[-1],
@@ -335,8 +353,14 @@ class WorkerActor:
             except Exception as exc:  # noqa: BLE001 - keep beating through discovery restarts
                 logger.warning("heartbeat failed: %s", exc)
 
-    async def deliver(self, frames: list[Frame]) -> None:
+    async def deliver(self, frames: list[Frame], prompt: bool = False) -> list[Completion]:
+        """Start serving ``frames``; answers with the completions held for the router.
+
+        ``prompt``: report every completion at once (the router's breaker is not closed).
+        """
+        self._ports.reports.received(len(frames), prompt=prompt)
         self._core.deliver(frames)
+        return await self._ports.reports.answer()
 
     async def cancel(self, keys: list[CorrelationKey]) -> None:
         await self._core.cancel(keys)
@@ -359,6 +383,7 @@ class WorkerActor:
         if self._link is not None and self._source is None:
             await self._beat(with_catalog=False)
         await self._ports.replies.drain()
+        self._ports.reports.flush()
         await self._ports.completions.drain()
         self._stopped.set()
         return finished

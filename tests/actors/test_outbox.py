@@ -84,3 +84,36 @@ async def test_batches_are_capped() -> None:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
     assert [items for _, items in receiver.batches] == [[0, 1], [2, 3], [4]]
+
+
+async def test_what_a_receiver_answers_a_batch_with_is_handed_on() -> None:
+    answers: list[tuple[str, object]] = []
+
+    async def answering(destination: str, items: list[int]) -> list[int]:
+        return [item * 10 for item in items]
+
+    outbox: Outbox[str, int] = Outbox(
+        answering, on_answer=lambda d, answer: answers.append((d, answer))
+    )
+    outbox.put("a", 1)
+    outbox.put("a", 2)
+    await outbox.drain()
+    assert answers == [("a", [10, 20])]
+
+
+async def test_a_failing_answer_handler_is_not_a_failed_send() -> None:
+    failures: list[list[int]] = []
+    receiver = SlowReceiver()
+
+    def broken(destination: str, answer: object) -> None:
+        raise ValueError("bad answer")
+
+    outbox: Outbox[str, int] = Outbox(
+        receiver.submit, on_failure=lambda d, items, e: failures.append(items), on_answer=broken
+    )
+    outbox.put("a", 1)
+    await asyncio.sleep(0)
+    outbox.put("a", 2)
+    receiver.release[1].set_result("news")  # type: ignore[arg-type]
+    await wait_until(lambda: len(receiver.batches) == 2)
+    assert failures == []  # the batch was accepted: its items are not reported lost

@@ -260,3 +260,23 @@ def test_an_abandoned_half_open_probe_frees_its_slot_for_the_next_probe() -> Non
     core.completed("w1", [Completion(probe.envelope.correlation_key, False, 0.1, abandoned=True)])
     assert ports.delivered_to("w1")[-1].envelope.request_id == "4"
     assert core.lag()["kit"].breaker is BreakerState.HALF_OPEN
+
+
+def test_workers_are_asked_for_prompt_completions_only_while_the_breaker_is_not_closed() -> None:
+    breaker = BreakerConfig(
+        minimum_calls=2, failure_rate_threshold=0.5, open_cooldown_s=5, window_s=10
+    )
+    core, ports, clock = router(("w1", 4), breaker=breaker)
+    assert not core.wants_prompt_completions("w1")  # healthy: completions may ride later
+    core.submit([call("a", 1), call("a", 2)])
+    core.completed(
+        "w1", [Completion(f.envelope.correlation_key, True, 0.1) for f in ports.delivered_to("w1")]
+    )
+    assert core.wants_prompt_completions("w1")  # open
+    clock.advance(5)
+    core.submit([call("a", 3)])
+    assert core.wants_prompt_completions("w1")  # half-open: the probe's news closes it
+    probe = ports.delivered_to("w1")[-1].envelope.correlation_key
+    core.completed("w1", [Completion(probe, False, 0.1)])
+    assert not core.wants_prompt_completions("w1")
+    assert not core.wants_prompt_completions("not-a-worker")

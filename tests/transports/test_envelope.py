@@ -4,6 +4,7 @@ import pytest
 
 from transports.envelope import ANONYMOUS, Envelope
 from transports.errors import InvalidRequest
+from transports.frame import Frame
 
 
 def test_correlation_key_is_principal_client_and_request() -> None:
@@ -62,4 +63,23 @@ def test_deadline_arithmetic_keeps_the_earlier_deadline() -> None:
 
 def test_envelopes_pickle() -> None:
     envelope = Envelope(client_id="c", request_id="r", deadline_unix_s=1.5)
+    assert pickle.loads(pickle.dumps(envelope)) == envelope
+
+
+def test_an_envelope_and_its_frame_survive_pickling_whole() -> None:
+    envelope = Envelope(
+        client_id="c",
+        request_id="r",
+        principal="alice",
+        reply_to="raybus/demo/client/x",
+        deadline_unix_s=1e9,
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate="k=v",
+        idempotency_key="i",
+        method="tools/call",
+        name="echo",
+        attributes=(("a", "1"),),
+    )
+    frame = Frame(envelope, b'{"jsonrpc":"2.0"}')
+    assert pickle.loads(pickle.dumps([frame, frame])) == [frame, frame]
     assert pickle.loads(pickle.dumps(envelope)) == envelope

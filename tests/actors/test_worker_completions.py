@@ -1,0 +1,115 @@
+import asyncio
+
+from actors.router.core import Completion
+from actors.worker.completions import CompletionReports
+from tests.waiting import wait_until
+
+
+def _completion(n: int) -> Completion:
+    return Completion(("anonymous", "client", str(n)), False, 0.001)
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.batches: list[list[Completion]] = []
+
+    def __call__(self, completions: list[Completion]) -> None:
+        self.batches.append(completions)
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.key[2] for batch in self.batches for c in batch]
+
+
+async def test_completions_ride_on_the_next_deliver_and_are_not_sent_alone() -> None:
+    sent = Sent()
+    reports = CompletionReports(sent, capacity=8, linger_s=0.05)
+    reports.received(3)
+    reports.add(_completion(1))
+    reports.add(_completion(2))
+    reports.received(1)
+    taken = reports.take()  # the router's next deliver carries them back
+    assert [c.key[2] for c in taken] == ["1", "2"]
+    await asyncio.sleep(0.1)  # past the linger: the timer was cancelled with the take
+    assert sent.batches == []
+    assert reports.take() == []
+
+
+async def test_a_completion_no_deliver_comes_for_is_sent_alone_after_the_linger() -> None:
+    sent = Sent()
+    reports = CompletionReports(sent, capacity=8, linger_s=0.01)
+    reports.received(2)
+    reports.add(_completion(1))
+    reports.add(_completion(2))
+    assert sent.batches == []
+    await wait_until(lambda: sent.batches != [], timeout_s=10)
+    assert sent.batches == [[_completion(1), _completion(2)]]  # one call for both
+    assert reports.take() == []  # never handed over twice
+
+
+async def test_a_worker_the_router_counts_full_reports_at_once() -> None:
+    sent = Sent()
+    reports = CompletionReports(sent, capacity=2, linger_s=60)
+    reports.received(2)  # the router sent as many calls as the worker's capacity
+    reports.add(_completion(1))  # the router waits for this slot: no deliver will come
+    assert sent.keys == ["1"]
+    reports.add(_completion(2))  # the router now counts one free slot: this one may wait
+    assert sent.keys == ["1"]
+    assert [c.key[2] for c in reports.take()] == ["2"]
+
+
+async def test_every_completion_is_handed_over_exactly_once_whichever_way() -> None:
+    sent = Sent()
+    reports = CompletionReports(sent, capacity=4, linger_s=0.005)
+    taken: list[str] = []
+    for n in range(200):
+        if n % 4 == 0:
+            reports.received(4)
+        reports.add(_completion(n))
+        if n % 7 == 0:
+            taken += [c.key[2] for c in reports.take()]
+        if n % 11 == 0:
+            await asyncio.sleep(0.006)  # some linger out
+    reports.flush()  # a draining worker sends what it still holds
+    assert sorted(taken + sent.keys, key=int) == [str(n) for n in range(200)]
+    assert reports.held == 0
+
+
+async def test_a_delivers_answer_waits_briefly_for_the_first_completion() -> None:
+    sent = Sent()
+    reports = CompletionReports(sent, capacity=1, linger_s=60)
+    reports.received(1)  # the router counts the worker full from now on
+    answer = asyncio.ensure_future(reports.answer(hold_s=30))
+    await asyncio.sleep(0)
+    reports.add(_completion(1))  # the waiting answer takes it: no call of its own
+    assert [c.key[2] for c in await answer] == ["1"]
+    assert sent.batches == []
+
+
+async def test_a_delivers_answer_comes_back_empty_when_nothing_ends() -> None:
+    reports = CompletionReports(Sent(), capacity=4, linger_s=60)
+    reports.received(1)
+    async with asyncio.timeout(10):
+        assert await reports.answer(hold_s=0.01) == []
+
+
+async def test_a_verdict_on_the_pool_is_sent_at_once() -> None:
+    sent = Sent()
+    reports = CompletionReports(sent, capacity=8, slow_call_s=0.5, linger_s=60)
+    reports.received(4)
+    reports.add(Completion(("anonymous", "client", "fault"), True, 0.01))
+    reports.add(Completion(("anonymous", "client", "slow"), False, 0.6))
+    reports.add(Completion(("anonymous", "client", "gave-up"), False, 0.6, abandoned=True))
+    reports.add(_completion(1))
+    assert sent.keys == ["fault", "slow"]  # the breaker's news; the rest may wait
+
+
+async def test_while_the_router_asks_for_prompt_news_nothing_is_held() -> None:
+    sent = Sent()
+    reports = CompletionReports(sent, capacity=8, linger_s=60)
+    reports.received(1, prompt=True)  # e.g. a half-open breaker's probe
+    reports.add(_completion(1))
+    assert sent.keys == ["1"]
+    reports.received(1)  # the breaker closed: held again
+    reports.add(_completion(2))
+    assert sent.keys == ["1"]
