@@ -133,6 +133,30 @@ def test_every_row_gets_its_result_or_its_own_error_on_every_backend(any_backend
             assert row["error"]["message"], row
 
 
+def test_the_call_of_the_issue_works_as_written_with_ray_datas_default_batch_format(
+    ray_bus: str,
+) -> None:
+    # As a user writes it: `concurrency=` and the default (numpy) batches, not pyarrow.
+    rows = [{"id": i, "review": review(i)} for i in range(100)]
+    kwargs = {"bus": ray_bus, "tool": "score", "arguments": {"text": "review"}}
+
+    def job() -> list[dict[str, Any]]:
+        scored = ray.data.from_items(rows).map_batches(
+            ToolCaller,
+            fn_constructor_kwargs=kwargs,
+            concurrency=2,
+            batch_size=16,
+            num_cpus=0.25,
+        )
+        return sorted(scored.take_all(), key=lambda row: row["id"])
+
+    scored = run_job(job)
+    assert [row["id"] for row in scored] == list(range(100))
+    answered = [json.loads(r["result"])["score"] for r in scored if r["error"] is None]
+    assert answered == [expected_score(i) for i in range(100) if review(i)]
+    assert [r["result"] for r in scored if r["error"] is not None] == [None, None, None]
+
+
 def test_a_function_of_the_row_builds_the_arguments(ray_bus: str) -> None:
     rows = [{"id": i, "title": "great", "body": "awful" if i % 2 else "fine"} for i in range(40)]
     scored = score(ray_bus, rows, arguments=lambda row: {"text": f"{row['title']} {row['body']}"})
