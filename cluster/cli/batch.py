@@ -8,7 +8,10 @@ Input, one JSON object per line (blank lines are skipped)::
 arguments; ``id`` (a string or integer, optional) is copied to the result line. Any other
 key is an error. The file is checked whole, one line at a time and before Ray is joined:
 a malformed line ends the command with its line number (exit 2) before any call is
-sent. Then the file is read again and its calls stream through
+sent. Once connected, every tool the file names must be offered by the bus: a tool it
+does not offer (a typo, the wrong bus) ends the command naming the tool and the first
+line using it (exit 2), again before any call is sent, instead of answering every one
+of its lines with the same error. Then the file is read again and its calls stream through
 :meth:`BusClient.stream_tool_calls <cluster.client.BusClient.stream_tool_calls>`, so
 memory stays flat however long the file is.
 
@@ -40,12 +43,21 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from cluster.cli.failures import fail
 from cluster.cli.interrupts import signals_cancel
 from cluster.client import BusClient, IndexedOutcome
 from transports.codec import DEFAULT_LIMITS, parse_json
 from transports.errors import INTERNAL_ERROR, BusError, BusErrorCode, BusTimeout, CallError
 
-__all__ = ["BatchCall", "BatchInputError", "count_calls", "outcome_record", "read_calls", "run"]
+__all__ = [
+    "BatchCall",
+    "BatchFile",
+    "BatchInputError",
+    "check_file",
+    "outcome_record",
+    "read_calls",
+    "run",
+]
 
 _KEYS = frozenset({"tool", "arguments", "id"})
 _INTERRUPTED = 130
@@ -113,9 +125,41 @@ def read_calls(path: Path) -> Iterator[BatchCall]:
                 yield _call_of(path, number, raw)
 
 
-def count_calls(path: Path) -> int:
-    """Check every line of the file, holding one line at a time; returns how many calls."""
-    return sum(1 for _ in read_calls(path))
+@dataclass(frozen=True, slots=True)
+class BatchFile:
+    """What checking a batch file found: how many calls, and each tool's first line."""
+
+    calls: int
+    first_line_of: dict[str, int]
+
+
+def check_file(path: Path) -> BatchFile:
+    """Check every line of the file, holding one line at a time.
+
+    Raises:
+        BatchInputError: a line is not a call (the first such line).
+        OSError: the file cannot be read.
+    """
+    calls = 0
+    first_line_of: dict[str, int] = {}
+    for call in read_calls(path):
+        calls += 1
+        first_line_of.setdefault(call.tool, call.line)
+    return BatchFile(calls, first_line_of)
+
+
+async def _unknown_tool(client: BusClient, path: Path, checked: BatchFile) -> str | None:
+    """Why the file cannot run on this bus (the first line naming a tool it lacks), or None."""
+    catalogs = await client.catalogs()
+    offered = {str(tool.get("name")) for catalog in catalogs.values() for tool in catalog.tools}
+    unknown = [tool for tool in checked.first_line_of if tool not in offered]
+    if not unknown:
+        return None
+    tool = min(unknown, key=checked.first_line_of.__getitem__)
+    return (
+        f"{path} line {checked.first_line_of[tool]}: bus {client.bus!r} offers no tool "
+        f"{tool!r}; its tools are {sorted(offered) or 'none'}"
+    )
 
 
 def _error_of(exc: BusError) -> dict[str, Any]:
@@ -173,42 +217,53 @@ async def _stream(
             progress.update(1)
 
 
-async def run(args: argparse.Namespace, out: IO[str], total: int) -> int:
+async def run(args: argparse.Namespace, out: IO[str], checked: BatchFile) -> int:
     """Stream the checked batch file ``args.batch`` through the bus ``args.bus``."""
     path = Path(args.batch)
+    async with await BusClient.connect(args.bus) as client:
+        refusal = await _unknown_tool(client, path, checked)
+        if refusal is not None:
+            return fail(refusal)
+        return await _run_connected(client, args, path, out, checked.calls)
+
+
+async def _run_connected(
+    client: BusClient, args: argparse.Namespace, path: Path, out: IO[str], total: int
+) -> int:
     tally = _Tally()
-    with tqdm(
-        total=total,
-        unit="call",
-        file=sys.stderr,
-        disable=not sys.stderr.isatty(),
-        dynamic_ncols=True,
-        smoothing=0.1,
-    ) as progress:
-        async with await BusClient.connect(args.bus) as client:
-            with signals_cancel(asyncio.get_running_loop()) as interrupt:
-                try:
-                    await _stream(
-                        client,
-                        path,
-                        out,
-                        progress,
-                        tally,
-                        concurrency=args.concurrency,
-                        timeout_s=args.timeout,
-                    )
-                except asyncio.CancelledError:
-                    if not interrupt.fired:
-                        raise
-                    interrupted = asyncio.current_task()
-                    if interrupted is not None:
-                        interrupted.uncancel()  # handled: the calls in flight were cancelled
-                    progress.close()
-                    print(
-                        f"raybus: interrupted after {tally.written} of {total} calls",
-                        file=sys.stderr,
-                    )
-                    return _INTERRUPTED
+    with (
+        tqdm(
+            total=total,
+            unit="call",
+            file=sys.stderr,
+            disable=not sys.stderr.isatty(),
+            dynamic_ncols=True,
+            smoothing=0.1,
+        ) as progress,
+        signals_cancel(asyncio.get_running_loop()) as interrupt,
+    ):
+        try:
+            await _stream(
+                client,
+                path,
+                out,
+                progress,
+                tally,
+                concurrency=args.concurrency,
+                timeout_s=args.timeout,
+            )
+        except asyncio.CancelledError:
+            if not interrupt.fired:
+                raise
+            interrupted = asyncio.current_task()
+            if interrupted is not None:
+                interrupted.uncancel()  # handled: the calls in flight were cancelled
+            progress.close()
+            print(
+                f"raybus: interrupted after {tally.written} of {total} calls",
+                file=sys.stderr,
+            )
+            return _INTERRUPTED
     if tally.failed:
         print(f"raybus: {tally.failed} of {total} calls failed", file=sys.stderr)
         return 1

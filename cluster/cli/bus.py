@@ -75,21 +75,21 @@ def _call_command(args: argparse.Namespace) -> int:
             return fail("arguments must be a JSON object")
         return run_joined(_call, args)
     try:
-        total = batch.count_calls(Path(args.batch))
+        checked = batch.check_file(Path(args.batch))
     except batch.BatchInputError as exc:
         return fail(str(exc))
     except OSError as exc:
         return fail(f"cannot read {args.batch}: {exc.strerror or exc}")
-    if total == 0:
+    if checked.calls == 0:
         return 0
     if not args.output:
-        return run_joined(lambda args: batch.run(args, sys.stdout, total), args)
+        return run_joined(lambda args: batch.run(args, sys.stdout, checked), args)
     try:
         output = open(args.output, "w", encoding="utf-8")  # noqa: SIM115 - closed just below
     except OSError as exc:
         return fail(f"cannot write {args.output}: {exc.strerror or exc}")
     with output:
-        return run_joined(lambda args: batch.run(args, output, total), args)
+        return run_joined(lambda args: batch.run(args, output, checked), args)
 
 
 def _positive(text: str) -> int:

@@ -6,20 +6,16 @@ later ones attach to it by name.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
 import re
-import struct
 import subprocess
 import sys
-import termios
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.cluster.terminal import run_with_terminal_stderr
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -123,12 +119,14 @@ def test_a_batch_streams_one_result_line_per_call_with_errors_in_place(
         [
             '{"tool": "echo", "arguments": {"text": "first"}, "id": "a"}',
             "",  # blank lines are skipped, but counted as lines
-            '{"tool": "no_such_tool", "arguments": {}}',
+            '{"tool": "nap", "arguments": {"seconds": 600}}',
             '{"tool": "fail", "arguments": {"reason": "on purpose"}, "id": 7}',
             '{"tool": "whoami"}',
         ],
     )
-    done = raybus("call", batch_bus, "--batch", str(calls), "--address", ray_address)
+    done = raybus(
+        "call", batch_bus, "--batch", str(calls), "--timeout", "10", "--address", ray_address
+    )
     assert done.returncode == 1, done.stderr
     assert "2 of 4 calls failed" in done.stderr
     assert "call/s" not in done.stderr  # no progress bar: stderr is not a terminal
@@ -136,8 +134,7 @@ def test_a_batch_streams_one_result_line_per_call_with_errors_in_place(
     assert sorted(by_line) == [1, 3, 4, 5]
     assert by_line[1]["id"] == "a"
     assert by_line[1]["result"]["structuredContent"] == {"result": "first"}
-    assert by_line[3]["error"]["code"] == -32602
-    assert "no_such_tool" in by_line[3]["error"]["message"]
+    assert by_line[3]["error"]["code"] == 1001  # the deadline passed: the error in place
     assert by_line[4]["id"] == 7
     assert by_line[4]["result"]["isError"] is True
     assert "pid" in by_line[5]["result"]["structuredContent"]
@@ -181,43 +178,42 @@ def test_a_malformed_line_is_refused_by_number_before_any_call(
     assert f"{calls} line 1: unknown key 'argument'" in bad.stderr
 
 
+def test_a_tool_the_bus_does_not_offer_is_refused_by_name_before_any_call(
+    ray_address: str, batch_bus: str, tmp_path: Path
+) -> None:
+    executed = tmp_path / "executed.txt"
+    record = {"tool": "record", "arguments": {"path": str(executed), "token": "ran"}}
+    typo = {"tool": "ecoh", "arguments": {"text": "x"}}
+    calls = _jsonl(tmp_path / "calls.jsonl", [json.dumps(record), json.dumps(typo)] * 50)
+    refused = raybus("call", batch_bus, "--batch", str(calls), "--address", ray_address)
+    assert refused.returncode == 2, refused.stderr
+    assert f"{calls} line 2: bus 'batchtest' offers no tool 'ecoh'; its tools are [" in (
+        refused.stderr
+    )
+    assert "'echo'" in refused.stderr
+    assert not executed.exists()  # no line was sent, not even the good ones before it
+    assert refused.stdout == ""
+
+
+def test_a_batch_for_a_bus_that_is_not_running_fails_naming_it_before_any_call(
+    ray_address: str, tmp_path: Path
+) -> None:
+    calls = _jsonl(tmp_path / "calls.jsonl", _echoes(5))
+    refused = raybus("call", "no_such_bus", "--batch", str(calls), "--address", ray_address)
+    assert refused.returncode == 1
+    assert "no raybus actor named" in refused.stderr
+    assert "no_such_bus" in refused.stderr
+    assert refused.stdout == ""
+
+
 def test_a_batch_shows_a_progress_bar_when_stderr_is_a_terminal(
     ray_address: str, batch_bus: str, tmp_path: Path
 ) -> None:
     calls = _jsonl(tmp_path / "calls.jsonl", _echoes(40))
-    code, stdout, terminal = _raybus_with_terminal_stderr(
-        "call", batch_bus, "--batch", str(calls), "--address", ray_address
+    code, stdout, terminal = run_with_terminal_stderr(
+        [*RAYBUS, "call", batch_bus, "--batch", str(calls), "--address", ray_address],
+        timeout_s=180,
     )
     assert code == 0, terminal
     assert len(stdout.splitlines()) == 40
     assert re.search(r"40/40 \[[0-9:]+<[0-9:]+, +[0-9.]+call/s\]", terminal), terminal
-
-
-def _raybus_with_terminal_stderr(*args: str) -> tuple[int, str, str]:
-    """Run raybus with stderr on a pseudo-terminal; returns (exit code, stdout, terminal)."""
-    primary, secondary = pty.openpty()
-    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    seen: list[bytes] = []
-
-    def read_terminal() -> None:
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # EIO: the last writer closed the terminal
-                return
-            if not chunk:
-                return
-            seen.append(chunk)
-
-    reader = threading.Thread(target=read_terminal, daemon=True)
-    reader.start()
-    try:
-        with subprocess.Popen(
-            [*RAYBUS, *args], stdout=subprocess.PIPE, stderr=secondary, text=True
-        ) as process:
-            os.close(secondary)
-            stdout, _ = process.communicate(timeout=180)
-        reader.join(timeout=30)
-    finally:
-        os.close(primary)
-    return process.returncode, stdout, b"".join(seen).decode("utf-8", "replace")

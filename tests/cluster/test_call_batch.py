@@ -8,7 +8,14 @@ from pathlib import Path
 import mcp_types as types
 import pytest
 
-from cluster.cli.batch import BatchCall, BatchInputError, count_calls, outcome_record, read_calls
+from cluster.cli.batch import (
+    BatchCall,
+    BatchFile,
+    BatchInputError,
+    check_file,
+    outcome_record,
+    read_calls,
+)
 from cluster.client import IndexedOutcome
 from transports.errors import BusTimeout, CallError
 
@@ -27,12 +34,14 @@ def test_calls_keep_their_line_numbers_and_blank_lines_are_skipped(tmp_path: Pat
         '{"tool": "echo", "arguments": {"text": "a"}, "id": "x"}',
         "   ",
         '{"tool": "whoami"}',
+        '{"tool": "echo", "arguments": {"text": "b"}}',
     )
     assert list(read_calls(path)) == [
         BatchCall(1, "echo", {"text": "a"}, "x"),
         BatchCall(3, "whoami", {}, None),
+        BatchCall(4, "echo", {"text": "b"}, None),
     ]
-    assert count_calls(path) == 2
+    assert check_file(path) == BatchFile(calls=3, first_line_of={"echo": 1, "whoami": 3})
 
 
 @pytest.mark.parametrize(
@@ -56,7 +65,7 @@ def test_a_malformed_line_is_named_with_its_reason(
 ) -> None:
     path = _file(tmp_path, '{"tool": "echo"}', "", line, '{"tool": "echo"}')
     with pytest.raises(BatchInputError) as caught:
-        count_calls(path)
+        check_file(path)
     assert caught.value.line == 3
     assert str(caught.value).startswith(f"{path} line 3: ")
     assert reason in str(caught.value)

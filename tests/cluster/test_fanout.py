@@ -1,4 +1,5 @@
-"""The fan-out engine on its own (no Ray): lazy pulls, a bound, early close, errors.
+"""The fan-out engine on its own (no Ray): lazy pulls, a bound, early close, errors;
+and ``BusClient.stream_tool_calls`` on it, over requests answered in this process.
 
 The calls here are plain coroutines that wait on events the test controls, so every
 ordering below is caused, not raced.
@@ -9,9 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from typing import Any
 
 import pytest
 
+from cluster.client import BusClient, MessageHandler, ProgressCallback
 from cluster.fanout import stream_bounded
 from tests.resident_memory import resident_mib
 from tests.waiting import wait_until
@@ -192,4 +195,51 @@ async def test_memory_stays_flat_while_200k_calls_stream_through() -> None:
         if received % 40_000 == 0:  # the first sample, after warm-up, is the baseline
             samples.append(resident_mib())
     assert received == total
+    assert max(samples) - samples[0] < 16, f"resident MiB at each 40k: {samples}"
+
+
+class AnsweredInProcess(BusClient):
+    """A ``BusClient`` whose every request is answered at once, here: no bus, no Ray.
+
+    What stays is the client's own side of a stream (each call's checks, ``call_tool``
+    reading the result, the indexed outcome), so its memory can be watched over 200,000
+    calls in seconds; ``tests/cluster/test_client_stream.py`` watches it with a real bus.
+    """
+
+    def __init__(self) -> None:  # no connection: nothing leaves this process
+        pass
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        name: str | None,
+        timeout_s: float = 60.0,
+        progress: ProgressCallback | None = None,
+        on_message: MessageHandler | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        text = params["arguments"]["text"]
+        return {"content": [{"type": "text", "text": text}], "structuredContent": {"result": text}}
+
+
+async def test_stream_tool_calls_holds_memory_flat_while_200k_calls_stream_through() -> None:
+    total, payload = 200_000, "x" * 1024
+
+    samples: list[float] = []
+    received = 0
+    stream = AnsweredInProcess().stream_tool_calls(
+        (("echo", {"text": payload}) for _ in range(total)), concurrency=64
+    )
+    async for outcome in stream:
+        assert outcome.error is None
+        received += 1
+        if received % 40_000 == 0:  # the first sample, after warm-up, is the baseline
+            samples.append(resident_mib())
+    assert received == total
+    # Kept, 200,000 results (each with its text twice, and the models around them) are
+    # far past a gigabyte.
     assert max(samples) - samples[0] < 16, f"resident MiB at each 40k: {samples}"

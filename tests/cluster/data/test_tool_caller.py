@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -12,14 +13,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aioboto3
+import pyarrow as pa
 import pytest
 import ray
 from ray.exceptions import RayError
 
-from cluster.bus import launch_bus, stop_bus
+from cluster.bus import bus_status, launch_bus, stop_bus
+from cluster.client import BusClient, CallError
 from cluster.config import BusConfig
 from cluster.data import ToolCaller
-from tests.cluster.bus_helpers import bus_config
+from tests.cluster.bus_helpers import bus_config, running_bus
 from transports.errors import BusErrorCode
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -133,6 +136,30 @@ def test_every_row_gets_its_result_or_its_own_error_on_every_backend(any_backend
             assert row["error"]["message"], row
 
 
+def test_the_call_of_the_issue_works_as_written_with_ray_datas_default_batch_format(
+    ray_bus: str,
+) -> None:
+    # As a user writes it: `concurrency=` and the default (numpy) batches, not pyarrow.
+    rows = [{"id": i, "review": review(i)} for i in range(100)]
+    kwargs = {"bus": ray_bus, "tool": "score", "arguments": {"text": "review"}}
+
+    def job() -> list[dict[str, Any]]:
+        scored = ray.data.from_items(rows).map_batches(
+            ToolCaller,
+            fn_constructor_kwargs=kwargs,
+            concurrency=2,
+            batch_size=16,
+            num_cpus=0.25,
+        )
+        return sorted(scored.take_all(), key=lambda row: row["id"])
+
+    scored = run_job(job)
+    assert [row["id"] for row in scored] == list(range(100))
+    answered = [json.loads(r["result"])["score"] for r in scored if r["error"] is None]
+    assert answered == [expected_score(i) for i in range(100) if review(i)]
+    assert [r["result"] for r in scored if r["error"] is not None] == [None, None, None]
+
+
 def test_a_function_of_the_row_builds_the_arguments(ray_bus: str) -> None:
     rows = [{"id": i, "title": "great", "body": "awful" if i % 2 else "fine"} for i in range(40)]
     scored = score(ray_bus, rows, arguments=lambda row: {"text": f"{row['title']} {row['body']}"})
@@ -181,6 +208,63 @@ def test_calls_pushed_back_by_a_full_pool_are_retried_until_they_are_answered(
     assert refused, "the pool never pushed back: the test proves nothing"
     assert {r["error"]["code"] for r in refused} == {BusErrorCode.OVERLOADED}
     assert [r["error"] for r in with_retries] == [None] * len(rows)
+
+
+async def test_calls_refused_by_an_open_breaker_are_waited_out_and_run_once_each(
+    ray_session: None,
+) -> None:
+    # The breaker opens on slow answers and stays open long enough for the checks below
+    # on a loaded machine; then it lets a probe through and closes.
+    breaker = {
+        "minimum_calls": 3,
+        "failure_rate_threshold": 0.75,
+        "slow_call_threshold_s": 0.2,
+        "slow_call_rate_threshold": 0.75,
+        "open_cooldown_s": 15.0,
+        "window_s": 30,
+    }
+    # A worker evicted for late heartbeats (seen once at load 40) is not this test's matter.
+    patient_discovery = {"heartbeat_interval_s": 0.5, "ttl_s": 30}
+    config = bus_config(
+        [{**KIT, "min_workers": 1}], router={"breaker": breaker}, discovery=patient_discovery
+    )
+    table = pa.table({"id": list(range(20)), "text": [f"t{i}" for i in range(20)]})
+
+    async def breaker_state(client: BusClient) -> str:
+        state: str = (await bus_status(client.bus))["pools"]["kit"]["breaker"]
+        return state
+
+    async def echo_calls(client: BusClient) -> int:
+        about = (await client.call_tool("whoami")).structured_content
+        assert about is not None
+        return int(about["echo_calls"])
+
+    async with running_bus(config) as client:
+        # ToolCaller as Ray Data drives it: built, then called with a batch (in a thread).
+        impatient, patient = [
+            await asyncio.to_thread(ToolCaller, config.name, "echo", {"text": "text"}, retry=retry)
+            for retry in ({"max_attempts": 1}, {"max_attempts": 100, "max_backoff_s": 1.0})
+        ]
+        try:
+            before = await echo_calls(client)
+            # Slow answers until the breaker opens (how many depends on what else the pool
+            # answered in its window; the call that finds it open is refused).
+            async with asyncio.timeout(120):
+                while await breaker_state(client) != "open":
+                    with contextlib.suppress(CallError):
+                        await client.call_tool("nap", {"seconds": 0.3})
+            refused = await asyncio.to_thread(impatient, table)
+            codes = {error["code"] for error in refused.column("error").to_pylist()}
+            assert codes == {BusErrorCode.CIRCUIT_OPEN}  # the breaker was open for this batch
+            assert await breaker_state(client) == "open"
+            answered = await asyncio.to_thread(patient, table)
+            assert answered.column("error").to_pylist() == [None] * 20
+            results = [json.loads(r) for r in answered.column("result").to_pylist()]
+            assert results == [{"result": f"t{i}"} for i in range(20)]
+            assert await echo_calls(client) == before + 20  # no refused call ever ran
+        finally:
+            for caller in (impatient, patient):
+                await asyncio.to_thread(caller.close)
 
 
 @pytest.mark.sqs
