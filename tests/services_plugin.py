@@ -83,7 +83,16 @@ def ray_session() -> Iterator[None]:
 
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=RAY_NAMESPACE)
+        # "local": the session's own Ray, never one another process left on the machine
+        # (a bare ray.init() joins the last local cluster started, and then refuses
+        # num_cpus).
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            namespace=RAY_NAMESPACE,
+        )
         started = True
     yield
     if started:
