@@ -36,6 +36,7 @@ _CONNECT_AT_ONCE = 8
 # Connecting 64 clients to a cold server on a loaded machine; an answer to a round
 # comes after its duration plus the calls still running (each bounded by CALL_TIMEOUT_S).
 _ANSWER_TIMEOUT_S = 600.0
+_ANSWER_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class _Clients:
@@ -126,6 +127,9 @@ class LoadGenerator:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
+            # A round's answer is one JSON line holding every latency: thousands of
+            # them at today's rates, far past asyncio's 64 KiB line limit.
+            limit=_ANSWER_LIMIT_BYTES,
         )
         return self
 
