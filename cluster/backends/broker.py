@@ -77,11 +77,14 @@ class BrokerWire(Protocol):
 
     def destination_for_pool(self, pool: str) -> str: ...
 
-    async def send(self, destination: str, frames: list[Frame]) -> None:
-        """Send in order.
+    async def send(
+        self, destination: str, frames: list[Frame]
+    ) -> list[tuple[Frame, MessageTooLarge]]:
+        """Send in order; returns the frames refused as over the broker's limit (with
+        why), all others sent.
 
         Raises:
-            MessageTooLarge: a frame is over the broker's limit (the rest are not sent).
+            BusError: the broker did not take a frame (after the others were tried).
         """
         ...
 
@@ -116,13 +119,12 @@ class BrokerClientLink:
                 continue
             by_destination.setdefault(self._wire.destination_for_pool(pool), []).append(frame)
         for destination, batch in by_destination.items():
-            for frame in batch:
-                try:
-                    await self._wire.send(destination, [frame])
-                except MessageTooLarge as exc:  # never a silent drop: the caller hears why
-                    await self._on_frame(
-                        error_reply(frame, INVALID_REQUEST, f"request refused: {exc}")
-                    )
+            # One send per destination: a broker that confirms asynchronously (Kafka)
+            # takes the whole batch in order and confirms it at once, where a send per
+            # frame paid a broker round trip each.
+            for frame, exc in await self._wire.send(destination, batch):
+                # Never a silent drop: the caller hears why.
+                await self._on_frame(error_reply(frame, INVALID_REQUEST, f"request refused: {exc}"))
 
     async def _pool_for(self, frame: Frame) -> str | Frame:
         target: str | Frame = ""

@@ -38,13 +38,25 @@ from transports.errors import (
 from transports.frame import Frame
 from transports.message import Request, Response
 
-__all__ = ["BrokerWorkerSource", "request_key"]
+__all__ = ["BrokerWorkerSource", "one_at_a_time", "request_key"]
 
 logger = logging.getLogger(__name__)
 
 _LOST = "lost"
 
-Publish = Callable[[str, bytes, Envelope], Awaitable[None]]
+# Queues one message for a destination in order and returns once it is queued; the
+# awaitable it returns completes when the broker has the message (or raises why not).
+Publish = Callable[[str, bytes, Envelope], Awaitable[Awaitable[None]]]
+
+
+def one_at_a_time(send: Callable[[str, bytes, Envelope], Awaitable[None]]) -> Publish:
+    """A :data:`Publish` for a broker that confirms each send as it returns (SQS)."""
+
+    async def publish(destination: str, body: bytes, envelope: Envelope) -> Awaitable[None]:
+        await send(destination, body, envelope)
+        return asyncio.sleep(0)  # already confirmed
+
+    return publish
 
 
 class _Receiver(Protocol):
@@ -91,6 +103,7 @@ class BrokerWorkerSource:
             asyncio.Queue()
         )
         self._sender: asyncio.Task[None] | None = None
+        self._confirming: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Connect the receiver, then start taking requests."""
@@ -119,17 +132,43 @@ class BrokerWorkerSource:
         await future
 
     async def _send_in_order(self) -> None:
-        # One sender: a call's progress always reaches its caller before its response.
+        # One sender queues every message in order, so a call's progress always reaches
+        # its caller before its response; the broker's confirmations are awaited beside
+        # it, many at once (one at a time was a broker round trip per answer).
         while True:
             destination, body, envelope, done = await self._outbound.get()
             try:
-                await self._publish_now(destination, body, envelope)
-                if not done.done():
-                    done.set_result(None)
+                confirmed = await self._publish_now(destination, body, envelope)
             except BusError as exc:
-                logger.warning("could not publish to %s: %s", destination, exc)
-                if not done.done():
-                    done.set_exception(exc)
+                self._published(destination, done, exc)
+                continue
+            confirming = self._confirm(destination, confirmed, done)
+            task = asyncio.get_running_loop().create_task(confirming)
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+
+    async def _confirm(
+        self, destination: str, confirmed: Awaitable[None], done: asyncio.Future[None]
+    ) -> None:
+        try:
+            await confirmed
+        except BusError as exc:
+            self._published(destination, done, exc)
+        else:
+            self._published(destination, done, None)
+
+    @staticmethod
+    def _published(
+        destination: str, done: asyncio.Future[None], error: BaseException | None
+    ) -> None:
+        if error is not None:
+            logger.warning("could not publish to %s: %s", destination, error)
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
     async def _run(self) -> None:
         retry = ReceiveRetry("pool requests")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -33,6 +33,7 @@ from cluster.backends.broker_source import BrokerWorkerSource
 from cluster.config import BusConfig, KafkaBackendConfig, PoolConfig
 from cluster.naming import HandleCache
 from transports.base import Delivery
+from transports.errors import MessageTooLarge
 from transports.frame import Frame
 from transports.kafka.admin import (
     KAFKA_ERRORS,
@@ -102,7 +103,7 @@ class KafkaWorkerSource(BrokerWorkerSource):
         self._discovery_topic = topics.discovery_topic()
         super().__init__(
             self._transport,
-            self._transport.send_frame_to,
+            self._transport.queue_frame_to,
             hosted,
             ledger,
             pool=pool,
@@ -158,9 +159,18 @@ class KafkaClientWire:
     def destination_for_pool(self, pool: str) -> str:
         return self._topics.requests_for_capability(pool)
 
-    async def send(self, topic: str, frames: list[Frame]) -> None:
-        for frame in frames:
-            await self._transport.send_frame_to(topic, frame.body, frame.envelope)
+    async def send(self, topic: str, frames: list[Frame]) -> list[tuple[Frame, MessageTooLarge]]:
+        refused: list[tuple[Frame, MessageTooLarge]] = []
+        confirmations: list[Awaitable[None]] = []
+        for frame in frames:  # queued in order, then confirmed together
+            try:
+                queued = await self._transport.queue_frame_to(topic, frame.body, frame.envelope)
+            except MessageTooLarge as exc:
+                refused.append((frame, exc))
+            else:
+                confirmations.append(queued)
+        await asyncio.gather(*confirmations)
+        return refused
 
     async def next_delivery(self) -> Delivery:
         return await self._transport.receive()

@@ -26,14 +26,14 @@ from pydantic import SecretStr
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.base import HeartbeatFeed, LagRows, WorkerLink
 from cluster.backends.broker import BrokerBackend, broker_lag
-from cluster.backends.broker_source import BrokerWorkerSource
+from cluster.backends.broker_source import BrokerWorkerSource, one_at_a_time
 from cluster.backends.ray import DiscoveryActorHeartbeats
 from cluster.config import BusConfig, PoolConfig, SqsBackendConfig
 from cluster.naming import HandleCache
 from transports.base import Delivery
 from transports.codec import decode_message
 from transports.envelope import Envelope
-from transports.errors import BusError
+from transports.errors import BusError, MessageTooLarge
 from transports.frame import Frame
 from transports.sqs.transport import SqsConfig, SqsTransport
 from transports.sqs.wire import response_queue_name
@@ -155,7 +155,7 @@ class SqsWorkerSource(BrokerWorkerSource):
 
         super().__init__(
             self._transport,
-            publish,
+            one_at_a_time(publish),
             hosted,
             ledger,
             pool=pool,
@@ -192,14 +192,19 @@ class SqsClientWire:
     def destination_for_pool(self, pool: str) -> str:
         return pool
 
-    async def send(self, pool: str, frames: list[Frame]) -> None:
+    async def send(self, pool: str, frames: list[Frame]) -> list[tuple[Frame, MessageTooLarge]]:
         sender = self._senders.get(pool)
         if sender is None:
             sender = SqsTransport(_sqs_config(self._config, send_queue=request_queue(pool)))
             await sender.start()
             self._senders[pool] = sender
+        refused: list[tuple[Frame, MessageTooLarge]] = []
         for frame in frames:
-            await sender.send(frame.decode(), frame.envelope)
+            try:
+                await sender.send(frame.decode(), frame.envelope)
+            except MessageTooLarge as exc:
+                refused.append((frame, exc))
+        return refused
 
     async def next_delivery(self) -> Delivery:
         return await self._receiver.receive()

@@ -53,9 +53,10 @@ topics it uses (idempotently) with the configured partitions and replication.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -289,6 +290,23 @@ class KafkaTransport(TransportBase):
             return self._config.client_id.encode("utf-8")
         return json.dumps(envelope.correlation_key, separators=(",", ":")).encode("utf-8")
 
+    async def queue_frame_to(
+        self, topic: str, payload: bytes, envelope: Envelope | None = None
+    ) -> Awaitable[None]:
+        """Queue one encoded body for ``topic`` in order; await the result for its ack.
+
+        Records queued one after another keep that order on their partition (the
+        producer is idempotent), so a sender that must keep order need not wait for each
+        ack before queueing the next: waiting costs a broker round trip per record, which
+        capped a worker's answers at a few hundred per second.
+
+        Raises (here or from the returned awaitable): as :meth:`send_frame_to`.
+        """
+        if len(payload) > self._config.max_message_bytes:
+            raise MessageTooLarge(len(payload), self._config.max_message_bytes)
+        headers = [] if envelope is None else _header_list(envelope.to_headers())
+        return await self._queue(topic, payload, self._key_for(envelope), headers, "send")
+
     async def _produce(
         self,
         topic: str,
@@ -297,19 +315,41 @@ class KafkaTransport(TransportBase):
         headers: list[tuple[str, bytes]],
         operation: str,
     ) -> None:
+        await (await self._queue(topic, value, key, headers, operation))
+
+    async def _queue(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        operation: str,
+    ) -> Awaitable[None]:
         producer = self._producer
         if producer is None or self._closed.is_set():
             raise ConnectionClosed("kafka transport is closed or not started")
-        timeout_s = self._config.delivery_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
+        deadline = asyncio.get_running_loop().time() + self._config.delivery_timeout_s
+        with self._kafka_errors(len(value), topic, operation):
+            async with asyncio.timeout_at(deadline):
                 acked = await producer.send(topic, value, key=key, headers=headers)
-                await acked
+
+        async def confirmed() -> None:
+            with self._kafka_errors(len(value), topic, operation):
+                async with asyncio.timeout_at(deadline):
+                    await acked
+
+        return confirmed()
+
+    @contextlib.contextmanager
+    def _kafka_errors(self, size: int, topic: str, operation: str) -> Iterator[None]:
+        try:
+            yield
         except (MessageSizeTooLargeError, RecordTooLargeError) as exc:
-            raise MessageTooLarge(len(value), self._config.max_message_bytes) from exc
+            raise MessageTooLarge(size, self._config.max_message_bytes) from exc
         except (*KAFKA_ERRORS, TimeoutError) as exc:
             if self._closed.is_set():
                 raise ConnectionClosed("kafka transport closed while sending") from exc
+            timeout_s = self._config.delivery_timeout_s
             raise translate_kafka_error(exc, f"{operation} to {topic}", timeout_s) from exc
 
     async def receive(self) -> Delivery:

@@ -4,12 +4,12 @@ the source runs over in-memory deliveries, a fake server and a fake ledger."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.ledger import DecisionKind
 from actors.router.outcomes import CallTally
-from cluster.backends.broker_source import BrokerWorkerSource
+from cluster.backends.broker_source import BrokerWorkerSource, one_at_a_time
 from transports.base import Delivery
 from transports.envelope import Envelope
 from transports.errors import INVALID_PARAMS, ConnectionClosed
@@ -109,7 +109,7 @@ async def served(
     deliveries = Deliveries(calls)
     source = BrokerWorkerSource(
         deliveries,
-        publish,
+        one_at_a_time(publish),
         FakeServer(),  # type: ignore[arg-type]
         FakeLedger(done, held),
         pool="kit",
@@ -146,3 +146,44 @@ async def test_the_tally_is_handed_over_once() -> None:
     source = await served([("echo", "r1")], done=set(), held=set())
     assert source.calls_ended().outcomes == {("kit", "echo", "ok"): 1}
     assert source.calls_ended() == CallTally()
+
+
+async def test_answers_are_queued_in_order_without_waiting_for_each_confirmation() -> None:
+    # The broker confirms nothing until the test says so: a sender that waited for each
+    # confirmation would queue one answer; this one queues all four, in order, and each
+    # request is acknowledged only once its own answer is confirmed. One answer the broker
+    # refuses leaves its request unacknowledged (redelivered), the others are unaffected.
+    calls = [("echo", f"r{i}") for i in range(4)]
+    queued: list[str] = []
+    confirmations: dict[str, asyncio.Future[None]] = {}
+
+    async def publish(destination: str, body: bytes, envelope: Envelope) -> Awaitable[None]:
+        queued.append(envelope.request_id)
+        confirmations[envelope.request_id] = asyncio.get_running_loop().create_future()
+        return confirmations[envelope.request_id]
+
+    deliveries = Deliveries(calls)
+    source = BrokerWorkerSource(
+        deliveries,
+        publish,
+        FakeServer(),  # type: ignore[arg-type]
+        FakeLedger(set(), set()),
+        pool="kit",
+        capacity=4,
+        call_timeout_s=5,
+        duplicate_wait_s=0.2,
+    )
+    await source.start()
+    async with asyncio.timeout(10):
+        while len(queued) < 4:  # noqa: ASYNC110 - the source runs on this loop
+            await asyncio.sleep(0.01)
+    assert sorted(queued) == ["r0", "r1", "r2", "r3"]
+    assert deliveries.acked == 0  # nothing confirmed yet: nothing acknowledged
+    confirmations["r2"].set_exception(ConnectionClosed("broker gone"))
+    for rid in ("r0", "r1", "r3"):
+        confirmations[rid].set_result(None)
+    async with asyncio.timeout(10):
+        while deliveries.acked < 3:  # noqa: ASYNC110 - the source runs on this loop
+            await asyncio.sleep(0.01)
+    await source.stop(timeout_s=5)
+    assert deliveries.acked == 3
