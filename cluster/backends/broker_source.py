@@ -139,7 +139,7 @@ class BrokerWorkerSource:
             destination, body, envelope, done = await self._outbound.get()
             try:
                 confirmed = await self._publish_now(destination, body, envelope)
-            except BusError as exc:
+            except Exception as exc:  # noqa: BLE001 - its call hears it; the sender goes on
                 self._published(destination, done, exc)
                 continue
             confirming = self._confirm(destination, confirmed, done)
@@ -152,7 +152,7 @@ class BrokerWorkerSource:
     ) -> None:
         try:
             await confirmed
-        except BusError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, its call must hear it
             self._published(destination, done, exc)
         else:
             self._published(destination, done, None)
