@@ -16,6 +16,12 @@ them like a worker, so spares are created only where a worker fits now (on a nod
 pool's label selector allows). Spares are stopped with the
 bus; a spare that dies is not replaced until the pool is next resized (no crash loop).
 
+A worker that stops answering (a tool blocking its event loop: no heartbeats, no
+calls) is killed once it has been silent for the discovery TTL, the time after which
+discovery evicts it and the router gives its calls "may have run" (1004); it is then
+replaced like a worker that died. Alive but out of routing, it would shrink the pool for
+good and hang the bus's stop (its drain could never run).
+
 A worker that cannot start is never waited for silently: during the bus's start the
 first failure ends :meth:`SupervisorActor.start` with :class:`PoolStartFailed` (pool and
 one-line reason) at once, whatever other pools are still doing; later (a replacement, a
@@ -405,6 +411,7 @@ class SupervisorActor:
         watcher.add_done_callback(self._watchers.discard)
 
     async def _watch(self, state: _PoolState, name: str, handle: Any) -> None:
+        prober = asyncio.get_running_loop().create_task(self._kill_when_unresponsive(name, handle))
         try:
             await handle.wait_stopped.remote()
         except Exception as exc:  # noqa: BLE001 - the actor died: replace it
@@ -418,6 +425,32 @@ class SupervisorActor:
             router = await self._handles.get_async(actor_names.router(self._config.name))
             await router.forget_worker.remote(name)
             await self._reconcile(state.config.name)
+        finally:
+            prober.cancel()
+
+    async def _kill_when_unresponsive(self, name: str, handle: Any) -> None:
+        """Kill ``name`` once it leaves a liveness probe unanswered for the discovery TTL.
+
+        The kill ends :meth:`_watch`'s wait, which replaces the worker.
+        """
+        ttl_s = self._config.discovery.ttl_s
+        while True:
+            # A probe every half TTL: killed between 1 and 1.5 TTL after it went silent.
+            await asyncio.sleep(ttl_s / 2)
+            try:
+                async with asyncio.timeout(ttl_s):
+                    await handle.is_active.remote()
+            except TimeoutError:
+                logger.warning(
+                    "worker %s answered nothing for %.1f s (its event loop is blocked?); "
+                    "killing it",
+                    name,
+                    ttl_s,
+                )
+                ray.kill(handle)
+                return
+            except Exception:  # noqa: BLE001 - it died: _watch replaces it
+                return
 
     async def _choose_victims(self, state: _PoolState, count: int) -> list[str]:
         router = await self._handles.get_async(actor_names.router(self._config.name))
@@ -435,7 +468,11 @@ class SupervisorActor:
         try:
             router = await self._handles.get_async(actor_names.router(bus))
             frames_sent = await router.retire.remote(name)
-            finished = await handle.drain.remote(frames_sent, self._config.drain_timeout_s)
+            try:
+                finished = await handle.drain.remote(frames_sent, self._config.drain_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - it died (or was killed as unresponsive)
+                logger.warning("worker %s died while draining: %s", name, type(exc).__name__)
+                finished = True  # nothing left to wait for: forget_worker answers its calls
             if not finished:
                 logger.warning("worker %s did not finish its calls before the drain timeout", name)
             await router.forget_worker.remote(name)
