@@ -15,6 +15,7 @@ A bad file fails at start with :class:`ConfigError` naming the field and the rea
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -210,6 +211,25 @@ class AutoscalerConfig(_Strict):
     decisions_kept: int = Field(500, ge=1)
 
 
+class GatewayTls(_Strict):
+    """HTTPS on the gateway: a PEM certificate (chain) and its private key."""
+
+    certfile: str
+    keyfile: str
+
+    @model_validator(mode="after")
+    def _loads(self) -> Self:
+        # Loaded here, so `raybus up` and `raybus config check` name a bad pair at once
+        # instead of a replica failing after Ray and the pools started.
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            message = f"cannot load certificate {self.certfile!r} and its key: {reason}"
+            raise ValueError(message) from None
+        return self
+
+
 class GatewayConfig(_Strict):
     """Where and how standard MCP clients reach the bus (``raybus up``)."""
 
@@ -226,6 +246,15 @@ class GatewayConfig(_Strict):
     # clients that come back later get 404 and initialize again, as the spec provides.
     session_idle_timeout_s: float = Field(600.0, gt=0, description="idle handshake sessions end")
     policy: PolicyConfig = PolicyConfig()
+    tls: GatewayTls | None = Field(None, description="serve HTTPS with this certificate and key")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    def url(self, port: int) -> str:
+        """The MCP endpoint's URL on ``port``."""
+        return f"{self.scheme}://{self.host}:{port}{self.path}"
 
 
 class KafkaBackendConfig(_Strict):

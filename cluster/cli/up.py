@@ -32,7 +32,7 @@ from cluster.cli.local_buses import claim_bus_name, record_bus_address
 from cluster.cli.preflight import check_pools, check_tracing, gateway_problem
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
-from cluster.gateway.listener import bound
+from cluster.gateway.listener import LOOPBACK_HOSTS, bound
 from cluster.metrics.endpoint import (
     METRICS_HOST,
     MetricsCollector,
@@ -274,6 +274,13 @@ def _run(args: argparse.Namespace) -> int:
     refused = None if args.stdio else gateway_problem(config)
     if refused is not None:
         return fail(f"refusing to bind {settings.host}: {refused}")
+    if not args.stdio and settings.host not in LOOPBACK_HOSTS and settings.tls is None:
+        print(
+            f"raybus: warning: serving {settings.host} without TLS: bearer tokens cross the "
+            "network in cleartext (set gateway.tls)",
+            file=sys.stderr,
+            flush=True,
+        )
     # Everything that can be known without Ray is checked before Ray starts (~20 s on
     # two cores): the pools' modules and commands, and the port; or, joining a cluster,
     # that it answers at its address (Ray alone would retry for minutes).
@@ -325,7 +332,7 @@ def _run_bus(
     def announce(port: int | None) -> None:
         if port is not None:
             print(
-                f"raybus: serving MCP at http://{settings.host}:{port}{settings.path}",
+                f"raybus: serving MCP at {settings.url(port)}",
                 file=sys.stderr,
                 flush=True,
             )

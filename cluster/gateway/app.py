@@ -58,7 +58,8 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
     if settings.host not in LOOPBACK_HOSTS:
         hosts.append(f"{settings.host}:{port}")
-    origins = [f"http://{h}" for h in hosts] + list(settings.allowed_origins)
+    # A browser page's Origin carries the scheme it was loaded with: https once served so.
+    origins = [f"{settings.scheme}://{h}" for h in hosts] + list(settings.allowed_origins)
     # HostOriginGuard (outermost, on HTTP and WebSocket) already refused a foreign Host or
     # Origin: the SDK's own copy of the check re-parsed the headers of every request
     # (~7 % of the gateway's CPU under load) and is switched off.
@@ -102,5 +103,7 @@ def http_server(gateway: Gateway, config: BusConfig, port: int) -> QuietServer:
             log_level="warning",
             lifespan="on",
             ws_max_size=settings.max_body_bytes,
+            ssl_certfile=settings.tls.certfile if settings.tls else None,
+            ssl_keyfile=settings.tls.keyfile if settings.tls else None,
         )
     )

@@ -80,7 +80,7 @@ class GatewayReplica:
         sock = bind_listener(config.gateway.host, port)
         chosen = int(sock.getsockname()[1])
         settings = config.gateway
-        self._url = f"http://{settings.host}:{chosen}{settings.path}"
+        self._url = settings.url(chosen)
         self._client = await BusClient.connect(config.name, inbox=self._actor_name)
         self._gateway = Gateway(
             self._client,
@@ -176,7 +176,7 @@ class GatewayReplicas:
 
     def url(self, info: ReplicaInfo) -> str:
         settings = self._config.gateway
-        return f"http://{settings.host}:{info.port}{settings.path}"
+        return settings.url(info.port)
 
     async def reconcile(self) -> list[ReplicaInfo]:
         """Start a replica on every alive node that lacks a live one; returns the new ones.

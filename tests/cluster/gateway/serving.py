@@ -15,12 +15,17 @@ __all__ = ["serving"]
 
 
 @asynccontextmanager
-async def serving(gateway: Gateway, policy: dict[str, Any] | None = None) -> AsyncIterator[str]:
+async def serving(
+    gateway: Gateway,
+    policy: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> AsyncIterator[str]:
+    """Serve ``gateway``; yields its URL. ``settings``: more of the config's ``gateway``."""
     config = parse_config(
         {
             "name": "direct",
             "pools": [{"name": "p", "tools": "x:y"}],
-            "gateway": {"policy": policy or {}},
+            "gateway": {"policy": policy or {}, **(settings or {})},
         }
     )
     sock = bind_listener("127.0.0.1", 0)
@@ -29,7 +34,7 @@ async def serving(gateway: Gateway, policy: dict[str, Any] | None = None) -> Asy
     task = asyncio.create_task(server.serve(sockets=[sock]))
     # The socket listens already: requests wait in its backlog until uvicorn serves.
     try:
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield config.gateway.url(port)
     finally:
         server.should_exit = True
         async with asyncio.timeout(30):
