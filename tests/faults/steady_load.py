@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ray.exceptions import RayError
+
 from cluster.client import BusClient
 from tests.faults.history import History, Verdict
 from transports.errors import BusErrorCode, BusTimeout, CallError, ConnectionClosed
@@ -132,12 +134,22 @@ def now() -> float:
 async def poll_until(
     condition: Callable[[], Awaitable[bool]], timeout_s: float = 120.0, every_s: float = 0.1
 ) -> float:
-    """Ask remote state until ``condition`` holds (bounded); returns the seconds it took."""
+    """Ask remote state until ``condition`` holds (bounded); returns the seconds it took.
+
+    An actor that is restarting cannot answer yet: that reads as "not yet".
+    """
     started = now()
     async with asyncio.timeout(timeout_s):
-        while not await condition():  # noqa: ASYNC110 - remote state: polled
-            await asyncio.sleep(every_s)
+        while not await _answered(condition):  # noqa: ASYNC110 - remote state
+            await asyncio.sleep(every_s)  # polling actors this test does not own
     return now() - started
+
+
+async def _answered(condition: Callable[[], Awaitable[bool]]) -> bool:
+    try:
+        return await condition()
+    except RayError:
+        return False
 
 
 def figures(case: str, verdict: Verdict, load: SteadyLoad, **measured: float | None) -> str:
