@@ -38,6 +38,7 @@ from transports.errors import (
     INTERNAL_ERROR,
     METHOD_NOT_FOUND,
     BusError,
+    BusErrorCode,
     BusTimeout,
     CallError,
     ConnectionClosed,
@@ -67,6 +68,7 @@ class _Pending:
     future: asyncio.Future[Response]
     progress: ProgressCallback | None
     on_message: MessageHandler | None = None
+    router: str | None = None  # the incarnation of the router that accepted the call
 
 
 def _checked_call(index: int, call: object) -> tuple[str, dict[str, Any] | None]:
@@ -115,6 +117,7 @@ class _Connection:
         self.answers: Outbox[str, Frame] = Outbox(self._send_answers)
         self.poller: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.router: str | None = None  # the incarnation that accepted the last batch
 
     def attach(self, link: ClientLink) -> None:
         self.link = link
@@ -131,7 +134,40 @@ class _Connection:
         return self._link.reply_to
 
     def _submit(self, _: str, frames: list[Frame]) -> Any:
-        return self._link.submit(frames)
+        submitted = self._link.submit(frames)
+        return None if submitted is None else self._accepted(frames, submitted)
+
+    async def _accepted(self, frames: list[Frame], submitted: Awaitable[object]) -> None:
+        """Note which router took the batch; a new one means the last one died.
+
+        A Ray router answers a batch with its incarnation (brokers answer nothing). The
+        calls a router that died had accepted and not yet answered are failed at once
+        with "may have run" (1004): those it still queued are lost with it and would
+        otherwise wait for their deadline and the grace; those a worker already runs
+        may still answer, but their caller cannot know which is which.
+        """
+        router = await submitted
+        if not isinstance(router, str):
+            return
+        if self.router is not None and router != self.router:
+            self._router_restarted(self.router)
+        self.router = router
+        for frame in frames:
+            pending = self.pending.get((frame.envelope.client_id, frame.envelope.request_id))
+            if pending is not None:
+                pending.router = router
+
+    def _router_restarted(self, old: str) -> None:
+        logger.warning("the bus router restarted: failing the calls it held")
+        for pending in self.pending.values():
+            if pending.router == old and not pending.future.done():
+                pending.future.set_exception(
+                    CallError(
+                        pending.method,
+                        BusErrorCode.OUTCOME_UNKNOWN,
+                        "the bus router restarted while it held the call: it may have run",
+                    )
+                )
 
     def cancel(self, keys: list[CorrelationKey]) -> None:
         self._link.cancel(keys)

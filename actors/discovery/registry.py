@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -110,6 +111,9 @@ class Membership:
     workers: dict[str, tuple[WorkerInfo, ...]]
     catalogs: dict[str, Catalog]
     index: CapabilityIndex = field(default_factory=CapabilityIndex)
+    # Which registry counted ``version``: a registry started anew (its actor restarted)
+    # counts from zero again, so versions compare only within one epoch.
+    epoch: str = ""
 
     def pool_for(self, kind: str, name: str) -> str | None:
         return self.index.pool_for(kind, name)
@@ -134,6 +138,7 @@ class DiscoveryRegistry:
         # still route (and queue), which is what wakes a pool scaled to zero.
         self._pool_digest: dict[str, str] = {}
         self.version = 0
+        self.epoch = uuid.uuid4().hex
         self._snapshot: Membership | None = None
         self._last_catalog_view: dict[str, frozenset[tuple[str, str]]] = {}
         self.list_changed_seq: dict[str, int] = {Kind.TOOL: 0, Kind.PROMPT: 0, Kind.RESOURCE: 0}
@@ -210,6 +215,7 @@ class DiscoveryRegistry:
                 workers={pool: tuple(ws) for pool, ws in workers.items()},
                 catalogs=pool_catalog,
                 index=CapabilityIndex.build(ordered),
+                epoch=self.epoch,
             )
         return self._snapshot
 

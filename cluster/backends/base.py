@@ -62,7 +62,9 @@ class ClientLink(Protocol):
         """Send one batch of requests (an :class:`~actors.outbox.Outbox` submit function).
 
         The awaitable fails when the batch could not be handed over; a request the bus
-        refuses (unroutable, too large) is answered through ``on_frame`` instead.
+        refuses (unroutable, too large) is answered through ``on_frame`` instead. What
+        it returns may be a str naming the router incarnation that took the batch (Ray):
+        the client fails the calls of one that has since been replaced.
         """
         ...
 

@@ -36,6 +36,7 @@ from cluster.metrics.recorders import AutoscalerRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import HandleCache, actor_names
 from cluster.placement import ClusterReading, read_cluster
+from cluster.ray_actors.restarts import itself, restarted
 from transports.errors import BusError
 
 __all__ = ["AutoscalerActor"]
@@ -76,8 +77,11 @@ class AutoscalerActor:
         self._metrics = MetricsRegistry(config.name)
         self._recorder = AutoscalerRecorder(self._metrics)
         self._exporter: asyncio.Task[None] | None = None
+        if restarted():  # the launcher started the first one; a Ray restart starts itself
+            itself().start.remote()
 
     async def start(self) -> None:
+        """Start deciding every interval (once; again by itself after a Ray restart)."""
         if self._loop is None:
             loop = asyncio.get_running_loop()
             self._loop = loop.create_task(self._run())

@@ -1,7 +1,13 @@
 """The discovery registry as a Ray actor: heartbeats in, membership snapshots out.
 
-Subscribers (the router, gateways) get the whole snapshot whenever servers join, leave,
-change status or change what they offer, plus which lists changed (for list_changed).
+Subscribers (the router) get the whole snapshot whenever servers join, leave, change
+status or change what they offer, plus which lists changed (for list_changed).
+
+After a Ray restart the registry is empty and knows no subscriber. Workers fill it again
+with their next heartbeats; the bus's router is subscribed again once one TTL has passed
+(by then every live worker has beaten, so the first snapshot it gets drops none of
+them). Snapshots carry the registry's epoch, so the router takes the new registry's
+snapshots even though their versions start again from zero.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from actors.discovery.catalog import Catalog
 from actors.discovery.registry import DiscoveryRegistry, Heartbeat, Membership, WorkerInfo
 from cluster.backends.base import HeartbeatFeed, backend_for
 from cluster.config import BusConfig
-from cluster.naming import HandleCache
+from cluster.naming import HandleCache, actor_names
+from cluster.ray_actors.restarts import itself, restarted
 
 __all__ = ["DiscoveryActor"]
 
@@ -34,12 +41,21 @@ class DiscoveryActor:
         self._subscribers: set[str] = set()
         self._published = -1
         self._evictor: asyncio.Task[None] | None = None
+        if restarted():
+            itself().resume.remote()
 
     async def start(self) -> None:
         if self._evictor is None:
             self._evictor = asyncio.get_running_loop().create_task(self._evict_forever())
             # Beats that do not arrive as calls (Kafka's discovery topic) come from a feed.
             self._feed = await self._backend.heartbeat_feed(self._record)
+
+    async def resume(self) -> None:
+        """After a Ray restart: evict again, and give the router the re-learned workers."""
+        await self.start()
+        await asyncio.sleep(self._registry.ttl_s)  # one TTL: every live worker has beaten
+        await self.subscribe(actor_names.router(self._config.name))
+        logger.info("discovery re-learned %d workers", len(self._registry.live_workers()))
 
     def _record(self, beat: Heartbeat) -> None:
         self._registry.heartbeat(beat)

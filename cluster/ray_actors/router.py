@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -27,6 +28,7 @@ from cluster.metrics.ray_export import RayExport, export_forever
 from cluster.metrics.recorders import RouterRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import HandleCache, actor_names
+from cluster.ray_actors.restarts import itself, restarted
 from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
@@ -102,22 +104,36 @@ class RouterActor:
         self._ports.core = self._core
         self._ticker: asyncio.Task[None] | None = None
         self._exporter: asyncio.Task[None] | None = None
+        self._subscribed: asyncio.Task[None] | None = None
+        self._membership_epoch = ""
         self._membership_version = -1
+        # Names this incarnation to clients: calls accepted by a router that died are
+        # lost with its queue, and a client seeing a new name fails them (1004).
+        self._incarnation = uuid.uuid4().hex
+        if restarted():  # subscribe again at once, not only on the next call
+            itself().start.remote()
 
     async def start(self) -> None:
         """Subscribe to discovery and start the deadline / breaker timer.
 
-        Every inbound call runs this too (once), so a router Ray restarted after a crash
-        subscribes again without anyone calling ``start``.
+        Every inbound call runs this too and waits for it, so a router Ray restarted
+        after a crash knows the pools again before it routes a call (else it would
+        answer "unknown tool" for every tool).
         """
-        if self._ticker is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._ticker = loop.create_task(self._tick_forever())
-        export = RayExport(self._metrics)
-        self._exporter = loop.create_task(export_forever(export, refresh=self._read_breakers))
+        if self._ticker is None:
+            loop = asyncio.get_running_loop()
+            self._ticker = loop.create_task(self._tick_forever())
+            export = RayExport(self._metrics)
+            self._exporter = loop.create_task(export_forever(export, refresh=self._read_breakers))
+        task = self._subscribed
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._subscribed = asyncio.get_running_loop().create_task(self._subscribe())
+        await asyncio.shield(task)
+
+    async def _subscribe(self) -> None:
         discovery = await self._handles.get_async(actor_names.discovery(self._bus))
         await discovery.subscribe.remote(actor_names.router(self._bus))
+        await self.on_membership(await discovery.snapshot.remote(), set())
 
     async def _tick_forever(self) -> None:
         while True:
@@ -127,9 +143,11 @@ class RouterActor:
             except Exception:  # the timer must survive one bad tick
                 logger.exception("router tick failed")
 
-    async def submit(self, frames: list[Frame]) -> None:
+    async def submit(self, frames: list[Frame]) -> str:
+        """Route a batch of calls; returns this router's incarnation (see ``__init__``)."""
         await self.start()
         self._core.submit(frames)
+        return self._incarnation
 
     async def cancel(self, keys: list[CorrelationKey]) -> None:
         await self.start()
@@ -140,13 +158,23 @@ class RouterActor:
         self._core.completed(worker, completions)
 
     async def on_membership(self, membership: Membership, changed_kinds: set[str]) -> None:
-        if membership.version <= self._membership_version:
+        if self._known(membership):
             return
-        self._membership_version = membership.version
         for infos in membership.workers.values():
             for info in infos:
                 await self._handles.get_async(info.actor_name)
+        if self._known(membership):  # the same or newer news was applied meanwhile
+            return
+        self._membership_epoch = membership.epoch
+        self._membership_version = membership.version
         self._core.apply_membership(membership)
+
+    def _known(self, membership: Membership) -> bool:
+        # Versions compare within one registry only: a restarted one has a new epoch.
+        return (
+            membership.epoch == self._membership_epoch
+            and membership.version <= self._membership_version
+        )
 
     async def retire(self, worker: str) -> int:
         return self._core.retire(worker)

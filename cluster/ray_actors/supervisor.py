@@ -50,6 +50,7 @@ from cluster.metrics.recorders import PoolRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import NAMESPACE, HandleCache, actor_names
 from cluster.placement import read_cluster
+from cluster.ray_actors.restarts import itself, restarted
 from cluster.ray_actors.worker import PoolStartFailed, WorkerActor, start_failure_reason
 
 __all__ = ["PoolStartFailed", "SupervisorActor"]
@@ -99,9 +100,15 @@ class SupervisorActor:
         self._metrics = MetricsRegistry(config.name)
         self._gauges = PoolRecorder(self._metrics)
         self._metric_tasks: list[asyncio.Task[None]] = []
+        if restarted():  # adopt the workers it had and supervise them again
+            itself().start.remote(strict=False)
 
-    async def start(self, spares: bool = True) -> dict[str, int]:
+    async def start(self, spares: bool = True, *, strict: bool = True) -> dict[str, int]:
         """Adopt live workers (after a restart), bring every pool to its target size.
+
+        ``strict`` (the bus's start): the first worker that cannot start ends this with
+        :class:`PoolStartFailed`; otherwise (a Ray restart of the supervisor) that pool
+        is retried later, like any replacement.
 
         Spares are started afterwards, in the background, or (``spares=False``) only
         once :meth:`start_spares` is called: a spare's start is a whole worker's (a
@@ -117,7 +124,7 @@ class SupervisorActor:
                 if name not in self._watched:
                     self._watch_later(state, name, handle)
         # gather raises the first failure as it happens, not after the slowest pool.
-        await asyncio.gather(*(self._reconcile(name, strict=True) for name in self._pools))
+        await asyncio.gather(*(self._reconcile(name, strict=strict) for name in self._pools))
         if spares:
             await self.start_spares()
         return {name: len(p.workers) for name, p in self._pools.items()}

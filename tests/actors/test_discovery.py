@@ -55,6 +55,17 @@ def test_only_membership_status_and_catalog_changes_bump_the_version() -> None:
     assert registry.version == version + 1
 
 
+def test_a_registry_started_anew_counts_versions_in_an_epoch_of_its_own() -> None:
+    # A restarted discovery counts from zero again: its snapshots are told apart by epoch.
+    first, again = DiscoveryRegistry(clock=FakeClock()), DiscoveryRegistry(clock=FakeClock())
+    first.heartbeat(beat("s1", TOOLS_A))
+    again.heartbeat(beat("s1", TOOLS_A))
+    assert first.snapshot().version == again.snapshot().version
+    assert first.snapshot().epoch != again.snapshot().epoch
+    first.heartbeat(beat("s2", TOOLS_A))
+    assert first.snapshot().epoch == first.epoch  # one registry keeps its epoch
+
+
 def test_list_changed_events_name_the_lists_that_changed() -> None:
     registry = DiscoveryRegistry(clock=FakeClock())
     registry.heartbeat(beat("s1", TOOLS_A))

@@ -8,5 +8,6 @@ __all__ = ["scaled"]
 
 
 def scaled(ci: int, soak: int) -> int:
-    """``soak`` when the environment asks for a soak run (``RAYBUS_FAULT_SCALE=soak``)."""
+    """``soak`` when the environment asks for a soak run (``RAYBUS_FAULT_SCALE=soak``),
+    else ``ci``."""
     return soak if os.environ.get("RAYBUS_FAULT_SCALE") == "soak" else ci

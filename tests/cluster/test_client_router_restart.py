@@ -1,0 +1,93 @@
+"""The client's side of a router restart, on a fake link (no Ray).
+
+A Ray router answers each batch with its incarnation; when a batch is taken by a new
+incarnation, the calls the previous one had accepted and not answered are failed at
+once with 1004 ("may have run") instead of waiting for their deadline and the grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cluster.client import BusClient, CallError, _Connection
+from tests.waiting import wait_until
+from transports.envelope import CorrelationKey
+from transports.errors import BusErrorCode, ConnectionClosed
+from transports.frame import Frame
+
+
+class FakeRouterLink:
+    """Accepts every batch at once, answering with the router's current incarnation."""
+
+    reply_to = "fake-client"
+
+    def __init__(self) -> None:
+        self.incarnation: object = "first"
+        self.batches: list[list[Frame]] = []
+
+    def submit(self, frames: list[Frame]) -> Any:
+        self.batches.append(frames)
+        accepted: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        accepted.set_result(self.incarnation)
+        return accepted
+
+    def cancel(self, keys: list[CorrelationKey]) -> None:
+        pass
+
+    async def receive(self) -> None:
+        await asyncio.Event().wait()  # answers never come: only the restart ends calls
+
+    async def close(self) -> None:
+        pass
+
+
+async def connected(link: FakeRouterLink) -> tuple[_Connection, BusClient]:
+    connection = _Connection("fake", discovery=None)
+    connection.attach(link)
+    return connection, BusClient(connection, "c1", "anonymous")
+
+
+async def accepted(connection: _Connection, link: FakeRouterLink, batches: int) -> None:
+    await wait_until(lambda: len(link.batches) >= batches, timeout_s=10)
+    await wait_until(lambda: all(p.router is not None for p in connection.pending.values()))
+
+
+async def test_calls_held_by_a_router_that_restarted_end_at_once_as_may_have_run() -> None:
+    link = FakeRouterLink()
+    connection, client = await connected(link)
+    held = [asyncio.create_task(client.call_tool("echo", {"text": str(i)})) for i in range(3)]
+    await accepted(connection, link, 1)
+    link.incarnation = "second"
+    later = asyncio.create_task(client.call_tool("echo", {"text": "later"}))
+    for call in held:
+        with pytest.raises(CallError) as failed:
+            async with asyncio.timeout(10):
+                await call
+        assert failed.value.code == BusErrorCode.OUTCOME_UNKNOWN
+        assert "restarted" in failed.value.message
+    await accepted(connection, link, 2)
+    assert not later.done()  # taken by the live router: it waits for its answer
+    await client.close()
+    with pytest.raises(ConnectionClosed):
+        await later
+
+
+async def test_batches_taken_by_the_same_router_or_by_a_broker_fail_nothing() -> None:
+    link = FakeRouterLink()
+    connection, client = await connected(link)
+    first = asyncio.create_task(client.call_tool("echo", {"text": "a"}))
+    await accepted(connection, link, 1)
+    second = asyncio.create_task(client.call_tool("echo", {"text": "b"}))
+    await accepted(connection, link, 2)
+    link.incarnation = None  # a broker link answers nothing about a router
+    third = asyncio.create_task(client.call_tool("echo", {"text": "c"}))
+    await wait_until(lambda: len(link.batches) >= 3, timeout_s=10)
+    await asyncio.sleep(0)  # let the third batch's acceptance run
+    assert [call.done() for call in (first, second, third)] == [False, False, False]
+    await client.close()
+    for call in (first, second, third):
+        with pytest.raises(ConnectionClosed):
+            await call
