@@ -15,12 +15,15 @@ __all__ = ["serving"]
 
 
 @asynccontextmanager
-async def serving(gateway: Gateway, policy: dict[str, Any] | None = None) -> AsyncIterator[str]:
+async def serving(
+    gateway: Gateway, policy: dict[str, Any] | None = None, **settings: Any
+) -> AsyncIterator[str]:
+    """Serve ``gateway``; ``settings`` are more of the config's ``gateway`` section."""
     config = parse_config(
         {
             "name": "direct",
             "pools": [{"name": "p", "tools": "x:y"}],
-            "gateway": {"policy": policy or {}},
+            "gateway": {"policy": policy or {}, **settings},
         }
     )
     sock = bind_listener("127.0.0.1", 0)
