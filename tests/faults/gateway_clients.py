@@ -248,10 +248,11 @@ class GatewayProcess:
 
     def log_text(self) -> str:
         """What the replica's worker wrote to its log files (stdout and stderr)."""
-        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
-        return "".join(
-            p.read_text(errors="replace") for p in sorted(logs.glob(f"worker-*-{self.pid}.*"))
-        )
+        node: Any = ray._private.worker._global_node  # this driver's Ray node
+        logs = Path(node.get_session_dir_path()) / "logs"
+        files = sorted(logs.glob(f"worker-*-{self.pid}.*"))
+        assert files, f"no log file of worker {self.pid} in {logs}"
+        return "".join(p.read_text(errors="replace") for p in files)
 
     @contextmanager
     def peak_resident(self, every_s: float = 0.05) -> Iterator[list[float]]:
@@ -275,12 +276,11 @@ class GatewayProcess:
 async def gateway_process(bus: str) -> GatewayProcess:
     """The one gateway replica of ``bus`` (a one-node test cluster has exactly one)."""
     prefix = actor_names.gateway_prefix(bus)
+    named: list[Any] = ray.util.list_named_actors(all_namespaces=True)
     names = [
-        a["name"]
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a["namespace"] == NAMESPACE and a["name"].startswith(prefix)
+        a["name"] for a in named if a["namespace"] == NAMESPACE and a["name"].startswith(prefix)
     ]
     assert len(names) == 1, names
-    handle = ray.get_actor(names[0], namespace=NAMESPACE)
+    handle: Any = ray.get_actor(names[0], namespace=NAMESPACE)
     pid: int = await handle.__ray_call__.remote(lambda replica: os.getpid())
     return GatewayProcess(handle, pid)

@@ -89,7 +89,7 @@ _methods = st.sampled_from(
     ]
 ) | st.text(max_size=20)
 _versions = st.sampled_from(["2025-11-25", "2025-06-18", "2026-07-28", "1999-01-01", ""])
-_meta = st.fixed_dictionaries(
+_meta: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
     {},
     optional={
         "io.modelcontextprotocol/protocolVersion": _versions | st.integers(),
