@@ -33,7 +33,7 @@ from transports.errors import InvalidMessage, MessageTooLarge
 
 # >= 10,000 examples in CI over the three properties; ten times that for a soak.
 CODEC_EXAMPLES = scaled(ci=9_000, soak=90_000)
-HTTP_EXAMPLES = scaled(ci=1_000, soak=30_000)
+HTTP_EXAMPLES = scaled(ci=2_000, soak=20_000)
 FUZZ = settings(
     deadline=None,
     derandomize=True,
