@@ -245,6 +245,11 @@ class GatewayConfig(_Strict):
     # server could not see in time) holds a bus session until this idle period ends;
     # clients that come back later get 404 and initialize again, as the spec provides.
     session_idle_timeout_s: float = Field(600.0, gt=0, description="idle handshake sessions end")
+    # Slow clients (slowloris) would otherwise hold connections forever: a request's head,
+    # and then its body, must each arrive within this, or the client gets 408.
+    request_read_timeout_s: float = Field(
+        30.0, gt=0, description="a request's head, then its body, must arrive within this"
+    )
     policy: PolicyConfig = PolicyConfig()
     tls: GatewayTls | None = Field(None, description="serve HTTPS with this certificate and key")
 

@@ -33,6 +33,7 @@ from cluster.gateway.policy.http_guards import (
 )
 from cluster.gateway.policy.tokens import TokenTable
 from cluster.gateway.server import Gateway
+from cluster.gateway.slow_clients import head_deadline_protocol
 from cluster.gateway.websocket import websocket_route
 from transports.codec import DecodeLimits
 
@@ -86,7 +87,12 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     policy = gateway.policy
     direct = DirectToolCalls(app, gateway, settings.path)
     limited = RateLimitGate(direct, policy.rate_refusal) if policy.limits_rates else direct
-    inner = DisconnectGuard(JsonBodyGuard(limited, limits), settings.path, settings.max_body_bytes)
+    inner = DisconnectGuard(
+        JsonBodyGuard(limited, limits),
+        settings.path,
+        settings.max_body_bytes,
+        settings.request_read_timeout_s,
+    )
     authenticated = BearerAuth(inner, tokens) if tokens else inner
     guarded = HostOriginGuard(authenticated, hosts, origins)
     return AuditDoor(guarded, gateway.audit, gateway.refusals)
@@ -105,5 +111,6 @@ def http_server(gateway: Gateway, config: BusConfig, port: int) -> QuietServer:
             ws_max_size=settings.max_body_bytes,
             ssl_certfile=settings.tls.certfile if settings.tls else None,
             ssl_keyfile=settings.tls.keyfile if settings.tls else None,
+            http=head_deadline_protocol(settings.request_read_timeout_s),
         )
     )

@@ -14,13 +14,23 @@ POST's body before the SDK sees the request (up to the body cap; beyond it the S
 own 413 applies), so a reset mid-body ends the request here with a DEBUG line. When the
 client is gone before the answer to a request that created a session was complete, it
 ends that session through the SDK's own DELETE, as a client would.
+
+A client that trickles its body (slowloris) would hold its request, and the connection,
+forever: the body must arrive within ``read_timeout_s`` or the request is refused with
+408 and a JSON-RPC error (the door audits it). The head has its deadline in
+:mod:`cluster.gateway.slow_clients`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cluster.gateway.policy.http_guards import REFUSED
+from transports.errors import INVALID_REQUEST
 
 __all__ = ["DisconnectGuard"]
 
@@ -40,12 +50,16 @@ class DisconnectGuard:
         app: the SDK's Streamable HTTP app.
         path: the MCP endpoint's path (other paths pass through untouched).
         max_body_bytes: the most it buffers; a larger body streams on to ``app``.
+        read_timeout_s: how long the body may take to arrive (408 after that).
     """
 
-    def __init__(self, app: ASGIApp, path: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, path: str, max_body_bytes: int, read_timeout_s: float = 30.0
+    ) -> None:
         self._app = app
         self._path = path.rstrip("/") or "/"
         self._max_body_bytes = max_body_bytes
+        self._read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -56,9 +70,13 @@ class DisconnectGuard:
             await self._app(scope, receive, send)
             return
         try:
-            buffered = await self._read_body(receive)
+            async with asyncio.timeout(self._read_timeout_s):
+                buffered = await self._read_body(receive)
         except _ClientGone:
             logger.debug("client left during its request body: nothing to answer")
+            return
+        except TimeoutError:
+            await self._too_slow(scope, send)
             return
         state = _Exchange(receive, buffered)
         await self._app(scope, state.receive, state.wrap_send(send))
@@ -66,6 +84,19 @@ class DisconnectGuard:
         if state.gone_before_answer and opened_here and state.session_id is not None:
             logger.debug("client left before its session id arrived: ending that session")
             await self._end_session(scope, state.session_id)
+
+    async def _too_slow(self, scope: Scope, send: Send) -> None:
+        scope.setdefault("state", {})[REFUSED] = "body_timeout"
+        message = f"request body not received within {self._read_timeout_s:g} s"
+        error = {"code": INVALID_REQUEST, "message": message}
+        body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),  # the rest of a trickled body is not worth reading
+        ]
+        await send({"type": "http.response.start", "status": 408, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _read_body(self, receive: Receive) -> list[Message]:
         """The body's messages (up to just over the cap: the rest streams on)."""

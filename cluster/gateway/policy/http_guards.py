@@ -6,7 +6,9 @@ From the outside in:
   handshake that is refused before the policy chain ran (no or wrong token, foreign
   Host/Origin, oversize or unparseable body, the SDK's own 4xx answers), so every client
   request leaves exactly one record; it also counts each 4xx refusal by reason for the
-  gateway's metrics (``raybus_gateway_refused_total``).
+  gateway's metrics (``raybus_gateway_refused_total``). A refusal the SDK sends with an
+  empty body (405 for a GET in the 2026-07-28 era, 406 for a wrong Accept) gets a
+  plain-text one saying why: a client should never have to guess.
 * :class:`HostOriginGuard`: 403 for a foreign Host or Origin (DNS rebinding), on HTTP
   and on the WebSocket handshake; it also strips the whitespace around header values.
 * :class:`BearerAuth`: 401 unless the bearer token's hash names a principal; the token
@@ -34,6 +36,7 @@ import json
 import math
 import time
 from collections.abc import Callable, MutableMapping
+from http import HTTPStatus
 from typing import Any, Protocol
 
 from mcp.shared.exceptions import MCPError
@@ -41,12 +44,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cluster.gateway.policy.audit import AuditLog
 from cluster.gateway.policy.tokens import TokenTable
-from transports.codec import DecodeLimits, parse_json
+from transports.codec import DecodeLimits, message_from_json, parse_json
 from transports.envelope import ANONYMOUS
 from transports.errors import (
     INVALID_REQUEST,
     InvalidMessage,
-    InvalidRequest,
     MessageTooLarge,
     ParseError,
 )
@@ -96,6 +98,30 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+_WHY = {
+    405: "this endpoint takes POST",
+    406: "Accept must list application/json and text/event-stream",
+}
+
+
+def _explained(start: Message) -> tuple[Message, bytes]:
+    """An empty 4xx answer's start and a plain-text body that says why."""
+    status = int(start["status"])
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Refused"
+    body = f"{status} {phrase}" + (f": {_WHY[status]}" if status in _WHY else "") + "\n"
+    data = body.encode()
+    kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in _BODY_HEADERS]
+    headers = [*kept, (b"content-type", b"text/plain; charset=utf-8")]
+    headers.append((b"content-length", str(len(data)).encode()))
+    return {**start, "headers": headers}, data
+
+
+_BODY_HEADERS = (b"content-length", b"content-type")
+
+
 class AuditDoor:
     """ASGI middleware: one audit record for each request refused before the policy chain.
 
@@ -115,12 +141,22 @@ class AuditDoor:
         started = time.perf_counter()
         status: int | None = None
         accepted = False
+        empty_refusal: Message | None = None  # held until its body shows it is empty
 
         async def watching_send(message: Message) -> None:
-            nonlocal status, accepted
+            nonlocal status, accepted, empty_refusal
             kind = message["type"]
+            if empty_refusal is not None:
+                start, empty_refusal = empty_refusal, None
+                if kind == "http.response.body" and not message.get("body"):
+                    start, body = _explained(start)
+                    message = {**message, "body": body}
+                await send(start)
             if kind == "http.response.start":
                 status = message["status"]
+                if status >= 400 and (b"content-length", b"0") in message.get("headers", []):
+                    empty_refusal = message
+                    return
             elif kind == "websocket.accept":
                 accepted = True
             elif kind == "websocket.close" and not accepted and status is None:
@@ -280,13 +316,14 @@ class JsonBodyGuard:
         body = b"".join(chunks)
         try:
             parsed = parse_json(body, self._limits)
-            if isinstance(parsed, list):
-                raise InvalidRequest("JSON-RPC batches are not supported")
-            if not isinstance(parsed, dict):
-                raise InvalidRequest("a JSON-RPC message must be a JSON object")
+            # The codec's JSON-RPC checks too: the SDK's own let a request without
+            # "jsonrpc", or with a null, float, boolean, array or object id, run its
+            # tool and echo that id (found by tests/faults, case 10).
+            message_from_json(parsed)
         except InvalidMessage as exc:
             state[REFUSED] = "parse_error" if isinstance(exc, ParseError) else "invalid_request"
-            await _respond(send, 400, _error(exc.error_object()), b"application/json", [])
+            answer = _error(exc.error_object(), exc.request_id)
+            await _respond(send, 400, answer, b"application/json", [])
             return
         method = parsed.get("method")
         if isinstance(method, str) and "id" in parsed:

@@ -16,16 +16,14 @@ __all__ = ["serving"]
 
 @asynccontextmanager
 async def serving(
-    gateway: Gateway,
-    policy: dict[str, Any] | None = None,
-    settings: dict[str, Any] | None = None,
+    gateway: Gateway, policy: dict[str, Any] | None = None, **settings: Any
 ) -> AsyncIterator[str]:
-    """Serve ``gateway``; yields its URL. ``settings``: more of the config's ``gateway``."""
+    """Serve ``gateway``; ``settings`` are more of the config's ``gateway`` section."""
     config = parse_config(
         {
             "name": "direct",
             "pools": [{"name": "p", "tools": "x:y"}],
-            "gateway": {"policy": policy or {}, **(settings or {})},
+            "gateway": {"policy": policy or {}, **settings},
         }
     )
     sock = bind_listener("127.0.0.1", 0)

@@ -150,6 +150,11 @@ async def test_a_request_that_passes_the_door_is_not_recorded_by_it() -> None:
         (b'{"a":' * 100 + b"1" + b"}" * 100, -32700),
         (b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', -32600),
         (b"42", -32600),
+        # JSON-RPC ids are strings or integers: the SDK ran such calls, echoing the id.
+        (b'{"jsonrpc":"2.0","id":1.5,"method":"ping"}', -32600),
+        (b'{"jsonrpc":"2.0","id":true,"method":"ping"}', -32600),
+        (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', -32600),
+        (b'{"jsonrpc":"2.0","id":[1],"method":"ping"}', -32600),
     ],
 )
 async def test_bodies_failing_the_codec_checks_get_a_json_rpc_error(body: bytes, code: int) -> None:
@@ -221,3 +226,36 @@ async def test_header_values_reach_the_app_without_surrounding_whitespace() -> N
     await call(door(inner, AuditLog(None)), body=PING, headers=headers)
     seen = dict(inner.scopes[0]["headers"])
     assert (seen[b"mcp-name"], seen[b"mcp-method"]) == (b"echo", b"tools/call")
+
+
+class EmptyRefusal:
+    """Answers as the SDK does a wrong Accept: 406, no body."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-length", b"0"), (b"allow", b"POST")]
+        await send({"type": "http.response.start", "status": 406, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def test_a_refusal_sent_without_a_body_gets_one_that_says_why() -> None:
+    audit = AuditLog(None)
+    sent = await call(AuditDoor(EmptyRefusal(), audit), body=PING)
+    body = b"406 Not Acceptable: Accept must list application/json and text/event-stream\n"
+    assert sent[0]["status"] == 406
+    assert dict(sent[0]["headers"]) == {
+        b"allow": b"POST",
+        b"content-type": b"text/plain; charset=utf-8",
+        b"content-length": str(len(body)).encode(),
+    }
+    assert sent[1]["body"] == body
+    assert audit.close()
+    assert [r["outcome"] for r in audit.records] == ["refused 406"]
+
+
+async def test_a_request_without_the_jsonrpc_member_is_refused_with_its_id() -> None:
+    inner = Inner()
+    sent = await call(JsonBodyGuard(inner, DecodeLimits()), body=b'{"id":"r1","method":"ping"}')
+    assert sent[0]["status"] == 400
+    answer = json.loads(sent[1]["body"])
+    assert (answer["id"], answer["error"]["code"]) == ("r1", -32600)
+    assert inner.bodies == []

@@ -69,7 +69,7 @@ async def test_the_official_client_calls_a_tool_over_https(tmp_path: Path) -> No
     certfile, keyfile = self_signed(tmp_path)
     tls = {"tls": {"certfile": str(certfile), "keyfile": str(keyfile)}}
     trusted = ssl.create_default_context(cafile=str(certfile))
-    async with serving(Gateway(fake_bus()), settings=tls) as url:
+    async with serving(Gateway(fake_bus()), **tls) as url:
         assert url.startswith("https://127.0.0.1:")
         # Closed here: a keep-alive connection left open would hold the server's shutdown.
         async with httpx.AsyncClient(verify=trusted, timeout=30) as http:
