@@ -153,11 +153,14 @@ async def test_a_cancelled_call_stops_its_tool_on_the_worker_and_a_queued_one_ne
         for nap in naps[: len(markers)]:
             nap.cancel()
         # Other callers' load runs on, through the slots the cancelled tools free.
-        await asyncio.gather(
-            *(history.call(i, echo, deadline_s=60, answer_of=echoed) for i in range(echoes))
+        load_done = asyncio.ensure_future(
+            asyncio.gather(
+                *(history.call(i, echo, deadline_s=60, answer_of=echoed) for i in range(echoes))
+            )
         )
         await wait_until(lambda: all(m.exists() for m in markers), timeout_s=SETTLE_S)
         stopped_in_s = time.monotonic() - cancelled_at
+        await load_done
         verdict = check(history)
         print(f"\n{broker.kind} cancel: tools stopped {stopped_in_s:.2f} s after; load {verdict}")
         assert verdict.clean, verdict
