@@ -35,7 +35,9 @@ from transports.errors import BusTimeout, CallError, ConnectionClosed
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SETTLE_S = 180.0
-DEADLINE_S = 90.0
+# The client gives up this long after a call's deadline (cluster.client), plus a margin
+# for a loaded machine: an outcome by then is an outcome, not a hang.
+CLIENT_GRACE_S = 5.0 + 5.0
 # An outcome the client raised itself: it could not hand the request to the broker.
 NOT_SENT = -1
 # An outcome the client raised itself: no answer by the deadline (plus its grace).
@@ -49,6 +51,7 @@ async def restarted_under_load(
     executions: Path,
     restart: Callable[[], Awaitable[None]],
     total: int,
+    deadline_s: float,
 ) -> tuple[float, float]:
     """Run ``total`` calls 16 at a time; a third of the way in, ``restart()`` the broker.
 
@@ -59,7 +62,7 @@ async def restarted_under_load(
     async def record(key: str) -> object:
         arguments = {"path": str(executions), "token": key}
         try:
-            return await client.call_tool("record", arguments, timeout_s=DEADLINE_S)
+            return await client.call_tool("record", arguments, timeout_s=deadline_s)
         except BusTimeout as exc:
             raise CallError("tools/call", TIMED_OUT, str(exc)) from exc
         except ConnectionClosed as exc:
@@ -67,7 +70,7 @@ async def restarted_under_load(
 
     async def caller(number: int) -> None:
         while next(numbers) < total:
-            await history.call(number, record, deadline_s=DEADLINE_S, answer_of=echoed)
+            await history.call(number, record, deadline_s=deadline_s, answer_of=echoed)
 
     load = asyncio.gather(*(caller(i) for i in range(16)))
 
@@ -82,9 +85,8 @@ async def restarted_under_load(
     return back_at, back_at - stopped_at
 
 
-def report(kind: str, history: History, executions: Path, back_at: float, away_s: float) -> str:
-    runs = Counter(lines(executions))
-    verdict = check(history, executions=runs)
+def report(kind: str, history: History, executions: Path, back_at: float, away_s: float) -> None:
+    verdict = check(history, executions=Counter(lines(executions)), grace_s=CLIENT_GRACE_S)
     first_ok_after = min(
         (
             op.outcomes[0][2]
@@ -97,7 +99,6 @@ def report(kind: str, history: History, executions: Path, back_at: float, away_s
         f"\n{kind} restart: {verdict}; away {away_s:.1f} s; "
         f"first answer after it came back: {first_ok_after - back_at:.2f} s"
     )
-    return str(verdict)
 
 
 @pytest.mark.kafka
@@ -118,8 +119,9 @@ async def test_a_kafka_broker_restarted_mid_stream_loses_no_request_it_acknowled
                 await halt(kafka)
                 await resume(kafka, kafka.launched)
 
+            # Long enough for the broker's stop and start: callers wait it out.
             back_at, away_s = await restarted_under_load(
-                client, history, executions, restart, total
+                client, history, executions, restart, total, deadline_s=90
             )
             report("kafka", history, executions, back_at, away_s)
             verdict = check(history, executions=Counter(lines(executions)))
@@ -152,12 +154,17 @@ async def test_a_restarted_sqs_endpoint_leaves_no_caller_hanging_and_the_bus_ser
                 await resume(moto, moto.launched)
 
             back_at, away_s = await restarted_under_load(
-                client, history, executions, restart, total
+                client, history, executions, restart, total, deadline_s=20
             )
             report("sqs", history, executions, back_at, away_s)
-            verdict = check(history, executions=Counter(lines(executions)))
+            runs = Counter(lines(executions))
+            verdict = check(history, executions=runs, grace_s=CLIENT_GRACE_S)
             # Every caller heard an outcome by its deadline; nothing crossed or ran twice.
+            # A request moto held when it stopped is gone: its caller's deadline says so.
             assert verdict.clean, verdict
+            assert set(verdict.errors) <= {TIMED_OUT, NOT_SENT}, verdict
+            # Each answered call ran once; a timed-out one may have run (its answer lost).
+            assert verdict.ok <= len(runs) <= verdict.ok + verdict.errors[TIMED_OUT]
 
             # Once the endpoint is back, the bus serves again.
             async def served() -> bool:
