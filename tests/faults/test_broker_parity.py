@@ -180,30 +180,35 @@ async def test_a_cancelled_call_stops_its_tool_on_the_worker_and_a_queued_one_ne
 async def test_a_request_that_expired_in_the_broker_is_answered_1001_without_running(
     ray_session: None, broker: Broker, tmp_path: Path
 ) -> None:
-    pool = {"server": KIT_SERVER, "min_workers": 1, "max_workers": 1, "max_concurrency": 1}
+    slots = 4
+    pool = {"server": KIT_SERVER, "min_workers": 1, "max_workers": 1, "max_concurrency": slots}
     config = broker_bus(broker, pool)
     executions = tmp_path / "executions"
-    late_calls = scaled(50, 1000)
+    late_calls = scaled(40, 400)
     async with running_bus(config) as client:
         load = PoolLoad(config)
         assert echoed(await client.call_tool("echo", {"text": "up"}, timeout_s=SETTLE_S)) == "up"
-        # The pool's one slot is held for 2 s; the calls behind it may wait 0.3 s.
-        holder = asyncio.ensure_future(client.call_tool("nap", {"seconds": 2}, timeout_s=SETTLE_S))
+        # The pool's slots are held for 3 s; the calls behind them may wait 0.5 s. (Each
+        # expired one still takes a slot for its answer: more slots answer them sooner.)
+        holders = [
+            asyncio.ensure_future(client.call_tool("nap", {"seconds": 3}, timeout_s=SETTLE_S))
+            for _ in range(slots)
+        ]
 
-        async def slot_held() -> bool:
-            return (await load.read())[1] >= 1
+        async def slots_held() -> bool:
+            return (await load.read())[1] >= slots
 
-        await eventually(slot_held, SETTLE_S)
+        await eventually(slots_held, SETTLE_S)
         history = History()
 
         async def record(key: str) -> object:
             arguments = {"path": str(executions), "token": key}
-            return await within_deadline(client.call_tool("record", arguments, timeout_s=0.3))
+            return await within_deadline(client.call_tool("record", arguments, timeout_s=0.5))
 
         await asyncio.gather(
-            *(history.call(i, record, deadline_s=0.3, answer_of=echoed) for i in range(late_calls))
+            *(history.call(i, record, deadline_s=0.5, answer_of=echoed) for i in range(late_calls))
         )
-        await holder
+        await asyncio.gather(*holders)
         verdict = check(history)
         answered_after = [
             op.outcomes[0][2] - op.invoked_at for op in history.operations.values() if op.outcomes
