@@ -4,6 +4,11 @@ A broker client routes each request itself (the same :func:`~actors.router.routi
 the router uses, over discovery's membership) and sends it to its pool's topic or queue;
 answers come from the client's own topic or queue. Each backend supplies only its
 :class:`BrokerWire`: addresses, sending, and the next delivery.
+
+No router sees these calls, so the client link does the router's part itself: a circuit
+breaker per pool (in the client: :mod:`actors.broker_calls` says why) and cancellations
+carried to the ledger and the pool's workers (:class:`BrokerClientLink`). Receive loops
+outlive a broker that goes away: they end only when closed here.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
+from actors.broker_calls import BrokerCalls
 from actors.discovery.registry import Membership
 from actors.replies import error_reply
+from actors.router.breaker import BreakerConfig
 from actors.router.routing import pool_for
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.base import ClientLink, LagRows, OnFrame, WorkerLink
@@ -32,8 +39,16 @@ from transports.errors import (
     MessageTooLarge,
 )
 from transports.frame import Frame
+from transports.message import Response
 
-__all__ = ["BrokerBackend", "BrokerClientLink", "BrokerWire", "ReceiveRetry", "broker_lag"]
+__all__ = [
+    "BrokerBackend",
+    "BrokerClientLink",
+    "BrokerWire",
+    "ReceiveRetry",
+    "broker_lag",
+    "request_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +58,13 @@ _MEMBERSHIP_REFRESH_S = 0.5
 # A failed receive is retried after a pause that doubles up to this bound.
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 5.0
+# Closing waits this long at most for its calls' cancellations to be told.
+_CANCEL_ON_CLOSE_S = 5.0
+
+
+def request_key(key: CorrelationKey) -> str:
+    """A call's key in the pool-wide idempotency ledger."""
+    return "\x1f".join(key)
 
 
 class ReceiveRetry:
@@ -89,19 +111,49 @@ class BrokerWire(Protocol):
         ...
 
     async def next_delivery(self) -> Delivery:
-        """Raises ConnectionClosed once closed; InvalidMessage/MessageTooLarge per bad one."""
+        """Raises ConnectionClosed once closed (or the broker is unreachable: see
+        :meth:`is_connected`); InvalidMessage/MessageTooLarge per bad one."""
+        ...
+
+    def is_connected(self) -> bool:
+        """False once closed here (a broker that went away may come back)."""
         ...
 
     async def close(self) -> None: ...
 
 
 class BrokerClientLink:
-    def __init__(self, wire: BrokerWire, discovery: Any, on_frame: OnFrame) -> None:
+    """A client on a broker backend: routes, guards and cancels its own calls.
+
+    No router sees these calls, so the link does what the router does for Ray: it fails
+    calls to a failing pool fast (a breaker per pool, :class:`~actors.broker_calls.BrokerCalls`)
+    and carries cancellations to the workers. A published request cannot be withdrawn
+    from a topic or queue, so a cancellation is told twice: to the pool-wide ledger (a
+    worker that takes the request later answers it "cancelled" without running it) and
+    to every worker of the pool (the one running it cancels it on its server). Closing
+    the link cancels every call still in flight: a client that goes away leaves no tool
+    running for nobody.
+    """
+
+    def __init__(
+        self,
+        wire: BrokerWire,
+        discovery: Any,
+        on_frame: OnFrame,
+        *,
+        bus: str,
+        breaker: BreakerConfig,
+        handles: HandleCache | None = None,
+    ) -> None:
         self._wire = wire
         self._discovery = discovery
         self._on_frame = on_frame
+        self._bus = bus
+        self._handles = handles or HandleCache()
+        self.calls = BrokerCalls(breaker)
         self._membership: Membership | None = None
         self._membership_at = 0.0
+        self._cancellations: set[asyncio.Task[None]] = set()
 
     @property
     def reply_to(self) -> str:
@@ -117,32 +169,74 @@ class BrokerClientLink:
             if isinstance(pool, Frame):  # the router's own answer to an unroutable request
                 await self._on_frame(pool)
                 continue
+            refused = self.calls.admit(frame, pool)
+            if refused is not None:  # the pool's breaker is open: fail fast, send nothing
+                await self._on_frame(refused)
+                continue
             by_destination.setdefault(self._wire.destination_for_pool(pool), []).append(frame)
-        for destination, batch in by_destination.items():
-            # One send per destination: a broker that confirms asynchronously (Kafka)
-            # takes the whole batch in order and confirms it at once, where a send per
-            # frame paid a broker round trip each.
-            for frame, exc in await self._wire.send(destination, batch):
-                # Never a silent drop: the caller hears why.
-                await self._on_frame(error_reply(frame, INVALID_REQUEST, f"request refused: {exc}"))
+        try:
+            for destination, batch in by_destination.items():
+                # One send per destination: a broker that confirms asynchronously (Kafka)
+                # takes the whole batch in order and confirms it at once, where a send
+                # per frame paid a broker round trip each.
+                for frame, exc in await self._wire.send(destination, batch):
+                    # Never a silent drop: the caller hears why.
+                    self.calls.withdraw(frame.envelope.correlation_key)
+                    await self._on_frame(
+                        error_reply(frame, INVALID_REQUEST, f"request refused: {exc}")
+                    )
+        except BaseException:
+            # The whole batch fails (its callers are told): none of it is a verdict.
+            for batch in by_destination.values():
+                for frame in batch:
+                    self.calls.withdraw(frame.envelope.correlation_key)
+            raise
 
     async def _pool_for(self, frame: Frame) -> str | Frame:
         target: str | Frame = ""
         for refresh in (False, True):
-            now = time.monotonic()
-            stale = now - self._membership_at > _MEMBERSHIP_REFRESH_S
-            if self._membership is None or (refresh and stale):
-                self._membership = await self._discovery.snapshot.remote()
-                self._membership_at = now
-            target = pool_for(self._membership, frame)
+            membership = await self._current_membership(refresh)
+            target = pool_for(membership, frame)
             if isinstance(target, str):
                 return target
         return target
 
+    async def _current_membership(self, refresh: bool) -> Membership:
+        now = time.monotonic()
+        stale = now - self._membership_at > _MEMBERSHIP_REFRESH_S
+        if self._membership is None or (refresh and stale):
+            self._membership = await self._discovery.snapshot.remote()
+            self._membership_at = now
+        return self._membership
+
     def cancel(self, keys: list[CorrelationKey]) -> None:
-        # A published request cannot be withdrawn from a topic or queue; the worker still
-        # answers it and the client drops the late answer. (The router never saw it.)
-        return
+        by_pool: dict[str, list[CorrelationKey]] = {}
+        for key in keys:
+            pool = self.calls.withdraw(key)
+            if pool is not None:
+                by_pool.setdefault(pool, []).append(key)
+        for pool, pool_keys in by_pool.items():
+            task = asyncio.get_running_loop().create_task(self._cancel(pool, pool_keys))
+            self._cancellations.add(task)  # the loop holds tasks weakly
+            task.add_done_callback(self._cancellations.discard)
+
+    async def _cancel(self, pool: str, keys: list[CorrelationKey]) -> None:
+        try:
+            ledger = await self._handles.get_async(actor_names.ledger(self._bus))
+            # First the ledger (a request still in the broker never runs), then the
+            # workers (the one running it stops it): in this order no gap is left between.
+            await asyncio.gather(*(ledger.withdraw.remote(request_key(key)) for key in keys))
+            membership = await self._current_membership(refresh=True)
+            workers = membership.workers.get(pool, ())
+            handles = [await self._handles.get_async(w.actor_name) for w in workers]
+            told = await asyncio.gather(
+                *(handle.cancel.remote(keys) for handle in handles), return_exceptions=True
+            )
+            for worker, outcome in zip(workers, told, strict=True):
+                if isinstance(outcome, BaseException):
+                    logger.warning("could not cancel on %s: %s", worker.actor_name, outcome)
+        except Exception:  # a cancellation is best effort; the caller has its outcome
+            logger.exception("cancelling %d call(s) on pool %s failed", len(keys), pool)
 
     async def receive(self) -> None:
         retry = ReceiveRetry("client answers")
@@ -152,24 +246,33 @@ class BrokerClientLink:
             except (InvalidMessage, MessageTooLarge) as exc:
                 logger.warning("dropped an undecodable response: %s", exc)
                 continue
-            except ConnectionClosed:
-                return
+            except ConnectionClosed as exc:
+                if not self._wire.is_connected():
+                    return  # closed here
+                await retry.failed(exc)  # the broker went away: it may come back
+                continue
             except BusError as exc:  # a broker timeout or refusal: never end in silence
                 await retry.failed(exc)
                 continue
             retry.succeeded()
-            await self._on_frame(Frame.of(delivery.envelope or Envelope(), delivery.message))
+            envelope = delivery.envelope or Envelope()
+            if isinstance(delivery.message, Response):
+                self.calls.answered(envelope.correlation_key, delivery.message)
+            await self._on_frame(Frame.of(envelope, delivery.message))
             try:
                 await delivery.ack()
-            except ConnectionClosed:
-                return
             except BusError as exc:  # not acked: delivered again, and dropped as a repeat
+                if not self._wire.is_connected():
+                    return
                 logger.warning("could not acknowledge an answer: %s", exc)
 
     async def start(self) -> None:
         await self._wire.start()
 
     async def close(self) -> None:
+        self.cancel(self.calls.in_flight())
+        if self._cancellations:
+            await asyncio.wait(set(self._cancellations), timeout=_CANCEL_ON_CLOSE_S)
         await self._wire.close()
 
 
@@ -213,7 +316,9 @@ class BrokerBackend(abc.ABC):
     ) -> ClientLink:
         # Answers come through the client's own topic or queue, inbox or not.
         wire = self._client_wire(client_name.rsplit("/", 1)[-1])
-        link = BrokerClientLink(wire, discovery, on_frame)
+        link = BrokerClientLink(
+            wire, discovery, on_frame, bus=self._config.name, breaker=self._config.router.breaker
+        )
         await link.start()
         return link
 

@@ -24,7 +24,7 @@ from actors.ledger import DecisionKind
 from actors.router.outcomes import CallOutcome, CallTally, call_label
 from actors.worker.core import completion_of
 from actors.worker.hosted_server import HostedServer
-from cluster.backends.broker import ReceiveRetry
+from cluster.backends.broker import ReceiveRetry, request_key
 from transports.base import Delivery
 from transports.codec import encode_message
 from transports.envelope import Envelope
@@ -38,7 +38,7 @@ from transports.errors import (
 from transports.frame import Frame
 from transports.message import Request, Response
 
-__all__ = ["BrokerWorkerSource", "one_at_a_time", "request_key"]
+__all__ = ["BrokerWorkerSource", "one_at_a_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,19 @@ class _Receiver(Protocol):
 
     async def receive(self) -> Delivery: ...
 
+    def is_connected(self) -> bool: ...
+
     async def close(self) -> None: ...
+
+
+def _failure(message: Any, code: int, text: str) -> bytes:
+    """The encoded error answer to ``message`` (a request, else answered without an id)."""
+    request_id = message.id if isinstance(message, Request) else None
+    return encode_message(Response.failure(request_id, code, text))
 
 
 def _tool_of(envelope: Envelope) -> str:
     return call_label(envelope.method, envelope.name)
-
-
-def request_key(envelope: Envelope) -> str:
-    return "\x1f".join(envelope.correlation_key)
 
 
 class BrokerWorkerSource:
@@ -180,9 +184,12 @@ class BrokerWorkerSource:
                 self._slots.release()
                 logger.warning("undecodable request left to the broker's dead-letter path: %s", exc)
                 continue
-            except ConnectionClosed:
+            except ConnectionClosed as exc:
                 self._slots.release()
-                return
+                if not self._receiver.is_connected():
+                    return  # closed here: the source stops
+                await retry.failed(exc)  # the broker went away: it may come back
+                continue
             except BusError as exc:  # a broker timeout or refusal: never end in silence
                 self._slots.release()
                 await retry.failed(exc)
@@ -194,8 +201,13 @@ class BrokerWorkerSource:
 
     async def _handle(self, delivery: Delivery) -> None:
         envelope = delivery.envelope or Envelope()  # without routing data nobody can be answered
-        key = request_key(envelope)
+        key = request_key(envelope.correlation_key)
         try:
+            if envelope.expired():
+                # Its caller has given up: answer at once, never hand it to the server.
+                await self._expired(delivery.message, envelope)
+                await delivery.ack()
+                return
             kind, stored = await self._ledger.begin.remote(key)
             if kind == DecisionKind.IN_PROGRESS.value:
                 kind, stored = await self._await_other_run(key)
@@ -204,13 +216,11 @@ class BrokerWorkerSource:
             elif kind == DecisionKind.NEW.value:
                 await self._run_call(delivery.message, envelope, key)
             else:
-                message = delivery.message
-                answer = Response.failure(
-                    message.id if isinstance(message, Request) else None,
+                body = _failure(
+                    delivery.message,
                     BusErrorCode.OUTCOME_UNKNOWN,
                     "the worker running this call was lost; it may have run",
                 )
-                body = encode_message(answer)
                 await self._ledger.complete.remote(key, body)  # later copies: the same answer
                 await self._reply(envelope, body)
                 self._tally.add(self._pool, _tool_of(envelope), CallOutcome.LOST)
@@ -220,6 +230,13 @@ class BrokerWorkerSource:
             await delivery.nack()
         finally:
             self._slots.release()
+
+    async def _expired(self, message: Any, envelope: Envelope) -> None:
+        body = _failure(
+            message, BusErrorCode.DEADLINE_EXCEEDED, "deadline passed before a worker took it"
+        )
+        await self._reply(envelope, body)
+        self._tally.add(self._pool, _tool_of(envelope), CallOutcome.TIMEOUT)
 
     async def _run_call(self, message: Any, envelope: Envelope, key: str) -> None:
         started = time.monotonic()

@@ -175,6 +175,9 @@ class KafkaClientWire:
     async def next_delivery(self) -> Delivery:
         return await self._transport.receive()
 
+    def is_connected(self) -> bool:
+        return self._transport.is_connected()
+
     async def close(self) -> None:
         await self._transport.close()
 

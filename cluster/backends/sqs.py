@@ -209,6 +209,9 @@ class SqsClientWire:
     async def next_delivery(self) -> Delivery:
         return await self._receiver.receive()
 
+    def is_connected(self) -> bool:
+        return self._receiver.is_connected()
+
     async def close(self) -> None:
         for sender in self._senders.values():
             await sender.close()

@@ -9,8 +9,17 @@ from __future__ import annotations
 import ray
 
 from actors.ledger import DecisionKind, DedupLedger
+from transports.codec import encode_message
+from transports.errors import BusErrorCode
+from transports.message import Response
 
 __all__ = ["LedgerActor"]
+
+# What a worker answers (from the ledger, to nobody listening) when it takes a request
+# its caller cancelled before any worker began it.
+_WITHDRAWN = encode_message(
+    Response.failure(None, BusErrorCode.CANCELLED, "cancelled before a worker took it")
+)
 
 
 @ray.remote
@@ -47,3 +56,14 @@ class LedgerActor:
 
     async def abandon(self, key: str) -> None:
         self._ledger.abandon(key)
+
+    async def withdraw(self, key: str) -> bool:
+        """A cancelled call: one no worker has begun is marked done, so none ever runs it.
+
+        Returns whether it was withdrawn (False: a worker runs or ran it; the caller
+        tells the workers to cancel it).
+        """
+        if self._ledger.begin(key).kind is not DecisionKind.NEW:
+            return False
+        self._ledger.complete(key, _WITHDRAWN)
+        return True

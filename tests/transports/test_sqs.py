@@ -367,3 +367,24 @@ def test_botocore_errors_map_to_the_bus_error_tree() -> None:
     assert isinstance(throttled, ConnectionClosed)
     assert type(other) is TransportError
     assert "AccessDenied" in str(other)
+
+
+async def test_a_receiver_whose_queue_was_lost_creates_it_again_and_receives(
+    open_transport: Open, raw_sqs: Any
+) -> None:
+    # What a restarted moto does to every queue (it keeps them in memory): the owner of
+    # a queue makes it again instead of failing every poll from then on.
+    receiver = await open_transport(receive_queue="lost", keep_visible=False)
+    url = (await raw_sqs.get_queue_url(QueueName=receiver.receive_queue_name))["QueueUrl"]
+    await raw_sqs.delete_queue(QueueUrl=url)
+    receiving = asyncio.ensure_future(receiver.receive())
+
+    async def queue_back() -> bool:
+        listed = await raw_sqs.list_queues(QueueNamePrefix=receiver.receive_queue_name)
+        return url in listed.get("QueueUrls", [])
+
+    await wait_until(queue_back)
+    sender = await open_transport(send_queue="lost")
+    await within(sender.send(Request(id=1, method="after")))
+    delivery = await within(receiving)
+    assert delivery.message == Request(id=1, method="after")

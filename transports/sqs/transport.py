@@ -63,6 +63,7 @@ from transports.sqs.wire import (
     _QUEUE_EXISTS_CODES,
     ENVELOPE_ATTRIBUTE,
     SQS_MAX_MESSAGE_BYTES,
+    QueueMissing,
     SqsConfig,
     _attributes_size,
     _deduplication_id,
@@ -293,9 +294,21 @@ class SqsTransport(TransportBase):
         if self._receive_url is None:
             raise ConnectionClosed("this SQS transport has no receive queue")
         while not self._buffer:
-            await self._wait_for_batch()
+            try:
+                await self._wait_for_batch()
+            except QueueMissing as exc:
+                await self._recreate_receive_queue(exc)
             self._check_open()
         return self._delivery(self._buffer.popleft(), self._receive_url)
+
+    async def _recreate_receive_queue(self, missing: QueueMissing) -> None:
+        # Our own queue is gone (deleted, or an endpoint that lost its state): made again,
+        # so this end recovers instead of failing every poll from now on.
+        self._check_open()
+        name = self.config.receive_queue or ""
+        logger.warning("%s: creating it again", missing)
+        self._urls.clear()  # every cached URL may be stale: looked up again when used
+        self._receive_url = await self.ensure_queue(name)
 
     # -- visibility, queues, lag ---------------------------------------------------------
 

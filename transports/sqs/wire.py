@@ -26,6 +26,7 @@ from transports.message import Notification, TransportMessage
 __all__ = [
     "ENVELOPE_ATTRIBUTE",
     "SQS_MAX_MESSAGE_BYTES",
+    "QueueMissing",
     "SqsConfig",
     "response_queue_name",
     "translate_client_error",
@@ -160,6 +161,11 @@ def response_queue_name(client_id: str, *, max_chars: int = 60) -> str:
     return f"responses-{safe}"
 
 
+class QueueMissing(ConnectionClosed):
+    """The queue does not exist (deleted, or lost by an endpoint that restarted: moto keeps
+    its queues in memory). The end that owns a queue may create it again."""
+
+
 def translate_client_error(
     exc: Exception, *, operation: str, queue: str, size_bytes: int = 0
 ) -> TransportError:
@@ -177,7 +183,7 @@ def translate_client_error(
     code = str(error.get("Code", ""))
     detail = str(error.get("Message", ""))
     if code in _MISSING_QUEUE_CODES:
-        return ConnectionClosed(f"SQS queue {queue} does not exist")
+        return QueueMissing(f"SQS queue {queue} does not exist")
     if code in ("MessageTooLong", "AWS.SimpleQueueService.MessageTooLong") or (
         code == "InvalidParameterValue"
         and ("too long" in detail.lower() or "shorter than" in detail.lower())

@@ -11,8 +11,9 @@ from actors.ledger import DecisionKind
 from actors.router.outcomes import CallTally
 from cluster.backends.broker_source import BrokerWorkerSource, one_at_a_time
 from transports.base import Delivery
+from transports.codec import decode_message
 from transports.envelope import Envelope
-from transports.errors import INVALID_PARAMS, ConnectionClosed
+from transports.errors import INVALID_PARAMS, BusErrorCode, ConnectionClosed
 from transports.frame import Frame
 from transports.message import Request, Response
 
@@ -56,7 +57,11 @@ class FakeLedger:
 class FakeServer:
     """Answers by tool: ``echo`` fine, ``fail`` a tool error, ``bad`` a JSON-RPC error."""
 
+    def __init__(self) -> None:
+        self.called: list[str] = []
+
     async def call(self, frame: Frame, timeout_s: float | None) -> Response | None:
+        self.called.append(frame.envelope.request_id)
         request = frame.decode()
         assert isinstance(request, Request)
         tool = frame.envelope.name
@@ -66,7 +71,14 @@ class FakeServer:
 
 
 class Deliveries:
-    def __init__(self, calls: list[tuple[str, str]]) -> None:
+    """``calls`` as deliveries; ``expired`` ones past their deadline; the first
+    ``broker_away`` receives fail as an unreachable broker does."""
+
+    def __init__(
+        self, calls: list[tuple[str, str]], expired: set[str], broker_away: int = 0
+    ) -> None:
+        self._expired = expired
+        self._broker_away = broker_away
         self.acked = 0
         self.all_acked = asyncio.Event()
         self._pending = [self._delivery(i, tool, rid) for i, (tool, rid) in enumerate(calls)]
@@ -77,6 +89,8 @@ class Deliveries:
         envelope = Envelope(
             client_id="c", request_id=request_id, reply_to="replies", method="tools/call", name=tool
         )
+        if request_id in self._expired:
+            envelope = envelope.with_deadline_in(-1.0)
         return Delivery(request, envelope, _ack=self._ack)
 
     async def _ack(self) -> None:
@@ -88,29 +102,42 @@ class Deliveries:
         return None
 
     async def receive(self) -> Delivery:
+        if self._broker_away:
+            self._broker_away -= 1
+            raise ConnectionClosed("SQS receive_message unavailable: connection refused")
         if not self._pending:
             await asyncio.Event().wait()  # nothing more: wait to be stopped
             raise ConnectionClosed("closed")
         return self._pending.pop(0)
+
+    def is_connected(self) -> bool:
+        return True  # never closed here: a failing receive is the broker's
 
     async def close(self) -> None:
         return None
 
 
 async def served(
-    calls: list[tuple[str, str]], *, done: set[str], held: set[str]
+    calls: list[tuple[str, str]],
+    *,
+    done: set[str],
+    held: set[str],
+    expired: frozenset[str] = frozenset(),
+    broker_away: int = 0,
+    server: FakeServer | None = None,
+    published: dict[str, bytes] | None = None,
 ) -> BrokerWorkerSource:
     """A source that took ``calls`` and answered every one."""
-    published: list[str] = []
+    answers: dict[str, bytes] = {} if published is None else published
 
     async def publish(destination: str, body: bytes, envelope: Envelope) -> None:
-        published.append(envelope.request_id)
+        answers[envelope.request_id] = body
 
-    deliveries = Deliveries(calls)
+    deliveries = Deliveries(calls, set(expired), broker_away)
     source = BrokerWorkerSource(
         deliveries,
         one_at_a_time(publish),
-        FakeServer(),  # type: ignore[arg-type]
+        server or FakeServer(),  # type: ignore[arg-type]
         FakeLedger(done, held),
         pool="kit",
         capacity=4,
@@ -121,7 +148,7 @@ async def served(
     async with asyncio.timeout(10):
         await deliveries.all_acked.wait()
     await source.stop(timeout_s=5)
-    assert sorted(published) == sorted(rid for _, rid in calls)  # every call answered
+    assert sorted(answers) == sorted(rid for _, rid in calls)  # every call answered
     return source
 
 
@@ -162,7 +189,7 @@ async def test_answers_are_queued_in_order_without_waiting_for_each_confirmation
         confirmations[envelope.request_id] = asyncio.get_running_loop().create_future()
         return confirmations[envelope.request_id]
 
-    deliveries = Deliveries(calls)
+    deliveries = Deliveries(calls, expired=set())
     source = BrokerWorkerSource(
         deliveries,
         publish,
@@ -187,3 +214,32 @@ async def test_answers_are_queued_in_order_without_waiting_for_each_confirmation
             await asyncio.sleep(0.01)
     await source.stop(timeout_s=5)
     assert deliveries.acked == 3
+
+
+async def test_a_request_past_its_deadline_is_answered_1001_and_never_reaches_the_server() -> None:
+    server = FakeServer()
+    answers: dict[str, bytes] = {}
+    source = await served(
+        [("echo", "late"), ("echo", "fresh")],
+        done=set(),
+        held=set(),
+        expired=frozenset({"late"}),
+        server=server,
+        published=answers,
+    )
+    assert server.called == ["fresh"]
+    late = decode_message(answers["late"])
+    assert isinstance(late, Response)
+    assert late.error is not None
+    assert late.error.code == BusErrorCode.DEADLINE_EXCEEDED
+    assert late.id == 0  # the caller's own JSON-RPC id
+    assert source.calls_ended().outcomes == {
+        ("kit", "echo", "timeout"): 1,
+        ("kit", "echo", "ok"): 1,
+    }
+
+
+async def test_a_broker_that_goes_away_is_waited_for_not_taken_as_the_end() -> None:
+    # Two failed receives (an endpoint restarting), then the calls: all answered.
+    source = await served([("echo", "r1"), ("echo", "r2")], done=set(), held=set(), broker_away=2)
+    assert source.calls_ended().outcomes == {("kit", "echo", "ok"): 2}

@@ -1,0 +1,168 @@
+"""A broker client's link without Ray or a broker: an in-memory wire, fake discovery,
+ledger and workers. What it must do that the router does for Ray: fail a failing pool's
+calls fast, and carry cancellations to the ledger and the pool's workers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from actors.discovery.catalog import CapabilityIndex, Catalog
+from actors.discovery.registry import Membership, ServerStatus, WorkerInfo
+from actors.router.breaker import BreakerConfig
+from cluster.backends.broker import BrokerClientLink, request_key
+from transports.base import Delivery
+from transports.envelope import CorrelationKey, Envelope
+from transports.errors import INTERNAL_ERROR, BusErrorCode, ConnectionClosed, MessageTooLarge
+from transports.frame import Frame
+from transports.message import Request, Response
+
+CATALOGS = {"kit": Catalog.of(tools=[{"name": "echo"}])}
+WORKERS = ("w1", "w2")
+
+
+class Remote:
+    """A Ray actor method as the link awaits it: ``method.remote(...)``."""
+
+    def __init__(self, method: Any) -> None:
+        self._method = method
+
+    async def remote(self, *args: Any) -> Any:
+        return self._method(*args)
+
+
+class FakeDiscovery:
+    def __init__(self) -> None:
+        workers = tuple(
+            WorkerInfo(name, "kit", name, ServerStatus.ONLINE, 0, 4, "", 0.0) for name in WORKERS
+        )
+        membership = Membership(
+            1, {"kit": workers}, CATALOGS, CapabilityIndex.build(list(CATALOGS.items()))
+        )
+        self.snapshot = Remote(lambda: membership)
+
+
+class FakeHandles:
+    """The ledger and the workers, by actor name; each records what it was told."""
+
+    def __init__(self) -> None:
+        self.withdrawn: list[str] = []
+        self.cancelled: dict[str, list[CorrelationKey]] = {name: [] for name in WORKERS}
+
+    async def get_async(self, name: str) -> Any:
+        handle = type("Handle", (), {})()
+        if name in self.cancelled:
+            handle.cancel = Remote(self.cancelled[name].extend)
+        else:
+            handle.withdraw = Remote(self.withdrawn.append)
+        return handle
+
+
+class FakeWire:
+    """Requests sent are kept; answers are put in by the test."""
+
+    reply_to = "replies"
+
+    def __init__(self) -> None:
+        self.sent: list[Frame] = []
+        self.answers: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.open = True
+
+    async def start(self) -> None:
+        return None
+
+    def destination_for_pool(self, pool: str) -> str:
+        return pool
+
+    async def send(
+        self, destination: str, frames: list[Frame]
+    ) -> list[tuple[Frame, MessageTooLarge]]:
+        self.sent.extend(frames)
+        return []  # none refused
+
+    async def next_delivery(self) -> Delivery:
+        if not self.open:
+            raise ConnectionClosed("closed")
+        return await self.answers.get()
+
+    def is_connected(self) -> bool:
+        return self.open
+
+    async def close(self) -> None:
+        self.open = False
+
+
+def call(number: int) -> Frame:
+    envelope = Envelope(
+        client_id="c", request_id=str(number), method="tools/call", name="echo", reply_to="replies"
+    ).with_deadline_in(60)
+    return Frame.of(envelope, Request(id=number, method="tools/call", params={"name": "echo"}))
+
+
+def answer(frame: Frame, response: Response) -> Delivery:
+    return Delivery(response, frame.envelope)
+
+
+async def link_with(
+    wire: FakeWire, handles: FakeHandles, answered: list[Frame]
+) -> BrokerClientLink:
+    async def on_frame(frame: Frame) -> None:
+        answered.append(frame)
+
+    link = BrokerClientLink(
+        wire,
+        FakeDiscovery(),
+        on_frame,
+        bus="b",
+        breaker=BreakerConfig(minimum_calls=2, failure_rate_threshold=1.0, open_cooldown_s=60),
+        handles=handles,  # type: ignore[arg-type]
+    )
+    await link.start()
+    return link
+
+
+def codes(frames: list[Frame]) -> list[int | None]:
+    out: list[int | None] = []
+    for frame in frames:
+        response = frame.decode()
+        assert isinstance(response, Response)
+        out.append(response.error.code if response.error is not None else None)
+    return out
+
+
+async def test_pool_faults_seen_in_answers_make_later_calls_fail_fast_without_being_sent() -> None:
+    wire, handles = FakeWire(), FakeHandles()
+    answered: list[Frame] = []
+    link = await link_with(wire, handles, answered)
+    receiving = asyncio.ensure_future(link.receive())
+    await link.submit([call(1), call(2)])
+    for frame in wire.sent:
+        request = frame.decode()
+        assert isinstance(request, Request)
+        wire.answers.put_nowait(answer(frame, Response.failure(request.id, INTERNAL_ERROR, "x")))
+    async with asyncio.timeout(5):
+        while len(answered) < 2:  # noqa: ASYNC110 - the receive loop's progress
+            await asyncio.sleep(0)
+    await link.submit([call(3), call(4)])
+    assert [f.envelope.request_id for f in wire.sent] == ["1", "2"]  # 3 and 4 never left
+    assert codes(answered) == [INTERNAL_ERROR] * 2 + [BusErrorCode.CIRCUIT_OPEN] * 2
+    receiving.cancel()
+    await link.close()
+
+
+async def test_a_cancel_withdraws_the_call_in_the_ledger_and_tells_every_worker_of_its_pool() -> (
+    None
+):
+    wire, handles = FakeWire(), FakeHandles()
+    answered: list[Frame] = []
+    link = await link_with(wire, handles, answered)
+    await link.submit([call(1), call(2)])
+    key = call(1).envelope.correlation_key
+    link.cancel([key, ("nobody", "c", "99")])  # a key never sent is ignored
+    await link.close()  # waits (bounded) for what the cancellations tell
+    # Closing cancels what was still in flight (call 2): a client gone leaves nothing running.
+    other = call(2).envelope.correlation_key
+    assert sorted(handles.withdrawn) == sorted([request_key(key), request_key(other)])
+    for worker in WORKERS:
+        assert sorted(handles.cancelled[worker]) == sorted([key, other])
+    assert link.calls.in_flight() == []
