@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import mcp
@@ -34,6 +35,31 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def serving_up(
+    config: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`raybus up CONFIG` in a subprocess, once it says it serves; killed if still up after."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cluster.cli",
+        "up",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        async with asyncio.timeout(120):
+            while b"serving MCP at" not in (line := await process.stderr.readline()):
+                assert line, "raybus up exited before serving"
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
 
 
 async def test_raybus_up_serves_http_until_sigterm(tmp_path: Path) -> None:
@@ -262,26 +288,10 @@ async def test_raybus_up_starts_its_own_ray_beside_another_local_one(
 ) -> None:
     config = tmp_path / "bus.yaml"
     config.write_text(CONFIG.format(port=free_port()).replace("uptest", "ownray"))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cluster.cli",
-        "up",
-        str(config),
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_env(tmp_path),
-    )
-    try:
-        assert process.stderr is not None
-        async with asyncio.timeout(120):
-            while b"serving MCP at" not in (line := await process.stderr.readline()):
-                assert line, "raybus up exited before serving"
+    async with serving_up(config, cli_env(tmp_path)) as process:
         own_address = local_bus_address("ownray", cache_dir=tmp_path)
         assert own_address is not None
         assert own_address != other_local_ray
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(120):
             assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
