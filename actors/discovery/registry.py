@@ -8,6 +8,7 @@ alone never triggers a publish: the router counts its own in-flight calls.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -18,7 +19,14 @@ from enum import StrEnum
 
 from actors.discovery.catalog import CapabilityIndex, Catalog, Kind
 
-__all__ = ["DiscoveryRegistry", "Heartbeat", "Membership", "ServerStatus", "WorkerInfo"]
+__all__ = [
+    "DiscoveryRegistry",
+    "Heartbeat",
+    "Membership",
+    "ServerStatus",
+    "WorkerInfo",
+    "without_workers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +125,15 @@ class Membership:
 
     def pool_for(self, kind: str, name: str) -> str | None:
         return self.index.pool_for(kind, name)
+
+
+def without_workers(membership: Membership, gone: set[str]) -> Membership:
+    """``membership`` less the workers named in ``gone`` (actor names)."""
+    workers = {
+        pool: tuple(info for info in infos if info.actor_name not in gone)
+        for pool, infos in membership.workers.items()
+    }
+    return dataclasses.replace(membership, workers=workers)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from actors.replies import error_reply
 from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
+from actors.router.overdue import OverdueWatch
 from actors.router.routing import pool_for
 from actors.tracing import Hop, SpanKind, end_hop, envelope_hop
 from transports.envelope import CorrelationKey
@@ -53,6 +54,8 @@ class RouterConfig(BaseModel):
     balancing: BalancingPolicy = BalancingPolicy.LEAST_OUTSTANDING
     breaker: BreakerConfig = BreakerConfig()
     max_retries_when_safe: int = Field(1, ge=0)
+    # How long after a call's deadline the router answers for a worker that has not.
+    overdue_grace_s: float = Field(2.0, gt=0)
 
 
 class RouterPorts(Protocol):
@@ -142,6 +145,7 @@ class _Call:
     retry_safe: bool
     attempts: int = 0
     worker: str | None = None
+    answered: bool = False  # the router answered the caller (overdue); the slot stays busy
     hop: Hop | None = None  # the router's span, from queued to dispatched
 
     def left_queue(self, error: str | None = None, description: str | None = None) -> None:
@@ -201,6 +205,7 @@ class RouterCore:
         self._calls: dict[CorrelationKey, _Call] = {}
         self._membership: Membership | None = None
         self._retired: set[str] = set()
+        self._overdue = OverdueWatch(config.overdue_grace_s)
 
     # -- inbound ---------------------------------------------------------------------
 
@@ -310,6 +315,10 @@ class RouterCore:
             worker = pool.workers.get(actor_name)
             if worker is not None:
                 worker.outstanding.pop(done.key, None)
+            pools.add(call.pool)
+            if call.answered:  # counted and answered when it went overdue: a failure
+                pool.breaker.record(done.key, failed=True, duration_s=done.duration_s)
+                continue
             if done.abandoned:
                 pool.breaker.release(done.key)
             else:
@@ -319,7 +328,6 @@ class RouterCore:
             tally.add(call.pool, call.tool, outcome)
             if outcome is not CallOutcome.CANCELLED:  # a caller giving up times nothing
                 tally.latency(call.pool, now - call.queued_at_s)
-            pools.add(call.pool)
         for name in pools:
             self._dispatch(self._pools[name])
         self._report()
@@ -398,9 +406,34 @@ class RouterCore:
                 pool.queue = keep
             _ = pool.breaker.state  # advances open -> half-open and times out probes
             self._dispatch(pool)
+        expired.extend(self._answer_overdue(wall_now))
         if expired:
             self._ports.reply(expired)
         self._report()
+
+    def _answer_overdue(self, wall_now: float) -> list[Frame]:
+        """Answer the calls workers hold past deadline + grace, and cancel them there."""
+        answers: list[Frame] = []
+        cancels: dict[str, list[CorrelationKey]] = {}
+        for key in self._overdue.due(wall_now):
+            call = self._calls.get(key)
+            if call is None or call.worker is None or call.answered:
+                continue  # finished, back in the queue (its expiry covers it), or answered
+            call.answered = True
+            self._tally.add(call.pool, call.tool, CallOutcome.TIMEOUT)
+            answers.append(
+                error_reply(
+                    call.frame,
+                    BusErrorCode.DEADLINE_EXCEEDED,
+                    f"worker {call.worker} did not answer by the deadline; the call may have run",
+                )
+            )
+            cancels.setdefault(call.worker, []).append(key)
+        if answers:
+            logger.warning("answered %d overdue call(s) for their workers", len(answers))
+        for worker, keys in cancels.items():
+            self._ports.cancel(worker, keys)
+        return answers
 
     # -- views -----------------------------------------------------------------------
 
@@ -508,6 +541,7 @@ class RouterCore:
             call.left_queue()
             call.attempts += 1
             worker.outstanding[key] = call
+            self._overdue.watch(call.frame.envelope.deadline_unix_s, key)
             batches.setdefault(worker.actor_name, []).append(call.frame)
         for actor_name, frames in batches.items():
             pool.workers[actor_name].frames_sent += len(frames)
@@ -524,7 +558,9 @@ class RouterCore:
             requeue: list[_Call] = []
             for key, call in worker.outstanding.items():
                 pool.breaker.record(key, failed=True, duration_s=0.0)
-                if call.retry_safe and call.attempts <= self.config.max_retries_when_safe:
+                if call.answered:  # its caller already has the router's answer
+                    self._calls.pop(key, None)
+                elif call.retry_safe and call.attempts <= self.config.max_retries_when_safe:
                     call.worker = None
                     requeue.append(call)
                 else:

@@ -21,7 +21,7 @@ from typing import Any
 
 import ray
 
-from actors.discovery.registry import Membership
+from actors.discovery.registry import Membership, without_workers
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion, RouterConfig, RouterCore
 from cluster.metrics.ray_export import RayExport, export_forever
@@ -39,6 +39,10 @@ __all__ = ["RouterActor"]
 logger = logging.getLogger(__name__)
 
 _TICK_S = 0.05
+# Looking again for workers listed by discovery whose handles did not resolve: every
+# 0.5 s for up to 20 s (discovery evicts a dead one well before that).
+_LOOKUP_RETRY_S = 0.5
+_LOOKUP_RETRIES = 40
 
 
 class _RayRouterPorts:
@@ -106,6 +110,7 @@ class RouterActor:
         self._exporter: asyncio.Task[None] | None = None
         self._subscribed: asyncio.Task[None] | None = None
         self._membership_epoch = ""
+        self._retries: set[asyncio.Task[None]] = set()
         self._membership_version = -1
         # Names this incarnation to clients: calls accepted by a router that died are
         # lost with its queue, and a client seeing a new name fails them (1004).
@@ -157,17 +162,48 @@ class RouterActor:
         await self.start()
         self._core.completed(worker, completions)
 
-    async def on_membership(self, membership: Membership, changed_kinds: set[str]) -> None:
+    async def on_membership(
+        self, membership: Membership, changed_kinds: set[str], *, attempt: int = 0
+    ) -> None:
         if self._known(membership):
             return
-        for infos in membership.workers.values():
-            for info in infos:
-                await self._handles.get_async(info.actor_name)
+        names = [info.actor_name for infos in membership.workers.values() for info in infos]
+        found = await asyncio.gather(
+            *(self._handles.get_async(name) for name in names), return_exceptions=True
+        )
+        gone = {
+            name
+            for name, handle in zip(names, found, strict=True)
+            if isinstance(handle, BaseException)
+        }
         if self._known(membership):  # the same or newer news was applied meanwhile
             return
         self._membership_epoch = membership.epoch
         self._membership_version = membership.version
-        self._core.apply_membership(membership)
+        # A worker that died since its last heartbeat is still listed until discovery
+        # evicts it; its lookup fails. Adopt everyone else now: dropping the whole
+        # snapshot would hide the pool's new workers until the next change.
+        self._core.apply_membership(without_workers(membership, gone) if gone else membership)
+        if gone:
+            # A lookup can also fail for a worker that is alive but not yet resolvable
+            # (seen right after a restart on a loaded machine); discovery sends nothing
+            # new for it, so look again until it resolves or newer news arrives.
+            if attempt < _LOOKUP_RETRIES:
+                self._membership_version = membership.version - 1
+                asyncio.get_running_loop().call_later(
+                    _LOOKUP_RETRY_S, self._retry_membership, membership, attempt + 1
+                )
+            else:
+                logger.warning("workers %s did not resolve; routing without them", sorted(gone))
+
+    def _retry_membership(self, membership: Membership, attempt: int) -> None:
+        if self._known(membership):
+            return  # newer news arrived meanwhile
+        task = asyncio.get_running_loop().create_task(
+            self.on_membership(membership, set(), attempt=attempt)
+        )
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     def _known(self, membership: Membership) -> bool:
         # Versions compare within one registry only: a restarted one has a new epoch.

@@ -164,6 +164,42 @@ def test_queued_calls_past_their_deadline_are_answered_by_the_router() -> None:
     assert core.lag()["kit"].queued == 0
 
 
+def test_a_call_its_worker_holds_past_the_deadline_is_answered_and_cancelled_once() -> None:
+    core, ports, clock = router(("w1", 1), overdue_grace_s=2)
+    running, queued = call("a", 1, deadline=clock.now + 1), call("a", 2, deadline=clock.now + 60)
+    core.submit([running, queued])
+    key = running.envelope.correlation_key
+    clock.advance(2.9)  # past the deadline, within the grace: the worker may still answer
+    core.tick()
+    assert not ports.replies
+    clock.advance(0.2)
+    core.tick()
+    core.tick()
+    assert [(f.envelope.request_id, error_code(f)) for f in ports.replies] == [
+        ("1", BusErrorCode.DEADLINE_EXCEEDED)
+    ]
+    assert ports.cancelled == [("w1", [key])]
+    # The slot stays busy until the worker lets go of the call; then the next call runs.
+    assert ports.delivered_to("w1") == [running]
+    core.completed("w1", [Completion(key, False, 3.0)])
+    assert ports.delivered_to("w1") == [running, queued]
+    assert len(ports.replies) == 1  # the late completion answers nobody twice
+
+
+def test_a_lost_worker_answers_nobody_twice_for_a_call_already_answered_overdue() -> None:
+    core, ports, clock = router(("w1", 1), ("w2", 1), overdue_grace_s=1)
+    core.submit([call("a", 1, "lookup", deadline=clock.now + 1)])
+    ((holder, _),) = ports.delivered
+    other = "w2" if holder == "w1" else "w1"
+    clock.advance(2.5)
+    core.tick()
+    assert len(ports.replies) == 1
+    core.apply_membership(registry_with((other, 1)).snapshot())  # the holder vanished
+    assert len(ports.replies) == 1
+    assert not ports.delivered_to(other)  # not re-run (though read-only): it was answered
+    assert core.lag()["kit"].in_flight == 0
+
+
 def test_cancel_drops_queued_calls_and_forwards_for_running_ones() -> None:
     core, ports, _ = router(("w1", 1))
     running, queued = call("a", 1), call("a", 2)
