@@ -16,7 +16,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from cluster.config import BusConfig
 from cluster.gateway.direct_calls import DirectToolCalls
 from cluster.gateway.disconnects import DisconnectGuard
-from cluster.gateway.event_store import BoundedEventStore
+from cluster.gateway.event_store import BoundedEventStore, scope_events_per_session
 from cluster.gateway.listener import (
     LOOPBACK_HOSTS,
     GatewayBindError,
@@ -76,6 +76,7 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
         transport_security=security,
         host=settings.host,
     )
+    scope_events_per_session(gateway.server.session_manager)
     limits = DecodeLimits(max_message_bytes=settings.max_body_bytes)
     app.router.routes.append(
         websocket_route(gateway.server, "/ws", limits, gateway.audit, gateway.refusals)
