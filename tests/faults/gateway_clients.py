@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -245,6 +246,18 @@ class GatewayProcess:
         """The resident set after a full collection inside the gateway's process."""
         await self.handle.__ray_call__.remote(lambda replica: gc.collect())
         return self.resident_mib()
+
+    async def collected_blocks(self) -> int:
+        """Memory blocks Python holds in the gateway's process after a full collection:
+        what its objects use, apart from what the allocator keeps for reuse (resident
+        memory does not shrink back when freed objects leave arenas partly used)."""
+
+        def blocks(replica: Any) -> int:
+            gc.collect()
+            return sys.getallocatedblocks()
+
+        count: int = await self.handle.__ray_call__.remote(blocks)
+        return count
 
     def log_text(self) -> str:
         """What the replica's worker wrote to its log files (stdout and stderr)."""
