@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from transports.uri_template import UriTemplate
 
-__all__ = ["CapabilityIndex", "Catalog", "Kind", "UriTemplate"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["CapabilityIndex", "Catalog", "Collision", "Kind", "UriTemplate"]
 
 JSONObject = dict[str, Any]
 
@@ -62,18 +59,36 @@ class Catalog:
         return {r["uri"] for r in self.resources}
 
 
+@dataclass(frozen=True, slots=True)
+class Collision:
+    """Two pools offer the same name; ``owner`` (registered first) keeps it."""
+
+    kind: str
+    name: str
+    owner: str
+    other: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.name!r} is offered by pools {self.owner!r} and {self.other!r};"
+            f" {self.owner!r} keeps it"
+        )
+
+
 @dataclass
 class CapabilityIndex:
     """name -> pool for tools and prompts, uri (or template) -> pool for resources.
 
-    When two pools offer the same name, the pool that registered it first keeps it (and a
-    warning names both): routing must never flip between pools on heartbeat order.
+    When two pools offer the same name, the pool that registered it first keeps it and the
+    clash is kept in ``collisions`` (the registry logs it once, ``raybus status`` shows
+    it): routing must never flip between pools on heartbeat order.
     """
 
     by_kind: dict[str, dict[str, str]] = field(
         default_factory=lambda: {Kind.TOOL: {}, Kind.PROMPT: {}, Kind.RESOURCE: {}}
     )
     templates: list[tuple[UriTemplate, str]] = field(default_factory=list)
+    collisions: list[Collision] = field(default_factory=list)
 
     @classmethod
     def build(cls, catalogs: list[tuple[str, Catalog]]) -> CapabilityIndex:
@@ -84,14 +99,7 @@ class CapabilityIndex:
                 for name in sorted(catalog.names(kind)):
                     owner = table.setdefault(name, pool)
                     if owner != pool:
-                        logger.warning(
-                            "%s %r is offered by pools %s and %s; using %s",
-                            kind,
-                            name,
-                            owner,
-                            pool,
-                            owner,
-                        )
+                        index.collisions.append(Collision(kind, name, owner, pool))
             for template in catalog.resource_templates:
                 index.templates.append((UriTemplate(template["uriTemplate"]), pool))
         return index

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from actors.discovery.catalog import CapabilityIndex, Catalog, Kind
+from actors.discovery.catalog import CapabilityIndex, Catalog, Collision, Kind
 
 __all__ = ["DiscoveryRegistry", "Heartbeat", "Membership", "ServerStatus", "WorkerInfo"]
 
@@ -118,6 +118,11 @@ class Membership:
     def pool_for(self, kind: str, name: str) -> str | None:
         return self.index.pool_for(kind, name)
 
+    @property
+    def collisions(self) -> list[Collision]:
+        """Names two pools offer; the first pool to register keeps each."""
+        return self.index.collisions
+
 
 @dataclass
 class _Entry:
@@ -141,6 +146,7 @@ class DiscoveryRegistry:
         self.epoch = uuid.uuid4().hex
         self._snapshot: Membership | None = None
         self._last_catalog_view: dict[str, frozenset[tuple[str, str]]] = {}
+        self._collisions_logged: set[Collision] = set()
         self.list_changed_seq: dict[str, int] = {Kind.TOOL: 0, Kind.PROMPT: 0, Kind.RESOURCE: 0}
 
     def heartbeat(self, beat: Heartbeat) -> bool:
@@ -209,15 +215,24 @@ class DiscoveryRegistry:
                 pool_catalog.setdefault(entry.info.pool, self._catalogs[entry.digest])
             for pool, digest in self._pool_digest.items():
                 pool_catalog.setdefault(pool, self._catalogs[digest])
+            # In registration order: lists show the entry of the pool that routing uses.
             ordered = sorted(pool_catalog.items(), key=lambda kv: self._pool_order[kv[0]])
+            index = CapabilityIndex.build(ordered)
+            self._log_new_collisions(index.collisions)
             self._snapshot = Membership(
                 version=self.version,
                 workers={pool: tuple(ws) for pool, ws in workers.items()},
-                catalogs=pool_catalog,
-                index=CapabilityIndex.build(ordered),
+                catalogs=dict(ordered),
+                index=index,
                 epoch=self.epoch,
             )
         return self._snapshot
+
+    def _log_new_collisions(self, collisions: list[Collision]) -> None:
+        for collision in collisions:
+            if collision not in self._collisions_logged:
+                logger.warning("%s (give one of the pools a namespace)", collision)
+        self._collisions_logged = set(collisions)
 
     def changed_kinds(self) -> set[str]:
         """Which lists (tools / prompts / resources) changed since the last call."""
