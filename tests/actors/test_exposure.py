@@ -147,11 +147,12 @@ def test_prompts_and_prompt_completions_reach_the_server_under_its_own_name() ->
 
 
 def test_resource_requests_pass_unchanged() -> None:
-    for method, params in [
+    requests: list[tuple[str, dict[str, Any]]] = [
         ("resources/read", {"uri": "geo://earth"}),
         ("resources/subscribe", {"uri": "geo://earth"}),
         ("completion/complete", {"ref": {"type": "ref/resource", "uri": "geo://city/{name}"}}),
-    ]:
+    ]
+    for method, params in requests:
         unchanged = request(method, params)
         assert GEO.to_server(unchanged) is unchanged
 
