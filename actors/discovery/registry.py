@@ -114,6 +114,8 @@ class Membership:
     # Which registry counted ``version``: a registry started anew (its actor restarted)
     # counts from zero again, so versions compare only within one epoch.
     epoch: str = ""
+    # What lists show: ``catalogs`` without the names another pool keeps (collisions).
+    listed: dict[str, Catalog] = field(default_factory=dict)
 
     def pool_for(self, kind: str, name: str) -> str | None:
         return self.index.pool_for(kind, name)
@@ -147,6 +149,7 @@ class DiscoveryRegistry:
         self._snapshot: Membership | None = None
         self._last_catalog_view: dict[str, frozenset[tuple[str, str]]] = {}
         self._collisions_logged: set[Collision] = set()
+        self._index: CapabilityIndex | None = None  # who owns each name, kept across changes
         self.list_changed_seq: dict[str, int] = {Kind.TOOL: 0, Kind.PROMPT: 0, Kind.RESOURCE: 0}
 
     def heartbeat(self, beat: Heartbeat) -> bool:
@@ -217,7 +220,7 @@ class DiscoveryRegistry:
                 pool_catalog.setdefault(pool, self._catalogs[digest])
             # In registration order: lists show the entry of the pool that routing uses.
             ordered = sorted(pool_catalog.items(), key=lambda kv: self._pool_order[kv[0]])
-            index = CapabilityIndex.build(ordered)
+            index = self._index = CapabilityIndex.build(ordered, self._index)
             self._log_new_collisions(index.collisions)
             self._snapshot = Membership(
                 version=self.version,
@@ -225,6 +228,7 @@ class DiscoveryRegistry:
                 catalogs=dict(ordered),
                 index=index,
                 epoch=self.epoch,
+                listed={pool: index.shown(pool, catalog) for pool, catalog in ordered},
             )
         return self._snapshot
 

@@ -94,7 +94,8 @@ class DiscoveryActor:
         return self._registry.snapshot()
 
     async def catalogs(self) -> dict[str, Catalog]:
-        return self._registry.snapshot().catalogs
+        """Each pool's catalog as lists show it: a name two pools offer, at its owner only."""
+        return self._registry.snapshot().listed
 
     async def collisions(self) -> list[Collision]:
         """Names two pools offer; the pool that registered first keeps each."""

@@ -199,8 +199,9 @@ def test_a_clash_that_appears_at_run_time_keeps_the_first_owner_and_is_logged_on
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = DiscoveryRegistry(ttl_s=5, clock=FakeClock())
-    registry.heartbeat(_beat("a", Catalog.of(tools=[{"name": "area"}])))
+    # b registers first, but a offers "area" first
     registry.heartbeat(_beat("b", Catalog.of(tools=[{"name": "volume"}])))
+    registry.heartbeat(_beat("a", Catalog.of(tools=[{"name": "area"}])))
     assert registry.snapshot().collisions == []
     with caplog.at_level(logging.WARNING, logger="actors.discovery.registry"):
         # b's server added a tool a already has
@@ -213,7 +214,11 @@ def test_a_clash_that_appears_at_run_time_keeps_the_first_owner_and_is_logged_on
     warnings = [r.getMessage() for r in caplog.records if "offered by pools" in r.getMessage()]
     assert len(warnings) == 1
     assert "'area'" in warnings[0]
-    assert list(snapshot.catalogs) == ["a", "b"]  # listings follow registration order too
+    # Lists show the name at its owner only, so what is listed is what is called.
+    assert {pool: names(c.tools) for pool, c in snapshot.listed.items()} == {
+        "b": ["volume"],
+        "a": ["area"],
+    }
 
 
 # -- a real SDK server behind a namespaced pool ---------------------------------------
