@@ -160,7 +160,7 @@ async def _launch(
         raise BusTimeout(operation, ready_timeout_s) from None
     # Every pool with workers has registered its catalog by now (the router routes to
     # them): a name two of them offer would route to whichever registered first.
-    clash = first_collision(await discovery.collisions.remote())
+    clash = first_collision(await discovery.collisions.remote(), [p.name for p in config.pools])
     if clash is not None:
         raise clash
     if autoscaler is not None:  # started once the pools are up: nothing to resize before

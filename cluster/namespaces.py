@@ -16,7 +16,7 @@ A pool's :class:`~actors.discovery.exposure.PoolExposure` (its ``namespace``, th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from actors.discovery.catalog import Collision, Kind
 from actors.discovery.exposure import PoolExposure
@@ -53,17 +53,27 @@ def pool_exposure(config: BusConfig, pool: PoolConfig) -> PoolExposure:
     )
 
 
-def first_collision(collisions: Iterable[Collision]) -> NameCollision | None:
-    """The error for the first tool or prompt clash found at start, or None.
+def first_collision(collisions: Iterable[Collision], pools: Sequence[str]) -> NameCollision | None:
+    """The error for a tool or prompt clash found at start, or None.
 
+    Which pool registered first is a race at start: the error names the pools in
+    configuration order (``pools``), and the first clashing tool (then prompt) by name.
     Resource URIs are the servers' own addresses, never namespaced (see
     :mod:`actors.discovery.exposure`): the same server under two namespaces lists the same
     URIs, which is no reason to refuse to start. The first pool serves them.
     """
+    position = {pool: index for index, pool in enumerate(pools)}
+    found: list[tuple[bool, str, str, str]] = []
     for clash in collisions:
         if clash.kind in (Kind.TOOL, Kind.PROMPT):
-            return NameCollision(clash.kind, clash.name, clash.owner, clash.other)
-    return None
+            first, second = sorted(
+                (clash.owner, clash.other), key=lambda pool: position.get(pool, len(position))
+            )
+            found.append((clash.kind == Kind.PROMPT, clash.name, first, second))
+    if not found:
+        return None
+    is_prompt, name, first, second = min(found)
+    return NameCollision(Kind.PROMPT if is_prompt else Kind.TOOL, name, first, second)
 
 
 def static_collisions(

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from actors.discovery.catalog import Collision, Kind
 from cluster.cli.status import format_status
 from cluster.config import ConfigError, parse_config
-from cluster.namespaces import pool_exposure, static_collisions
+from cluster.namespaces import first_collision, pool_exposure, static_collisions
 
 FUNCTIONS = "cluster.examples.functions"  # hypotenuse, word_count
 
@@ -84,6 +85,20 @@ def test_the_same_tools_in_two_pools_clash_unless_namespaced_or_filtered() -> No
 def test_pools_whose_tools_are_unknown_before_start_are_not_judged() -> None:
     both = config([{"name": "a", "tools": FUNCTIONS}, {"name": "b", "tools": FUNCTIONS}])
     assert static_collisions(both, {"a": ["hypotenuse"]}) == []
+
+
+def test_a_clash_at_start_names_the_pools_in_configuration_order_whoever_registered_first() -> None:
+    registered = [
+        Collision(Kind.RESOURCE, "geo://earth", "b", "a"),  # URIs are no reason to refuse
+        Collision(Kind.PROMPT, "explain", "b", "a"),
+        Collision(Kind.TOOL, "word_count", "b", "a"),
+        Collision(Kind.TOOL, "area", "c", "b"),
+    ]
+    clash = first_collision(registered, ["a", "b", "c"])
+    assert clash is not None
+    assert (clash.kind, clash.name, clash.pools) == (Kind.TOOL, "area", ("b", "c"))
+    assert first_collision(registered[:2], ["a", "b"]) is not None  # prompts clash too
+    assert first_collision(registered[:1], ["a", "b"]) is None
 
 
 def test_config_check_names_a_clash_between_two_function_pools(tmp_path: Path) -> None:
