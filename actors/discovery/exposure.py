@@ -9,8 +9,8 @@ it reaches the server; the server never sees a public name.
 Resource URIs (and URI templates) are never rewritten. A URI is an address the server
 itself hands out (resource links and embedded resources in tool results, resource update
 notifications), so a rewritten one would stop matching what the server says; resources
-are read, subscribed and completed by the URI the server listed. Two pools listing the
-same URI are a collision like two pools listing the same tool name.
+are read, subscribed and completed by the URI the server listed. When two pools list the
+same URI (the same server under two namespaces), the first pool serves it.
 
 ``include`` / ``exclude`` filter tools by the server's own names (exact names or
 :mod:`fnmatch` glob patterns, case-sensitive), before the prefix is added: a tool is shown

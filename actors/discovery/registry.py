@@ -122,7 +122,7 @@ class Membership:
 
     @property
     def collisions(self) -> list[Collision]:
-        """Names two pools offer; the first pool to register keeps each."""
+        """Names two pools offer; the pool that offered each first keeps it."""
         return self.index.collisions
 
 
@@ -235,7 +235,9 @@ class DiscoveryRegistry:
     def _log_new_collisions(self, collisions: list[Collision]) -> None:
         for collision in collisions:
             if collision not in self._collisions_logged:
-                logger.warning("%s (give one of the pools a namespace)", collision)
+                # A namespace separates tool and prompt names; URIs are never rewritten.
+                hint = "" if collision.kind == Kind.RESOURCE else " (give one pool a namespace)"
+                logger.warning("%s%s", collision, hint)
         self._collisions_logged = set(collisions)
 
     def changed_kinds(self) -> set[str]:
