@@ -128,7 +128,7 @@ class PoolConfig(_Strict):
         description="Ray runtime_env of each worker (pip, env_vars, working_dir URI, ...)",
     )
     autoscale: AutoscaleConfig = AutoscaleConfig()
-    # README "Tool namespaces": names shown as '<namespace><separator><name>'; filters
+    # README "Tool namespaces and filters": names shown as '<namespace><separator><name>'; filters
     # match the server's own tool names (exact or glob), before the namespace is added.
     namespace: str | None = Field(None, description="prefix of the pool's tool/prompt names")
     include: list[str] = Field(default_factory=list, description="tools shown (names, globs)")

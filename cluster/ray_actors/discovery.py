@@ -98,7 +98,7 @@ class DiscoveryActor:
         return self._registry.snapshot().listed
 
     async def collisions(self) -> list[Collision]:
-        """Names two pools offer; the pool that registered first keeps each."""
+        """Names two pools offer; the pool that offered each first keeps it."""
         return self._registry.snapshot().collisions
 
     async def list_changed(self) -> dict[str, int]:
