@@ -18,6 +18,7 @@ from ray.exceptions import RayError
 
 from cluster.backends.base import Backend, backend_for
 from cluster.config import BusConfig, PoolConfig
+from cluster.namespaces import NameCollision, first_collision
 from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
 from cluster.placement import read_cluster
 from cluster.ray_actors.autoscaler import AutoscalerActor
@@ -30,6 +31,7 @@ from transports.errors import BusError, BusTimeout, ConnectionClosed
 
 __all__ = [
     "BusAlreadyRunning",
+    "NameCollision",
     "PoolStartFailed",
     "bus_endpoints",
     "bus_status",
@@ -87,6 +89,8 @@ async def launch_bus(
             command, a server that exits at once, missing broker credentials, ...).
         BusTimeout: the pools were not ready within ``ready_timeout_s`` (the message
             names the pools that were not).
+        NameCollision: two pools offer the same tool or prompt name (see
+            :mod:`cluster.namespaces`); the message names it and both pools.
     """
     bus = config.name
     backend = backend_for(config)
@@ -154,6 +158,11 @@ async def _launch(
         waiting = await _pools_not_ready(router, expected)
         operation = f"starting bus {bus!r} ({waiting})" if waiting else f"starting bus {bus!r}"
         raise BusTimeout(operation, ready_timeout_s) from None
+    # Every pool with workers has registered its catalog by now (the router routes to
+    # them): a name two of them offer would route to whichever registered first.
+    clash = first_collision(await discovery.collisions.remote(), [p.name for p in config.pools])
+    if clash is not None:
+        raise clash
     if autoscaler is not None:  # started once the pools are up: nothing to resize before
         await autoscaler.start.remote()
     logger.info("bus %s up: %s", bus, counts)
@@ -246,8 +255,11 @@ async def bus_status(bus: str) -> dict[str, Any]:
     """
     router = await get_actor_async(actor_names.router(bus))
     discovery = await get_actor_async(actor_names.discovery(bus))
-    lag, outstanding, workers = await asyncio.gather(
-        router.lag.remote(), router.outstanding.remote(), discovery.workers.remote()
+    lag, outstanding, workers, collisions = await asyncio.gather(
+        router.lag.remote(),
+        router.outstanding.remote(),
+        discovery.workers.remote(),
+        discovery.collisions.remote(),
     )
     # The router knows a pool once a worker of it is routed; the supervisor knows every
     # pool from the start, so a pool still starting (or failing to) is listed too.
@@ -288,6 +300,10 @@ async def bus_status(bus: str) -> dict[str, Any]:
             for w in workers
         ],
         "decisions": decisions,
+        # Names two pools offer (a server's list changed at run time): the first keeps it.
+        "collisions": [
+            {"kind": c.kind, "name": c.name, "owner": c.owner, "other": c.other} for c in collisions
+        ],
     }
 
 

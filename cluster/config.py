@@ -60,6 +60,9 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Tool names are [A-Za-z0-9_.-] (MCP 2025-11-25, tool names): so are the parts we add.
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_SEPARATOR = re.compile(r"^[_.-]{1,4}$")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -125,6 +128,25 @@ class PoolConfig(_Strict):
         description="Ray runtime_env of each worker (pip, env_vars, working_dir URI, ...)",
     )
     autoscale: AutoscaleConfig = AutoscaleConfig()
+    # README "Tool namespaces and filters": names shown as '<namespace><separator><name>'; filters
+    # match the server's own tool names (exact or glob), before the namespace is added.
+    namespace: str | None = Field(None, description="prefix of the pool's tool/prompt names")
+    include: list[str] = Field(default_factory=list, description="tools shown (names, globs)")
+    exclude: list[str] = Field(default_factory=list, description="tools hidden (names, globs)")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        if value is not None and not _NAMESPACE.match(value):
+            raise ValueError(f"namespace {value!r} must match {_NAMESPACE.pattern}")
+        return value
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        if not all(pattern.strip() for pattern in value):
+            raise ValueError("tool names and patterns must not be empty")
+        return value
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -324,11 +346,20 @@ class BusConfig(_Strict):
     gateway: GatewayConfig = GatewayConfig()
     autoscaler: AutoscalerConfig = AutoscalerConfig()
     drain_timeout_s: float = Field(60.0, gt=0)
+    namespace_separator: str = Field("_", description="between a pool's namespace and a name")
+
+    @field_validator("namespace_separator")
+    @classmethod
+    def _separator(cls, value: str) -> str:
+        if not _SEPARATOR.match(value):
+            raise ValueError(f"must be 1 to 4 of the characters _ . - (got {value!r})")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         if not _NAME.match(self.name):
             raise ValueError(f"bus name {self.name!r} must match {_NAME.pattern}")
+
         if self.backend == "kafka" and self.kafka is None:
             raise ValueError("backend 'kafka' needs a kafka section with a bootstrap address")
         if self.backend == "sqs" and self.sqs is None:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from transports.uri_template import UriTemplate
 
-__all__ = ["CapabilityIndex", "Catalog", "Kind", "UriTemplate"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["CapabilityIndex", "Catalog", "Collision", "Kind", "UriTemplate"]
 
 JSONObject = dict[str, Any]
 
@@ -62,39 +59,76 @@ class Catalog:
         return {r["uri"] for r in self.resources}
 
 
+@dataclass(frozen=True, slots=True)
+class Collision:
+    """Two pools offer the same name; ``owner`` (the one that offered it first) keeps it."""
+
+    kind: str
+    name: str
+    owner: str
+    other: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.name!r} is offered by pools {self.owner!r} and {self.other!r};"
+            f" {self.owner!r} keeps it"
+        )
+
+
 @dataclass
 class CapabilityIndex:
     """name -> pool for tools and prompts, uri (or template) -> pool for resources.
 
-    When two pools offer the same name, the pool that registered it first keeps it (and a
-    warning names both): routing must never flip between pools on heartbeat order.
+    When two pools offer the same name, the pool that offered it first keeps it and the
+    clash is kept in ``collisions`` (the registry logs it once, ``raybus status`` shows
+    it): routing must never flip between pools on heartbeat order, nor move a name to a
+    pool whose server started offering it later.
     """
 
     by_kind: dict[str, dict[str, str]] = field(
         default_factory=lambda: {Kind.TOOL: {}, Kind.PROMPT: {}, Kind.RESOURCE: {}}
     )
     templates: list[tuple[UriTemplate, str]] = field(default_factory=list)
+    collisions: list[Collision] = field(default_factory=list)
 
     @classmethod
-    def build(cls, catalogs: list[tuple[str, Catalog]]) -> CapabilityIndex:
+    def build(
+        cls, catalogs: list[tuple[str, Catalog]], previous: CapabilityIndex | None = None
+    ) -> CapabilityIndex:
+        """Index ``catalogs`` (in registration order).
+
+        Args:
+            previous: the index this one replaces: a name keeps its owner there while that
+                pool still offers it; a new name goes to the first pool (in order).
+        """
         index = cls()
-        for pool, catalog in catalogs:
-            for kind in (Kind.TOOL, Kind.PROMPT, Kind.RESOURCE):
-                table = index.by_kind[kind]
+        for kind in (Kind.TOOL, Kind.PROMPT, Kind.RESOURCE):
+            offered: dict[str, list[str]] = {}
+            for pool, catalog in catalogs:
                 for name in sorted(catalog.names(kind)):
-                    owner = table.setdefault(name, pool)
-                    if owner != pool:
-                        logger.warning(
-                            "%s %r is offered by pools %s and %s; using %s",
-                            kind,
-                            name,
-                            owner,
-                            pool,
-                            owner,
-                        )
+                    offered.setdefault(name, []).append(pool)
+            earlier = previous.by_kind[kind] if previous is not None else {}
+            for name, pools in offered.items():
+                owner = earlier.get(name, pools[0])
+                owner = owner if owner in pools else pools[0]
+                index.by_kind[kind][name] = owner
+                index.collisions += [Collision(kind, name, owner, p) for p in pools if p != owner]
+        for pool, catalog in catalogs:
             for template in catalog.resource_templates:
                 index.templates.append((UriTemplate(template["uriTemplate"]), pool))
         return index
+
+    def shown(self, pool: str, catalog: Catalog) -> Catalog:
+        """``pool``'s catalog without the names another pool keeps (lists show the owner's)."""
+        lost = {(c.kind, c.name) for c in self.collisions if c.other == pool}
+        if not lost:
+            return catalog
+        return Catalog.of(
+            tools=[t for t in catalog.tools if (Kind.TOOL, t["name"]) not in lost],
+            resources=[r for r in catalog.resources if (Kind.RESOURCE, r["uri"]) not in lost],
+            resource_templates=list(catalog.resource_templates),
+            prompts=[p for p in catalog.prompts if (Kind.PROMPT, p["name"]) not in lost],
+        )
 
     def pool_for(self, kind: str, name: str) -> str | None:
         pool = self.by_kind[kind].get(name)

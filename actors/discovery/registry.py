@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from actors.discovery.catalog import CapabilityIndex, Catalog, Kind
+from actors.discovery.catalog import CapabilityIndex, Catalog, Collision, Kind
 
 __all__ = [
     "DiscoveryRegistry",
@@ -122,9 +122,16 @@ class Membership:
     # Which registry counted ``version``: a registry started anew (its actor restarted)
     # counts from zero again, so versions compare only within one epoch.
     epoch: str = ""
+    # What lists show: ``catalogs`` without the names another pool keeps (collisions).
+    listed: dict[str, Catalog] = field(default_factory=dict)
 
     def pool_for(self, kind: str, name: str) -> str | None:
         return self.index.pool_for(kind, name)
+
+    @property
+    def collisions(self) -> list[Collision]:
+        """Names two pools offer; the pool that offered each first keeps it."""
+        return self.index.collisions
 
 
 def without_workers(membership: Membership, gone: set[str]) -> Membership:
@@ -158,6 +165,8 @@ class DiscoveryRegistry:
         self.epoch = uuid.uuid4().hex
         self._snapshot: Membership | None = None
         self._last_catalog_view: dict[str, frozenset[tuple[str, str]]] = {}
+        self._collisions_logged: set[Collision] = set()
+        self._index: CapabilityIndex | None = None  # who owns each name, kept across changes
         self.list_changed_seq: dict[str, int] = {Kind.TOOL: 0, Kind.PROMPT: 0, Kind.RESOURCE: 0}
 
     def heartbeat(self, beat: Heartbeat) -> bool:
@@ -226,15 +235,27 @@ class DiscoveryRegistry:
                 pool_catalog.setdefault(entry.info.pool, self._catalogs[entry.digest])
             for pool, digest in self._pool_digest.items():
                 pool_catalog.setdefault(pool, self._catalogs[digest])
+            # In registration order: lists show the entry of the pool that routing uses.
             ordered = sorted(pool_catalog.items(), key=lambda kv: self._pool_order[kv[0]])
+            index = self._index = CapabilityIndex.build(ordered, self._index)
+            self._log_new_collisions(index.collisions)
             self._snapshot = Membership(
                 version=self.version,
                 workers={pool: tuple(ws) for pool, ws in workers.items()},
-                catalogs=pool_catalog,
-                index=CapabilityIndex.build(ordered),
+                catalogs=dict(ordered),
+                index=index,
                 epoch=self.epoch,
+                listed={pool: index.shown(pool, catalog) for pool, catalog in ordered},
             )
         return self._snapshot
+
+    def _log_new_collisions(self, collisions: list[Collision]) -> None:
+        for collision in collisions:
+            if collision not in self._collisions_logged:
+                # A namespace separates tool and prompt names; URIs are never rewritten.
+                hint = "" if collision.kind == Kind.RESOURCE else " (give one pool a namespace)"
+                logger.warning("%s%s", collision, hint)
+        self._collisions_logged = set(collisions)
 
     def changed_kinds(self) -> set[str]:
         """Which lists (tools / prompts / resources) changed since the last call."""

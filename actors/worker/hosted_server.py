@@ -21,10 +21,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from actors.discovery.catalog import Catalog
+from actors.discovery.exposure import SHOW_ALL, PoolExposure, Refusal
 from actors.tracing import SpanKind, end_envelope_hop, envelope_hop, with_trace_meta
 from actors.worker.server_links import ServerLink
 from transports.envelope import CorrelationKey, Envelope
-from transports.errors import METHOD_NOT_FOUND, BusError, BusErrorCode
+from transports.errors import INVALID_PARAMS, METHOD_NOT_FOUND, BusError, BusErrorCode
 from transports.frame import Frame
 from transports.message import JSONRPCId, Notification, Request, Response, TransportMessage
 from transports.tracecontext import TraceContext
@@ -83,6 +84,8 @@ class HostedServer:
         sink: ``sink(destination, frame)`` sends a frame to a client endpoint.
         address: where clients send their answers to server requests (the worker).
         on_catalog_changed: called after the server's lists changed and were re-read.
+        exposure: the pool's namespace and tool filters: ``catalog`` shows the public
+            names, and calls by them reach the server under its own names.
     """
 
     def __init__(
@@ -95,7 +98,9 @@ class HostedServer:
         on_catalog_changed: Callable[[], None] = lambda: None,
         on_list_changed: Callable[[str], None] = lambda kind: None,
         restart_backoff_s: tuple[float, float] = (0.5, 30.0),
+        exposure: PoolExposure = SHOW_ALL,
     ) -> None:
+        self._exposure = exposure
         self._link_factory = link_factory
         self._modern_factory = modern_link_factory
         self._modern: ServerLink | None = None
@@ -176,6 +181,10 @@ class HostedServer:
         request = frame.decode()
         if not isinstance(request, Request):
             raise ValueError("only requests are forwarded to the server")
+        mapped = self._exposure.to_server(request)
+        if isinstance(mapped, Refusal):  # a hidden tool, or a name of another pool
+            return Response.failure(request.id, INVALID_PARAMS, mapped.message)
+        request = mapped
         hop = envelope_hop(frame.envelope, SpanKind.CLIENT, extra=self._span_extra)
         response: Response | None = None
         try:
@@ -311,7 +320,7 @@ class HostedServer:
                 if not cursor:
                     break
             lists[field_name] = items
-        self.catalog = Catalog.of(**lists)
+        self.catalog = self._exposure.expose(Catalog.of(**lists))
 
     async def _modern_link(self) -> ServerLink:
         async with self._modern_lock:

@@ -10,8 +10,10 @@ or one line ``ok: bus 'demo', 3 pools`` and exit 0. Checked, in order: the file 
 parses as YAML; it validates (every bad field, not only the first); each pool's
 ``server:`` or ``tools:`` loads as its workers load it (in a child process, bounded by
 ``--timeout``: see :mod:`cluster.cli.server_probe`), in the words ``raybus up`` uses when
-a pool cannot start; each ``command:`` names an executable on the pool's PATH; and the
-gateway is one ``raybus up`` would serve. Neither Ray nor any service is started, and no
+a pool cannot start; each ``command:`` names an executable on the pool's PATH; no two
+pools whose tool names are known without starting them (``tools:`` modules, ``MCPServer``
+objects) offer the same tool after their namespaces and filters; and the gateway is one
+``raybus up`` would serve. Neither Ray nor any service is started, and no
 module of the config is imported into this process.
 
 A pool whose ``runtime_env`` ships its code (``pip``, ``py_modules``, ...) is not loaded
@@ -37,6 +39,7 @@ from cluster.config import (
     parse_config,
     read_config_data,
 )
+from cluster.namespaces import static_collisions
 from cluster.ray_actors.worker import PoolStartFailed
 
 __all__ = ["ConfigCheck", "add_parser", "check_config"]
@@ -66,8 +69,11 @@ def check_config(path: str | Path, *, load_timeout_s: float = _DEFAULT_TIMEOUT_S
     except ConfigError as exc:
         found.problems += exc.problems
         pools = _valid_pools(data)  # a bad field elsewhere does not hide a bad server
-    _check_servers(pools, found, load_timeout_s)
+    own_tools = _check_servers(pools, found, load_timeout_s)
     if found.config is not None:
+        index_of = {pool.name: index for index, pool in enumerate(found.config.pools)}
+        for pool, clash in static_collisions(found.config, own_tools):
+            found.problems.append(f"{field_path(('pools', index_of[pool]))}: {clash}")
         refused = gateway_problem(found.config)
         if refused is not None:
             host = found.config.gateway.host
@@ -85,12 +91,15 @@ def _valid_pools(data: Any) -> dict[int, PoolConfig]:
     return valid
 
 
-def _check_servers(pools: dict[int, PoolConfig], found: ConfigCheck, timeout_s: float) -> None:
+def _check_servers(
+    pools: dict[int, PoolConfig], found: ConfigCheck, timeout_s: float
+) -> dict[str, tuple[str, ...]]:
+    """Load the pools' servers; returns their own tool names, where known, by pool name."""
     # Imported here: `python -m cluster.cli.server_probe` (the child) imports this package.
-    from cluster.cli.server_probe import load_problems
+    from cluster.cli.server_probe import probe_servers
 
     loadable = {i: p for i, p in pools.items() if p.command is None and not ships_code(p)}
-    loaded = dict(zip(loadable, load_problems(list(loadable.values()), timeout_s), strict=True))
+    probes = dict(zip(loadable, probe_servers(list(loadable.values()), timeout_s), strict=True))
     for index, pool in pools.items():
         where = field_path(("pools", index, "command" if pool.command else _source(pool)))
         shipper = ships_code(pool)
@@ -102,9 +111,14 @@ def _check_servers(pools: dict[int, PoolConfig], found: ConfigCheck, timeout_s: 
             )
             continue
         else:
-            problem = loaded[index]
+            problem = probes[index].problem
         if problem is not None:
             found.problems.append(f"{where}: {PoolStartFailed(pool.name, problem)}")
+    return {
+        pools[index].name: tools
+        for index, probe in probes.items()
+        if (tools := probe.tools) is not None
+    }
 
 
 def _source(pool: PoolConfig) -> str:

@@ -10,24 +10,31 @@ anything it started, when it does not finish within the timeout. The verdict is
 :func:`~cluster.ray_actors.worker.start_failure_reason`: the words ``raybus up`` uses
 when the pool cannot start.
 
-The child: ``python -m cluster.cli.server_probe POOL_JSON`` exits 0 when the server
-loads, else writes the one-line reason to the verdict descriptor (its stdout).
+The child: ``python -m cluster.cli.server_probe POOL_JSON`` writes its verdict as one
+JSON object to the verdict descriptor (its stdout): ``{"problem": "<one line>"}`` when
+the server does not load, else ``{"tools": [...]}``, the server's own tool names when an
+``MCPServer`` (and so a module of functions) knows them without starting, or
+``{"tools": null}`` (a low-level ``Server`` lists its tools only when it runs).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 from cluster.cli.preflight import worker_environment, worker_search_path
 from cluster.config import PoolConfig
 
-__all__ = ["load_problems"]
+__all__ = ["Probe", "load_problems", "probe_servers"]
 
 # Each child imports the SDK and Ray's client library (~2 s of CPU): on two shared cores,
 # a few at once is as fast as it gets.
@@ -35,18 +42,31 @@ _AT_ONCE = 4
 _STDERR_TAIL_CHARS = 400
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What loading a pool's server told: why it failed, or the tools it lists."""
+
+    problem: str | None = None
+    tools: tuple[str, ...] | None = None  # None: not known without running the server
+
+
 def load_problems(pools: Sequence[PoolConfig], timeout_s: float) -> list[str | None]:
     """For each pool, why its server would not load on a worker, or None if it loads.
 
     Pools with a ``command:`` are not loaded (None): a command is checked on PATH.
     """
+    return [probe.problem for probe in probe_servers(pools, timeout_s)]
+
+
+def probe_servers(pools: Sequence[PoolConfig], timeout_s: float) -> list[Probe]:
+    """Load each pool's server as :func:`load_problems` does; also its tool names."""
     with ThreadPoolExecutor(max_workers=_AT_ONCE) as threads:
-        return list(threads.map(lambda pool: _load_problem(pool, timeout_s), pools))
+        return list(threads.map(lambda pool: _probe(pool, timeout_s), pools))
 
 
-def _load_problem(pool: PoolConfig, timeout_s: float) -> str | None:
+def _probe(pool: PoolConfig, timeout_s: float) -> Probe:
     if pool.command is not None:
-        return None
+        return Probe()
     search = [*worker_search_path(pool), os.environ.get("PYTHONPATH", "")]
     env = {
         **os.environ,
@@ -67,16 +87,31 @@ def _load_problem(pool: PoolConfig, timeout_s: float) -> str | None:
     except subprocess.TimeoutExpired:
         _kill_group(child.pid)
         child.communicate()
-        return f"loading the server did not finish within {timeout_s:g} s"
+        return Probe(f"loading the server did not finish within {timeout_s:g} s")
     finally:
         _kill_group(child.pid)  # anything the module started and left running
-    if verdict.strip():
-        return verdict.strip()
-    if child.returncode != 0:
-        tail = errors.strip()[-_STDERR_TAIL_CHARS:].splitlines()
-        said = f": {tail[-1].strip()}" if tail else ""
-        return f"loading the server ended its process (exit code {child.returncode}){said}"
-    return None
+    said = _verdict(verdict)
+    if said is not None and (said.problem is not None or child.returncode == 0):
+        return said
+    tail = errors.strip()[-_STDERR_TAIL_CHARS:].splitlines()
+    last = f": {tail[-1].strip()}" if tail else ""
+    return Probe(f"loading the server ended its process (exit code {child.returncode}){last}")
+
+
+def _verdict(text: str) -> Probe | None:
+    """The child's verdict; None when it wrote none (it was ended before it could)."""
+    try:
+        wire: Any = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(wire, dict):
+        return None
+    tools = wire.get("tools")
+    problem = wire.get("problem")
+    return Probe(
+        str(problem) if problem is not None else None,
+        tuple(map(str, tools)) if isinstance(tools, list) else None,
+    )
 
 
 def _kill_group(pgid: int) -> None:
@@ -88,16 +123,27 @@ def _main(pool_json: str) -> int:
     verdict = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the module's prints go to stderr
     # Imported after the redirection: nothing from here on writes to the verdict.
-    from cluster.ray_actors.worker import link_factory_for, start_failure_reason
+    from cluster.ray_actors.worker import load_pool_server, start_failure_reason
 
     pool = PoolConfig.model_validate_json(pool_json)
     try:
-        link_factory_for(pool)()
+        tools = _own_tool_names(load_pool_server(pool))
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: the module's verdict
-        verdict.write(start_failure_reason(exc) + "\n")
+        verdict.write(json.dumps({"problem": start_failure_reason(exc)}) + "\n")
         verdict.flush()
         return 1
+    verdict.write(json.dumps({"tools": tools}) + "\n")
+    verdict.flush()
     return 0
+
+
+def _own_tool_names(server: Any) -> list[str] | None:
+    """The tools an ``MCPServer`` registered (no lifespan is entered), else None."""
+    from mcp.server.mcpserver import MCPServer
+
+    if not isinstance(server, MCPServer):
+        return None
+    return [tool.name for tool in asyncio.run(server.list_tools())]
 
 
 if __name__ == "__main__":

@@ -74,6 +74,11 @@ def format_status(status: dict[str, Any]) -> str:
             lines.append(f"  {pool}: {lag['starting']} worker(s) starting")
         if lag.get("last_failure"):
             lines.append(f"  {pool}: last worker start failed: {lag['last_failure']}")
+    for clash in status.get("collisions") or []:
+        lines.append(
+            f"  collision: {clash['kind']} {clash['name']!r} is offered by pools "
+            f"{clash['owner']} and {clash['other']}; {clash['owner']} keeps it"
+        )
     worker_row = "{:<40}{:<14}{:<10}{:>10}  {}"
     lines += ["", worker_row.format("worker", "pool", "status", "in flight", "node")]
     for w in sorted(status["workers"], key=lambda w: (w["pool"], w["name"])):

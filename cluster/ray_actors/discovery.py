@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 
-from actors.discovery.catalog import Catalog
+from actors.discovery.catalog import Catalog, Collision
 from actors.discovery.registry import DiscoveryRegistry, Heartbeat, Membership, WorkerInfo
 from cluster.backends.base import HeartbeatFeed, backend_for
 from cluster.config import BusConfig
@@ -94,7 +94,12 @@ class DiscoveryActor:
         return self._registry.snapshot()
 
     async def catalogs(self) -> dict[str, Catalog]:
-        return self._registry.snapshot().catalogs
+        """Each pool's catalog as lists show it: a name two pools offer, at its owner only."""
+        return self._registry.snapshot().listed
+
+    async def collisions(self) -> list[Collision]:
+        """Names two pools offer; the pool that offered each first keeps it."""
+        return self._registry.snapshot().collisions
 
     async def list_changed(self) -> dict[str, int]:
         """Per kind (tool / prompt / resource), how many list changes were seen so far."""

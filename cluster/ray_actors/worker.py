@@ -32,6 +32,7 @@ from cluster.config import BusConfig, PoolConfig
 from cluster.metrics.ray_export import RayExport, export_forever
 from cluster.metrics.recorders import CallRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
+from cluster.namespaces import pool_exposure
 from cluster.naming import HandleCache, actor_names
 from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
@@ -46,7 +47,13 @@ if TYPE_CHECKING:
 # not here: the supervisor imports this module only to create workers, and must not pay
 # for the SDK in its own process.
 
-__all__ = ["PoolStartFailed", "WorkerActor", "link_factory_for", "start_failure_reason"]
+__all__ = [
+    "PoolStartFailed",
+    "WorkerActor",
+    "link_factory_for",
+    "load_pool_server",
+    "start_failure_reason",
+]
 
 _CATALOG_EVERY_N_BEATS = 5
 
@@ -89,12 +96,7 @@ def link_factory_for(pool: PoolConfig) -> Any:
     bad import path fails that call with its reason instead of killing the actor's
     constructor (whose error Ray reports only as a dead actor).
     """
-    from actors.worker.server_links import (
-        SdkServerLink,
-        StdioServerLink,
-        functions_server,
-        load_server_object,
-    )
+    from actors.worker.server_links import SdkServerLink, StdioServerLink
 
     if pool.command is not None:
         command = list(pool.command)
@@ -104,14 +106,21 @@ def link_factory_for(pool: PoolConfig) -> Any:
 
     def make() -> ServerLink:
         if not loaded:
-            loaded.append(
-                load_server_object(pool.server)
-                if pool.server
-                else functions_server(pool.tools or "")
-            )
+            loaded.append(load_pool_server(pool))
         return SdkServerLink(loaded[0])
 
     return make
+
+
+def load_pool_server(pool: PoolConfig) -> Any:
+    """Import the SDK server object of a ``server:`` or ``tools:`` pool (as workers do).
+
+    Raises:
+        ValueError, ImportError: whatever loading it raised (see ``load_server_object``).
+    """
+    from actors.worker.server_links import functions_server, load_server_object
+
+    return load_server_object(pool.server) if pool.server else functions_server(pool.tools or "")
 
 
 class _RayWorkerPorts:
@@ -206,6 +215,7 @@ class WorkerActor:
             address=actor_name,
             on_catalog_changed=self._catalog_dirty.set,
             on_list_changed=self._note_list_changed,
+            exposure=pool_exposure(config, pool),
         )
         self._core = WorkerCore(identity, hosted, self._ports, call_timeout_s=pool.timeout_s)
         self._beats: asyncio.Task[None] | None = None
