@@ -36,7 +36,7 @@ from cluster.metrics.recorders import AutoscalerRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import HandleCache, actor_names
 from cluster.placement import ClusterReading, read_cluster
-from cluster.ray_actors.restarts import itself, restarted
+from cluster.ray_actors.restarts import restarted, start_itself
 from transports.errors import BusError
 
 __all__ = ["AutoscalerActor"]
@@ -78,7 +78,7 @@ class AutoscalerActor:
         self._recorder = AutoscalerRecorder(self._metrics)
         self._exporter: asyncio.Task[None] | None = None
         if restarted():  # the launcher started the first one; a Ray restart starts itself
-            itself().start.remote()
+            start_itself("start", lambda: self._loop is not None)
 
     async def start(self) -> None:
         """Start deciding every interval (once; again by itself after a Ray restart)."""

@@ -23,7 +23,7 @@ from actors.discovery.registry import DiscoveryRegistry, Heartbeat, Membership, 
 from cluster.backends.base import HeartbeatFeed, backend_for
 from cluster.config import BusConfig
 from cluster.naming import HandleCache, actor_names
-from cluster.ray_actors.restarts import itself, restarted
+from cluster.ray_actors.restarts import restarted, start_itself
 
 __all__ = ["DiscoveryActor"]
 
@@ -41,8 +41,9 @@ class DiscoveryActor:
         self._subscribers: set[str] = set()
         self._published = -1
         self._evictor: asyncio.Task[None] | None = None
+        self._resume_begun = False
         if restarted():
-            itself().resume.remote()
+            start_itself("resume", lambda: self._resume_begun)
 
     async def start(self) -> None:
         if self._evictor is None:
@@ -52,6 +53,9 @@ class DiscoveryActor:
 
     async def resume(self) -> None:
         """After a Ray restart: evict again, and give the router the re-learned workers."""
+        if self._resume_begun:
+            return  # a resend (see start_itself)
+        self._resume_begun = True
         await self.start()
         await asyncio.sleep(self._registry.ttl_s)  # one TTL: every live worker has beaten
         await self.subscribe(actor_names.router(self._config.name))

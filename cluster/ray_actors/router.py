@@ -28,7 +28,7 @@ from cluster.metrics.ray_export import RayExport, export_forever
 from cluster.metrics.recorders import RouterRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import HandleCache, actor_names
-from cluster.ray_actors.restarts import itself, restarted
+from cluster.ray_actors.restarts import restarted, start_itself
 from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
@@ -116,7 +116,7 @@ class RouterActor:
         # lost with its queue, and a client seeing a new name fails them (1004).
         self._incarnation = uuid.uuid4().hex
         if restarted():  # subscribe again at once, not only on the next call
-            itself().start.remote()
+            start_itself("start", lambda: self._ticker is not None)
 
     async def start(self) -> None:
         """Subscribe to discovery and start the deadline / breaker timer.

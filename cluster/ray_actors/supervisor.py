@@ -50,7 +50,7 @@ from cluster.metrics.recorders import PoolRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.naming import NAMESPACE, HandleCache, actor_names
 from cluster.placement import read_cluster
-from cluster.ray_actors.restarts import itself, restarted
+from cluster.ray_actors.restarts import restarted, start_itself
 from cluster.ray_actors.worker import PoolStartFailed, WorkerActor, start_failure_reason
 
 __all__ = ["PoolStartFailed", "SupervisorActor"]
@@ -100,8 +100,9 @@ class SupervisorActor:
         self._metrics = MetricsRegistry(config.name)
         self._gauges = PoolRecorder(self._metrics)
         self._metric_tasks: list[asyncio.Task[None]] = []
+        self._start_begun = False
         if restarted():  # adopt the workers it had and supervise them again
-            itself().start.remote(strict=False)
+            start_itself("start", lambda: self._start_begun, strict=False)
 
     async def start(self, spares: bool = True, *, strict: bool = True) -> dict[str, int]:
         """Adopt live workers (after a restart), bring every pool to its target size.
@@ -115,11 +116,20 @@ class SupervisorActor:
         process and the server's imports), and on a small machine the first ones compete
         with the rest of the bus's start (other pools, the gateway) for the same cores.
         """
+        if self._start_begun and not strict:
+            return {name: len(p.workers) for name, p in self._pools.items()}  # a resend
+        self._start_begun = True
         self._spares_held = not spares
         self._record_pools()
         await asyncio.to_thread(self._adopt_existing)
         for state in self._pools.values():
             await self._sort_adopted(state)
+            # A restarted supervisor starts from the config's targets; the workers it
+            # adopts are what the pool had been scaled to, and retiring the ones over
+            # min_workers would shrink a pool under load until the autoscaler grew it
+            # back. Keep them; the autoscaler resizes from there.
+            kept = min(len(state.workers), state.config.max_workers)
+            state.target = max(state.target, kept)
             for name, handle in [*state.workers.items(), *state.spares.items()]:
                 if name not in self._watched:
                     self._watch_later(state, name, handle)

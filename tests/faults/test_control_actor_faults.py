@@ -165,19 +165,34 @@ async def test_a_killed_supervisor_adopts_its_workers_and_replaces_one_that_dies
     config = bus_config([POOL])
     bus = config.name
     async with running_bus(config) as client:
+        # Scaled over its minimum (2) first: a restarted supervisor keeps that size.
+        assert await get_actor(actor_names.supervisor(bus)).scale.remote("kit", 3) == 3
+
+        async def grown() -> bool:
+            return await router_workers(bus) == 3
+
+        await poll_until(grown, RECOVERY_BOUND_S)
         workers = set((await get_actor(actor_names.supervisor(bus)).workers.remote())["kit"])
         load = paced(client)
         load.start()
         await load.run_for(BEFORE)
         killed_at = restart(actor_names.supervisor(bus))
 
+        seen: list[Any] = []
+
         async def adopted() -> bool:
             pools = await get_actor(actor_names.supervisor(bus)).pools.remote()
-            return bool(pools["kit"]["workers"] == 2)
+            seen.append(pools["kit"])
+            # Its size from before the kill, not min_workers (2) from the config.
+            return bool(pools["kit"]["workers"] == pools["kit"]["target"] == 3)
 
-        await poll_until(adopted, RECOVERY_BOUND_S)
+        try:
+            await poll_until(adopted, RECOVERY_BOUND_S)
+        except TimeoutError:
+            pytest.fail(f"the restarted supervisor did not adopt its workers: {seen[-1:]}")
         adopted_s = now() - killed_at
         supervisor = get_actor(actor_names.supervisor(bus))
+        await load.run_for(BEFORE)  # calls go on meanwhile; no worker was retired
         assert set((await supervisor.workers.remote())["kit"]) == workers
         # Supervising again: a worker that dies now is replaced.
         victim = sorted(workers)[0]
@@ -186,7 +201,7 @@ async def test_a_killed_supervisor_adopts_its_workers_and_replaces_one_that_dies
 
         async def replaced() -> bool:
             names = set((await supervisor.workers.remote())["kit"])
-            return victim not in names and len(names) == 2 and await router_workers(bus) == 2
+            return victim not in names and len(names) == 3 and await router_workers(bus) == 3
 
         await poll_until(replaced, RECOVERY_BOUND_S)
         replaced_s = now() - died_at
