@@ -71,9 +71,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     status.set_defaults(run=_run_status)
 
 
-def _selected(args: argparse.Namespace) -> list[ServiceName]:
+def _selected(args: argparse.Namespace, *, starting: bool = False) -> list[ServiceName]:
     only: ServiceName | None = args.only
-    return [only] if only is not None else list(ServiceName)
+    if only is not None:
+        return [only]
+    # Keycloak is started only when named; stopped and shown like the others.
+    return [n for n in ServiceName if not (starting and n is ServiceName.KEYCLOAK)]
 
 
 def _service_type(name: ServiceName) -> type[LocalService]:
@@ -82,6 +85,10 @@ def _service_type(name: ServiceName) -> type[LocalService]:
         from cluster.services.kafka import KafkaService
 
         return KafkaService
+    if name is ServiceName.KEYCLOAK:
+        from cluster.services.keycloak import KeycloakService
+
+        return KeycloakService
     from cluster.services.sqs import SqsService
 
     return SqsService
@@ -98,6 +105,10 @@ def _new_service(name: ServiceName, cache_dir: Path, ready_timeout_s: float) -> 
                 file=sys.stderr,
             )
         return KafkaService(cache_dir, ready_timeout_s=ready_timeout_s)
+    if name is ServiceName.KEYCLOAK:
+        from cluster.services.keycloak import KeycloakService
+
+        return KeycloakService(cache_dir, ready_timeout_s=max(ready_timeout_s, 300.0))
     from cluster.services.sqs import SqsService
 
     return SqsService(ready_timeout_s=ready_timeout_s)
@@ -112,7 +123,7 @@ async def _up(args: argparse.Namespace, cache_dir: Path) -> int:
     path = state_path(cache_dir)
     records = dict(load_state(path).services)
     services: list[LocalService] = []
-    for name in _selected(args):
+    for name in _selected(args, starting=True):
         record = records.get(name)
         if record is not None and is_running(record.pid, record.pid_start_ticks):
             print(f"{name} already running (pid {record.pid})", file=sys.stderr)
@@ -139,7 +150,7 @@ async def _up(args: argparse.Namespace, cache_dir: Path) -> int:
                 file=sys.stderr,
             )
     save_state(path, ServicesState(services=records))
-    for name in _selected(args):
+    for name in _selected(args, starting=True):
         if name in records:
             print(_env_line(records[name], args.export))
     return 1 if failed else 0

@@ -27,12 +27,14 @@ from cluster.gateway.policy.audit import ARGUMENTS, AuditLog
 from cluster.gateway.policy.http_guards import (
     AUDITED,
     CLIENT_METHOD,
+    OAUTH_PRINCIPAL,
     PRINCIPAL,
     RATE_CHARGED,
     BearerAuth,
     HostOriginGuard,
     Refusals,
 )
+from cluster.gateway.policy.oauth import TokenPrincipal, missing_scopes
 from cluster.gateway.policy.ratelimit import RateLimiter
 from cluster.gateway.policy.redaction import redact
 from cluster.gateway.policy.schema_check import SchemaRefused, argument_errors
@@ -148,11 +150,18 @@ class PolicyMiddleware:
         }
         if subject is not None and subject.name is not None and tool is None:
             record["target"] = subject.name
+        token = state.get(OAUTH_PRINCIPAL) if state is not None else None
+        if isinstance(token, TokenPrincipal):  # who the access token speaks for, never it
+            record["subject"] = token.subject
+            record["client_id"] = token.client_id
+            record["scopes"] = sorted(token.scopes)
         outcome = "ok"
         try:
             # Over HTTP the door (RateLimitGate) charged the buckets already.
             charged = state is not None and state.get(RATE_CHARGED, False)
             self._refuse_cheaply(principal, method, params, tool, charged)
+            if isinstance(token, TokenPrincipal) and tool is not None:
+                self._check_tool_scopes(token, tool)
             arguments = params.get("arguments")
             if isinstance(arguments, dict):
                 record[ARGUMENTS] = arguments  # the audit writer redacts and digests them
@@ -210,6 +219,17 @@ class PolicyMiddleware:
                 BusErrorCode.FORBIDDEN, f"principal {principal!r} may not use {what}"
             )
             raise self._refused("not_allowed", forbidden)
+
+    def _check_tool_scopes(self, token: TokenPrincipal, tool: str) -> None:
+        # Over HTTP the door (ToolScopeGate) answered 403 already; this covers the
+        # WebSocket, whose messages pass no HTTP door.
+        oauth = self._config.oauth
+        missing = missing_scopes(token.scopes, oauth.tool_scopes.get(tool, [])) if oauth else []
+        if missing:
+            error = MCPError(
+                BusErrorCode.FORBIDDEN, f"tool {tool!r} needs scope {' '.join(missing)}"
+            )
+            raise self._refused("insufficient_scope", error)
 
     def _refused(self, reason: str, error: MCPError) -> MCPError:
         if self._refusals is not None:
