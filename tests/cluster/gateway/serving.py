@@ -16,9 +16,10 @@ __all__ = ["serving"]
 
 @asynccontextmanager
 async def serving(
-    gateway: Gateway, policy: dict[str, Any] | None = None, **settings: Any
+    gateway: Gateway, policy: dict[str, Any] | None = None, *, port: int = 0, **settings: Any
 ) -> AsyncIterator[str]:
-    """Serve ``gateway``; ``settings`` are more of the config's ``gateway`` section."""
+    """Serve ``gateway`` on ``port`` (0: a free one); ``settings`` are more of the config's
+    ``gateway`` section."""
     config = parse_config(
         {
             "name": "direct",
@@ -26,7 +27,7 @@ async def serving(
             "gateway": {"policy": policy or {}, **settings},
         }
     )
-    sock = bind_listener("127.0.0.1", 0)
+    sock = bind_listener("127.0.0.1", port)
     port = sock.getsockname()[1]
     server = http_server(gateway, config, port)
     task = asyncio.create_task(server.serve(sockets=[sock]))
