@@ -16,10 +16,10 @@ __all__ = ["serving"]
 
 @asynccontextmanager
 async def serving(
-    gateway: Gateway, policy: dict[str, Any] | None = None, *, port: int = 0, **settings: Any
+    gateway: Gateway, policy: dict[str, Any] | None = None, **settings: Any
 ) -> AsyncIterator[str]:
-    """Serve ``gateway`` on ``port`` (0: a free one); ``settings`` are more of the config's
-    ``gateway`` section."""
+    """Serve ``gateway``; ``settings`` are more of the config's ``gateway`` section (its
+    ``port``, when given, is bound; else a free one)."""
     config = parse_config(
         {
             "name": "direct",
@@ -27,7 +27,7 @@ async def serving(
             "gateway": {"policy": policy or {}, **settings},
         }
     )
-    sock = bind_listener("127.0.0.1", port)
+    sock = bind_listener("127.0.0.1", int(settings.get("port", 0)))
     port = sock.getsockname()[1]
     server = http_server(gateway, config, port)
     task = asyncio.create_task(server.serve(sockets=[sock]))
