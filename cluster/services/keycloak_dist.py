@@ -140,17 +140,19 @@ def _commit(staging: Path, cache_dir: Path, version: str) -> None:
 
 def _unpack(archive: Path, target: Path) -> None:
     """Unpack the archive's single top directory (``keycloak-<version>``) as ``target``."""
+    unpacked = target.parent / "unpacked"
     try:
+        unpacked.mkdir()
         with tarfile.open(archive, "r:gz") as tar:
             # The "data" filter refuses absolute paths, links out of the tree and devices.
-            tar.extractall(target.parent / "unpacked", filter="data")
+            tar.extractall(unpacked, filter="data")
     except (OSError, tarfile.TarError) as exc:
         raise ServiceError(_SERVICE, f"cannot unpack {archive.name}: {exc}") from exc
-    tops = list((target.parent / "unpacked").iterdir())
+    tops = list(unpacked.iterdir())
     if len(tops) != 1 or not (tops[0] / "bin" / "kc.sh").is_file():
         raise ServiceError(_SERVICE, f"{archive.name} does not hold a Keycloak server (bin/kc.sh)")
     tops[0].rename(target)
-    (target.parent / "unpacked").rmdir()
+    unpacked.rmdir()
 
 
 async def _download(mvn: str, staging: Path, version: str, timeout_s: float) -> Path:
