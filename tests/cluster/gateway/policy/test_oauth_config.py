@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from cluster.cli.preflight import gateway_problem
 from cluster.config import ConfigError, parse_config
 
 GOOD = {"issuer": "https://idp.example/realms/mcp", "audience": "http://127.0.0.1:8765/mcp"}
@@ -97,3 +98,16 @@ def test_a_bad_field_is_named_in_one_line(change: dict[str, Any], problem: str) 
 def test_unsigned_and_symmetric_algorithms_cannot_be_configured(algorithm: str) -> None:
     [problem] = problems_of({**GOOD, "algorithms": ["RS256", algorithm]})
     assert problem.startswith(f"gateway.policy.oauth.algorithms: ['{algorithm}'] not accepted")
+
+
+def test_oauth_counts_as_authentication_for_binding_beyond_loopback() -> None:
+    def bound_everywhere(policy: dict[str, Any]) -> Any:
+        gateway = {"host": "0.0.0.0", "policy": policy}
+        return parse_config(
+            {"name": "x", "pools": [{"name": "p", "tools": "x:y"}], "gateway": gateway}
+        )
+
+    assert gateway_problem(bound_everywhere({"oauth": GOOD})) is None
+    assert (
+        gateway_problem(bound_everywhere({})) == "only loopback is allowed without authentication"
+    )
