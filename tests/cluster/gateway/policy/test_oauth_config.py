@@ -14,7 +14,7 @@ GOOD = {"issuer": "https://idp.example/realms/mcp", "audience": "http://127.0.0.
 
 
 def problems_of(oauth: dict[str, Any]) -> list[str]:
-    data = {"name": "x", "pools": [{"name": "p", "tools": "x:y"}]}
+    data: dict[str, Any] = {"name": "x", "pools": [{"name": "p", "tools": "x:y"}]}
     data["gateway"] = {"policy": {"oauth": oauth}}
     with pytest.raises(ConfigError) as invalid:
         parse_config(data)
@@ -36,7 +36,7 @@ def test_the_documented_example_loads_with_the_secret_from_the_environment(
             "client_secret": "${RAYBUS_TEST_INTROSPECTION_SECRET}",
         },
     }
-    data = {"name": "x", "pools": [{"name": "p", "tools": "x:y"}]}
+    data: dict[str, Any] = {"name": "x", "pools": [{"name": "p", "tools": "x:y"}]}
     data["gateway"] = {"policy": {"oauth": oauth}}
     loaded = parse_config(data).gateway.policy.oauth
     assert loaded is not None
