@@ -142,7 +142,7 @@ class ResourceMetadataRoute:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(self._body)).encode()),
             (b"cache-control", b"public, max-age=300"),
-            # Browser-based MCP clients read it from another origin (RFC 9728 allows it).
+            # A browser-based client on an allowed origin reads it cross-origin.
             (b"access-control-allow-origin", b"*"),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

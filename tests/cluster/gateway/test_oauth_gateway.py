@@ -15,11 +15,15 @@ import pytest
 from mcp.client.streamable_http import streamable_http_client
 
 from cluster.gateway.policy.chain import PolicyConfig
-from cluster.gateway.policy.tokens import hash_token
+from cluster.gateway.policy.oauth import TokenVerifier
+from cluster.gateway.policy.resource_server import OAuthBearerAuth
+from cluster.gateway.policy.settings import OAuthConfig
+from cluster.gateway.policy.tokens import TokenTable, hash_token
 from cluster.gateway.server import Gateway
 from tests.cluster.gateway.fake_bus import FakeBus, fake_bus
 from tests.cluster.gateway.policy.local_issuer import AUDIENCE, LocalIssuer, local_issuer
 from tests.cluster.gateway.serving import serving
+from tests.cluster.gateway.test_http_guards import Inner, call
 
 METADATA_URL = "http://127.0.0.1:8765/.well-known/oauth-protected-resource/mcp"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -214,3 +218,25 @@ async def test_an_issuer_that_is_down_gets_503_with_the_reason_not_a_hang() -> N
     assert answer.status_code == 503
     assert answer.json()["error"] == "temporarily_unavailable"
     assert "cannot reach the issuer's metadata" in answer.json()["error_description"]
+
+
+async def test_the_door_hands_on_the_principal_without_the_credential(issuer: LocalIssuer) -> None:
+    config = OAuthConfig.model_validate(oauth_policy(issuer)["oauth"])
+    verifier = TokenVerifier(config)
+    inner = Inner()
+    door = OAuthBearerAuth(inner, verifier, TokenTable({}))
+    token = issuer.token()
+    try:
+        answered = await call(door, headers={"Authorization": f"Bearer {token}", "X-Other": "1"})
+        handshake = await call(door, kind="websocket", headers={"Authorization": f"Bearer {token}"})
+        anonymous = await call(door, kind="websocket")
+    finally:
+        await verifier.aclose()
+    assert answered[0]["status"] == 200
+    assert handshake == [{"type": "websocket.accept"}]
+    assert anonymous == [{"type": "websocket.close", "code": 1008}]
+    http_scope, websocket_scope = inner.scopes
+    assert [k for k, _ in http_scope["headers"]] == [b"host", b"x-other"]
+    assert [k for k, _ in websocket_scope["headers"]] == [b"host"]
+    assert http_scope["state"]["raybus_principal"] == "user-1"
+    assert websocket_scope["state"]["raybus_principal"] == "user-1"
