@@ -3,9 +3,11 @@
 Keycloak is not on PyPI; its server distribution is on Maven Central as the tar.gz
 artefact ``org.keycloak:keycloak-quarkus-dist``. The machine's ``mvn`` copies it
 (``dependency:copy``, so Maven's own repository settings and mirrors apply) into a
-staging directory beside ``<cache>/keycloak-<version>``, where it is unpacked, marked
-complete and renamed into place: an interrupted download never counts as cached (the
-same scheme as ``kafka_dist``).
+staging directory beside ``<cache>/keycloak-<version>``, where it is unpacked, built once
+(``kc.sh build``: Quarkus fixes the server's build-time options, here the embedded H2
+database, so every start is an ``--optimized`` one, half a minute quicker on two cores),
+marked complete and renamed into place: an interrupted download never counts as cached
+(the same scheme as ``kafka_dist``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import shutil
 import tarfile
@@ -24,6 +27,7 @@ from pathlib import Path
 from cluster.services.errors import ServiceError
 
 __all__ = [
+    "BUILD_OPTIONS",
     "KEYCLOAK_VERSION",
     "KeycloakDistribution",
     "cached_distribution",
@@ -35,7 +39,11 @@ logger = logging.getLogger(__name__)
 
 KEYCLOAK_VERSION = "26.5.6"
 _DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-_COMPLETE_MARKER = ".complete"
+# Named for what it vouches for: unpacked *and* built (a copy without the build is not one).
+_COMPLETE_MARKER = ".built"
+# The options fixed at build time; a start with other build options would rebuild first.
+BUILD_OPTIONS = ("--db=dev-file",)
+_BUILD_TIMEOUT_S = 600.0
 _SERVICE = "keycloak"
 
 
@@ -79,13 +87,21 @@ async def fetch_distribution(
     version: str = KEYCLOAK_VERSION,
     *,
     mvn: str | None = None,
+    java_home: str | None = None,
     timeout_s: float = 900.0,
 ) -> KeycloakDistribution:
-    """Return the cached Keycloak distribution, downloading it with ``mvn`` if needed.
+    """Return the cached Keycloak distribution, downloading and building it if needed.
+
+    Args:
+        cache_dir: the raybus cache directory.
+        version: the Keycloak version.
+        mvn: the Maven executable; by default ``mvn`` from ``PATH``.
+        java_home: the JDK ``kc.sh build`` runs with; by default ``java`` on ``PATH``.
+        timeout_s: bound on the download (the build has its own).
 
     Raises:
         ServiceError: ``mvn`` is missing, failed (Maven Central unreachable, unknown
-            version) or timed out, or the archive could not be unpacked.
+            version) or timed out, or the archive could not be unpacked or built.
     """
     cached = cached_distribution(cache_dir, version)
     if cached is not None:
@@ -102,6 +118,7 @@ async def fetch_distribution(
         archive = await _download(mvn_path, staging, version, timeout_s)
         await asyncio.to_thread(_unpack, archive, staging / "dist")
         archive.unlink()
+        await _build(staging / "dist", java_home)
         _commit(staging, cache_dir, version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -153,6 +170,40 @@ def _unpack(archive: Path, target: Path) -> None:
         raise ServiceError(_SERVICE, f"{archive.name} does not hold a Keycloak server (bin/kc.sh)")
     tops[0].rename(target)
     unpacked.rmdir()
+
+
+async def _build(home: Path, java_home: str | None) -> None:
+    argv = [str(home / "bin" / "kc.sh"), "build", *BUILD_OPTIONS]
+    env = dict(os.environ)
+    if java_home is not None:
+        env["JAVA_HOME"] = java_home
+    logger.info("building Keycloak once: %s", shlex.join(argv))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=home,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    except OSError as exc:
+        raise ServiceError(_SERVICE, f"cannot run `{shlex.join(argv)}`: {exc}") from exc
+    try:
+        async with asyncio.timeout(_BUILD_TIMEOUT_S):
+            output, _ = await proc.communicate()
+    except TimeoutError as exc:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise ServiceError(
+            _SERVICE, f"`{shlex.join(argv)}` took longer than {_BUILD_TIMEOUT_S:g} s"
+        ) from exc
+    if proc.returncode != 0:
+        tail = "\n".join(output.decode("utf-8", errors="replace").splitlines()[-30:])
+        raise ServiceError(
+            _SERVICE, f"`{shlex.join(argv)}` exited with code {proc.returncode}", tail
+        )
 
 
 async def _download(mvn: str, staging: Path, version: str, timeout_s: float) -> Path:
