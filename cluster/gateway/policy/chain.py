@@ -2,13 +2,15 @@
 validation, PII redaction and audit.
 
 * HTTP and WebSocket: the ASGI guards of :mod:`cluster.gateway.policy.http_guards` (Host/Origin,
-  bearer tokens, the codec's checks on bodies, audit of what they refuse).
+  bearer tokens, the codec's checks on bodies, audit of what they refuse), and with OAuth
+  those of :mod:`cluster.gateway.policy.resource_server` (access tokens, scopes, RFC 9728).
 * Every JSON-RPC request: :class:`PolicyMiddleware` (an SDK server middleware) refuses
   first what costs nothing to refuse - over a rate limit, then not on the principal's
-  allow-list (every method family, deny by default: :mod:`cluster.gateway.policy.allowlist`) -
-  then validates ``tools/call`` arguments, before anything is routed; filters lists to
-  what the principal may use; and writes exactly one audit record per client request,
-  refused and failed included, off the event loop (:mod:`cluster.gateway.policy.audit`).
+  allow-list (every method family, deny by default: :mod:`cluster.gateway.policy.allowlist`),
+  or without a tool's OAuth scope - then validates ``tools/call`` arguments, before
+  anything is routed; filters lists to what the principal may use; and writes exactly one
+  audit record per client request, refused and failed included, off the event loop
+  (:mod:`cluster.gateway.policy.audit`).
 """
 
 from __future__ import annotations
