@@ -7,7 +7,8 @@ only access tokens the configured issuer minted for this resource (its ``audienc
   issuer's JWKS (``none`` and HMAC never pass), ``iss``, ``aud``, ``exp``, ``nbf`` and
   ``iat`` with a bounded clock leeway.
 * Opaque tokens - or every token, with ``introspection.always`` - are asked about at the
-  issuer's introspection endpoint (RFC 7662), with the gateway's own client credentials.
+  issuer's introspection endpoint (RFC 7662), with the gateway's own client credentials,
+  at most ``introspection.max_in_flight`` at a time.
 
 The issuer's metadata (RFC 8414, else OpenID Connect discovery) and its keys are cached.
 A token signed by a key we do not know yet triggers one refetch of the JWKS, but at
@@ -153,6 +154,7 @@ class TokenVerifier:
         self._keys_at: float | None = None
         self._last_fetch_at: float | None = None
         self._last_failure: str | None = None
+        self._introspections: asyncio.Semaphore | None = None
         self.jwks_fetches = 0
         """How many times the JWKS was requested (the refresh bound is observable)."""
 
@@ -340,13 +342,27 @@ class TokenVerifier:
     async def _introspect(self, token: str) -> dict[str, Any]:
         settings = self.config.introspection
         assert settings is not None
-        answer = await self._request_json(
-            "POST",
-            settings.url,
-            "the introspection endpoint",
-            data={"token": token, "token_type_hint": "access_token"},
-            auth=(settings.client_id, settings.client_secret.get_secret_value()),
-        )
+        if self._introspections is None:
+            self._introspections = asyncio.Semaphore(settings.max_in_flight)
+        # Every opaque token costs the issuer a request: a flood of made-up ones is held
+        # to max_in_flight at a time, and those that cannot get a turn in time fail closed.
+        try:
+            async with asyncio.timeout(self.config.fetch_timeout_s):
+                await self._introspections.acquire()
+        except TimeoutError:
+            raise AuthorizationServerUnavailable(
+                f"{settings.max_in_flight} token introspections already in flight"
+            ) from None
+        try:
+            answer = await self._request_json(
+                "POST",
+                settings.url,
+                "the introspection endpoint",
+                data={"token": token, "token_type_hint": "access_token"},
+                auth=(settings.client_id, settings.client_secret.get_secret_value()),
+            )
+        finally:
+            self._introspections.release()
         if answer.get("active") is not True:
             raise TokenRefused("token is not active")
         issuer = answer.get("iss")

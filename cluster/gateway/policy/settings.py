@@ -68,6 +68,9 @@ class IntrospectionConfig(_Strict):
     always: bool = Field(
         False, description="introspect JWTs too (a revoked token is refused at once)"
     )
+    max_in_flight: int = Field(
+        8, ge=1, le=256, description="introspections at once; more wait (bounded), then 503"
+    )
 
     @field_validator("url")
     @classmethod

@@ -45,6 +45,8 @@ class LocalIssuer:
     kid: str = "key-1"
     jwks_fetches: int = 0
     jwks_mode: str = "ok"  # "ok", "garbage" or "hang"
+    introspection_hangs: bool = False
+    introspections: int = 0  # introspection requests received
     opaque: dict[str, dict[str, Any]] = field(default_factory=dict)
     hang: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -107,6 +109,9 @@ class LocalIssuer:
             if auth != expected:
                 return JSONResponse({"error": "invalid_client"}, status_code=401)
             form = await request.form()
+            self.introspections += 1
+            if self.introspection_hangs:
+                await self.hang.wait()
             answer = self.opaque.get(str(form.get("token")), {"active": False})
             return JSONResponse(answer)
 

@@ -302,3 +302,30 @@ async def test_with_always_even_a_well_signed_jwt_must_be_active_at_the_issuer(
     finally:
         await verifier.aclose()
     assert issuer.jwks_fetches == 0
+
+
+async def test_a_flood_of_opaque_tokens_reaches_the_issuer_a_few_at_a_time(
+    issuer: LocalIssuer,
+) -> None:
+    issuer.introspection_hangs = True
+    user, secret = INTROSPECTION_CLIENT
+    introspection = {
+        "url": issuer.issuer + "/introspect",
+        "client_id": user,
+        "client_secret": secret,
+        "max_in_flight": 3,
+    }
+    verifier = verifier_for(issuer, introspection=introspection, fetch_timeout_s=2.0)
+    try:
+        async with asyncio.timeout(60):  # generous: each token's own bound is 2-4 s
+            outcomes = await asyncio.gather(
+                *(verifier.verify(f"opaque-{n}") for n in range(50)), return_exceptions=True
+            )
+    finally:
+        await verifier.aclose()
+    assert all(isinstance(o, AuthorizationServerUnavailable) for o in outcomes)
+    # Three at a time: the first three, then at most three more once those gave up,
+    # while the rest, waiting for a turn since the start, ran out of time - not 50.
+    assert 3 <= issuer.introspections <= 6
+    reasons = {str(o) for o in outcomes}
+    assert "3 token introspections already in flight" in reasons
