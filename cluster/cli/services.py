@@ -40,7 +40,9 @@ _STATUS_PROBE_TIMEOUT_S = 10.0
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``services`` and its ``up``, ``down`` and ``status`` actions."""
     parser = subparsers.add_parser(
-        "services", help="run a local Apache Kafka broker and SQS endpoint (moto) on 127.0.0.1"
+        "services",
+        help="run a local Apache Kafka broker and SQS endpoint (moto) on 127.0.0.1 "
+        "(and Keycloak, with --only keycloak)",
     )
     actions = parser.add_subparsers(dest="services_action", required=True, metavar="ACTION")
     only = {
