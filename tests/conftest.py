@@ -1,6 +1,6 @@
 """Test-session wiring shared by every test package.
 
-Tests carry at most one of the environment markers (ray, kafka, sqs); a test with none of
+Tests carry at most one of the environment markers (ray, kafka, sqs, keycloak); a test with none of
 them is a `unit` test: pure logic, no Ray, no broker. Marking it here keeps
 `pytest -m unit` an honest, fast subset.
 """
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # Session fixtures for real services: ray_session, kafka_bootstrap, sqs_endpoint.
 pytest_plugins = ["tests.services_plugin"]
 
-_ENVIRONMENT_MARKERS = frozenset({"ray", "kafka", "sqs"})
+_ENVIRONMENT_MARKERS = frozenset({"ray", "kafka", "sqs", "keycloak"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,6 +2,9 @@
 
 - ``kafka_bootstrap``: ``host:port`` of a real Apache Kafka broker.
 - ``sqs_endpoint``: URL of a real SQS endpoint (moto server).
+- ``keycloak_gateway``: a real OAuth authorization server (Keycloak) whose realms
+  (``tests/cluster/gateway/oauth_realm.py``) mint tokens for a gateway on a port reserved
+  for the session.
 - ``ray_session``: the session's local Ray.
 - ``unique_name``: a fresh topic/queue name per test, so tests never read each other's data.
 
@@ -24,7 +27,8 @@ import pytest
 
 from cluster.services.base import LocalService
 from cluster.services.kafka import KAFKA_BOOTSTRAP_ENV, KafkaService
-from cluster.services.process import log_tail
+from cluster.services.keycloak import KeycloakService
+from cluster.services.process import free_port, log_tail
 from cluster.services.sqs import SQS_ENDPOINT_ENV, SqsService
 from cluster.services.state import default_cache_dir
 
@@ -70,6 +74,23 @@ def sqs_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
         yield existing
         return
     yield from _run_service(SqsService(), request.config, "sqs_endpoint")
+
+
+@pytest.fixture(scope="session")
+def keycloak_gateway(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    """Keycloak's base URL, and the gateway port its tokens are for (their audience).
+
+    Its realms name the gateway's URL, so the port is reserved for the session: the OAuth
+    tests serve their gateways on it, one after the other.
+    """
+    from tests.cluster.gateway.oauth_realm import realms
+
+    port = free_port()
+    service = KeycloakService(
+        default_cache_dir(), realms=realms(f"http://127.0.0.1:{port}/mcp"), ready_timeout_s=360
+    )
+    for url in _run_service(service, request.config, "keycloak_gateway"):
+        yield url, port
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,8 @@ def check_pools(config: BusConfig) -> None:
 def gateway_problem(config: BusConfig) -> str | None:
     """Why ``raybus up`` refuses to bind ``gateway.host`` over HTTP, if it does."""
     settings = config.gateway
-    if settings.host not in LOOPBACK_HOSTS and not settings.policy.tokens:
+    authenticated = bool(settings.policy.tokens) or settings.policy.oauth is not None
+    if settings.host not in LOOPBACK_HOSTS and not authenticated:
         # An unauthenticated gateway is never exposed beyond this machine.
         return "only loopback is allowed without authentication"
     return None

@@ -40,7 +40,9 @@ _STATUS_PROBE_TIMEOUT_S = 10.0
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``services`` and its ``up``, ``down`` and ``status`` actions."""
     parser = subparsers.add_parser(
-        "services", help="run a local Apache Kafka broker and SQS endpoint (moto) on 127.0.0.1"
+        "services",
+        help="run a local Apache Kafka broker and SQS endpoint (moto) on 127.0.0.1 "
+        "(and Keycloak, with --only keycloak)",
     )
     actions = parser.add_subparsers(dest="services_action", required=True, metavar="ACTION")
     only = {
@@ -71,9 +73,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     status.set_defaults(run=_run_status)
 
 
-def _selected(args: argparse.Namespace) -> list[ServiceName]:
+def _selected(args: argparse.Namespace, *, starting: bool = False) -> list[ServiceName]:
     only: ServiceName | None = args.only
-    return [only] if only is not None else list(ServiceName)
+    if only is not None:
+        return [only]
+    # Keycloak is started only when named; stopped and shown like the others.
+    return [n for n in ServiceName if not (starting and n is ServiceName.KEYCLOAK)]
 
 
 def _service_type(name: ServiceName) -> type[LocalService]:
@@ -82,6 +87,10 @@ def _service_type(name: ServiceName) -> type[LocalService]:
         from cluster.services.kafka import KafkaService
 
         return KafkaService
+    if name is ServiceName.KEYCLOAK:
+        from cluster.services.keycloak import KeycloakService
+
+        return KeycloakService
     from cluster.services.sqs import SqsService
 
     return SqsService
@@ -98,6 +107,10 @@ def _new_service(name: ServiceName, cache_dir: Path, ready_timeout_s: float) -> 
                 file=sys.stderr,
             )
         return KafkaService(cache_dir, ready_timeout_s=ready_timeout_s)
+    if name is ServiceName.KEYCLOAK:
+        from cluster.services.keycloak import KeycloakService
+
+        return KeycloakService(cache_dir, ready_timeout_s=max(ready_timeout_s, 300.0))
     from cluster.services.sqs import SqsService
 
     return SqsService(ready_timeout_s=ready_timeout_s)
@@ -112,7 +125,7 @@ async def _up(args: argparse.Namespace, cache_dir: Path) -> int:
     path = state_path(cache_dir)
     records = dict(load_state(path).services)
     services: list[LocalService] = []
-    for name in _selected(args):
+    for name in _selected(args, starting=True):
         record = records.get(name)
         if record is not None and is_running(record.pid, record.pid_start_ticks):
             print(f"{name} already running (pid {record.pid})", file=sys.stderr)
@@ -139,7 +152,7 @@ async def _up(args: argparse.Namespace, cache_dir: Path) -> int:
                 file=sys.stderr,
             )
     save_state(path, ServicesState(services=records))
-    for name in _selected(args):
+    for name in _selected(args, starting=True):
         if name in records:
             print(_env_line(records[name], args.export))
     return 1 if failed else 0

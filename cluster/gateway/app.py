@@ -1,6 +1,7 @@
 """The gateway's HTTP app: Streamable HTTP and WebSocket behind the door's guards.
 
-Outermost first: the audit of what the door refuses, Host/Origin, the bearer token, then
+Outermost first: the audit of what the door refuses, Host/Origin, the OAuth resource
+metadata (public) and the bearer token (static, or an OAuth access token), then
 the body is read whole (a client reset there is quiet and costs nothing) and checked by
 the codec, and rate limits are applied, before the SDK's Streamable HTTP transport
 parses it.
@@ -30,6 +31,11 @@ from cluster.gateway.policy.http_guards import (
     HostOriginGuard,
     JsonBodyGuard,
     RateLimitGate,
+)
+from cluster.gateway.policy.resource_server import (
+    OAuthBearerAuth,
+    ResourceMetadataRoute,
+    ToolScopeGate,
 )
 from cluster.gateway.policy.tokens import TokenTable
 from cluster.gateway.server import Gateway
@@ -86,15 +92,22 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     # read whole (a client reset there is quiet and costs nothing) and checked by the
     # codec, then rate limits are applied before the SDK's session machinery runs.
     policy = gateway.policy
+    oauth, verifier = settings.policy.oauth, gateway.token_verifier
     direct = DirectToolCalls(app, gateway, settings.path)
     limited = RateLimitGate(direct, policy.rate_refusal) if policy.limits_rates else direct
+    scoped = ToolScopeGate(limited, oauth) if oauth is not None and oauth.tool_scopes else limited
     inner = DisconnectGuard(
-        JsonBodyGuard(limited, limits),
+        JsonBodyGuard(scoped, limits),
         settings.path,
         settings.max_body_bytes,
         settings.request_read_timeout_s,
     )
-    authenticated = BearerAuth(inner, tokens) if tokens else inner
+    authenticated: Any = inner
+    if oauth is not None and verifier is not None:
+        # The resource metadata is public (clients read it to find the issuer).
+        authenticated = ResourceMetadataRoute(OAuthBearerAuth(inner, verifier, tokens), oauth)
+    elif tokens:
+        authenticated = BearerAuth(inner, tokens)
     guarded = HostOriginGuard(authenticated, hosts, origins)
     return AuditDoor(guarded, gateway.audit, gateway.refusals)
 

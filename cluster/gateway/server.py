@@ -42,6 +42,7 @@ from actors.discovery.catalog import Catalog, Kind
 from actors.worker.hosted_server import CLOSE_SSE_STREAM
 from cluster.gateway.bus import Bus, BusSession, MessageHandler
 from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
+from cluster.gateway.policy.oauth import TokenVerifier
 from cluster.gateway.results import shaped_result
 from cluster.gateway.tracing import GatewayTracing, forwarded_trace, gateway_hop
 from cluster.metrics.recorders import GatewayRecorder
@@ -146,6 +147,8 @@ class Gateway:
         self.policy = PolicyMiddleware(
             policy, self.tools_by_name, self.audit, refusals=self.refusals
         )
+        # Checks OAuth access tokens at the HTTP door (cluster.gateway.policy.resource_server).
+        self.token_verifier = TokenVerifier(policy.oauth) if policy.oauth is not None else None
         # Our span replaces the SDK's OpenTelemetryMiddleware (the list's only entry):
         # the same SERVER span, but parented from the HTTP headers too, on the direct
         # path too, and handing its context to the bus (cluster.gateway.tracing).
@@ -153,6 +156,8 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Write the audit records still queued (bounded wait) and stop the audit writer."""
+        if self.token_verifier is not None:
+            await self.token_verifier.aclose()
         if not await asyncio.to_thread(self.audit.close):
             logger.warning("the audit log did not finish writing within its timeout")
 

@@ -39,6 +39,9 @@ class ServiceName(StrEnum):
 
     KAFKA = "kafka"
     SQS = "sqs"
+    # An OAuth authorization server for the gateway's OAuth tests; `services up` starts
+    # it only when named (--only keycloak): the others need it not.
+    KEYCLOAK = "keycloak"
 
 
 class ServiceRecord(BaseModel):

@@ -2,13 +2,15 @@
 validation, PII redaction and audit.
 
 * HTTP and WebSocket: the ASGI guards of :mod:`cluster.gateway.policy.http_guards` (Host/Origin,
-  bearer tokens, the codec's checks on bodies, audit of what they refuse).
+  bearer tokens, the codec's checks on bodies, audit of what they refuse), and with OAuth
+  those of :mod:`cluster.gateway.policy.resource_server` (access tokens, scopes, RFC 9728).
 * Every JSON-RPC request: :class:`PolicyMiddleware` (an SDK server middleware) refuses
   first what costs nothing to refuse - over a rate limit, then not on the principal's
-  allow-list (every method family, deny by default: :mod:`cluster.gateway.policy.allowlist`) -
-  then validates ``tools/call`` arguments, before anything is routed; filters lists to
-  what the principal may use; and writes exactly one audit record per client request,
-  refused and failed included, off the event loop (:mod:`cluster.gateway.policy.audit`).
+  allow-list (every method family, deny by default: :mod:`cluster.gateway.policy.allowlist`),
+  or without a tool's OAuth scope - then validates ``tools/call`` arguments, before
+  anything is routed; filters lists to what the principal may use; and writes exactly one
+  audit record per client request, refused and failed included, off the event loop
+  (:mod:`cluster.gateway.policy.audit`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from cluster.gateway.policy.audit import ARGUMENTS, AuditLog
 from cluster.gateway.policy.http_guards import (
     AUDITED,
     CLIENT_METHOD,
+    OAUTH_PRINCIPAL,
     PRINCIPAL,
     RATE_CHARGED,
     BearerAuth,
     HostOriginGuard,
     Refusals,
 )
+from cluster.gateway.policy.oauth import TokenPrincipal, missing_scopes
 from cluster.gateway.policy.ratelimit import RateLimiter
 from cluster.gateway.policy.redaction import redact
 from cluster.gateway.policy.schema_check import SchemaRefused, argument_errors
@@ -148,11 +152,18 @@ class PolicyMiddleware:
         }
         if subject is not None and subject.name is not None and tool is None:
             record["target"] = subject.name
+        token = state.get(OAUTH_PRINCIPAL) if state is not None else None
+        if isinstance(token, TokenPrincipal):  # who the access token speaks for, never it
+            record["subject"] = token.subject
+            record["client_id"] = token.client_id
+            record["scopes"] = sorted(token.scopes)
         outcome = "ok"
         try:
             # Over HTTP the door (RateLimitGate) charged the buckets already.
             charged = state is not None and state.get(RATE_CHARGED, False)
             self._refuse_cheaply(principal, method, params, tool, charged)
+            if isinstance(token, TokenPrincipal) and tool is not None:
+                self._check_tool_scopes(token, tool)
             arguments = params.get("arguments")
             if isinstance(arguments, dict):
                 record[ARGUMENTS] = arguments  # the audit writer redacts and digests them
@@ -210,6 +221,17 @@ class PolicyMiddleware:
                 BusErrorCode.FORBIDDEN, f"principal {principal!r} may not use {what}"
             )
             raise self._refused("not_allowed", forbidden)
+
+    def _check_tool_scopes(self, token: TokenPrincipal, tool: str) -> None:
+        # Over HTTP the door (ToolScopeGate) answered 403 already; this covers the
+        # WebSocket, whose messages pass no HTTP door.
+        oauth = self._config.oauth
+        missing = missing_scopes(token.scopes, oauth.tool_scopes.get(tool, [])) if oauth else []
+        if missing:
+            error = MCPError(
+                BusErrorCode.FORBIDDEN, f"tool {tool!r} needs scope {' '.join(missing)}"
+            )
+            raise self._refused("insufficient_scope", error)
 
     def _refused(self, reason: str, error: MCPError) -> MCPError:
         if self._refusals is not None:

@@ -59,6 +59,7 @@ __all__ = [
     "CLIENT_MESSAGE",
     "CLIENT_METHOD",
     "CLIENT_TOOL",
+    "OAUTH_PRINCIPAL",
     "PRINCIPAL",
     "RATE_CHARGED",
     "REFUSED",
@@ -70,6 +71,8 @@ __all__ = [
 ]
 
 PRINCIPAL = "raybus_principal"  # set by BearerAuth: the authenticated principal
+# Set by resource_server.OAuthBearerAuth: the token's TokenPrincipal (subject, client, scopes).
+OAUTH_PRINCIPAL = "raybus_oauth_principal"
 AUDITED = "raybus_audited"  # set by the policy chain once it wrote the request's record
 REFUSED = "raybus_refused"  # set by a guard: why it refused the request
 CLIENT_METHOD = "raybus_method"  # set by JsonBodyGuard: the JSON-RPC method the client sent
@@ -210,6 +213,8 @@ class BearerAuth:
             await self._refuse(scope, send, "invalid_token", websocket)
             return
         _state(scope)[PRINCIPAL] = principal
+        # The credential goes no further than this door: nothing behind it sees it.
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         await self._app(scope, receive, send)
 
     async def _refuse(self, scope: Scope, send: Send, error: str | None, websocket: bool) -> None:

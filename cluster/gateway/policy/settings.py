@@ -7,9 +7,24 @@ which only the gateway needs.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+import os
+import re
+from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["Limit", "PolicyConfig", "TokenEntry"]
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+__all__ = ["IntrospectionConfig", "Limit", "OAuthConfig", "PolicyConfig", "TokenEntry"]
+
+# A secret written as ``${NAME}`` is read from the environment when the config is loaded
+# (at the process edge: the CLI or driver), so it need not sit in the file.
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+# Asymmetric signatures only: "none" and the HMAC family (whose key the issuer would
+# have to share with us, and which key confusion attacks abuse) are never accepted.
+_SIGNATURE_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 3.3 scope-token
 
 
 class _Strict(BaseModel):
@@ -26,8 +41,123 @@ class Limit(_Strict):
     burst: float = Field(ge=1)
 
 
+def _http_url(value: str, *, query_allowed: bool = True) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    if parts.fragment or "#" in value:
+        raise ValueError("must not contain a fragment")
+    if parts.query and not query_allowed:
+        raise ValueError("must not contain a query")
+    return value
+
+
+def _scopes(values: list[str]) -> list[str]:
+    for value in values:
+        if not _SCOPE_TOKEN.match(value):
+            raise ValueError(f"{value!r} is not a scope (no spaces, quotes or backslashes)")
+    return values
+
+
+class IntrospectionConfig(_Strict):
+    """Where opaque tokens are checked (RFC 7662), and the gateway's client credentials."""
+
+    url: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr = Field(description="the secret, or ${ENV_VAR} to read it at load")
+    always: bool = Field(
+        False, description="introspect JWTs too (a revoked token is refused at once)"
+    )
+    max_in_flight: int = Field(
+        8, ge=1, le=256, description="introspections at once; more wait (bounded), then 503"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("client_secret", mode="before")
+    @classmethod
+    def _from_env(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        match = _ENV_REF.match(raw) if isinstance(raw, str) else None
+        if match is None:
+            return value
+        found = os.environ.get(match.group(1))
+        if not found:
+            raise ValueError(f"environment variable {match.group(1)} is not set")
+        return found
+
+
+class OAuthConfig(_Strict):
+    """The gateway as an OAuth 2.1 resource server (MCP authorization, RFC 9728)."""
+
+    issuer: str = Field(description="the authorization server; metadata via RFC 8414 / OIDC")
+    audience: str = Field(description="this resource's URL; tokens for another are refused")
+    jwks_url: str | None = Field(None, description="instead of the issuer's jwks_uri")
+    required_scopes: list[str] = Field(default_factory=list)
+    tool_scopes: dict[str, list[str]] = Field(
+        default_factory=dict, description="tool -> the further scopes a call of it needs"
+    )
+    introspection: IntrospectionConfig | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
+    principal_claim: str = Field(
+        "sub", description="the claim that names the principal (e.g. azp, client_id)"
+    )
+    leeway_s: float = Field(30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat")
+    fetch_timeout_s: float = Field(5.0, gt=0, le=60, description="bound on each IdP request")
+    jwks_refresh_min_interval_s: float = Field(
+        10.0, ge=0, description="at most one key refetch per interval (unknown kid flood)"
+    )
+    metadata_ttl_s: float = Field(3600.0, gt=0, description="how long discovery is trusted")
+    max_token_bytes: int = Field(8192, ge=256, description="longer Authorization headers: 401")
+
+    @field_validator("issuer", "audience")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        return _http_url(value, query_allowed=False)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("required_scopes")
+    @classmethod
+    def _required(cls, value: list[str]) -> list[str]:
+        return _scopes(value)
+
+    @field_validator("tool_scopes")
+    @classmethod
+    def _per_tool(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for scopes in value.values():
+            _scopes(scopes)
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _signatures(cls, value: list[str]) -> list[str]:
+        refused = [alg for alg in value if alg not in _SIGNATURE_ALGORITHMS]
+        if refused or not value:
+            allowed = ", ".join(sorted(_SIGNATURE_ALGORITHMS))
+            raise ValueError(f"{refused or 'none'} not accepted; choose from {allowed}")
+        return value
+
+    @property
+    def scopes_supported(self) -> list[str]:
+        """Every scope this resource checks, required ones first."""
+        seen = dict.fromkeys(self.required_scopes)
+        for scopes in self.tool_scopes.values():
+            seen.update(dict.fromkeys(scopes))
+        return list(seen)
+
+
 class PolicyConfig(_Strict):
     tokens: list[TokenEntry] = Field(default_factory=list)
+    oauth: OAuthConfig | None = Field(
+        None, description="accept access tokens of an OAuth 2.1 authorization server"
+    )
     allow: dict[str, list[str]] | None = Field(
         None,
         description=(

@@ -18,7 +18,8 @@ __all__ = ["serving"]
 async def serving(
     gateway: Gateway, policy: dict[str, Any] | None = None, **settings: Any
 ) -> AsyncIterator[str]:
-    """Serve ``gateway``; ``settings`` are more of the config's ``gateway`` section."""
+    """Serve ``gateway``; ``settings`` are more of the config's ``gateway`` section (its
+    ``port``, when given, is bound; else a free one)."""
     config = parse_config(
         {
             "name": "direct",
@@ -26,7 +27,7 @@ async def serving(
             "gateway": {"policy": policy or {}, **settings},
         }
     )
-    sock = bind_listener("127.0.0.1", 0)
+    sock = bind_listener("127.0.0.1", int(settings.get("port", 0)))
     port = sock.getsockname()[1]
     server = http_server(gateway, config, port)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -12,6 +12,7 @@ from mcp.shared.exceptions import MCPError
 
 from cluster.gateway.policy.audit import AuditLog
 from cluster.gateway.policy.chain import PolicyConfig, PolicyMiddleware
+from cluster.gateway.policy.oauth import TokenPrincipal
 from tests.actors.fakes import FakeClock
 from transports.errors import BusErrorCode
 
@@ -202,3 +203,28 @@ async def test_a_request_the_door_charged_is_not_charged_again() -> None:
     await run(middleware, downstream, ctx("ping"))
     with pytest.raises(MCPError):
         await run(middleware, downstream, ctx("ping"))
+
+
+async def test_a_tool_call_without_the_tools_scope_is_refused_by_the_chain_too() -> None:
+    # WebSocket messages pass no HTTP door: the chain checks a token's tool scopes itself.
+    oauth = {
+        "issuer": "https://idp.example/realms/mcp",
+        "audience": "http://127.0.0.1:8765/mcp",
+        "tool_scopes": {"echo": ["tools.echo"]},
+    }
+    downstream = Downstream()
+    middleware, audit = chain(downstream, oauth=oauth)
+    lacking = TokenPrincipal("bob", "bob-sub", "agent", frozenset({"mcp"}))
+    holding = TokenPrincipal("bob", "bob-sub", "agent", frozenset({"mcp", "tools.echo"}))
+    with pytest.raises(MCPError) as refused:
+        await run(middleware, downstream, ctx("tools/call", CALL, raybus_oauth_principal=lacking))
+    await run(middleware, downstream, ctx("tools/call", CALL, raybus_oauth_principal=holding))
+    assert refused.value.error.code == BusErrorCode.FORBIDDEN
+    assert refused.value.error.message == "tool 'echo' needs scope tools.echo"
+    assert downstream.handled == ["tools/call"]
+    assert audit.flush()
+    records = list(audit.records)
+    assert [(r["client_id"], r["subject"], r["scopes"]) for r in records] == [
+        ("agent", "bob-sub", ["mcp"]),
+        ("agent", "bob-sub", ["mcp", "tools.echo"]),
+    ]
