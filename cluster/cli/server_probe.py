@@ -38,14 +38,15 @@ _STDERR_TAIL_CHARS = 400
 def load_problems(pools: Sequence[PoolConfig], timeout_s: float) -> list[str | None]:
     """For each pool, why its server would not load on a worker, or None if it loads.
 
-    Pools with a ``command:`` are not loaded (None): a command is checked on PATH.
+    Pools with a ``command:`` or a ``url:`` are not loaded (None): a command is checked
+    on PATH, a remote server is reached by the workers only.
     """
     with ThreadPoolExecutor(max_workers=_AT_ONCE) as threads:
         return list(threads.map(lambda pool: _load_problem(pool, timeout_s), pools))
 
 
 def _load_problem(pool: PoolConfig, timeout_s: float) -> str | None:
-    if pool.command is not None:
+    if pool.command is not None or pool.url is not None:
         return None
     search = [*worker_search_path(pool), os.environ.get("PYTHONPATH", "")]
     env = {
