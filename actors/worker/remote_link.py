@@ -22,7 +22,9 @@ Failures, each ending the link with one line naming the endpoint (never a header
   the upstream is hung, and the link ends so its calls fail instead of waiting;
 * an HTTP error status on a call (5xx, 401/403, 429, ...) turns that call's error into
   ``UPSTREAM_FAILED`` with the status, so the pool's breaker counts it; a 4xx the
-  server explains with a JSON-RPC error (bad params) stays the server's own answer.
+  server explains with a JSON-RPC error (bad params) stays the server's own answer;
+* a call whose response stream breaks (the upstream died mid-call) fails with
+  ``UPSTREAM_FAILED`` too, where the SDK reports a connection-closed error.
 
 Requests themselves have no read timeout: a long tool may be silent on its stream until
 it ends, and the call's own deadline bounds it (the hosting session answers the caller
@@ -41,7 +43,7 @@ import anyio
 import httpx2
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
-from mcp_types import jsonrpc_message_adapter
+from mcp_types import CONNECTION_CLOSED, jsonrpc_message_adapter
 
 from actors.worker.server_links import CloseStream, Related
 from transports.codec import message_from_json
@@ -55,6 +57,8 @@ logger = logging.getLogger(__name__)
 _SESSION_HEADER = "mcp-session-id"
 # Statuses that say the upstream (or our configuration of it) failed, not the call.
 _UPSTREAM_FAULTS = frozenset({401, 403, 404, 407, 408, 429})
+# How the SDK's transport words an error it made up for a call whose stream ended.
+_BROKEN_STREAM = ("SSE stream", "server answered a request with 202")
 # Kept open besides the calls: the GET stream, a notification, a cancellation.
 _SPARE_CONNECTIONS = 4
 
@@ -197,9 +201,15 @@ class RemoteServerLink:
             logger.warning("upstream %s sent an invalid message: %s", self.label, exc)
             return
         if isinstance(message, Response) and message.error is not None:
+            error = message.error
             status = self._http_failures.pop(message.id, None) if message.id is not None else None
             if status is not None and (status >= 500 or status in _UPSTREAM_FAULTS):
-                text = f"upstream {self.label} answered HTTP {status}: {message.error.message}"
+                text = f"upstream {self.label} answered HTTP {status}: {error.message}"
+                message = Response.failure(message.id, BusErrorCode.UPSTREAM_FAILED, text)
+            elif error.code == CONNECTION_CLOSED and error.message.startswith(_BROKEN_STREAM):
+                # The SDK's word for a call whose response stream broke (the upstream
+                # died or dropped the connection mid-call): the upstream failed.
+                text = f"upstream {self.label} broke the call's stream: {error.message}"
                 message = Response.failure(message.id, BusErrorCode.UPSTREAM_FAILED, text)
         self._inbox.put_nowait((message, None))
 
