@@ -177,6 +177,8 @@ class PoolConfig(_Strict):
             raise ValueError(problem)
         if self.headers and self.url is None:
             raise ValueError("headers are sent to a url's server: give url too")
+        if self.env and self.url is not None:
+            raise ValueError("env is for a server the pool runs; a url's server runs elsewhere")
         if self.command is not None and not all(self.command):
             raise ValueError("command must be a non-empty list of non-empty strings")
         if self.server is not None and ":" not in self.server:

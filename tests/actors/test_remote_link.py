@@ -101,6 +101,24 @@ async def test_a_list_change_upstream_is_relayed_and_the_catalog_re_read(
         await worker.drain(0, timeout_s=10)
 
 
+async def test_an_http_error_status_fails_the_call_as_an_upstream_fault(
+    upstream: Upstream,
+) -> None:
+    ports = RecordingWorkerPorts()
+    worker, _ = await hosting(upstream.url, ports)
+    try:
+        worker.deliver([tool_call("a", 1, "http_503")])
+        failed = await answer(ports, 1)
+        assert failed.error is not None
+        assert failed.error.code == BusErrorCode.UPSTREAM_FAILED
+        assert f"{upstream.url} answered HTTP 503" in failed.error.message
+        assert ports.completions[-1].failed  # counted against the pool by its breaker
+        worker.deliver([tool_call("a", 2, "echo", text="still here")])
+        assert (await answer(ports, 2)).error is None  # one bad answer, same session
+    finally:
+        await worker.drain(0, timeout_s=10)
+
+
 async def test_an_unreachable_upstream_fails_the_start_naming_its_url() -> None:
     url = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens there
     with pytest.raises(BusError) as caught:

@@ -82,6 +82,10 @@ def test_secrets_show_nowhere_a_configuration_is_printed(monkeypatch: pytest.Mon
             "pools[0]: headers are sent to a url's server: give url too",
         ),
         (
+            remote_pool(env={"A": "1"}),
+            "pools[0]: env is for a server the pool runs; a url's server runs elsewhere",
+        ),
+        (
             remote_pool(command=["x"]),
             "pools[0]: give exactly one of server, command, tools or url",
         ),
