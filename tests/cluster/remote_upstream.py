@@ -33,11 +33,25 @@ def echo(text: str) -> str:
     return text
 
 
+_naps = {"now": 0, "peak": 0}
+
+
 @server.tool()
 async def nap(seconds: float) -> str:
-    """Sleep, then answer (a slow tool)."""
-    await asyncio.sleep(seconds)
+    """Sleep, then answer (a slow tool); counts the naps running at once."""
+    _naps["now"] += 1
+    _naps["peak"] = max(_naps["peak"], _naps["now"])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        _naps["now"] -= 1
     return f"slept {seconds}"
+
+
+@server.tool()
+def peak_naps() -> int:
+    """The most naps that ever ran at once."""
+    return _naps["peak"]
 
 
 @server.tool()

@@ -84,6 +84,16 @@ async def test_a_remote_server_serves_its_tools_through_the_bus(bus: BusClient) 
     assert answers == [{"result": f"call {n}"} for n in range(40)]
 
 
+async def test_a_worker_runs_at_most_max_concurrency_calls_upstream(bus: BusClient) -> None:
+    # 8 naps at once on one worker of max_concurrency 4: the rest wait in the router.
+    calls = [("nap", {"seconds": 2.0}) for _ in range(8)]
+    results = await bus.map_tool_calls(calls, concurrency=8)
+    assert not [r for r in results if isinstance(r, BusError)]
+    peak = (await bus.call_tool("peak_naps")).structured_content
+    assert peak is not None
+    assert 1 < peak["result"] <= 4  # calls overlap upstream, never more than 4
+
+
 async def test_a_list_change_upstream_reaches_the_bus(bus: BusClient) -> None:
     name = f"shout_{uuid.uuid4().hex[:8]}"
     before = (await bus.list_changed_counters()).get("tool", 0)
