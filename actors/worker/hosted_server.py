@@ -117,6 +117,7 @@ class HostedServer:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self._started = False  # restarts only after a first successful start
+        self._reconnecting = False  # one restart loop at a time
         self._lost_reason: str | None = None
         self.connected = asyncio.Event()
         self.catalog = Catalog.of()
@@ -380,9 +381,17 @@ class HostedServer:
             if not self._started:
                 return  # the first connection failed: start() reports it, nothing restarts
             logger.warning("%s", self._lost_reason)
-            self._spawn(self._reconnect())
+            if not self._reconnecting:  # a restart that failed is retried by its own loop
+                self._spawn(self._reconnect())
 
     async def _reconnect(self) -> None:
+        self._reconnecting = True
+        try:
+            await self._reconnect_with_backoff()
+        finally:
+            self._reconnecting = False
+
+    async def _reconnect_with_backoff(self) -> None:
         delay = self._backoff_min_s
         while not self._closing:
             await asyncio.sleep(delay)  # backoff between restarts, not synchronisation

@@ -14,6 +14,7 @@ Failures, each ending the link with one line naming the endpoint (never a header
 
 * the upstream cannot be reached (refused, reset, DNS, no connection within
   ``connect_timeout_s``): the SDK's transport fails as a whole, and so does the link;
+  the server's GET stream failing to reopen says so too, without waiting for a call;
 * the session expired (HTTP 404 on a request that carried the session id, as the spec
   says a server answers a session it no longer knows): the link ends and the hosting
   session reconnects with a fresh ``initialize``;
@@ -36,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -157,12 +158,16 @@ class RemoteServerLink:
         # No read timeout by default: the GET stream idles between notifications, and
         # a call's deadline bounds a request (see _on_request for the rest).
         timeout = httpx2.Timeout(self._connect_timeout_s, read=None, pool=None)
+        limits = httpx2.Limits(max_connections=self._max_connections)
         return httpx2.AsyncClient(
             headers=self._headers,
             timeout=timeout,
-            limits=httpx2.Limits(max_connections=self._max_connections),
+            transport=_StreamWatch(self._stream_lost, limits=limits),
             event_hooks={"request": [self._on_request], "response": [self._on_response]},
         )
+
+    def _stream_lost(self, exc: httpx2.TransportError) -> None:
+        self._end(_describe(exc, self.label, self._connect_timeout_s))
 
     async def _run(self) -> None:
         try:
@@ -241,6 +246,23 @@ class RemoteServerLink:
             logger.warning("%s", reason)
         if self._task is not None:
             self._task.cancel()
+
+
+class _StreamWatch(httpx2.AsyncHTTPTransport):
+    """Tells when the server's GET stream cannot be reopened: the SDK retries it twice,
+    then gives up in silence, and the session would hear no more ``list_changed``."""
+
+    def __init__(self, lost: Callable[[httpx2.TransportError], None], **options: Any) -> None:
+        super().__init__(**options)
+        self._lost = lost
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx2.TransportError as exc:
+            if request.method == "GET":
+                self._lost(exc)
+            raise
 
 
 def _is_request(body: bytes) -> bool:

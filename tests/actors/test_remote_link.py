@@ -91,9 +91,13 @@ async def test_a_list_change_upstream_is_relayed_and_the_catalog_re_read(
     ports = RecordingWorkerPorts()
     worker, changed = await hosting(upstream.url, ports)
     try:
-        worker.deliver([tool_call("a", 1, "grow", name="shout")])
-        assert (await answer(ports, 1)).error is None
-        await wait_until(lambda: "tool" in changed, timeout_s=60)
+        # The upstream announces on the session's GET stream, which opens in the
+        # background after the handshake: announce until one is heard (bounded).
+        async with asyncio.timeout(60):
+            while "tool" not in changed:
+                sent = len(ports.sent) + 1
+                worker.deliver([tool_call("a", sent, "grow", name="shout")])
+                assert (await answer(ports, sent)).error is None
         await wait_until(
             lambda: "shout" in {t["name"] for t in worker.hosted.catalog.tools}, timeout_s=60
         )
@@ -169,24 +173,35 @@ async def test_an_expired_session_is_replaced_by_a_new_one(upstream: Upstream) -
     worker, _ = await hosting(upstream.url, ports)
     try:
         link = worker.hosted._link
-        assert isinstance(link, RemoteServerLink)
-        # Restarted between calls: the new process answers the old session id with 404
-        # (on the next call, or on the GET stream if it retries in time).
-        await upstream.kill()
-        await upstream.start()
-        async with asyncio.timeout(60):
-            sent = 0
-            while True:
-                await worker.hosted.connected.wait()
-                sent += 1
-                worker.deliver([tool_call("a", sent, "echo", text="new session")])
-                reply = await answer(ports, sent)
-                if reply.error is None:
-                    break
-                assert reply.error.code == BusErrorCode.UPSTREAM_FAILED, reply.error
-        assert reply.result["structuredContent"] == {"result": "new session"}
-        assert worker.hosted.restarts >= 1
+        worker.deliver([tool_call("a", 1, "forget_my_session")])
+        assert (await answer(ports, 1)).error is None
+        # The upstream now answers the session's id with 404, as for an expired session.
+        worker.deliver([tool_call("a", 2, "echo", text="old session")])
+        expired = await answer(ports, 2)
+        assert expired.error is not None
+        assert expired.error.code == BusErrorCode.UPSTREAM_FAILED
+        assert f"{upstream.url} ended the session (HTTP 404)" in expired.error.message
+        await wait_until(lambda: worker.hosted.restarts >= 1, timeout_s=60)
         assert worker.hosted._link is not link
+        worker.deliver([tool_call("a", 3, "echo", text="new session")])
+        assert (await answer(ports, 3)).result["structuredContent"] == {"result": "new session"}
+    finally:
+        await worker.drain(0, timeout_s=10)
+
+
+async def test_a_restarted_upstream_is_reconnected_before_any_call_needs_it(
+    upstream: Upstream,
+) -> None:
+    ports = RecordingWorkerPorts()
+    worker, _ = await hosting(upstream.url, ports)
+    try:
+        await upstream.kill()
+        # No call is made: the lost GET stream tells.
+        await wait_until(lambda: not worker.hosted.connected.is_set(), timeout_s=60)
+        await upstream.start()
+        await wait_until(lambda: worker.hosted.restarts >= 1, timeout_s=60)
+        worker.deliver([tool_call("a", 1, "echo", text="first")])
+        assert (await answer(ports, 1)).error is None  # the first call, on the new session
     finally:
         await worker.drain(0, timeout_s=10)
 

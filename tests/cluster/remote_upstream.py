@@ -60,6 +60,17 @@ def headers_seen() -> list[dict[str, str]]:
     return list(_seen)
 
 
+_forgotten: set[str] = set()
+
+
+@server.tool()
+def forget_my_session(ctx: Context) -> str:
+    """From now on, answer this session's id with 404, as a server that expired it."""
+    session = (ctx.headers or {}).get("mcp-session-id", "")
+    _forgotten.add(session)
+    return f"forgot {session}"
+
+
 def _grown(text: str) -> str:
     return text.upper()
 
@@ -74,7 +85,8 @@ async def grow(name: str, ctx: Context) -> str:
 
 class _RecordHeaders:
     """Records the watched headers; a call of the tool ``http_503`` gets an HTTP 503,
-    as from a failing proxy in front of a server (the SDK never answers so itself)."""
+    as from a failing proxy in front of a server (the SDK never answers so itself), and
+    a forgotten session gets 404 (``forget_my_session``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -85,6 +97,9 @@ class _RecordHeaders:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         _seen.append({name: headers[name] for name in _WATCHED if name in headers})
+        if headers.get("mcp-session-id") in _forgotten:
+            await _answer(send, 404, b"session not found")
+            return
         body = b""
         while True:
             message = await receive()
@@ -92,8 +107,7 @@ class _RecordHeaders:
             if not message.get("more_body"):
                 break
         if b'"http_503"' in body:
-            await send({"type": "http.response.start", "status": 503, "headers": []})
-            await send({"type": "http.response.body", "body": b"upstream overloaded"})
+            await _answer(send, 503, b"upstream overloaded")
             return
         replayed = False
 
@@ -105,6 +119,11 @@ class _RecordHeaders:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+async def _answer(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _serve(port: int) -> None:
