@@ -22,8 +22,9 @@ Failures, each ending the link with one line naming the endpoint (never a header
   acknowledge it within ``connect_timeout_s`` (servers answer those with 202 at once):
   the upstream is hung, and the link ends so its calls fail instead of waiting;
 * an HTTP error status on a call (5xx, 401/403, 429, ...) turns that call's error into
-  ``UPSTREAM_FAILED`` with the status, so the pool's breaker counts it; a 4xx the
-  server explains with a JSON-RPC error (bad params) stays the server's own answer;
+  ``UPSTREAM_FAILED`` with the status, so the pool's breaker counts it; another 4xx
+  (bad params, an unknown method) keeps the server's code, its message led by the
+  status;
 * a call whose response stream breaks (the upstream died mid-call) fails with
   ``UPSTREAM_FAILED`` too, where the SDK reports a connection-closed error.
 
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 _SESSION_HEADER = "mcp-session-id"
 # Statuses that say the upstream (or our configuration of it) failed, not the call.
-_UPSTREAM_FAULTS = frozenset({401, 403, 404, 407, 408, 429})
+_UPSTREAM_FAULTS = frozenset({401, 403, 407, 408, 429})
 # How the SDK's transport words an error it made up for a call whose stream ended.
 _BROKEN_STREAM = ("SSE stream", "server answered a request with 202")
 # Kept open besides the calls: the GET stream, a notification, a cancellation.
@@ -208,9 +209,15 @@ class RemoteServerLink:
         if isinstance(message, Response) and message.error is not None:
             error = message.error
             status = self._http_failures.pop(message.id, None) if message.id is not None else None
-            if status is not None and (status >= 500 or status in _UPSTREAM_FAULTS):
+            if status is not None:
+                # A 4xx the server explains (bad params, unknown method) keeps its code.
+                code = (
+                    BusErrorCode.UPSTREAM_FAILED
+                    if status >= 500 or status in _UPSTREAM_FAULTS
+                    else error.code
+                )
                 text = f"upstream {self.label} answered HTTP {status}: {error.message}"
-                message = Response.failure(message.id, BusErrorCode.UPSTREAM_FAILED, text)
+                message = Response.failure(message.id, code, text, error.data)
             elif error.code == CONNECTION_CLOSED and error.message.startswith(_BROKEN_STREAM):
                 # The SDK's word for a call whose response stream broke (the upstream
                 # died or dropped the connection mid-call): the upstream failed.
