@@ -17,7 +17,8 @@ Failures, each ending the link with one line naming the endpoint (never a header
   the server's GET stream failing to reopen says so too, without waiting for a call;
 * the session expired (HTTP 404 on a request that carried the session id, as the spec
   says a server answers a session it no longer knows): the link ends and the hosting
-  session reconnects with a fresh ``initialize``;
+  session reconnects with a fresh ``initialize``, then sends the refused request again
+  (:meth:`RemoteServerLink.never_reached`: the server never ran it);
 * the upstream takes a notification, an answer or a cancellation but does not
   acknowledge it within ``connect_timeout_s`` (servers answer those with 202 at once):
   the upstream is hung, and the link ends so its calls fail instead of waiting;
@@ -100,6 +101,7 @@ class RemoteServerLink:
         self._closing = False
         # Request id -> the HTTP status that failed it (set before the SDK reports it).
         self._http_failures: dict[JSONRPCId, int] = {}
+        self._unseen: set[JSONRPCId] = set()
 
     async def open(self) -> None:
         """Start the transport. Nothing is sent yet: the first request (``initialize``)
@@ -129,6 +131,11 @@ class RemoteServerLink:
             reason = self._lost or f"upstream {self.label} stopped answering"
             self._end(reason)
             raise ConnectionClosed(reason) from None
+
+    def never_reached(self, request_id: JSONRPCId) -> bool:
+        """Did the server refuse this request with its expired session (so never run it)?
+        The hosting session then sends it again on the next session."""
+        return request_id in self._unseen
 
     async def receive(self) -> tuple[TransportMessage, Related]:
         if self._task is None:
@@ -239,10 +246,12 @@ class RemoteServerLink:
         if status < 400:
             return
         request = response.request
+        request_id = _request_id(request.content) if request.method == "POST" else None
         if status == 404 and request.method != "DELETE" and _SESSION_HEADER in request.headers:
+            if request_id is not None:
+                self._unseen.add(request_id)  # refused with the session: never run
             self._end(f"upstream {self.label} ended the session (HTTP 404); reconnecting")
             return
-        request_id = _request_id(request.content) if request.method == "POST" else None
         if request_id is not None:
             self._http_failures[request_id] = status
         logger.info("upstream %s answered %s with HTTP %d", self.label, request.method, status)
