@@ -5,7 +5,7 @@ Example::
     name: demo
     pools:
       - name: everything
-        server: "cluster.examples.testkit:server"   # or command: [...] or tools: "pkg.mod"
+        server: "cluster.examples.testkit:server"   # or command: [...], tools: "pkg.mod", url: ...
         min_workers: 1
         max_workers: 8
 
@@ -14,6 +14,7 @@ A bad file fails at start with :class:`ConfigError` naming the field and the rea
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from pydantic import (
 from actors.autoscaler import AutoscaleConfig
 from actors.router.core import RouterConfig
 from cluster.gateway.policy.settings import PolicyConfig
+from cluster.upstream import resolve_headers, shown_url, url_problem
 from cluster.worker_options import (
     RuntimeEnvConfig,
     parse_memory,
@@ -89,6 +91,12 @@ class PoolConfig(_Strict):
     server: str | None = Field(None, description="official-SDK server object, 'pkg.module:attr'")
     command: list[str] | None = Field(None, description="stdio server command line")
     tools: str | None = Field(None, description="module whose public functions are tools")
+    url: str | None = Field(None, description="a remote server's Streamable HTTP endpoint")
+    # Sent upstream instead of anything a caller sent; "${VAR}" is read from the
+    # environment where the configuration is built (see cluster.upstream).
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="HTTP headers sent to the url's server"
+    )
     # Travels with the pool's configuration, never through Ray's runtime_env (whose agent
     # logs env_vars on every node): the place for secrets. Shown by name only.
     env: dict[str, str] = Field(
@@ -148,6 +156,14 @@ class PoolConfig(_Strict):
             raise ValueError("tool names and patterns must not be empty")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_headers(cls, data: Any) -> Any:
+        headers = data.get("headers") if isinstance(data, dict) else None
+        if not isinstance(headers, dict):
+            return data
+        return {**data, "headers": resolve_headers(str(data.get("name")), headers, os.environ)}
+
     @field_validator("memory", mode="before")
     @classmethod
     def _memory_size(cls, value: Any) -> Any:
@@ -176,9 +192,15 @@ class PoolConfig(_Strict):
     def _check(self) -> Self:
         if not _NAME.match(self.name):
             raise ValueError(f"pool name {self.name!r} must match {_NAME.pattern}")
-        sources = [s for s in (self.server, self.command, self.tools) if s]
+        sources = [s for s in (self.server, self.command, self.tools, self.url) if s]
         if len(sources) != 1:
-            raise ValueError("give exactly one of server, command or tools")
+            raise ValueError("give exactly one of server, command, tools or url")
+        if self.url is not None and (problem := url_problem(self.url)) is not None:
+            raise ValueError(problem)
+        if self.headers and self.url is None:
+            raise ValueError("headers are sent to a url's server: give url too")
+        if self.env and self.url is not None:
+            raise ValueError("env is for a server the pool runs; a url's server runs elsewhere")
         if self.command is not None and not all(self.command):
             raise ValueError("command must be a non-empty list of non-empty strings")
         if self.server is not None and ":" not in self.server:
@@ -211,8 +233,11 @@ class PoolConfig(_Strict):
         return options
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        # A configuration may end up in a log line: the env's values never do.
+        # A configuration may end up in a log line: the env's values never do, nor a
+        # url's query (where some services take keys); headers are SecretStr.
         for name, value in super().__repr_args__():
+            if name == "url" and value:
+                value = shown_url(value)
             yield name, redacted_env(value) if name == "env" else value
 
 

@@ -70,6 +70,7 @@ class _Call:
     progress_token: Any
     future: asyncio.Future[Response | None]
     link: ServerLink | None = None
+    cancelled: bool = False
 
 
 class HostedServer:
@@ -122,6 +123,7 @@ class HostedServer:
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
         self._started = False  # restarts only after a first successful start
+        self._reconnecting = False  # one restart loop at a time
         self._lost_reason: str | None = None
         self.connected = asyncio.Event()
         self.catalog = Catalog.of()
@@ -194,8 +196,16 @@ class HostedServer:
             end_envelope_hop(hop, response)
 
     async def _forward(
-        self, frame: Frame, request: Request, trace: TraceContext | None, timeout_s: float | None
+        self,
+        frame: Frame,
+        request: Request,
+        trace: TraceContext | None,
+        timeout_s: float | None,
+        *,
+        resend: bool = True,
     ) -> Response | None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
         link = self._link
         if link is None or not self.connected.is_set():
             return Response.failure(
@@ -224,6 +234,8 @@ class HostedServer:
             )
             async with asyncio.timeout(timeout_s):
                 response = await call.future
+            if resend and _never_reached(link, local_id):
+                return await self._resend(call, request, trace, deadline)
             if response is not None and response.error is None:
                 self._track_subscription(request, frame.envelope)
             return response
@@ -240,12 +252,30 @@ class HostedServer:
             self._calls.pop(local_id, None)
             self._by_key.pop(key, None)
 
+    async def _resend(
+        self, call: _Call, request: Request, trace: TraceContext | None, deadline: float | None
+    ) -> Response | None:
+        """Send a call again on the next session: its link says the server never saw it
+        (its session had expired), so this cannot run it twice."""
+        assert call.frame is not None
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.connected.wait()
+        except TimeoutError:
+            message = "deadline exceeded while the MCP server reconnected"
+            return Response.failure(request.id, BusErrorCode.DEADLINE_EXCEEDED, message)
+        if call.cancelled:
+            return None
+        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        return await self._forward(call.frame, request, trace, remaining, resend=False)
+
     async def cancel(self, key: CorrelationKey) -> bool:
         """Cancel a forwarded call; the server is told and the call resolves as None."""
         local_id = self._by_key.get(key)
         call = self._calls.get(local_id) if local_id is not None else None
         if call is None or local_id is None:
             return False
+        call.cancelled = True
         await self._tell_cancelled(local_id, "cancelled by the client", call.link)
         if not call.future.done():
             call.future.set_result(None)
@@ -389,9 +419,17 @@ class HostedServer:
             if not self._started:
                 return  # the first connection failed: start() reports it, nothing restarts
             logger.warning("%s", self._lost_reason)
-            self._spawn(self._reconnect())
+            if not self._reconnecting:  # a restart that failed is retried by its own loop
+                self._spawn(self._reconnect())
 
     async def _reconnect(self) -> None:
+        self._reconnecting = True
+        try:
+            await self._reconnect_with_backoff()
+        finally:
+            self._reconnecting = False
+
+    async def _reconnect_with_backoff(self) -> None:
         delay = self._backoff_min_s
         while not self._closing:
             await asyncio.sleep(delay)  # backoff between restarts, not synchronisation
@@ -526,6 +564,13 @@ class HostedServer:
             logger.warning("could not re-read the server's lists: %s", exc)
             return
         self._on_catalog_changed()
+
+
+def _never_reached(link: ServerLink, request_id: int) -> bool:
+    """Does ``link`` know the server never saw this request? (A remote server's link
+    does, for a request refused for its expired session; the others cannot tell.)"""
+    check = getattr(link, "never_reached", None)
+    return bool(check is not None and check(request_id))
 
 
 def _is_modern(params: Any) -> bool:

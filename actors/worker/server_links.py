@@ -5,6 +5,8 @@
   SDK's in-memory streams, 2026-07-28 requests go straight into the server with the SDK's
   ``serve_one`` (see :mod:`actors.worker.modern_calls`).
 * :class:`StdioServerLink` - a server command launched as a subprocess on MCP stdio.
+* :class:`~actors.worker.remote_link.RemoteServerLink` - a server elsewhere, reached over
+  Streamable HTTP (its own module: it brings the SDK's HTTP client).
 
 Both carry our JSON-RPC messages and, for what the server sends, the id of the request
 it relates to when the server says so (the SDK does, in message metadata).

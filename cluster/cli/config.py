@@ -98,9 +98,13 @@ def _check_servers(
     # Imported here: `python -m cluster.cli.server_probe` (the child) imports this package.
     from cluster.cli.server_probe import probe_servers
 
-    loadable = {i: p for i, p in pools.items() if p.command is None and not ships_code(p)}
+    loadable = {
+        i: p for i, p in pools.items() if p.command is None and p.url is None and not ships_code(p)
+    }
     probes = dict(zip(loadable, probe_servers(list(loadable.values()), timeout_s), strict=True))
     for index, pool in pools.items():
+        if pool.url is not None:
+            continue  # reached by its workers only: `raybus up` names it if it is down
         where = field_path(("pools", index, "command" if pool.command else _source(pool)))
         shipper = ships_code(pool)
         if pool.command is not None:

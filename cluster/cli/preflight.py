@@ -39,6 +39,8 @@ def check_pools(config: BusConfig) -> None:
         PoolStartFailed: the first pool whose module or command cannot be found.
     """
     for pool in config.pools:
+        if pool.url is not None:
+            continue  # a remote server: its workers name the URL if it cannot be reached
         problem = command_problem(pool) if pool.command else _module_problem(pool)
         if problem is not None:
             raise PoolStartFailed(pool.name, problem)

@@ -53,7 +53,8 @@ class Probe:
 def load_problems(pools: Sequence[PoolConfig], timeout_s: float) -> list[str | None]:
     """For each pool, why its server would not load on a worker, or None if it loads.
 
-    Pools with a ``command:`` are not loaded (None): a command is checked on PATH.
+    Pools with a ``command:`` or a ``url:`` are not loaded (None): a command is checked
+    on PATH, a remote server is reached by the workers only.
     """
     return [probe.problem for probe in probe_servers(pools, timeout_s)]
 
@@ -65,7 +66,7 @@ def probe_servers(pools: Sequence[PoolConfig], timeout_s: float) -> list[Probe]:
 
 
 def _probe(pool: PoolConfig, timeout_s: float) -> Probe:
-    if pool.command is not None:
+    if pool.command is not None or pool.url is not None:
         return Probe()
     search = [*worker_search_path(pool), os.environ.get("PYTHONPATH", "")]
     env = {

@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 _CATALOG_EVERY_N_BEATS = 5
+_REMOTE_CONNECT_TIMEOUT_S = 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ def link_factory_for(pool: PoolConfig) -> Any:
         command = list(pool.command)
         env = {**os.environ, **pool.env} if pool.env else None
         return lambda: StdioServerLink(command, env=env)
+    if pool.url is not None:
+        return _remote_link_factory(pool, pool.url)
     loaded: list[Any] = []
 
     def make() -> ServerLink:
@@ -121,6 +124,23 @@ def load_pool_server(pool: PoolConfig) -> Any:
     from actors.worker.server_links import functions_server, load_server_object
 
     return load_server_object(pool.server) if pool.server else functions_server(pool.tools or "")
+
+
+def _remote_link_factory(pool: PoolConfig, url: str) -> Any:
+    from actors.worker.remote_link import RemoteServerLink
+    from cluster.upstream import shown_url
+
+    headers = {name: value.get_secret_value() for name, value in pool.headers.items()}
+    label = shown_url(url)
+    # Connecting and acknowledgements are bounded by the call deadline, at most 10 s.
+    connect_timeout_s = min(_REMOTE_CONNECT_TIMEOUT_S, pool.timeout_s)
+    return lambda: RemoteServerLink(
+        url,
+        headers,
+        label=label,
+        max_connections=pool.max_concurrency,
+        connect_timeout_s=connect_timeout_s,
+    )
 
 
 class _RayWorkerPorts:
@@ -180,7 +200,7 @@ class WorkerActor:
         self._bus = bus
         self._config = config
         self._pool = pool
-        if pool.command is None:
+        if pool.command is None and pool.url is None:
             # An in-process server reads this process's environment; the process hosts
             # nothing else. A command gets the env as its own (link_factory_for).
             os.environ.update(pool.env)
@@ -210,7 +230,8 @@ class WorkerActor:
         self._list_changed: set[str] = set()
         hosted = HostedServer(
             link_factory_for(pool),
-            modern_link_factory=None if pool.command else link_factory_for(pool),
+            # A command or a remote server gets 2026-07-28 calls over its one session.
+            modern_link_factory=None if pool.command or pool.url else link_factory_for(pool),
             sink=self._ports.reply,
             address=actor_name,
             on_catalog_changed=self._catalog_dirty.set,

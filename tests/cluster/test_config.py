@@ -40,9 +40,9 @@ pools:
     [
         (
             "- name: x\n  server: 'a.b:c'\n  command: ['x']",
-            "pools[0]: give exactly one of server, command or tools",
+            "pools[0]: give exactly one of server, command, tools or url",
         ),
-        ("- name: x", "pools[0]: give exactly one of server, command or tools"),
+        ("- name: x", "pools[0]: give exactly one of server, command, tools or url"),
         (
             "- name: x\n  server: 'a.b:c'\n  min_workers: 5\n  max_workers: 2",
             "min_workers (5) exceeds max_workers (2)",
