@@ -12,7 +12,6 @@ complete, then renamed into place, so an interrupted download never counts as ca
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.services.errors import ServiceError
+from cluster.services.maven import DEPENDENCY_PLUGIN, fetch_with_maven
 
 __all__ = [
     "KAFKA_VERSION",
@@ -41,7 +41,6 @@ SCALA_VERSION = "2.13"
 # Kafka 4.3.1 depends on log4j-core 2.25.4 and slf4j-api 1.7.x; the binding must match both.
 LOG4J_VERSION = "2.25.4"
 # Pinned so a fresh machine resolves exactly what was tested, not the Maven default.
-_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 _COMPLETE_MARKER = ".complete"
 _SERVICE = "kafka"
 
@@ -196,41 +195,13 @@ async def _download(mvn: str, staging: Path, version: str, timeout_s: float) -> 
         "-q",
         "-f",
         str(pom),
-        f"{_DEPENDENCY_PLUGIN}:copy-dependencies",
+        f"{DEPENDENCY_PLUGIN}:copy-dependencies",
         "-DincludeScope=runtime",
         f"-DoutputDirectory={libs}",
     ]
     command = shlex.join(argv)
     what = f"{kafka_coordinates(version)} (+ log4j-slf4j-impl {LOG4J_VERSION}) from Maven Central"
-    logger.info("fetching %s: %s", what, command)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=staging,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    except OSError as exc:
-        raise ServiceError(_SERVICE, f"cannot run `{command}` to fetch {what}: {exc}") from exc
-    try:
-        async with asyncio.timeout(timeout_s):
-            output, _ = await proc.communicate()
-    except TimeoutError as exc:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise ServiceError(
-            _SERVICE, f"fetching {what} took longer than {timeout_s:g} s; command: `{command}`"
-        ) from exc
-    tail = "\n".join(output.decode("utf-8", errors="replace").splitlines()[-30:])
-    if proc.returncode != 0:
-        raise ServiceError(
-            _SERVICE,
-            f"could not fetch {what} (is Maven Central reachable?); "
-            f"`{command}` exited with code {proc.returncode}",
-            tail,
-        )
+    tail = await fetch_with_maven(_SERVICE, argv, cwd=staging, what=what, timeout_s=timeout_s)
     server_jar = libs / f"kafka_{SCALA_VERSION}-{version}.jar"
     if not server_jar.is_file():
         raise ServiceError(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.services.errors import ServiceError
+from cluster.services.maven import DEPENDENCY_PLUGIN, fetch_with_maven
 
 __all__ = [
     "BUILD_OPTIONS",
@@ -38,7 +39,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 KEYCLOAK_VERSION = "26.5.6"
-_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 # Named for what it vouches for: unpacked *and* built (a copy without the build is not one).
 _COMPLETE_MARKER = ".built"
 # The options fixed at build time; a start with other build options would rebuild first.
@@ -211,42 +211,16 @@ async def _download(mvn: str, staging: Path, version: str, timeout_s: float) -> 
         mvn,
         "-B",
         "-q",
-        f"{_DEPENDENCY_PLUGIN}:copy",
+        f"{DEPENDENCY_PLUGIN}:copy",
         f"-Dartifact={keycloak_coordinates(version)}",
         f"-DoutputDirectory={staging}",
     ]
     command = shlex.join(argv)
     what = f"{keycloak_coordinates(version)} from Maven Central"
-    logger.info("fetching %s: %s", what, command)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=staging,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    except OSError as exc:
-        raise ServiceError(_SERVICE, f"cannot run `{command}` to fetch {what}: {exc}") from exc
-    try:
-        async with asyncio.timeout(timeout_s):
-            output, _ = await proc.communicate()
-    except TimeoutError as exc:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise ServiceError(
-            _SERVICE, f"fetching {what} took longer than {timeout_s:g} s; command: `{command}`"
-        ) from exc
-    tail = "\n".join(output.decode("utf-8", errors="replace").splitlines()[-30:])
-    if proc.returncode != 0:
-        raise ServiceError(
-            _SERVICE,
-            f"could not fetch {what} (is Maven Central reachable?); "
-            f"`{command}` exited with code {proc.returncode}",
-            tail,
-        )
+    tail = await fetch_with_maven(_SERVICE, argv, cwd=staging, what=what, timeout_s=timeout_s)
     archive = staging / f"keycloak-quarkus-dist-{version}.tar.gz"
     if not archive.is_file():
-        raise ServiceError(_SERVICE, f"`{command}` succeeded but did not produce {archive.name}")
+        raise ServiceError(
+            _SERVICE, f"`{command}` succeeded but did not produce {archive.name}", tail
+        )
     return archive
