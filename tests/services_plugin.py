@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -37,6 +39,18 @@ _LOG_TAIL_LINES = 80
 
 # fixture name -> log file of the service it started, for failure reports
 _SERVICE_LOGS = pytest.StashKey[dict[str, Path]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI timeout, `kill`) would end pytest without running session teardown,
+    # leaving the brokers and Keycloak it started running, in their own sessions. Taken
+    # like Ctrl-C instead, pytest stops the run and the fixtures stop what they started.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def _service_logs(config: pytest.Config) -> dict[str, Path]:
