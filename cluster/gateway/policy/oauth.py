@@ -97,6 +97,11 @@ class TokenPrincipal:
     valid_until: float | None = None
 
 
+def audit_fields(token: TokenPrincipal) -> dict[str, Any]:
+    """Who an access token speaks for, as audit records carry it (never the token)."""
+    return {"subject": token.subject, "client_id": token.client_id, "scopes": sorted(token.scopes)}
+
+
 def missing_scopes(granted: Iterable[str], needed: Iterable[str]) -> list[str]:
     """The scopes of ``needed`` that ``granted`` lacks, in ``needed``'s order."""
     have = set(granted)

@@ -275,3 +275,25 @@ INITIALIZE = {
         "clientInfo": {"name": "ws", "version": "1"},
     },
 }
+
+
+async def test_a_refusal_after_the_token_was_verified_is_audited_with_who_it_speaks_for(
+    issuer: LocalIssuer,
+) -> None:
+    token = issuer.token(scope="mcp")
+    policy = oauth_policy(issuer)
+    gateway = Gateway(fake_bus(), policy=PolicyConfig.model_validate(policy))
+    async with serving(gateway, policy) as url, httpx.AsyncClient() as http:
+        answer = await http.post(
+            url, json=call_echo(43), headers={**ACCEPT, "Authorization": f"Bearer {token}"}
+        )
+    assert answer.status_code == 403
+    assert await asyncio.to_thread(gateway.audit.flush)
+    refused = [r for r in gateway.audit.records if str(r["outcome"]).startswith("refused 403")]
+    assert len(refused) == 1
+    assert refused[0]["principal"] == "user-1"
+    assert refused[0]["tool"] == "echo"
+    assert refused[0]["subject"] == "user-1"
+    assert refused[0]["client_id"] == "agent"
+    assert refused[0]["scopes"] == ["mcp"]
+    assert token.rsplit(".", 1)[1] not in json.dumps(refused, default=str)
