@@ -129,8 +129,9 @@ _BODY_HEADERS = (b"content-length", b"content-type")
 class AuditDoor:
     """ASGI middleware: one audit record for each request refused before the policy chain.
 
-    A 4xx refusal is also counted in ``refusals`` by the reason a guard gave, or as
-    ``http_<status>`` for the SDK's own (unknown session, wrong Accept, ...).
+    A refusal is also counted in ``refusals`` by the reason a guard gave (whatever its
+    status), or as ``http_<status>`` for the SDK's own 4xx (unknown session, wrong
+    Accept, ...).
     """
 
     def __init__(self, app: ASGIApp, audit: AuditLog, refusals: Refusals | None = None) -> None:
@@ -175,7 +176,9 @@ class AuditDoor:
             state = _state(scope)
             if status is not None and status >= 400 and not state.get(AUDITED):
                 reason = state.get(REFUSED)
-                if self._refusals is not None and status < 500:
+                # A guard's reason makes it a refusal whatever the status (an issuer
+                # that is down is refused with 503); a bare 5xx is a failure, not one.
+                if self._refusals is not None and (reason or status < 500):
                     self._refusals.refused(reason or f"http_{status}")
                 record: dict[str, Any] = {
                     "time": time.time(),

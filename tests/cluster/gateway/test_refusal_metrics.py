@@ -19,6 +19,9 @@ from cluster.gateway.policy.http_guards import (
     JsonBodyGuard,
     RateLimitGate,
 )
+from cluster.gateway.policy.oauth import TokenVerifier
+from cluster.gateway.policy.resource_server import OAuthBearerAuth
+from cluster.gateway.policy.settings import OAuthConfig
 from cluster.gateway.policy.tokens import TokenTable, hash_token
 from cluster.gateway.server import Gateway
 from cluster.gateway.websocket import websocket_route
@@ -27,6 +30,7 @@ from cluster.metrics.recorders import GatewayRecorder
 from cluster.metrics.registry import MetricsRegistry
 from tests.actors.fakes import FakeClock
 from tests.cluster.gateway.fake_bus import fake_bus
+from tests.cluster.gateway.policy.local_issuer import AUDIENCE, local_issuer
 from tests.cluster.gateway.test_http_guards import AUTH, HOSTS, ORIGINS, PING, Inner, call
 from tests.cluster.gateway.test_policy_middleware import CALL, Downstream, ctx, run
 from tests.cluster.metrics.prometheus_text import parse
@@ -81,6 +85,38 @@ async def test_the_rate_limit_at_the_door_counts_and_passed_requests_do_not() ->
     statuses = [(await call(app, body=PING, headers=AUTH))[0]["status"] for _ in range(3)]
     assert statuses == [200, 429, 429]
     assert refusals_of(registry) == {"rate_limited": 2}
+
+
+async def test_an_issuer_that_is_down_is_a_refusal_counted_by_its_reason() -> None:
+    # The door fails closed with 503: a refusal like any other, though not a 4xx.
+    async with local_issuer() as gone:
+        token = gone.token()
+        config = OAuthConfig.model_validate(
+            {"issuer": gone.issuer, "audience": AUDIENCE, "fetch_timeout_s": 2.0}
+        )
+    registry = MetricsRegistry("demo")
+    verifier = TokenVerifier(config)
+    door = OAuthBearerAuth(Inner(), verifier, TokenTable({}))
+    try:
+        sent = await call(
+            AuditDoor(door, AuditLog(None), GatewayRecorder(registry)),
+            body=PING,
+            headers={"authorization": f"Bearer {token}"},
+        )
+    finally:
+        await verifier.aclose()
+    assert sent[0]["status"] == 503
+    assert refusals_of(registry) == {"authorization_server_unavailable": 1}
+
+
+async def test_a_server_error_without_a_guards_reason_is_not_a_refusal() -> None:
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b"boom"})
+
+    registry = MetricsRegistry("demo")
+    await call(AuditDoor(failing, AuditLog(None), GatewayRecorder(registry)), body=PING)
+    assert refusals_of(registry) == {}
 
 
 async def test_the_sdks_own_client_errors_are_counted_by_status() -> None:
