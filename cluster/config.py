@@ -45,6 +45,7 @@ from cluster.worker_options import (
     redacted_env,
 )
 from transports.errors import BusError
+from transports.kafka.security import KafkaSecurity
 
 __all__ = [
     "AutoscalerConfig",
@@ -309,8 +310,12 @@ class GatewayConfig(_Strict):
         return f"{self.scheme}://{self.host}:{port}{self.path}"
 
 
-class KafkaBackendConfig(_Strict):
-    """Kafka between clients (gateway) and workers: one request topic per pool."""
+class KafkaBackendConfig(KafkaSecurity):
+    """Kafka between clients (gateway) and workers: one request topic per pool.
+
+    TLS and SASL settings (``security_protocol``, ``sasl_*``, ``ssl_*``) sit beside
+    ``bootstrap``, as aiokafka names them: see :class:`~transports.kafka.security.KafkaSecurity`.
+    """
 
     bootstrap: str
     topic_prefix: str | None = Field(None, description="default: '<bus name>.'")
@@ -323,6 +328,12 @@ class KafkaBackendConfig(_Strict):
     duplicate_wait_s: float = Field(
         60.0, gt=0, description="how long a redelivered call waits for another worker's run"
     )
+
+    @property
+    def security(self) -> KafkaSecurity:
+        """The client security settings alone (validated with this section)."""
+        fields = {name: getattr(self, name) for name in KafkaSecurity.model_fields}
+        return KafkaSecurity.model_construct(**fields)
 
 
 class SqsBackendConfig(_Strict):

@@ -1,0 +1,321 @@
+"""How raybus's Kafka clients authenticate and encrypt: TLS and SASL, as brokers run in
+production (Confluent Cloud, Amazon MSK, Aiven, Strimzi, a company's own cluster).
+
+:class:`KafkaSecurity` holds the settings; :meth:`KafkaSecurity.client_options` turns them
+into the keyword arguments every aiokafka producer, consumer and admin client raybus
+creates is given. The default is PLAINTEXT with no SASL, what a local broker speaks.
+
+Validated where the configuration is loaded, so a mistake is one line naming the field
+and never a broker that silently refuses later: a SASL protocol without a mechanism, a
+mechanism without its credentials, a password without a user, TLS files on a plaintext
+protocol, a CA, certificate or key that does not load. Passwords, client secrets and
+tokens are :class:`~pydantic.SecretStr` (never in a repr, a status or an error);
+``"${NAME}"`` reads one from the environment at load.
+
+A client that cannot connect is explained by :func:`connection_problem`: aiokafka reports
+every bootstrap failure as "Unable to bootstrap", so the first broker is asked once more,
+directly, for the real reason (bad password, a TLS listener spoken to in plaintext, an
+untrusted certificate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import ssl
+import time
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from aiokafka.abc import AbstractTokenProvider
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+__all__ = [
+    "KafkaOAuth",
+    "KafkaSecurity",
+    "SaslMechanism",
+    "SecurityProtocol",
+    "connection_problem",
+]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+# A fetched token is renewed this long before it expires, so no connection presents one
+# that lapses during its handshake.
+_TOKEN_RENEW_MARGIN_S = 60.0
+_MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
+
+
+def _secret_from_env(value: Any) -> Any:
+    """``"${NAME}"`` becomes the variable's value; a SecretStr was resolved before."""
+    if not isinstance(value, str):
+        return value
+    match = _ENV_REF.match(value)
+    if match is None:
+        return value
+    found = os.environ.get(match.group(1))
+    if not found:
+        raise ValueError(f"environment variable {match.group(1)} is not set")
+    return found
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaOAuth(_Strict):
+    """Where SASL/OAUTHBEARER tokens come from: a static token, or the OAuth 2.0 client
+    credentials grant (RFC 6749 section 4.4) against the identity provider's token URL."""
+
+    token: SecretStr | None = Field(None, description="a ready token, e.g. '${KAFKA_TOKEN}'")
+    token_url: str | None = Field(None, description="the identity provider's token endpoint")
+    client_id: str | None = None
+    client_secret: SecretStr | None = Field(None, description="the secret, or '${NAME}'")
+    scope: str | None = Field(None, description="space-separated scopes to ask for")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="bound on one token request")
+
+    @field_validator("token", "client_secret", mode="before")
+    @classmethod
+    def _from_env(cls, value: Any) -> Any:
+        return _secret_from_env(value)
+
+    @field_validator("token_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("token_url must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        grant = (self.token_url, self.client_id, self.client_secret)
+        if self.token is not None:
+            if any(part is not None for part in grant):
+                raise ValueError("give token, or token_url with client_id and client_secret")
+            return self
+        missing = [
+            name
+            for name, part in zip(("token_url", "client_id", "client_secret"), grant, strict=True)
+            if part is None
+        ]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} missing: give token, or all three")
+        return self
+
+    def provider(self) -> AbstractTokenProvider:
+        """A token provider for aiokafka, fetching (and caching) as configured."""
+        return _TokenProvider(self)
+
+
+class _TokenProvider(AbstractTokenProvider):  # type: ignore[misc]
+    def __init__(self, oauth: KafkaOAuth) -> None:
+        self._oauth = oauth
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def token(self) -> str:
+        if self._oauth.token is not None:
+            return self._oauth.token.get_secret_value()
+        async with self._lock:  # every connection of a client shares one fetch
+            if self._token is None or time.monotonic() >= self._renew_at:
+                self._token, lifetime_s = await self._fetch()
+                self._renew_at = time.monotonic() + max(0.0, lifetime_s - _TOKEN_RENEW_MARGIN_S)
+            return self._token
+
+    async def _fetch(self) -> tuple[str, float]:
+        import httpx2 as httpx  # only clients configured for the grant need it
+
+        oauth = self._oauth
+        assert oauth.token_url is not None
+        assert oauth.client_id is not None
+        assert oauth.client_secret is not None
+        form = {"grant_type": "client_credentials"}
+        if oauth.scope:
+            form["scope"] = oauth.scope
+        where = f"token request to {oauth.token_url}"
+        try:
+            async with httpx.AsyncClient(timeout=oauth.timeout_s) as http:
+                reply = await http.post(
+                    oauth.token_url,
+                    data=form,
+                    auth=(oauth.client_id, oauth.client_secret.get_secret_value()),
+                )
+        except httpx.HTTPError as exc:
+            raise KafkaError(f"{where} failed: {type(exc).__name__}") from None
+        if reply.status_code != 200 or len(reply.content) > _MAX_TOKEN_RESPONSE_BYTES:
+            raise KafkaError(f"{where} was refused with HTTP {reply.status_code}")
+        try:
+            body = reply.json()
+            token = body["access_token"]
+            lifetime_s = float(body.get("expires_in", 300))
+        except (ValueError, KeyError, TypeError):
+            raise KafkaError(f"{where} returned no access_token") from None
+        if not isinstance(token, str) or not token:
+            raise KafkaError(f"{where} returned no access_token")
+        return token, lifetime_s
+
+
+def _loadable_file(value: str | None, what: str) -> str | None:
+    if value is not None and not Path(value).is_file():
+        raise ValueError(f"{what} {value!r} does not exist or is not a file")
+    return value
+
+
+class KafkaSecurity(_Strict):
+    """TLS and SASL settings of raybus's Kafka clients (aiokafka's names, one level).
+
+    Raises (at validation): ValueError naming the field for every inconsistent choice.
+    """
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = Field(None, description="needed by SASL_* protocols")
+    sasl_username: str | None = Field(None, description="PLAIN and SCRAM-* user")
+    sasl_password: SecretStr | None = Field(None, description="the password, or '${NAME}'")
+    sasl_oauth: KafkaOAuth | None = Field(None, description="OAUTHBEARER's token source")
+    ssl_cafile: str | None = Field(None, description="PEM CA bundle; None = the system's CAs")
+    ssl_certfile: str | None = Field(None, description="PEM client certificate (mutual TLS)")
+    ssl_keyfile: str | None = Field(None, description="PEM key of ssl_certfile")
+    ssl_key_password: SecretStr | None = Field(None, description="if ssl_keyfile is encrypted")
+    ssl_check_hostname: bool = Field(True, description="the broker's name must match its cert")
+
+    @field_validator("sasl_password", "ssl_key_password", mode="before")
+    @classmethod
+    def _from_env(cls, value: Any) -> Any:
+        return _secret_from_env(value)
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _exists(cls, value: str | None) -> str | None:
+        return _loadable_file(value, "file")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        protocol, mechanism = self.security_protocol, self.sasl_mechanism
+        if protocol in _SASL_PROTOCOLS and mechanism is None:
+            raise ValueError(f"sasl_mechanism is required with security_protocol {protocol}")
+        if protocol not in _SASL_PROTOCOLS:
+            for name in ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_oauth"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} needs security_protocol SASL_SSL or SASL_PLAINTEXT")
+        if self.sasl_password is not None and self.sasl_username is None:
+            raise ValueError("sasl_password is set without sasl_username")
+        if mechanism == "OAUTHBEARER":
+            if self.sasl_oauth is None:
+                raise ValueError("sasl_oauth is required with sasl_mechanism OAUTHBEARER")
+            if self.sasl_username is not None:
+                raise ValueError("sasl_username is not used by OAUTHBEARER: give sasl_oauth")
+        elif mechanism is not None:
+            if self.sasl_username is None or self.sasl_password is None:
+                raise ValueError(f"sasl_username and sasl_password are required with {mechanism}")
+            if self.sasl_oauth is not None:
+                raise ValueError(f"sasl_oauth is only for OAUTHBEARER, not {mechanism}")
+        tls_files = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
+        if protocol not in _TLS_PROTOCOLS:
+            for name in tls_files:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} needs security_protocol SSL or SASL_SSL")
+        else:
+            if self.ssl_keyfile is not None and self.ssl_certfile is None:
+                raise ValueError("ssl_keyfile is set without ssl_certfile")
+            self.ssl_context()  # loads every file now, so a bad one is named at load
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in _TLS_PROTOCOLS
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context: the CA (or the system's), hostname checks, client cert.
+
+        Raises:
+            ValueError: a file does not load (naming the field and the reason).
+        """
+        try:
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ssl_cafile {self.ssl_cafile!r} does not load: {_why(exc)}") from None
+        context.check_hostname = self.ssl_check_hostname
+        if self.ssl_certfile is not None:
+            password = self.ssl_key_password
+            try:
+                context.load_cert_chain(
+                    self.ssl_certfile,
+                    self.ssl_keyfile,
+                    password.get_secret_value() if password is not None else None,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"ssl_certfile {self.ssl_certfile!r} and its key do not load: {_why(exc)}"
+                ) from None
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for an aiokafka producer, consumer or admin client.
+
+        Build them once per client (or per group of clients sharing a token cache): the
+        TLS context is loaded and an OAUTHBEARER provider created on each call.
+        """
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.sasl_mechanism is not None:
+            options["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_mechanism == "OAUTHBEARER":
+            assert self.sasl_oauth is not None
+            options["sasl_oauth_token_provider"] = self.sasl_oauth.provider()
+        elif self.sasl_mechanism is not None:
+            assert self.sasl_password is not None
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        return options
+
+    def describe(self) -> str:
+        """How clients connect, for logs and status: protocol, mechanism, user; no secret."""
+        parts: list[str] = [self.security_protocol]
+        if self.sasl_mechanism is not None:
+            parts.append(self.sasl_mechanism)
+        if self.sasl_username is not None:
+            parts.append(f"as {self.sasl_username!r}")
+        return " ".join(parts)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ssl.SSLError):
+        return exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+async def connection_problem(
+    bootstrap: str, options: dict[str, Any], *, timeout_s: float
+) -> str | None:
+    """Why a client with ``options`` cannot use the first broker of ``bootstrap``: one
+    line, or None when a direct connection works (the failure was elsewhere).
+
+    Never raises for the connection itself; the line names no secret.
+    """
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(
+                host.strip("[]"), int(port), request_timeout_ms=int(timeout_s * 1000), **options
+            )
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout_s:g} s over {protocol}"
+    except ssl.SSLError as exc:
+        return f"TLS with {host}:{port} failed: {_why(exc)}"
+    except (OSError, KafkaError) as exc:
+        reason = _why(exc)
+        if protocol not in _TLS_PROTOCOLS and "closed" in reason.lower():
+            reason += " (a TLS listener closes plaintext clients: check security_protocol)"
+        return f"{host}:{port} refused the {protocol} connection: {reason}"
+    conn.close()
+    return None
