@@ -51,6 +51,11 @@ _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 # that lapses during its handshake.
 _TOKEN_RENEW_MARGIN_S = 60.0
 _MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
+# Why a broker closes a connection before answering, by "the client speaks TLS".
+_CLOSED_HINTS = {
+    False: " (a TLS listener closes plaintext clients: check security_protocol)",
+    True: " (a listener requiring client certificates closes clients without one: ssl_certfile)",
+}
 
 
 def _secret_from_env(value: Any) -> Any:
@@ -311,11 +316,13 @@ async def connection_problem(
     except TimeoutError:
         return f"no answer from {host}:{port} within {timeout_s:g} s over {protocol}"
     except ssl.SSLError as exc:
-        return f"TLS with {host}:{port} failed: {_why(exc)}"
+        hint = " (is ssl_cafile the CA of the broker's certificate?)"
+        verify = isinstance(exc, ssl.SSLCertVerificationError)
+        return f"TLS with {host}:{port} failed: {_why(exc)}{hint if verify else ''}"
     except (OSError, KafkaError) as exc:
         reason = _why(exc)
-        if protocol not in _TLS_PROTOCOLS and "closed" in reason.lower():
-            reason += " (a TLS listener closes plaintext clients: check security_protocol)"
+        if "closed" in reason.lower():
+            reason += _CLOSED_HINTS[protocol in _TLS_PROTOCOLS]
         return f"{host}:{port} refused the {protocol} connection: {reason}"
     conn.close()
     return None
