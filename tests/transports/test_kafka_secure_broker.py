@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.services_plugin import SecureKafka
+from tests.transports.token_endpoint import TokenEndpoint, serving
 from transports.errors import TransportError
 from transports.kafka.admin import consumer_group_lag
 from transports.kafka.security import KafkaSecurity
@@ -115,6 +116,21 @@ async def test_a_request_travels_over_sasl_ssl_with_an_oauthbearer_token(
     secure_kafka: SecureKafka, unique_name: str
 ) -> None:
     await round_trip(secure_kafka.sasl_ssl_bootstrap, oauthbearer(secure_kafka), unique_name)
+
+
+async def test_a_request_travels_with_oauthbearer_tokens_from_client_credentials(
+    secure_kafka: SecureKafka, unique_name: str
+) -> None:
+    async with serving(TokenEndpoint(3600, mint=lambda n: unsigned_jwt(f"svc-{n}"))) as idp:
+        security = KafkaSecurity(
+            security_protocol="SASL_SSL",
+            sasl_mechanism="OAUTHBEARER",
+            sasl_oauth={"token_url": idp.url, "client_id": "raybus", "client_secret": "s"},
+            ssl_cafile=str(secure_kafka.tls.ca),
+        )
+        await round_trip(secure_kafka.sasl_ssl_bootstrap, security, unique_name)
+    # Each client fetched its token from the identity provider (and cached it).
+    assert idp.requests
 
 
 async def refusal(bootstrap: str, security: KafkaSecurity, name: str) -> str:

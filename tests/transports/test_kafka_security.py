@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from aiokafka.errors import KafkaError
 
 from cluster.config import ConfigError, parse_config
 from tests.tls_material import TlsFiles, write_tls_files
+from tests.transports.token_endpoint import TokenEndpoint, serving
 from transports.kafka.security import KafkaOAuth, KafkaSecurity
 
 PASSWORD = "pw-that-must-never-show"
@@ -144,39 +144,9 @@ def test_tls_options_carry_a_verifying_context_with_the_client_certificate(tls: 
     assert not lax.ssl_context().check_hostname
 
 
-class TokenEndpoint:
-    """A real OAuth token endpoint on 127.0.0.1 (client credentials grant)."""
-
-    def __init__(self, lifetime_s: int, status: int = 200) -> None:
-        self.lifetime_s = lifetime_s
-        self.status = status
-        self.requests: list[tuple[str, str]] = []  # (authorization, form)
-        self.url = ""
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
-        lowered = {k.lower(): v for k, v in headers.items()}
-        form = (await reader.readexactly(int(lowered["content-length"]))).decode()
-        self.requests.append((lowered.get("authorization", ""), form))
-        body = json.dumps(
-            {"access_token": f"token-{len(self.requests)}", "expires_in": self.lifetime_s}
-        ).encode()
-        writer.write(
-            f"HTTP/1.1 {self.status} X\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
-            + body
-        )
-        await writer.drain()
-        writer.close()
-
-
 @pytest.fixture
 async def token_endpoint(request: pytest.FixtureRequest) -> AsyncIterator[TokenEndpoint]:
-    endpoint = TokenEndpoint(*getattr(request, "param", (3600,)))
-    server = await asyncio.start_server(endpoint.handle, "127.0.0.1", 0)
-    endpoint.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/token"
-    async with server:
+    async with serving(TokenEndpoint(*getattr(request, "param", (3600,)))) as endpoint:
         yield endpoint
 
 
