@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     ConsumerStoppedError,
     IllegalOperation,
@@ -26,11 +27,12 @@ from aiokafka.errors import (
 )
 
 from transports.errors import BusError, BusTimeout, ConnectionClosed, TransportError
-from transports.kafka.security import KafkaSecurity, connection_problem
+from transports.kafka.security import KafkaSecurity, describe_failure
 
 __all__ = [
     "KAFKA_ERRORS",
     "TopicNames",
+    "connection_problem",
     "consumer_group_lag",
     "ensure_topics",
     "explain_kafka_error",
@@ -99,6 +101,27 @@ def translate_kafka_error(exc: BaseException, operation: str, timeout_s: float =
     if isinstance(exc, KafkaError) and exc.retriable:
         return ConnectionClosed(f"kafka {operation} failed: {exc!r}")
     return TransportError(f"kafka {operation} failed: {exc!r}")
+
+
+async def connection_problem(
+    bootstrap: str, options: dict[str, Any], *, timeout_s: float
+) -> str | None:
+    """Why a client with ``options`` cannot use the first broker of ``bootstrap``: one
+    line, or None when a direct connection works (the failure was elsewhere).
+
+    Never raises for the connection itself; the line names no secret.
+    """
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(
+                host.strip("[]"), int(port), request_timeout_ms=int(timeout_s * 1000), **options
+            )
+    except (TimeoutError, OSError, KafkaError) as exc:
+        return describe_failure(host, port, protocol, exc)
+    conn.close()
+    return None
 
 
 async def explain_kafka_error(

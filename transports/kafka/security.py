@@ -12,33 +12,31 @@ protocol, a CA, certificate or key that does not load. Passwords, client secrets
 tokens are :class:`~pydantic.SecretStr` (never in a repr, a status or an error);
 ``"${NAME}"`` reads one from the environment at load.
 
-A client that cannot connect is explained by :func:`connection_problem`: aiokafka reports
-every bootstrap failure as "Unable to bootstrap", so the first broker is asked once more,
-directly, for the real reason (bad password, a TLS listener spoken to in plaintext, an
-untrusted certificate).
+Imports no aiokafka (loading a bus configuration must not cost a Ray bus the broker
+client): the OAUTHBEARER token provider lives in ``transports.kafka.oauth``, the
+diagnosis of a refused connection in ``transports.kafka.admin``, which word their one
+line with :func:`describe_failure`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import ssl
-import time
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from aiokafka.abc import AbstractTokenProvider
-from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from aiokafka.abc import AbstractTokenProvider
 
 __all__ = [
     "KafkaOAuth",
     "KafkaSecurity",
     "SaslMechanism",
     "SecurityProtocol",
-    "connection_problem",
+    "describe_failure",
 ]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -47,10 +45,6 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
-# A fetched token is renewed this long before it expires, so no connection presents one
-# that lapses during its handshake.
-_TOKEN_RENEW_MARGIN_S = 60.0
-_MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 # Why a broker closes a connection before answering, by "the client speaks TLS".
 _CLOSED_HINTS = {
     False: " (a TLS listener closes plaintext clients: check security_protocol)",
@@ -115,57 +109,10 @@ class KafkaOAuth(_Strict):
         return self
 
     def provider(self) -> AbstractTokenProvider:
-        """A token provider for aiokafka, fetching (and caching) as configured."""
-        return _TokenProvider(self)
+        """An aiokafka token provider, fetching (and caching) as configured."""
+        from transports.kafka.oauth import TokenProvider  # loads aiokafka: only when used
 
-
-class _TokenProvider(AbstractTokenProvider):  # type: ignore[misc]
-    def __init__(self, oauth: KafkaOAuth) -> None:
-        self._oauth = oauth
-        self._token: str | None = None
-        self._renew_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def token(self) -> str:
-        if self._oauth.token is not None:
-            return self._oauth.token.get_secret_value()
-        async with self._lock:  # every connection of a client shares one fetch
-            if self._token is None or time.monotonic() >= self._renew_at:
-                self._token, lifetime_s = await self._fetch()
-                self._renew_at = time.monotonic() + max(0.0, lifetime_s - _TOKEN_RENEW_MARGIN_S)
-            return self._token
-
-    async def _fetch(self) -> tuple[str, float]:
-        import httpx2 as httpx  # only clients configured for the grant need it
-
-        oauth = self._oauth
-        assert oauth.token_url is not None
-        assert oauth.client_id is not None
-        assert oauth.client_secret is not None
-        form = {"grant_type": "client_credentials"}
-        if oauth.scope:
-            form["scope"] = oauth.scope
-        where = f"token request to {oauth.token_url}"
-        try:
-            async with httpx.AsyncClient(timeout=oauth.timeout_s) as http:
-                reply = await http.post(
-                    oauth.token_url,
-                    data=form,
-                    auth=(oauth.client_id, oauth.client_secret.get_secret_value()),
-                )
-        except httpx.HTTPError as exc:
-            raise KafkaError(f"{where} failed: {type(exc).__name__}") from None
-        if reply.status_code != 200 or len(reply.content) > _MAX_TOKEN_RESPONSE_BYTES:
-            raise KafkaError(f"{where} was refused with HTTP {reply.status_code}")
-        try:
-            body = reply.json()
-            token = body["access_token"]
-            lifetime_s = float(body.get("expires_in", 300))
-        except (ValueError, KeyError, TypeError):
-            raise KafkaError(f"{where} returned no access_token") from None
-        if not isinstance(token, str) or not token:
-            raise KafkaError(f"{where} returned no access_token")
-        return token, lifetime_s
+        return TokenProvider(self)
 
 
 def _loadable_file(value: str | None, what: str) -> str | None:
@@ -298,31 +245,15 @@ def _why(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-async def connection_problem(
-    bootstrap: str, options: dict[str, Any], *, timeout_s: float
-) -> str | None:
-    """Why a client with ``options`` cannot use the first broker of ``bootstrap``: one
-    line, or None when a direct connection works (the failure was elsewhere).
-
-    Never raises for the connection itself; the line names no secret.
-    """
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
-    protocol = options.get("security_protocol", "PLAINTEXT")
-    try:
-        async with asyncio.timeout(timeout_s):
-            conn = await create_conn(
-                host.strip("[]"), int(port), request_timeout_ms=int(timeout_s * 1000), **options
-            )
-    except TimeoutError:
-        return f"no answer from {host}:{port} within {timeout_s:g} s over {protocol}"
-    except ssl.SSLError as exc:
+def describe_failure(host: str, port: str, protocol: str, exc: BaseException) -> str:
+    """One line on why a direct connection to ``host:port`` over ``protocol`` failed."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {host}:{port} over {protocol}"
+    if isinstance(exc, ssl.SSLError):
         hint = " (is ssl_cafile the CA of the broker's certificate?)"
         verify = isinstance(exc, ssl.SSLCertVerificationError)
         return f"TLS with {host}:{port} failed: {_why(exc)}{hint if verify else ''}"
-    except (OSError, KafkaError) as exc:
-        reason = _why(exc)
-        if "closed" in reason.lower():
-            reason += _CLOSED_HINTS[protocol in _TLS_PROTOCOLS]
-        return f"{host}:{port} refused the {protocol} connection: {reason}"
-    conn.close()
-    return None
+    reason = _why(exc)
+    if "closed" in reason.lower():
+        reason += _CLOSED_HINTS[protocol in _TLS_PROTOCOLS]
+    return f"{host}:{port} refused the {protocol} connection: {reason}"
