@@ -7,6 +7,7 @@ them is a `unit` test: pure logic, no Ray, no broker. Marking it here keeps
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import hypothesis  # noqa: F401 - see below
@@ -25,6 +26,16 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.services_plugin"]
 
 _ENVIRONMENT_MARKERS = frozenset({"ray", "kafka", "sqs", "keycloak"})
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's measured figures, so a CI log carries the evidence, not just a pass."""
+    figures = sys.modules.get("tests.faults.figures")  # imported only when fault tests ran
+    lines: list[str] = getattr(figures, "FIGURES", [])
+    if lines:
+        terminalreporter.section("fault figures")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import uuid
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -44,6 +46,18 @@ _LOG_TAIL_LINES = 80
 
 # fixture name -> log file of the service it started, for failure reports
 _SERVICE_LOGS = pytest.StashKey[dict[str, Path]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI timeout, `kill`) would end pytest without running session teardown,
+    # leaving the brokers and Keycloak it started running, in their own sessions. Taken
+    # like Ctrl-C instead, pytest stops the run and the fixtures stop what they started.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def _service_logs(config: pytest.Config) -> dict[str, Path]:

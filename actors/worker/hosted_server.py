@@ -23,6 +23,14 @@ from typing import Any
 from actors.discovery.catalog import Catalog
 from actors.discovery.exposure import SHOW_ALL, PoolExposure, Refusal
 from actors.tracing import SpanKind, end_envelope_hop, envelope_hop, with_trace_meta
+from actors.worker.request_params import (
+    MODERN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    PROTOCOL_VERSION_META_KEY,
+    is_modern,
+    with_local_progress_token,
+    without_envelope,
+)
 from actors.worker.server_links import ServerLink
 from transports.envelope import CorrelationKey, Envelope
 from transports.errors import INVALID_PARAMS, METHOD_NOT_FOUND, BusError, BusErrorCode
@@ -34,15 +42,11 @@ __all__ = ["CLOSE_SSE_STREAM", "HostedServer", "OutboundSink"]
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = "2025-11-25"
-PROTOCOL_VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion"
-MODERN_PROTOCOL_VERSION = "2026-07-28"
 _LIST_KINDS = {
     "notifications/tools/list_changed": "tool",
     "notifications/prompts/list_changed": "prompt",
     "notifications/resources/list_changed": "resource",
 }
-_RESERVED_META = "io.modelcontextprotocol/"
 CLIENT_CAPABILITIES: dict[str, Any] = {
     "sampling": {},
     "elicitation": {"form": {}, "url": {}},
@@ -212,14 +216,14 @@ class HostedServer:
                 request.id, BusErrorCode.UPSTREAM_FAILED, "MCP server is restarting"
             )
         params = request.params
-        if _is_modern(params) and self._modern_factory is not None:
+        if is_modern(params) and self._modern_factory is not None:
             link = await self._modern_link()
         else:
-            params = _without_envelope(params)
+            params = without_envelope(params)
         # The server's own span (an SDK server makes one) is a child of the worker's.
         params = with_trace_meta(params, trace)
         local_id = next(self._ids)
-        params, token = _with_local_progress_token(params, local_id)
+        params, token = with_local_progress_token(params, local_id)
         call = _Call(frame, request.id, token, asyncio.get_running_loop().create_future(), link)
         self._calls[local_id] = call
         key = frame.envelope.correlation_key
@@ -571,28 +575,3 @@ def _never_reached(link: ServerLink, request_id: int) -> bool:
     does, for a request refused for its expired session; the others cannot tell.)"""
     check = getattr(link, "never_reached", None)
     return bool(check is not None and check(request_id))
-
-
-def _is_modern(params: Any) -> bool:
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
-
-
-def _without_envelope(params: Any) -> Any:
-    """Params minus the 2026-07-28 envelope, for a server spoken to over the handshake era."""
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    if not isinstance(meta, dict) or not any(k.startswith(_RESERVED_META) for k in meta):
-        return params
-    kept = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META)}
-    stripped = {k: v for k, v in params.items() if k != "_meta"}
-    return {**stripped, "_meta": kept} if kept else stripped
-
-
-def _with_local_progress_token(params: Any, local_id: int) -> tuple[Any, Any]:
-    """Swap the client's progress token for the session-local id (tokens collide across clients)."""
-    if not isinstance(params, dict):
-        return params, None
-    meta = params.get("_meta")
-    if not isinstance(meta, dict) or "progressToken" not in meta:
-        return params, None
-    return {**params, "_meta": {**meta, "progressToken": local_id}}, meta["progressToken"]

@@ -6,7 +6,8 @@ Streamable HTTP. A frame that is not a JSON-RPC message (the codec's checks: UTF
 depth, duplicate keys, NaN) gets a JSON-RPC error frame back, leaves an audit record, and
 the connection stays open; frames over the gateway's size cap close it (uvicorn enforces
 ``ws_max_size``). Refused frames are counted by reason (``parse_error``,
-``invalid_request``) for the gateway's metrics.
+``invalid_request``) for the gateway's metrics. A session authenticated by an OAuth
+access token is closed (1008) when the token expires: the door sees it only once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cluster.gateway.policy.audit import AuditLog
-from cluster.gateway.policy.http_guards import PRINCIPAL, Refusals
+from cluster.gateway.policy.http_guards import OAUTH_PRINCIPAL, PRINCIPAL, Refusals
+from cluster.gateway.policy.oauth import TokenPrincipal
 from transports.codec import DecodeLimits, error_response_for, message_from_json, parse_json
 from transports.errors import InvalidMessage, InvalidRequest, MessageTooLarge, ParseError
 
@@ -101,9 +103,20 @@ def websocket_route(
                     item.message.model_dump_json(by_alias=True, exclude_unset=True)
                 )
 
+        async def close_when_the_token_expires(valid_until: float) -> None:
+            # The door checked the token once, at the handshake; a session must not
+            # outlive it. 1008: policy violation (the client gets a new token, reconnects).
+            await anyio.sleep(max(0.0, valid_until - time.time()))
+            logger.info("closing a WebSocket session: its access token expired")
+            await websocket.close(code=1008, reason="access token expired")
+            group.cancel_scope.cancel()
+
         async with anyio.create_task_group() as group:
             group.start_soon(pump_in)
             group.start_soon(pump_out)
+            principal = websocket.scope.get("state", {}).get(OAUTH_PRINCIPAL)
+            if isinstance(principal, TokenPrincipal) and principal.valid_until is not None:
+                group.start_soon(close_when_the_token_expires, principal.valid_until)
             await server.run(
                 to_server_receive, from_server_send, server.create_initialization_options()
             )

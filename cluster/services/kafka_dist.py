@@ -6,22 +6,20 @@ generated pom naming ``org.apache.kafka:kafka_2.13`` plus the log4j2 binding for
 (Kafka's own tarball ships it; the Maven artefact leaves the choice to the user), copied
 with ``dependency:copy-dependencies`` into ``<cache>/kafka-<version>/libs``.
 
-The copy is atomic: it is assembled in a staging directory next to the final one, marked
-complete, then renamed into place, so an interrupted download never counts as cached.
+The copy is atomic (``dist_cache``): assembled in a staging directory next to the final
+one, marked complete, then renamed into place, so an interrupted download never counts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shlex
 import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.services.dist_cache import CachedDirectory, require_mvn
 from cluster.services.errors import ServiceError
 from cluster.services.maven import DEPENDENCY_PLUGIN, fetch_with_maven
 
@@ -98,16 +96,14 @@ def render_pom(version: str = KAFKA_VERSION, log4j_version: str = LOG4J_VERSION)
 """
 
 
-def _home(cache_dir: Path, version: str) -> Path:
-    return cache_dir / f"kafka-{version}"
+def _cached_directory(cache_dir: Path, version: str) -> CachedDirectory:
+    return CachedDirectory(_SERVICE, cache_dir, f"kafka-{version}", _COMPLETE_MARKER)
 
 
 def cached_distribution(cache_dir: Path, version: str = KAFKA_VERSION) -> KafkaDistribution | None:
     """The cached distribution, or None if it is absent or was never completed."""
-    home = _home(cache_dir, version)
-    if (home / _COMPLETE_MARKER).is_file():
-        return KafkaDistribution(home=home, version=version)
-    return None
+    directory = _cached_directory(cache_dir, version)
+    return KafkaDistribution(home=directory.path, version=version) if directory.complete else None
 
 
 async def fetch_distribution(
@@ -129,60 +125,18 @@ async def fetch_distribution(
         ServiceError: ``mvn`` is missing, failed (Maven Central unreachable, unknown
             version) or timed out; the message names the coordinates and the command.
     """
-    cached = cached_distribution(cache_dir, version)
-    if cached is not None:
-        return cached
-    mvn_path = mvn or shutil.which("mvn")
-    if mvn_path is None:
-        raise ServiceError(
-            _SERVICE,
-            f"Maven (`mvn`) is not on PATH; it is needed once to fetch "
-            f"{kafka_coordinates(version)} from Maven Central into {_home(cache_dir, version)}",
-        )
-    staging = _begin_staging(cache_dir, version, stale_after_s=timeout_s)
+    directory = _cached_directory(cache_dir, version)
+    if directory.complete:
+        return KafkaDistribution(home=directory.path, version=version)
+    mvn_path = require_mvn(_SERVICE, mvn, fetching=kafka_coordinates(version), into=directory.path)
+    staging = directory.begin_staging(stale_after_s=timeout_s)
     try:
         await _download(mvn_path, staging, version, timeout_s)
-        _commit(staging, cache_dir, version)
+        directory.commit(staging, kafka_coordinates(version))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("cached Kafka %s in %s", version, _home(cache_dir, version))
-    return KafkaDistribution(home=_home(cache_dir, version), version=version)
-
-
-def _begin_staging(cache_dir: Path, version: str, *, stale_after_s: float) -> Path:
-    """A fresh staging directory beside the final one (same filesystem: rename is atomic)."""
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(cache_dir, older_than_s=stale_after_s)
-        return Path(tempfile.mkdtemp(prefix=f".kafka-{version}.partial-", dir=cache_dir))
-    except OSError as exc:
-        raise ServiceError(_SERVICE, f"cannot write the Kafka cache in {cache_dir}: {exc}") from exc
-
-
-def _commit(staging: Path, cache_dir: Path, version: str) -> None:
-    """Mark the staged copy complete and move it into place in one atomic rename."""
-    try:
-        (staging / _COMPLETE_MARKER).write_text(f"{kafka_coordinates(version)}\n")
-        home = _home(cache_dir, version)
-        if home.exists() and cached_distribution(cache_dir, version) is None:
-            shutil.rmtree(home)  # an incomplete copy from before the marker existed
-        try:
-            staging.rename(_home(cache_dir, version))
-        except OSError:
-            # Another process finished the same download first; its copy is as good.
-            if cached_distribution(cache_dir, version) is None:
-                raise
-    except OSError as exc:
-        raise ServiceError(_SERVICE, f"cannot write the Kafka cache in {cache_dir}: {exc}") from exc
-
-
-def _remove_stale_partials(cache_dir: Path, *, older_than_s: float) -> None:
-    """Delete staging dirs left by killed downloads; younger ones may still be in use."""
-    now = time.time()
-    for partial in cache_dir.glob(".kafka-*.partial-*"):
-        with contextlib.suppress(OSError):
-            if now - partial.stat().st_mtime > older_than_s:
-                shutil.rmtree(partial, ignore_errors=True)
+    logger.info("cached Kafka %s in %s", version, directory.path)
+    return KafkaDistribution(home=directory.path, version=version)
 
 
 async def _download(mvn: str, staging: Path, version: str, timeout_s: float) -> None:

@@ -13,17 +13,15 @@ marked complete and renamed into place: an interrupted download never counts as 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shlex
 import shutil
 import tarfile
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.services.dist_cache import CachedDirectory, require_mvn, run_bounded
 from cluster.services.errors import ServiceError
 from cluster.services.maven import DEPENDENCY_PLUGIN, fetch_with_maven
 
@@ -65,19 +63,20 @@ class KeycloakDistribution:
     version: str
 
 
-def _root(cache_dir: Path, version: str) -> Path:
-    return cache_dir / f"keycloak-{version}"
+def _cached_directory(cache_dir: Path, version: str) -> CachedDirectory:
+    return CachedDirectory(_SERVICE, cache_dir, f"keycloak-{version}", _COMPLETE_MARKER)
 
 
 def _distribution(cache_dir: Path, version: str) -> KeycloakDistribution:
-    return KeycloakDistribution(home=_root(cache_dir, version) / "dist", version=version)
+    home = _cached_directory(cache_dir, version).path / "dist"
+    return KeycloakDistribution(home=home, version=version)
 
 
 def cached_distribution(
     cache_dir: Path, version: str = KEYCLOAK_VERSION
 ) -> KeycloakDistribution | None:
     """The cached distribution, or None if it is absent or was never completed."""
-    if (_root(cache_dir, version) / _COMPLETE_MARKER).is_file():
+    if _cached_directory(cache_dir, version).complete:
         return _distribution(cache_dir, version)
     return None
 
@@ -103,56 +102,22 @@ async def fetch_distribution(
         ServiceError: ``mvn`` is missing, failed (Maven Central unreachable, unknown
             version) or timed out, or the archive could not be unpacked or built.
     """
-    cached = cached_distribution(cache_dir, version)
-    if cached is not None:
-        return cached
-    mvn_path = mvn or shutil.which("mvn")
-    if mvn_path is None:
-        raise ServiceError(
-            _SERVICE,
-            f"Maven (`mvn`) is not on PATH; it is needed once to fetch "
-            f"{keycloak_coordinates(version)} from Maven Central into {_root(cache_dir, version)}",
-        )
-    staging = _begin_staging(cache_dir, version, stale_after_s=timeout_s)
+    directory = _cached_directory(cache_dir, version)
+    if directory.complete:
+        return _distribution(cache_dir, version)
+    coordinates = keycloak_coordinates(version)
+    mvn_path = require_mvn(_SERVICE, mvn, fetching=coordinates, into=directory.path)
+    staging = directory.begin_staging(stale_after_s=timeout_s)
     try:
         archive = await _download(mvn_path, staging, version, timeout_s)
         await asyncio.to_thread(_unpack, archive, staging / "dist")
         archive.unlink()
         await _build(staging / "dist", java_home)
-        _commit(staging, cache_dir, version)
+        directory.commit(staging, coordinates)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("cached Keycloak %s in %s", version, _root(cache_dir, version))
+    logger.info("cached Keycloak %s in %s", version, directory.path)
     return _distribution(cache_dir, version)
-
-
-def _begin_staging(cache_dir: Path, version: str, *, stale_after_s: float) -> Path:
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        for partial in cache_dir.glob(".keycloak-*.partial-*"):
-            with contextlib.suppress(OSError):
-                if now - partial.stat().st_mtime > stale_after_s:
-                    shutil.rmtree(partial, ignore_errors=True)
-        return Path(tempfile.mkdtemp(prefix=f".keycloak-{version}.partial-", dir=cache_dir))
-    except OSError as exc:
-        raise ServiceError(_SERVICE, f"cannot write the cache in {cache_dir}: {exc}") from exc
-
-
-def _commit(staging: Path, cache_dir: Path, version: str) -> None:
-    try:
-        (staging / _COMPLETE_MARKER).write_text(f"{keycloak_coordinates(version)}\n")
-        root = _root(cache_dir, version)
-        if root.exists() and cached_distribution(cache_dir, version) is None:
-            shutil.rmtree(root)  # an incomplete copy
-        try:
-            staging.rename(root)
-        except OSError:
-            # Another process finished the same download first; its copy is as good.
-            if cached_distribution(cache_dir, version) is None:
-                raise
-    except OSError as exc:
-        raise ServiceError(_SERVICE, f"cannot write the cache in {cache_dir}: {exc}") from exc
 
 
 def _unpack(archive: Path, target: Path) -> None:
@@ -178,32 +143,9 @@ async def _build(home: Path, java_home: str | None) -> None:
     if java_home is not None:
         env["JAVA_HOME"] = java_home
     logger.info("building Keycloak once: %s", shlex.join(argv))
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=home,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    except OSError as exc:
-        raise ServiceError(_SERVICE, f"cannot run `{shlex.join(argv)}`: {exc}") from exc
-    try:
-        async with asyncio.timeout(_BUILD_TIMEOUT_S):
-            output, _ = await proc.communicate()
-    except TimeoutError as exc:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise ServiceError(
-            _SERVICE, f"`{shlex.join(argv)}` took longer than {_BUILD_TIMEOUT_S:g} s"
-        ) from exc
-    if proc.returncode != 0:
-        tail = "\n".join(output.decode("utf-8", errors="replace").splitlines()[-30:])
-        raise ServiceError(
-            _SERVICE, f"`{shlex.join(argv)}` exited with code {proc.returncode}", tail
-        )
+    await run_bounded(
+        _SERVICE, argv, cwd=home, env=env, timeout_s=_BUILD_TIMEOUT_S, doing="building Keycloak"
+    )
 
 
 async def _download(mvn: str, staging: Path, version: str, timeout_s: float) -> Path:

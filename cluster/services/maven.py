@@ -6,12 +6,11 @@ naming what was fetched and the command, with the tail of Maven's output beside 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import shlex
 from pathlib import Path
 
+from cluster.services.dist_cache import CommandFailed, run_bounded
 from cluster.services.errors import ServiceError
 
 __all__ = ["DEPENDENCY_PLUGIN", "fetch_with_maven"]
@@ -31,34 +30,15 @@ async def fetch_with_maven(
     Raises:
         ServiceError: it could not run, took too long or failed (naming ``what``).
     """
-    command = shlex.join(argv)
-    logger.info("fetching %s: %s", what, command)
+    logger.info("fetching %s: %s", what, shlex.join(argv))
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        return await run_bounded(
+            service, argv, cwd=cwd, timeout_s=timeout_s, doing=f"fetching {what}"
         )
-    except OSError as exc:
-        raise ServiceError(service, f"cannot run `{command}` to fetch {what}: {exc}") from exc
-    try:
-        async with asyncio.timeout(timeout_s):
-            output, _ = await proc.communicate()
-    except TimeoutError as exc:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise ServiceError(
-            service, f"fetching {what} took longer than {timeout_s:g} s; command: `{command}`"
-        ) from exc
-    tail = "\n".join(output.decode("utf-8", errors="replace").splitlines()[-30:])
-    if proc.returncode != 0:
+    except CommandFailed as failed:
         raise ServiceError(
             service,
             f"could not fetch {what} (is Maven Central reachable?); "
-            f"`{command}` exited with code {proc.returncode}",
-            tail,
-        )
-    return tail
+            f"`{shlex.join(argv)}` exited with code {failed.returncode}",
+            failed.log_tail,
+        ) from failed

@@ -3,8 +3,7 @@
 The suite is the npm package ``@modelcontextprotocol/conformance``, pinned below. It
 needs Node >= 22, which this machine may not have, so both come from the npm registry
 into the project's own cache (``<cache>/conformance-<version>``, the same cache the Kafka
-broker uses), once, like the broker's jars: installed into a staging directory, marked
-complete, then renamed into place, so an interrupted install never counts as cached.
+broker uses), once, by :mod:`tests.npm_packages` (an interrupted install never counts).
 Only the ``npm`` client itself must be on ``PATH``; nothing outside the clone is read.
 
 From the shell (``make conformance URL=... ERA=...`` wraps it)::
@@ -17,17 +16,14 @@ Every server scenario of the requested era runs; the suite ends its output with
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from cluster.services.state import default_cache_dir
+from tests.npm_packages import NpmMissing, ensure_npm_packages
 
 __all__ = [
     "SUITE_VERSION",
@@ -42,14 +38,11 @@ NODE_PACKAGE = "node@22"
 ERAS = ("2025-11-25", "2026-07-28")
 
 _TOTAL = re.compile(r"^Total: (\d+) passed, (\d+) failed\b", re.MULTILINE)
-_COMPLETE_MARKER = ".complete"
 _SUITE_ENTRY = Path("node_modules/@modelcontextprotocol/conformance/dist/index.js")
 _NODE_BIN = Path("node_modules/.bin/node")
-# npm fetches ~60 MB on a cold cache; generous for a slow registry and a loaded machine.
-_INSTALL_TIMEOUT_S = 600
 
 
-class ConformanceUnavailable(RuntimeError):
+class ConformanceUnavailable(NpmMissing):
     """This machine has no ``npm`` client, so the suite cannot be installed at all."""
 
 
@@ -69,56 +62,11 @@ def ensure_suite(cache_dir: Path | None = None) -> Path:
         RuntimeError: npm is there but the install failed; the message carries npm's
             output, so a broken registry or a bad pin is a failure, never a skip.
     """
-    home = suite_home(cache_dir)
-    if (home / _COMPLETE_MARKER).exists():
-        return home
-    npm = shutil.which("npm")
-    if npm is None:
-        raise ConformanceUnavailable("npm is not on PATH: the conformance suite installs from npm")
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with _install_lock(home):
-        if (home / _COMPLETE_MARKER).exists():  # another process finished it meanwhile
-            return home
-        staging = Path(tempfile.mkdtemp(prefix=f".{home.name}-", dir=home.parent))
-        try:
-            _npm_install(npm, staging)
-            (staging / _COMPLETE_MARKER).touch()
-            shutil.rmtree(home, ignore_errors=True)
-            staging.rename(home)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return home
-
-
-def _npm_install(npm: str, prefix: Path) -> None:
-    (prefix / "package.json").write_text('{"name": "raybus-conformance", "private": true}\n')
     packages = [NODE_PACKAGE, f"@modelcontextprotocol/conformance@{SUITE_VERSION}"]
-    completed = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *packages],
-        cwd=prefix,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=_INSTALL_TIMEOUT_S,
-        check=False,
-    )
-    missing = [p for p in (_SUITE_ENTRY, _NODE_BIN) if not (prefix / p).exists()]
-    if completed.returncode != 0 or missing:
-        raise RuntimeError(
-            f"npm install of the conformance suite failed (exit {completed.returncode}, "
-            f"missing {[str(p) for p in missing]}):\n{completed.stdout[-3000:]}"
-        )
-
-
-@contextlib.contextmanager
-def _install_lock(home: Path) -> Iterator[None]:
-    # Two test sessions (or a test and `make conformance`) may install at once.
-    with (home.parent / f".{home.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        return ensure_npm_packages(suite_home(cache_dir), packages, [_SUITE_ENTRY, _NODE_BIN])
+    except NpmMissing as exc:
+        raise ConformanceUnavailable(str(exc)) from exc
 
 
 def run_suite(

@@ -23,6 +23,7 @@ from typing import Any
 from ray.exceptions import RayError
 
 from cluster.client import BusClient
+from tests.faults.figures import figure
 from tests.faults.history import History, Verdict
 from transports.errors import BusErrorCode, BusTimeout, CallError, ConnectionClosed
 
@@ -168,5 +169,5 @@ def figures(case: str, verdict: Verdict, load: SteadyLoad, **measured: float | N
             **{k: None if v is None else round(v, 2) for k, v in measured.items()},
         }
     )
-    print("FAULT-FIGURES", line)
+    figure(f"FAULT-FIGURES {line}")
     return line

@@ -38,6 +38,7 @@ from tests.faults.broker_bus import (
     lines,
     within_deadline,
 )
+from tests.faults.figures import figure
 from tests.faults.history import History, check
 from tests.faults.scale import scaled
 from tests.waiting import wait_until
@@ -88,7 +89,7 @@ async def test_a_failing_pools_breaker_opens_in_the_client_and_fails_callers_fas
         await asyncio.gather(*calls)
         refused_in_s = time.monotonic() - started
         verdict = check(history)
-        print(f"\n{broker.kind} breaker open: {verdict}; all refused in {refused_in_s:.3f} s")
+        figure(f"{broker.kind} breaker open: {verdict}; all refused in {refused_in_s:.3f} s")
         assert verdict.clean, verdict
         assert verdict.errors == {BusErrorCode.CIRCUIT_OPEN: refused}
         assert lines(executions) == []  # none of them reached a worker
@@ -106,7 +107,7 @@ async def test_a_failing_pools_breaker_opens_in_the_client_and_fails_callers_fas
 
         await eventually(closed, SETTLE_S)
         probe_verdict = check(probes)
-        print(f"{broker.kind} until closed: {probe_verdict}")
+        figure(f"{broker.kind} until closed: {probe_verdict}")
         assert probe_verdict.clean, probe_verdict
         refusals = {BusErrorCode.CIRCUIT_OPEN, BusErrorCode.UPSTREAM_FAILED}
         assert set(probe_verdict.errors) <= refusals, probe_verdict
@@ -162,7 +163,7 @@ async def test_a_cancelled_call_stops_its_tool_on_the_worker_and_a_queued_one_ne
         stopped_in_s = time.monotonic() - cancelled_at
         await load_done
         verdict = check(history)
-        print(f"\n{broker.kind} cancel: tools stopped {stopped_in_s:.2f} s after; load {verdict}")
+        figure(f"{broker.kind} cancel: tools stopped {stopped_in_s:.2f} s after; load {verdict}")
         assert verdict.clean, verdict
         assert verdict.ok == echoes
         # A client that disconnects cancels what it still has running.
@@ -213,7 +214,7 @@ async def test_a_request_that_expired_in_the_broker_is_answered_1001_without_run
         answered_after = [
             op.outcomes[0][2] - op.invoked_at for op in history.operations.values() if op.outcomes
         ]
-        print(
+        figure(
             f"\n{broker.kind} expired: {verdict}; answered after "
             f"{min(answered_after):.2f}-{max(answered_after):.2f} s"
         )
@@ -290,7 +291,7 @@ async def test_broker_lag_grows_the_pool_and_wakes_it_from_zero(
             for d in (await bus_status(config.name))["decisions"]
             if d["pool"] == "kit"
         ]
-        print(f"\n{broker.kind} wake: {verdict}; size reached after (s): {reached}; {decisions}")
+        figure(f"{broker.kind} wake: {verdict}; size reached after (s): {reached}; {decisions}")
         assert verdict.clean, verdict
         assert verdict.ok == calls
         assert sorted(lines(executions)) == sorted(history.operations)

@@ -26,6 +26,7 @@ from cluster.client import BusClient
 from cluster.services.state import default_cache_dir
 from tests.cluster.bus_helpers import running_bus
 from tests.faults.broker_bus import KIT_SERVER, Broker, broker_bus, echoed, lines
+from tests.faults.figures import figure
 from tests.faults.history import History, check
 from tests.faults.restartable import RestartableKafka, RestartableSqs, halt, resume
 from tests.faults.scale import scaled
@@ -95,7 +96,7 @@ def report(kind: str, history: History, executions: Path, back_at: float, away_s
         ),
         default=float("nan"),
     )
-    print(
+    figure(
         f"\n{kind} restart: {verdict}; away {away_s:.1f} s; "
         f"first answer after it came back: {first_ok_after - back_at:.2f} s"
     )

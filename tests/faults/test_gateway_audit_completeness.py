@@ -21,6 +21,7 @@ import ray
 
 from cluster.naming import actor_names, get_actor
 from tests.cluster.bus_helpers import bus_config, running_gateway
+from tests.faults.figures import figure
 from tests.faults.gateway_clients import HOSTILE, Ledger, audit_records, call_body, post
 from tests.faults.history import History, check
 from tests.faults.scale import scaled
@@ -93,7 +94,7 @@ async def test_every_request_leaves_exactly_one_audit_record_while_a_worker_is_k
         for op in history.operations.values()
         if op.outcomes and op.outcomes[0][0] == "error" and op.invoked_at < kill["at"]
     ]
-    print(
+    figure(
         f"\ncase 12 figures: {verdict}; requests {ledger.requests}, audit records "
         f"{len(records)}; affected callers answered within "
         f"{max(affected, default=0.0):.2f} s of the kill"

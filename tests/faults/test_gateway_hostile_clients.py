@@ -23,6 +23,7 @@ import pytest
 
 from tests.cluster.bus_helpers import bus_config, running_gateway
 from tests.faults.answers import malformation
+from tests.faults.figures import figure
 from tests.faults.gateway_clients import (
     HOSTILE,
     Ledger,
@@ -180,7 +181,7 @@ async def test_hostile_clients_get_clear_answers_and_cost_the_gateway_nothing_la
         "requests": ledger.requests,
         "audit_records": len(records),
     }
-    print(f"\ncase 10/12 figures: {report}")
+    figure(f"case 10/12 figures: {report}")
     assert "Traceback" not in log, log[-3000:]
     assert peak <= baseline + PEAK_GROWTH_MIB, report
     assert report["after_second_round_mib"] <= after_first + SECOND_ROUND_GROWTH_MIB, report

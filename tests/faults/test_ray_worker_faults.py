@@ -25,6 +25,7 @@ import pytest_asyncio
 from cluster.client import BusClient, CallError
 from cluster.naming import actor_names, get_actor
 from tests.cluster.bus_helpers import bus_config, running_bus
+from tests.faults.figures import figure
 from tests.faults.history import History, Verdict, check
 from tests.faults.ray_load import (
     Fault,
@@ -85,7 +86,7 @@ def figures(case: str, verdict: Verdict, **extra: object) -> None:
     shown = " ".join(
         f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()
     )
-    print(f"\nFIGURES {case}: {verdict} {shown}")
+    figure(f"FIGURES {case}: {verdict} {shown}")
 
 
 def duplicate_responses(seen: Responses) -> list[list[str]]:

@@ -36,7 +36,7 @@ from cluster.gateway.policy.http_guards import (
     HostOriginGuard,
     Refusals,
 )
-from cluster.gateway.policy.oauth import TokenPrincipal, missing_scopes
+from cluster.gateway.policy.oauth import TokenPrincipal, audit_fields, missing_scopes
 from cluster.gateway.policy.ratelimit import RateLimiter
 from cluster.gateway.policy.redaction import redact
 from cluster.gateway.policy.schema_check import SchemaRefused, argument_errors
@@ -154,9 +154,7 @@ class PolicyMiddleware:
             record["target"] = subject.name
         token = state.get(OAUTH_PRINCIPAL) if state is not None else None
         if isinstance(token, TokenPrincipal):  # who the access token speaks for, never it
-            record["subject"] = token.subject
-            record["client_id"] = token.client_id
-            record["scopes"] = sorted(token.scopes)
+            record.update(audit_fields(token))
         outcome = "ok"
         try:
             # Over HTTP the door (RateLimitGate) charged the buckets already.

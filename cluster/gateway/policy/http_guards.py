@@ -43,6 +43,7 @@ from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cluster.gateway.policy.audit import AuditLog
+from cluster.gateway.policy.oauth import TokenPrincipal, audit_fields
 from cluster.gateway.policy.tokens import TokenTable
 from transports.codec import DecodeLimits, message_from_json, parse_json
 from transports.envelope import ANONYMOUS
@@ -176,17 +177,19 @@ class AuditDoor:
                 reason = state.get(REFUSED)
                 if self._refusals is not None and status < 500:
                     self._refusals.refused(reason or f"http_{status}")
-                self._audit.write(
-                    {
-                        "time": time.time(),
-                        "principal": state.get(PRINCIPAL),
-                        "method": state.get(CLIENT_METHOD),
-                        "tool": None,
-                        "outcome": f"refused {status}" + (f" {reason}" if reason else ""),
-                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                        "http": f"{scope.get('method', 'WEBSOCKET')} {scope.get('path', '')}",
-                    }
-                )
+                record: dict[str, Any] = {
+                    "time": time.time(),
+                    "principal": state.get(PRINCIPAL),
+                    "method": state.get(CLIENT_METHOD),
+                    "tool": state.get(CLIENT_TOOL),
+                    "outcome": f"refused {status}" + (f" {reason}" if reason else ""),
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "http": f"{scope.get('method', 'WEBSOCKET')} {scope.get('path', '')}",
+                }
+                token = state.get(OAUTH_PRINCIPAL)
+                if isinstance(token, TokenPrincipal):  # refused after the token was verified
+                    record.update(audit_fields(token))
+                self._audit.write(record)
 
 
 class BearerAuth:

@@ -85,12 +85,21 @@ class TokenPrincipal:
         subject: the ``sub`` claim.
         client_id: the OAuth client the token was issued to (``client_id`` or ``azp``).
         scopes: the granted scopes.
+        valid_until: when the door stops accepting the token (its ``exp`` plus the
+            clock leeway, epoch seconds), or None; a connection that outlives a request
+            (``/ws``) ends then.
     """
 
     name: str
     subject: str | None
     client_id: str | None
     scopes: frozenset[str]
+    valid_until: float | None = None
+
+
+def audit_fields(token: TokenPrincipal) -> dict[str, Any]:
+    """Who an access token speaks for, as audit records carry it (never the token)."""
+    return {"subject": token.subject, "client_id": token.client_id, "scopes": sorted(token.scopes)}
 
 
 def missing_scopes(granted: Iterable[str], needed: Iterable[str]) -> list[str]:
@@ -230,6 +239,7 @@ class TokenVerifier:
             subject=subject if isinstance(subject, str) else None,
             client_id=client if isinstance(client, str) else None,
             scopes=_scopes_of(claims),
+            valid_until=_valid_until(claims, self.config.leeway_s),
         )
 
     # -- keys ----------------------------------------------------------------------
@@ -418,3 +428,10 @@ class TokenVerifier:
         if not isinstance(document, dict):
             raise AuthorizationServerUnavailable(f"{what} at {url} is not a JSON object")
         return document
+
+
+def _valid_until(claims: dict[str, Any], leeway_s: float) -> float | None:
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return float(exp) + leeway_s

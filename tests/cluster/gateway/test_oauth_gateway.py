@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -240,3 +241,59 @@ async def test_the_door_hands_on_the_principal_without_the_credential(issuer: Lo
     assert [k for k, _ in websocket_scope["headers"]] == [b"host"]
     assert http_scope["state"]["raybus_principal"] == "user-1"
     assert websocket_scope["state"]["raybus_principal"] == "user-1"
+
+
+async def test_a_websocket_session_ends_when_its_access_token_expires(issuer: LocalIssuer) -> None:
+    import websockets
+
+    policy = oauth_policy(issuer, allow={"user-1": ["echo"]})
+    policy["oauth"]["leeway_s"] = 0.0
+    gateway = Gateway(fake_bus(), policy=PolicyConfig.model_validate(policy))
+    expires = int(time.time()) + 4
+    token = issuer.token(exp=expires)
+    async with serving(gateway, policy) as url:
+        ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws")
+        auth = {"Authorization": f"Bearer {token}"}
+        async with asyncio.timeout(60), websockets.connect(ws_url, additional_headers=auth) as ws:
+            await ws.send(json.dumps(INITIALIZE))
+            answer = json.loads(await ws.recv())
+            assert answer["id"] == 1
+            assert "result" in answer  # served while the token is valid
+            await ws.wait_closed()  # nothing more is sent: only the expiry can end this
+    assert ws.close_code == 1008
+    assert ws.close_reason == "access token expired"
+    assert time.time() >= expires  # at the expiry, not before it
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "ws", "version": "1"},
+    },
+}
+
+
+async def test_a_refusal_after_the_token_was_verified_is_audited_with_who_it_speaks_for(
+    issuer: LocalIssuer,
+) -> None:
+    token = issuer.token(scope="mcp")
+    policy = oauth_policy(issuer)
+    gateway = Gateway(fake_bus(), policy=PolicyConfig.model_validate(policy))
+    async with serving(gateway, policy) as url, httpx.AsyncClient() as http:
+        answer = await http.post(
+            url, json=call_echo(43), headers={**ACCEPT, "Authorization": f"Bearer {token}"}
+        )
+    assert answer.status_code == 403
+    assert await asyncio.to_thread(gateway.audit.flush)
+    refused = [r for r in gateway.audit.records if str(r["outcome"]).startswith("refused 403")]
+    assert len(refused) == 1
+    assert refused[0]["principal"] == "user-1"
+    assert refused[0]["tool"] == "echo"
+    assert refused[0]["subject"] == "user-1"
+    assert refused[0]["client_id"] == "agent"
+    assert refused[0]["scopes"] == ["mcp"]
+    assert token.rsplit(".", 1)[1] not in json.dumps(refused, default=str)
