@@ -45,6 +45,7 @@ from cluster.worker_options import (
     redacted_env,
 )
 from transports.errors import BusError
+from transports.kafka.security import KafkaSecurity
 
 __all__ = [
     "AutoscalerConfig",
@@ -309,8 +310,12 @@ class GatewayConfig(_Strict):
         return f"{self.scheme}://{self.host}:{port}{self.path}"
 
 
-class KafkaBackendConfig(_Strict):
-    """Kafka between clients (gateway) and workers: one request topic per pool."""
+class KafkaBackendConfig(KafkaSecurity):
+    """Kafka between clients (gateway) and workers: one request topic per pool.
+
+    TLS and SASL settings (``security_protocol``, ``sasl_*``, ``ssl_*``) sit beside
+    ``bootstrap``, as aiokafka names them: see :class:`~transports.kafka.security.KafkaSecurity`.
+    """
 
     bootstrap: str
     topic_prefix: str | None = Field(None, description="default: '<bus name>.'")
@@ -323,6 +328,12 @@ class KafkaBackendConfig(_Strict):
     duplicate_wait_s: float = Field(
         60.0, gt=0, description="how long a redelivered call waits for another worker's run"
     )
+
+    @property
+    def security(self) -> KafkaSecurity:
+        """The client security settings alone (validated with this section)."""
+        fields = {name: getattr(self, name) for name in KafkaSecurity.model_fields}
+        return KafkaSecurity.model_construct(**fields)
 
 
 class SqsBackendConfig(_Strict):
@@ -340,13 +351,32 @@ class SqsBackendConfig(_Strict):
     )
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
+    aws_profile: str | None = Field(None, description="profile of the shared AWS files")
+    # Existing request queues (e.g. made by Terraform): used as they are, never created or
+    # reconfigured, so the bus needs no sqs:CreateQueue for them.
+    queue_urls: dict[str, str] = Field(
+        default_factory=dict, description="pool -> URL of its existing request queue"
+    )
     ledger_ttl_s: float = Field(600.0, gt=0)
     duplicate_wait_s: float = Field(60.0, gt=0)
+
+    @field_validator("queue_urls")
+    @classmethod
+    def _queue_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for pool, url in value.items():
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname or not parts.path[1:]:
+                raise ValueError(f"{pool}: {url!r} is not a queue URL (https://host/account/name)")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
             raise ValueError("give both aws_access_key_id and aws_secret_access_key, or neither")
+        for pool, url in self.queue_urls.items():
+            if url.endswith(".fifo") != self.fifo:
+                kind = "a FIFO" if self.fifo else "a standard"
+                raise ValueError(f"queue_urls.{pool}: fifo is {self.fifo}, so give {kind} queue")
         return self
 
     @property
@@ -390,6 +420,8 @@ class BusConfig(_Strict):
         if self.backend == "sqs" and self.sqs is None:
             raise ValueError("backend 'sqs' needs an sqs section (endpoint_url, region)")
         names = [p.name for p in self.pools]
+        if strays := sorted(set(self.sqs.queue_urls if self.sqs else ()) - set(names)):
+            raise ValueError(f"sqs.queue_urls names no pool of this bus: {', '.join(strays)}")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"pool names must be unique; repeated: {', '.join(duplicates)}")

@@ -5,6 +5,9 @@
 - ``keycloak_gateway``: a real OAuth authorization server (Keycloak) whose realms
   (``tests/cluster/gateway/oauth_realm.py``) mint tokens for a gateway on a port reserved
   for the session.
+- ``secure_kafka``: a second, separate Kafka broker with TLS (mutual) and SASL_SSL +
+  SCRAM-SHA-512 (and unsecured OAUTHBEARER) listeners, certificates made by the test;
+  started only by the tests that ask for it.
 - ``ray_session``: the session's local Ray.
 - ``unique_name``: a fresh topic/queue name per test, so tests never read each other's data.
 
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import uuid
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -29,10 +34,12 @@ import pytest
 
 from cluster.services.base import LocalService
 from cluster.services.kafka import KAFKA_BOOTSTRAP_ENV, KafkaService
+from cluster.services.kafka_secure import SecureKafkaService
 from cluster.services.keycloak import KeycloakService
 from cluster.services.process import free_port, log_tail
 from cluster.services.sqs import SQS_ENDPOINT_ENV, SqsService
 from cluster.services.state import default_cache_dir
+from tests.tls_material import TlsFiles, write_tls_files
 
 RAY_NAMESPACE = "raybus-tests"
 _LOG_TAIL_LINES = 80
@@ -78,6 +85,43 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
         yield existing
         return
     yield from _run_service(KafkaService(default_cache_dir()), request.config, "kafka_bootstrap")
+
+
+@dataclass(frozen=True)
+class SecureKafka:
+    """The secured broker: its listeners, the certificates and a SCRAM user."""
+
+    plaintext_bootstrap: str
+    ssl_bootstrap: str
+    sasl_ssl_bootstrap: str
+    tls: TlsFiles
+    username: str
+    password: str
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SecureKafka]:
+    """A Kafka broker of its own with TLS and SASL turned on (never the shared one)."""
+    tls = write_tls_files(tmp_path_factory.mktemp("kafka-tls"))
+    username, password = "raybus-app", secrets.token_urlsafe(18)
+    service = SecureKafkaService(
+        default_cache_dir(),
+        keystore_pem=tls.server_keystore,
+        scram_users={username: password},
+        client_ca_pem=tls.ca,
+        unsecured_oauthbearer=True,
+    )
+    for plaintext in _run_service(service, request.config, "secure_kafka"):
+        yield SecureKafka(
+            plaintext_bootstrap=plaintext,
+            ssl_bootstrap=service.ssl_bootstrap,
+            sasl_ssl_bootstrap=service.sasl_ssl_bootstrap,
+            tls=tls,
+            username=username,
+            password=password,
+        )
 
 
 @pytest.fixture(scope="session")

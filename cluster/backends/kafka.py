@@ -40,7 +40,7 @@ from transports.kafka.admin import (
     TopicNames,
     consumer_group_lag,
     ensure_topics,
-    translate_kafka_error,
+    explain_kafka_error,
 )
 from transports.kafka.transport import KafkaTransport, KafkaTransportConfig
 
@@ -98,6 +98,7 @@ class KafkaWorkerSource(BrokerWorkerSource):
                 replication_factor=settings.replication_factor,
                 commit_interval_ms=settings.commit_interval_ms,
                 client_id=client_id,
+                security=settings.security,
             )
         )
         self._discovery_topic = topics.discovery_topic()
@@ -146,6 +147,7 @@ class KafkaClientWire:
                 partitions=1,
                 replication_factor=settings.replication_factor,
                 client_id=client_id,
+                security=settings.security,
             )
         )
 
@@ -185,7 +187,9 @@ class KafkaClientWire:
 async def kafka_lag(config: BusConfig, pool: str) -> int:
     settings = _settings(config)
     topic = topics_for(config).requests_for_capability(pool)
-    return await consumer_group_lag(settings.bootstrap, group_for(config, pool), topic)
+    return await consumer_group_lag(
+        settings.bootstrap, group_for(config, pool), topic, security=settings.security
+    )
 
 
 class DiscoveryTopicReader:
@@ -199,17 +203,27 @@ class DiscoveryTopicReader:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        settings = self._settings
         await ensure_topics(
-            self._settings.bootstrap, [self._topic], 1, self._settings.replication_factor
+            settings.bootstrap,
+            [self._topic],
+            1,
+            settings.replication_factor,
+            security=settings.security,
         )
+        options = settings.security.client_options()
         # No group: every discovery replica reads every beat; only fresh beats matter.
         self._consumer = AIOKafkaConsumer(
-            self._topic, bootstrap_servers=self._settings.bootstrap, auto_offset_reset="latest"
+            self._topic,
+            bootstrap_servers=settings.bootstrap,
+            auto_offset_reset="latest",
+            **options,
         )
         try:
             await self._consumer.start()
         except KAFKA_ERRORS as exc:
-            raise translate_kafka_error(exc, "discovery consumer start") from exc
+            what = "discovery consumer start"
+            raise await explain_kafka_error(exc, what, 0.0, settings.bootstrap, options) from exc
         self._task = asyncio.get_running_loop().create_task(self._run(self._consumer))
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:

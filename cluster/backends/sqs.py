@@ -20,7 +20,9 @@ import logging
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+import botocore.exceptions
 import botocore.session
+from botocore.credentials import RefreshableCredentials
 from pydantic import SecretStr
 
 from actors.worker.hosted_server import HostedServer
@@ -82,6 +84,8 @@ def _sqs_config(config: BusConfig, **queues: Any) -> SqsConfig:
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
         aws_session_token=settings.aws_session_token,
+        aws_profile=settings.aws_profile,
+        queue_urls={request_queue(pool): url for pool, url in settings.queue_urls.items()},
         **queues,
     )
 
@@ -89,11 +93,18 @@ def _sqs_config(config: BusConfig, **queues: Any) -> SqsConfig:
 class MissingCredentials(BusError):
     """No AWS credentials for a remote SQS endpoint, in the config or where raybus runs."""
 
-    def __init__(self, endpoint: str) -> None:
-        super().__init__(endpoint)
+    def __init__(self, endpoint: str, profile: str | None = None) -> None:
+        super().__init__(endpoint, profile)
         self.endpoint = endpoint
+        self.profile = profile
 
     def __str__(self) -> str:
+        if self.profile is not None:
+            return (
+                f"no AWS credentials for the SQS endpoint {self.endpoint}: the profile "
+                f"{self.profile!r} (sqs.aws_profile) is missing or incomplete in the AWS "
+                "shared files where raybus starts"
+            )
         return (
             f"no AWS credentials for the SQS endpoint {self.endpoint}: set "
             "sqs.aws_access_key_id and sqs.aws_secret_access_key, or AWS_ACCESS_KEY_ID / "
@@ -102,32 +113,48 @@ class MissingCredentials(BusError):
 
 
 def with_credentials(settings: SqsBackendConfig) -> SqsBackendConfig:
-    """The settings with explicit credentials, resolved once here at the edge.
+    """The settings with their credentials settled, once here at the edge.
 
-    Actors never look for credentials themselves (on a cluster they do not see this
-    shell): a loopback endpoint (moto from ``raybus services up``) gets moto's dummy
-    keys; a remote one gets what botocore finds here (config keys, environment, profile).
+    Keys in the configuration are used as given. A loopback endpoint (moto from
+    ``raybus services up``) without keys or ``aws_profile`` gets moto's dummy keys.
+    Otherwise the standard AWS chain is asked here (environment, shared files with
+    ``aws_profile``, container or instance role), and what it finds decides:
+
+    * static keys (environment, shared files) are handed to actors explicitly: on a
+      cluster they do not see this shell's variables or files;
+    * refreshable ones (a container, instance or assumed role, SSO) are not copied,
+      since a copy would expire: every process's botocore finds and renews its own.
+
     Blocking (a profile or instance-metadata lookup): call it off the event loop.
 
     Raises:
-        MissingCredentials: a remote endpoint and no credentials anywhere.
+        MissingCredentials: a remote endpoint and no credentials anywhere (or no such
+            profile).
     """
     if settings.has_credentials:
         return settings
-    if settings.is_local:
+    if settings.is_local and settings.aws_profile is None:
         dummy = SecretStr(LOCAL_DUMMY_CREDENTIAL)
         return settings.model_copy(
             update={"aws_access_key_id": dummy, "aws_secret_access_key": dummy}
         )
-    found = botocore.session.get_session().get_credentials()
+    endpoint = settings.endpoint_url or f"of AWS in {settings.region}"
+    try:
+        found = botocore.session.Session(profile=settings.aws_profile).get_credentials()
+    except botocore.exceptions.ProfileNotFound:
+        raise MissingCredentials(endpoint, settings.aws_profile) from None
     frozen = found.get_frozen_credentials() if found is not None else None
     if frozen is None or not frozen.access_key or not frozen.secret_key:
-        raise MissingCredentials(settings.endpoint_url or f"of AWS in {settings.region}")
+        raise MissingCredentials(endpoint, settings.aws_profile)
+    if isinstance(found, RefreshableCredentials):
+        logger.info("SQS credentials: %s, renewed where each actor runs", found.method)
+        return settings
     return settings.model_copy(
         update={
             "aws_access_key_id": SecretStr(frozen.access_key),
             "aws_secret_access_key": SecretStr(frozen.secret_key),
             "aws_session_token": SecretStr(frozen.token) if frozen.token else None,
+            "aws_profile": None,  # settled: a node without the profile must not look for it
         }
     )
 

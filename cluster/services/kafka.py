@@ -89,16 +89,28 @@ def new_cluster_id() -> str:
 
 
 def server_properties(
-    *, broker_port: int, controller_port: int, log_dir: Path, host: str = LOOPBACK
+    *,
+    broker_port: int,
+    controller_port: int,
+    log_dir: Path,
+    host: str = LOOPBACK,
+    more_listeners: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
-    """The broker configuration for one combined broker+controller node on ``host``."""
+    """The broker configuration for one combined broker+controller node on ``host``.
+
+    ``more_listeners`` adds client listeners named after their security protocol
+    (``{"SASL_SSL": port}``); their TLS and SASL settings are the caller's to add.
+    """
+    clients = {"PLAINTEXT": broker_port, **(more_listeners or {})}
+    client_listeners = ",".join(f"{name}://{host}:{port}" for name, port in clients.items())
+    protocols = ",".join(f"{name}:{name}" for name in clients)
     return {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{broker_port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{broker_port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listeners": f"{client_listeners},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": client_listeners,
+        "listener.security.protocol.map": f"{protocols},CONTROLLER:PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dir),
@@ -243,6 +255,8 @@ class KafkaService(LocalService):
         self._java = java
         self._mvn = mvn
         self._distribution: KafkaDistribution | None = None
+        self.listener_ports: dict[str, int] = {}
+        """Ports of the client listeners beside PLAINTEXT, by security protocol."""
 
     @property
     def bootstrap(self) -> str:
@@ -272,22 +286,38 @@ class KafkaService(LocalService):
             self._cache_dir, self._version, mvn=self._mvn, timeout_s=self._fetch_timeout_s
         )
 
+    def _more_listeners(self) -> tuple[str, ...]:
+        """Client listeners beside PLAINTEXT, by security protocol (a subclass's hook)."""
+        return ()
+
+    def _listener_properties(self, ports: Mapping[str, int]) -> dict[str, str]:
+        """Broker properties for :meth:`_more_listeners` on ``ports`` (a subclass's hook)."""
+        return {}
+
+    def _format_options(self) -> tuple[str, ...]:
+        """Further ``kafka-storage format`` options, e.g. SCRAM users (a subclass's hook)."""
+        return ()
+
     async def _launch(self, run_dir: Path, log_path: Path) -> Launch:
         assert self._java is not None
         assert self._distribution is not None
         data_dir = run_dir / "data"
-        broker_port, controller_port = free_port(), free_port()
-        while controller_port == broker_port:
-            controller_port = free_port()
+        names = ("PLAINTEXT", "CONTROLLER", *self._more_listeners())
+        ports: dict[str, int] = {}
+        while len(set(ports.values())) < len(names):
+            ports = {name: free_port() for name in names}
+        broker_port, controller_port = ports.pop("PLAINTEXT"), ports.pop("CONTROLLER")
+        properties = server_properties(
+            broker_port=broker_port,
+            controller_port=controller_port,
+            log_dir=data_dir,
+            more_listeners=ports,
+        )
         config = run_dir / "server.properties"
         config.write_text(
-            render_properties(
-                server_properties(
-                    broker_port=broker_port, controller_port=controller_port, log_dir=data_dir
-                )
-            ),
-            encoding="utf-8",
+            render_properties(properties | self._listener_properties(ports)), encoding="utf-8"
         )
+        self.listener_ports = ports
         log4j = run_dir / "log4j2.properties"
         log4j.write_text(_LOG4J2_PROPERTIES, encoding="utf-8")
         java_prefix = (
@@ -299,7 +329,16 @@ class KafkaService(LocalService):
             self._distribution.classpath,
         )
         await self._format(
-            (*java_prefix, _STORAGE_TOOL, "format", "-t", new_cluster_id(), "-c", str(config)),
+            (
+                *java_prefix,
+                _STORAGE_TOOL,
+                "format",
+                "-t",
+                new_cluster_id(),
+                "-c",
+                str(config),
+                *self._format_options(),
+            ),
             run_dir,
             log_path,
         )

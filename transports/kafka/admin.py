@@ -10,12 +10,15 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     ConsumerStoppedError,
     IllegalOperation,
+    KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     RequestTimedOutError,
@@ -24,12 +27,15 @@ from aiokafka.errors import (
 )
 
 from transports.errors import BusError, BusTimeout, ConnectionClosed, TransportError
+from transports.kafka.security import KafkaSecurity, describe_failure
 
 __all__ = [
     "KAFKA_ERRORS",
     "TopicNames",
+    "connection_problem",
     "consumer_group_lag",
     "ensure_topics",
+    "explain_kafka_error",
     "translate_kafka_error",
 ]
 
@@ -37,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _ADMIN_TIMEOUT_S = 30.0
+_DIAGNOSIS_TIMEOUT_S = 10.0
+_PLAINTEXT = KafkaSecurity()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,49 @@ def translate_kafka_error(exc: BaseException, operation: str, timeout_s: float =
     return TransportError(f"kafka {operation} failed: {exc!r}")
 
 
+async def connection_problem(
+    bootstrap: str, options: dict[str, Any], *, timeout_s: float
+) -> str | None:
+    """Why a client with ``options`` cannot use the first broker of ``bootstrap``: one
+    line, or None when a direct connection works (the failure was elsewhere).
+
+    Never raises for the connection itself; the line names no secret.
+    """
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(
+                host.strip("[]"), int(port), request_timeout_ms=int(timeout_s * 1000), **options
+            )
+    except (TimeoutError, OSError, KafkaError) as exc:
+        return describe_failure(host, port, protocol, exc)
+    conn.close()
+    return None
+
+
+async def explain_kafka_error(
+    exc: BaseException,
+    operation: str,
+    timeout_s: float,
+    bootstrap: str,
+    options: dict[str, Any],
+) -> BusError:
+    """:func:`translate_kafka_error`, with the real reason when no broker could be reached.
+
+    aiokafka says only "Unable to bootstrap" for a wrong password, a TLS listener spoken
+    to in plaintext or an untrusted certificate: the first broker is asked directly once
+    (bounded) and its answer replaces that, in one line naming no secret.
+    """
+    error = translate_kafka_error(exc, operation, timeout_s)
+    if isinstance(exc, KafkaConnectionError):
+        bound_s = min(max(timeout_s, 1.0), _DIAGNOSIS_TIMEOUT_S)
+        problem = await connection_problem(bootstrap, options, timeout_s=bound_s)
+        if problem is not None:
+            return TransportError(f"kafka {operation} failed: {problem}")
+    return error
+
+
 KAFKA_ERRORS = (KafkaError, ConsumerStoppedError, IllegalOperation)
 
 
@@ -105,6 +156,7 @@ async def ensure_topics(
     replication: int = 1,
     *,
     timeout_s: float = _ADMIN_TIMEOUT_S,
+    security: KafkaSecurity = _PLAINTEXT,
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are.
 
@@ -115,8 +167,9 @@ async def ensure_topics(
     wanted = sorted(set(names))
     if not wanted:
         return
+    options = security.client_options()
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **options
     )
     try:
         async with asyncio.timeout(timeout_s):
@@ -132,12 +185,19 @@ async def ensure_topics(
             finally:
                 await admin.close()
     except (*KAFKA_ERRORS, TimeoutError) as exc:
-        raise translate_kafka_error(exc, "topic creation", timeout_s) from exc
+        raise await explain_kafka_error(
+            exc, "topic creation", timeout_s, bootstrap, options
+        ) from exc
     logger.debug("topics present: %s", wanted)
 
 
 async def consumer_group_lag(
-    bootstrap: str, group_id: str, topic: str, *, timeout_s: float = _ADMIN_TIMEOUT_S
+    bootstrap: str,
+    group_id: str,
+    topic: str,
+    *,
+    timeout_s: float = _ADMIN_TIMEOUT_S,
+    security: KafkaSecurity = _PLAINTEXT,
 ) -> int:
     """Records of ``topic`` the group has not committed: sum of end - committed offsets.
 
@@ -147,14 +207,16 @@ async def consumer_group_lag(
         BusTimeout: not done within ``timeout_s``.
         TransportError: the broker refused or the topic does not exist.
     """
+    options = security.client_options()
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **options
     )
     # A group-less consumer only reads offsets here; it never joins or commits.
     offsets = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         request_timeout_ms=int(timeout_s * 1000),
+        **options,
     )
     try:
         async with asyncio.timeout(timeout_s):
@@ -175,7 +237,7 @@ async def consumer_group_lag(
                 await admin.close()
                 await offsets.stop()
     except (*KAFKA_ERRORS, TimeoutError) as exc:
-        raise translate_kafka_error(exc, "lag query", timeout_s) from exc
+        raise await explain_kafka_error(exc, "lag query", timeout_s, bootstrap, options) from exc
     lag = 0
     for partition in partitions:
         done = committed.get(partition)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from transports.codec import DEFAULT_MAX_DEPTH
 from transports.kafka.admin import TopicNames
+from transports.kafka.security import KafkaSecurity
 
 __all__ = ["DEFAULT_KAFKA_MAX_MESSAGE_BYTES", "KafkaTransportConfig"]
 
@@ -37,6 +38,7 @@ class KafkaTransportConfig(BaseModel):
         delivery_timeout_s: bound on one ``send`` until the broker acknowledged it.
         close_timeout_s: bound on stopping the clients.
         auto_offset_reset: where a group without a committed offset starts.
+        security: TLS and SASL of every client (default PLAINTEXT, no SASL).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -61,6 +63,7 @@ class KafkaTransportConfig(BaseModel):
     delivery_timeout_s: float = Field(default=30.0, gt=0)
     close_timeout_s: float = Field(default=10.0, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    security: KafkaSecurity = KafkaSecurity()
 
     @property
     def topics(self) -> TopicNames:

@@ -89,6 +89,7 @@ from transports.kafka.admin import (
     TopicNames,
     consumer_group_lag,
     ensure_topics,
+    explain_kafka_error,
     translate_kafka_error,
 )
 from transports.kafka.config import KafkaTransportConfig
@@ -206,8 +207,13 @@ class KafkaTransport(TransportBase):
             if config.send_topic is not None:
                 topics.append(config.send_topic)
             await ensure_topics(
-                config.bootstrap, topics, config.partitions, config.replication_factor
+                config.bootstrap,
+                topics,
+                config.partitions,
+                config.replication_factor,
+                security=config.security,
             )
+        options = config.security.client_options()  # one TLS context and token cache
         producer = AIOKafkaProducer(
             bootstrap_servers=config.bootstrap,
             client_id=config.client_id,
@@ -217,6 +223,7 @@ class KafkaTransport(TransportBase):
             request_timeout_ms=config.request_timeout_ms,
             # Dead-lettering forwards records over our own cap, up to the broker's.
             max_request_size=max(config.max_message_bytes, 1024 * 1024) + 64 * 1024,
+            **options,
         )
         consumer: AIOKafkaConsumer | None = None
         try:
@@ -232,12 +239,15 @@ class KafkaTransport(TransportBase):
                     heartbeat_interval_ms=config.heartbeat_interval_ms,
                     session_timeout_ms=config.session_timeout_ms,
                     request_timeout_ms=config.request_timeout_ms,
+                    **options,
                 )
                 await consumer.start()
                 consumer.subscribe(list(config.receive_topics), listener=_Rebalance(self))
         except KAFKA_ERRORS as exc:
             await self._stop_clients(producer, consumer)
-            raise translate_kafka_error(exc, "start", config.request_timeout_ms / 1000) from exc
+            timeout_s = config.request_timeout_ms / 1000
+            explained = explain_kafka_error(exc, "start", timeout_s, config.bootstrap, options)
+            raise await explained from exc
         self._producer, self._consumer = producer, consumer
         logger.info(
             "kafka transport %s started: send to %s, receive %s (group %s)",

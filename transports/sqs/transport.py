@@ -70,7 +70,6 @@ from transports.sqs.wire import (
     _encode_body,
     _envelope_attributes,
     _envelope_from_attributes,
-    _secret,
     response_queue_name,
     translate_client_error,
 )
@@ -141,12 +140,7 @@ class SqsTransport(TransportBase):
         if self._stack is not None or self._closed:
             raise ConnectionClosed("SQS transport was already started or closed")
         cfg = self.config
-        session = aioboto3.Session(
-            aws_access_key_id=_secret(cfg.aws_access_key_id),
-            aws_secret_access_key=_secret(cfg.aws_secret_access_key),
-            aws_session_token=_secret(cfg.aws_session_token),
-            region_name=cfg.region,
-        )
+        session = aioboto3.Session(**cfg.session_options())
         read_timeout = cfg.request_timeout_s + cfg.wait_time_seconds
         botocore_config = Config(
             connect_timeout=cfg.request_timeout_s,
@@ -306,6 +300,8 @@ class SqsTransport(TransportBase):
         # so this end recovers instead of failing every poll from now on.
         self._check_open()
         name = self.config.receive_queue or ""
+        if name in self.config.queue_urls:
+            raise missing  # not ours to create
         logger.warning("%s: creating it again", missing)
         self._urls.clear()  # every cached URL may be stale: looked up again when used
         self._receive_url = await self.ensure_queue(name)
@@ -348,6 +344,8 @@ class SqsTransport(TransportBase):
         """
         self._check_open(started_only=True)
         cfg = self.config
+        if (existing := cfg.queue_urls.get(name)) is not None:
+            return existing  # the operator's queue, as it is
         full = cfg.full_name(name)
         if not owner:
             with contextlib.suppress(ConnectionClosed):
@@ -404,7 +402,8 @@ class SqsTransport(TransportBase):
         base = name or self.config.receive_queue
         if base is None:
             raise ValueError("no queue named and no receive queue configured")
-        url = await self._queue_url(self.config.full_name(base, dead_letter=dead_letter))
+        full, known = self.config.full_name(base, dead_letter=dead_letter), self.config.queue_urls
+        url = (None if dead_letter else known.get(base)) or await self._queue_url(full)
         counts = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
         reply = await self._sqs("get_queue_attributes", url, QueueUrl=url, AttributeNames=counts)
         return sum(int(reply["Attributes"][count]) for count in counts)

@@ -104,7 +104,12 @@ class SqsConfig(BaseModel):
             on close (a client's own response queue).
         request_timeout_s: bound on each SQS call (a long poll gets its wait on top).
         aws_access_key_id / aws_secret_access_key / aws_session_token: explicit
-            credentials; None = the standard AWS credential chain.
+            credentials; None = the standard AWS credential chain (environment, shared
+            files, container or instance role), found and refreshed by botocore.
+        aws_profile: the profile of the shared AWS files the chain reads; None = the
+            default (or ``AWS_PROFILE``).
+        queue_urls: existing queues, by name (without prefix): used as they are, never
+            created, reconfigured or deleted (no ``sqs:CreateQueue`` needed for them).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -128,6 +133,8 @@ class SqsConfig(BaseModel):
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
+    aws_profile: str | None = None
+    queue_urls: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _names_are_valid(self) -> Self:
@@ -135,6 +142,16 @@ class SqsConfig(BaseModel):
             if name is not None:
                 self.full_name(name, dead_letter=True)
         return self
+
+    def session_options(self) -> dict[str, str | None]:
+        """Arguments of ``aioboto3.Session``: what is configured, the rest left to botocore."""
+        return {
+            "aws_access_key_id": _secret(self.aws_access_key_id),
+            "aws_secret_access_key": _secret(self.aws_secret_access_key),
+            "aws_session_token": _secret(self.aws_session_token),
+            "profile_name": self.aws_profile,
+            "region_name": self.region,
+        }
 
     def full_name(self, name: str, *, dead_letter: bool = False) -> str:
         """The SQS queue name for ``name``: prefix, name, ``-dlq`` if asked, ``.fifo``.
