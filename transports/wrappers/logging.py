@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from transports.base import Delivery, Transport
+from transports.codec import encode_message
 from transports.envelope import Envelope
 from transports.errors import BusError
 from transports.message import Notification, Request, TransportMessage
@@ -130,7 +131,7 @@ class LoggingTransport(TransportWrapper):
         return self._counters
 
     async def send(self, message: TransportMessage, envelope: Envelope | None = None) -> None:
-        size = len(json.dumps(message.to_json_dict(), ensure_ascii=False).encode("utf-8"))
+        size = len(encode_message(message))
         try:
             await self._inner.send(message, envelope)
         except BusError as exc:

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.transports.pairs import memory_pair
+from tests.transports.pairs import TransportPair, memory_pair
 from tests.transports.test_contract import *  # noqa: F403 - the whole suite, again
 from tests.transports.wrappers.wrapping import WRAPS, wrapped
 
 
 # Overrides the suite's parametrized ``pair`` (imported above) for this module.
 @pytest.fixture(params=sorted(WRAPS))  # type: ignore[no-redef]
-async def pair(request: pytest.FixtureRequest) -> AsyncIterator[TransportPair]:  # noqa: F405
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[TransportPair]:
     async with wrapped(memory_pair, WRAPS[request.param]) as connected:
         yield connected
