@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ from transports.message import TransportMessage
 from transports.wrappers.delegate import TransportWrapper, extension_message, extension_params
 
 __all__ = ["BatchingTransport"]
+
+logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 _Route = tuple[str | None, CorrelationKey] | None
@@ -230,7 +233,13 @@ class BatchingTransport(TransportWrapper):
         await done
 
     async def _drain(self, route: _Route, lane: _Lane) -> None:
+        # The lane's sending loop. Messages are left in it only when close timed out and
+        # cancelled it, or on an error the inner transport should never raise: either
+        # way each waiting sender gets an error instead of waiting forever.
         batch: list[_Pending] = []
+        stranded: BaseException = ConnectionClosed(
+            "batching transport closed before the batch was sent"
+        )
         try:
             while lane.items:
                 if not lane.full.is_set() and not self._closed:
@@ -238,9 +247,10 @@ class BatchingTransport(TransportWrapper):
                 batch = lane.take(self._max_count, self._max_cost)
                 if batch:
                     await self._send_batch(batch)
+        except Exception as exc:
+            logger.exception("batching transport: sending a batch failed unexpectedly")
+            stranded = exc
         finally:
-            # Only on a bug or cancellation (close timed out) are messages left here.
-            stranded = ConnectionClosed("batching transport closed before the batch was sent")
             _settle(batch, stranded)
             _settle(lane.items, stranded)
             if self._lanes.get(route) is lane:

@@ -11,7 +11,7 @@ import pytest
 from tests.transports.wrappers.fakes import FakeSleep, ScriptedTransport
 from transports.base import Delivery, Transport
 from transports.envelope import Envelope
-from transports.errors import BusError, MessageTooLarge, ParseError
+from transports.errors import BusError, ConnectionClosed, MessageTooLarge, ParseError
 from transports.memory import MemoryTransport
 from transports.message import Notification, TransportMessage
 from transports.wrappers.batching import BatchingTransport
@@ -253,3 +253,30 @@ async def test_a_malformed_batch_frame_is_refused_and_the_transport_keeps_workin
         await bounded(receiver.receive())
     await raw_a.send(numbered(7))
     assert (await bounded(receiver.receive())).message == numbered(7)
+
+
+class HangingTransport(ScriptedTransport):
+    """A send that never completes (a broker that accepted the connection and went mute)."""
+
+    async def send(self, message: TransportMessage, envelope: Envelope | None = None) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_close_gives_up_on_a_hung_send_and_its_senders_learn_it() -> None:
+    sender = BatchingTransport(HangingTransport(), close_timeout_s=0.01)
+    sends = [asyncio.create_task(sender.send(numbered(i))) for i in range(3)]
+    await let_others_run()
+    await bounded(sender.close())
+    outcomes = await bounded(asyncio.gather(*sends, return_exceptions=True))
+    assert [type(outcome) for outcome in outcomes] == [ConnectionClosed] * 3
+
+
+async def test_an_unexpected_inner_error_reaches_the_senders_instead_of_hanging_them() -> None:
+    def bug(message: TransportMessage, envelope: Envelope | None) -> BusError | None:
+        raise RuntimeError("inner transport bug")
+
+    sender = BatchingTransport(ScriptedTransport(fail=bug), linger_s=0.001)
+    outcomes = await bounded(
+        asyncio.gather(*(sender.send(numbered(i)) for i in range(3)), return_exceptions=True)
+    )
+    assert [str(outcome) for outcome in outcomes] == ["inner transport bug"] * 3
