@@ -190,6 +190,8 @@ class BatchingTransport(TransportWrapper):
         if linger_s < 0:
             raise ValueError("linger_s must not be negative")
         cap = inner.capabilities.max_message_bytes
+        if max_batch_bytes is not None and max_batch_bytes <= _FRAME_OVERHEAD:
+            raise ValueError(f"max_batch_bytes must be over {_FRAME_OVERHEAD} (the batch frame)")
         self._limits = DecodeLimits(max_message_bytes=cap, max_depth=max_depth)
         self._max_count = max_batch_messages
         self._max_cost = min(max_batch_bytes or cap, cap) - _FRAME_OVERHEAD

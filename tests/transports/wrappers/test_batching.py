@@ -280,3 +280,12 @@ async def test_an_unexpected_inner_error_reaches_the_senders_instead_of_hanging_
         asyncio.gather(*(sender.send(numbered(i)) for i in range(3)), return_exceptions=True)
     )
     assert [str(outcome) for outcome in outcomes] == ["inner transport bug"] * 3
+
+
+def test_bad_settings_are_refused_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match="max_batch_messages"):
+        BatchingTransport(ScriptedTransport(), max_batch_messages=0)
+    with pytest.raises(ValueError, match="max_batch_bytes"):
+        BatchingTransport(ScriptedTransport(), max_batch_bytes=10)
+    with pytest.raises(ValueError, match="linger_s"):
+        BatchingTransport(ScriptedTransport(), linger_s=-1)
