@@ -15,7 +15,6 @@ every inner transport (stdio and SQS text bodies included) carries it unchanged.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Self
 
 from transports.base import Delivery, Transport, TransportBase, TransportCapabilities, TransportType
@@ -57,15 +56,7 @@ class TransportWrapper(TransportBase):
         return self
 
     async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+        return await self.start()  # TransportBase.__aexit__ closes
 
     async def send(self, message: TransportMessage, envelope: Envelope | None = None) -> None:
         await self._inner.send(message, envelope)
