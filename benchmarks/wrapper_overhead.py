@@ -8,7 +8,8 @@ time (a shared machine only ever slows a round down). Two sizes: a small ``tools
 and one with a 4 kB text argument (above the compression threshold). Batching is
 measured with 64 senders at once (what it is for); the others with one.
 
-Not yet a row of ``raybus bench``: :func:`measure` returns the figures for one to use.
+Row B11 of ``raybus bench`` (:data:`WRAPPERS`): the four stacked beside the bare pair,
+each wrapper's own figure in the row's notes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from benchmarks.report import Row, Side
+from benchmarks.workloads import BenchContext, Family, Workload
 from transports.base import Transport
 from transports.memory import MemoryTransport
 from transports.message import Request
@@ -25,7 +28,7 @@ from transports.wrappers.compression import CompressionTransport
 from transports.wrappers.logging import LoggingTransport
 from transports.wrappers.retry import RetryTransport
 
-__all__ = ["STACKS", "measure"]
+__all__ = ["STACKS", "WRAPPERS", "measure"]
 
 _ROUNDS = 5
 _MESSAGES = 2048
@@ -72,6 +75,37 @@ def measure(messages: int = _MESSAGES, rounds: int = _ROUNDS) -> dict[tuple[str,
                 asyncio.run(_round(stack, text, messages)) for _ in range(rounds)
             )
     return figures
+
+
+B11 = Workload("B11", "transport wrappers: CPU per message", "reported (anchor: bare memory pair)")
+
+
+async def _run(ctx: BenchContext) -> None:
+    messages = max(256, int(_MESSAGES * ctx.scale))
+    ctx.progress(f"B11: {messages:,} messages through each transport wrapper")
+    figures = await asyncio.to_thread(measure, messages, max(ctx.rounds, 3))
+    row = Row.compared(
+        B11.id,
+        B11.title,
+        B11.goal,
+        "us/msg",
+        Side("all four wrappers", figures["all four", "small"]),
+        Side("bare memory pair", figures["bare", "small"]),
+    )
+    row.details = {f"{name} {size}": us for (name, size), us in figures.items()}
+    row.notes = [
+        "added per message, small / 4 kB: "
+        + ", ".join(
+            f"{name} {figures[name, 'small'] - figures['bare', 'small']:+.1f}"
+            f" / {figures[name, '4 kB'] - figures['bare', '4 kB']:+.1f} us"
+            for name in STACKS
+            if name != "bare"
+        )
+    ]
+    ctx.emit(row)
+
+
+WRAPPERS = Family("wrappers", (B11,), _run)
 
 
 def main() -> None:
