@@ -15,6 +15,11 @@ Lanes and order
     without an envelope), because the batch travels under its first envelope (a Kafka
     record key decides the partition). Each lane sends one batch at a time, in the order
     of ``send`` calls, so per-lane order (the order a broker keeps) is never changed.
+    The price: traffic in which every message has a correlation key of its own (a
+    stream of distinct requests) is not coalesced; each message waits up to
+    ``linger_s`` and travels alone. Batch the streams that share a key or carry no
+    envelope (progress and answers of one call, a sender's own notifications), or set
+    ``linger_s=0`` where messages rarely share one.
 
 Partial failure
     A batch the inner transport refuses as too large (the size is estimated) is split in

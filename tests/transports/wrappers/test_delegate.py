@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Self
 
 import pytest
 
 from tests.transports.wrappers.fakes import ScriptedTransport
+from transports.base import Transport
 from transports.errors import InvalidRequest
 from transports.message import Notification, Request
+from transports.wrappers.batching import BatchingTransport
+from transports.wrappers.compression import CompressionTransport
 from transports.wrappers.delegate import TransportWrapper, extension_message, extension_params
 from transports.wrappers.logging import LoggingTransport
 from transports.wrappers.retry import RetryTransport
@@ -36,6 +40,20 @@ async def test_a_transport_without_start_is_used_as_it_is() -> None:
         assert wrapper.inner is inner
         assert wrapper.capabilities == inner.capabilities
     assert inner.closed
+
+
+@pytest.mark.parametrize(
+    "wrapper",
+    [BatchingTransport, CompressionTransport, LoggingTransport, RetryTransport, TransportWrapper],
+)
+def test_every_wrapper_is_a_transport_with_the_inner_capabilities(
+    wrapper: Callable[[Transport], Transport],
+) -> None:
+    inner = ScriptedTransport()
+    wrapped = wrapper(inner)
+    assert isinstance(wrapped, Transport)
+    assert wrapped.capabilities == inner.capabilities
+    assert wrapped.transport_type == inner.transport_type
 
 
 def test_extension_frames_are_recognised_by_kind_and_version() -> None:
