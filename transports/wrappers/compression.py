@@ -151,7 +151,7 @@ class CompressionTransport(TransportWrapper):
             # It can never decode: settle it so a broker moves past it, then report it.
             await delivery.ack()
             raise
-        return Delivery(message, delivery.envelope, len(body), delivery._ack, delivery._nack)
+        return Delivery(message, delivery.envelope, len(body), delivery.ack, delivery.nack)
 
     def _decompress(self, packed: object) -> bytes:
         if not isinstance(packed, str):
