@@ -1,4 +1,4 @@
-"""``raybus bench``: every workload B1-B10 in one process tree, one table or one JSON.
+"""``raybus bench``: every workload B1-B11 in one process tree, one table or one JSON.
 
 The bench starts one local Ray (or uses the one this process already joined) and runs
 the workload families one after another on it, so no two measurements share the
@@ -36,6 +36,7 @@ from benchmarks.over_http import BURST, HTTP_LOOPS
 from benchmarks.report import Row, Status, format_table
 from benchmarks.scaling import AUTOSCALE
 from benchmarks.workloads import DEFAULT_DURATION_S, DEFAULT_ROUNDS, BenchContext, Family, Skip
+from benchmarks.wrapper_overhead import WRAPPERS
 from cluster.naming import NAMESPACE
 
 __all__ = ["FAMILIES", "BenchOptions", "BenchReport", "run_bench", "run_families", "workload_ids"]
@@ -52,13 +53,14 @@ FAMILIES: tuple[Family, ...] = (
     KAFKA,
     SQS,
     DATA,
+    WRAPPERS,
 )
 # A family that hangs must not hold the rest: far above what any takes on a loaded machine.
 _FAMILY_BOUND_S = 900.0
 
 
 def workload_ids(families: Sequence[Family] = FAMILIES) -> list[str]:
-    """Every workload id, in table order (B1 ... B9, B10)."""
+    """Every workload id, in table order (B1 ... B9, B10, B11)."""
     return sorted((w.id for f in families for w in f.workloads), key=lambda i: (len(i), i))
 
 

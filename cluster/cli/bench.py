@@ -1,6 +1,6 @@
 """``raybus bench``: raybus side by side with its anchors, one table of ratios.
 
-Runs the workloads of ``benchmarks/`` (B1-B10, see ``benchmarks/runner.py``) on a
+Runs the workloads of ``benchmarks/`` (B1-B11, see ``benchmarks/runner.py``) on a
 local Ray it starts, prints a table (or, with ``--json``, one JSON object on stdout)
 and exits 0 whether or not the goals were met: a benchmark reports, it does not judge.
 Progress goes to stderr.
@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     parser = subparsers.add_parser(
         "bench",
-        help="measure raybus beside the SDK serving the same server (B1-B10), print ratios",
+        help="measure raybus beside the SDK serving the same server (B1-B11), print ratios",
         description="Run every workload (or --only some) in this process tree and print "
         "a table of raybus / anchor ratios with p50/p99 latencies.",
     )
