@@ -72,11 +72,9 @@ from transports.codec import (
     DecodeLimits,
     decode_message,
     encode_message,
-    error_response_for,
 )
 from transports.envelope import Envelope
 from transports.errors import (
-    INVALID_REQUEST,
     BusError,
     ConnectionClosed,
     InvalidMessage,
@@ -94,7 +92,13 @@ from transports.kafka.admin import (
 )
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.offsets import Claim, PartitionBook, Settled
-from transports.message import Response, TransportMessage
+from transports.kafka.records import (
+    ENVELOPE_MARKER,
+    dispose_of_undecodable,
+    header_list,
+    headers_of,
+)
+from transports.message import TransportMessage
 
 __all__ = [
     "KafkaTransport",
@@ -105,9 +109,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_ENVELOPE_MARKER = "raybus-client-id"  # Envelope.to_headers always writes it
-_DLQ_DETAIL_CHARS = 1000
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -130,16 +131,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for partition in assigned:
             self._transport._books[partition] = PartitionBook()
         logger.info("kafka partitions assigned: %s", sorted(map(tuple, assigned)))
-
-
-def _headers_of(record: Any) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for name, value in record.headers or ():
-        try:
-            headers[name] = bytes(value or b"").decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequest(f"header {name} is not UTF-8") from None
-    return headers
 
 
 class KafkaTransport(TransportBase):
@@ -292,7 +283,7 @@ class KafkaTransport(TransportBase):
         """Produce one encoded body to ``topic`` (e.g. the request topic of a pool)."""
         if len(payload) > self._config.max_message_bytes:
             raise MessageTooLarge(len(payload), self._config.max_message_bytes)
-        headers = [] if envelope is None else _header_list(envelope.to_headers())
+        headers = [] if envelope is None else header_list(envelope.to_headers())
         await self._produce(topic, payload, self._key_for(envelope), headers, "send")
 
     def _key_for(self, envelope: Envelope | None) -> bytes:
@@ -314,7 +305,7 @@ class KafkaTransport(TransportBase):
         """
         if len(payload) > self._config.max_message_bytes:
             raise MessageTooLarge(len(payload), self._config.max_message_bytes)
-        headers = [] if envelope is None else _header_list(envelope.to_headers())
+        headers = [] if envelope is None else header_list(envelope.to_headers())
         return await self._queue(topic, payload, self._key_for(envelope), headers, "send")
 
     async def _produce(
@@ -431,8 +422,8 @@ class KafkaTransport(TransportBase):
     def _delivery(
         self, record: Any, partition: TopicPartition, book: PartitionBook, claim: Claim
     ) -> Delivery:
-        headers = _headers_of(record)
-        envelope = Envelope.from_headers(headers) if _ENVELOPE_MARKER in headers else None
+        headers = headers_of(record)
+        envelope = Envelope.from_headers(headers) if ENVELOPE_MARKER in headers else None
         if record.value is None:
             raise InvalidRequest("the record has no value")
         message = decode_message(record.value, self._limits)
@@ -523,44 +514,19 @@ class KafkaTransport(TransportBase):
 
     async def _dispose_of_undecodable(self, record: Any, error: BusError) -> None:
         """Answer the sender with an error, or dead-letter the record (see module doc)."""
-        try:
-            headers = _headers_of(record)
-            envelope = Envelope.from_headers(headers) if _ENVELOPE_MARKER in headers else None
-        except InvalidMessage:
-            envelope = None
-        reply_to = envelope.reply_to if envelope is not None else None
-        source = f"{record.topic}/{record.partition}/{record.offset}"
-        if envelope is not None and reply_to and reply_to not in self._config.receive_topics:
-            if isinstance(error, InvalidMessage):
-                answer = error_response_for(error)
-            else:
-                answer = Response.failure(
-                    None, INVALID_REQUEST, "Invalid Request", {"detail": str(error)}
-                )
-            await self._produce(
-                reply_to,
-                encode_message(answer),
-                self._key_for(envelope),
-                _header_list(envelope.to_headers()),
-                "error reply",
+        config = self._config
+        plan = dispose_of_undecodable(
+            record, error, config.receive_topics, config.dead_letter_topic
+        )
+        key = self._key_for(plan.envelope) if plan.is_reply else record.key
+        operation = "error reply" if plan.is_reply else "dead-letter"
+        await self._produce(plan.topic, plan.value, key, plan.headers, operation)
+        if plan.is_reply:
+            logger.info("undecodable record %s answered on %s: %s", plan.source, plan.topic, error)
+        else:
+            logger.warning(
+                "undecodable record %s dead-lettered to %s: %s", plan.source, plan.topic, error
             )
-            logger.info("undecodable record %s answered on %s: %s", source, reply_to, error)
-            return
-        dlq_headers = [
-            *((name, bytes(value or b"")) for name, value in record.headers or ()),
-            ("raybus-dlq-error", str(error)[:_DLQ_DETAIL_CHARS].encode("utf-8")),
-            ("raybus-dlq-source", source.encode("utf-8")),
-        ]
-        value = record.value if record.value is not None else b""
-        await self._produce(
-            self._config.dead_letter_topic, value, record.key, dlq_headers, "dead-letter"
-        )
-        logger.warning(
-            "undecodable record %s dead-lettered to %s: %s",
-            source,
-            self._config.dead_letter_topic,
-            error,
-        )
 
     async def close(self) -> None:
         """Stop the clients: pending receives wake with ConnectionClosed, sends flush.
@@ -594,7 +560,3 @@ class KafkaTransport(TransportBase):
                     await stop()
             except (*KAFKA_ERRORS, TimeoutError, OSError) as exc:
                 logger.warning("stopping a kafka client failed: %r", exc)
-
-
-def _header_list(headers: dict[str, str]) -> list[tuple[str, bytes]]:
-    return [(name, value.encode("utf-8")) for name, value in headers.items()]
