@@ -135,6 +135,20 @@ class SealedChannel:
 
         return Delivery(message, opened.envelope, len(opened.body), ack, nack)
 
+    def open_body(self, message: TransportMessage, destinations: frozenset[str]) -> bytes:
+        """The body of a sealed message sent without an envelope, for payloads that are
+        not JSON-RPC (heartbeats); accepted once, at once (no ack step).
+
+        Raises:
+            SealRejected: did not open, or a replay.
+        """
+        opened = open_sealed(
+            self.keyring, message, None, direction=self._opens, destinations=destinations
+        )
+        if not self._guard.window_of(opened.sender_id).accept(opened.seq):
+            raise SealRejected
+        return opened.body
+
     @staticmethod
     async def _drop(delivery: Delivery) -> None:
         logger.warning("dropped a sealed message that did not open")
