@@ -118,9 +118,8 @@ async def test_kafka_records_hold_no_tool_name_argument_or_result(
     assert opened.envelope.name in ("echo", "count_with_progress")
 
 
-async def _raw_messages(probe: SqsTransport, queue: str, at_least: int) -> list[dict[str, Any]]:
-    """Every message in ``queue`` with its attributes, left in the queue (visibility 0)."""
-    url = await probe.ensure_queue(queue, owner=False)
+async def _raw_messages(probe: SqsTransport, url: str, at_least: int) -> list[dict[str, Any]]:
+    """Every message in queue ``url`` with its attributes, left in it (visibility 0)."""
     found: dict[str, dict[str, Any]] = {}
     async with asyncio.timeout(120):
         while len(found) < at_least:
@@ -195,8 +194,9 @@ async def test_sqs_bodies_and_attributes_hold_no_tool_name_argument_or_result(
             frame = Frame(envelope, body)
             assert await wire.send("nobody-reads", [frame]) == []
             assert await wire.send("kit", [frame]) == []
-            parked = await _raw_messages(probe, request_queue("nobody-reads"), 1)
-            answers = await _raw_messages(probe, wire.reply_to, 1)
+            parked_url = await probe.ensure_queue(request_queue("nobody-reads"), owner=False)
+            parked = await _raw_messages(probe, parked_url, 1)
+            answers = await _raw_messages(probe, await probe._url_of(wire.reply_to), 1)
             _assert_no_plaintext([_sqs_blob(m) for m in parked + answers], canary.encode())
 
             # Positive control: the probe opens the worker's answer and finds the result.
