@@ -21,12 +21,12 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING
 
 from transports.errors import BusError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "DEFAULT_MESSAGES_PER_KEY",
@@ -94,6 +94,10 @@ def key_from_secret(secret: bytes, key_id: str, salt: bytes = b"") -> bytes:
         )
     if len(set(secret)) < _MIN_DISTINCT_SECRET_BYTES:
         raise ValueError("the secret is not random enough (too few distinct characters)")
+    # Here, not at the top: the configuration imports this module to check keys.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     derive = HKDF(
         algorithm=hashes.SHA256(),
         length=KEY_BYTES,
@@ -168,6 +172,8 @@ class Keyring:
             raise ValueError(f"key {key_id!r} must be {KEY_BYTES} bytes (got {len(key)})")
         if key_id in self._keys:
             raise ValueError(f"key id {key_id!r} is already in the keyring")
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # see key_from_secret
+
         self._keys[key_id] = _Key(AESGCM(key), self._added)
         self._added += 1
 
