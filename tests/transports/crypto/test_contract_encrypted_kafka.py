@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.transports.crypto.helpers import inner_limits, rings
+from tests.transports.crypto.helpers import inner_limits, rings, rotate_three_times_under_load
 from tests.transports.pairs import CONTRACT_LIMITS, TransportPair
 from tests.transports.test_contract import *  # noqa: F403 - the whole suite, again
+from tests.transports.test_contract import BULK_BOUND_S
 from transports.codec import encode_message
 from transports.crypto.seal import Direction, Sealer
 from transports.crypto.transport import EncryptedTransport
@@ -72,3 +74,13 @@ async def pair(kafka_bootstrap: str, unique_name: str) -> AsyncIterator[Transpor
     finally:
         await a.close()
         await b.close()
+
+
+async def test_three_key_rotations_under_load_on_kafka_fail_no_call(pair: TransportPair) -> None:
+    client, worker = pair.a, pair.b
+    assert isinstance(client, EncryptedTransport)
+    assert isinstance(worker, EncryptedTransport)
+    async with asyncio.timeout(BULK_BOUND_S):
+        await rotate_three_times_under_load(
+            client, worker, client.channel.keyring, worker.channel.keyring, calls_each=60
+        )
