@@ -36,6 +36,7 @@ from pydantic import (
 
 from actors.autoscaler import AutoscaleConfig
 from actors.router.core import RouterConfig
+from cluster.encryption import EncryptionConfig
 from cluster.gateway.policy.settings import PolicyConfig
 from cluster.upstream import resolve_headers, shown_url, url_problem
 from cluster.worker_options import (
@@ -395,6 +396,8 @@ class BusConfig(_Strict):
     backend: Literal["ray", "kafka", "sqs"] = "ray"
     kafka: KafkaBackendConfig | None = None
     sqs: SqsBackendConfig | None = None
+    # End-to-end keys between clients and workers on kafka/sqs (cluster.encryption).
+    encryption: EncryptionConfig | None = None
     pools: list[PoolConfig] = Field(min_length=1)
     router: RouterConfig = RouterConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
@@ -419,6 +422,8 @@ class BusConfig(_Strict):
             raise ValueError("backend 'kafka' needs a kafka section with a bootstrap address")
         if self.backend == "sqs" and self.sqs is None:
             raise ValueError("backend 'sqs' needs an sqs section (endpoint_url, region)")
+        if self.encryption is not None and self.backend == "ray":
+            raise ValueError("encryption applies to the kafka and sqs backends, not to ray")
         names = [p.name for p in self.pools]
         if strays := sorted(set(self.sqs.queue_urls if self.sqs else ()) - set(names)):
             raise ValueError(f"sqs.queue_urls names no pool of this bus: {', '.join(strays)}")

@@ -27,9 +27,11 @@ from actors.router.breaker import BreakerConfig
 from actors.router.routing import pool_for
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.base import ClientLink, LagRows, OnFrame, WorkerLink
+from cluster.backends.sealed import SealedClientWire, channel_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.naming import HandleCache, actor_names
 from transports.base import Delivery
+from transports.crypto.seal import Direction
 from transports.envelope import CorrelationKey, Envelope
 from transports.errors import (
     INVALID_REQUEST,
@@ -315,7 +317,10 @@ class BrokerBackend(abc.ABC):
         inbox: bool = False,
     ) -> ClientLink:
         # Answers come through the client's own topic or queue, inbox or not.
-        wire = self._client_wire(client_name.rsplit("/", 1)[-1])
+        wire: BrokerWire = self._client_wire(client_name.rsplit("/", 1)[-1])
+        channel = channel_for(self._config, client_name, Direction.TO_WORKER)
+        if channel is not None:  # the bus is encrypted end to end
+            wire = SealedClientWire(wire, channel)
         link = BrokerClientLink(
             wire, discovery, on_frame, bus=self._config.name, breaker=self._config.router.breaker
         )

@@ -29,11 +29,14 @@ from actors.discovery.registry import Heartbeat
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.base import HeartbeatFeed, LagRows, WorkerLink
 from cluster.backends.broker import BrokerBackend, broker_lag
-from cluster.backends.broker_source import BrokerWorkerSource
+from cluster.backends.broker_source import BrokerWorkerSource, Publish
+from cluster.backends.sealed import SealedReceiver, channel_for, sealed_publish
 from cluster.config import BusConfig, KafkaBackendConfig, PoolConfig
 from cluster.naming import HandleCache
 from transports.base import Delivery
-from transports.errors import MessageTooLarge
+from transports.codec import decode_message
+from transports.crypto.seal import Direction
+from transports.errors import InvalidMessage, MessageTooLarge
 from transports.frame import Frame
 from transports.kafka.admin import (
     KAFKA_ERRORS,
@@ -102,9 +105,16 @@ class KafkaWorkerSource(BrokerWorkerSource):
             )
         )
         self._discovery_topic = topics.discovery_topic()
+        receiver: SealedReceiver | KafkaTransport = self._transport
+        publish: Publish = self._transport.queue_frame_to
+        self._channel = channel = channel_for(config, client_id, Direction.TO_CLIENT)
+        if channel is not None:  # the bus is encrypted end to end
+            accepts = frozenset({topics.requests_for_capability(pool)})
+            receiver = SealedReceiver(self._transport, channel, accepts)
+            publish = sealed_publish(publish, channel)
         super().__init__(
-            self._transport,
-            self._transport.queue_frame_to,
+            receiver,
+            publish,
             hosted,
             ledger,
             pool=pool,
@@ -115,7 +125,10 @@ class KafkaWorkerSource(BrokerWorkerSource):
 
     async def publish_heartbeat(self, beat: Heartbeat) -> None:
         """Heartbeats travel on the discovery topic, which the discovery actor reads."""
-        await self._transport.send_frame_to(self._discovery_topic, beat.to_json())
+        beat_json = beat.to_json()
+        if self._channel is not None:  # its catalog names every tool: sealed too
+            beat_json, _ = self._channel.seal_body(beat_json, None, self._discovery_topic)
+        await self._transport.send_frame_to(self._discovery_topic, beat_json)
 
 
 class KafkaTopicHeartbeats:
@@ -199,6 +212,7 @@ class DiscoveryTopicReader:
         self._settings = _settings(config)
         self._topic = topics_for(config).discovery_topic()
         self._on_beat = on_beat
+        self._channel = channel_for(config, "discovery", Direction.TO_WORKER)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -235,11 +249,16 @@ class DiscoveryTopicReader:
                 await asyncio.sleep(1.0)  # back off, then read on
                 continue
             try:
-                self._on_beat(Heartbeat.from_json(record.value))
-            except (ValueError, KeyError, TypeError) as exc:
+                self._on_beat(Heartbeat.from_json(self._opened(record.value)))
+            except (ValueError, KeyError, TypeError, InvalidMessage, MessageTooLarge) as exc:
                 logger.warning(
                     "dropped a record on %s that is not a heartbeat: %s", self._topic, exc
                 )
+
+    def _opened(self, value: bytes) -> bytes:
+        if self._channel is None:
+            return value
+        return self._channel.open_body(decode_message(value), frozenset({self._topic}))
 
     async def close(self) -> None:
         if self._task is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
@@ -30,10 +30,12 @@ from cluster.backends.base import HeartbeatFeed, LagRows, WorkerLink
 from cluster.backends.broker import BrokerBackend, broker_lag
 from cluster.backends.broker_source import BrokerWorkerSource, one_at_a_time
 from cluster.backends.ray import DiscoveryActorHeartbeats
+from cluster.backends.sealed import SealedReceiver, channel_for, sealed_send
 from cluster.config import BusConfig, PoolConfig, SqsBackendConfig
 from cluster.naming import HandleCache
 from transports.base import Delivery
 from transports.codec import decode_message
+from transports.crypto.seal import Direction
 from transports.envelope import Envelope
 from transports.errors import BusError, MessageTooLarge
 from transports.frame import Frame
@@ -180,9 +182,15 @@ class SqsWorkerSource(BrokerWorkerSource):
             # reply_to (the caller answers there), so the envelope cannot be the address.
             await self._transport.send_to(destination, decode_message(body), envelope)
 
+        receiver: SealedReceiver | SqsTransport = self._transport
+        send: Callable[[str, bytes, Envelope], Awaitable[None]] = publish
+        channel = channel_for(config, f"worker.{pool}", Direction.TO_CLIENT)
+        if channel is not None:  # the bus is encrypted end to end: pool is the destination
+            receiver = SealedReceiver(self._transport, channel, frozenset({pool}))
+            send = sealed_send(publish, channel)
         super().__init__(
-            self._transport,
-            one_at_a_time(publish),
+            receiver,
+            one_at_a_time(send),
             hosted,
             ledger,
             pool=pool,
