@@ -2,25 +2,28 @@
 
 ``python -m benchmarks.wrapper_overhead`` sends messages from one end of a
 ``MemoryTransport`` pair and receives them at the other, bare and through each wrapper
-(and all four stacked), and prints the CPU time per message (send + receive) and what
-the wrapper adds to the bare pair: the best of several rounds of this process's CPU
-time (a shared machine only ever slows a round down). Two sizes: a small ``tools/call``
-and one with a 4 kB text argument (above the compression threshold). Batching is
-measured with 64 senders at once (what it is for); the others with one.
+(``EncryptedTransport`` too, and the four others stacked), and prints the CPU time per
+message (send + receive) and what the wrapper adds to the bare pair: the best of several
+rounds of this process's CPU time (a shared machine only ever slows a round down). Two
+sizes: a small ``tools/call`` and one with a 4 kB text argument (above the compression
+threshold). Batching is measured with 64 senders at once (what it is for); the others
+with one.
 
 Row B11 of ``raybus bench`` (:data:`WRAPPERS`): the four stacked beside the bare pair,
-each wrapper's own figure in the row's notes.
+each wrapper's own figure (encryption's too) in the row's notes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 
 from benchmarks.report import Row, Side
 from benchmarks.workloads import BenchContext, Family, Workload
 from transports.base import Transport
+from transports.crypto import Direction, EncryptedTransport, Keyring
 from transports.memory import MemoryTransport
 from transports.message import Request
 from transports.wrappers.batching import BatchingTransport
@@ -34,22 +37,40 @@ _ROUNDS = 5
 _MESSAGES = 2048
 _SENDERS = 64
 
-STACKS: dict[str, Callable[[Transport], Transport]] = {
-    "bare": lambda inner: inner,
-    "batching": BatchingTransport,
-    "compression": CompressionTransport,
-    "logging": LoggingTransport,
-    "retry": RetryTransport,
-    "all four": lambda inner: LoggingTransport(
+# A stack wraps one end of the pair; ``sending`` tells the end that sends from the other
+# (only encryption needs to know: each end seals for its own direction and destination).
+Stack = Callable[[Transport, bool], Transport]
+_KEYS = {"k1": os.urandom(32)}
+
+
+def _encrypted(inner: Transport, sending: bool) -> Transport:
+    return EncryptedTransport(
+        inner,
+        Keyring.of(_KEYS, "k1"),
+        sender_id="client" if sending else "worker",
+        sends=Direction.TO_WORKER if sending else Direction.TO_CLIENT,
+        send_to="a-to-b" if sending else "b-to-a",
+        receive_as=("b-to-a",) if sending else ("a-to-b",),
+    )
+
+
+STACKS: dict[str, Stack] = {
+    "bare": lambda inner, _: inner,
+    "batching": lambda inner, _: BatchingTransport(inner),
+    "compression": lambda inner, _: CompressionTransport(inner),
+    "logging": lambda inner, _: LoggingTransport(inner),
+    "retry": lambda inner, _: RetryTransport(inner),
+    "encryption": _encrypted,
+    "all four": lambda inner, _: LoggingTransport(
         BatchingTransport(CompressionTransport(RetryTransport(inner)))
     ),
 }
 _SIZES = {"small": "hi", "4 kB": "lorem ipsum dolor sit amet " * 152}
 
 
-async def _round(stack: Callable[[Transport], Transport], text: str, messages: int) -> float:
+async def _round(stack: Stack, text: str, messages: int) -> float:
     raw_a, raw_b = MemoryTransport.pair(max_queued=messages + 1)
-    a, b = stack(raw_a), stack(raw_b)
+    a, b = stack(raw_a, True), stack(raw_b, False)
     call = Request(id=1, method="tools/call", params={"name": "echo", "arguments": {"t": text}})
 
     async def sender(count: int) -> None:
