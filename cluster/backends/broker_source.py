@@ -182,7 +182,9 @@ class BrokerWorkerSource:
                 delivery = await self._receiver.receive()
             except (InvalidMessage, MessageTooLarge) as exc:
                 self._slots.release()
-                logger.warning("undecodable request left to the broker's dead-letter path: %s", exc)
+                # The transport has already disposed of it (answered, dead-lettered, or
+                # for a message that does not open, dropped): nothing is left to do here.
+                logger.warning("an undecodable request was refused: %s", exc)
                 continue
             except ConnectionClosed as exc:
                 self._slots.release()
