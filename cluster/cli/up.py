@@ -231,9 +231,9 @@ async def _serve_stdio(
 ) -> None:
     # The MCP SDK is loaded only here: over HTTP the gateway runs in its replicas, and
     # this process starting the bus should not pay a second of imports for it.
-    from mcp.server.stdio import stdio_server
-
     from cluster.gateway.server import Gateway
+    from cluster.gateway.stdio_front import checked_stdio_server
+    from transports.codec import DecodeLimits
 
     install_tracing("gateway")  # this process is the gateway (HTTP replicas do their own)
     client = await BusClient.connect(config.name)
@@ -252,7 +252,11 @@ async def _serve_stdio(
     try:
         async with (
             _serving_metrics(config.name, sources, metrics_sock),
-            stdio_server() as (read, write),
+            checked_stdio_server(
+                DecodeLimits(max_message_bytes=config.gateway.max_body_bytes),
+                gateway.audit,
+                gateway.refusals,
+            ) as (read, write),
         ):
             if ready is not None:
                 ready(None)
