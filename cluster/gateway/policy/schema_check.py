@@ -10,7 +10,10 @@ JSON Schema patterns are unanchored: jsonschema's ``re.search`` tries a pattern 
 (32 KB took 2.4 s on the event loop; one 1 MB argument would freeze the gateway for
 everyone). Here ``pattern`` runs on the ``regex`` engine (``re``'s syntax) with one time
 budget for all of a call's pattern checks; a string that would cost more is refused as
-too costly to check (fail closed), naming the pattern.
+too costly to check (fail closed), naming the pattern. The same holds for the property
+names of client objects that ``patternProperties`` and ``additionalProperties`` match
+against patterns. (``unevaluatedProperties`` beside ``patternProperties`` still runs
+jsonschema's own ``re.search`` on property names.)
 """
 
 from __future__ import annotations
@@ -59,26 +62,97 @@ def _compiled(pattern: str) -> Any:
         raise SchemaRefused(f"pattern {pattern!r} cannot be compiled: {exc}") from None
 
 
+class _TooCostly(Exception):
+    """A search would overrun the call's pattern budget."""
+
+
+def _search(pattern: str, text: str) -> bool:
+    """``re.search`` semantics on the ``regex`` engine, within the call's budget.
+
+    Raises:
+        _TooCostly: the budget is spent (or would be by this search).
+    """
+    remaining = _PATTERN_DEADLINE.get() - time.monotonic()
+    if remaining <= 0:
+        raise _TooCostly
+    try:
+        return _compiled(pattern).search(text, timeout=remaining) is not None
+    except TimeoutError:
+        raise _TooCostly from None
+
+
+def _too_costly(what: str, text: str, pattern: str) -> schema_errors.ValidationError:
+    return schema_errors.ValidationError(
+        f"a {what} of {len(text)} characters is too costly to check against pattern {pattern!r}"
+    )
+
+
 def _pattern(
     validator: Any, pattern: str, instance: Any, schema: Any
 ) -> Iterator[schema_errors.ValidationError]:
     """The ``pattern`` keyword, within the call's time budget (see the module docstring)."""
     if not validator.is_type(instance, "string"):
         return
-    remaining = _PATTERN_DEADLINE.get() - time.monotonic()
     try:
-        if remaining <= 0:
-            raise TimeoutError
-        found = _compiled(pattern).search(instance, timeout=remaining)
-    except TimeoutError:
-        yield schema_errors.ValidationError(
-            f"a string of {len(instance)} characters is too costly to check against "
-            f"pattern {pattern!r}"
-        )
+        found = _search(pattern, instance)
+    except _TooCostly:
+        yield _too_costly("string", instance, pattern)
         return
-    if found is None:
+    if not found:
         shown = repr(instance) if len(instance) <= 64 else f"{instance[:64]!r}... ({len(instance)})"
         yield schema_errors.ValidationError(f"{shown} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
+) -> Iterator[schema_errors.ValidationError]:
+    """``patternProperties`` as jsonschema has it, its searches on client keys bounded."""
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            try:
+                matches = _search(pattern, key)
+            except _TooCostly:
+                yield _too_costly("property name", key, pattern)
+                return
+            if matches:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(
+    validator: Any, additional: Any, instance: Any, schema: Any
+) -> Iterator[schema_errors.ValidationError]:
+    """``additionalProperties`` as jsonschema has it, its pattern searches bounded."""
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    extras = []
+    for key in instance:
+        if key in properties:
+            continue
+        try:
+            if any(_search(pattern, key) for pattern in patterns):
+                continue
+        except _TooCostly:
+            yield _too_costly("property name", key, "|".join(patterns))
+            return
+        extras.append(key)
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif additional is False and extras:
+        shown = ", ".join(repr(extra) for extra in sorted(extras))
+        if patterns:
+            listed = ", ".join(repr(pattern) for pattern in sorted(patterns))
+            yield schema_errors.ValidationError(
+                f"{shown} do not match any of the regexes: {listed}"
+            )
+        else:
+            yield schema_errors.ValidationError(
+                f"Additional properties are not allowed ({shown} unexpected)"
+            )
 
 
 @lru_cache(maxsize=1024)
@@ -89,7 +163,14 @@ def _validator(digest: str, schema_text: str) -> Any:
         cls.check_schema(schema)
     except schema_errors.SchemaError as exc:
         raise SchemaRefused(f"inputSchema is invalid: {exc.message}") from None
-    bounded = validators.extend(cls, {"pattern": _pattern})
+    bounded = validators.extend(
+        cls,
+        {
+            "pattern": _pattern,
+            "patternProperties": _pattern_properties,
+            "additionalProperties": _additional_properties,
+        },
+    )
     return bounded(schema, registry=_REGISTRY)
 
 

@@ -58,3 +58,60 @@ def test_a_pattern_too_costly_for_a_string_refuses_it_within_the_calls_budget() 
 def test_patterns_accept_exactly_what_re_search_accepts(pattern: str, text: str) -> None:
     errors = argument_errors(schema_with(pattern), {"text": text})
     assert (errors == []) == (re.search(pattern, text) is not None)
+
+
+def keyed_schema(pattern: str, additional: object = False) -> dict[str, object]:
+    return {
+        "type": "object",
+        "properties": {
+            "labels": {
+                "type": "object",
+                "patternProperties": {pattern: {"type": "string"}},
+                "additionalProperties": additional,
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize("additional", [False, {"type": "integer"}])
+def test_pattern_properties_on_a_256_kb_property_name_are_checked_in_bounded_time(
+    additional: object,
+) -> None:
+    # jsonschema's re.search on property names (patternProperties and the search
+    # additionalProperties makes) cost the square of the name: 16 KB took 0.73 s.
+    name = "a" * 256 * 1024
+    started = time.perf_counter()
+    problems = argument_errors(keyed_schema(UNANCHORED_EMAIL, additional), {"labels": {name: "x"}})
+    assert time.perf_counter() - started < BOUND_S
+    assert len(problems) == 1  # not matched: an additional property, refused or not an integer
+
+
+def test_a_pattern_too_costly_for_property_names_refuses_them_within_the_calls_budget() -> None:
+    labels = {"a" * 40 + "b" * (i + 1): "x" for i in range(20)}
+    started = time.perf_counter()
+    problems = argument_errors(keyed_schema(r"^(a|aa)+$"), {"labels": labels})
+    assert time.perf_counter() - started < BOUND_S
+    assert problems  # fail closed: a name not checked is not accepted
+    assert all("too costly to check against pattern '^(a|aa)+$'" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("labels", "valid"),
+    [
+        ({"bob@example.org": "x"}, True),
+        ({"bob@example.org": 1}, False),  # matched: its value must be a string
+        ({"plain": "x"}, False),  # not matched, and additional properties are refused
+        ({}, True),
+    ],
+)
+def test_pattern_properties_decide_as_jsonschema_does(
+    labels: dict[str, object], valid: bool
+) -> None:
+    assert (argument_errors(keyed_schema(UNANCHORED_EMAIL), {"labels": labels}) == []) == valid
+
+
+def test_additional_properties_beside_patterns_are_checked_against_their_own_schema() -> None:
+    schema = keyed_schema(r"^x-", {"type": "integer"})
+    assert argument_errors(schema, {"labels": {"x-a": "s", "count": 3}}) == []
+    [problem] = argument_errors(schema, {"labels": {"x-a": "s", "count": "three"}})
+    assert problem.startswith("labels/count: ")
