@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Collection
 
-from transports.base import Delivery, Transport, TransportBase, TransportCapabilities, TransportType
+from transports.base import Delivery, Transport, TransportCapabilities
 from transports.codec import DEFAULT_LIMITS, DecodeLimits, decode_message, encode_message
 from transports.crypto.keyring import Keyring
 from transports.crypto.replay import DEFAULT_MAX_SENDERS, DEFAULT_WINDOW, ReplayGuard
@@ -29,6 +29,7 @@ from transports.crypto.seal import Direction, Sealer, SealRejected, open_sealed
 from transports.envelope import Envelope
 from transports.errors import BusError, InvalidMessage, MessageTooLarge, TransportError
 from transports.message import Notification, TransportMessage
+from transports.wrappers.delegate import TransportWrapper
 
 __all__ = ["EncryptedTransport", "SealedChannel"]
 
@@ -158,7 +159,7 @@ class SealedChannel:
             logger.warning("could not acknowledge the dropped message: %s", exc)
 
 
-class EncryptedTransport(TransportBase):
+class EncryptedTransport(TransportWrapper):
     """A :class:`~transports.base.Transport` that seals what it sends and opens what it
     receives; everything else is the inner transport's.
 
@@ -186,7 +187,7 @@ class EncryptedTransport(TransportBase):
         replay_window: int = DEFAULT_WINDOW,
         max_senders: int = DEFAULT_MAX_SENDERS,
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._send_to = send_to
         self._receive_as = frozenset(receive_as)
         self.channel = SealedChannel(
@@ -202,19 +203,8 @@ class EncryptedTransport(TransportBase):
         )
 
     @property
-    def inner(self) -> Transport:
-        return self._inner
-
-    @property
-    def transport_type(self) -> TransportType:
-        return self._inner.transport_type
-
-    @property
     def capabilities(self) -> TransportCapabilities:
         return self._capabilities
-
-    def is_connected(self) -> bool:
-        return self._inner.is_connected()
 
     def destination_for(self, envelope: Envelope | None) -> str:
         """Where a message with ``envelope`` goes (bound into its associated data).
@@ -241,6 +231,3 @@ class EncryptedTransport(TransportBase):
         return await self.channel.open(
             delivery, self._receive_as, redelivers=self._inner.capabilities.at_least_once
         )
-
-    async def close(self) -> None:
-        await self._inner.close()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.transports.test_contract_kafka import _end
+from tests.transports.kafka_pairs import kafka_ends
 from transports.kafka.transport import KafkaTransport
 from transports.message import Notification
 from transports.wrappers.batching import BatchingTransport
@@ -26,14 +26,8 @@ BOUND_S = 60.0
 async def kafka_pair(
     kafka_bootstrap: str, unique_name: str
 ) -> AsyncIterator[tuple[KafkaTransport, KafkaTransport]]:
-    a_to_b, b_to_a = f"{unique_name}.a-to-b", f"{unique_name}.b-to-a"
-    a = await _end(kafka_bootstrap, unique_name, "a", a_to_b, b_to_a).start()
-    b = await _end(kafka_bootstrap, unique_name, "b", b_to_a, a_to_b).start()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with kafka_ends(kafka_bootstrap, unique_name) as ends:
+        yield ends.a, ends.b
 
 
 async def test_a_nacked_message_brings_its_whole_batch_back_and_acks_settle_it(
