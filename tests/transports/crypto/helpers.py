@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from tests.transports.pairs import CONTRACT_LIMITS, TransportPair
+from transports.base import Transport
 from transports.codec import DecodeLimits, encode_message
 from transports.crypto.keyring import Keyring
 from transports.crypto.seal import Direction, Sealer, sealed_overhead_bytes
@@ -27,31 +28,33 @@ def rings(*key_ids: str) -> tuple[Keyring, Keyring]:
 
 
 def encrypted_ends(
-    inner_a: MemoryTransport,
-    inner_b: MemoryTransport,
+    inner_a: Transport,
+    inner_b: Transport,
     ring_a: Keyring,
     ring_b: Keyring,
     limits: DecodeLimits = CONTRACT_LIMITS,
+    *,
+    a_to_b: str = A_TO_B,
+    b_to_a: str = B_TO_A,
 ) -> tuple[EncryptedTransport, EncryptedTransport]:
-    a = EncryptedTransport(
-        inner_a,
-        ring_a,
-        sender_id="client-a",
-        sends=Direction.TO_WORKER,
-        send_to=A_TO_B,
-        receive_as=(B_TO_A,),
-        limits=limits,
+    """A client end ``a`` (sends to workers on ``a_to_b``) and a worker end ``b``."""
+
+    def end(inner: Transport, ring: Keyring, sender: str, sends: Direction) -> EncryptedTransport:
+        outbound, inbound = (a_to_b, b_to_a) if sends is Direction.TO_WORKER else (b_to_a, a_to_b)
+        return EncryptedTransport(
+            inner,
+            ring,
+            sender_id=sender,
+            sends=sends,
+            send_to=outbound,
+            receive_as=(inbound,),
+            limits=limits,
+        )
+
+    return (
+        end(inner_a, ring_a, "client-a", Direction.TO_WORKER),
+        end(inner_b, ring_b, "worker-b", Direction.TO_CLIENT),
     )
-    b = EncryptedTransport(
-        inner_b,
-        ring_b,
-        sender_id="worker-b",
-        sends=Direction.TO_CLIENT,
-        send_to=B_TO_A,
-        receive_as=(A_TO_B,),
-        limits=limits,
-    )
-    return a, b
 
 
 def inner_limits(limits: DecodeLimits = CONTRACT_LIMITS) -> DecodeLimits:

@@ -7,9 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.transports.crypto.helpers import inner_limits, rings, rotate_three_times_under_load
+from tests.transports.crypto.helpers import (
+    encrypted_ends,
+    inner_limits,
+    rings,
+    rotate_three_times_under_load,
+)
 from tests.transports.kafka_pairs import kafka_ends
-from tests.transports.pairs import CONTRACT_LIMITS, TransportPair
+from tests.transports.pairs import TransportPair
 from tests.transports.test_contract import *  # noqa: F403 - the whole suite, again
 from tests.transports.test_contract import BULK_BOUND_S
 from transports.codec import encode_message
@@ -25,23 +30,8 @@ async def pair(kafka_bootstrap: str, unique_name: str) -> AsyncIterator[Transpor
     room = inner_limits().max_message_bytes  # the sealed form of the largest plaintext
     async with kafka_ends(kafka_bootstrap, unique_name, max_message_bytes=room) as ends:
         ring_a, ring_b = rings("k1")
-        a = EncryptedTransport(
-            ends.a,
-            ring_a,
-            sender_id="client-a",
-            sends=Direction.TO_WORKER,
-            send_to=ends.a_to_b,
-            receive_as=(ends.b_to_a,),
-            limits=CONTRACT_LIMITS,
-        )
-        b = EncryptedTransport(
-            ends.b,
-            ring_b,
-            sender_id="worker-b",
-            sends=Direction.TO_CLIENT,
-            send_to=ends.b_to_a,
-            receive_as=(ends.a_to_b,),
-            limits=CONTRACT_LIMITS,
+        a, b = encrypted_ends(
+            ends.a, ends.b, ring_a, ring_b, a_to_b=ends.a_to_b, b_to_a=ends.b_to_a
         )
         injector = Sealer(ring_a, "injector", Direction.TO_WORKER)
 
