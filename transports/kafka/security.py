@@ -20,13 +20,13 @@ line with :func:`describe_failure`.
 
 from __future__ import annotations
 
-import os
-import re
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from transports.env_refs import from_env
 
 if TYPE_CHECKING:
     from aiokafka.abc import AbstractTokenProvider
@@ -42,7 +42,6 @@ __all__ = [
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
-_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 # Why a broker closes a connection before answering, by "the client speaks TLS".
@@ -50,19 +49,6 @@ _CLOSED_HINTS = {
     False: " (a TLS listener closes plaintext clients: check security_protocol)",
     True: " (a listener requiring client certificates closes clients without one: ssl_certfile)",
 }
-
-
-def _secret_from_env(value: Any) -> Any:
-    """``"${NAME}"`` becomes the variable's value; a SecretStr was resolved before."""
-    if not isinstance(value, str):
-        return value
-    match = _ENV_REF.match(value)
-    if match is None:
-        return value
-    found = os.environ.get(match.group(1))
-    if not found:
-        raise ValueError(f"environment variable {match.group(1)} is not set")
-    return found
 
 
 class _Strict(BaseModel):
@@ -83,7 +69,7 @@ class KafkaOAuth(_Strict):
     @field_validator("token", "client_secret", mode="before")
     @classmethod
     def _from_env(cls, value: Any) -> Any:
-        return _secret_from_env(value)
+        return from_env(value)
 
     @field_validator("token_url")
     @classmethod
@@ -141,7 +127,7 @@ class KafkaSecurity(_Strict):
     @field_validator("sasl_password", "ssl_key_password", mode="before")
     @classmethod
     def _from_env(cls, value: Any) -> Any:
-        return _secret_from_env(value)
+        return from_env(value)
 
     @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
     @classmethod

@@ -7,18 +7,16 @@ which only the gateway needs.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from transports.env_refs import from_env
+
 __all__ = ["IntrospectionConfig", "Limit", "OAuthConfig", "PolicyConfig", "TokenEntry"]
 
-# A secret written as ``${NAME}`` is read from the environment when the config is loaded
-# (at the process edge: the CLI or driver), so it need not sit in the file.
-_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 # Asymmetric signatures only: "none" and the HMAC family (whose key the issuer would
 # have to share with us, and which key confusion attacks abuse) are never accepted.
 _SIGNATURE_ALGORITHMS = frozenset(
@@ -80,14 +78,7 @@ class IntrospectionConfig(_Strict):
     @field_validator("client_secret", mode="before")
     @classmethod
     def _from_env(cls, value: Any) -> Any:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        match = _ENV_REF.match(raw) if isinstance(raw, str) else None
-        if match is None:
-            return value
-        found = os.environ.get(match.group(1))
-        if not found:
-            raise ValueError(f"environment variable {match.group(1)} is not set")
-        return found
+        return from_env(value)
 
 
 class OAuthConfig(_Strict):
