@@ -16,7 +16,10 @@ in flight, new items wait and leave together as the next batch. So:
 ``submit(destination, items)`` starts the send and returns an awaitable for its
 completion (or None when it completed synchronously); ``on_answer`` is handed what that
 awaitable returned, so a receiver can answer a batch with news of its own (a worker
-answers the router's calls with the completions it holds).
+answers the router's calls with the completions it holds). ``on_settled`` is handed each
+batch once its send ended either way (accepted, failed, or dropped by ``submit``): what
+must wait until a message has left, such as a worker telling the router that a call is
+done only once its answer reached the caller, waits for that.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ T = TypeVar("T")
 Submit = Callable[[D, list[T]], Awaitable[object] | None]
 OnFailure = Callable[[D, list[T], BaseException], None]
 OnAnswer = Callable[[D, object], None]
+OnSettled = Callable[[D, list[T]], None]
 
 
 class Outbox(Generic[D, T]):
@@ -50,6 +54,7 @@ class Outbox(Generic[D, T]):
         *,
         on_failure: OnFailure[D, T] | None = None,
         on_answer: OnAnswer[D] | None = None,
+        on_settled: OnSettled[D, T] | None = None,
         max_batch: int = 4096,
         min_interval_s: float = 0.0,
     ) -> None:
@@ -57,6 +62,7 @@ class Outbox(Generic[D, T]):
         self._min_interval_s = min_interval_s
         self._on_failure = on_failure
         self._on_answer = on_answer
+        self._on_settled = on_settled
         self._max_batch = max_batch
         self._pending: dict[D, list[T]] = {}
         self._in_flight: dict[D, asyncio.Task[None]] = {}
@@ -91,6 +97,7 @@ class Outbox(Generic[D, T]):
             self._failed(destination, batch, exc)
             completion = None
         if completion is None:
+            self._settled(destination, batch)
             if destination in self._pending:
                 self._send_next(destination)
             return
@@ -101,7 +108,10 @@ class Outbox(Generic[D, T]):
         loop = asyncio.get_running_loop()
         sent_at = loop.time()
         try:
-            answer = await completion
+            try:
+                answer = await completion
+            finally:
+                self._settled(destination, batch)
             if self._on_answer is not None and answer is not None:
                 _answered(self._on_answer, destination, answer)
             if self._min_interval_s and destination in self._pending:
@@ -116,6 +126,14 @@ class Outbox(Generic[D, T]):
         finally:
             self._in_flight.pop(destination, None)
         self._send_next(destination)
+
+    def _settled(self, destination: D, batch: list[T]) -> None:
+        if self._on_settled is None:
+            return
+        try:
+            self._on_settled(destination, batch)
+        except Exception:  # the send itself is over: one bad callback must not stop the next
+            logger.exception("settling a batch for %s failed", destination)
 
     def _failed(self, destination: D, batch: list[T], exc: BaseException) -> None:
         if self._on_failure is None:

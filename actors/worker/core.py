@@ -67,7 +67,9 @@ def completion_of(key: CorrelationKey, response: Response | None, duration_s: fl
 
 
 class WorkerPorts(Protocol):
-    def reply(self, destination: str, frame: Frame) -> None: ...
+    def reply(self, destination: str, frame: Frame, completion: Completion | None = None) -> None:
+        """Send ``frame`` to ``destination``; with ``completion`` (the frame answers a
+        call), report it only once the frame has left: see :meth:`_finish`."""
 
     def completed(self, completion: Completion) -> None: ...
 
@@ -221,6 +223,9 @@ class WorkerCore:
                 self._idle.set()
 
     def _finish(self, request: Frame, reply: Frame, completion: Completion) -> None:
+        # The completion travels with the answer: a router told the call ended before its
+        # answer left would have nothing to re-run or fail if this worker died meanwhile.
         if request.envelope.reply_to is not None:
-            self._ports.reply(request.envelope.reply_to, reply)
-        self._ports.completed(completion)
+            self._ports.reply(request.envelope.reply_to, reply, completion)
+        else:
+            self._ports.completed(completion)

@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import ray
 
@@ -143,6 +143,13 @@ def _remote_link_factory(pool: PoolConfig, url: str) -> Any:
     )
 
 
+class _Reply(NamedTuple):
+    """A frame for a caller's endpoint, and the completion it ends (if it is an answer)."""
+
+    frame: Frame
+    completion: Completion | None
+
+
 class _RayWorkerPorts:
     def __init__(
         self, bus: str, actor_name: str, handles: HandleCache, *, capacity: int, slow_call_s: float
@@ -150,8 +157,12 @@ class _RayWorkerPorts:
         self._router = actor_names.router(bus)
         self._actor_name = actor_name
         self._handles = handles
-        self.replies: Outbox[str, Frame] = Outbox(
-            self._send_replies, min_interval_s=BUSY_INTERVAL_S
+        # A call's answer travels with its completion: the router hears that the call
+        # ended only once the answer reached the caller's endpoint. Told earlier, a
+        # router whose worker then died would neither re-run nor fail the call, and its
+        # caller would wait out its deadline for an answer lost with the worker.
+        self.replies: Outbox[str, _Reply] = Outbox(
+            self._send_replies, on_settled=self._replies_settled, min_interval_s=BUSY_INTERVAL_S
         )
         self.completions: Outbox[str, Completion] = Outbox(
             self._send_completions, min_interval_s=BUSY_INTERVAL_S
@@ -166,25 +177,35 @@ class _RayWorkerPorts:
         # actors (raybus/...) still go to their actor.
         self.topic_sink: Callable[[str, Frame], None] | None = None
 
-    def reply(self, destination: str, frame: Frame) -> None:
+    def reply(self, destination: str, frame: Frame, completion: Completion | None = None) -> None:
         if self.topic_sink is not None and not destination.startswith("raybus/"):
             self.topic_sink(destination, frame)
+            if completion is not None:
+                self.reports.add(completion)
         else:
-            self.replies.put(destination, frame)
+            self.replies.put(destination, _Reply(frame, completion))
 
     def completed(self, completion: Completion) -> None:
         self.reports.add(completion)
+
+    def _replies_settled(self, _: str, replies: list[_Reply]) -> None:
+        # Accepted, or undeliverable (the caller's endpoint is gone): either way the
+        # call is over for the router.
+        for reply in replies:
+            if reply.completion is not None:
+                self.reports.add(reply.completion)
 
     def _send_alone(self, completions: list[Completion]) -> None:
         for completion in completions:
             self.completions.put(self._router, completion)
 
-    def _send_replies(self, destination: str, frames: list[Frame]) -> Any:
+    def _send_replies(self, destination: str, replies: list[_Reply]) -> Any:
         try:
-            return self._handles.get(destination).deliver.remote(frames)
+            handle = self._handles.get(destination)
         except BusError as exc:
-            logger.warning("dropped %d message(s) for %s: %s", len(frames), destination, exc)
+            logger.warning("dropped %d message(s) for %s: %s", len(replies), destination, exc)
             return None
+        return handle.deliver.remote([reply.frame for reply in replies])
 
     def _send_completions(self, router: str, completions: list[Completion]) -> Any:
         return self._handles.get(router).completed.remote(self._actor_name, completions)

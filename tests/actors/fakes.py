@@ -68,8 +68,10 @@ class RecordingWorkerPorts:
     completions: list[Completion] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def reply(self, destination: str, frame: Frame) -> None:
+    def reply(self, destination: str, frame: Frame, completion: Completion | None = None) -> None:
         self.sent.append((destination, frame))
+        if completion is not None:  # sent at once here: the answer has left
+            self.completions.append(completion)
         self.changed.set()
 
     def completed(self, completion: Completion) -> None:

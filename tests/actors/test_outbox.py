@@ -117,3 +117,42 @@ async def test_a_failing_answer_handler_is_not_a_failed_send() -> None:
     receiver.release[1].set_result("news")  # type: ignore[arg-type]
     await wait_until(lambda: len(receiver.batches) == 2)
     assert failures == []  # the batch was accepted: its items are not reported lost
+
+
+async def test_a_batch_is_settled_only_once_its_send_ended_either_way() -> None:
+    receiver = SlowReceiver()
+    settled: list[tuple[str, list[int]]] = []
+    outbox: Outbox[str, int] = Outbox(
+        receiver.submit,
+        on_failure=lambda *_: None,
+        on_settled=lambda d, items: settled.append((d, items)),
+        min_interval_s=60.0,  # a busy destination's spacing must not delay settling
+    )
+    outbox.put("a", 1)
+    outbox.put("b", 2)
+    await asyncio.sleep(0)
+    outbox.put("a", 3)
+    await asyncio.sleep(0)
+    assert settled == []  # sent, not yet accepted
+    receiver.release[1].set_result(None)
+    await wait_until(lambda: settled == [("a", [1])])
+    receiver.release[2].set_exception(RuntimeError("actor died"))
+    await wait_until(lambda: settled == [("a", [1]), ("b", [2])])
+
+
+async def test_a_batch_whose_submit_fails_or_drops_it_is_settled_at_once() -> None:
+    settled: list[list[int]] = []
+
+    def refuse(destination: str, items: list[int]) -> None:
+        if items == [1]:
+            raise RuntimeError("no such actor")
+        # [2]: dropped by the submitter itself (it returns no awaitable)
+
+    outbox: Outbox[str, int] = Outbox(
+        refuse, on_failure=lambda *_: None, on_settled=lambda _, items: settled.append(items)
+    )
+    outbox.put("a", 1)
+    await asyncio.sleep(0)
+    outbox.put("a", 2)
+    await asyncio.sleep(0)
+    assert settled == [[1], [2]]

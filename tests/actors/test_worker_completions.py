@@ -2,7 +2,12 @@ import asyncio
 
 from actors.router.core import Completion
 from actors.worker.completions import CompletionReports
+from cluster.naming import HandleCache
+from cluster.ray_actors.worker import _RayWorkerPorts
 from tests.waiting import wait_until
+from transports.envelope import Envelope
+from transports.frame import Frame
+from transports.message import Response
 
 
 def _completion(n: int) -> Completion:
@@ -113,3 +118,33 @@ async def test_while_the_router_asks_for_prompt_news_nothing_is_held() -> None:
     reports.received(1)  # the breaker closed: held again
     reports.add(_completion(2))
     assert sent.keys == ["1"]
+
+
+class _SlowEndpoint:
+    """A caller's endpoint whose ``deliver`` is accepted only when the test says so."""
+
+    def __init__(self) -> None:
+        self.accepted: asyncio.Future[None] | None = None
+        self.deliver = self
+
+    def remote(self, frames: list[Frame]) -> asyncio.Future[None]:
+        self.accepted = asyncio.get_running_loop().create_future()
+        return self.accepted
+
+
+async def test_a_worker_reports_a_call_done_only_once_its_answer_reached_the_caller() -> None:
+    # Told earlier, a router whose worker dies before the answer leaves would neither
+    # re-run nor fail the call: its caller would wait out the deadline (seen in CI).
+    handles = HandleCache()
+    endpoint = _SlowEndpoint()
+    handles.put("raybus/t/client/1", endpoint)
+    ports = _RayWorkerPorts("t", "raybus/t/worker/p/1", handles, capacity=8, slow_call_s=60.0)
+    envelope = Envelope(client_id="c", request_id="1", reply_to="raybus/t/client/1")
+    answer = Frame.of(envelope, Response.success(1, {}))
+    ports.reply("raybus/t/client/1", answer, _completion(1))
+    await wait_until(lambda: endpoint.accepted is not None)
+    assert await ports.reports.answer(hold_s=0.01) == []  # the router's deliver gets nothing
+    assert endpoint.accepted is not None
+    endpoint.accepted.set_result(None)
+    await wait_until(lambda: ports.reports.held == 1)
+    assert [c.key for c in ports.reports.take()] == [_completion(1).key]
