@@ -67,9 +67,10 @@ class DrainPending(RotationRefused):
     retriable = True
 
     def __init__(self, key_id: str, left_s: float) -> None:
-        super().__init__(f"key {key_id!r} may still be in flight: retire in {left_s:.1f} s")
+        BusError.__init__(self, key_id, left_s)  # its own arguments: it pickles as itself
         self.key_id = key_id
         self.left_s = left_s
+        self.reason = f"key {key_id!r} may still be in flight: retire in {left_s:.1f} s"
 
 
 @dataclass(frozen=True, slots=True)
