@@ -10,9 +10,10 @@ Example::
 
 Every key listed opens messages; ``key_id`` seals. This is the bus's state at launch; a
 running bus rotates live with ``raybus keys`` (:mod:`cluster.key_rotation`): add the new
-key, promote it, retire the old one, each applied by every process before the next. ``${NAME}`` is read from the environment where the
-configuration is built (the driver, the CLI), never by actors; keys are held as
-:class:`~pydantic.SecretStr` (base64) and never shown.
+key, promote it, retire the old one, each applied by every process before the next.
+``${NAME}`` is read from the environment where the configuration is built (the driver,
+the CLI), never by actors; keys are held as :class:`~pydantic.SecretStr` (base64) and
+never shown.
 """
 
 from __future__ import annotations

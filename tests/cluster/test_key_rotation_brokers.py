@@ -39,7 +39,7 @@ KIT = {"name": "kit", "server": "cluster.examples.testkit:server", "max_concurre
 # Messages sealed with a key just before every process switched are opened well within
 # this on a quiet bus; the load below keeps no backlog.
 DRAIN_S = 3.0
-# Calls ended between two steps, so each step lands among calls in every state.
+# Calls ended between two rotations (and before the first).
 CALLS_PER_STEP = 20
 
 
@@ -70,12 +70,12 @@ async def test_three_rotations_under_load_fail_no_call_and_lose_none(
         try:
             await load.run_for(CALLS_PER_STEP)
             for old, new in (("k1", "k2"), ("k2", "k3"), ("k3", "k4")):
+                # Back to back, as a script would: each step's own wait is the only
+                # thing between it and the next (calls keep running throughout).
                 added = await add_key(config.name, new, os.urandom(32), timeout_s=120)
                 assert new in added["keys"]
-                await load.run_for(CALLS_PER_STEP)
                 promoted = await promote_key(config.name, new, timeout_s=120)
                 assert promoted["current"] == new
-                await load.run_for(CALLS_PER_STEP)
                 retired = await retire_key(config.name, old, drain_s=DRAIN_S, timeout_s=120)
                 assert old in retired["retired"]
                 await load.run_for(CALLS_PER_STEP)
@@ -84,7 +84,7 @@ async def test_three_rotations_under_load_fail_no_call_and_lose_none(
         verdict = check(load.history)
         assert verdict.clean, verdict
         assert verdict.ok == verdict.total, verdict  # 0 failed calls
-        assert verdict.total >= 13 * CALLS_PER_STEP
+        assert verdict.total >= 4 * CALLS_PER_STEP
 
         keys = await describe_keys(config.name)
         assert (keys["current"], keys["keys"], keys["retired"]) == (
