@@ -36,9 +36,10 @@ from transports.message import Notification
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 KIT = {"name": "kit", "server": "cluster.examples.testkit:server", "max_concurrency": 8}
-# Messages sealed with a key just before every process switched are opened well within
-# this on a quiet bus; the load below keeps no backlog.
-DRAIN_S = 3.0
+# What was sealed with a key just before every process switched must be opened within
+# this. The load keeps no backlog, but with 3 s one run in 7 on a loaded 2-core machine
+# ended with a call failed (not pinned down; most likely an answer in transit longer).
+DRAIN_S = 10.0
 # Calls ended between two rotations (and before the first).
 CALLS_PER_STEP = 20
 
@@ -86,7 +87,7 @@ async def test_three_rotations_under_load_fail_no_call_and_lose_none(
             await load.stop()
         verdict = check(load.history)
         assert verdict.clean, verdict
-        assert verdict.ok == verdict.total, verdict  # 0 failed calls
+        assert verdict.ok == verdict.total, (verdict, load.fallbacks)  # 0 failed calls
         assert verdict.total >= 4 * CALLS_PER_STEP
 
         keys = await describe_keys(config.name)
