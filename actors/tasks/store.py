@@ -301,6 +301,13 @@ class TaskStoreCore:
             return
         await self._on_result(task_id, attempt, round_, message.result)
 
+    async def fail_call(self, frame: Frame, error: dict[str, Any]) -> None:
+        """A call the store submitted could not be handed to the bus: as if answered
+        with ``error`` (a try-later code is submitted again, until the run deadline)."""
+        parsed = parse_request_id(frame.envelope.request_id)
+        if parsed is not None and parsed[0] in self._records:
+            await self._on_error(*parsed, error)
+
     async def _on_progress(
         self, task_id: str, attempt: int, round_: int, params: dict[str, Any]
     ) -> None:

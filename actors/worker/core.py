@@ -83,6 +83,21 @@ class WorkerIdentity:
     node_id: str = ""
 
 
+def _past_max_sync(frame: Frame, response: Response | None, max_sync_s: float) -> Response | None:
+    """A synchronous call ended by ``max_sync_s``: say how to run it instead (as a task)."""
+    if response is None or response.error is None:
+        return response
+    if response.error.code != BusErrorCode.DEADLINE_EXCEEDED:
+        return response
+    message = (
+        f"tool {frame.envelope.name!r} ran past its pool's max_sync_s ({max_sync_s:g} s) as a "
+        "synchronous call; run it as a task: BusClient.start_tool() (the pool's "
+        "tasks.tools must list it)"
+    )
+    data = {"maxSyncSeconds": max_sync_s}
+    return Response.failure(response.id, BusErrorCode.DEADLINE_EXCEEDED, message, data)
+
+
 class WorkerCore:
     def __init__(
         self,
@@ -91,12 +106,18 @@ class WorkerCore:
         ports: WorkerPorts,
         *,
         call_timeout_s: float = 300.0,
+        max_sync_s: float | None = None,
+        task_timeout_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
         self.hosted = hosted
         self._ports = ports
         self._call_timeout_s = call_timeout_s
+        # A task's call (envelope attribute "task") is bounded by the task's run timeout;
+        # a synchronous one by max_sync_s as well as the pool's timeout.
+        self._sync_timeout_s = min(call_timeout_s, max_sync_s or call_timeout_s)
+        self._task_timeout_s = task_timeout_s or call_timeout_s
         self._clock = clock
         self._tasks: dict[CorrelationKey, asyncio.Task[None]] = {}
         self._frames_received = 0
@@ -197,13 +218,13 @@ class WorkerCore:
         key = frame.envelope.correlation_key
         try:
             remaining = frame.envelope.remaining_s()
+            is_task = any(name == "task" for name, _ in frame.envelope.attributes)
+            bound = self._task_timeout_s if is_task else self._sync_timeout_s
             # The pool's deadline bounds every call; a caller's own can only shorten it.
-            timeout = (
-                self._call_timeout_s
-                if remaining is None
-                else max(0.0, min(remaining, self._call_timeout_s))
-            )
+            timeout = bound if remaining is None else max(0.0, min(remaining, bound))
             response = await self.hosted.call(frame, timeout)
+            if not is_task and bound < self._call_timeout_s and timeout == bound:
+                response = _past_max_sync(frame, response, bound)
             completion = completion_of(key, response, self._clock() - started)
             if response is None:
                 self._ports.completed(completion)

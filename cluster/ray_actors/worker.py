@@ -259,7 +259,14 @@ class WorkerActor:
             on_list_changed=self._note_list_changed,
             exposure=pool_exposure(config, pool),
         )
-        self._core = WorkerCore(identity, hosted, self._ports, call_timeout_s=pool.timeout_s)
+        self._core = WorkerCore(
+            identity,
+            hosted,
+            self._ports,
+            call_timeout_s=pool.timeout_s,
+            max_sync_s=pool.max_sync_s,
+            task_timeout_s=pool.tasks.run_timeout_s if pool.tasks is not None else None,
+        )
         self._beats: asyncio.Task[None] | None = None
         # Made when the worker goes live with a source (broker backends): see the module.
         self._metrics: MetricsRegistry | None = None
