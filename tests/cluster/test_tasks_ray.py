@@ -38,7 +38,14 @@ async def bus(ray_session: None) -> AsyncIterator[BusClient]:
                 "min_workers": 2,
                 "max_sync_s": 2,
                 "tasks": {"tools": {"long_job": "optional"}, "run_timeout_s": 600},
-            }
+            },
+            {  # the same tools, named again_*, whose lost tasks run again
+                "name": "again",
+                "server": "cluster.examples.tasks_fixture:server",
+                "namespace": "again",
+                "min_workers": 2,
+                "tasks": {"tools": {"*": "optional"}, "rerun_lost": "always", "max_attempts": 2},
+            },
         ]
     )
     async with running_bus(config) as client:
@@ -163,3 +170,18 @@ async def test_a_task_whose_worker_dies_ends_failed_not_working(
         await handle.result(timeout_s=_OUTCOME_S)
     assert caught.value.code == 1004  # the tool may have run: not run again (not idempotent)
     assert (await handle.status()).status is TaskStatus.FAILED
+
+
+async def test_a_task_whose_worker_dies_runs_again_when_its_pool_allows(
+    bus: BusClient, tmp_path: Path
+) -> None:
+    job = marker(tmp_path, "rerun")
+    handle = await bus.start_tool("again_long_job", {"seconds": 4, "step_s": 1, "marker": job})
+    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    first_pid = pid_of(job)
+    os.kill(first_pid, signal.SIGKILL)
+    result = await handle.result(timeout_s=_OUTCOME_S)
+    assert result.content[0].text == "done after 4 steps"  # type: ignore[union-attr]
+    state = await handle.status()
+    assert state.attempt == 2
+    assert pid_of(job) != first_pid
