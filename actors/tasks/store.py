@@ -255,7 +255,7 @@ class TaskStoreCore:
         logger.info("task %s cancelled by %s", task_id, principal)
         return self._records[task_id]
 
-    def list(self, principal: str) -> list[TaskRecord]:
+    def list_tasks(self, principal: str) -> list[TaskRecord]:
         """The principal's live tasks, newest first."""
         now = self._clock()
         own = [r for r in self._records.values() if r.principal == principal and now < r.expires_at]
@@ -307,6 +307,21 @@ class TaskStoreCore:
         parsed = parse_request_id(frame.envelope.request_id)
         if parsed is not None and parsed[0] in self._records:
             await self._on_error(*parsed, error)
+
+    async def calls_lost(self, request_ids: list[str], message: str) -> None:
+        """Calls the bus lost (their router died holding them): the lost-worker rule,
+        run again if allowed, else failed with 1004 ("may have run")."""
+        error = {"code": int(BusErrorCode.OUTCOME_UNKNOWN), "message": message}
+        for request_id in request_ids:
+            parsed = parse_request_id(request_id)
+            if parsed is not None and self.is_current(request_id):
+                await self._on_error(*parsed, error)
+
+    def is_current(self, request_id: str) -> bool:
+        """Is this the request id of a running task's current call?"""
+        parsed = parse_request_id(request_id)
+        record = self._records.get(parsed[0]) if parsed is not None else None
+        return record is not None and not record.status.terminal and record.request_id == request_id
 
     async def _on_progress(
         self, task_id: str, attempt: int, round_: int, params: dict[str, Any]

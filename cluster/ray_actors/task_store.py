@@ -52,13 +52,51 @@ class _RayTaskStorePorts:
         )
         self.answers: Outbox[str, Frame] = Outbox(self._send_answers)
         self.core: TaskStoreCore | None = None
+        # Request id -> the router incarnation that accepted the call (see check_router).
+        self.held: dict[str, str] = {}
+        self._incarnation: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, frames: list[Frame]) -> None:
         for frame in frames:
             self.submissions.put(self._router, frame)
 
     def _submit(self, router: str, frames: list[Frame]) -> Any:
-        return self._handles.get(router).submit.remote(frames)
+        return self._accepted(frames, self._handles.get(router).submit.remote(frames))
+
+    async def _accepted(self, frames: list[Frame], submitted: Any) -> None:
+        incarnation = await submitted
+        self.note_router(incarnation)
+        for frame in frames:
+            self.held[frame.envelope.request_id] = incarnation
+
+    async def check_router(self) -> None:
+        """Ask the router which incarnation it is, while it holds task calls: a restarted
+        router lost those the dead one held (a router answers an empty batch at once)."""
+        core = self.core
+        if core is not None:
+            for request_id in [r for r in self.held if not core.is_current(r)]:
+                del self.held[request_id]
+        if self.held:
+            self.note_router(await self._handles.get(self._router).submit.remote([]))
+
+    def note_router(self, incarnation: object) -> None:
+        if not isinstance(incarnation, str):
+            return
+        if self._incarnation is not None and incarnation != self._incarnation:
+            lost = [r for r, held_by in self.held.items() if held_by != incarnation]
+            for request_id in lost:
+                del self.held[request_id]
+            if lost and self.core is not None:
+                logger.warning("the bus router restarted holding %d task call(s)", len(lost))
+                message = "the bus router restarted while it held the call: it may have run"
+                self._spawn(self.core.calls_lost(lost, message))
+        self._incarnation = incarnation
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._tasks.discard)
 
     def _submit_failed(self, router: str, frames: list[Frame], exc: BaseException) -> None:
         # The router is restarting: Ray queues calls to a restarting actor, so this is a
@@ -70,7 +108,7 @@ class _RayTaskStorePorts:
             return
         for frame in frames:
             refusal = {"code": 1006, "message": f"the bus router is unreachable: {exc}"}
-            asyncio.get_running_loop().create_task(core.fail_call(frame, refusal))
+            self._spawn(core.fail_call(frame, refusal))
 
     def cancel(self, keys: list[CorrelationKey]) -> None:
         # Sent directly: a cancellation must not wait behind a batch of new calls.
@@ -125,6 +163,7 @@ class TaskStoreActor:
             await asyncio.sleep(_SWEEP_S)  # the sweeper's period, not synchronisation
             try:
                 await self._core.tick()
+                await self._ports.check_router()
             except Exception:  # the sweeper must survive one bad turn
                 logger.exception("task sweep failed")
 
@@ -146,6 +185,14 @@ class TaskStoreActor:
     async def _spec(
         self, principal: str, tool: str, arguments: dict[str, Any], ttl_s: float | None
     ) -> TaskSpec:
+        if self._config.backend != "ray":
+            # The store submits through the router; broker backends need their own link
+            # (a durable reply topic or queue), which is not built yet.
+            raise CallError(
+                "tools/call",
+                METHOD_NOT_FOUND,
+                f"tasks run on the ray backend only for now (this bus uses {self._config.backend})",
+            )
         discovery = await self._handles.get_async(actor_names.discovery(self._bus))
         catalogs = await discovery.catalogs.remote()
         for pool_name, catalog in sorted(catalogs.items()):
@@ -190,7 +237,7 @@ class TaskStoreActor:
 
     async def list_tasks(self, principal: str) -> list[TaskRecord]:
         await self.start()
-        return self._core.list(principal)
+        return self._core.list_tasks(principal)
 
     async def stats(self) -> dict[str, Any]:
         """Tasks by status, and this incarnation's process and how many it reloaded."""

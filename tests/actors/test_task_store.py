@@ -213,8 +213,8 @@ async def test_another_principal_cannot_see_or_cancel_a_task() -> None:
         await store.core.cancel(task.task_id, "mallory")
     assert caught.value.code == -32602
     assert store.core.get(task.task_id, "alice") is not None
-    assert [t.task_id for t in store.core.list("alice")] == [task.task_id]
-    assert store.core.list("mallory") == []
+    assert [t.task_id for t in store.core.list_tasks("alice")] == [task.task_id]
+    assert store.core.list_tasks("mallory") == []
 
 
 async def test_cancel_is_sticky_and_withdraws_the_call() -> None:
@@ -278,3 +278,18 @@ async def test_server_requests_about_a_task_are_refused_not_left_waiting() -> No
     assert isinstance(response, Response)
     assert response.error is not None
     assert response.error.code == -32601
+
+
+async def test_calls_a_dead_router_held_follow_the_lost_worker_rule() -> None:
+    store = make_store()
+    plain = await store.core.create(spec())
+    safe = await store.core.create(spec(rerun_lost=True, max_attempts=2))
+    held = [f.envelope.request_id for f in store.ports.submitted]
+    await store.core.calls_lost([*held, "unknown.1.1"], "the bus router restarted")
+    failed = store.core.require(plain.task_id, "alice", "x")
+    assert failed.status is TaskStatus.FAILED
+    assert failed.outcome == {"error": {"code": 1004, "message": "the bus router restarted"}}
+    rerun = store.core.require(safe.task_id, "alice", "x")
+    assert (rerun.status, rerun.attempt) == (TaskStatus.WORKING, 2)
+    assert not store.core.is_current(held[1])
+    assert store.core.is_current(rerun.request_id)

@@ -185,3 +185,23 @@ async def test_a_task_whose_worker_dies_runs_again_when_its_pool_allows(
     state = await handle.status()
     assert state.attempt == 2
     assert pid_of(job) != first_pid
+
+
+async def test_a_task_whose_router_dies_holding_its_call_ends_failed_not_working(
+    bus: BusClient, tmp_path: Path
+) -> None:
+    # Last in the module: the bus's router restarts under it.
+    job = marker(tmp_path, "router")
+    # Long enough to outlast a router restart on a loaded machine; short enough that the
+    # call (which the new router does not know, so cannot cancel) ends before teardown.
+    handle = await bus.start_tool("long_job", {"seconds": 90, "step_s": 1, "marker": job})
+    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    router = await get_actor_async(actor_names.router(bus.bus))
+    ray.kill(router, no_restart=False)
+    with pytest.raises(CallError) as caught:
+        await handle.result(timeout_s=_OUTCOME_S)
+    assert caught.value.code == 1004
+    assert "router restarted" in caught.value.message
+    # The call still runs on its worker, unknown to the new router (so nobody can cancel
+    # it): end it here, or stopping the bus would wait out its drain for it.
+    os.kill(pid_of(job), signal.SIGKILL)
