@@ -24,9 +24,14 @@ from actors.replies import error_reply
 from actors.router.core import Completion
 from actors.worker.hosted_server import HostedServer
 from transports.envelope import CorrelationKey
-from transports.errors import INTERNAL_ERROR, BusError, BusErrorCode
+from transports.errors import (
+    INTERNAL_ERROR,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    BusError,
+    BusErrorCode,
+)
 from transports.frame import Frame
-from transports.message import Response
+from transports.message import Request, Response
 
 __all__ = ["WorkerCore", "WorkerIdentity", "WorkerPorts", "completion_of"]
 
@@ -98,6 +103,18 @@ def _past_max_sync(frame: Frame, response: Response | None, max_sync_s: float) -
     return Response.failure(response.id, BusErrorCode.DEADLINE_EXCEEDED, message, data)
 
 
+def _runs_only_as_task(frame: Frame) -> Response:
+    message = (
+        f"tool {frame.envelope.name!r} runs only as a task: use BusClient.start_tool() "
+        "(or an MCP client that declares the io.modelcontextprotocol/tasks extension)"
+    )
+    tasks: dict[str, object] = {"io.modelcontextprotocol/tasks": {}}
+    data = {"requiredCapabilities": {"extensions": tasks}}
+    request = frame.decode()
+    request_id = request.id if isinstance(request, Request) else None
+    return Response.failure(request_id, MISSING_REQUIRED_CLIENT_CAPABILITY, message, data)
+
+
 class WorkerCore:
     def __init__(
         self,
@@ -108,6 +125,7 @@ class WorkerCore:
         call_timeout_s: float = 300.0,
         max_sync_s: float | None = None,
         task_timeout_s: float | None = None,
+        task_only: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
@@ -118,6 +136,9 @@ class WorkerCore:
         # a synchronous one by max_sync_s as well as the pool's timeout.
         self._sync_timeout_s = min(call_timeout_s, max_sync_s or call_timeout_s)
         self._task_timeout_s = task_timeout_s or call_timeout_s
+        # Tools that run only as tasks (their pool's tasks.tools says "required"): a
+        # synchronous call of one is refused before it runs.
+        self._task_only = task_only
         self._clock = clock
         self._tasks: dict[CorrelationKey, asyncio.Task[None]] = {}
         self._frames_received = 0
@@ -219,6 +240,12 @@ class WorkerCore:
         try:
             remaining = frame.envelope.remaining_s()
             is_task = any(name == "task" for name, _ in frame.envelope.attributes)
+            if not is_task and self._refused_as_sync(frame):
+                refusal = _runs_only_as_task(frame)
+                self._finish(
+                    frame, Frame.of(frame.envelope, refusal), completion_of(key, refusal, 0.0)
+                )
+                return
             bound = self._task_timeout_s if is_task else self._sync_timeout_s
             # The pool's deadline bounds every call; a caller's own can only shorten it.
             timeout = bound if remaining is None else max(0.0, min(remaining, bound))
@@ -242,6 +269,14 @@ class WorkerCore:
             self.served += 1
             if not self._tasks:
                 self._idle.set()
+
+    def _refused_as_sync(self, frame: Frame) -> bool:
+        envelope = frame.envelope
+        return (
+            self._task_only is not None
+            and envelope.method == "tools/call"
+            and self._task_only(envelope.name or "")
+        )
 
     def _finish(self, request: Frame, reply: Frame, completion: Completion) -> None:
         # The completion travels with the answer: a router told the call ended before its

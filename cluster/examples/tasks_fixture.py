@@ -4,7 +4,7 @@
 ``marker`` path prefix it leaves files that say what happened to it, for tests that
 cannot otherwise see inside a worker: ``<marker>.pid`` (the serving process, written at
 start), ``<marker>.finished`` or ``<marker>.cancelled``. ``quick`` answers at once and is
-not a task tool unless configured so.
+not a task tool unless configured so; ``report`` is short, for a task-only setting.
 """
 
 from __future__ import annotations
@@ -45,3 +45,10 @@ async def long_job(seconds: float, step_s: float = 1.0, marker: str = "", *, ctx
 def quick(text: str) -> str:
     """Answer at once (a tool that runs synchronously)."""
     return text.upper()
+
+
+@server.tool()
+async def report(title: str) -> str:
+    """A short job that its pool may declare task-only (``tasks.tools: {report: required}``)."""
+    await asyncio.sleep(0.1)
+    return f"report {title!r} written"

@@ -34,6 +34,7 @@ from cluster.metrics.recorders import CallRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.namespaces import pool_exposure
 from cluster.naming import HandleCache, actor_names
+from cluster.tasks.settings import task_support
 from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
@@ -293,6 +294,7 @@ class WorkerActor:
             call_timeout_s=pool.timeout_s,
             max_sync_s=pool.max_sync_s,
             task_timeout_s=pool.tasks.run_timeout_s if pool.tasks is not None else None,
+            task_only=lambda name: self._task_only(name),
         )
         self._beats: asyncio.Task[None] | None = None
         # Made when the worker goes live with a source (broker backends): see the module.
@@ -438,6 +440,10 @@ class WorkerActor:
                 with_catalog = await self._beat(with_catalog=with_catalog)
             except Exception as exc:  # noqa: BLE001 - keep beating through discovery restarts
                 logger.warning("heartbeat failed: %s", exc)
+
+    def _task_only(self, tool: str) -> bool:
+        found = next((t for t in self._core.hosted.catalog.tools if t.get("name") == tool), None)
+        return found is not None and task_support(self._pool.tasks, found) == "required"
 
     async def deliver(self, frames: list[Frame], prompt: bool = False) -> list[Completion]:
         """Start serving ``frames``; answers with the completions held for the router.

@@ -37,7 +37,10 @@ async def bus(ray_session: None) -> AsyncIterator[BusClient]:
                 "server": "cluster.examples.tasks_fixture:server",
                 "min_workers": 2,
                 "max_sync_s": 2,
-                "tasks": {"tools": {"long_job": "optional"}, "run_timeout_s": 600},
+                "tasks": {
+                    "tools": {"long_job": "optional", "report": "required"},
+                    "run_timeout_s": 600,
+                },
             },
             {  # the same tools, named again_*, whose lost tasks run again
                 "name": "again",
@@ -124,6 +127,16 @@ async def test_a_tool_without_task_opt_in_runs_synchronously_only(bus: BusClient
     with pytest.raises(CallError) as unknown:
         await bus.start_tool("no_such_tool", {})
     assert unknown.value.code == -32602
+
+
+async def test_a_task_only_tool_is_refused_as_a_synchronous_call(bus: BusClient) -> None:
+    with pytest.raises(CallError) as caught:
+        await bus.call_tool("report", {"title": "q3"})
+    assert caught.value.code == -32021
+    assert "start_tool" in caught.value.message
+    handle = await bus.start_tool("report", {"title": "q3"})
+    result = await handle.result(timeout_s=_OUTCOME_S)
+    assert result.content[0].text == "report 'q3' written"  # type: ignore[union-attr]
 
 
 async def test_a_synchronous_call_past_max_sync_s_names_the_task_mode(bus: BusClient) -> None:
