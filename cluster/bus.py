@@ -285,6 +285,10 @@ async def bus_status(bus: str) -> dict[str, Any]:
             row.update(spares=sizes.get("spares", 0))
             row.update(last_failure=sizes["last_failure"])
             row.update(placement_summary(config.pool(pool)))
+    tasks: dict[str, int] = {}
+    with contextlib.suppress(ConnectionClosed):  # a bus started by an older raybus
+        store = await get_actor_async(actor_names.tasks(bus))
+        tasks = (await store.stats.remote())["tasks"]
     decisions: list[dict[str, Any]] = []
     try:
         autoscaler = await get_actor_async(actor_names.autoscaler(bus))
@@ -309,6 +313,7 @@ async def bus_status(bus: str) -> dict[str, Any]:
             for w in workers
         ],
         "decisions": decisions,
+        "tasks": tasks,  # by status: working, input_required, completed, failed, cancelled
         # Names two pools offer (a server's list changed at run time): the first keeps it.
         "collisions": [
             {"kind": c.kind, "name": c.name, "owner": c.owner, "other": c.other} for c in collisions

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 import ray
 
+from cluster.bus import bus_status
 from cluster.client import BusClient, CallError
 from cluster.naming import actor_names, get_actor_async
 from cluster.tasks.handle import Progress, TaskStatus
@@ -145,6 +146,13 @@ async def test_a_synchronous_call_past_max_sync_s_names_the_task_mode(bus: BusCl
     assert caught.value.code == 1001
     assert "max_sync_s" in caught.value.message
     assert "start_tool" in caught.value.message
+
+
+async def test_bus_status_counts_tasks_by_status(bus: BusClient) -> None:
+    handle = await bus.start_tool("long_job", {"seconds": 1, "step_s": 1})
+    await handle.result(timeout_s=_OUTCOME_S)
+    status = await bus_status(bus.bus)
+    assert status["tasks"]["completed"] >= 1
 
 
 async def test_another_principal_cannot_open_a_task(bus: BusClient) -> None:
