@@ -20,6 +20,7 @@ from cluster.bus import bus_status
 from cluster.client import BusClient, CallError
 from cluster.naming import actor_names, get_actor_async
 from cluster.tasks.handle import Progress, TaskStatus
+from cluster.tasks.journals import GcsKvJournal
 from tests.cluster.bus_helpers import bus_config, running_bus
 from tests.waiting import wait_until
 
@@ -162,6 +163,23 @@ async def test_another_principal_cannot_open_a_task(bus: BusClient) -> None:
         await other.open_task(handle.id)
     assert caught.value.code == -32602
     await handle.result(timeout_s=_OUTCOME_S)
+
+
+async def test_stopping_a_bus_deletes_its_task_records(ray_session: None) -> None:
+    config = bus_config(
+        [
+            {
+                "name": "jobs",
+                "server": "cluster.examples.tasks_fixture:server",
+                "tasks": {"tools": {"long_job": "optional"}},
+            }
+        ]
+    )
+    async with running_bus(config) as client:
+        handle = await client.start_tool("long_job", {"seconds": 1, "step_s": 1})
+        await handle.result(timeout_s=_OUTCOME_S)
+        assert [r.task_id for r in await GcsKvJournal(config.name).load()] == [handle.id]
+    assert await GcsKvJournal(config.name).load() == []
 
 
 async def test_a_task_survives_a_restart_of_the_task_store(bus: BusClient, tmp_path: Path) -> None:
