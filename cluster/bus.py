@@ -26,6 +26,8 @@ from cluster.ray_actors.discovery import DiscoveryActor
 from cluster.ray_actors.ledger import LedgerActor
 from cluster.ray_actors.router import RouterActor
 from cluster.ray_actors.supervisor import PoolStartFailed, SupervisorActor
+from cluster.ray_actors.task_store import TaskStoreActor
+from cluster.tasks.journals import delete_journal
 from cluster.worker_options import env_names
 from transports.errors import BusError, BusTimeout, ConnectionClosed
 
@@ -134,6 +136,11 @@ async def _launch(
     supervisor = SupervisorActor.options(  # type: ignore[attr-defined]
         name=actor_names.supervisor(bus), **_CONTROL_OPTIONS
     ).remote(config)
+    # Tasks (long-running tools): the store answers only when asked, so it costs a
+    # process per bus and nothing else.
+    tasks = TaskStoreActor.options(  # type: ignore[attr-defined]
+        name=actor_names.tasks(bus), **_CONTROL_OPTIONS
+    ).remote(config)
     autoscaler = None
     if config.autoscaler.enabled and any(p.autoscale.enabled for p in config.pools):
         autoscaler = AutoscalerActor.options(  # type: ignore[attr-defined]
@@ -144,6 +151,7 @@ async def _launch(
     workers_started = supervisor.start.remote(spares=not spares_later)
     await discovery.start.remote()
     await router.start.remote()
+    await tasks.start.remote()
     await _warn_unplaceable(config)
     expected = {p.name: p.min_workers for p in config.pools}
     try:
@@ -232,6 +240,7 @@ async def _tear_down(bus: str) -> None:
         # The supervisor first, so it creates no worker after the sweep below.
         control = [actor_names.supervisor(bus), actor_names.autoscaler(bus)]
         control += [actor_names.router(bus), actor_names.discovery(bus), actor_names.ledger(bus)]
+        control.append(actor_names.tasks(bus))
         for name in control:
             with contextlib.suppress(ConnectionClosed):
                 ray.kill(get_actor(name), no_restart=True)
@@ -276,6 +285,10 @@ async def bus_status(bus: str) -> dict[str, Any]:
             row.update(spares=sizes.get("spares", 0))
             row.update(last_failure=sizes["last_failure"])
             row.update(placement_summary(config.pool(pool)))
+    tasks: dict[str, int] = {}
+    with contextlib.suppress(ConnectionClosed):  # a bus started by an older raybus
+        store = await get_actor_async(actor_names.tasks(bus))
+        tasks = (await store.stats.remote())["tasks"]
     decisions: list[dict[str, Any]] = []
     try:
         autoscaler = await get_actor_async(actor_names.autoscaler(bus))
@@ -300,6 +313,7 @@ async def bus_status(bus: str) -> dict[str, Any]:
             for w in workers
         ],
         "decisions": decisions,
+        "tasks": tasks,  # by status: working, input_required, completed, failed, cancelled
         # Names two pools offer (a server's list changed at run time): the first keeps it.
         "collisions": [
             {"kind": c.kind, "name": c.name, "owner": c.owner, "other": c.other} for c in collisions
@@ -377,6 +391,9 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
         ray.kill(await get_actor_async(actor_names.autoscaler(bus)), no_restart=True)
     names = [actor_names.supervisor(bus), actor_names.router(bus), actor_names.discovery(bus)]
     names.append(actor_names.ledger(bus))
+    # The task store goes first: it would answer about tasks whose workers are draining.
+    with contextlib.suppress(ConnectionClosed):
+        ray.kill(await get_actor_async(actor_names.tasks(bus)), no_restart=True)
     try:
         supervisor = await get_actor_async(names[0])
         async with asyncio.timeout(timeout_s):
@@ -388,3 +405,7 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
             ray.kill(await get_actor_async(name), no_restart=True)
         except ConnectionClosed:
             continue
+    try:  # a stopped bus ends its tasks: their records go with it
+        await asyncio.to_thread(delete_journal, bus)
+    except Exception as exc:  # noqa: BLE001 - the bus is stopped either way
+        logger.warning("could not delete the task records of bus %s: %s", bus, exc)
