@@ -24,10 +24,12 @@ from cluster.placement import read_cluster
 from cluster.ray_actors.autoscaler import AutoscalerActor
 from cluster.ray_actors.discovery import DiscoveryActor
 from cluster.ray_actors.ledger import LedgerActor
+from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS
 from cluster.ray_actors.router import RouterActor
 from cluster.ray_actors.supervisor import PoolStartFailed, SupervisorActor
 from cluster.ray_actors.task_store import TaskStoreActor
 from cluster.tasks.journals import delete_journal
+from cluster.tasks.settings import runs_tasks
 from cluster.worker_options import env_names
 from transports.errors import BusError, BusTimeout, ConnectionClosed
 
@@ -46,13 +48,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CONTROL_OPTIONS: dict[str, Any] = {
-    "namespace": NAMESPACE,
-    "lifetime": "detached",
-    "max_restarts": -1,
-    "num_cpus": 0,
-    "max_concurrency": 10_000,
-}
+_CONTROL_OPTIONS = CONTROL_ACTOR_OPTIONS
 
 
 class BusAlreadyRunning(BusError):
@@ -136,11 +132,13 @@ async def _launch(
     supervisor = SupervisorActor.options(  # type: ignore[attr-defined]
         name=actor_names.supervisor(bus), **_CONTROL_OPTIONS
     ).remote(config)
-    # Tasks (long-running tools): the store answers only when asked, so it costs a
-    # process per bus and nothing else.
-    tasks = TaskStoreActor.options(  # type: ignore[attr-defined]
-        name=actor_names.tasks(bus), **_CONTROL_OPTIONS
-    ).remote(config)
+    # Tasks (long-running tools): a store only for a bus with a pool that runs tools as
+    # tasks. Every other bus would pay a process (a second of CPU at start) for nothing.
+    tasks = None
+    if runs_tasks(config):
+        tasks = TaskStoreActor.options(  # type: ignore[attr-defined]
+            name=actor_names.tasks(bus), **_CONTROL_OPTIONS
+        ).remote(config)
     autoscaler = None
     if config.autoscaler.enabled and any(p.autoscale.enabled for p in config.pools):
         autoscaler = AutoscalerActor.options(  # type: ignore[attr-defined]
@@ -151,7 +149,8 @@ async def _launch(
     workers_started = supervisor.start.remote(spares=not spares_later)
     await discovery.start.remote()
     await router.start.remote()
-    await tasks.start.remote()
+    if tasks is not None:
+        await tasks.start.remote()
     await _warn_unplaceable(config)
     expected = {p.name: p.min_workers for p in config.pools}
     try:

@@ -478,7 +478,9 @@ class BusClient:
         return TaskHandle(store, self._principal, record)
 
     async def _task_store(self) -> Any:
-        return await self._connection.handles.get_async(actor_names.tasks(self.bus))
+        from cluster.ray_actors.task_store import task_store_for  # Ray buses only
+
+        return await task_store_for(self.bus, self._connection.handles)
 
     async def read_resource(self, uri: str, *, timeout_s: float = 60.0) -> types.ReadResourceResult:
         result = await self.request("resources/read", {"uri": uri}, name=uri, timeout_s=timeout_s)

@@ -26,14 +26,14 @@ from actors.tasks.model import TaskRecord
 from actors.tasks.store import TaskSpec, TaskStoreCore
 from cluster.config import BusConfig
 from cluster.naming import HandleCache, actor_names
-from cluster.ray_actors.restarts import restarted, start_itself
+from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS, restarted, start_itself
 from cluster.tasks.journals import GcsKvJournal
 from cluster.tasks.settings import rerun_allowed, task_support
 from transports.envelope import CorrelationKey
-from transports.errors import METHOD_NOT_FOUND, BusError, CallError
+from transports.errors import METHOD_NOT_FOUND, BusError, CallError, ConnectionClosed
 from transports.frame import Frame
 
-__all__ = ["TaskStoreActor"]
+__all__ = ["TaskStoreActor", "task_store_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -257,3 +257,28 @@ class TaskStoreActor:
 
     async def ping(self) -> str:
         return "pong"
+
+
+async def task_store_for(bus: str, handles: HandleCache) -> Any:
+    """The bus's task store; started on first use if the bus started without one.
+
+    A bus starts a store only when its configuration lets a pool run tools as tasks
+    (:func:`cluster.tasks.settings.runs_tasks`); a server may still declare
+    ``execution.taskSupport`` itself, and its first task starts the store here.
+
+    Raises:
+        ConnectionClosed: no bus of that name is running.
+    """
+    name = actor_names.tasks(bus)
+    try:
+        return await handles.get_async(name)
+    except ConnectionClosed:
+        pass
+    supervisor = await handles.get_async(actor_names.supervisor(bus))
+    config = await supervisor.config.remote()
+    # Two clients may race here: the name is claimed once and both get that actor.
+    handle = TaskStoreActor.options(  # type: ignore[attr-defined]
+        name=name, get_if_exists=True, **CONTROL_ACTOR_OPTIONS
+    ).remote(config)
+    handles.put(name, handle)
+    return handle

@@ -29,13 +29,23 @@ server declares ``execution.taskSupport`` in its ``tools/list``; otherwise it is
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.tasks.store import TaskSettings
 
-__all__ = ["PoolTasksConfig", "TaskSupport", "TasksConfig", "rerun_allowed", "task_support"]
+if TYPE_CHECKING:
+    from cluster.config import BusConfig
+
+__all__ = [
+    "PoolTasksConfig",
+    "TaskSupport",
+    "TasksConfig",
+    "rerun_allowed",
+    "runs_tasks",
+    "task_support",
+]
 
 TaskSupport = Literal["forbidden", "optional", "required"]
 
@@ -108,3 +118,8 @@ def rerun_allowed(tasks: PoolTasksConfig | None, tool: dict[str, Any]) -> bool:
     if not isinstance(annotations, dict):
         return False
     return bool(annotations.get("idempotentHint") or annotations.get("readOnlyHint"))
+
+
+def runs_tasks(config: BusConfig) -> bool:
+    """Does the bus's configuration let any pool run a tool as a task?"""
+    return any(pool.tasks is not None and pool.tasks.tools for pool in config.pools)

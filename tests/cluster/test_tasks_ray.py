@@ -182,6 +182,28 @@ async def test_stopping_a_bus_deletes_its_task_records(ray_session: None) -> Non
     assert await GcsKvJournal(config.name).load() == []
 
 
+async def test_a_bus_without_task_pools_starts_its_store_only_when_first_asked(
+    ray_session: None,
+) -> None:
+    # A store costs a process at start: a bus whose configuration runs no tool as a task
+    # starts none, and the first start_tool starts it (a server may declare task
+    # support itself), which then answers for the pool as for any other.
+    config = bus_config([{"name": "plain", "server": "cluster.examples.tasks_fixture:server"}])
+    store = actor_names.tasks(config.name)
+    async with running_bus(config) as client:
+        assert store not in _live_actor_names()
+        with pytest.raises(CallError) as caught:
+            await client.start_tool("quick", {"text": "hi"})
+        assert caught.value.code == -32601
+        assert "tasks.tools" in caught.value.message
+        assert store in _live_actor_names()
+    await wait_until(lambda: store not in _live_actor_names(), timeout_s=_OUTCOME_S)
+
+
+def _live_actor_names() -> set[str]:
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+
+
 async def test_a_task_survives_a_restart_of_the_task_store(bus: BusClient, tmp_path: Path) -> None:
     job = marker(tmp_path, "store-restart")
     handle = await bus.start_tool("long_job", {"seconds": 8, "step_s": 1, "marker": job})
