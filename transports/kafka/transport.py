@@ -92,6 +92,7 @@ from transports.kafka.admin import (
 )
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.offsets import Claim, PartitionBook, Settled
+from transports.kafka.producer import ProducerSlot
 from transports.kafka.records import (
     ENVELOPE_MARKER,
     dispose_of_undecodable,
@@ -151,7 +152,7 @@ class KafkaTransport(TransportBase):
             carries_envelope=True,
             peer_close_visible=False,
         )
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: ProducerSlot | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._books: dict[TopicPartition, PartitionBook] = {}
         self._stash: Any = None  # a fetched record a cancelled receive did not return
@@ -205,16 +206,22 @@ class KafkaTransport(TransportBase):
                 security=config.security,
             )
         options = config.security.client_options()  # one TLS context and token cache
-        producer = AIOKafkaProducer(
-            bootstrap_servers=config.bootstrap,
-            client_id=config.client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=config.linger_ms,
-            request_timeout_ms=config.request_timeout_ms,
-            # Dead-lettering forwards records over our own cap, up to the broker's.
-            max_request_size=max(config.max_message_bytes, 1024 * 1024) + 64 * 1024,
-            **options,
+
+        def make_producer() -> AIOKafkaProducer:
+            return AIOKafkaProducer(
+                bootstrap_servers=config.bootstrap,
+                client_id=config.client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=config.linger_ms,
+                request_timeout_ms=config.request_timeout_ms,
+                # Dead-lettering forwards records over our own cap, up to the broker's.
+                max_request_size=max(config.max_message_bytes, 1024 * 1024) + 64 * 1024,
+                **options,
+            )
+
+        producer = ProducerSlot(
+            make_producer, name=config.client_id, close_timeout_s=config.close_timeout_s
         )
         consumer: AIOKafkaConsumer | None = None
         try:
@@ -332,7 +339,7 @@ class KafkaTransport(TransportBase):
         deadline = asyncio.get_running_loop().time() + self._config.delivery_timeout_s
         with self._kafka_errors(len(value), topic, operation):
             async with asyncio.timeout_at(deadline):
-                acked = await producer.send(topic, value, key=key, headers=headers)
+                acked = await producer.send(topic, value, key, headers)
 
         async def confirmed() -> None:
             with self._kafka_errors(len(value), topic, operation):
@@ -549,14 +556,14 @@ class KafkaTransport(TransportBase):
         logger.info("kafka transport %s closed", self._config.client_id)
 
     async def _stop_clients(
-        self, producer: AIOKafkaProducer | None, consumer: AIOKafkaConsumer | None
+        self, producer: ProducerSlot | None, consumer: AIOKafkaConsumer | None
     ) -> None:
         # Closing must neither hang nor raise: the caller is already done with us.
-        for stop in (consumer.stop if consumer else None, producer.stop if producer else None):
-            if stop is None:
-                continue
+        if consumer is not None:
             try:
                 async with asyncio.timeout(self._config.close_timeout_s):
-                    await stop()
+                    await consumer.stop()
             except (*KAFKA_ERRORS, TimeoutError, OSError) as exc:
-                logger.warning("stopping a kafka client failed: %r", exc)
+                logger.warning("stopping a kafka consumer failed: %r", exc)
+        if producer is not None:
+            await producer.close()  # bounded and quiet by itself
