@@ -64,7 +64,7 @@ class Factory:
 
 
 def slot_of(factory: Callable[[], AIOKafkaProducer]) -> ProducerSlot:
-    return ProducerSlot(factory, name="test", close_timeout_s=5.0)
+    return ProducerSlot(factory, name="test", close_timeout_s=5.0, retry_backoff_s=0.01)
 
 
 async def send(slot: ProducerSlot) -> asyncio.Future[Any]:
@@ -144,24 +144,39 @@ async def test_a_producer_that_takes_nothing_any_more_is_retired() -> None:
     await slot.close()
 
 
-async def test_a_replacement_that_cannot_start_fails_that_send_and_the_next_send_tries_again() -> (
-    None
-):
+async def test_a_send_waits_for_a_replacement_that_cannot_start_yet_within_its_own_bound() -> None:
     factory = Factory()
     slot = slot_of(factory)
     await slot.start()
     ack = await send(slot)
-    factory.start_errors.append(KafkaConnectionError("Unable to bootstrap"))
+    away = KafkaConnectionError("Unable to bootstrap")  # the broker is still away
+    factory.start_errors.extend([away, away])
     factory.made[0].acks[0].set_exception(LeaderNotAvailableError())
     with pytest.raises(LeaderNotAvailableError):
         await ack
     await settled(factory.made[0])  # retired
+    async with asyncio.timeout(5):
+        await send(slot)  # two refused starts, then one that works
+    assert len(factory.made) == 4
+    assert len(factory.made[3].acks) == 1
+    for refused in factory.made[1:3]:
+        await settled(refused)  # the ones that did not start are stopped too
+    factory.made[3].refusal = OutOfOrderSequenceNumber()  # retire it: the next must start
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await send(slot)
+    factory.start_errors.extend([away] * 1000)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):  # the sender's own bound ends the wait
+            await send(slot)
+    await slot.close()
+
+
+async def test_the_first_start_is_not_retried() -> None:
+    factory = Factory()
+    factory.start_errors.append(KafkaConnectionError("Unable to bootstrap"))
+    slot = slot_of(factory)
     with pytest.raises(KafkaConnectionError):
-        await send(slot)  # the broker is still away
-    await settled(factory.made[1])  # the one that did not start is stopped too
-    await send(slot)
-    assert len(factory.made) == 3
-    assert len(factory.made[2].acks) == 1
+        await slot.start()
     await slot.close()
 
 

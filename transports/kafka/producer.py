@@ -16,8 +16,9 @@ So :class:`ProducerSlot` retires its producer the moment aiokafka gives a record
 refuses to take one for a reason other than a timeout or its size), and the next send
 starts a new producer, which the broker knows by a new producer id, numbering from zero.
 The record given up fails to its sender (it was not written: the sender may say "not
-sent"); nothing the broker acknowledged is touched. A new producer that cannot start
-(the broker is still away) fails that send, and the next send tries again.
+sent"); nothing the broker acknowledged is touched. While the broker is still away the
+new producer cannot start: the send waits, trying again, until it starts or the
+sender's own deadline ends the wait (the transport's ``delivery_timeout_s``).
 """
 
 from __future__ import annotations
@@ -50,9 +51,15 @@ class ProducerSlot:
     """
 
     def __init__(
-        self, make: Callable[[], AIOKafkaProducer], *, name: str, close_timeout_s: float
+        self,
+        make: Callable[[], AIOKafkaProducer],
+        *,
+        name: str,
+        close_timeout_s: float,
+        retry_backoff_s: float = 0.5,
     ) -> None:
         self._make = make
+        self._retry_backoff_s = retry_backoff_s
         self._name = name
         self._close_timeout_s = close_timeout_s
         self._producer: AIOKafkaProducer | None = None
@@ -68,16 +75,19 @@ class ProducerSlot:
             KafkaError: the broker cannot be reached or refused; ProducerClosed once
                 closed.
         """
-        await self._current()
+        await self._current(wait=False)
 
     async def send(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> asyncio.Future[Any]:
         """Queue one record; the future resolves when the broker has it.
 
+        A send that finds no live producer starts one, waiting for a broker that is away
+        (bound it with the caller's own timeout).
+
         Raises:
-            KafkaError: no producer could be started, or it refused the record (then it
-                is retired, unless the refusal left it intact).
+            KafkaError: a new producer was refused for good, or the producer refused the
+                record (then it is retired, unless the refusal left it intact).
         """
         producer = await self._current()
         try:
@@ -97,18 +107,27 @@ class ProducerSlot:
         if isinstance(exc, KafkaError):
             self._retire(producer, exc)
 
-    async def _current(self) -> AIOKafkaProducer:
+    async def _current(self, *, wait: bool = True) -> AIOKafkaProducer:
+        """The live producer, starting one if needed. With ``wait``, a start the broker
+        refuses as unreachable is tried again (paced) until it works or the caller's own
+        deadline cancels the wait: a send made while the broker is away waits for it, as
+        it would inside a live producer, instead of failing at once."""
         if self.closed():
             raise ProducerClosed()
         producer = self._producer
         if producer is not None:
             return producer
         async with self._starting:  # one start at a time; the others use its producer
-            producer = self._producer
-            if producer is None:
+            while (producer := self._producer) is None:
                 producer = self._make()
                 try:
                     await producer.start()
+                except KafkaError as exc:
+                    self._stop_later(producer)
+                    if not (wait and exc.retriable):
+                        raise
+                    await asyncio.sleep(self._retry_backoff_s)  # pacing, bounded by the caller
+                    continue
                 except BaseException:
                     self._stop_later(producer)
                     raise
