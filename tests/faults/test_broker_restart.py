@@ -5,6 +5,11 @@ shared one must not go away under other tests.
 
 * Kafka keeps topics and offsets on disk: stopped and restarted under load, no request
   the client handed over is lost, none runs twice, and the stream resumes.
+* Kafka away 25 s, longer than every client timeout (the CI run that found the defect
+  had it away 17.2 s, after which the bus answered nothing: its idempotent producers
+  were refused every record with ``OutOfOrderSequenceNumber``): calls made meanwhile
+  all hear an outcome, nothing acknowledged is lost, and calls are served again within
+  a bound after it is back.
 * moto keeps its queues in memory: a restarted endpoint has none, so requests queued at
   that moment are gone with it, by design of the endpoint. What is promised there: every
   caller hears an outcome by its deadline (none hangs), errors say what happened, and
