@@ -25,8 +25,12 @@ from cluster.ray_actors.autoscaler import AutoscalerActor
 from cluster.ray_actors.discovery import DiscoveryActor
 from cluster.ray_actors.keys import KeysActor, forget_keys
 from cluster.ray_actors.ledger import LedgerActor
+from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS
 from cluster.ray_actors.router import RouterActor
 from cluster.ray_actors.supervisor import PoolStartFailed, SupervisorActor
+from cluster.ray_actors.task_store import TaskStoreActor
+from cluster.tasks.journals import delete_journal
+from cluster.tasks.settings import runs_tasks
 from cluster.worker_options import env_names
 from transports.errors import BusError, BusTimeout, ConnectionClosed
 
@@ -45,13 +49,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CONTROL_OPTIONS: dict[str, Any] = {
-    "namespace": NAMESPACE,
-    "lifetime": "detached",
-    "max_restarts": -1,
-    "num_cpus": 0,
-    "max_concurrency": 10_000,
-}
+_CONTROL_OPTIONS = CONTROL_ACTOR_OPTIONS
 
 
 class BusAlreadyRunning(BusError):
@@ -139,6 +137,13 @@ async def _launch(
     supervisor = SupervisorActor.options(  # type: ignore[attr-defined]
         name=actor_names.supervisor(bus), **_CONTROL_OPTIONS
     ).remote(config)
+    # Tasks (long-running tools): a store only for a bus with a pool that runs tools as
+    # tasks. Every other bus would pay a process (a second of CPU at start) for nothing.
+    tasks = None
+    if runs_tasks(config):
+        tasks = TaskStoreActor.options(  # type: ignore[attr-defined]
+            name=actor_names.tasks(bus), **_CONTROL_OPTIONS
+        ).remote(config)
     autoscaler = None
     if config.autoscaler.enabled and any(p.autoscale.enabled for p in config.pools):
         autoscaler = AutoscalerActor.options(  # type: ignore[attr-defined]
@@ -149,6 +154,8 @@ async def _launch(
     workers_started = supervisor.start.remote(spares=not spares_later)
     await discovery.start.remote()
     await router.start.remote()
+    if tasks is not None:
+        await tasks.start.remote()
     await _warn_unplaceable(config)
     expected = {p.name: p.min_workers for p in config.pools}
     try:
@@ -237,7 +244,7 @@ async def _tear_down(bus: str) -> None:
         # The supervisor first, so it creates no worker after the sweep below.
         control = [actor_names.supervisor(bus), actor_names.autoscaler(bus)]
         control += [actor_names.router(bus), actor_names.discovery(bus), actor_names.ledger(bus)]
-        control.append(actor_names.keys(bus))
+        control += [actor_names.tasks(bus), actor_names.keys(bus)]
         for name in control:
             with contextlib.suppress(ConnectionClosed):
                 ray.kill(get_actor(name), no_restart=True)
@@ -283,6 +290,10 @@ async def bus_status(bus: str) -> dict[str, Any]:
             row.update(spares=sizes.get("spares", 0))
             row.update(last_failure=sizes["last_failure"])
             row.update(placement_summary(config.pool(pool)))
+    tasks: dict[str, int] = {}
+    with contextlib.suppress(ConnectionClosed):  # a bus started by an older raybus
+        store = await get_actor_async(actor_names.tasks(bus))
+        tasks = (await store.stats.remote())["tasks"]
     decisions: list[dict[str, Any]] = []
     try:
         autoscaler = await get_actor_async(actor_names.autoscaler(bus))
@@ -307,6 +318,7 @@ async def bus_status(bus: str) -> dict[str, Any]:
             for w in workers
         ],
         "decisions": decisions,
+        "tasks": tasks,  # by status: working, input_required, completed, failed, cancelled
         # Names two pools offer (a server's list changed at run time): the first keeps it.
         "collisions": [
             {"kind": c.kind, "name": c.name, "owner": c.owner, "other": c.other} for c in collisions
@@ -384,6 +396,9 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
         ray.kill(await get_actor_async(actor_names.autoscaler(bus)), no_restart=True)
     names = [actor_names.supervisor(bus), actor_names.router(bus), actor_names.discovery(bus)]
     names += [actor_names.ledger(bus), actor_names.keys(bus)]
+    # The task store goes first: it would answer about tasks whose workers are draining.
+    with contextlib.suppress(ConnectionClosed):
+        ray.kill(await get_actor_async(actor_names.tasks(bus)), no_restart=True)
     try:
         supervisor = await get_actor_async(names[0])
         async with asyncio.timeout(timeout_s):
@@ -396,3 +411,7 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
         except ConnectionClosed:
             continue
     await asyncio.to_thread(forget_keys, bus)  # a later bus of that name starts afresh
+    try:  # a stopped bus ends its tasks: their records go with it
+        await asyncio.to_thread(delete_journal, bus)
+    except Exception as exc:  # noqa: BLE001 - the bus is stopped either way
+        logger.warning("could not delete the task records of bus %s: %s", bus, exc)

@@ -33,6 +33,7 @@ from cluster.backends.base import ClientLink, backend_for
 from cluster.backends.ray import dispatch
 from cluster.fanout import IndexedOutcome, stream_bounded
 from cluster.naming import HandleCache, actor_names, get_actor_async
+from cluster.tasks.handle import TaskHandle, ask_store
 from transports.envelope import ANONYMOUS, CorrelationKey, Envelope
 from transports.errors import (
     INTERNAL_ERROR,
@@ -47,7 +48,7 @@ from transports.frame import Frame
 from transports.message import Notification, Request, Response
 from transports.tracecontext import TraceContext
 
-__all__ = ["BusClient", "CallError", "IndexedOutcome", "ToolCall"]
+__all__ = ["BusClient", "CallError", "IndexedOutcome", "TaskHandle", "ToolCall"]
 
 logger = logging.getLogger(__name__)
 
@@ -446,6 +447,40 @@ class BusClient:
             tracestate=tracestate,
         )
         return types.CallToolResult.model_validate(result)
+
+    # -- tasks (long-running tools; cluster.tasks.handle) -------------------------------
+
+    async def start_tool(
+        self, name: str, arguments: dict[str, Any] | None = None, *, ttl_s: float | None = None
+    ) -> TaskHandle:
+        """Start a tool as a task: returns once the bus has recorded it, while it runs.
+
+        The task outlives this client: keep ``handle.id`` and :meth:`open_task` it from
+        any process (same principal). ``ttl_s``: how long its outcome is kept (raised to
+        at least its run timeout plus a minute; capped by the bus's ``tasks.max_ttl_s``).
+
+        Raises:
+            CallError: -32602 unknown tool; -32601 the tool does not run as a task (its
+                pool's ``tasks.tools`` does not list it); 1002 too many open tasks.
+        """
+        store = await self._task_store()
+        record = await ask_store(store, "create", self._principal, name, arguments or {}, ttl_s)
+        return TaskHandle(store, self._principal, record)
+
+    async def open_task(self, task_id: str) -> TaskHandle:
+        """Re-open a task by id (started by any process of this principal).
+
+        Raises:
+            CallError: -32602 the task is unknown, expired or another principal's.
+        """
+        store = await self._task_store()
+        record = await ask_store(store, "get", task_id, self._principal)
+        return TaskHandle(store, self._principal, record)
+
+    async def _task_store(self) -> Any:
+        from cluster.ray_actors.task_store import task_store_for  # Ray buses only
+
+        return await task_store_for(self.bus, self._connection.handles)
 
     async def read_resource(self, uri: str, *, timeout_s: float = 60.0) -> types.ReadResourceResult:
         result = await self.request("resources/read", {"uri": uri}, name=uri, timeout_s=timeout_s)

@@ -38,6 +38,7 @@ from actors.autoscaler import AutoscaleConfig
 from actors.router.core import RouterConfig
 from cluster.encryption import EncryptionConfig
 from cluster.gateway.policy.settings import PolicyConfig
+from cluster.tasks.settings import PoolTasksConfig, TasksConfig
 from cluster.upstream import resolve_headers, shown_url, url_problem
 from cluster.worker_options import (
     RuntimeEnvConfig,
@@ -133,6 +134,12 @@ class PoolConfig(_Strict):
     # 1001 and is cancelled on its server instead of holding a slot forever. A caller's
     # own deadline can only shorten it; pools of long tools raise it.
     timeout_s: float = Field(300.0, gt=0, description="per-call deadline on this pool")
+    # A synchronous call (not a task) ends with 1001 after this, its message naming the
+    # task mode, instead of holding its caller for the whole timeout_s.
+    max_sync_s: float | None = Field(
+        None, gt=0, description="bound of a synchronous call (default timeout_s)"
+    )
+    tasks: PoolTasksConfig | None = Field(None, description="tools that run as tasks")
     runtime_env: RuntimeEnvConfig = Field(
         default_factory=RuntimeEnvConfig,
         description="Ray runtime_env of each worker (pip, env_vars, working_dir URI, ...)",
@@ -210,6 +217,10 @@ class PoolConfig(_Strict):
         if self.min_workers > self.max_workers:
             raise ValueError(
                 f"min_workers ({self.min_workers}) exceeds max_workers ({self.max_workers})"
+            )
+        if self.max_sync_s is not None and self.max_sync_s > self.timeout_s:
+            raise ValueError(
+                f"max_sync_s ({self.max_sync_s:g}) must not exceed timeout_s ({self.timeout_s:g})"
             )
         return self
 
@@ -404,6 +415,7 @@ class BusConfig(_Strict):
     gateway: GatewayConfig = GatewayConfig()
     autoscaler: AutoscalerConfig = AutoscalerConfig()
     drain_timeout_s: float = Field(60.0, gt=0)
+    tasks: TasksConfig = TasksConfig()
     namespace_separator: str = Field("_", description="between a pool's namespace and a name")
 
     @field_validator("namespace_separator")

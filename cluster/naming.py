@@ -49,6 +49,11 @@ class actor_names:
         return f"raybus/{bus}/autoscaler"
 
     @staticmethod
+    def tasks(bus: str) -> str:
+        """The bus's task store (long-running tools run as tasks)."""
+        return f"raybus/{bus}/tasks"
+
+    @staticmethod
     def worker(bus: str, pool: str) -> str:
         return f"raybus/{bus}/worker/{pool}/{uuid.uuid4().hex[:8]}"
 

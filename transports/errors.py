@@ -39,6 +39,7 @@ __all__ = [
     "INVALID_PARAMS",
     "INVALID_REQUEST",
     "METHOD_NOT_FOUND",
+    "MISSING_REQUIRED_CLIENT_CAPABILITY",
     "PARSE_ERROR",
     "BusError",
     "BusErrorCode",
@@ -59,6 +60,9 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+# MCP 2026-07-28 (schema.ts): the request needs a capability the client did not declare;
+# raybus answers it for a synchronous call of a tool that runs only as a task.
+MISSING_REQUIRED_CLIENT_CAPABILITY = -32021
 
 JSONRPCId = str | int
 

@@ -136,6 +136,10 @@ class PoolLag:
     completed: int
 
 
+def _is_task(frame: Frame) -> bool:
+    return any(name == "task" for name, _ in frame.envelope.attributes)
+
+
 @dataclass(slots=True)
 class _Call:
     frame: Frame
@@ -323,7 +327,10 @@ class RouterCore:
                 pool.breaker.release(done.key)
             else:
                 pool.completed += 1
-                pool.breaker.record(done.key, failed=done.failed, duration_s=done.duration_s)
+                # A task runs long by design: its length says nothing of the pool's health
+                # (a pool of 20-minute tasks would otherwise open its breaker on them).
+                duration_s = 0.0 if _is_task(call.frame) else done.duration_s
+                pool.breaker.record(done.key, failed=done.failed, duration_s=duration_s)
             outcome = done.outcome
             tally.add(call.pool, call.tool, outcome)
             if outcome is not CallOutcome.CANCELLED:  # a caller giving up times nothing

@@ -24,9 +24,14 @@ from actors.replies import error_reply
 from actors.router.core import Completion
 from actors.worker.hosted_server import HostedServer
 from transports.envelope import CorrelationKey
-from transports.errors import INTERNAL_ERROR, BusError, BusErrorCode
+from transports.errors import (
+    INTERNAL_ERROR,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    BusError,
+    BusErrorCode,
+)
 from transports.frame import Frame
-from transports.message import Response
+from transports.message import Request, Response
 
 __all__ = ["WorkerCore", "WorkerIdentity", "WorkerPorts", "completion_of"]
 
@@ -83,6 +88,33 @@ class WorkerIdentity:
     node_id: str = ""
 
 
+def _past_max_sync(frame: Frame, response: Response | None, max_sync_s: float) -> Response | None:
+    """A synchronous call ended by ``max_sync_s``: say how to run it instead (as a task)."""
+    if response is None or response.error is None:
+        return response
+    if response.error.code != BusErrorCode.DEADLINE_EXCEEDED:
+        return response
+    message = (
+        f"tool {frame.envelope.name!r} ran past its pool's max_sync_s ({max_sync_s:g} s) as a "
+        "synchronous call; run it as a task: BusClient.start_tool() (the pool's "
+        "tasks.tools must list it)"
+    )
+    data = {"maxSyncSeconds": max_sync_s}
+    return Response.failure(response.id, BusErrorCode.DEADLINE_EXCEEDED, message, data)
+
+
+def _runs_only_as_task(frame: Frame) -> Response:
+    message = (
+        f"tool {frame.envelope.name!r} runs only as a task: use BusClient.start_tool() "
+        "(or an MCP client that declares the io.modelcontextprotocol/tasks extension)"
+    )
+    tasks: dict[str, object] = {"io.modelcontextprotocol/tasks": {}}
+    data = {"requiredCapabilities": {"extensions": tasks}}
+    request = frame.decode()
+    request_id = request.id if isinstance(request, Request) else None
+    return Response.failure(request_id, MISSING_REQUIRED_CLIENT_CAPABILITY, message, data)
+
+
 class WorkerCore:
     def __init__(
         self,
@@ -91,12 +123,22 @@ class WorkerCore:
         ports: WorkerPorts,
         *,
         call_timeout_s: float = 300.0,
+        max_sync_s: float | None = None,
+        task_timeout_s: float | None = None,
+        task_only: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
         self.hosted = hosted
         self._ports = ports
         self._call_timeout_s = call_timeout_s
+        # A task's call (envelope attribute "task") is bounded by the task's run timeout;
+        # a synchronous one by max_sync_s as well as the pool's timeout.
+        self._sync_timeout_s = min(call_timeout_s, max_sync_s or call_timeout_s)
+        self._task_timeout_s = task_timeout_s or call_timeout_s
+        # Tools that run only as tasks (their pool's tasks.tools says "required"): a
+        # synchronous call of one is refused before it runs.
+        self._task_only = task_only
         self._clock = clock
         self._tasks: dict[CorrelationKey, asyncio.Task[None]] = {}
         self._frames_received = 0
@@ -197,13 +239,19 @@ class WorkerCore:
         key = frame.envelope.correlation_key
         try:
             remaining = frame.envelope.remaining_s()
+            is_task = any(name == "task" for name, _ in frame.envelope.attributes)
+            if not is_task and self._refused_as_sync(frame):
+                refusal = _runs_only_as_task(frame)
+                self._finish(
+                    frame, Frame.of(frame.envelope, refusal), completion_of(key, refusal, 0.0)
+                )
+                return
+            bound = self._task_timeout_s if is_task else self._sync_timeout_s
             # The pool's deadline bounds every call; a caller's own can only shorten it.
-            timeout = (
-                self._call_timeout_s
-                if remaining is None
-                else max(0.0, min(remaining, self._call_timeout_s))
-            )
+            timeout = bound if remaining is None else max(0.0, min(remaining, bound))
             response = await self.hosted.call(frame, timeout)
+            if not is_task and bound < self._call_timeout_s and timeout == bound:
+                response = _past_max_sync(frame, response, bound)
             completion = completion_of(key, response, self._clock() - started)
             if response is None:
                 self._ports.completed(completion)
@@ -221,6 +269,14 @@ class WorkerCore:
             self.served += 1
             if not self._tasks:
                 self._idle.set()
+
+    def _refused_as_sync(self, frame: Frame) -> bool:
+        envelope = frame.envelope
+        return (
+            self._task_only is not None
+            and envelope.method == "tools/call"
+            and self._task_only(envelope.name or "")
+        )
 
     def _finish(self, request: Frame, reply: Frame, completion: Completion) -> None:
         # The completion travels with the answer: a router told the call ended before its

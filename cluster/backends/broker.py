@@ -87,6 +87,12 @@ class ReceiveRetry:
         await asyncio.sleep(self._delay_s)  # a back-off, not a synchronisation
         self._delay_s = min(self._delay_s * 2, _RETRY_MAX_S)
 
+    async def crashed(self, exc: BaseException) -> None:
+        """A failure no broker explains (a bug, or a client error we do not translate):
+        logged with its traceback, then retried like any other."""
+        logger.error("%s: receive raised unexpectedly", self._what, exc_info=exc)
+        await self.failed(exc)
+
     def succeeded(self) -> None:
         self._delay_s = _RETRY_FIRST_S
 
@@ -255,6 +261,9 @@ class BrokerClientLink:
                 continue
             except BusError as exc:  # a broker timeout or refusal: never end in silence
                 await retry.failed(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - top of a loop whose end would be silent
+                await retry.crashed(exc)
                 continue
             retry.succeeded()
             envelope = delivery.envelope or Envelope()

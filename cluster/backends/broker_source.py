@@ -196,6 +196,10 @@ class BrokerWorkerSource:
                 self._slots.release()
                 await retry.failed(exc)
                 continue
+            except Exception as exc:  # noqa: BLE001 - top of a loop whose end would be silent
+                self._slots.release()
+                await retry.crashed(exc)
+                continue
             retry.succeeded()
             task = asyncio.get_running_loop().create_task(self._handle(delivery))
             self._tasks.add(task)

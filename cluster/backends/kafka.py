@@ -19,6 +19,7 @@ Routing, scaling and draining stay on Ray.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -41,7 +42,7 @@ from cluster.naming import HandleCache
 from transports.base import Delivery
 from transports.codec import decode_message
 from transports.crypto.seal import Direction
-from transports.errors import InvalidMessage, MessageTooLarge
+from transports.errors import BusError, InvalidMessage, MessageTooLarge
 from transports.frame import Frame
 from transports.kafka.admin import (
     KAFKA_ERRORS,
@@ -236,28 +237,39 @@ class DiscoveryTopicReader:
             settings.replication_factor,
             security=settings.security,
         )
+        self._consumer = await self._started_consumer()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _started_consumer(self) -> AIOKafkaConsumer:
+        settings = self._settings
         options = settings.security.client_options()
         # No group: every discovery replica reads every beat; only fresh beats matter.
-        self._consumer = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             self._topic,
             bootstrap_servers=settings.bootstrap,
             auto_offset_reset="latest",
             **options,
         )
         try:
-            await self._consumer.start()
+            await consumer.start()
         except KAFKA_ERRORS as exc:
+            with contextlib.suppress(*KAFKA_ERRORS, OSError):
+                await consumer.stop()  # a half-started client holds connections and tasks
             what = "discovery consumer start"
             raise await explain_kafka_error(exc, what, 0.0, settings.bootstrap, options) from exc
-        self._task = asyncio.get_running_loop().create_task(self._run(self._consumer))
+        return consumer
 
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+    async def _run(self) -> None:
         while True:
+            consumer = self._consumer
+            assert consumer is not None
             try:
                 record = await consumer.getone()
             except KAFKA_ERRORS as exc:
                 logger.warning("discovery topic read failed: %s", exc)
                 await asyncio.sleep(1.0)  # back off, then read on
+                if not getattr(exc, "retriable", False):
+                    await self._replace(consumer)
                 continue
             try:
                 self._on_beat(Heartbeat.from_json(self._opened(record.value)))
@@ -265,6 +277,19 @@ class DiscoveryTopicReader:
                 logger.warning(
                     "dropped a record on %s that is not a heartbeat: %s", self._topic, exc
                 )
+
+    async def _replace(self, consumer: AIOKafkaConsumer) -> None:
+        # A consumer whose background task died raises the same error on every read (see
+        # KafkaTransport._replace_consumer): without a new one, discovery would never hear
+        # a heartbeat again and would evict every worker.
+        try:
+            self._consumer = await self._started_consumer()
+        except BusError as exc:
+            logger.warning("discovery consumer not replaced yet (the broker away?): %s", exc)
+            return
+        logger.warning("discovery consumer replaced: the old one could not go on")
+        with contextlib.suppress(*KAFKA_ERRORS, OSError):
+            await consumer.stop()
 
     def _opened(self, value: bytes) -> bytes:
         if self._channel is None:

@@ -79,6 +79,9 @@ def format_status(status: dict[str, Any]) -> str:
             f"  collision: {clash['kind']} {clash['name']!r} is offered by pools "
             f"{clash['owner']} and {clash['other']}; {clash['owner']} keeps it"
         )
+    held = [f"{count} {status_}" for status_, count in (status.get("tasks") or {}).items() if count]
+    if held:
+        lines.append(f"tasks: {', '.join(held)}")
     worker_row = "{:<40}{:<14}{:<10}{:>10}  {}"
     lines += ["", worker_row.format("worker", "pool", "status", "in flight", "node")]
     for w in sorted(status["workers"], key=lambda w: (w["pool"], w["name"])):

@@ -23,7 +23,19 @@ from typing import Any
 
 import ray
 
-__all__ = ["itself", "restarted", "start_itself"]
+from cluster.naming import NAMESPACE
+
+__all__ = ["CONTROL_ACTOR_OPTIONS", "itself", "restarted", "start_itself"]
+
+# How every control actor of a bus is created: named in raybus's namespace, outliving
+# its creator, restarted by Ray when its process dies, taking no CPU from workers.
+CONTROL_ACTOR_OPTIONS: dict[str, Any] = {
+    "namespace": NAMESPACE,
+    "lifetime": "detached",
+    "max_restarts": -1,
+    "num_cpus": 0,
+    "max_concurrency": 10_000,
+}
 
 # When to send the start call again if the actor has not begun its start by then (s).
 _RESEND_AFTER_S = (5.0, 15.0, 45.0)

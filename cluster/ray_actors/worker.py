@@ -34,6 +34,7 @@ from cluster.metrics.recorders import CallRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.namespaces import pool_exposure
 from cluster.naming import HandleCache, actor_names
+from cluster.tasks.settings import task_support
 from cluster.telemetry import install_tracing
 from transports.envelope import CorrelationKey
 from transports.errors import BusError
@@ -143,11 +144,16 @@ def _remote_link_factory(pool: PoolConfig, url: str) -> Any:
     )
 
 
+# Sends of one batch to a restarting task store (2, 4, 8, 10, 10, ... s apart: ~100 s).
+_TASK_RESENDS = 12
+
+
 class _Reply(NamedTuple):
     """A frame for a caller's endpoint, and the completion it ends (if it is an answer)."""
 
     frame: Frame
     completion: Completion | None
+    resends: int = 0
 
 
 class _RayWorkerPorts:
@@ -162,8 +168,12 @@ class _RayWorkerPorts:
         # router whose worker then died would neither re-run nor fail the call, and its
         # caller would wait out its deadline for an answer lost with the worker.
         self.replies: Outbox[str, _Reply] = Outbox(
-            self._send_replies, on_settled=self._replies_settled, min_interval_s=BUSY_INTERVAL_S
+            self._send_replies,
+            on_settled=self._replies_settled,
+            on_failure=self._replies_failed,
+            min_interval_s=BUSY_INTERVAL_S,
         )
+        self._task_store = actor_names.tasks(bus)
         self.completions: Outbox[str, Completion] = Outbox(
             self._send_completions, min_interval_s=BUSY_INTERVAL_S
         )
@@ -194,6 +204,24 @@ class _RayWorkerPorts:
         for reply in replies:
             if reply.completion is not None:
                 self.reports.add(reply.completion)
+
+    def _replies_failed(self, destination: str, replies: list[_Reply], exc: BaseException) -> None:
+        # Only the task store keeps what it is sent beyond its caller's life: a batch
+        # lost while Ray restarts it (the calls in flight at its death fail) would leave
+        # a task running until its deadline, so it is sent again. Any other caller that
+        # died has nobody left to read the answer.
+        if destination != self._task_store:
+            return
+        again = [_Reply(r.frame, None, r.resends + 1) for r in replies if r.resends < _TASK_RESENDS]
+        if len(again) < len(replies):
+            logger.warning("dropped %d message(s) for the task store: %s", len(replies), exc)
+        if again:
+            delay_s = min(2.0 ** again[0].resends, 10.0)
+            asyncio.get_running_loop().call_later(delay_s, self._resend, destination, again)
+
+    def _resend(self, destination: str, replies: list[_Reply]) -> None:
+        for reply in replies:
+            self.replies.put(destination, reply)
 
     def _send_alone(self, completions: list[Completion]) -> None:
         for completion in completions:
@@ -259,7 +287,15 @@ class WorkerActor:
             on_list_changed=self._note_list_changed,
             exposure=pool_exposure(config, pool),
         )
-        self._core = WorkerCore(identity, hosted, self._ports, call_timeout_s=pool.timeout_s)
+        self._core = WorkerCore(
+            identity,
+            hosted,
+            self._ports,
+            call_timeout_s=pool.timeout_s,
+            max_sync_s=pool.max_sync_s,
+            task_timeout_s=pool.tasks.run_timeout_s if pool.tasks is not None else None,
+            task_only=lambda name: self._task_only(name),
+        )
         self._beats: asyncio.Task[None] | None = None
         # Made when the worker goes live with a source (broker backends): see the module.
         self._metrics: MetricsRegistry | None = None
@@ -404,6 +440,10 @@ class WorkerActor:
                 with_catalog = await self._beat(with_catalog=with_catalog)
             except Exception as exc:  # noqa: BLE001 - keep beating through discovery restarts
                 logger.warning("heartbeat failed: %s", exc)
+
+    def _task_only(self, tool: str) -> bool:
+        found = next((t for t in self._core.hosted.catalog.tools if t.get("name") == tool), None)
+        return found is not None and task_support(self._pool.tasks, found) == "required"
 
     async def deliver(self, frames: list[Frame], prompt: bool = False) -> list[Completion]:
         """Start serving ``frames``; answers with the completions held for the router.

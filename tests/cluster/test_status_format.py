@@ -51,6 +51,13 @@ def test_status_shows_pools_workers_and_recent_scaling_decisions() -> None:
     assert "size matches load" not in text  # only changes are listed when there are some
 
 
+def test_status_counts_the_bus_tasks_by_status_when_it_holds_any() -> None:
+    status = {"bus": "demo", "pools": {}, "workers": [], "decisions": []}
+    assert "tasks" not in format_status(status | {"tasks": {"working": 0, "completed": 0}})
+    text = format_status(status | {"tasks": {"working": 2, "failed": 0, "completed": 5}})
+    assert "tasks: 2 working, 5 completed" in text
+
+
 def row(bus: str, **changes: object) -> dict[str, object]:
     return {
         "bus": bus,

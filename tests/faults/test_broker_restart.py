@@ -5,6 +5,11 @@ shared one must not go away under other tests.
 
 * Kafka keeps topics and offsets on disk: stopped and restarted under load, no request
   the client handed over is lost, none runs twice, and the stream resumes.
+* Kafka away 25 s, longer than every client timeout (the CI run that found the defect
+  had it away 17.2 s, after which the bus answered nothing: its idempotent producers
+  were refused every record with ``OutOfOrderSequenceNumber``): calls made meanwhile
+  all hear an outcome, nothing acknowledged is lost, and calls are served again within
+  a bound after it is back.
 * moto keeps its queues in memory: a restarted endpoint has none, so requests queued at
   that moment are gone with it, by design of the endpoint. What is promised there: every
   caller hears an outcome by its deadline (none hangs), errors say what happened, and
@@ -14,6 +19,7 @@ shared one must not go away under other tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import Counter
@@ -31,7 +37,7 @@ from tests.faults.history import History, check
 from tests.faults.restartable import RestartableKafka, RestartableSqs, halt, resume
 from tests.faults.scale import scaled
 from tests.waiting import wait_until
-from transports.errors import BusTimeout, CallError, ConnectionClosed
+from transports.errors import BusErrorCode, BusTimeout, CallError, ConnectionClosed
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -44,6 +50,18 @@ NOT_SENT = -1
 # An outcome the client raised itself: no answer by the deadline (plus its grace).
 TIMED_OUT = -2
 POOL = {"server": KIT_SERVER, "min_workers": 1, "max_workers": 1, "max_concurrency": 16}
+
+
+async def recorded(client: BusClient, executions: Path, key: str, deadline_s: float) -> object:
+    """The testkit's ``record`` tool writes ``key`` once per run; the client's own
+    outcomes become the history's error codes."""
+    arguments = {"path": str(executions), "token": key}
+    try:
+        return await client.call_tool("record", arguments, timeout_s=deadline_s)
+    except BusTimeout as exc:
+        raise CallError("tools/call", TIMED_OUT, str(exc)) from exc
+    except ConnectionClosed as exc:
+        raise CallError("tools/call", NOT_SENT, str(exc)) from exc
 
 
 async def restarted_under_load(
@@ -61,13 +79,7 @@ async def restarted_under_load(
     numbers = itertools.count()
 
     async def record(key: str) -> object:
-        arguments = {"path": str(executions), "token": key}
-        try:
-            return await client.call_tool("record", arguments, timeout_s=deadline_s)
-        except BusTimeout as exc:
-            raise CallError("tools/call", TIMED_OUT, str(exc)) from exc
-        except ConnectionClosed as exc:
-            raise CallError("tools/call", NOT_SENT, str(exc)) from exc
+        return await recorded(client, executions, key, deadline_s)
 
     async def caller(number: int) -> None:
         while next(numbers) < total:
@@ -132,6 +144,108 @@ async def test_a_kafka_broker_restarted_mid_stream_loses_no_request_it_acknowled
             acknowledged = verdict.total - verdict.errors[NOT_SENT]
             assert verdict.ok == acknowledged
             assert len(lines(executions)) == verdict.ok  # each ran once
+    finally:
+        await kafka.stop()
+
+
+# The failed CI run had the broker away 17.2 s; this outage is clearly longer, and longer
+# than the producer's delivery bound (30 s with the restart), the consumer's session
+# (10 s) and request (15 s) timeouts, and the deadline of the calls made during it.
+LONG_OUTAGE_S = 25.0
+SHORT_DEADLINE_S = 10.0
+# After the broker is back, a new call is answered within this bound (it stops a hang).
+RECOVERY_BOUND_S = 30.0
+
+
+async def first_answer_after(client: BusClient, since: float, bound_s: float) -> float:
+    """Call ``echo`` until one is answered; how long after ``since`` that was."""
+    async with asyncio.timeout(bound_s):
+        while True:
+            try:
+                result = await client.call_tool("echo", {"text": "back"}, timeout_s=5)
+            except (CallError, BusTimeout, ConnectionClosed):
+                await asyncio.sleep(0.2)  # a breaker may refuse at once: do not spin
+                continue
+            assert echoed(result) == "back"
+            return time.monotonic() - since
+
+
+async def short_calls(
+    client: BusClient, during: History, executions: Path, stop: asyncio.Event
+) -> None:
+    """A call with a deadline shorter than the outage every 0.1 s until ``stop``."""
+
+    async def record(key: str) -> object:
+        return await recorded(client, executions, key, SHORT_DEADLINE_S)
+
+    calls: list[asyncio.Task[None]] = []
+    while not stop.is_set():
+        call = during.call(len(calls), record, deadline_s=SHORT_DEADLINE_S, answer_of=echoed)
+        calls.append(asyncio.create_task(call))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.1):  # the pace of the stream
+                await stop.wait()
+    await asyncio.gather(*calls)
+
+
+@pytest.mark.kafka
+async def test_a_kafka_broker_away_longer_than_every_client_timeout_leaves_no_caller_hanging(
+    ray_session: None, tmp_path: Path
+) -> None:
+    kafka = RestartableKafka(default_cache_dir())
+    await kafka.start()
+    try:
+        config = broker_bus(Broker("kafka", kafka.bootstrap), POOL)
+        executions = tmp_path / "executions"
+        total = scaled(300, 5000)
+        async with running_bus(config) as client:
+            history = History()
+            during = History()  # calls made while the broker is away, deadline shorter
+            recovery: list[asyncio.Task[float]] = []
+
+            async def long_outage() -> None:
+                assert kafka.launched is not None
+                away = asyncio.Event()
+                # Calls keep coming while the broker stops, is away and starts again.
+                stream = asyncio.create_task(short_calls(client, during, executions, away))
+                await halt(kafka)
+                await asyncio.sleep(LONG_OUTAGE_S)  # the fault's length, not a wait on state
+                await resume(kafka, kafka.launched)
+                away.set()
+                since = time.monotonic()
+                recovery.append(
+                    asyncio.create_task(first_answer_after(client, since, RECOVERY_BOUND_S))
+                )
+                await stream
+
+            back_at, away_s = await restarted_under_load(
+                client, history, executions, long_outage, total, deadline_s=90
+            )
+            recovered_after_s = await recovery[0]
+            runs = Counter(lines(executions))
+            short = check(during, executions=runs, grace_s=CLIENT_GRACE_S)
+            report("kafka long outage", history, executions, back_at, away_s)
+            figure(
+                f"kafka long outage: away_s {away_s:.1f}; recovered_after_s "
+                f"{recovered_after_s:.2f}; calls made while it was away: {short}"
+            )
+            verdict = check(history, executions=runs)
+            assert verdict.clean, verdict
+            # Refused before they reached the broker: not sent, or failed fast by the
+            # pool's breaker (answers that waited out the outage are slow calls to it).
+            refused = {NOT_SENT, BusErrorCode.CIRCUIT_OPEN}
+            assert set(verdict.errors) <= refused, verdict
+            acknowledged = verdict.total - sum(verdict.errors[code] for code in refused)
+            assert verdict.ok == acknowledged  # none the broker took is lost
+            assert sum(runs[key] for key in history.operations) == verdict.ok  # each ran once
+            # Calls made once the bus had recovered all succeed.
+            settled_at = back_at + recovered_after_s
+            late = [op for op in history.operations.values() if op.invoked_at > settled_at]
+            assert all(op.outcomes[0][0] == "ok" for op in late), verdict
+            # The short calls each heard an outcome by their deadline (plus the client's
+            # grace), none crossed; one the broker took may have run once at most.
+            assert short.clean, short
+            assert set(short.errors) <= {TIMED_OUT, BusErrorCode.DEADLINE_EXCEEDED, *refused}
     finally:
         await kafka.stop()
 

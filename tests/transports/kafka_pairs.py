@@ -29,7 +29,7 @@ class KafkaEnds:
     async def inject(self, raw: bytes) -> None:
         producer = self.a._producer
         assert producer is not None
-        await producer.send_and_wait(self.a_to_b, raw, key=self.a.config.client_id.encode())
+        await (await producer.send(self.a_to_b, raw, self.a.config.client_id.encode(), []))
 
 
 def _end(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,16 @@ async def explain_kafka_error(
 KAFKA_ERRORS = (KafkaError, ConsumerStoppedError, IllegalOperation)
 
 
+async def _close_quietly(*closers: Callable[[], Awaitable[object]], timeout_s: float) -> None:
+    """Run each closer, bounded; its failure is logged, never raised (cleanup only)."""
+    for close in closers:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await close()
+        except (*KAFKA_ERRORS, TimeoutError, OSError) as exc:
+            logger.debug("closing a kafka client failed: %r", exc)
+
+
 async def ensure_topics(
     bootstrap: str,
     names: Iterable[str],
@@ -174,20 +184,19 @@ async def ensure_topics(
     try:
         async with asyncio.timeout(timeout_s):
             await admin.start()
-            try:
-                response = await admin.create_topics(
-                    [NewTopic(name, partitions, replication) for name in wanted]
-                )
-                for entry in response.topic_errors:
-                    name, code = entry[0], entry[1]
-                    if code and code != TopicAlreadyExistsError.errno:
-                        raise for_code(code)(f"create topic {name}")
-            finally:
-                await admin.close()
+            response = await admin.create_topics(
+                [NewTopic(name, partitions, replication) for name in wanted]
+            )
+            for entry in response.topic_errors:
+                name, code = entry[0], entry[1]
+                if code and code != TopicAlreadyExistsError.errno:
+                    raise for_code(code)(f"create topic {name}")
     except (*KAFKA_ERRORS, TimeoutError) as exc:
         raise await explain_kafka_error(
             exc, "topic creation", timeout_s, bootstrap, options
         ) from exc
+    finally:
+        await _close_quietly(admin.close, timeout_s=_DIAGNOSIS_TIMEOUT_S)
     logger.debug("topics present: %s", wanted)
 
 
@@ -222,22 +231,20 @@ async def consumer_group_lag(
         async with asyncio.timeout(timeout_s):
             await admin.start()
             await offsets.start()
-            try:
-                described = await admin.describe_topics([topic])
-                if not described or described[0]["error_code"]:
-                    code = described[0]["error_code"] if described else -1
-                    raise for_code(code)(f"describe topic {topic}")
-                partitions = [
-                    TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]
-                ]
-                committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
-                ends = await offsets.end_offsets(partitions)
-                starts = await offsets.beginning_offsets(partitions)
-            finally:
-                await admin.close()
-                await offsets.stop()
+            described = await admin.describe_topics([topic])
+            if not described or described[0]["error_code"]:
+                code = described[0]["error_code"] if described else -1
+                raise for_code(code)(f"describe topic {topic}")
+            partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+            committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+            ends = await offsets.end_offsets(partitions)
+            starts = await offsets.beginning_offsets(partitions)
     except (*KAFKA_ERRORS, TimeoutError) as exc:
         raise await explain_kafka_error(exc, "lag query", timeout_s, bootstrap, options) from exc
+    finally:
+        # Also when a start failed or timed out (a broker away): a client left open
+        # holds its connections and tasks, one more per lag query the autoscaler makes.
+        await _close_quietly(admin.close, offsets.stop, timeout_s=_DIAGNOSIS_TIMEOUT_S)
     lag = 0
     for partition in partitions:
         done = committed.get(partition)

@@ -60,7 +60,7 @@ from collections.abc import Awaitable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import (
     MessageSizeTooLargeError,
@@ -90,8 +90,10 @@ from transports.kafka.admin import (
     explain_kafka_error,
     translate_kafka_error,
 )
+from transports.kafka.clients import new_consumer, new_producer
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.offsets import Claim, PartitionBook, Settled
+from transports.kafka.producer import ProducerSlot
 from transports.kafka.records import (
     ENVELOPE_MARKER,
     dispose_of_undecodable,
@@ -112,10 +114,13 @@ logger = logging.getLogger(__name__)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, transport: KafkaTransport) -> None:
+    def __init__(self, transport: KafkaTransport, consumer: AIOKafkaConsumer) -> None:
         self._transport = transport
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        if self._transport._consumer is not self._consumer:
+            return  # a replaced consumer leaving: its deliveries are stale already
         # The next owner starts from the committed offset: commit what was acked so it is
         # not redone there. Deliveries still in flight here become stale (their ack is a
         # no-op) and are redelivered to the new owner.
@@ -128,6 +133,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         logger.info("kafka partitions revoked: %s", sorted(map(tuple, revoked)))
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        if self._transport._consumer is not self._consumer:
+            return
         for partition in assigned:
             self._transport._books[partition] = PartitionBook()
         logger.info("kafka partitions assigned: %s", sorted(map(tuple, assigned)))
@@ -151,7 +158,8 @@ class KafkaTransport(TransportBase):
             carries_envelope=True,
             peer_close_visible=False,
         )
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: ProducerSlot | None = None
+        self._options: dict[str, Any] = {}  # the clients' TLS and SASL, made in start
         self._consumer: AIOKafkaConsumer | None = None
         self._books: dict[TopicPartition, PartitionBook] = {}
         self._stash: Any = None  # a fetched record a cancelled receive did not return
@@ -205,35 +213,19 @@ class KafkaTransport(TransportBase):
                 security=config.security,
             )
         options = config.security.client_options()  # one TLS context and token cache
-        producer = AIOKafkaProducer(
-            bootstrap_servers=config.bootstrap,
-            client_id=config.client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=config.linger_ms,
-            request_timeout_ms=config.request_timeout_ms,
-            # Dead-lettering forwards records over our own cap, up to the broker's.
-            max_request_size=max(config.max_message_bytes, 1024 * 1024) + 64 * 1024,
-            **options,
+        self._options = options
+        producer = ProducerSlot(
+            lambda: new_producer(config, options),
+            name=config.client_id,
+            close_timeout_s=config.close_timeout_s,
         )
         consumer: AIOKafkaConsumer | None = None
         try:
             await producer.start()
             if config.receive_topics:
-                consumer = AIOKafkaConsumer(
-                    bootstrap_servers=config.bootstrap,
-                    client_id=config.client_id,
-                    group_id=config.group_id,
-                    enable_auto_commit=False,
-                    auto_offset_reset=config.auto_offset_reset,
-                    fetch_max_wait_ms=config.fetch_max_wait_ms,
-                    heartbeat_interval_ms=config.heartbeat_interval_ms,
-                    session_timeout_ms=config.session_timeout_ms,
-                    request_timeout_ms=config.request_timeout_ms,
-                    **options,
-                )
+                consumer = new_consumer(config, options)
                 await consumer.start()
-                consumer.subscribe(list(config.receive_topics), listener=_Rebalance(self))
+                consumer.subscribe(list(config.receive_topics), listener=_Rebalance(self, consumer))
         except KAFKA_ERRORS as exc:
             await self._stop_clients(producer, consumer)
             timeout_s = config.request_timeout_ms / 1000
@@ -332,7 +324,7 @@ class KafkaTransport(TransportBase):
         deadline = asyncio.get_running_loop().time() + self._config.delivery_timeout_s
         with self._kafka_errors(len(value), topic, operation):
             async with asyncio.timeout_at(deadline):
-                acked = await producer.send(topic, value, key=key, headers=headers)
+                acked = await producer.send(topic, value, key, headers)
 
         async def confirmed() -> None:
             with self._kafka_errors(len(value), topic, operation):
@@ -404,9 +396,40 @@ class KafkaTransport(TransportBase):
         try:
             return getting.result()
         except KAFKA_ERRORS as exc:
+            if not getattr(exc, "retriable", False):
+                await self._replace_consumer(consumer, exc)
             raise translate_kafka_error(
                 exc, "receive", self._config.request_timeout_ms / 1000
             ) from exc
+
+    async def _replace_consumer(self, consumer: AIOKafkaConsumer, cause: BaseException) -> None:
+        """Put a new consumer in the place of one that cannot go on.
+
+        aiokafka's consumer runs its group membership in a background task; when that
+        task dies (e.g. ``AssertionError('Did we not perform bootstrap?')`` while the
+        broker was away) every later ``getone`` raises its error again, and the member
+        never rejoins its group: the pool's partitions would go unread for good. The new
+        consumer joins the group and reads on from the committed offsets; deliveries of
+        the old one still in flight become stale (their ack does nothing) and come again.
+        If the new one cannot start (the broker is still away), the old one stays and the
+        next receive tries again.
+        """
+        if self._consumer is not consumer or self._closed.is_set():
+            return
+        name = self._config.client_id
+        logger.warning("kafka consumer %s cannot go on (%r): replacing it", name, cause)
+        fresh = new_consumer(self._config, self._options)
+        try:
+            async with asyncio.timeout(self._config.request_timeout_ms / 1000):
+                await fresh.start()
+        except (*KAFKA_ERRORS, TimeoutError) as exc:
+            logger.warning("a new kafka consumer could not start yet: %r", exc)
+            await self._stop_clients(None, fresh)
+            return
+        fresh.subscribe(list(self._config.receive_topics), listener=_Rebalance(self, fresh))
+        self._consumer, self._stash = fresh, None
+        self._books.clear()
+        await self._stop_clients(None, consumer)
 
     def _keep_or_cancel(self, getting: asyncio.Future[Any]) -> None:
         """Leave a receive that will not return its record without losing that record.
@@ -549,14 +572,14 @@ class KafkaTransport(TransportBase):
         logger.info("kafka transport %s closed", self._config.client_id)
 
     async def _stop_clients(
-        self, producer: AIOKafkaProducer | None, consumer: AIOKafkaConsumer | None
+        self, producer: ProducerSlot | None, consumer: AIOKafkaConsumer | None
     ) -> None:
         # Closing must neither hang nor raise: the caller is already done with us.
-        for stop in (consumer.stop if consumer else None, producer.stop if producer else None):
-            if stop is None:
-                continue
+        if consumer is not None:
             try:
                 async with asyncio.timeout(self._config.close_timeout_s):
-                    await stop()
+                    await consumer.stop()
             except (*KAFKA_ERRORS, TimeoutError, OSError) as exc:
-                logger.warning("stopping a kafka client failed: %r", exc)
+                logger.warning("stopping a kafka consumer failed: %r", exc)
+        if producer is not None:
+            await producer.close()  # bounded and quiet by itself

@@ -75,10 +75,15 @@ class Deliveries:
     ``broker_away`` receives fail as an unreachable broker does."""
 
     def __init__(
-        self, calls: list[tuple[str, str]], expired: set[str], broker_away: int = 0
+        self,
+        calls: list[tuple[str, str]],
+        expired: set[str],
+        broker_away: int = 0,
+        unforeseen: int = 0,
     ) -> None:
         self._expired = expired
         self._broker_away = broker_away
+        self._unforeseen = unforeseen
         self.acked = 0
         self.all_acked = asyncio.Event()
         self._pending = [self._delivery(i, tool, rid) for i, (tool, rid) in enumerate(calls)]
@@ -105,6 +110,9 @@ class Deliveries:
         if self._broker_away:
             self._broker_away -= 1
             raise ConnectionClosed("SQS receive_message unavailable: connection refused")
+        if self._unforeseen:
+            self._unforeseen -= 1
+            raise RuntimeError("a client error nobody translated")
         if not self._pending:
             await asyncio.Event().wait()  # nothing more: wait to be stopped
             raise ConnectionClosed("closed")
@@ -124,6 +132,7 @@ async def served(
     held: set[str],
     expired: frozenset[str] = frozenset(),
     broker_away: int = 0,
+    unforeseen: int = 0,
     server: FakeServer | None = None,
     published: dict[str, bytes] | None = None,
 ) -> BrokerWorkerSource:
@@ -133,7 +142,7 @@ async def served(
     async def publish(destination: str, body: bytes, envelope: Envelope) -> None:
         answers[envelope.request_id] = body
 
-    deliveries = Deliveries(calls, set(expired), broker_away)
+    deliveries = Deliveries(calls, set(expired), broker_away, unforeseen)
     source = BrokerWorkerSource(
         deliveries,
         one_at_a_time(publish),
@@ -242,4 +251,10 @@ async def test_a_request_past_its_deadline_is_answered_1001_and_never_reaches_th
 async def test_a_broker_that_goes_away_is_waited_for_not_taken_as_the_end() -> None:
     # Two failed receives (an endpoint restarting), then the calls: all answered.
     source = await served([("echo", "r1"), ("echo", "r2")], done=set(), held=set(), broker_away=2)
+    assert source.calls_ended().outcomes == {("kit", "echo", "ok"): 2}
+
+
+async def test_a_receive_that_raises_unforeseen_errors_is_retried_not_left_dead() -> None:
+    # A dead receive loop would leave the pool's partitions assigned and never read.
+    source = await served([("echo", "r1"), ("echo", "r2")], done=set(), held=set(), unforeseen=2)
     assert source.calls_ended().outcomes == {("kit", "echo", "ok"): 2}

@@ -1,0 +1,268 @@
+"""Long-running tools as tasks on a real local Ray (issue 21, Python client side).
+
+One bus serves the module. The fixture tool ``long_job`` leaves marker files (its pid at
+start, ``finished`` or ``cancelled`` at the end), so the tests see what happened inside
+the worker without reaching into it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import ray
+
+from cluster.bus import bus_status
+from cluster.client import BusClient, CallError
+from cluster.naming import actor_names, get_actor_async
+from cluster.tasks.handle import Progress, TaskStatus
+from cluster.tasks.journals import GcsKvJournal
+from tests.cluster.bus_helpers import bus_config, running_bus
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.ray, pytest.mark.asyncio(loop_scope="module")]
+
+# Bounds for a cold, loaded 2-core machine: they stop a hang, they measure nothing.
+_OUTCOME_S = 120.0
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bus(ray_session: None) -> AsyncIterator[BusClient]:
+    config = bus_config(
+        [
+            {
+                "name": "jobs",
+                "server": "cluster.examples.tasks_fixture:server",
+                "min_workers": 2,
+                "max_sync_s": 2,
+                "tasks": {
+                    "tools": {"long_job": "optional", "report": "required"},
+                    "run_timeout_s": 600,
+                },
+            },
+            {  # the same tools, named again_*, whose lost tasks run again
+                "name": "again",
+                "server": "cluster.examples.tasks_fixture:server",
+                "namespace": "again",
+                "min_workers": 2,
+                "tasks": {"tools": {"*": "optional"}, "rerun_lost": "always", "max_attempts": 2},
+            },
+        ]
+    )
+    async with running_bus(config) as client:
+        yield client
+
+
+def marker(tmp_path: Path, name: str) -> str:
+    return str(tmp_path / name)
+
+
+def left(job: str, suffix: str) -> bool:
+    """Did the fixture tool leave ``<job>.<suffix>``?"""
+    return Path(f"{job}.{suffix}").exists()
+
+
+def pid_of(job: str) -> int:
+    return int(Path(f"{job}.pid").read_text(encoding="utf-8"))
+
+
+async def test_a_task_starts_reports_progress_and_its_result_outlives_the_client(
+    bus: BusClient, tmp_path: Path
+) -> None:
+    first = await BusClient.connect(bus.bus)
+    job = marker(tmp_path, "job")
+    handle = await first.start_tool("long_job", {"seconds": 6, "step_s": 1, "marker": job})
+    started = await handle.status()
+    assert started.status is TaskStatus.WORKING
+    assert not left(job, "finished")  # start returned while the tool runs
+    seen: list[Progress] = []
+    async for step in handle.progress():
+        seen.append(step)
+        if len(seen) == 2:
+            break
+    assert [s.total for s in seen] == [6.0, 6.0]
+    assert seen[0].progress < seen[1].progress
+    task_id = handle.id
+    await first.close()
+    second = await BusClient.connect(bus.bus)
+    try:
+        reopened = await second.open_task(task_id)
+        result = await reopened.result(timeout_s=_OUTCOME_S)
+        assert result.content[0].text == "done after 6 steps"  # type: ignore[union-attr]
+        assert (await reopened.status()).status is TaskStatus.COMPLETED
+    finally:
+        await second.close()
+
+
+async def test_progress_ends_with_the_task(bus: BusClient, tmp_path: Path) -> None:
+    handle = await bus.start_tool("long_job", {"seconds": 3, "step_s": 1})
+    steps = [step.progress async for step in handle.progress()]
+    assert len(steps) >= 2
+    assert steps == sorted(steps)
+    assert (await handle.status()).status is TaskStatus.COMPLETED
+
+
+async def test_cancel_stops_the_tool_on_its_worker(bus: BusClient, tmp_path: Path) -> None:
+    job = marker(tmp_path, "cancelled-job")
+    handle = await bus.start_tool("long_job", {"seconds": 300, "step_s": 1, "marker": job})
+    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    after = await handle.cancel()
+    assert after.status is TaskStatus.CANCELLED
+    await wait_until(lambda: left(job, "cancelled"), _OUTCOME_S)
+    with pytest.raises(CallError) as caught:
+        await handle.result(timeout_s=_OUTCOME_S)
+    assert caught.value.code == 1005
+    assert (await handle.cancel()).status is TaskStatus.CANCELLED  # idempotent
+    assert not left(job, "finished")
+
+
+async def test_a_tool_without_task_opt_in_runs_synchronously_only(bus: BusClient) -> None:
+    assert (await bus.call_tool("quick", {"text": "hi"})).content[0].text == "HI"  # type: ignore[union-attr]
+    with pytest.raises(CallError) as caught:
+        await bus.start_tool("quick", {"text": "hi"})
+    assert caught.value.code == -32601
+    assert "tasks.tools" in caught.value.message
+    with pytest.raises(CallError) as unknown:
+        await bus.start_tool("no_such_tool", {})
+    assert unknown.value.code == -32602
+
+
+async def test_a_task_only_tool_is_refused_as_a_synchronous_call(bus: BusClient) -> None:
+    with pytest.raises(CallError) as caught:
+        await bus.call_tool("report", {"title": "q3"})
+    assert caught.value.code == -32021
+    assert "start_tool" in caught.value.message
+    handle = await bus.start_tool("report", {"title": "q3"})
+    result = await handle.result(timeout_s=_OUTCOME_S)
+    assert result.content[0].text == "report 'q3' written"  # type: ignore[union-attr]
+
+
+async def test_a_synchronous_call_past_max_sync_s_names_the_task_mode(bus: BusClient) -> None:
+    with pytest.raises(CallError) as caught:
+        await bus.call_tool("long_job", {"seconds": 60, "step_s": 1}, timeout_s=_OUTCOME_S)
+    assert caught.value.code == 1001
+    assert "max_sync_s" in caught.value.message
+    assert "start_tool" in caught.value.message
+
+
+async def test_bus_status_counts_tasks_by_status(bus: BusClient) -> None:
+    handle = await bus.start_tool("long_job", {"seconds": 1, "step_s": 1})
+    await handle.result(timeout_s=_OUTCOME_S)
+    status = await bus_status(bus.bus)
+    assert status["tasks"]["completed"] >= 1
+
+
+async def test_another_principal_cannot_open_a_task(bus: BusClient) -> None:
+    handle = await bus.start_tool("long_job", {"seconds": 1, "step_s": 1})
+    other = bus.new_session(principal="mallory")
+    with pytest.raises(CallError) as caught:
+        await other.open_task(handle.id)
+    assert caught.value.code == -32602
+    await handle.result(timeout_s=_OUTCOME_S)
+
+
+async def test_stopping_a_bus_deletes_its_task_records(ray_session: None) -> None:
+    config = bus_config(
+        [
+            {
+                "name": "jobs",
+                "server": "cluster.examples.tasks_fixture:server",
+                "tasks": {"tools": {"long_job": "optional"}},
+            }
+        ]
+    )
+    async with running_bus(config) as client:
+        handle = await client.start_tool("long_job", {"seconds": 1, "step_s": 1})
+        await handle.result(timeout_s=_OUTCOME_S)
+        assert [r.task_id for r in await GcsKvJournal(config.name).load()] == [handle.id]
+    assert await GcsKvJournal(config.name).load() == []
+
+
+async def test_a_bus_without_task_pools_starts_its_store_only_when_first_asked(
+    ray_session: None,
+) -> None:
+    # A store costs a process at start: a bus whose configuration runs no tool as a task
+    # starts none, and the first start_tool starts it (a server may declare task
+    # support itself), which then answers for the pool as for any other.
+    config = bus_config([{"name": "plain", "server": "cluster.examples.tasks_fixture:server"}])
+    store = actor_names.tasks(config.name)
+    async with running_bus(config) as client:
+        assert store not in _live_actor_names()
+        with pytest.raises(CallError) as caught:
+            await client.start_tool("quick", {"text": "hi"})
+        assert caught.value.code == -32601
+        assert "tasks.tools" in caught.value.message
+        assert store in _live_actor_names()
+    await wait_until(lambda: store not in _live_actor_names(), timeout_s=_OUTCOME_S)
+
+
+def _live_actor_names() -> set[str]:
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+
+
+async def test_a_task_survives_a_restart_of_the_task_store(bus: BusClient, tmp_path: Path) -> None:
+    job = marker(tmp_path, "store-restart")
+    handle = await bus.start_tool("long_job", {"seconds": 8, "step_s": 1, "marker": job})
+    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    store = await get_actor_async(actor_names.tasks(bus.bus))
+    before = await store.stats.remote()
+    ray.kill(store, no_restart=False)  # Ray restarts it; the journal is in the GCS
+    result = await handle.result(timeout_s=_OUTCOME_S)
+    after = await store.stats.remote()
+    assert after["pid"] != before["pid"]
+    assert after["loaded"] >= 1
+    assert result.content[0].text == "done after 8 steps"  # type: ignore[union-attr]
+    reopened = await bus.open_task(handle.id)
+    assert (await reopened.status()).status is TaskStatus.COMPLETED
+
+
+async def test_a_task_whose_worker_dies_ends_failed_not_working(
+    bus: BusClient, tmp_path: Path
+) -> None:
+    job = marker(tmp_path, "killed")
+    handle = await bus.start_tool("long_job", {"seconds": 300, "step_s": 1, "marker": job})
+    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    os.kill(pid_of(job), signal.SIGKILL)
+    with pytest.raises(CallError) as caught:
+        await handle.result(timeout_s=_OUTCOME_S)
+    assert caught.value.code == 1004  # the tool may have run: not run again (not idempotent)
+    assert (await handle.status()).status is TaskStatus.FAILED
+
+
+async def test_a_task_whose_worker_dies_runs_again_when_its_pool_allows(
+    bus: BusClient, tmp_path: Path
+) -> None:
+    job = marker(tmp_path, "rerun")
+    handle = await bus.start_tool("again_long_job", {"seconds": 4, "step_s": 1, "marker": job})
+    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    first_pid = pid_of(job)
+    os.kill(first_pid, signal.SIGKILL)
+    result = await handle.result(timeout_s=_OUTCOME_S)
+    assert result.content[0].text == "done after 4 steps"  # type: ignore[union-attr]
+    state = await handle.status()
+    assert state.attempt == 2
+    assert pid_of(job) != first_pid
+
+
+async def test_a_task_whose_router_dies_holding_its_call_ends_failed_not_working(
+    bus: BusClient, tmp_path: Path
+) -> None:
+    # Last in the module: the bus's router restarts under it.
+    job = marker(tmp_path, "router")
+    # Long enough to outlast a router restart on a loaded machine; short enough that the
+    # call (which the new router does not know, so cannot cancel) ends before teardown.
+    handle = await bus.start_tool("long_job", {"seconds": 90, "step_s": 1, "marker": job})
+    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    router = await get_actor_async(actor_names.router(bus.bus))
+    ray.kill(router, no_restart=False)
+    with pytest.raises(CallError) as caught:
+        await handle.result(timeout_s=_OUTCOME_S)
+    assert caught.value.code == 1004
+    assert "router restarted" in caught.value.message
+    # The call still runs on its worker, unknown to the new router (so nobody can cancel
+    # it): end it here, or stopping the bus would wait out its drain for it.
+    os.kill(pid_of(job), signal.SIGKILL)
