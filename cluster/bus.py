@@ -23,6 +23,7 @@ from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
 from cluster.placement import read_cluster
 from cluster.ray_actors.autoscaler import AutoscalerActor
 from cluster.ray_actors.discovery import DiscoveryActor
+from cluster.ray_actors.keys import KeysActor, forget_keys
 from cluster.ray_actors.ledger import LedgerActor
 from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS
 from cluster.ray_actors.router import RouterActor
@@ -123,6 +124,10 @@ async def _launch(
         LedgerActor.options(  # type: ignore[attr-defined]
             name=actor_names.ledger(bus), **_CONTROL_OPTIONS
         ).remote(ledger_ttl_s)
+    if config.encryption is not None:  # the keyring state every process follows
+        KeysActor.options(  # type: ignore[attr-defined]
+            name=actor_names.keys(bus), **_CONTROL_OPTIONS
+        ).remote(bus, config.encryption)
     # Every control actor is created at once, so their processes start side by side
     # (each is a Python start plus imports, about a second on a loaded 2-core machine);
     # calls to one queue until it is up, and names resolve from creation on.
@@ -239,7 +244,7 @@ async def _tear_down(bus: str) -> None:
         # The supervisor first, so it creates no worker after the sweep below.
         control = [actor_names.supervisor(bus), actor_names.autoscaler(bus)]
         control += [actor_names.router(bus), actor_names.discovery(bus), actor_names.ledger(bus)]
-        control.append(actor_names.tasks(bus))
+        control += [actor_names.tasks(bus), actor_names.keys(bus)]
         for name in control:
             with contextlib.suppress(ConnectionClosed):
                 ray.kill(get_actor(name), no_restart=True)
@@ -247,6 +252,7 @@ async def _tear_down(bus: str) -> None:
             if name.startswith(prefix):
                 with contextlib.suppress(ConnectionClosed, ValueError):
                     ray.kill(get_actor(name), no_restart=True)
+        forget_keys(bus)
 
     try:
         async with asyncio.timeout(30):
@@ -389,7 +395,7 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
     with contextlib.suppress(ConnectionClosed):
         ray.kill(await get_actor_async(actor_names.autoscaler(bus)), no_restart=True)
     names = [actor_names.supervisor(bus), actor_names.router(bus), actor_names.discovery(bus)]
-    names.append(actor_names.ledger(bus))
+    names += [actor_names.ledger(bus), actor_names.keys(bus)]
     # The task store goes first: it would answer about tasks whose workers are draining.
     with contextlib.suppress(ConnectionClosed):
         ray.kill(await get_actor_async(actor_names.tasks(bus)), no_restart=True)
@@ -404,6 +410,7 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
             ray.kill(await get_actor_async(name), no_restart=True)
         except ConnectionClosed:
             continue
+    await asyncio.to_thread(forget_keys, bus)  # a later bus of that name starts afresh
     try:  # a stopped bus ends its tasks: their records go with it
         await asyncio.to_thread(delete_journal, bus)
     except Exception as exc:  # noqa: BLE001 - the bus is stopped either way

@@ -8,11 +8,12 @@ Example::
         k1: "${RAYBUS_KEY_K1}"         # base64 of 32 random bytes, from the environment
         k2: {hkdf_secret: "${RAYBUS_SECRET}", salt: "payments-bus"}   # derived with HKDF
 
-Every key listed opens messages; ``key_id`` seals. Rotation is three deployments of the
-configuration (see :mod:`transports.crypto.keyring`): add the new key, then make it
-``key_id``, then remove the old one. ``${NAME}`` is read from the environment where the
-configuration is built (the driver, the CLI), never by actors; keys are held as
-:class:`~pydantic.SecretStr` (base64) and never shown.
+Every key listed opens messages; ``key_id`` seals. This is the bus's state at launch; a
+running bus rotates live with ``raybus keys`` (:mod:`cluster.key_rotation`): add the new
+key, promote it, retire the old one, each applied by every process before the next.
+``${NAME}`` is read from the environment where the configuration is built (the driver,
+the CLI), never by actors; keys are held as :class:`~pydantic.SecretStr` (base64) and
+never shown.
 """
 
 from __future__ import annotations

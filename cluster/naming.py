@@ -40,6 +40,11 @@ class actor_names:
         return f"raybus/{bus}/ledger"
 
     @staticmethod
+    def keys(bus: str) -> str:
+        """The keyring state of an encrypted bus (``cluster.ray_actors.keys``)."""
+        return f"raybus/{bus}/keys"
+
+    @staticmethod
     def autoscaler(bus: str) -> str:
         return f"raybus/{bus}/autoscaler"
 

@@ -27,7 +27,7 @@ from actors.router.breaker import BreakerConfig
 from actors.router.routing import pool_for
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.base import ClientLink, LagRows, OnFrame, WorkerLink
-from cluster.backends.sealed import SealedClientWire, channel_for
+from cluster.backends.sealed import SealedClientWire, channel_for, keys_follower
 from cluster.config import BusConfig, PoolConfig
 from cluster.naming import HandleCache, actor_names
 from transports.base import Delivery
@@ -329,7 +329,8 @@ class BrokerBackend(abc.ABC):
         wire: BrokerWire = self._client_wire(client_name.rsplit("/", 1)[-1])
         channel = channel_for(self._config, client_name, Direction.TO_WORKER)
         if channel is not None:  # the bus is encrypted end to end
-            wire = SealedClientWire(wire, channel)
+            follower = keys_follower(self._config, channel, f"client {client_name}")
+            wire = SealedClientWire(wire, channel, follower)
         link = BrokerClientLink(
             wire, discovery, on_frame, bus=self._config.name, breaker=self._config.router.breaker
         )

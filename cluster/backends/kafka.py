@@ -31,7 +31,12 @@ from actors.worker.hosted_server import HostedServer
 from cluster.backends.base import HeartbeatFeed, LagRows, WorkerLink
 from cluster.backends.broker import BrokerBackend, broker_lag
 from cluster.backends.broker_source import BrokerWorkerSource, Publish
-from cluster.backends.sealed import SealedReceiver, channel_for, sealed_publish
+from cluster.backends.sealed import (
+    SealedReceiver,
+    channel_for,
+    keys_follower,
+    sealed_publish,
+)
 from cluster.config import BusConfig, KafkaBackendConfig, PoolConfig
 from cluster.naming import HandleCache
 from transports.base import Delivery
@@ -111,7 +116,8 @@ class KafkaWorkerSource(BrokerWorkerSource):
         self._channel = channel = channel_for(config, client_id, Direction.TO_CLIENT)
         if channel is not None:  # the bus is encrypted end to end
             accepts = frozenset({topics.requests_for_capability(pool)})
-            receiver = SealedReceiver(self._transport, channel, accepts)
+            follower = keys_follower(config, channel, f"worker {client_id}")
+            receiver = SealedReceiver(self._transport, channel, accepts, follower)
             publish = sealed_publish(publish, channel)
         super().__init__(
             receiver,
@@ -214,11 +220,16 @@ class DiscoveryTopicReader:
         self._topic = topics_for(config).discovery_topic()
         self._on_beat = on_beat
         self._channel = channel_for(config, "discovery", Direction.TO_WORKER)
+        self._follower = (
+            None if self._channel is None else keys_follower(config, self._channel, "discovery")
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         settings = self._settings
+        if self._follower is not None:
+            await self._follower.start()
         await ensure_topics(
             settings.bootstrap,
             [self._topic],
@@ -291,6 +302,8 @@ class DiscoveryTopicReader:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._follower is not None:
+            await self._follower.stop()
 
 
 class KafkaBackend(BrokerBackend):

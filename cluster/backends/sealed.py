@@ -7,15 +7,19 @@ moved to another client's, does not open. What stays readable is listed in
 :mod:`transports.crypto.seal` and README ("Encryption between clients and workers").
 
 Each link (a client's wire, a worker's source) has its own keyring built from the
-configuration, so the per-key message cap counts that link's messages.
+configuration, so the per-key message cap counts that link's messages, and its own
+:class:`~cluster.backends.key_follower.KeyFollower`, which keeps that keyring at the
+bus's live keyring state (``raybus keys``) from before the link's first message on.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
+from cluster.backends.key_follower import KeyFollower
 from cluster.config import BusConfig
 from transports.base import Delivery
 from transports.crypto.seal import Direction
@@ -28,7 +32,14 @@ if TYPE_CHECKING:  # broker.py wraps its wires with this module: types only, no 
     from cluster.backends.broker import BrokerWire
     from cluster.backends.broker_source import Publish
 
-__all__ = ["SealedClientWire", "SealedReceiver", "channel_for", "sealed_publish", "sealed_send"]
+__all__ = [
+    "SealedClientWire",
+    "SealedReceiver",
+    "channel_for",
+    "keys_follower",
+    "sealed_publish",
+    "sealed_send",
+]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_./-]")
 
@@ -46,18 +57,33 @@ def channel_for(config: BusConfig, sender: str, sends: Direction) -> SealedChann
     )
 
 
-class SealedClientWire:
-    """A client's :class:`BrokerWire` that seals requests and opens answers."""
+def keys_follower(config: BusConfig, channel: SealedChannel, what: str) -> KeyFollower:
+    """The follower of the bus's keyring state for ``channel``'s keyring; ``what`` names
+    the link (``worker <actor name>``) where ``raybus keys`` names who did not answer."""
+    return KeyFollower(config.name, channel.keyring, f"{what}#{uuid.uuid4().hex[:6]}")
 
-    def __init__(self, wire: BrokerWire, channel: SealedChannel) -> None:
+
+class SealedClientWire:
+    """A client's :class:`BrokerWire` that seals requests and opens answers.
+
+    ``follower``: keeps the channel's keyring at the bus's keyring state (started first,
+    stopped last); None keeps the keys the channel was built with.
+    """
+
+    def __init__(
+        self, wire: BrokerWire, channel: SealedChannel, follower: KeyFollower | None = None
+    ) -> None:
         self._wire = wire
         self._channel = channel
+        self._follower = follower
 
     @property
     def reply_to(self) -> str:
         return self._wire.reply_to
 
     async def start(self) -> None:
+        if self._follower is not None:
+            await self._follower.start()
         await self._wire.start()
 
     def destination_for_pool(self, pool: str) -> str:
@@ -92,6 +118,8 @@ class SealedClientWire:
 
     async def close(self) -> None:
         await self._wire.close()
+        if self._follower is not None:
+            await self._follower.stop()
 
 
 class _Receiver(Protocol):
@@ -105,16 +133,24 @@ class _Receiver(Protocol):
 
 
 class SealedReceiver:
-    """A worker's receiver of its pool's requests that opens each one."""
+    """A worker's receiver of its pool's requests that opens each one (``follower`` as
+    for :class:`SealedClientWire`)."""
 
     def __init__(
-        self, receiver: _Receiver, channel: SealedChannel, accepts: frozenset[str]
+        self,
+        receiver: _Receiver,
+        channel: SealedChannel,
+        accepts: frozenset[str],
+        follower: KeyFollower | None = None,
     ) -> None:
         self._receiver = receiver
         self._channel = channel
         self._accepts = accepts
+        self._follower = follower
 
     async def start(self) -> object:
+        if self._follower is not None:
+            await self._follower.start()
         return await self._receiver.start()
 
     async def receive(self) -> Delivery:
@@ -126,6 +162,8 @@ class SealedReceiver:
 
     async def close(self) -> None:
         await self._receiver.close()
+        if self._follower is not None:
+            await self._follower.stop()
 
 
 def sealed_publish(publish: Publish, channel: SealedChannel) -> Publish:

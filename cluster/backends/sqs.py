@@ -30,7 +30,7 @@ from cluster.backends.base import HeartbeatFeed, LagRows, WorkerLink
 from cluster.backends.broker import BrokerBackend, broker_lag
 from cluster.backends.broker_source import BrokerWorkerSource, one_at_a_time
 from cluster.backends.ray import DiscoveryActorHeartbeats
-from cluster.backends.sealed import SealedReceiver, channel_for, sealed_send
+from cluster.backends.sealed import SealedReceiver, channel_for, keys_follower, sealed_send
 from cluster.config import BusConfig, PoolConfig, SqsBackendConfig
 from cluster.naming import HandleCache
 from transports.base import Delivery
@@ -186,7 +186,8 @@ class SqsWorkerSource(BrokerWorkerSource):
         send: Callable[[str, bytes, Envelope], Awaitable[None]] = publish
         channel = channel_for(config, f"worker.{pool}", Direction.TO_CLIENT)
         if channel is not None:  # the bus is encrypted end to end: pool is the destination
-            receiver = SealedReceiver(self._transport, channel, frozenset({pool}))
+            follower = keys_follower(config, channel, f"worker {pool}")
+            receiver = SealedReceiver(self._transport, channel, frozenset({pool}), follower)
             send = sealed_send(publish, channel)
         super().__init__(
             receiver,

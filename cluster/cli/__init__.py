@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from cluster.cli import bench, demo, status, up
 from cluster.cli import bus as bus_cli
 from cluster.cli import config as config_cli
+from cluster.cli import keys as keys_cli
 from cluster.cli import services as services_cli
 from cluster.cli.failures import INTERRUPTED, fail, report, set_debug
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_parser(subparsers)
     up.add_parser(subparsers)
     config_cli.add_parser(subparsers)
+    keys_cli.add_parser(subparsers)
     bench.add_parser(subparsers)
     _accept_debug_anywhere(parser)
     return parser
