@@ -17,9 +17,12 @@ So :class:`CompletionReports` holds completions and hands them over in two ways:
   sends it nothing more, so no ``deliver`` would come to carry the news.
 
 Some news must not wait: a verdict on the pool (a fault, or a call slower than the
-breaker's threshold) goes at once, as it did before completions were held, so the
-breaker opens before the caller can call again; and while the router asks for prompt
-news (its pool's breaker is not closed: a probe's success closes it), nothing is held.
+breaker's threshold) goes at once, so the breaker opens within about one hop of the
+caller's answer; and while the router asks for prompt news (its pool's breaker is not
+closed: a probe's success closes it), nothing is held. "At once" starts when the call's
+answer has left the worker: a completion only reaches this holder then (see
+``cluster.ray_actors.worker``), so a router never forgets a call whose answer died with
+its worker.
 
 Nothing is sent twice: a completion leaves the holder once, by one of the two ways. The
 router hears of every call's end within ``linger_s``, or at once when it needs the slot
