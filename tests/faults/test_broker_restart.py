@@ -192,8 +192,8 @@ async def short_calls(
 @pytest.mark.kafka
 @pytest.mark.skipif(
     os.environ.get("RAYBUS_FAULT_SCALE") != "soak",
-    reason="soak only for now: it failed once in a fresh-clone run (cause not yet known; "
-    "green here and in the helper's runs); the transport-level long outage runs always",
+    reason="soak only until fixed: after a long outage a record failed as 'not sent' may "
+    "still be delivered (5 of 300 ran in a fresh-clone run); the transport-level test runs",
 )
 async def test_a_kafka_broker_away_longer_than_every_client_timeout_leaves_no_caller_hanging(
     ray_session: None, tmp_path: Path
