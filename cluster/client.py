@@ -43,6 +43,7 @@ from transports.errors import (
     BusTimeout,
     CallError,
     ConnectionClosed,
+    FramesNotSent,
 )
 from transports.frame import Frame
 from transports.message import Notification, Request, Response
@@ -174,12 +175,14 @@ class _Connection:
         self._link.cancel(keys)
 
     def _submit_failed(self, _: str, frames: list[Frame], exc: BaseException) -> None:
+        reason = f"the bus router is unreachable: {exc}"
+        if isinstance(exc, FramesNotSent):  # the batch's others went: they stay pending
+            frames = [frame for frame in frames if frame.envelope.correlation_key in exc.keys]
+            reason = str(exc)
         for frame in frames:
             pending = self.pending.get((frame.envelope.client_id, frame.envelope.request_id))
             if pending is not None and not pending.future.done():
-                pending.future.set_exception(
-                    ConnectionClosed(f"the bus router is unreachable: {exc}")
-                )
+                pending.future.set_exception(ConnectionClosed(reason))
 
     def _send_answers(self, destination: str, frames: list[Frame]) -> Any:
         return self.handles.get(destination).answer.remote(frames)

@@ -5,6 +5,8 @@ Every error raybus raises derives from :class:`BusError`::
     BusError                         retriable   meaning
     ├── TransportError
     │   ├── ConnectionClosed            yes      the pipe is gone; a new connection may work
+    │   │   └── FramesNotSent           yes      these frames of a batch were not handed over
+    │   ├── DeliveryUnconfirmed         no       handed over, never confirmed: may be delivered
     │   ├── MessageTooLarge             no       over the transport's or peer's size cap
     │   └── EnvelopeNotSupported        no       this transport cannot carry routing data
     ├── InvalidMessage                  no       bad input; carries the JSON-RPC error to answer
@@ -46,7 +48,9 @@ __all__ = [
     "BusTimeout",
     "CallError",
     "ConnectionClosed",
+    "DeliveryUnconfirmed",
     "EnvelopeNotSupported",
+    "FramesNotSent",
     "InvalidMessage",
     "InvalidRequest",
     "MessageTooLarge",
@@ -100,6 +104,37 @@ class ConnectionClosed(TransportError):
     retriable = True
 
     def __init__(self, reason: str = "connection closed") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class FramesNotSent(ConnectionClosed):
+    """Some frames of a batch never reached the backend; the batch's others did.
+
+    A batch is not all-or-nothing on a broker: records queued before a failure may still
+    be delivered. So a sender that fails part of a batch names the frames (by correlation
+    key) that certainly did not go, and a caller fails only those; the others keep
+    waiting for their answers.
+    """
+
+    def __init__(self, reason: str, keys: frozenset[tuple[str, str, str]]) -> None:
+        super().__init__(reason)
+        self.args = (reason, keys)
+        self.keys = keys
+
+
+class DeliveryUnconfirmed(TransportError):
+    """A message was handed to the backend, which then failed to confirm it.
+
+    It may still be delivered (a broker that wrote a record and lost the connection
+    before acknowledging it; an aiokafka batch given up after a request that reached the
+    broker), so its sender must not say "not sent": a request is "may have run".
+    """
+
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 

@@ -36,7 +36,10 @@ from transports.envelope import CorrelationKey, Envelope
 from transports.errors import (
     INVALID_REQUEST,
     BusError,
+    BusErrorCode,
     ConnectionClosed,
+    DeliveryUnconfirmed,
+    FramesNotSent,
     InvalidMessage,
     MessageTooLarge,
 )
@@ -107,14 +110,14 @@ class BrokerWire(Protocol):
 
     def destination_for_pool(self, pool: str) -> str: ...
 
-    async def send(
-        self, destination: str, frames: list[Frame]
-    ) -> list[tuple[Frame, MessageTooLarge]]:
-        """Send in order; returns the frames refused as over the broker's limit (with
-        why), all others sent.
+    async def send(self, destination: str, frames: list[Frame]) -> list[tuple[Frame, BusError]]:
+        """Send in order; returns the frames that did not surely arrive, each with why:
 
-        Raises:
-            BusError: the broker did not take a frame (after the others were tried).
+        * :class:`MessageTooLarge`: refused as over the broker's limit; not sent;
+        * :class:`DeliveryUnconfirmed`: handed over, never confirmed; it may arrive;
+        * any other ``BusError``: not handed over (the broker was not reachable).
+
+        All frames not returned were confirmed by the broker.
         """
         ...
 
@@ -182,23 +185,39 @@ class BrokerClientLink:
                 await self._on_frame(refused)
                 continue
             by_destination.setdefault(self._wire.destination_for_pool(pool), []).append(frame)
+        unsent: list[Frame] = []
+        cause: BusError | None = None
         try:
             for destination, batch in by_destination.items():
                 # One send per destination: a broker that confirms asynchronously (Kafka)
                 # takes the whole batch in order and confirms it at once, where a send
                 # per frame paid a broker round trip each.
                 for frame, exc in await self._wire.send(destination, batch):
-                    # Never a silent drop: the caller hears why.
+                    # Never a silent drop, never an untrue one: the caller hears why.
                     self.calls.withdraw(frame.envelope.correlation_key)
-                    await self._on_frame(
-                        error_reply(frame, INVALID_REQUEST, f"request refused: {exc}")
-                    )
+                    if isinstance(exc, MessageTooLarge):
+                        reply = error_reply(frame, INVALID_REQUEST, f"request refused: {exc}")
+                    elif isinstance(exc, DeliveryUnconfirmed):
+                        reply = error_reply(
+                            frame,
+                            BusErrorCode.OUTCOME_UNKNOWN,
+                            f"the broker did not confirm the request ({exc}): it may have run",
+                        )
+                    else:
+                        unsent.append(frame)
+                        cause = exc
+                        continue
+                    await self._on_frame(reply)
         except BaseException:
             # The whole batch fails (its callers are told): none of it is a verdict.
             for batch in by_destination.values():
                 for frame in batch:
                     self.calls.withdraw(frame.envelope.correlation_key)
             raise
+        if unsent:
+            # Only these failed: the batch's others reached the broker and will be answered.
+            keys = frozenset(frame.envelope.correlation_key for frame in unsent)
+            raise FramesNotSent(f"not sent to the broker: {cause}", keys)
 
     async def _pool_for(self, frame: Frame) -> str | Frame:
         target: str | Frame = ""

@@ -42,7 +42,7 @@ from cluster.naming import HandleCache
 from transports.base import Delivery
 from transports.codec import decode_message
 from transports.crypto.seal import Direction
-from transports.errors import BusError, InvalidMessage, MessageTooLarge
+from transports.errors import BusError, DeliveryUnconfirmed, InvalidMessage, MessageTooLarge
 from transports.frame import Frame
 from transports.kafka.admin import (
     KAFKA_ERRORS,
@@ -181,18 +181,34 @@ class KafkaClientWire:
     def destination_for_pool(self, pool: str) -> str:
         return self._topics.requests_for_capability(pool)
 
-    async def send(self, topic: str, frames: list[Frame]) -> list[tuple[Frame, MessageTooLarge]]:
-        refused: list[tuple[Frame, MessageTooLarge]] = []
-        confirmations: list[Awaitable[None]] = []
-        for frame in frames:  # queued in order, then confirmed together
+    async def send(self, topic: str, frames: list[Frame]) -> list[tuple[Frame, BusError]]:
+        failed: list[tuple[Frame, BusError]] = []
+        queued: list[tuple[Frame, Awaitable[None]]] = []
+        for index, frame in enumerate(frames):  # queued in order, then confirmed together
             try:
-                queued = await self._transport.queue_frame_to(topic, frame.body, frame.envelope)
+                confirmation = await self._transport.queue_frame_to(
+                    topic, frame.body, frame.envelope
+                )
             except MessageTooLarge as exc:
-                refused.append((frame, exc))
+                failed.append((frame, exc))
+            except BusError as exc:
+                # Not queued, and nothing after it is either (order holds): not sent.
+                failed.extend((rest, exc) for rest in frames[index:])
+                break
             else:
-                confirmations.append(queued)
-        await asyncio.gather(*confirmations)
-        return refused
+                queued.append((frame, confirmation))
+        outcomes = await asyncio.gather(*(c for _, c in queued), return_exceptions=True)
+        for (frame, _), outcome in zip(queued, outcomes, strict=True):
+            if isinstance(outcome, MessageTooLarge):  # the broker refused it: not written
+                failed.append((frame, outcome))
+            elif isinstance(outcome, BusError):
+                # It left for the broker, which never confirmed it: aiokafka gives a
+                # record up after a request that may have reached the broker, and such
+                # records were seen delivered after a long outage.
+                failed.append((frame, DeliveryUnconfirmed(f"kafka did not confirm: {outcome}")))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return failed
 
     async def next_delivery(self) -> Delivery:
         return await self._transport.receive()

@@ -25,7 +25,7 @@ from transports.base import Delivery
 from transports.crypto.seal import Direction
 from transports.crypto.transport import SealedChannel
 from transports.envelope import Envelope
-from transports.errors import MessageTooLarge
+from transports.errors import BusError, MessageTooLarge
 from transports.frame import Frame
 
 if TYPE_CHECKING:  # broker.py wraps its wires with this module: types only, no cycle
@@ -89,10 +89,8 @@ class SealedClientWire:
     def destination_for_pool(self, pool: str) -> str:
         return self._wire.destination_for_pool(pool)
 
-    async def send(
-        self, destination: str, frames: list[Frame]
-    ) -> list[tuple[Frame, MessageTooLarge]]:
-        refused: list[tuple[Frame, MessageTooLarge]] = []
+    async def send(self, destination: str, frames: list[Frame]) -> list[tuple[Frame, BusError]]:
+        refused: list[tuple[Frame, BusError]] = []
         originals: dict[int, Frame] = {}
         sealed_frames: list[Frame] = []
         for frame in frames:
@@ -105,8 +103,8 @@ class SealedClientWire:
             sealed = Frame(clear, body)
             originals[id(sealed)] = frame
             sealed_frames.append(sealed)
-        for sealed, too_large in await self._wire.send(destination, sealed_frames):
-            refused.append((originals[id(sealed)], too_large))
+        for sealed, why in await self._wire.send(destination, sealed_frames):
+            refused.append((originals[id(sealed)], why))
         return refused
 
     async def next_delivery(self) -> Delivery:

@@ -37,7 +37,7 @@ from transports.base import Delivery
 from transports.codec import decode_message
 from transports.crypto.seal import Direction
 from transports.envelope import Envelope
-from transports.errors import BusError, MessageTooLarge
+from transports.errors import BusError, BusTimeout, DeliveryUnconfirmed, MessageTooLarge
 from transports.frame import Frame
 from transports.sqs.transport import SqsConfig, SqsTransport
 from transports.sqs.wire import response_queue_name
@@ -201,6 +201,22 @@ class SqsWorkerSource(BrokerWorkerSource):
         )
 
 
+def _may_have_arrived(exc: BusError) -> bool:
+    """Whether a failed send may still have been taken by SQS: no answer came (a timeout,
+    a connection lost mid-request), as opposed to a refusal or no connection at all."""
+    if isinstance(exc, BusTimeout):
+        return True
+    return isinstance(exc.__cause__, _NO_ANSWER_ERRORS)
+
+
+# botocore errors raised after a request may have reached the endpoint.
+_NO_ANSWER_ERRORS = (
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ResponseStreamingError,
+)
+
+
 class SqsClientWire:
     """A client's side: requests to pool queues, responses from its own queue."""
 
@@ -228,19 +244,25 @@ class SqsClientWire:
     def destination_for_pool(self, pool: str) -> str:
         return pool
 
-    async def send(self, pool: str, frames: list[Frame]) -> list[tuple[Frame, MessageTooLarge]]:
+    async def send(self, pool: str, frames: list[Frame]) -> list[tuple[Frame, BusError]]:
         sender = self._senders.get(pool)
         if sender is None:
             sender = SqsTransport(_sqs_config(self._config, send_queue=request_queue(pool)))
             await sender.start()
             self._senders[pool] = sender
-        refused: list[tuple[Frame, MessageTooLarge]] = []
-        for frame in frames:
+        failed: list[tuple[Frame, BusError]] = []
+        for index, frame in enumerate(frames):
             try:
                 await sender.send(frame.decode(), frame.envelope)
             except MessageTooLarge as exc:
-                refused.append((frame, exc))
-        return refused
+                failed.append((frame, exc))
+            except BusError as exc:
+                # This one may have reached SQS; the ones after it were not tried.
+                first = DeliveryUnconfirmed(str(exc)) if _may_have_arrived(exc) else exc
+                failed.append((frame, first))
+                failed.extend((rest, exc) for rest in frames[index + 1 :])
+                break
+        return failed
 
     async def next_delivery(self) -> Delivery:
         return await self._receiver.receive()

@@ -30,7 +30,13 @@ from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS, restarted, start_
 from cluster.tasks.journals import GcsKvJournal
 from cluster.tasks.settings import rerun_allowed, task_support
 from transports.envelope import CorrelationKey
-from transports.errors import METHOD_NOT_FOUND, BusError, CallError, ConnectionClosed
+from transports.errors import (
+    METHOD_NOT_FOUND,
+    BusError,
+    CallError,
+    ConnectionClosed,
+    FramesNotSent,
+)
 from transports.frame import Frame
 
 __all__ = ["TaskStoreActor", "task_store_for"]
@@ -106,6 +112,8 @@ class _RayTaskStorePorts:
         core = self.core
         if core is None:
             return
+        if isinstance(exc, FramesNotSent):  # the batch's others went: they stay pending
+            frames = [frame for frame in frames if frame.envelope.correlation_key in exc.keys]
         for frame in frames:
             refusal = {"code": 1006, "message": f"the bus router is unreachable: {exc}"}
             self._spawn(core.fail_call(frame, refusal))

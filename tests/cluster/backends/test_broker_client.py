@@ -7,13 +7,24 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from actors.discovery.catalog import CapabilityIndex, Catalog
 from actors.discovery.registry import Membership, ServerStatus, WorkerInfo
 from actors.router.breaker import BreakerConfig
 from cluster.backends.broker import BrokerClientLink, request_key
 from transports.base import Delivery
 from transports.envelope import CorrelationKey, Envelope
-from transports.errors import INTERNAL_ERROR, BusErrorCode, ConnectionClosed, MessageTooLarge
+from transports.errors import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    BusError,
+    BusErrorCode,
+    ConnectionClosed,
+    DeliveryUnconfirmed,
+    FramesNotSent,
+    MessageTooLarge,
+)
 from transports.frame import Frame
 from transports.message import Request, Response
 
@@ -67,6 +78,7 @@ class FakeWire:
         self.sent: list[Frame] = []
         self.answers: asyncio.Queue[Delivery] = asyncio.Queue()
         self.open = True
+        self.failures: dict[str, BusError] = {}  # by request id: how its send went wrong
 
     async def start(self) -> None:
         return None
@@ -74,11 +86,13 @@ class FakeWire:
     def destination_for_pool(self, pool: str) -> str:
         return pool
 
-    async def send(
-        self, destination: str, frames: list[Frame]
-    ) -> list[tuple[Frame, MessageTooLarge]]:
+    async def send(self, destination: str, frames: list[Frame]) -> list[tuple[Frame, BusError]]:
         self.sent.extend(frames)
-        return []  # none refused
+        return [
+            (frame, self.failures[frame.envelope.request_id])
+            for frame in frames
+            if frame.envelope.request_id in self.failures
+        ]
 
     async def next_delivery(self) -> Delivery:
         if not self.open:
@@ -166,3 +180,27 @@ async def test_a_cancel_withdraws_the_call_in_the_ledger_and_tells_every_worker_
     for worker in WORKERS:
         assert sorted(handles.cancelled[worker]) == sorted([key, other])
     assert link.calls.in_flight() == []
+
+
+async def test_a_partly_failed_batch_tells_each_caller_the_truth_about_its_own_request() -> None:
+    """A broker batch is not all-or-nothing: a request the broker never confirmed may
+    still run ("may have run", 1004), one never handed over did not ("not sent"), one too
+    large was refused, and the others were sent and stay pending for their answers."""
+    wire, handles = FakeWire(), FakeHandles()
+    wire.failures = {
+        "2": DeliveryUnconfirmed("kafka did not confirm"),
+        "3": MessageTooLarge(10, 5),
+        "4": ConnectionClosed("broker unreachable"),
+    }
+    answered: list[Frame] = []
+    link = await link_with(wire, handles, answered)
+    with pytest.raises(FramesNotSent) as raised:
+        await link.submit([call(1), call(2), call(3), call(4)])
+    assert raised.value.keys == {call(4).envelope.correlation_key}
+    assert "broker unreachable" in str(raised.value)
+    by_id = {
+        frame.envelope.request_id: code
+        for frame, code in zip(answered, codes(answered), strict=True)
+    }
+    assert by_id == {"2": BusErrorCode.OUTCOME_UNKNOWN, "3": INVALID_REQUEST}
+    await link.close()
