@@ -101,9 +101,13 @@ async def test_create_journals_the_task_before_submitting_or_returning_it() -> N
 async def test_an_answer_completes_its_task_and_wakes_a_waiter() -> None:
     store = make_store()
     task = await store.core.create(spec())
-    waiting = asyncio.create_task(store.core.wait(task.task_id, "alice", task.version + 1, 30))
+    # Woken by the change, not by its timeout (which would also return the task as is).
+    waiting = asyncio.create_task(store.core.wait(task.task_id, "alice", task.version, 30))
+    await asyncio.sleep(0)  # the waiter is waiting before the answer comes
+    assert not waiting.done()
     await store.core.on_frame(reply(store.ports.submitted[0], result=OK))
-    done = await waiting
+    async with asyncio.timeout(5):
+        done = await waiting
     assert done.status is TaskStatus.COMPLETED
     assert done.outcome == {"result": OK}
     assert TaskRecord.from_json(store.journal.records[task.task_id]).status is TaskStatus.COMPLETED
