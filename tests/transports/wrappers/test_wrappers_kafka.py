@@ -48,9 +48,11 @@ async def test_a_nacked_message_brings_its_whole_batch_back_and_acks_settle_it(
         assert [delivery.message for delivery in again] == sent
         for delivery in again:
             await delivery.ack()
-        await sender.send(Notification(method="after"))
-        after = await receiver.receive()
-    assert after.message == Notification(method="after")
+        # A full batch leaves at once (a single message would linger its 30 s).
+        after = [Notification(method="after", params={"i": i}) for i in range(3)]
+        await asyncio.gather(*(sender.send(message) for message in after))
+        later = [await receiver.receive() for _ in after]
+    assert [delivery.message for delivery in later] == after
 
 
 async def test_a_large_message_is_one_compressed_record_on_the_broker(
