@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from actors.coalesce import Coalescer
 from actors.ledger import DecisionKind
 from actors.router.outcomes import CallOutcome, CallTally, call_label
 from actors.worker.core import completion_of
@@ -98,6 +99,9 @@ class BrokerWorkerSource:
         self._publish_now = publish
         self._hosted = hosted
         self._ledger = ledger
+        # Two ledger calls per request, each batched with the worker's other requests.
+        self._begin: Coalescer[str, tuple[str, bytes | None]] = Coalescer(self._begin_many)
+        self._complete: Coalescer[tuple[str, bytes], None] = Coalescer(self._complete_many)
         self._slots = asyncio.Semaphore(capacity)
         self._call_timeout_s = call_timeout_s
         self._duplicate_wait_s = duplicate_wait_s
@@ -214,7 +218,7 @@ class BrokerWorkerSource:
                 await self._expired(delivery.message, envelope)
                 await delivery.ack()
                 return
-            kind, stored = await self._ledger.begin.remote(key)
+            kind, stored = await self._begin(key)
             if kind == DecisionKind.IN_PROGRESS.value:
                 kind, stored = await self._await_other_run(key)
             if kind == DecisionKind.DONE.value and stored is not None:
@@ -227,7 +231,7 @@ class BrokerWorkerSource:
                     BusErrorCode.OUTCOME_UNKNOWN,
                     "the worker running this call was lost; it may have run",
                 )
-                await self._ledger.complete.remote(key, body)  # later copies: the same answer
+                await self._complete((key, body))  # later copies: the same answer
                 await self._reply(envelope, body)
                 self._tally.add(self._pool, _tool_of(envelope), CallOutcome.LOST)
             await delivery.ack()
@@ -259,12 +263,20 @@ class BrokerWorkerSource:
             self._tally.add(self._pool, tool, CallOutcome.CANCELLED)
             return
         body = encode_message(response)
-        await self._ledger.complete.remote(key, body)  # before the reply: a crash now resends
+        await self._complete((key, body))  # before the reply: a crash now resends
         await self._reply(envelope, body)
         took_s = time.monotonic() - started
         ended = completion_of(envelope.correlation_key, response, took_s)
         self._tally.add(self._pool, tool, ended.outcome)
         self._tally.latency(self._pool, took_s)
+
+    async def _begin_many(self, keys: list[str]) -> list[tuple[str, bytes | None]]:
+        decisions: list[tuple[str, bytes | None]] = await self._ledger.begin_many.remote(keys)
+        return decisions
+
+    async def _complete_many(self, answers: list[tuple[str, bytes]]) -> list[None]:
+        done: list[None] = await self._ledger.complete_many.remote(answers)
+        return done
 
     async def _await_other_run(self, key: str) -> tuple[str, bytes | None]:
         # Another worker holds this key (a rebalance moved the partition under it, or it

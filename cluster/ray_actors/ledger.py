@@ -33,6 +33,17 @@ class LedgerActor:
         decision = self._ledger.begin(key)
         return decision.kind.value, decision.response
 
+    async def begin_many(self, keys: list[str]) -> list[tuple[str, bytes | None]]:
+        """:meth:`begin` for each key, in order (a worker's concurrent requests at once)."""
+        decisions = [self._ledger.begin(key) for key in keys]
+        return [(decision.kind.value, decision.response) for decision in decisions]
+
+    async def complete_many(self, answers: list[tuple[str, bytes]]) -> list[None]:
+        """:meth:`complete` for each (key, answer), in order."""
+        for key, response in answers:
+            self._ledger.complete(key, response)
+        return [None] * len(answers)
+
     async def peek(self, key: str) -> tuple[str, bytes | None]:
         """Like begin, but never claims a key that is not there."""
         kind, response = self._peek(key)

@@ -36,6 +36,8 @@ class FakeLedger:
         self.begin = Remote(self._begin)
         self.peek = Remote(self._peek)
         self.complete = Remote(lambda key, body: None)
+        self.begin_many = Remote(lambda keys: [self._begin(key) for key in keys])
+        self.complete_many = Remote(lambda answers: [None for _ in answers])
         self.abandon = Remote(lambda key: None)
 
     def _begin(self, key: str) -> tuple[str, bytes | None]:
