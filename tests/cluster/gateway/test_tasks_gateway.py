@@ -7,11 +7,15 @@ HTTP and two principals is in ``test_tasks_over_http``.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import mcp
 import mcp_types as types
 import pytest
 
 from actors.tasks.model import RELATED_TASK_META
+from cluster.gateway.policy.chain import PolicyConfig
 from cluster.gateway.server import Gateway
 from cluster.gateway.tasks import GatewayTasks
 from cluster.tasks.settings import PoolTasksConfig
@@ -164,3 +168,37 @@ async def test_2026_sessions_see_no_legacy_tasks_capability_nor_methods() -> Non
         with pytest.raises(mcp.MCPError) as refused:
             await task_get(client, "0anything")
     assert refused.value.code == -32601
+
+
+async def test_a_tasks_result_is_redacted_as_a_synchronous_result_would_be() -> None:
+    store = FakeTaskStore()
+    pool = PoolTasksConfig.model_validate({"tools": {"echo": "optional"}})
+    tasks = GatewayTasks(store, {"fake": pool}, authenticated=False, configured=True)
+    gateway = Gateway(fake_bus(), policy=PolicyConfig(redact_results=True), tasks=tasks)
+    async with legacy_client(gateway) as client:
+        task_id = (await create_task(client, "echo", {"text": "x"})).task.task_id
+        await store.answer(task_id, result=text_result("write to jane@example.com"))
+        result = await task_result(client, task_id)
+    assert result.content == [types.TextContent(text="write to [REDACTED:email]")]
+    assert result.meta == {RELATED_TASK_META: {"taskId": task_id}}
+
+
+async def test_the_audit_names_the_task_a_call_made_and_each_task_request_it_targets(
+    tmp_path: Path,
+) -> None:
+    store, audit = FakeTaskStore(), tmp_path / "audit.jsonl"
+    pool = PoolTasksConfig.model_validate({"tools": {"echo": "optional"}})
+    tasks = GatewayTasks(store, {"fake": pool}, authenticated=False, configured=True)
+    gateway = Gateway(fake_bus(), policy=PolicyConfig(audit_path=str(audit)), tasks=tasks)
+    async with legacy_client(gateway) as client:
+        task_id = (await create_task(client, "echo", {"text": "x"})).task.task_id
+        await task_get(client, task_id)
+        await task_cancel(client, task_id)
+    await gateway.aclose()
+    records = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
+    seen = [(r["method"], r.get("target"), r["outcome"]) for r in records]
+    assert seen[-3:] == [
+        ("tools/call", None, f"task {task_id}"),
+        ("tasks/get", task_id, "ok"),
+        ("tasks/cancel", task_id, "ok"),
+    ]
