@@ -44,6 +44,7 @@ from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddlewar
 from cluster.gateway.policy.oauth import TokenVerifier
 from cluster.gateway.results import shaped_result
 from cluster.gateway.tasks import GatewayTasks, TasksServer
+from cluster.gateway.tasks_modern import declares_tasks_in_meta
 from cluster.gateway.tracing import GatewayTracing, forwarded_trace, gateway_hop
 from cluster.metrics.recorders import GatewayRecorder
 from cluster.metrics.registry import MetricsRegistry
@@ -363,8 +364,16 @@ class Gateway:
             return None
 
         async def serve() -> dict[str, Any]:
+            forwarded = params
+            if self.tasks is not None:
+                # The legacy params.task means nothing on this era: stripped, ignored.
+                forwarded = {k: v for k, v in params.items() if k != "task"}
+                declared = declares_tasks_in_meta(params)
+                created = await self.tasks.call_2026(principal, forwarded, declared)
+                if created is not None:
+                    return shaped_result(self.server, "tools/call", version, created)
             session = self._principal_session(principal)
-            result = await self._send(session, "tools/call", params, name, relay)
+            result = await self._send(session, "tools/call", forwarded, name, relay)
             # As _call_tool's models do on the SDK path: defaults filled, then shaped.
             model = _CALL_RESULTS[result.get("resultType") == "input_required"]
             typed = model.model_validate(result).model_dump(

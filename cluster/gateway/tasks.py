@@ -26,7 +26,8 @@ uses), reached through a :class:`TaskStorePort`, so any replica answers any task
   is the only protection). A task of another principal answers ``-32602`` "task not
   found", exactly as an unknown or expired id does.
 
-2026-07-28 sessions are not served here yet: the era's ``tasks/*`` answer ``-32601``.
+2026-07-28 requests get the ``io.modelcontextprotocol/tasks`` extension instead
+(:mod:`cluster.gateway.tasks_modern`): the same handlers, the era's views.
 """
 
 from __future__ import annotations
@@ -49,11 +50,22 @@ from actors.discovery.catalog import Catalog
 from actors.tasks.model import (
     TaskRecord,
     TaskStatus,
+    cancel_ack_2026,
     create_result_2025,
+    create_result_2026,
     result_2025,
     view_2025,
+    view_2026,
 )
 from cluster.gateway.policy.chain import principal_of
+from cluster.gateway.results import shaped_result
+from cluster.gateway.tasks_modern import (
+    TASKS_EXTENSION,
+    UpdateTaskRequestParams,
+    check_mcp_name,
+    declares_tasks,
+    missing_tasks_extension,
+)
 from cluster.tasks.settings import PoolTasksConfig, TaskSupport, task_support
 from transports.errors import (
     INVALID_PARAMS,
@@ -186,6 +198,43 @@ class GatewayTasks:
             listed["execution"] = shown
         return listed
 
+    async def call_2026(
+        self, principal: str, params: Mapping[str, Any], declared: bool
+    ) -> dict[str, Any] | None:
+        """A 2026-07-28 ``tools/call``: the flat ``CreateTaskResult`` when it becomes a
+        task, None when it runs synchronously (the caller strips ``params.task``).
+
+        Raises:
+            MCPError: ``-32021`` a ``required`` tool for a client that did not declare
+                the extension; the store's refusal.
+        """
+        name = params.get("name")
+        if not isinstance(name, str) or not self.declared():
+            return None
+        support = await self.support_of(name)
+        if support is None or support == "forbidden":
+            return None
+        if not declared:
+            if support == "required":
+                raise missing_tasks_extension(f"tool {name!r} runs only as a task: it")
+            return None
+        # "The server is the sole decider": every task-capable tool runs as a task.
+        record = await self._create(principal, name, params, None)
+        return create_result_2026(record)
+
+    async def _create(
+        self, principal: str, name: str, params: Mapping[str, Any], ttl_s: float | None
+    ) -> TaskRecord:
+        arguments = params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise MCPError(INVALID_PARAMS, "params.arguments must be an object")
+        try:
+            return await self.store.create(principal, name, arguments, ttl_s)
+        except (CallError, ConnectionClosed) as exc:
+            raise _mcp_error(exc) from None
+
     def attach(self, server: Server[Any], catalogs: Catalogs) -> TasksMiddleware:
         """Register the ``tasks/*`` handlers on ``server``; the middleware to put after
         the policy chain (it turns task-augmented ``tools/call`` into tasks)."""
@@ -196,16 +245,18 @@ class GatewayTasks:
             "tasks/result", types.GetTaskPayloadRequestParams, handlers.result
         )
         server.add_request_handler("tasks/cancel", types.CancelTaskRequestParams, handlers.cancel)
+        server.add_request_handler("tasks/update", UpdateTaskRequestParams, handlers.update)
         if self.authenticated:
             server.add_request_handler(
                 "tasks/list", types.PaginatedRequestParams, handlers.list_tasks
             )
-        return TasksMiddleware(self)
+        return TasksMiddleware(self, server)
 
 
 class TasksServer(Server[Any]):
-    """The SDK's low-level server, declaring the 2025-11-25 ``tasks`` capability when the
-    gateway serves tasks (the SDK's ``get_capabilities`` knows nothing of tasks)."""
+    """The SDK's low-level server, declaring tasks when the gateway serves them (the
+    SDK's ``get_capabilities`` knows nothing of tasks): the ``tasks`` capability on
+    2025-11-25, the ``io.modelcontextprotocol/tasks`` extension on 2026-07-28."""
 
     gateway_tasks: GatewayTasks | None = None
 
@@ -224,8 +275,12 @@ class TasksServer(Server[Any]):
             protocol_version=protocol_version,
         )
         tasks = self.gateway_tasks
-        if tasks is None or protocol_version in MODERN_PROTOCOL_VERSIONS or not tasks.declared():
+        if tasks is None or not tasks.declared():
             return capabilities
+        if protocol_version in MODERN_PROTOCOL_VERSIONS:
+            # The extension, never the legacy capability, on an era that has it.
+            extensions = {**(capabilities.extensions or {}), TASKS_EXTENSION: {}}
+            return capabilities.model_copy(update={"extensions": extensions})
         return capabilities.model_copy(update={"tasks": tasks.capability()})
 
 
@@ -236,8 +291,9 @@ class TasksMiddleware:
     audited like any other before it becomes a task.
     """
 
-    def __init__(self, tasks: GatewayTasks) -> None:
+    def __init__(self, tasks: GatewayTasks, server: Server[Any]) -> None:
         self._tasks = tasks
+        self._server = server
 
     async def __call__(self, ctx: Ctx, call_next: Any) -> Any:
         if ctx.method == "initialize":
@@ -248,10 +304,17 @@ class TasksMiddleware:
             return await call_next(ctx)
         params = dict(ctx.params or {})
         name = params.get("name")
-        if not _legacy(ctx) or not isinstance(name, str):
+        if not isinstance(name, str):
             return await call_next(ctx)
         augmented = "task" in params
         requested = params.pop("task", None)
+        if not _legacy(ctx):
+            # 2026-07-28: the legacy params.task is "unknown", ignored (stripped).
+            created = await self._tasks.call_2026(principal_of(ctx), params, declares_tasks(ctx))
+            if created is not None:
+                # Short-circuited: the result is ours to shape (resultType, serverInfo).
+                return shaped_result(self._server, "tools/call", ctx.protocol_version, created)
+            return await call_next(replace(ctx, params=params) if augmented else ctx)
         if not self._tasks.declared():
             # "Receivers that do not declare the task capability for a request type MUST
             # process requests of that type normally, ignoring any task-augmentation."
@@ -274,15 +337,7 @@ class TasksMiddleware:
                 "'forbidden'): call it without params.task",
             )
         ttl_s = _requested_ttl_s(requested)
-        arguments = params.get("arguments")
-        if arguments is None:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            raise MCPError(INVALID_PARAMS, "params.arguments must be an object")
-        try:
-            record = await self._tasks.store.create(principal_of(ctx), name, arguments, ttl_s)
-        except (CallError, ConnectionClosed) as exc:
-            raise _mcp_error(exc) from None
+        record = await self._tasks._create(principal_of(ctx), name, params, ttl_s)
         return create_result_2025(record)
 
 
@@ -300,27 +355,40 @@ def _requested_ttl_s(task: Any) -> float | None:
 
 
 class _Handlers:
-    """The ``tasks/*`` request handlers (2025-11-25 sessions)."""
+    """The ``tasks/*`` request handlers of both eras (one registration per method)."""
 
     def __init__(self, tasks: GatewayTasks) -> None:
         self._tasks = tasks
         self._store = tasks.store
 
-    def _check(self, ctx: Ctx) -> str:
-        """The caller's principal, once the request is one this gateway serves."""
-        if not _legacy(ctx) or not self._tasks.declared():
-            # 2026-07-28 serves tasks as an extension with other methods (not built yet);
-            # a gateway whose bus runs no task tool serves no tasks/* at all.
+    def _check(self, ctx: Ctx, task_id: str | None = None, *, era_2025: bool = True) -> str:
+        """The caller's principal, once the request is one this gateway serves.
+
+        2026-07-28: the extension must be declared on the request (checked before the
+        task is looked up, as the extension requires) and, over HTTP, ``Mcp-Name``
+        must name the task.
+        """
+        if not self._tasks.declared():
+            # A gateway whose bus runs no task tool serves no tasks/* at all.
             raise MCPError(METHOD_NOT_FOUND, "Method not found", ctx.method)
+        if _legacy(ctx):
+            if not era_2025:
+                raise MCPError(METHOD_NOT_FOUND, "Method not found", ctx.method)
+        elif task_id is None:  # tasks/result and tasks/list do not exist on this era
+            raise MCPError(METHOD_NOT_FOUND, "Method not found", ctx.method)
+        else:
+            if not declares_tasks(ctx):
+                raise missing_tasks_extension(ctx.method)
+            check_mcp_name(ctx, task_id)
         return principal_of(ctx)
 
     async def get(self, ctx: Ctx, params: types.GetTaskRequestParams) -> dict[str, Any]:
-        principal = self._check(ctx)
+        principal = self._check(ctx, params.task_id)
         try:
             record = await self._store.get(params.task_id, principal)
         except (CallError, ConnectionClosed) as exc:
             raise _mcp_error(exc) from None
-        return view_2025(record)
+        return view_2025(record) if _legacy(ctx) else view_2026(record)
 
     async def result(self, ctx: Ctx, params: types.GetTaskPayloadRequestParams) -> dict[str, Any]:
         principal = self._check(ctx)
@@ -339,18 +407,33 @@ class _Handlers:
         return answer
 
     async def cancel(self, ctx: Ctx, params: types.CancelTaskRequestParams) -> dict[str, Any]:
-        principal = self._check(ctx)
+        principal = self._check(ctx, params.task_id)
+        legacy = _legacy(ctx)
         try:
             record = await self._store.get(params.task_id, principal)
             if record.status.terminal:
-                raise _terminal(record)
+                if legacy:
+                    raise _terminal(record)
+                return cancel_ack_2026()  # 2026: acknowledged, even once ended
             # The store cancels idempotently; a task that ended meanwhile keeps its status.
             record = await self._store.cancel(params.task_id, principal)
         except (CallError, ConnectionClosed) as exc:
             raise _mcp_error(exc) from None
+        if not legacy:
+            return cancel_ack_2026()
         if record.status is not TaskStatus.CANCELLED:
             raise _terminal(record)
         return view_2025(record)
+
+    async def update(self, ctx: Ctx, params: UpdateTaskRequestParams) -> dict[str, Any]:
+        principal = self._check(ctx, params.task_id, era_2025=False)
+        try:
+            await self._store.get(params.task_id, principal)
+        except (CallError, ConnectionClosed) as exc:
+            raise _mcp_error(exc) from None
+        # No input request is ever outstanding yet (see tasks_modern): every response
+        # is for a key that is not, and "SHOULD" be ignored.
+        return cancel_ack_2026()
 
     async def list_tasks(self, ctx: Ctx, params: types.PaginatedRequestParams) -> dict[str, Any]:
         principal = self._check(ctx)

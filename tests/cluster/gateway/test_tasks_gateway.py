@@ -161,15 +161,6 @@ async def test_required_and_forbidden_tools_are_refused_with_method_not_found() 
     assert store.created == []
 
 
-async def test_2026_sessions_see_no_legacy_tasks_capability_nor_methods() -> None:
-    gateway = gateway_with_tasks(fake_bus(), FakeTaskStore(), {"echo": "optional"})
-    async with mcp.Client(gateway.server) as client:
-        assert client.server_capabilities.tasks is None
-        with pytest.raises(mcp.MCPError) as refused:
-            await task_get(client, "0anything")
-    assert refused.value.code == -32601
-
-
 async def test_a_tasks_result_is_redacted_as_a_synchronous_result_would_be() -> None:
     store = FakeTaskStore()
     pool = PoolTasksConfig.model_validate({"tools": {"echo": "optional"}})
