@@ -1,5 +1,6 @@
-"""MCP tasks (2025-11-25) through the gateway, by the official SDK client over real HTTP,
-on a real local Ray bus whose pool runs the tasks fixture's tools.
+"""MCP tasks through the gateway over real HTTP, on a real local Ray bus whose pool runs
+the tasks fixture's tools: 2025-11-25 by the official SDK client, and one 2026-07-28
+flow (the ``io.modelcontextprotocol/tasks`` extension) by raw requests on the same store.
 
 The fixture's ``long_job`` leaves marker files (``.pid`` at start, ``.finished`` or
 ``.cancelled`` at the end), so the tests see what happened inside the worker.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import mcp
@@ -19,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from actors.tasks.model import RELATED_TASK_META
 from cluster.gateway.policy.tokens import hash_token
+from cluster.gateway.tasks_modern import TASKS_EXTENSION
 from tests.cluster.bus_helpers import bus_config, running_gateway
 from tests.cluster.gateway.task_requests import (
     create_task,
@@ -198,3 +201,51 @@ async def test_task_support_is_enforced_per_tool(url: str) -> None:
         short = await alice.call_tool("long_job", {"seconds": 0.1, "step_s": 0.1})
         assert isinstance(short.content[0], types.TextContent)
         assert short.content[0].text == "done after 1 steps"
+
+
+async def post_2026(url: str, token: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One 2026-07-28 request declaring the tasks extension; its JSON-RPC response."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS_EXTENSION: {}}},
+    }
+    name = params.get("taskId", params.get("name"))
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": method,
+        "mcp-name": str(name),
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}
+    async with httpx.AsyncClient(timeout=_OUTCOME_S) as http:
+        response = await http.post(url, json=body, headers=headers)
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def test_a_2026_client_creates_polls_and_cancels_a_task_through_the_same_store(
+    url: str, tmp_path: Path
+) -> None:
+    job = tmp_path / "modern"
+    arguments = {"seconds": 300, "step_s": 1, "marker": str(job)}
+    created = await post_2026(
+        url, ALICE, "tools/call", {"name": "long_job", "arguments": arguments}
+    )
+    task = created["result"]
+    assert task["resultType"] == "task"
+    assert task["status"] == "working"
+    task_id = task["taskId"]
+    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    polled = await post_2026(url, ALICE, "tasks/get", {"taskId": task_id})
+    assert polled["result"]["status"] == "working"
+    foreign = await post_2026(url, BOB, "tasks/get", {"taskId": task_id})
+    assert foreign["error"]["code"] == -32602
+    ack = await post_2026(url, ALICE, "tasks/cancel", {"taskId": task_id})
+    assert ack["result"]["resultType"] == "complete"
+    assert "status" not in ack["result"]
+    await wait_until(lambda: left(job, "cancelled"), _OUTCOME_S)
+    cancelled = await post_2026(url, ALICE, "tasks/get", {"taskId": task_id})
+    assert cancelled["result"]["status"] == "cancelled"
+    async with client_for(url, ALICE) as alice:  # the same task, seen from 2025-11-25
+        assert (await task_get(alice, task_id)).status == "cancelled"
