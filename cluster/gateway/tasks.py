@@ -209,22 +209,27 @@ class GatewayTasks:
                 the extension; the store's refusal.
         """
         name = params.get("name")
-        if not isinstance(name, str) or not self.declared():
+        if not isinstance(name, str):
             return None
-        support = await self.support_of(name)
-        if support is None or support == "forbidden":
+        support = await self.support_of(name)  # reads the catalogs: declared() is current
+        if support is None or support == "forbidden" or not self.declared():
             return None
         if not declared:
             if support == "required":
                 raise missing_tasks_extension(f"tool {name!r} runs only as a task: it")
             return None
         # "The server is the sole decider": every task-capable tool runs as a task.
-        record = await self._create(principal, name, params, None)
+        record = await self.create_task(principal, name, params, None)
         return create_result_2026(record)
 
-    async def _create(
+    async def create_task(
         self, principal: str, name: str, params: Mapping[str, Any], ttl_s: float | None
     ) -> TaskRecord:
+        """Start the call ``params`` describes as a task of ``principal``.
+
+        Raises:
+            MCPError: ``params.arguments`` is not an object; the store's refusal.
+        """
         arguments = params.get("arguments")
         if arguments is None:
             arguments = {}
@@ -296,10 +301,13 @@ class TasksMiddleware:
         self._server = server
 
     async def __call__(self, ctx: Ctx, call_next: Any) -> Any:
-        if ctx.method == "initialize":
-            # The capability is computed synchronously from the last catalogs read.
+        if ctx.method in ("initialize", "server/discover"):
+            # Capabilities are computed synchronously, from the last catalogs read.
             await self._tasks.refresh()
-            return await call_next(ctx)
+            result = await call_next(ctx)
+            if ctx.method == "initialize":
+                self._declare(result)
+            return result
         if ctx.method != "tools/call" or ctx.request_id is None:
             return await call_next(ctx)
         params = dict(ctx.params or {})
@@ -337,8 +345,22 @@ class TasksMiddleware:
                 "'forbidden'): call it without params.task",
             )
         ttl_s = _requested_ttl_s(requested)
-        record = await self._tasks._create(principal_of(ctx), name, params, ttl_s)
+        record = await self._tasks.create_task(principal_of(ctx), name, params, ttl_s)
         return create_result_2025(record)
+
+    def _declare(self, result: Any) -> None:
+        """Add the capability to an ``initialize`` result built from options computed
+        before the catalogs were read (a transport may compute them once, at connect)."""
+        capabilities = result.get("capabilities") if isinstance(result, dict) else None
+        if (
+            isinstance(capabilities, dict)
+            and "tasks" not in capabilities
+            and self._tasks.declared()
+        ):
+            capability = self._tasks.capability()
+            capabilities["tasks"] = capability.model_dump(
+                by_alias=True, mode="json", exclude_none=True
+            )
 
 
 def _requested_ttl_s(task: Any) -> float | None:

@@ -14,6 +14,7 @@ import mcp
 import mcp_types as types
 import pytest
 
+from actors.discovery.catalog import Catalog
 from actors.tasks.model import RELATED_TASK_META
 from cluster.gateway.policy.chain import PolicyConfig
 from cluster.gateway.server import Gateway
@@ -193,3 +194,20 @@ async def test_the_audit_names_the_task_a_call_made_and_each_task_request_it_tar
         ("tasks/get", task_id, "ok"),
         ("tasks/cancel", task_id, "ok"),
     ]
+
+
+async def test_a_server_declaring_task_support_itself_turns_tasks_on_at_the_first_handshake() -> (
+    None
+):
+    bus, store = fake_bus(), FakeTaskStore()
+    declared = {"name": "slow", "inputSchema": {"type": "object"}}
+    declared["execution"] = {"taskSupport": "optional"}
+    bus.catalog = Catalog.of(tools=[*bus.catalog.tools, declared])
+    tasks = GatewayTasks(store, {"fake": None}, authenticated=False, configured=False)
+    async with legacy_client(Gateway(bus, tasks=tasks)) as client:
+        assert client.server_capabilities.tasks is not None
+        created = await create_task(client, "slow", {})
+    assert created.task.status == "working"
+    tasks = GatewayTasks(FakeTaskStore(), {"fake": None}, authenticated=False, configured=False)
+    async with mcp.Client(Gateway(bus, tasks=tasks).server) as modern:
+        assert modern.server_capabilities.extensions == {"io.modelcontextprotocol/tasks": {}}
