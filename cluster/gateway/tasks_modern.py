@@ -34,6 +34,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
 from mcp_types import HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY
+from starlette.requests import Request
 
 __all__ = [
     "TASKS_EXTENSION",
@@ -86,16 +87,16 @@ def missing_tasks_extension(what: str) -> MCPError:
 
 
 def check_mcp_name(ctx: Ctx, task_id: str) -> None:
-    """Over HTTP, ``Mcp-Name`` must equal ``params.taskId`` (stdio and WebSocket carry
-    no headers: nothing to check there).
+    """Over HTTP, ``Mcp-Name`` must equal ``params.taskId``. Stdio carries no headers
+    and a WebSocket's messages none of their own (its upgrade request's headers are not
+    any message's): nothing to check there.
 
     Raises:
         MCPError: ``-32020`` (header mismatch) when it is missing or different.
     """
-    headers = getattr(ctx.request, "headers", None)
-    if headers is None:
+    if not isinstance(ctx.request, Request):
         return
-    if decode_header_value(headers.get(MCP_NAME_HEADER)) != task_id:
+    if decode_header_value(ctx.request.headers.get(MCP_NAME_HEADER)) != task_id:
         raise MCPError(
             HEADER_MISMATCH,
             f"{MCP_NAME_HEADER} header does not match the request body's 'taskId' parameter",

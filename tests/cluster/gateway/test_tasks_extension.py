@@ -8,6 +8,8 @@ is the fake one; the store is the real store core in memory.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -207,3 +209,25 @@ async def test_over_http_a_task_is_created_on_the_direct_path_and_mcp_name_is_ch
         cancel = await post(address, "tasks/cancel", {"taskId": task_id}, headers)
         assert cancel.json()["error"]["code"] == -32020
     assert store.ports.cancelled == []  # refused before anything was done
+
+
+async def test_over_websocket_tasks_need_no_mcp_name_header(
+    url: tuple[str, FakeTaskStore],
+) -> None:
+    import websockets
+
+    address, store = url
+    ws_url = address.replace("http://", "ws://").replace("/mcp", "/ws")
+    async with asyncio.timeout(30), websockets.connect(ws_url, subprotocols=["mcp"]) as ws:  # type: ignore[list-item]
+
+        async def ask(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+            body = {"jsonrpc": "2.0", "id": request_id, "method": method}
+            await ws.send(json.dumps({**body, "params": {**params, "_meta": DECLARED_META}}))
+            answer: dict[str, Any] = json.loads(await ws.recv())
+            return answer
+
+        created = await ask(1, "tools/call", {"name": "echo", "arguments": {"text": "x"}})
+        task_id = created["result"]["taskId"]
+        polled = await ask(2, "tasks/get", {"taskId": task_id})
+    assert polled["result"]["status"] == "working"
+    assert [spec.tool for spec in store.created] == ["echo"]
