@@ -1,4 +1,9 @@
-"""MCP tasks at the gateway, 2025-11-25 era: task-augmented ``tools/call`` and ``tasks/*``.
+"""MCP tasks at the gateway: the 2025-11-25 task wire, and what both eras share.
+
+This module holds the store port, each tool's task support, the capabilities, the
+``tools/call`` decision and the ``tasks/*`` handlers of both eras; the 2026-07-28
+extension's own rules (negotiation, ``-32021``, ``Mcp-Name``) are in
+:mod:`cluster.gateway.tasks_modern`. What follows is the 2025-11-25 wire.
 
 Spec: ``basic/utilities/tasks`` of 2025-11-25 (design-21 §1.2). The gateway holds no
 task state: every task lives in the bus's task store (the one ``BusClient.start_tool``
@@ -26,8 +31,8 @@ uses), reached through a :class:`TaskStorePort`, so any replica answers any task
   is the only protection). A task of another principal answers ``-32602`` "task not
   found", exactly as an unknown or expired id does.
 
-2026-07-28 requests get the ``io.modelcontextprotocol/tasks`` extension instead
-(:mod:`cluster.gateway.tasks_modern`): the same handlers, the era's views.
+2026-07-28 requests get the ``io.modelcontextprotocol/tasks`` extension instead: the
+same store and handlers, the era's views (``actors.tasks.model.view_2026``).
 """
 
 from __future__ import annotations
