@@ -69,7 +69,7 @@ async def tasks_over_ray(ray_session: None, suite: None) -> AsyncIterator[str]:
         yield url
 
 
-def test_every_task_scenario_of_the_suite_is_run_here() -> None:
+async def test_every_task_scenario_of_the_suite_is_run_here() -> None:
     assert set(CHECKS) | set(EXPECTED_TO_FAIL) == set(TASK_SCENARIOS)
 
 
