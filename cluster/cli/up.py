@@ -233,6 +233,7 @@ async def _serve_stdio(
     # this process starting the bus should not pay a second of imports for it.
     from cluster.gateway.server import Gateway
     from cluster.gateway.stdio_front import checked_stdio_server
+    from cluster.tasks.remote import gateway_tasks_for
     from transports.codec import DecodeLimits
 
     install_tracing("gateway")  # this process is the gateway (HTTP replicas do their own)
@@ -244,6 +245,7 @@ async def _serve_stdio(
         call_timeout_s=config.gateway.call_timeout_s,
         policy=config.gateway.policy,
         metrics=registry,
+        tasks=gateway_tasks_for(config),
     )
     loop = asyncio.get_running_loop()
     watcher = loop.create_task(gateway.watch_list_changes())

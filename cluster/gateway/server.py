@@ -25,7 +25,6 @@ from typing import Any
 import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel import Server
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
@@ -44,6 +43,8 @@ from cluster.gateway.bus import Bus, BusSession, MessageHandler
 from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
 from cluster.gateway.policy.oauth import TokenVerifier
 from cluster.gateway.results import shaped_result
+from cluster.gateway.tasks import GatewayTasks, TasksServer
+from cluster.gateway.tasks_modern import declares_tasks_in_meta
 from cluster.gateway.tracing import GatewayTracing, forwarded_trace, gateway_hop
 from cluster.metrics.recorders import GatewayRecorder
 from cluster.metrics.registry import MetricsRegistry
@@ -101,8 +102,12 @@ class Gateway:
         call_timeout_s: float = 300.0,
         policy: PolicyConfig | None = None,
         metrics: MetricsRegistry | None = None,
+        tasks: GatewayTasks | None = None,
     ) -> None:
         self._client = client
+        # MCP tasks (2025-11-25 task-augmented tools/call), served from the bus's task
+        # store; None where the bus cannot run tasks (cluster.gateway.tasks).
+        self.tasks = tasks
         # Refusals are counted here; the process hosting the gateway exports them.
         self.metrics = metrics if metrics is not None else MetricsRegistry(name)
         self.refusals = GatewayRecorder(self.metrics)
@@ -118,7 +123,7 @@ class Gateway:
         # 2026-07-28 clients hear about list changes on subscriptions/listen streams.
         self.events = InMemorySubscriptionBus()
         self._seen_changes: dict[str, int] | None = None
-        self.server: Server[Any] = Server(
+        self.server: TasksServer = TasksServer(
             name,
             version="0.1.0",
             instructions="Tools, resources and prompts of every pool of a raybus bus.",
@@ -153,6 +158,10 @@ class Gateway:
         # the same SERVER span, but parented from the HTTP headers too, on the direct
         # path too, and handing its context to the bus (cluster.gateway.tracing).
         self.server.middleware = [GatewayTracing(), self.policy]
+        if tasks is not None:
+            self.server.gateway_tasks = tasks
+            # After the policy chain: a call is allowed and audited before it becomes a task.
+            self.server.middleware.append(tasks.attach(self.server, self.catalogs))
 
     async def aclose(self) -> None:
         """Write the audit records still queued (bounded wait) and stop the audit writer."""
@@ -226,6 +235,9 @@ class Gateway:
         self, ctx: Ctx, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         tools = await self._aggregate("tools", "name")
+        if self.tasks is not None:
+            catalogs = await self.catalogs()
+            tools = [self.tasks.listed_tool(tool, catalogs) for tool in tools]
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in tools])
 
     async def _list_resources(
@@ -352,8 +364,16 @@ class Gateway:
             return None
 
         async def serve() -> dict[str, Any]:
+            forwarded = params
+            if self.tasks is not None:
+                # The legacy params.task means nothing on this era: stripped, ignored.
+                forwarded = {k: v for k, v in params.items() if k != "task"}
+                declared = declares_tasks_in_meta(params)
+                created = await self.tasks.call_2026(principal, forwarded, declared)
+                if created is not None:
+                    return shaped_result(self.server, "tools/call", version, created)
             session = self._principal_session(principal)
-            result = await self._send(session, "tools/call", params, name, relay)
+            result = await self._send(session, "tools/call", forwarded, name, relay)
             # As _call_tool's models do on the SDK path: defaults filled, then shaped.
             model = _CALL_RESULTS[result.get("resultType") == "input_required"]
             typed = model.model_validate(result).model_dump(

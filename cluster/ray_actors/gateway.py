@@ -74,6 +74,7 @@ class GatewayReplica:
         # replicas and should not load the MCP SDK for it (a second on two cores).
         from cluster.gateway.app import http_server
         from cluster.gateway.server import Gateway
+        from cluster.tasks.remote import gateway_tasks_for
 
         install_tracing("gateway")
         config = self._config
@@ -88,6 +89,7 @@ class GatewayReplica:
             call_timeout_s=config.gateway.call_timeout_s,
             policy=config.gateway.policy,
             metrics=self._metrics,
+            tasks=gateway_tasks_for(config),
         )
         loop = asyncio.get_running_loop()
         self._watcher = loop.create_task(self._gateway.watch_list_changes())

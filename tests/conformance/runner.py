@@ -27,8 +27,10 @@ from tests.npm_packages import NpmMissing, ensure_npm_packages
 
 __all__ = [
     "SUITE_VERSION",
+    "TASK_SCENARIOS",
     "ConformanceUnavailable",
     "ensure_suite",
+    "run_scenario",
     "run_suite",
 ]
 
@@ -36,8 +38,25 @@ SUITE_VERSION = "0.2.0-alpha.12"
 # The suite's engines field asks for Node 22; the `node` package on npm ships the binary.
 NODE_PACKAGE = "node@22"
 ERAS = ("2025-11-25", "2026-07-28")
+# The suite's scenarios of the io.modelcontextprotocol/tasks extension (SEP-2663): they
+# are not part of `--suite all --spec-version ...` (an extension scenario is filtered
+# out of every era's run) and run one by one, at 2026-07-28, by name.
+TASK_SCENARIOS = (
+    "tasks-lifecycle",
+    "tasks-capability-negotiation",
+    "tasks-wire-fields",
+    "tasks-request-state-removal",
+    "tasks-mrtr-input",
+    "tasks-request-headers",
+    "tasks-dispatch-and-envelope",
+    "tasks-status-notifications",
+    "tasks-required-task-error",
+    "tasks-mrtr-composition",
+)
 
 _TOTAL = re.compile(r"^Total: (\d+) passed, (\d+) failed\b", re.MULTILINE)
+# One scenario run ends with its own summary instead: "Passed: 9/9, 0 failed, ...".
+_SCENARIO_TOTAL = re.compile(r"^Passed: (\d+)/\d+, (\d+) failed\b", re.MULTILINE)
 _SUITE_ENTRY = Path("node_modules/@modelcontextprotocol/conformance/dist/index.js")
 _NODE_BIN = Path("node_modules/.bin/node")
 
@@ -95,10 +114,29 @@ def run_suite(
     """
     if era not in ERAS:
         raise ValueError(f"era must be one of {ERAS}, not {era!r}")
+    return _run(url, ["--suite", "all", "--spec-version", era], timeout_s, cache_dir)
+
+
+def run_scenario(
+    url: str, scenario: str, timeout_s: float = 300, cache_dir: Path | None = None
+) -> tuple[int, int, str]:
+    """Run one named scenario (an extension's, e.g. one of :data:`TASK_SCENARIOS`)
+    against ``url``; without ``--spec-version``, which would filter it out.
+
+    Returns and raises as :func:`run_suite` (``ValueError``: not a task scenario).
+    """
+    if scenario not in TASK_SCENARIOS:
+        raise ValueError(f"scenario must be one of {TASK_SCENARIOS}, not {scenario!r}")
+    return _run(url, ["--scenario", scenario], timeout_s, cache_dir)
+
+
+def _run(
+    url: str, selection: list[str], timeout_s: float, cache_dir: Path | None
+) -> tuple[int, int, str]:
     home = ensure_suite(cache_dir)
     # The suite writes result files relative to its working directory.
     command = [str(home / _NODE_BIN), str(home / _SUITE_ENTRY), "server", "--url", url]
-    command += ["--suite", "all", "--spec-version", era]
+    command += selection
     with tempfile.TemporaryDirectory(prefix="raybus-conformance-") as workdir:
         completed = subprocess.run(
             command,
@@ -110,7 +148,7 @@ def run_suite(
             check=False,
         )
     output = completed.stdout
-    totals = _TOTAL.findall(output)
+    totals = _TOTAL.findall(output) or _SCENARIO_TOTAL.findall(output)
     if not totals:
         raise RuntimeError(
             f"conformance run exited {completed.returncode} without a Total line:\n{output[-2000:]}"

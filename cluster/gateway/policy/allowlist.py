@@ -11,7 +11,8 @@ An entry names what a principal may use:
 
 Once allow-lists are configured, a request is allowed only if its method is protocol
 plumbing (:data:`ALWAYS_ALLOWED`: handshake, ping, logging level, list-change streams),
-a list (whose result is filtered to what the principal may use), or names a tool, prompt
+a task operation (:data:`TASK_METHODS`: the store answers only the task's creator), a
+list (whose result is filtered to what the principal may use), or names a tool, prompt
 or resource the principal's entries cover. Every other method - including methods this
 module does not know - is denied, so a new method family is closed until it is named
 here. A principal without an entry may use nothing but the plumbing.
@@ -26,7 +27,7 @@ from typing import Any
 
 from transports.uri_template import UriTemplate
 
-__all__ = ["ALWAYS_ALLOWED", "LISTS", "AllowList", "Kind", "Subject", "subject_of"]
+__all__ = ["ALWAYS_ALLOWED", "LISTS", "TASK_METHODS", "AllowList", "Kind", "Subject", "subject_of"]
 
 
 class Kind(enum.Enum):
@@ -37,6 +38,9 @@ class Kind(enum.Enum):
 
 
 ALWAYS_ALLOWED = frozenset({"initialize", "ping", "server/discover", "logging/setLevel"})
+# MCP tasks: the store binds each task to the principal that created it (and a task can
+# only be created by a tools/call the allow-list permitted), so ownership is the check.
+TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/cancel", "tasks/list"})
 # List method -> (the result's field, the item's key, the kind of its items).
 LISTS: dict[str, tuple[str, str, Kind]] = {
     "tools/list": ("tools", "name", Kind.TOOL),
@@ -132,7 +136,7 @@ class AllowList:
     def permits(self, principal: str, method: str, params: Mapping[str, Any] | None) -> bool:
         """Whether ``principal`` may send this request at all (lists are filtered later)."""
         entries = self._entries(principal)
-        if entries is None or method in ALWAYS_ALLOWED or method in LISTS:
+        if entries is None or method in ALWAYS_ALLOWED or method in LISTS or method in TASK_METHODS:
             return True
         if method == "subscriptions/listen":
             # List changes say nothing a list would not show; a resource's updates are

@@ -24,7 +24,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
-from cluster.gateway.policy.allowlist import LISTS, AllowList, subject_of
+from cluster.gateway.policy.allowlist import LISTS, TASK_METHODS, AllowList, subject_of
 from cluster.gateway.policy.audit import ARGUMENTS, AuditLog
 from cluster.gateway.policy.http_guards import (
     AUDITED,
@@ -152,6 +152,9 @@ class PolicyMiddleware:
         }
         if subject is not None and subject.name is not None and tool is None:
             record["target"] = subject.name
+        task_id = params.get("taskId")
+        if method in TASK_METHODS and isinstance(task_id, str):
+            record["target"] = task_id
         token = state.get(OAUTH_PRINCIPAL) if state is not None else None
         if isinstance(token, TokenPrincipal):  # who the access token speaks for, never it
             record.update(audit_fields(token))
@@ -168,7 +171,14 @@ class PolicyMiddleware:
             if tool is not None:
                 await self._validate(tool, arguments if isinstance(arguments, dict) else {})
             result = self._only_allowed(principal, method, await call_next())
-            if self._config.redact_results and tool is not None and result is not None:
+            created = (
+                result.get("task") if method == "tools/call" and isinstance(result, dict) else None
+            )
+            if isinstance(created, dict):  # a task-augmented call: which task it made
+                outcome = f"task {created.get('taskId')}"
+            # A task's result reaches its caller through tasks/result: redacted alike.
+            carries_result = tool is not None or method == "tasks/result"
+            if self._config.redact_results and carries_result and result is not None:
                 result = _redacted_result(result)
             return result
         except MCPError as exc:

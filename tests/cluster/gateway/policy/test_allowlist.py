@@ -26,7 +26,6 @@ ALLOW = AllowList(
         ("completion/complete", {"ref": {"type": "ref/prompt", "name": "summarize"}}),
         ("completion/complete", {"ref": {"type": "ref/resource", "uri": "kit://items/{id}"}}),
         ("tools/call", {"name": "add"}),
-        ("tasks/get", {"taskId": "1"}),
         ("some/future-method", {}),
     ],
 )
@@ -35,6 +34,16 @@ def test_a_principal_allowed_one_tool_may_use_nothing_else(
 ) -> None:
     assert not ALLOW.permits("bob", method, params)
     assert ALLOW.permits("bob", "tools/call", {"name": "echo"})
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/result", "tasks/cancel", "tasks/list"])
+def test_task_methods_stay_open_because_the_store_answers_only_a_tasks_creator(
+    method: str,
+) -> None:
+    # A task can only be created by a tools/call the allow-list permitted; the store
+    # binds it to its creator and answers anyone else "task not found".
+    assert ALLOW.permits("bob", method, {"taskId": "1"})
+    assert ALLOW.permits("nobody", method, {})
 
 
 def test_protocol_plumbing_and_lists_stay_open() -> None:

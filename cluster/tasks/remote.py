@@ -1,0 +1,84 @@
+"""The bus's task store as the gateway sees it: each call names the principal it is for.
+
+:class:`~cluster.tasks.handle.TaskHandle` speaks for one principal; a gateway serves many,
+so it asks the same store actor (the one ``BusClient.start_tool`` uses) with the
+principal of each MCP request. Calls go through :func:`~cluster.tasks.handle.ask_store`,
+so a store that Ray is restarting is asked again rather than reported missing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from actors.tasks.model import TaskRecord
+from cluster.naming import HandleCache
+from cluster.tasks.handle import ask_store
+from cluster.tasks.settings import runs_tasks
+
+if TYPE_CHECKING:
+    from cluster.config import BusConfig
+    from cluster.gateway.tasks import GatewayTasks
+
+__all__ = ["RemoteTaskStore", "gateway_tasks_for"]
+
+
+class RemoteTaskStore:
+    """The store actor of ``bus`` (started on first use, as ``BusClient`` does)."""
+
+    def __init__(self, bus: str) -> None:
+        self._bus = bus
+        self._handles = HandleCache()
+
+    async def _store(self) -> Any:
+        from cluster.ray_actors.task_store import task_store_for  # Ray buses only
+
+        return await task_store_for(self._bus, self._handles)
+
+    async def create(
+        self, principal: str, tool: str, arguments: dict[str, Any], ttl_s: float | None
+    ) -> TaskRecord:
+        record: TaskRecord = await ask_store(
+            await self._store(), "create", principal, tool, arguments, ttl_s
+        )
+        return record
+
+    async def get(self, task_id: str, principal: str) -> TaskRecord:
+        record: TaskRecord = await ask_store(await self._store(), "get", task_id, principal)
+        return record
+
+    async def wait(
+        self, task_id: str, principal: str, after_version: int, timeout_s: float
+    ) -> TaskRecord:
+        record: TaskRecord = await ask_store(
+            await self._store(), "wait", task_id, principal, after_version, timeout_s
+        )
+        return record
+
+    async def cancel(self, task_id: str, principal: str) -> TaskRecord:
+        record: TaskRecord = await ask_store(await self._store(), "cancel", task_id, principal)
+        return record
+
+    async def list_tasks(self, principal: str) -> list[TaskRecord]:
+        records: list[TaskRecord] = await ask_store(await self._store(), "list_tasks", principal)
+        return records
+
+
+def gateway_tasks_for(config: BusConfig) -> GatewayTasks | None:
+    """The gateway's task support for ``config``'s bus; None where tasks cannot run.
+
+    Tasks run on the ray backend only for now (the store submits through the router).
+    A bus whose configuration names no task tool still gets it: a server may declare
+    ``execution.taskSupport`` itself, and the gateway declares the ``tasks``
+    capability only once some tool supports tasks.
+    """
+    from cluster.gateway.tasks import GatewayTasks  # the gateway's HTTP stack, lazily
+
+    if config.backend != "ray":
+        return None
+    policy = config.gateway.policy
+    return GatewayTasks(
+        RemoteTaskStore(config.name),
+        {pool.name: pool.tasks for pool in config.pools},
+        authenticated=bool(policy.tokens) or policy.oauth is not None,
+        configured=runs_tasks(config),
+    )
