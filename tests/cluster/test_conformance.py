@@ -23,7 +23,7 @@ import pytest_asyncio
 
 from tests.cluster.bus_helpers import bus_config, running_gateway
 from tests.conformance.everything import SERVER_OBJECT, everything_server_dir
-from tests.conformance.runner import ConformanceUnavailable, ensure_suite, run_suite
+from tests.conformance.runner import run_suite
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -34,15 +34,6 @@ ERAS = sorted(CHECKS)
 # server to decide; the gateway's own check would answer first.
 GATEWAY = {"policy": {"validate_arguments": False}}
 module_fixture = pytest_asyncio.fixture(scope="module", loop_scope="module")
-
-
-@pytest.fixture(scope="module")
-def suite() -> None:
-    """The pinned suite, installed: skipped without npm, a failure when npm cannot install it."""
-    try:
-        ensure_suite()
-    except ConformanceUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,6 @@ from cluster.examples.tasks_conformance import TASK_TOOLS
 from tests.cluster.bus_helpers import bus_config, running_gateway
 from tests.conformance.runner import (
     TASK_SCENARIOS,
-    ConformanceUnavailable,
-    ensure_suite,
     run_scenario,
 )
 
@@ -43,15 +41,6 @@ CHECKS = {
 }
 NEEDS_TASK_INPUT = "the task store does not relay a task's input requests (MRTR) yet"
 EXPECTED_TO_FAIL = ("tasks-mrtr-input", "tasks-dispatch-and-envelope", "tasks-mrtr-composition")
-
-
-@pytest.fixture(scope="module")
-def suite() -> None:
-    """The pinned suite, installed: skipped without npm, a failure when npm cannot install it."""
-    try:
-        ensure_suite()
-    except ConformanceUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
