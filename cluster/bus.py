@@ -50,6 +50,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CONTROL_OPTIONS = CONTROL_ACTOR_OPTIONS
+# Stopping the autoscaler (its round, then its lag clients) waits this long at most.
+_AUTOSCALER_STOP_S = 15.0
 
 
 class BusAlreadyRunning(BusError):
@@ -393,7 +395,13 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
     """Drain every worker, then stop the control actors. Missing pieces are skipped."""
     # The autoscaler goes first, so it cannot resize pools while they drain.
     with contextlib.suppress(ConnectionClosed):
-        ray.kill(await get_actor_async(actor_names.autoscaler(bus)), no_restart=True)
+        autoscaler = await get_actor_async(actor_names.autoscaler(bus))
+        try:  # its broker clients are closed, not dropped by the kill (bounded: it may hang)
+            async with asyncio.timeout(_AUTOSCALER_STOP_S):
+                await autoscaler.stop.remote()
+        except (RayError, TimeoutError, AttributeError) as exc:
+            logger.info("autoscaler of bus %s not stopped cleanly (killed): %s", bus, exc)
+        ray.kill(autoscaler, no_restart=True)
     names = [actor_names.supervisor(bus), actor_names.router(bus), actor_names.discovery(bus)]
     names += [actor_names.ledger(bus), actor_names.keys(bus)]
     # The task store goes first: it would answer about tasks whose workers are draining.

@@ -196,6 +196,11 @@ class Backend(Protocol):
         """The autoscaler's signal for ``pools``: router queue, group lag or queue depth."""
         ...
 
+    async def close(self) -> None:
+        """Release what the backend keeps open between calls (Kafka: the lag reader's
+        clients); links it opened are closed by their owners."""
+        ...
+
 
 def backend_for(config: BusConfig) -> Backend:
     """The backend ``config`` names; only its own module (and clients) get imported."""

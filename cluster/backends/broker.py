@@ -370,6 +370,9 @@ class BrokerBackend(abc.ABC):
             pool, hosted, ledger, server_id=server_id, capacity=capacity, handles=handles
         )
 
+    async def close(self) -> None:
+        return None  # nothing kept open here; a subclass with a lag reader closes it
+
 
 async def broker_lag(
     bus: str,

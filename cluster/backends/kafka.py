@@ -46,6 +46,7 @@ from transports.errors import BusError, DeliveryUnconfirmed, InvalidMessage, Mes
 from transports.frame import Frame
 from transports.kafka.admin import (
     KAFKA_ERRORS,
+    KafkaLagReader,
     TopicNames,
     consumer_group_lag,
     ensure_topics,
@@ -221,6 +222,7 @@ class KafkaClientWire:
 
 
 async def kafka_lag(config: BusConfig, pool: str) -> int:
+    """One pool's group lag, on clients opened for this query alone (one-off callers)."""
     settings = _settings(config)
     topic = topics_for(config).requests_for_capability(pool)
     return await consumer_group_lag(
@@ -326,6 +328,8 @@ class KafkaBackend(BrokerBackend):
     def __init__(self, config: BusConfig) -> None:
         super().__init__(config)
         self._settings = _settings(config)
+        # Lag is read every autoscaler interval: on clients kept open, not new ones each time.
+        self._lag_reader: KafkaLagReader | None = None
 
     @property
     def ledger_ttl_s(self) -> float | None:
@@ -368,7 +372,21 @@ class KafkaBackend(BrokerBackend):
         return reader
 
     async def lag(self, handles: HandleCache, pools: Collection[str]) -> LagRows:
+        if self._lag_reader is None:
+            settings = self._settings
+            self._lag_reader = KafkaLagReader(settings.bootstrap, security=settings.security)
+        reader = self._lag_reader
+        topics = topics_for(self._config)
+
         async def queued(pool: str, in_flight: int) -> int:
-            return await kafka_lag(self._config, pool)
+            return await reader.lag(
+                group_for(self._config, pool), topics.requests_for_capability(pool)
+            )
 
         return await broker_lag(self._config.name, handles, pools, queued)
+
+    async def close(self) -> None:
+        """Close the lag reader's clients; a later :meth:`lag` opens new ones."""
+        reader, self._lag_reader = self._lag_reader, None
+        if reader is not None:
+            await reader.close()

@@ -185,3 +185,6 @@ class RayBackend:
         router = await handles.get_async(actor_names.router(self._config.name))
         rows: LagRows = await router.lag.remote()
         return rows
+
+    async def close(self) -> None:
+        return None  # the router is read through an actor handle: nothing kept open

@@ -87,6 +87,13 @@ class AutoscalerActor:
             self._loop = loop.create_task(self._run())
             self._exporter = loop.create_task(export_forever(RayExport(self._metrics)))
 
+    async def stop(self) -> None:
+        """Stop deciding and close the backend's lag clients (the bus is stopping)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+        await self._backend.close()
+
     async def _run(self) -> None:
         interval = self._config.autoscaler.interval_s
         while True:

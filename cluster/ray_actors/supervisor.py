@@ -100,6 +100,7 @@ class SupervisorActor:
         self._metrics = MetricsRegistry(config.name)
         self._gauges = PoolRecorder(self._metrics)
         self._metric_tasks: list[asyncio.Task[None]] = []
+        self._lag_reading: asyncio.Task[None] | None = None
         self._start_begun = False
         if restarted():  # adopt the workers it had and supervise them again
             start_itself("start", lambda: self._start_begun, strict=False)
@@ -181,10 +182,8 @@ class SupervisorActor:
             return
         loop = asyncio.get_running_loop()
         exporting = export_forever(RayExport(self._metrics), refresh=self._count_workers)
-        self._metric_tasks = [
-            loop.create_task(exporting),
-            loop.create_task(self._read_lag_forever()),
-        ]
+        self._lag_reading = loop.create_task(self._read_lag_forever())
+        self._metric_tasks = [loop.create_task(exporting), self._lag_reading]
 
     def _count_workers(self) -> None:
         self._gauges.workers(
@@ -261,6 +260,12 @@ class SupervisorActor:
             state.spares_starting.clear()
         await asyncio.gather(*(self._stop_spare(name, handle) for name, handle in spares))
         await asyncio.gather(*(self._reconcile(name) for name in self._pools))
+        # No pool is left to read: the backend's lag clients (Kafka) are closed now, not
+        # left for the actor's kill to drop.
+        if self._lag_reading is not None:
+            self._lag_reading.cancel()
+            await asyncio.gather(self._lag_reading, return_exceptions=True)
+        await self._backend.close()
 
     async def _reconcile(self, pool: str, *, strict: bool = False) -> None:
         state = self._pools[pool]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from transports.kafka.security import KafkaSecurity, describe_failure
 
 __all__ = [
     "KAFKA_ERRORS",
+    "KafkaLagReader",
     "TopicNames",
     "connection_problem",
     "consumer_group_lag",
@@ -45,6 +47,9 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _ADMIN_TIMEOUT_S = 30.0
 _DIAGNOSIS_TIMEOUT_S = 10.0
 _PLAINTEXT = KafkaSecurity()
+# A lag reader describes a topic again after this long even when no query failed, so
+# partitions added to it are counted.
+_PARTITIONS_MAX_AGE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,46 +213,136 @@ async def consumer_group_lag(
     timeout_s: float = _ADMIN_TIMEOUT_S,
     security: KafkaSecurity = _PLAINTEXT,
 ) -> int:
-    """Records of ``topic`` the group has not committed: sum of end - committed offsets.
+    """One lag query (:meth:`KafkaLagReader.lag`) on clients opened for it alone.
 
-    A partition without a committed offset counts from its beginning offset.
-
-    Raises:
-        BusTimeout: not done within ``timeout_s``.
-        TransportError: the broker refused or the topic does not exist.
+    For one-off callers; whoever asks again and again keeps a :class:`KafkaLagReader`.
     """
-    options = security.client_options()
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **options
-    )
-    # A group-less consumer only reads offsets here; it never joins or commits.
-    offsets = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        request_timeout_ms=int(timeout_s * 1000),
-        **options,
-    )
+    reader = KafkaLagReader(bootstrap, timeout_s=timeout_s, security=security)
     try:
-        async with asyncio.timeout(timeout_s):
+        return await reader.lag(group_id, topic)
+    finally:
+        await reader.close()
+
+
+class KafkaLagReader:
+    """Consumer-group lag over clients kept open from one query to the next.
+
+    The autoscaler asks for every pool's lag every interval; opening an admin client and
+    a consumer per query (connect, api versions, metadata, then close) cost the broker
+    about four connections a second per pool. This reader starts both on its first query
+    and keeps them, with each topic's partitions, until a query fails: a failed, timed
+    out or cancelled query hands both clients to be closed, and the next query starts new
+    ones (so a broker that went away is read again once it is back). Closing is never
+    left undone: it runs as its own task, which a cancelled caller does not stop, and
+    :meth:`close` waits for it. One event loop; queries run one at a time.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        timeout_s: float = _ADMIN_TIMEOUT_S,
+        security: KafkaSecurity = _PLAINTEXT,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._timeout_s = timeout_s
+        self._options = security.client_options()
+        self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
+        # topic -> (when described, its partitions)
+        self._partitions: dict[str, tuple[float, list[TopicPartition]]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._one_query = asyncio.Lock()
+        self._closed = False
+
+    async def lag(self, group_id: str, topic: str) -> int:
+        """Records of ``topic`` the group has not committed: sum of end - committed offsets.
+
+        A partition without a committed offset counts from its beginning offset.
+
+        Raises:
+            BusTimeout: not done within the reader's ``timeout_s``.
+            TransportError: the broker refused or the topic does not exist.
+            ConnectionClosed: the reader is closed.
+        """
+        async with self._one_query:
+            if self._closed:
+                raise ConnectionClosed("kafka lag query: the reader is closed")
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    admin, offsets = await self._started()
+                    partitions = await self._partitions_of(admin, topic)
+                    committed = await admin.list_consumer_group_offsets(
+                        group_id, partitions=partitions
+                    )
+                    ends = await offsets.end_offsets(partitions)
+                    starts = await offsets.beginning_offsets(partitions)
+            except (*KAFKA_ERRORS, TimeoutError) as exc:
+                await asyncio.shield(self._discard_clients())
+                raise await explain_kafka_error(
+                    exc, "lag query", self._timeout_s, self._bootstrap, self._options
+                ) from exc
+            except BaseException:
+                # Cancelled (the caller's own bound): the clients may be mid-request.
+                self._discard_clients()
+                raise
+        lag = 0
+        for partition in partitions:
+            done = committed.get(partition)
+            start = done.offset if done is not None and done.offset >= 0 else starts[partition]
+            lag += max(0, ends[partition] - start)
+        return lag
+
+    async def close(self) -> None:
+        """Close the clients (bounded); later queries raise ConnectionClosed."""
+        self._closed = True
+        self._discard_clients()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def _started(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self._clients is None:
+            request_timeout_ms = int(self._timeout_s * 1000)
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self._bootstrap,
+                request_timeout_ms=request_timeout_ms,
+                **self._options,
+            )
+            # A group-less consumer only reads offsets here; it never joins or commits.
+            offsets = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                enable_auto_commit=False,
+                request_timeout_ms=request_timeout_ms,
+                **self._options,
+            )
+            # Held before they start: a start that fails or times out still leaves
+            # connections and tasks, which the discard closes.
+            self._clients = (admin, offsets)
             await admin.start()
             await offsets.start()
-            described = await admin.describe_topics([topic])
-            if not described or described[0]["error_code"]:
-                code = described[0]["error_code"] if described else -1
-                raise for_code(code)(f"describe topic {topic}")
-            partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
-            committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
-            ends = await offsets.end_offsets(partitions)
-            starts = await offsets.beginning_offsets(partitions)
-    except (*KAFKA_ERRORS, TimeoutError) as exc:
-        raise await explain_kafka_error(exc, "lag query", timeout_s, bootstrap, options) from exc
-    finally:
-        # Also when a start failed or timed out (a broker away): a client left open
-        # holds its connections and tasks, one more per lag query the autoscaler makes.
-        await _close_quietly(admin.close, offsets.stop, timeout_s=_DIAGNOSIS_TIMEOUT_S)
-    lag = 0
-    for partition in partitions:
-        done = committed.get(partition)
-        start = done.offset if done is not None and done.offset >= 0 else starts[partition]
-        lag += max(0, ends[partition] - start)
-    return lag
+        return self._clients
+
+    async def _partitions_of(self, admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
+        now = time.monotonic()
+        known = self._partitions.get(topic)
+        if known is not None and now - known[0] < _PARTITIONS_MAX_AGE_S:
+            return known[1]
+        described = await admin.describe_topics([topic])
+        if not described or described[0]["error_code"]:
+            code = described[0]["error_code"] if described else -1
+            raise for_code(code)(f"describe topic {topic}")
+        partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+        self._partitions[topic] = (now, partitions)
+        return partitions
+
+    def _discard_clients(self) -> asyncio.Task[None]:
+        """Forget the clients and start closing them; the task closes them even when
+        whoever awaits it is cancelled (its reference is held until it is done)."""
+        clients, self._clients = self._clients, None
+        self._partitions.clear()
+        closers = [] if clients is None else [clients[0].close, clients[1].stop]
+        task = asyncio.get_running_loop().create_task(
+            _close_quietly(*closers, timeout_s=_DIAGNOSIS_TIMEOUT_S)
+        )
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return task
