@@ -65,7 +65,10 @@ class PoolLoad:
         self._handles = HandleCache()
 
     async def read(self) -> tuple[int, int]:
-        rows = await self._backend.lag(self._handles, ["kit"])
+        try:
+            rows = await self._backend.lag(self._handles, ["kit"])
+        finally:
+            await self._backend.close()  # a one-off reading: no client left open after it
         return rows["kit"]["queued"], rows["kit"]["in_flight"]
 
 
