@@ -1,8 +1,8 @@
 """KafkaLagReader against real brokers: the same lag as a one-off query, on clients it
 keeps, replaces after a failure and always closes.
 
-The clients the reader creates are recorded (their classes are wrapped where the reader
-looks them up) so a test can count them and check that each one ended closed.
+The clients the reader creates are recorded (their constructors are wrapped where the
+reader looks them up) so a test can count them and check that each one ended closed.
 """
 
 from __future__ import annotations
@@ -57,18 +57,18 @@ def is_closed(client: Any) -> bool:
 def created(monkeypatch: pytest.MonkeyPatch) -> Created:
     record = Created()
 
-    class RecordedAdmin(AIOKafkaAdminClient):
-        def __init__(self, **options: Any) -> None:
-            super().__init__(**options)
-            record.admins.append(self)
+    def recorded_admin(**options: Any) -> Any:
+        admin = AIOKafkaAdminClient(**options)
+        record.admins.append(admin)
+        return admin
 
-    class RecordedConsumer(AIOKafkaConsumer):
-        def __init__(self, *topics: str, **options: Any) -> None:
-            super().__init__(*topics, **options)
-            record.consumers.append(self)
+    def recorded_consumer(*topics: str, **options: Any) -> Any:
+        consumer = AIOKafkaConsumer(*topics, **options)
+        record.consumers.append(consumer)
+        return consumer
 
-    monkeypatch.setattr(kafka_admin, "AIOKafkaAdminClient", RecordedAdmin)
-    monkeypatch.setattr(kafka_admin, "AIOKafkaConsumer", RecordedConsumer)
+    monkeypatch.setattr(kafka_admin, "AIOKafkaAdminClient", recorded_admin)
+    monkeypatch.setattr(kafka_admin, "AIOKafkaConsumer", recorded_consumer)
     return record
 
 
