@@ -289,6 +289,11 @@ class SqsLagReader:
             self._started = True
         return await self._transport.queue_depth(request_queue(pool))
 
+    async def close(self) -> None:
+        if self._started:
+            self._started = False
+            await self._transport.close()
+
 
 class SqsBackend(BrokerBackend):
     def __init__(self, config: BusConfig) -> None:
@@ -345,3 +350,9 @@ class SqsBackend(BrokerBackend):
             return max(0, await reader.depth(pool) - in_flight)
 
         return await broker_lag(self._config.name, handles, pools, queued)
+
+    async def close(self) -> None:
+        """Close the lag reader's SQS client; a later :meth:`lag` opens a new one."""
+        reader, self._lag_reader = self._lag_reader, None
+        if reader is not None:
+            await reader.close()
