@@ -27,6 +27,7 @@ from actors.tasks.store import TaskSpec, TaskStoreCore
 from cluster.config import BusConfig
 from cluster.naming import HandleCache, actor_names
 from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS, restarted, start_itself
+from cluster.tasks.broker_ports import BrokerTaskStorePorts
 from cluster.tasks.journals import GcsKvJournal
 from cluster.tasks.settings import rerun_allowed, task_support
 from transports.envelope import CorrelationKey
@@ -139,7 +140,11 @@ class TaskStoreActor:
         self._config = config
         self._bus = config.name
         self._handles = HandleCache()
-        self._ports = _RayTaskStorePorts(self._bus, self._handles)
+        self._ports: _RayTaskStorePorts | BrokerTaskStorePorts
+        if config.backend == "ray":
+            self._ports = _RayTaskStorePorts(self._bus, self._handles)
+        else:  # no router sees broker calls: the store is a broker client itself
+            self._ports = BrokerTaskStorePorts(config, self._handles)
         self._core = TaskStoreCore(
             self._ports, GcsKvJournal(self._bus), config.tasks.settings(), clock=time.time
         )
@@ -162,6 +167,8 @@ class TaskStoreActor:
         await asyncio.shield(task)
 
     async def _load(self) -> None:
+        if isinstance(self._ports, BrokerTaskStorePorts):
+            await self._ports.open()  # reloaded tasks may be submitted again at once
         self._loaded = await self._core.load()
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
@@ -193,14 +200,6 @@ class TaskStoreActor:
     async def _spec(
         self, principal: str, tool: str, arguments: dict[str, Any], ttl_s: float | None
     ) -> TaskSpec:
-        if self._config.backend != "ray":
-            # The store submits through the router; broker backends need their own link
-            # (a durable reply topic or queue), which is not built yet.
-            raise CallError(
-                "tools/call",
-                METHOD_NOT_FOUND,
-                f"tasks run on the ray backend only for now (this bus uses {self._config.backend})",
-            )
         discovery = await self._handles.get_async(actor_names.discovery(self._bus))
         catalogs = await discovery.catalogs.remote()
         for pool_name, catalog in sorted(catalogs.items()):

@@ -63,18 +63,15 @@ class RemoteTaskStore:
         return records
 
 
-def gateway_tasks_for(config: BusConfig) -> GatewayTasks | None:
-    """The gateway's task support for ``config``'s bus; None where tasks cannot run.
+def gateway_tasks_for(config: BusConfig) -> GatewayTasks:
+    """The gateway's task support for ``config``'s bus, on every backend.
 
-    Tasks run on the ray backend only for now (the store submits through the router).
     A bus whose configuration names no task tool still gets it: a server may declare
     ``execution.taskSupport`` itself, and the gateway declares the ``tasks``
     capability only once some tool supports tasks.
     """
     from cluster.gateway.tasks import GatewayTasks  # the gateway's HTTP stack, lazily
 
-    if config.backend != "ray":
-        return None
     policy = config.gateway.policy
     return GatewayTasks(
         RemoteTaskStore(config.name),
