@@ -7,20 +7,25 @@ names and arguments; which of them run as tasks is the pool's configuration
 * ``greet{name}``: synchronous only;
 * ``slow_compute{seconds, label}``: ``optional``; sleeps, and is cancellable;
 * ``failing_job{}``: ``required``; a tool error (``isError``) after about a second;
-* ``protocol_error_job{}``: ``optional``; ends with a JSON-RPC error (-32603).
+* ``protocol_error_job{}``: ``optional``; ends with a JSON-RPC error (-32603);
+* ``confirm_delete{filename}``: ``optional``; asks the caller to confirm (one
+  elicitation in the middle of the task), then says what it did;
+* ``multi_input{}``: ``optional``; asks two questions at once (two elicitations in
+  parallel), then answers with both.
 
-The scenarios' input-request tools (``confirm_delete``, ``multi_input``,
-``test_tool_with_task``) are not here: the task store does not relay a task's input
-requests yet.
+Their elicitations are ordinary SDK ``ctx.elicit`` calls: run as a task, the bus parks
+them in the task store and the task shows ``input_required`` until ``tasks/update``
+answers them (``actors.tasks.inputs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel
 
 __all__ = ["TASK_TOOLS", "server"]
 
@@ -31,7 +36,17 @@ TASK_TOOLS = {
     "slow_compute": "optional",
     "failing_job": "required",
     "protocol_error_job": "optional",
+    "confirm_delete": "optional",
+    "multi_input": "optional",
 }
+
+
+class Confirmation(BaseModel):
+    confirm: bool
+
+
+class Name(BaseModel):
+    name: str
 
 
 @server.tool()
@@ -58,3 +73,22 @@ async def failing_job() -> str:
 async def protocol_error_job() -> str:
     """End with a JSON-RPC error rather than a tool error."""
     raise MCPError(-32603, "the job broke the protocol")
+
+
+@server.tool()
+async def confirm_delete(filename: str, ctx: Context) -> str:
+    """Delete ``filename`` once the user confirms (it deletes nothing: a fixture)."""
+    answer = await ctx.elicit(f"Delete {filename}?", Confirmation)
+    if answer.action == "accept" and answer.data.confirm:
+        return f"deleted {filename}"
+    return f"kept {filename} ({answer.action})"
+
+
+@server.tool()
+async def multi_input(ctx: Context) -> str:
+    """Ask two names at once, then greet both."""
+    first, second = await asyncio.gather(
+        ctx.elicit("First name?", Name), ctx.elicit("Second name?", Name)
+    )
+    names = [a.data.name if a.action == "accept" else a.action for a in (first, second)]
+    return f"Hello, {names[0]} and {names[1]}!"

@@ -52,6 +52,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from actors.discovery.catalog import Catalog
+from actors.tasks.inputs import InputOutcome
 from actors.tasks.model import (
     TaskRecord,
     TaskStatus,
@@ -100,8 +101,15 @@ class TaskStorePort(Protocol):
     """
 
     async def create(
-        self, principal: str, tool: str, arguments: dict[str, Any], ttl_s: float | None
+        self,
+        principal: str,
+        tool: str,
+        arguments: dict[str, Any],
+        ttl_s: float | None,
+        accepts_input: bool = False,
     ) -> TaskRecord: ...
+
+    async def respond(self, task_id: str, principal: str, responses: object) -> InputOutcome: ...
 
     async def get(self, task_id: str, principal: str) -> TaskRecord: ...
 
@@ -224,11 +232,18 @@ class GatewayTasks:
                 raise missing_tasks_extension(f"tool {name!r} runs only as a task: it")
             return None
         # "The server is the sole decider": every task-capable tool runs as a task.
-        record = await self.create_task(principal, name, params, None)
+        # The client answers the tool's input requests with tasks/update.
+        record = await self.create_task(principal, name, params, None, accepts_input=True)
         return create_result_2026(record)
 
     async def create_task(
-        self, principal: str, name: str, params: Mapping[str, Any], ttl_s: float | None
+        self,
+        principal: str,
+        name: str,
+        params: Mapping[str, Any],
+        ttl_s: float | None,
+        *,
+        accepts_input: bool = False,
     ) -> TaskRecord:
         """Start the call ``params`` describes as a task of ``principal``.
 
@@ -241,7 +256,7 @@ class GatewayTasks:
         if not isinstance(arguments, dict):
             raise MCPError(INVALID_PARAMS, "params.arguments must be an object")
         try:
-            return await self.store.create(principal, name, arguments, ttl_s)
+            return await self.store.create(principal, name, arguments, ttl_s, accepts_input)
         except (CallError, ConnectionClosed) as exc:
             raise _mcp_error(exc) from None
 
@@ -455,11 +470,11 @@ class _Handlers:
     async def update(self, ctx: Ctx, params: UpdateTaskRequestParams) -> dict[str, Any]:
         principal = self._check(ctx, params.task_id, era_2025=False)
         try:
-            await self._store.get(params.task_id, principal)
+            await self._store.respond(params.task_id, principal, params.input_responses)
         except (CallError, ConnectionClosed) as exc:
             raise _mcp_error(exc) from None
-        # No input request is ever outstanding yet (see tasks_modern): every response
-        # is for a key that is not, and "SHOULD" be ignored.
+        # Answers for keys that are not outstanding were not delivered: the extension
+        # asks servers to ignore them, so the ack is the same (see actors.tasks.inputs).
         return cancel_ack_2026()
 
     async def list_tasks(self, ctx: Ctx, params: types.PaginatedRequestParams) -> dict[str, Any]:

@@ -19,9 +19,11 @@ differs from 2025-11-25 (:mod:`cluster.gateway.tasks`):
   ``tasks/get|update|cancel`` (``-32020`` otherwise): the SDK checks it for
   ``tools/call`` and the like only.
 
-The bus's tools ask for no input in the middle of a task yet (the store keeps no input
-requests), so ``tasks/update`` has no outstanding key to answer: every response it
-carries is ignored, as the extension asks of keys that are not outstanding.
+A task's tool may ask for input mid-call (the SDK's ``ctx.elicit`` and the like): the
+store parks the request, ``tasks/get`` shows ``input_required`` with ``inputRequests``,
+and ``tasks/update`` delivers ``inputResponses`` to the waiting worker
+(:mod:`actors.tasks.inputs`). Responses for keys that are not outstanding are ignored, as
+the extension asks; a response that is not an object is ``-32602``.
 """
 
 from __future__ import annotations
