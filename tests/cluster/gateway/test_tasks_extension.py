@@ -28,6 +28,7 @@ from cluster.tasks.settings import PoolTasksConfig
 from tests.cluster.gateway.fake_bus import FakeBus, fake_bus, text_result
 from tests.cluster.gateway.fake_tasks import FakeTaskStore
 from tests.cluster.gateway.serving import serving
+from transports.message import Response
 
 
 class Wire(RootModel[dict[str, Any]]):
@@ -94,6 +95,37 @@ async def test_a_tool_error_is_completed_and_a_json_rpc_error_failed() -> None:
     assert failed["status"] == "failed"
     assert failed["error"] == {"code": -32603, "message": "broke"}
     assert "result" not in failed
+
+
+async def test_a_tools_input_request_shows_on_tasks_get_and_tasks_update_answers_it() -> None:
+    store = FakeTaskStore()
+    asked = {"message": "Delete a.txt?", "requestedSchema": {"type": "object"}}
+    accept = {"action": "accept", "content": {"confirm": True}}
+    async with declaring(gateway(fake_bus(), store)) as client:
+        task_id = (await call(client, "echo", arguments={"text": "x"}))["taskId"]
+        await store.ask(task_id, "w#1", "elicitation/create", asked)
+        waiting = await send(client, "tasks/get", taskId=task_id)
+        with pytest.raises(mcp.MCPError) as not_an_object:
+            await send(client, "tasks/update", taskId=task_id, inputResponses={"input-1": 1})
+        ack = await send(
+            client, "tasks/update", taskId=task_id, inputResponses={"input-1": accept, "x": {}}
+        )
+        working = await send(client, "tasks/get", taskId=task_id)
+    assert waiting["status"] == "input_required"
+    assert waiting["inputRequests"] == {
+        "input-1": {"method": "elicitation/create", "params": asked}
+    }
+    assert not_an_object.value.code == -32602
+    assert "inputResponses['input-1']" in not_an_object.value.message
+    assert ack["resultType"] == "complete"
+    assert not TASK_FIELDS & ack.keys()
+    assert working["status"] == "working"
+    assert "inputRequests" not in working
+    [(worker, frame)] = store.ports.answers
+    answer = frame.decode()
+    assert worker == "raybus/fake/worker"
+    assert isinstance(answer, Response)
+    assert (answer.id, answer.result) == ("w#1", accept)
 
 
 async def test_cancel_and_update_answer_an_empty_ack_even_once_the_task_ended() -> None:
