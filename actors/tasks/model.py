@@ -50,6 +50,7 @@ __all__ = [
     "TaskEvent",
     "TaskRecord",
     "TaskStatus",
+    "call_params",
     "cancel_ack_2026",
     "create_result_2025",
     "create_result_2026",
@@ -149,6 +150,10 @@ class TaskRecord:
     input_routes: dict[str, list[str]] = field(default_factory=dict)
     # Keys ever minted for this task: a key is never reused over its life (the extension).
     input_count: int = 0
+    # More params of the call than its arguments: a 2026-07-28 request's envelope
+    # (``_meta``) and the input it gathered before it became a task (``inputResponses``,
+    # ``requestState``), so the tool's server sees the call it was asked for.
+    call_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def expires_at(self) -> float:
@@ -166,6 +171,20 @@ class TaskRecord:
         data = json.loads(text)
         data["status"] = TaskStatus(data["status"])
         return cls(**data)
+
+
+def call_params(record: TaskRecord) -> dict[str, Any]:
+    """The params of the task's ``tools/call``; progress is always collected (its token
+    is the task id itself)."""
+    extra = record.call_params
+    meta = extra.get("_meta")
+    params = {k: v for k, v in extra.items() if k not in ("name", "arguments", "_meta")}
+    return {
+        **params,
+        "name": record.tool,
+        "arguments": record.arguments,
+        "_meta": {**(meta if isinstance(meta, dict) else {}), "progressToken": record.task_id},
+    }
 
 
 # -- events ----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actors.tasks.inputs import (
@@ -57,6 +57,7 @@ from actors.tasks.model import (
     TaskEvent,
     TaskRecord,
     TaskStatus,
+    call_params,
     new_task_id,
     parse_request_id,
     transition,
@@ -127,6 +128,8 @@ class TaskSpec:
     rerun_lost: bool = False
     # The caller answers the tool's input requests (tasks/update); else they are refused.
     accepts_input: bool = False
+    # More params of the call (``TaskRecord.call_params``).
+    call_params: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskStoreCore:
@@ -210,6 +213,7 @@ class TaskStoreCore:
             max_attempts=spec.max_attempts,
             rerun_lost=spec.rerun_lost,
             accepts_input=spec.accepts_input,
+            call_params=dict(spec.call_params),
         )
         self._records[record.task_id] = record
         await self._persist(record.task_id)
@@ -535,13 +539,8 @@ class TaskStoreCore:
             name=record.tool,
             attributes=(("task", record.task_id),),
         )
-        params = {
-            "name": record.tool,
-            "arguments": record.arguments,
-            # Progress is always collected: the token is the task id itself.
-            "_meta": {"progressToken": record.task_id},
-        }
-        return Frame.of(envelope, Request(id=request_id, method="tools/call", params=params))
+        request = Request(id=request_id, method="tools/call", params=call_params(record))
+        return Frame.of(envelope, request)
 
     def _key_of(self, record: TaskRecord) -> CorrelationKey:
         return (record.principal, TASK_REQUEST_CLIENT_ID, record.request_id)

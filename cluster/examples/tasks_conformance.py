@@ -11,7 +11,10 @@ names and arguments; which of them run as tasks is the pool's configuration
 * ``confirm_delete{filename}``: ``optional``; asks the caller to confirm (one
   elicitation in the middle of the task), then says what it did;
 * ``multi_input{}``: ``optional``; asks two questions at once (two elicitations in
-  parallel), then answers with both.
+  parallel), then answers with both;
+* ``test_tool_with_task{}``: ``required`` and ``input_first``: asks the user's name
+  synchronously (an MRTR ``InputRequiredResult``), then, called again with the answer,
+  runs as a task that greets them.
 
 Their elicitations are ordinary SDK ``ctx.elicit`` calls: run as a task, the bus parks
 them in the task store and the task shows ``input_required`` until ``tasks/update``
@@ -25,9 +28,10 @@ import asyncio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
+from mcp_types import ElicitRequest, ElicitRequestFormParams, ElicitResult, InputRequiredResult
 from pydantic import BaseModel
 
-__all__ = ["TASK_TOOLS", "server"]
+__all__ = ["INPUT_FIRST", "TASK_TOOLS", "server"]
 
 server = MCPServer("tasks-conformance")
 
@@ -38,7 +42,10 @@ TASK_TOOLS = {
     "protocol_error_job": "optional",
     "confirm_delete": "optional",
     "multi_input": "optional",
+    "test_tool_with_task": "required",
 }
+# Tools that gather their input (MRTR) before they become tasks (``tasks.input_first``).
+INPUT_FIRST = frozenset({"test_tool_with_task"})
 
 
 class Confirmation(BaseModel):
@@ -92,3 +99,16 @@ async def multi_input(ctx: Context) -> str:
     )
     names = [a.data.name if a.action == "accept" else a.action for a in (first, second)]
     return f"Hello, {names[0]} and {names[1]}!"
+
+
+@server.tool()
+async def test_tool_with_task(ctx: Context) -> str | InputRequiredResult:
+    """Ask the user's name (MRTR), then greet them: as a task, once the name is known."""
+    answer = (ctx.input_responses or {}).get("user_name")
+    if not isinstance(answer, ElicitResult):
+        schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+        ask = ElicitRequestFormParams(message="What is your name?", requested_schema=schema)
+        return InputRequiredResult(input_requests={"user_name": ElicitRequest(params=ask)})
+    name = (answer.content or {}).get("name") if answer.action == "accept" else None
+    await asyncio.sleep(1)  # the task's work
+    return f"Hello, {name or 'stranger'}!"

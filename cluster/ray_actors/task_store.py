@@ -186,9 +186,11 @@ class TaskStoreActor:
         arguments: dict[str, Any],
         ttl_s: float | None = None,
         accepts_input: bool = False,
+        call_params: dict[str, Any] | None = None,
     ) -> TaskRecord:
         """Start ``tool`` as a task for ``principal``; returns the journaled record.
-        ``accepts_input``: the caller answers the tool's input requests (``respond``).
+        ``accepts_input``: the caller answers the tool's input requests (``respond``);
+        ``call_params``: more params of the call (``TaskRecord.call_params``).
 
         Raises:
             CallError: -32602 no pool offers the tool; -32601 the tool does not run as
@@ -196,7 +198,8 @@ class TaskStoreActor:
         """
         await self.start()
         spec = await self._spec(principal, tool, arguments, ttl_s)
-        return await self._core.create(replace(spec, accepts_input=accepts_input))
+        spec = replace(spec, accepts_input=accepts_input, call_params=call_params or {})
+        return await self._core.create(spec)
 
     async def _spec(
         self, principal: str, tool: str, arguments: dict[str, Any], ttl_s: float | None

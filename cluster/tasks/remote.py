@@ -42,9 +42,11 @@ class RemoteTaskStore:
         arguments: dict[str, Any],
         ttl_s: float | None,
         accepts_input: bool = False,
+        call_params: dict[str, Any] | None = None,
     ) -> TaskRecord:
+        store = await self._store()
         record: TaskRecord = await ask_store(
-            await self._store(), "create", principal, tool, arguments, ttl_s, accepts_input
+            store, "create", principal, tool, arguments, ttl_s, accepts_input, call_params
         )
         return record
 

@@ -52,6 +52,7 @@ class FakeTaskStore:
         arguments: dict[str, Any],
         ttl_s: float | None,
         accepts_input: bool = False,
+        call_params: dict[str, Any] | None = None,
     ) -> TaskRecord:
         spec = TaskSpec(
             principal=principal,
@@ -59,6 +60,7 @@ class FakeTaskStore:
             arguments=arguments,
             ttl_s=ttl_s,
             accepts_input=accepts_input,
+            call_params=call_params or {},
         )
         self.created.append(spec)
         return await self.core.create(spec)
