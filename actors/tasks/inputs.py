@@ -21,6 +21,12 @@ answers its parked requests with an error, so the worker forgets them.
 Answers for keys that are not outstanding (never issued, already answered, or of a task
 that ended) are not delivered: the store reports them, and the gateway ignores them as
 the extension asks ("SHOULD ignore").
+
+Not relayed: an MRTR ``InputRequiredResult`` as the *answer* of a task's call (a tool
+that asks by returning, rather than by calling). It fails the task with
+:data:`MRTR_IN_TASK` rather than completing it with a result that is none; a tool that
+gathers its input that way before it becomes a task is listed under its pool's
+``tasks.input_first``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from transports.message import Request, Response
 
 __all__ = [
     "MAX_OPEN_INPUTS",
+    "MRTR_IN_TASK",
     "InputOutcome",
     "answer_frames",
     "checked_responses",
@@ -49,6 +56,11 @@ __all__ = [
 # A tool that fans out more requests than this at once is refused the extra ones: the
 # record (journaled on every change) must stay small.
 MAX_OPEN_INPUTS = 16
+MRTR_IN_TASK = (
+    "the tool answered input_required (MRTR) inside a task, which the bus does not relay: "
+    "ask with an elicitation call instead, or list the tool under its pool's "
+    "tasks.input_first to gather input before the task starts"
+)
 _INVALID_PARAMS = -32602
 # The answer a parked request gets when its task ended before the caller answered it.
 _TASK_ENDED = -32603

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from actors.tasks.inputs import (
     MAX_OPEN_INPUTS,
+    MRTR_IN_TASK,
     InputOutcome,
     answer_frames,
     checked_responses,
@@ -379,10 +380,11 @@ class TaskStoreCore:
             self._unwritten.add(task_id)
 
     async def _on_result(self, task_id: str, attempt: int, round_: int, result: Any) -> None:
-        if not isinstance(result, dict):
-            await self._on_error(
-                task_id, attempt, round_, {"code": INTERNAL_ERROR, "message": "not an object"}
-            )
+        if not isinstance(result, dict) or result.get("resultType") == "input_required":
+            # An MRTR round inside a task's call is not relayed (see actors.tasks.inputs).
+            message = "not an object" if not isinstance(result, dict) else MRTR_IN_TASK
+            error = {"code": INTERNAL_ERROR, "message": message}
+            await self._on_error(task_id, attempt, round_, error)
             return
         size = len(json.dumps(result, separators=(",", ":")))
         if size > self.settings.max_result_bytes:

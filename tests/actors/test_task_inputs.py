@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from actors.tasks.inputs import MAX_OPEN_INPUTS, InputOutcome
+from actors.tasks.inputs import MAX_OPEN_INPUTS, MRTR_IN_TASK, InputOutcome
 from actors.tasks.model import TaskRecord, TaskStatus
 from tests.actors.test_task_store import Store, make_store, reply, spec
 from transports.envelope import Envelope
@@ -181,3 +181,13 @@ async def test_a_restarted_store_still_answers_the_worker_that_asked() -> None:
     assert await second.core.load() == 1
     await second.core.respond(task.task_id, "alice", {"input-1": ACCEPT})
     assert delivered(second) == [(WORKER_A, "a#1", ACCEPT, None)]
+
+
+async def test_an_mrtr_round_answered_inside_a_task_fails_it_with_a_clear_error() -> None:
+    store = make_store()
+    task = await answerable_task(store)
+    asking = {"resultType": "input_required", "inputRequests": {"k": {"method": "roots/list"}}}
+    await store.core.on_frame(reply(store.ports.submitted[0], result=asking))
+    record = store.core.require(task.task_id, "alice", "x")
+    assert record.status is TaskStatus.FAILED
+    assert record.outcome == {"error": {"code": -32603, "message": MRTR_IN_TASK}}
