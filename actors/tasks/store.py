@@ -15,6 +15,10 @@ No Ray here (like :mod:`actors.router.core`): the Ray shell
   fails whatever is still running past its run deadline (plus a grace) and cancels it
   on the bus. Cancellation marks the task ``cancelled`` at once (sticky) and withdraws the
   call.
+* **Input mid-call**: a tool's request to its caller (elicitation, sampling) comes to
+  the store as the call's caller; it is parked in the record (``input_required``) and
+  answered by :meth:`TaskStoreCore.respond` (``tasks/update``), see
+  :mod:`actors.tasks.inputs`.
 * **TTL**: a task is deleted once ``createdAt + ttl`` passed (never before its run could
   have ended: the TTL is at least the run timeout plus a minute).
 
@@ -437,8 +441,9 @@ class TaskStoreCore:
             refusal, ended = "the task is no longer running", True
         elif not record.accepts_input:
             refusal, ended = (
-                f"{request.method} has no caller to answer it: the task's caller did not "
-                "declare the io.modelcontextprotocol/tasks extension",
+                f"{request.method} has no caller to answer it: only a task started by a "
+                "client declaring the io.modelcontextprotocol/tasks extension (or by "
+                "start_tool(..., answers_input=True)) relays its tool's requests",
                 False,
             )
         elif len(record.input_requests) >= MAX_OPEN_INPUTS:
