@@ -111,6 +111,9 @@ async def test_a_tools_input_request_shows_on_tasks_get_and_tasks_update_answers
             client, "tasks/update", taskId=task_id, inputResponses={"input-1": accept, "x": {}}
         )
         working = await send(client, "tasks/get", taskId=task_id)
+        with pytest.raises(mcp.MCPError) as unknown:
+            await send(client, "tasks/update", taskId="0nope", inputResponses={"input-1": accept})
+    assert unknown.value.code == -32602
     assert waiting["status"] == "input_required"
     assert waiting["inputRequests"] == {
         "input-1": {"method": "elicitation/create", "params": asked}
