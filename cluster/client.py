@@ -454,20 +454,29 @@ class BusClient:
     # -- tasks (long-running tools; cluster.tasks.handle) -------------------------------
 
     async def start_tool(
-        self, name: str, arguments: dict[str, Any] | None = None, *, ttl_s: float | None = None
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        ttl_s: float | None = None,
+        answers_input: bool = False,
     ) -> TaskHandle:
         """Start a tool as a task: returns once the bus has recorded it, while it runs.
 
         The task outlives this client: keep ``handle.id`` and :meth:`open_task` it from
         any process (same principal). ``ttl_s``: how long its outcome is kept (raised to
         at least its run timeout plus a minute; capped by the bus's ``tasks.max_ttl_s``).
+        ``answers_input``: the tool's requests for input wait for
+        :meth:`TaskHandle.respond` (else they are refused at once).
 
         Raises:
             CallError: -32602 unknown tool; -32601 the tool does not run as a task (its
                 pool's ``tasks.tools`` does not list it); 1002 too many open tasks.
         """
         store = await self._task_store()
-        record = await ask_store(store, "create", self._principal, name, arguments or {}, ttl_s)
+        record = await ask_store(
+            store, "create", self._principal, name, arguments or {}, ttl_s, answers_input
+        )
         return TaskHandle(store, self._principal, record)
 
     async def open_task(self, task_id: str) -> TaskHandle:

@@ -42,14 +42,15 @@ __all__ = [
     "DeadlinePassed",
     "Dispatched",
     "Errored",
-    "InputRequested",
+    "InputAnswered",
+    "InputAsked",
     "Progressed",
     "Refused",
     "Rerun",
-    "Resumed",
     "TaskEvent",
     "TaskRecord",
     "TaskStatus",
+    "call_params",
     "cancel_ack_2026",
     "create_result_2025",
     "create_result_2026",
@@ -139,7 +140,20 @@ class TaskRecord:
     dispatched: bool = False
     cancel_requested: bool = False
     version: int = 1
+    # Whether the caller can answer the tool's input requests (a 2026-07-28 client that
+    # declared the tasks extension answers them with tasks/update); else they are refused.
+    accepts_input: bool = False
+    # Outstanding input requests: public key -> {"method", "params"} (the wire's
+    # inputRequests), and where each one's answer goes: key -> [worker address, the
+    # worker's id of the request]. Journaled, so a restarted store still answers them.
     input_requests: dict[str, Any] = field(default_factory=dict)
+    input_routes: dict[str, list[str]] = field(default_factory=dict)
+    # Keys ever minted for this task: a key is never reused over its life (the extension).
+    input_count: int = 0
+    # More params of the call than its arguments: a 2026-07-28 request's envelope
+    # (``_meta``) and the input it gathered before it became a task (``inputResponses``,
+    # ``requestState``), so the tool's server sees the call it was asked for.
+    call_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def expires_at(self) -> float:
@@ -157,6 +171,20 @@ class TaskRecord:
         data = json.loads(text)
         data["status"] = TaskStatus(data["status"])
         return cls(**data)
+
+
+def call_params(record: TaskRecord) -> dict[str, Any]:
+    """The params of the task's ``tools/call``; progress is always collected (its token
+    is the task id itself)."""
+    extra = record.call_params
+    meta = extra.get("_meta")
+    params = {k: v for k, v in extra.items() if k not in ("name", "arguments", "_meta")}
+    return {
+        **params,
+        "name": record.tool,
+        "arguments": record.arguments,
+        "_meta": {**(meta if isinstance(meta, dict) else {}), "progressToken": record.task_id},
+    }
 
 
 # -- events ----------------------------------------------------------------------------
@@ -208,14 +236,22 @@ class Refused:
 
 
 @dataclass(frozen=True)
-class InputRequested:
+class InputAsked:
+    """The tool asked the caller for input (elicitation, sampling, roots) mid-call:
+    ``request`` is ``{"method", "params"}``, ``route`` where its answer goes."""
+
+    attempt: int
     round: int
-    requests: dict[str, Any]
+    key: str
+    request: dict[str, Any]
+    route: tuple[str, str]
 
 
 @dataclass(frozen=True)
-class Resumed:
-    """Every outstanding input was answered: the next round runs."""
+class InputAnswered:
+    """The caller answered these outstanding requests; with none left the task works on."""
+
+    keys: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -239,8 +275,8 @@ TaskEvent = (
     | Errored
     | Rerun
     | Refused
-    | InputRequested
-    | Resumed
+    | InputAsked
+    | InputAnswered
     | CancelRequested
     | DeadlinePassed
     | Dispatched
@@ -290,6 +326,7 @@ def transition(record: TaskRecord, event: TaskEvent, now: float) -> TaskRecord |
                 status_message=message,
                 outcome={"result": result},
                 input_requests={},
+                input_routes={},
             )
         case Errored(attempt, round_, error):
             if not _current(record, attempt, round_):
@@ -301,6 +338,7 @@ def transition(record: TaskRecord, event: TaskEvent, now: float) -> TaskRecord |
                 status_message=str(error.get("message", ""))[:_STATUS_MESSAGE_CHARS],
                 outcome={"error": error},
                 input_requests={},
+                input_routes={},
             )
         case Rerun(attempt, message):
             if attempt != record.attempt or record.attempt >= record.max_attempts:
@@ -315,27 +353,37 @@ def transition(record: TaskRecord, event: TaskEvent, now: float) -> TaskRecord |
                 status_message=message,
                 progress=None,
                 total=None,
+                input_requests={},
+                input_routes={},
             )
         case Refused(attempt, round_, message):
             if not _current(record, attempt, round_):
                 return None
             return _changed(record, now, dispatched=False, status_message=message[:200])
-        case InputRequested(round_, requests):
-            if round_ != record.round or record.status is not TaskStatus.WORKING:
-                return None
-            return _changed(
-                record, now, status=TaskStatus.INPUT_REQUIRED, input_requests=dict(requests)
-            )
-        case Resumed():
-            if record.status is not TaskStatus.INPUT_REQUIRED:
+        case InputAsked(attempt, round_, key, request, route):
+            if not _current(record, attempt, round_) or key in record.input_requests:
                 return None
             return _changed(
                 record,
                 now,
-                status=TaskStatus.WORKING,
-                round=record.round + 1,
-                dispatched=False,
-                input_requests={},
+                status=TaskStatus.INPUT_REQUIRED,
+                status_message="waiting for input",
+                input_requests={**record.input_requests, key: dict(request)},
+                input_routes={**record.input_routes, key: list(route)},
+                input_count=record.input_count + 1,
+            )
+        case InputAnswered(keys):
+            answered = keys & record.input_requests.keys()
+            if not answered:
+                return None
+            left = {k: v for k, v in record.input_requests.items() if k not in answered}
+            return _changed(
+                record,
+                now,
+                status=TaskStatus.INPUT_REQUIRED if left else TaskStatus.WORKING,
+                status_message="waiting for input" if left else None,
+                input_requests=left,
+                input_routes={k: v for k, v in record.input_routes.items() if k in left},
             )
         case CancelRequested():
             return _changed(
@@ -345,6 +393,7 @@ def transition(record: TaskRecord, event: TaskEvent, now: float) -> TaskRecord |
                 status_message="cancelled",
                 cancel_requested=True,
                 input_requests={},
+                input_routes={},
             )
         case DeadlinePassed(error):
             return _changed(
@@ -354,6 +403,7 @@ def transition(record: TaskRecord, event: TaskEvent, now: float) -> TaskRecord |
                 status_message=str(error.get("message", ""))[:_STATUS_MESSAGE_CHARS],
                 outcome={"error": error},
                 input_requests={},
+                input_routes={},
             )
 
 

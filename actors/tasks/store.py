@@ -15,6 +15,10 @@ No Ray here (like :mod:`actors.router.core`): the Ray shell
   fails whatever is still running past its run deadline (plus a grace) and cancels it
   on the bus. Cancellation marks the task ``cancelled`` at once (sticky) and withdraws the
   call.
+* **Input mid-call**: a tool's request to its caller (elicitation, sampling) comes to
+  the store as the call's caller; it is parked in the record (``input_required``) and
+  answered by :meth:`TaskStoreCore.respond` (``tasks/update``), see
+  :mod:`actors.tasks.inputs`.
 * **TTL**: a task is deleted once ``createdAt + ttl`` passed (never before its run could
   have ended: the TTL is at least the run timeout plus a minute).
 
@@ -28,9 +32,20 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from actors.tasks.inputs import (
+    MAX_OPEN_INPUTS,
+    MRTR_IN_TASK,
+    InputOutcome,
+    answer_frames,
+    checked_responses,
+    ended_frames,
+    input_key,
+    input_request,
+    refusal_frame,
+)
 from actors.tasks.journal import Journal
 from actors.tasks.model import (
     TASK_REQUEST_CLIENT_ID,
@@ -39,20 +54,23 @@ from actors.tasks.model import (
     DeadlinePassed,
     Dispatched,
     Errored,
+    InputAnswered,
+    InputAsked,
     Progressed,
     Refused,
     Rerun,
     TaskEvent,
     TaskRecord,
     TaskStatus,
+    call_params,
     new_task_id,
     parse_request_id,
     transition,
 )
 from transports.envelope import CorrelationKey, Envelope
-from transports.errors import INTERNAL_ERROR, METHOD_NOT_FOUND, BusErrorCode, CallError
+from transports.errors import INTERNAL_ERROR, BusErrorCode, CallError
 from transports.frame import Frame
-from transports.message import Notification, Request, Response
+from transports.message import Notification, Request
 
 __all__ = ["TaskSettings", "TaskSpec", "TaskStoreCore", "TaskStorePorts"]
 
@@ -113,6 +131,10 @@ class TaskSpec:
     ttl_s: float | None = None
     max_attempts: int = 1
     rerun_lost: bool = False
+    # The caller answers the tool's input requests (tasks/update); else they are refused.
+    accepts_input: bool = False
+    # More params of the call (``TaskRecord.call_params``).
+    call_params: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskStoreCore:
@@ -195,6 +217,8 @@ class TaskStoreCore:
             run_deadline=now + spec.run_timeout_s,
             max_attempts=spec.max_attempts,
             rerun_lost=spec.rerun_lost,
+            accepts_input=spec.accepts_input,
+            call_params=dict(spec.call_params),
         )
         self._records[record.task_id] = record
         await self._persist(record.task_id)
@@ -247,6 +271,7 @@ class TaskStoreCore:
         if record.status.terminal:
             return record
         dispatched = record.dispatched
+        self._end_inputs(record, "the task was cancelled")
         self._apply(task_id, CancelRequested())
         self._resubmit_at.pop(task_id, None)
         await self._persist(task_id)
@@ -254,6 +279,26 @@ class TaskStoreCore:
             self._ports.cancel([self._key_of(record)])
         logger.info("task %s cancelled by %s", task_id, principal)
         return self._records[task_id]
+
+    async def respond(self, task_id: str, principal: str, responses: object) -> InputOutcome:
+        """Deliver the caller's answers (``tasks/update``'s ``inputResponses``) to the
+        workers waiting for them; keys that are not outstanding are ignored and reported.
+
+        Raises:
+            CallError: ``-32602`` for a task the caller cannot see, or an answer that is
+                not an object.
+        """
+        record = self.require(task_id, principal, "tasks/update")
+        answers = checked_responses(responses)
+        outstanding = {k: v for k, v in answers.items() if k in record.input_requests}
+        ignored = tuple(sorted(k for k in answers if k not in outstanding))
+        if outstanding:
+            for worker, frame in answer_frames(record, outstanding):
+                self._ports.answer(worker, frame)
+            self._apply(task_id, InputAnswered(frozenset(outstanding)))
+            await self._persist(task_id)
+            logger.info("task %s: %d input(s) answered", task_id, len(outstanding))
+        return InputOutcome(tuple(sorted(outstanding)), ignored)
 
     def list_tasks(self, principal: str) -> list[TaskRecord]:
         """The principal's live tasks, newest first."""
@@ -280,15 +325,7 @@ class TaskStoreCore:
         task_id, attempt, round_ = parsed
         message = frame.decode()
         if isinstance(message, Request):
-            # Server-to-client requests during a task (elicitation, sampling) need a
-            # client to relay them to: that is the MCP side, not built yet.
-            if envelope.reply_to is not None:
-                refusal = Response.failure(
-                    message.id,
-                    METHOD_NOT_FOUND,
-                    f"{message.method} is not relayed for tasks run through the Python client",
-                )
-                self._ports.answer(envelope.reply_to, Frame.of(envelope, refusal))
+            await self._on_input_request(task_id, attempt, round_, envelope, message)
             return
         if task_id not in self._records:
             return  # expired, or of a bus that was stopped meanwhile
@@ -347,10 +384,11 @@ class TaskStoreCore:
             self._unwritten.add(task_id)
 
     async def _on_result(self, task_id: str, attempt: int, round_: int, result: Any) -> None:
-        if not isinstance(result, dict):
-            await self._on_error(
-                task_id, attempt, round_, {"code": INTERNAL_ERROR, "message": "not an object"}
-            )
+        if not isinstance(result, dict) or result.get("resultType") == "input_required":
+            # An MRTR round inside a task's call is not relayed (see actors.tasks.inputs).
+            message = "not an object" if not isinstance(result, dict) else MRTR_IN_TASK
+            error = {"code": INTERNAL_ERROR, "message": message}
+            await self._on_error(task_id, attempt, round_, error)
             return
         size = len(json.dumps(result, separators=(",", ":")))
         if size > self.settings.max_result_bytes:
@@ -391,6 +429,40 @@ class TaskStoreCore:
             await self._persist(task_id)
             logger.info("task %s failed: %s", task_id, error.get("message"))
 
+    async def _on_input_request(
+        self, task_id: str, attempt: int, round_: int, envelope: Envelope, request: Request
+    ) -> None:
+        """A tool asks its caller for input mid-call (see :mod:`actors.tasks.inputs`)."""
+        worker = envelope.reply_to
+        if worker is None or not isinstance(request.id, str):
+            return  # nowhere to answer: the worker mints string ids and says where it is
+        record = self._records.get(task_id)
+        if record is None or not self.is_current(envelope.request_id):
+            refusal, ended = "the task is no longer running", True
+        elif not record.accepts_input:
+            refusal, ended = (
+                f"{request.method} has no caller to answer it: only a task started by a "
+                "client declaring the io.modelcontextprotocol/tasks extension (or by "
+                "start_tool(..., answers_input=True)) relays its tool's requests",
+                False,
+            )
+        elif len(record.input_requests) >= MAX_OPEN_INPUTS:
+            refusal, ended = f"the task already waits for {MAX_OPEN_INPUTS} inputs", True
+        else:
+            refusal, ended = "", False
+        if record is None or refusal:
+            self._ports.answer(worker, refusal_frame(envelope, request, refusal, ended=ended))
+            return
+        key = input_key(record)
+        asked = InputAsked(attempt, round_, key, input_request(request), (worker, request.id))
+        if self._apply(task_id, asked) is not None:
+            await self._persist(task_id)
+            logger.info("task %s waits for input %s (%s)", task_id, key, request.method)
+
+    def _end_inputs(self, record: TaskRecord, message: str) -> None:
+        for worker, frame in ended_frames(record, message):
+            self._ports.answer(worker, frame)
+
     # -- the sweeper -------------------------------------------------------------------
 
     async def tick(self) -> None:
@@ -420,6 +492,7 @@ class TaskStoreCore:
         }
         if self._apply(task_id, DeadlinePassed(error)) is None:
             return
+        self._end_inputs(record, str(error["message"]))
         self._resubmit_at.pop(task_id, None)
         await self._persist(task_id)
         if record.dispatched:
@@ -473,13 +546,8 @@ class TaskStoreCore:
             name=record.tool,
             attributes=(("task", record.task_id),),
         )
-        params = {
-            "name": record.tool,
-            "arguments": record.arguments,
-            # Progress is always collected: the token is the task id itself.
-            "_meta": {"progressToken": record.task_id},
-        }
-        return Frame.of(envelope, Request(id=request_id, method="tools/call", params=params))
+        request = Request(id=request_id, method="tools/call", params=call_params(record))
+        return Frame.of(envelope, request)
 
     def _key_of(self, record: TaskRecord) -> CorrelationKey:
         return (record.principal, TASK_REQUEST_CLIENT_ID, record.request_id)

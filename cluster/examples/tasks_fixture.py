@@ -4,7 +4,8 @@
 ``marker`` path prefix it leaves files that say what happened to it, for tests that
 cannot otherwise see inside a worker: ``<marker>.pid`` (the serving process, written at
 start), ``<marker>.finished`` or ``<marker>.cancelled``. ``quick`` answers at once and is
-not a task tool unless configured so; ``report`` is short, for a task-only setting.
+not a task tool unless configured so; ``report`` is short, for a task-only setting;
+``confirm`` asks its caller a yes/no question mid-call (an SDK elicitation).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
 
 __all__ = ["server"]
 
@@ -52,3 +54,16 @@ async def report(title: str) -> str:
     """A short job that its pool may declare task-only (``tasks.tools: {report: required}``)."""
     await asyncio.sleep(0.1)
     return f"report {title!r} written"
+
+
+class _Answer(BaseModel):
+    yes: bool
+
+
+@server.tool()
+async def confirm(question: str, ctx: Context) -> str:
+    """Ask the caller ``question`` (an elicitation in the middle of the call)."""
+    answer = await ctx.elicit(question, _Answer)
+    if answer.action == "accept":
+        return "confirmed" if answer.data.yes else "refused"
+    return answer.action

@@ -52,6 +52,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from actors.discovery.catalog import Catalog
+from actors.tasks.inputs import InputOutcome
 from actors.tasks.model import (
     TaskRecord,
     TaskStatus,
@@ -69,7 +70,9 @@ from cluster.gateway.tasks_modern import (
     UpdateTaskRequestParams,
     check_mcp_name,
     declares_tasks,
+    gathered_input,
     missing_tasks_extension,
+    task_call_params,
 )
 from cluster.tasks.settings import PoolTasksConfig, TaskSupport, task_support
 from transports.errors import (
@@ -100,8 +103,16 @@ class TaskStorePort(Protocol):
     """
 
     async def create(
-        self, principal: str, tool: str, arguments: dict[str, Any], ttl_s: float | None
+        self,
+        principal: str,
+        tool: str,
+        arguments: dict[str, Any],
+        ttl_s: float | None,
+        accepts_input: bool = False,
+        call_params: dict[str, Any] | None = None,
     ) -> TaskRecord: ...
+
+    async def respond(self, task_id: str, principal: str, responses: object) -> InputOutcome: ...
 
     async def get(self, task_id: str, principal: str) -> TaskRecord: ...
 
@@ -150,18 +161,24 @@ class GatewayTasks:
         self._configured = configured
         self._catalogs: Catalogs | None = None
         self._support: tuple[object, dict[str, TaskSupport]] = (None, {})
+        self._input_first: frozenset[str] = frozenset()
 
     def support_map(self, catalogs: dict[str, Catalog]) -> dict[str, TaskSupport]:
         """Each tool's effective task support; the first pool (by name) offering a tool
         decides, as the store does when it creates the task."""
         if self._support[0] is not catalogs:
             support: dict[str, TaskSupport] = {}
+            input_first: set[str] = set()
             for pool, catalog in sorted(catalogs.items()):
+                config = self._pools.get(pool)
                 for tool in catalog.tools:
                     name = str(tool.get("name", ""))
                     if name not in support:
-                        support[name] = task_support(self._pools.get(pool), tool)
+                        support[name] = task_support(config, tool)
+                        if config is not None and name in config.input_first:
+                            input_first.add(name)
             self._support = (catalogs, support)
+            self._input_first = frozenset(input_first)
         return self._support[1]
 
     async def support_of(self, tool: str) -> TaskSupport | None:
@@ -223,12 +240,24 @@ class GatewayTasks:
             if support == "required":
                 raise missing_tasks_extension(f"tool {name!r} runs only as a task: it")
             return None
-        # "The server is the sole decider": every task-capable tool runs as a task.
-        record = await self.create_task(principal, name, params, None)
+        if name in self._input_first and not gathered_input(params):
+            return None  # it asks for its input synchronously first (MRTR), then the task
+        # "The server is the sole decider": every task-capable tool runs as a task. The
+        # client answers the tool's input requests with tasks/update.
+        record = await self.create_task(
+            principal, name, params, None, accepts_input=True, call_params=task_call_params(params)
+        )
         return create_result_2026(record)
 
     async def create_task(
-        self, principal: str, name: str, params: Mapping[str, Any], ttl_s: float | None
+        self,
+        principal: str,
+        name: str,
+        params: Mapping[str, Any],
+        ttl_s: float | None,
+        *,
+        accepts_input: bool = False,
+        call_params: dict[str, Any] | None = None,
     ) -> TaskRecord:
         """Start the call ``params`` describes as a task of ``principal``.
 
@@ -241,7 +270,9 @@ class GatewayTasks:
         if not isinstance(arguments, dict):
             raise MCPError(INVALID_PARAMS, "params.arguments must be an object")
         try:
-            return await self.store.create(principal, name, arguments, ttl_s)
+            return await self.store.create(
+                principal, name, arguments, ttl_s, accepts_input, call_params or {}
+            )
         except (CallError, ConnectionClosed) as exc:
             raise _mcp_error(exc) from None
 
@@ -455,11 +486,11 @@ class _Handlers:
     async def update(self, ctx: Ctx, params: UpdateTaskRequestParams) -> dict[str, Any]:
         principal = self._check(ctx, params.task_id, era_2025=False)
         try:
-            await self._store.get(params.task_id, principal)
+            await self._store.respond(params.task_id, principal, params.input_responses)
         except (CallError, ConnectionClosed) as exc:
             raise _mcp_error(exc) from None
-        # No input request is ever outstanding yet (see tasks_modern): every response
-        # is for a key that is not, and "SHOULD" be ignored.
+        # Answers for keys that are not outstanding were not delivered: the extension
+        # asks servers to ignore them, so the ack is the same (see actors.tasks.inputs).
         return cancel_ack_2026()
 
     async def list_tasks(self, ctx: Ctx, params: types.PaginatedRequestParams) -> dict[str, Any]:

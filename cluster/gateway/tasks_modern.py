@@ -19,9 +19,19 @@ differs from 2025-11-25 (:mod:`cluster.gateway.tasks`):
   ``tasks/get|update|cancel`` (``-32020`` otherwise): the SDK checks it for
   ``tools/call`` and the like only.
 
-The bus's tools ask for no input in the middle of a task yet (the store keeps no input
-requests), so ``tasks/update`` has no outstanding key to answer: every response it
-carries is ignored, as the extension asks of keys that are not outstanding.
+A task's tool may ask for input mid-call (the SDK's ``ctx.elicit`` and the like): the
+store parks the request, ``tasks/get`` shows ``input_required`` with ``inputRequests``,
+and ``tasks/update`` delivers ``inputResponses`` to the waiting worker
+(:mod:`actors.tasks.inputs`). Responses for keys that are not outstanding are ignored, as
+the extension asks; a response that is not an object is ``-32602``.
+
+A pool's ``input_first`` tools gather their input before they become tasks (SEP-2663,
+"Composition with Multi Round-Trip Requests"): a call without ``inputResponses`` runs
+synchronously and answers the tool's ``InputRequiredResult``; the call that carries them
+becomes the task, and its ``inputResponses`` / ``requestState`` and the request's
+envelope go into the task's call (:func:`task_call_params`), so the tool's server sees
+the round it was asked for. The task's own answer never carries the MRTR
+``requestState``.
 """
 
 from __future__ import annotations
@@ -42,13 +52,18 @@ __all__ = [
     "check_mcp_name",
     "declares_tasks",
     "declares_tasks_in_meta",
+    "gathered_input",
     "missing_tasks_extension",
+    "task_call_params",
 ]
 
 Ctx = ServerRequestContext[Any, Any]
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 _CLIENT_CAPABILITIES = types.CLIENT_CAPABILITIES_META_KEY
+_RESERVED_META = "io.modelcontextprotocol/"
+# What of a 2026-07-28 tools/call a task's call keeps besides its name and arguments.
+_MRTR_PARAMS = ("inputResponses", "requestState")
 
 
 class UpdateTaskRequestParams(types.RequestParams):
@@ -101,3 +116,34 @@ def check_mcp_name(ctx: Ctx, task_id: str) -> None:
             HEADER_MISMATCH,
             f"{MCP_NAME_HEADER} header does not match the request body's 'taskId' parameter",
         )
+
+
+def gathered_input(params: Mapping[str, Any]) -> bool:
+    """Does this ``tools/call`` carry answers of an earlier MRTR round?"""
+    return params.get("inputResponses") is not None
+
+
+def task_call_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What the task's call keeps of the client's ``tools/call``: the MRTR answers and
+    state, and the request's envelope (``_meta`` protocol version, client info and
+    capabilities) minus the tasks extension: the task is the gateway's, and the tool's
+    server must not hand the bus a task of its own.
+
+    Empty for a call that gathered no input: its task runs over the worker's
+    handshake-era session, where a tool's mid-call requests (the SDK's ``ctx.elicit``)
+    reach the task store; a 2026-07-28 request has no back channel for them.
+    """
+    if not gathered_input(params):
+        return {}
+    kept = {k: params[k] for k in _MRTR_PARAMS if params.get(k) is not None}
+    meta = params.get("_meta")
+    if not isinstance(meta, dict):
+        return kept
+    envelope = {k: v for k, v in meta.items() if k.startswith(_RESERVED_META)}
+    capabilities = envelope.get(_CLIENT_CAPABILITIES)
+    if isinstance(capabilities, dict) and isinstance(capabilities.get("extensions"), dict):
+        extensions = {k: v for k, v in capabilities["extensions"].items() if k != TASKS_EXTENSION}
+        envelope[_CLIENT_CAPABILITIES] = {**capabilities, "extensions": extensions}
+    if envelope:
+        kept["_meta"] = envelope
+    return kept

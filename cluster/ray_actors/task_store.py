@@ -17,11 +17,13 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import ray
 
 from actors.outbox import BUSY_INTERVAL_S, Outbox
+from actors.tasks.inputs import InputOutcome
 from actors.tasks.model import TaskRecord
 from actors.tasks.store import TaskSpec, TaskStoreCore
 from cluster.config import BusConfig
@@ -185,9 +187,17 @@ class TaskStoreActor:
     # -- the store's API (BusClient.start_tool, TaskHandle) ----------------------------
 
     async def create(
-        self, principal: str, tool: str, arguments: dict[str, Any], ttl_s: float | None = None
+        self,
+        principal: str,
+        tool: str,
+        arguments: dict[str, Any],
+        ttl_s: float | None = None,
+        accepts_input: bool = False,
+        call_params: dict[str, Any] | None = None,
     ) -> TaskRecord:
         """Start ``tool`` as a task for ``principal``; returns the journaled record.
+        ``accepts_input``: the caller answers the tool's input requests (``respond``);
+        ``call_params``: more params of the call (``TaskRecord.call_params``).
 
         Raises:
             CallError: -32602 no pool offers the tool; -32601 the tool does not run as
@@ -195,6 +205,7 @@ class TaskStoreActor:
         """
         await self.start()
         spec = await self._spec(principal, tool, arguments, ttl_s)
+        spec = replace(spec, accepts_input=accepts_input, call_params=call_params or {})
         return await self._core.create(spec)
 
     async def _spec(
@@ -241,6 +252,16 @@ class TaskStoreActor:
     async def cancel(self, task_id: str, principal: str) -> TaskRecord:
         await self.start()
         return await self._core.cancel(task_id, principal)
+
+    async def respond(self, task_id: str, principal: str, responses: object) -> InputOutcome:
+        """Answers to the task's input requests (``tasks/update``).
+
+        Raises:
+            CallError: -32602 for an unknown, expired or foreign task, or an answer that
+                is not an object.
+        """
+        await self.start()
+        return await self._core.respond(task_id, principal, responses)
 
     async def list_tasks(self, principal: str) -> list[TaskRecord]:
         await self.start()

@@ -442,8 +442,13 @@ class WorkerActor:
                 logger.warning("heartbeat failed: %s", exc)
 
     def _task_only(self, tool: str) -> bool:
+        # An input_first tool's synchronous calls are its MRTR rounds (it asks for input
+        # before it becomes a task): the gateway decides which call becomes the task.
+        tasks = self._pool.tasks
+        if tasks is not None and tool in tasks.input_first:
+            return False
         found = next((t for t in self._core.hosted.catalog.tools if t.get("name") == tool), None)
-        return found is not None and task_support(self._pool.tasks, found) == "required"
+        return found is not None and task_support(tasks, found) == "required"
 
     async def deliver(self, frames: list[Frame], prompt: bool = False) -> list[Completion]:
         """Start serving ``frames``; answers with the completions held for the router.

@@ -19,17 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
 from ray.exceptions import ActorUnavailableError, RayActorError
 
+from actors.tasks.inputs import InputOutcome
 from actors.tasks.model import TaskRecord, TaskStatus
 from transports.errors import BusErrorCode, BusTimeout, CallError, ConnectionClosed
 
-__all__ = ["STORE_RESTART_WAIT_S", "Progress", "TaskHandle", "TaskState", "TaskStatus"]
+__all__ = [
+    "STORE_RESTART_WAIT_S",
+    "InputOutcome",
+    "Progress",
+    "TaskHandle",
+    "TaskState",
+    "TaskStatus",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +155,33 @@ class TaskHandle:
         record: TaskRecord = await ask_store(self._store, "cancel", self.id, self._principal)
         self._last = record
         return TaskState.of(record)
+
+    async def input_requests(self, wait_s: float = 0.0) -> dict[str, dict[str, Any]]:
+        """The tool's outstanding requests for input: key -> ``{"method", "params"}``
+        (empty unless the task was started with ``answers_input``). ``wait_s``: wait up
+        to that long for one while there is none and the task runs."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait_s
+        record = await self._record()
+        while not record.input_requests and not record.status.terminal:
+            left = until - loop.time()
+            if left <= 0:
+                break
+            record = await self._wait(record.version, min(left, _POLL_S))
+        return dict(record.input_requests)
+
+    async def respond(self, answers: Mapping[str, dict[str, Any]]) -> InputOutcome:
+        """Answer outstanding requests (each value the request's result, e.g. an
+        elicitation's ``{"action": "accept", "content": {...}}``); the tool goes on once
+        none is left. Keys that are not outstanding are ignored (see the outcome).
+
+        Raises:
+            CallError: -32602 the task is unknown, or an answer is not an object.
+        """
+        outcome: InputOutcome = await ask_store(
+            self._store, "respond", self.id, self._principal, dict(answers)
+        )
+        return outcome
 
     async def progress(self) -> AsyncIterator[Progress]:
         """Each progress change until the task ends (coalesced: a slow reader sees the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from actors.tasks.inputs import InputOutcome
 from actors.tasks.model import TaskRecord
 from cluster.naming import HandleCache
 from cluster.tasks.handle import ask_store
@@ -35,12 +36,25 @@ class RemoteTaskStore:
         return await task_store_for(self._bus, self._handles)
 
     async def create(
-        self, principal: str, tool: str, arguments: dict[str, Any], ttl_s: float | None
+        self,
+        principal: str,
+        tool: str,
+        arguments: dict[str, Any],
+        ttl_s: float | None,
+        accepts_input: bool = False,
+        call_params: dict[str, Any] | None = None,
     ) -> TaskRecord:
+        store = await self._store()
         record: TaskRecord = await ask_store(
-            await self._store(), "create", principal, tool, arguments, ttl_s
+            store, "create", principal, tool, arguments, ttl_s, accepts_input, call_params
         )
         return record
+
+    async def respond(self, task_id: str, principal: str, responses: object) -> InputOutcome:
+        outcome: InputOutcome = await ask_store(
+            await self._store(), "respond", task_id, principal, responses
+        )
+        return outcome
 
     async def get(self, task_id: str, principal: str) -> TaskRecord:
         record: TaskRecord = await ask_store(await self._store(), "get", task_id, principal)

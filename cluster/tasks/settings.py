@@ -18,6 +18,7 @@
           tools:                # public tool names (after the namespace); "*" = every tool
             risk_model: required
             compliance_check: optional
+          input_first: [confirm_then_run]  # gathers input (MRTR) before it becomes a task
           run_timeout_s: 3600   # bound of a task's run (default 3600)
           rerun_lost: auto      # auto (idempotentHint/readOnlyHint) | never | always
           max_attempts: 2
@@ -25,6 +26,12 @@
 A tool runs as a task when its pool lists it (exact name before ``"*"``), else when its
 server declares ``execution.taskSupport`` in its ``tools/list``; otherwise it is
 ``forbidden`` and runs synchronously only.
+
+An ``input_first`` tool asks for its input before it becomes a task (SEP-2663's
+"resolve all MRTR exchanges synchronously before responding with a CreateTaskResult"):
+a 2026-07-28 call of it without ``inputResponses`` runs synchronously (the tool answers
+``input_required``), and the call that carries them becomes the task. Nothing on the
+wire tells the gateway that a tool works this way, so the pool says so.
 """
 
 from __future__ import annotations
@@ -59,6 +66,10 @@ class PoolTasksConfig(_Strict):
 
     tools: dict[str, TaskSupport] = Field(
         default_factory=dict, description="tool name (or '*') -> forbidden|optional|required"
+    )
+    input_first: frozenset[str] = Field(
+        default_factory=frozenset,
+        description="tools that gather their input (MRTR) synchronously, then become tasks",
     )
     run_timeout_s: float = Field(3600.0, gt=0, description="deadline of a task's run")
     rerun_lost: Literal["auto", "never", "always"] = "auto"

@@ -14,11 +14,11 @@ from actors.tasks.model import (
     DeadlinePassed,
     Dispatched,
     Errored,
-    InputRequested,
+    InputAnswered,
+    InputAsked,
     Progressed,
     Refused,
     Rerun,
-    Resumed,
     TaskEvent,
     TaskRecord,
     TaskStatus,
@@ -106,11 +106,41 @@ def test_answers_of_a_stale_attempt_or_round_are_dropped() -> None:
     assert apply(task, Answered(2, 1, OK)).status is TaskStatus.COMPLETED
 
 
-def test_input_required_goes_back_to_working_in_the_next_round() -> None:
-    asked = apply(record(), InputRequested(1, {"r1.k": {"method": "elicitation/create"}}))
-    assert asked.status is TaskStatus.INPUT_REQUIRED
-    resumed = apply(asked, Resumed())
-    assert (resumed.status, resumed.round, resumed.input_requests) == (TaskStatus.WORKING, 2, {})
+ELICIT = {"method": "elicitation/create", "params": {"message": "Sure?"}}
+
+
+def test_input_required_lasts_until_every_outstanding_request_is_answered() -> None:
+    first = apply(record(), InputAsked(1, 1, "input-1", ELICIT, ("raybus/w/1", "w#1")))
+    both = apply(first, InputAsked(1, 1, "input-2", ELICIT, ("raybus/w/1", "w#2")))
+    assert (both.status, both.input_count) == (TaskStatus.INPUT_REQUIRED, 2)
+    assert both.input_routes == {"input-1": ["raybus/w/1", "w#1"], "input-2": ["raybus/w/1", "w#2"]}
+    one_left = apply(both, InputAnswered(frozenset({"input-1", "never-issued"})))
+    assert (one_left.status, list(one_left.input_requests)) == (
+        TaskStatus.INPUT_REQUIRED,
+        ["input-2"],
+    )
+    working = apply(one_left, InputAnswered(frozenset({"input-2"})))
+    assert (working.status, working.input_requests, working.input_routes) == (
+        TaskStatus.WORKING,
+        {},
+        {},
+    )
+    assert working.round == 1  # the same call goes on: nothing is run again
+    assert transition(working, InputAnswered(frozenset({"input-2"})), 9.0) is None
+
+
+def test_an_input_request_of_a_stale_call_or_a_reused_key_changes_nothing() -> None:
+    task = record(attempt=2)
+    assert transition(task, InputAsked(1, 1, "input-1", ELICIT, ("w", "w#1")), 2.0) is None
+    asked = apply(task, InputAsked(2, 1, "input-1", ELICIT, ("w", "w#1")))
+    assert transition(asked, InputAsked(2, 1, "input-1", ELICIT, ("w", "w#9")), 3.0) is None
+
+
+def test_an_ending_task_forgets_its_outstanding_input_requests() -> None:
+    asked = apply(record(), InputAsked(1, 1, "input-1", ELICIT, ("w", "w#1")))
+    for event in (CancelRequested(), Answered(1, 1, OK), Errored(1, 1, LOST)):
+        ended = apply(asked, event)
+        assert (ended.input_requests, ended.input_routes) == ({}, {})
 
 
 def test_a_rerun_starts_a_new_attempt_until_max_attempts() -> None:
@@ -182,8 +212,15 @@ _EVENTS = st.one_of(
     st.builds(Errored, st.integers(1, 4), st.integers(1, 3), st.just(LOST)),
     st.builds(Rerun, st.integers(1, 4), st.just("again")),
     st.builds(Refused, st.integers(1, 4), st.integers(1, 3), st.just("busy")),
-    st.builds(InputRequested, st.integers(1, 3), st.just({"r.k": {"method": "m"}})),
-    st.builds(Resumed),
+    st.builds(
+        InputAsked,
+        st.integers(1, 4),
+        st.integers(1, 3),
+        st.sampled_from(["input-1", "input-2"]),
+        st.just({"method": "m"}),
+        st.just(("w", "w#1")),
+    ),
+    st.builds(InputAnswered, st.frozensets(st.sampled_from(["input-1", "input-2", "x"]))),
     st.builds(CancelRequested),
     st.builds(DeadlinePassed, st.just({"code": 1001, "message": "late"})),
 )
@@ -205,6 +242,9 @@ def test_any_event_sequence_keeps_one_terminal_status_and_increasing_versions(
         assert changed.updated_at >= task.updated_at
         assert 1 <= changed.attempt <= max_attempts
         assert changed.round >= 1
+        assert changed.input_requests.keys() == changed.input_routes.keys()
+        waiting = changed.status is TaskStatus.INPUT_REQUIRED
+        assert waiting == bool(changed.input_requests) or changed.status.terminal
         if task.status.terminal:  # pragma: no cover - the property under test
             raise AssertionError(f"{task.status} left for {changed.status}")
         task = changed

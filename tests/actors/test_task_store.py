@@ -268,7 +268,7 @@ async def test_a_restarted_store_reloads_its_tasks_and_submits_those_never_submi
     assert second.core.require(running.task_id, "alice", "x").status is TaskStatus.COMPLETED
 
 
-async def test_server_requests_about_a_task_are_refused_not_left_waiting() -> None:
+async def test_server_requests_of_a_task_whose_caller_cannot_answer_are_refused_at_once() -> None:
     store = make_store()
     task = await store.core.create(spec())
     worker_envelope = Envelope(

@@ -2,13 +2,14 @@
 extension) through ``raybus up``'s gateway, the bus's task store and its workers.
 
 The fixture pool (``cluster.examples.tasks_conformance``) offers the tools the scenarios
-call; its configuration makes ``slow_compute`` and ``protocol_error_job`` optional task
-tools and ``failing_job`` a task-only one. The suite runs these scenarios one by one, by
+call; its configuration says which tools run as tasks (``TASK_TOOLS``) and which gather their
+input first (``INPUT_FIRST``). The suite runs these scenarios one by one, by
 name (``--scenario``), never in an era's ``--suite all`` run.
 
-Three scenarios need a task's tool to ask for input in the middle of the task (MRTR
-``inputRequests`` answered by ``tasks/update``), which the task store does not relay yet:
-they are expected to fail until it does (strict, so the day they pass is noticed).
+``tasks-mrtr-input`` and ``tasks-dispatch-and-envelope`` have a task's tool ask for input
+mid-call (SDK elicitations, parked in the task store as ``inputRequests`` and answered by
+``tasks/update``); ``tasks-mrtr-composition`` gathers input synchronously (MRTR) before
+the task starts (the pool's ``tasks.input_first``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from cluster.examples.tasks_conformance import TASK_TOOLS
+from cluster.examples.tasks_conformance import INPUT_FIRST, TASK_TOOLS
 from tests.cluster.bus_helpers import bus_config, running_gateway
 from tests.conformance.runner import (
     TASK_SCENARIOS,
@@ -38,9 +39,10 @@ CHECKS = {
     "tasks-request-headers": 5,
     "tasks-status-notifications": 0,
     "tasks-required-task-error": 3,
+    "tasks-mrtr-input": 4,
+    "tasks-dispatch-and-envelope": 9,
+    "tasks-mrtr-composition": 2,
 }
-NEEDS_TASK_INPUT = "the task store does not relay a task's input requests (MRTR) yet"
-EXPECTED_TO_FAIL = ("tasks-mrtr-input", "tasks-dispatch-and-envelope", "tasks-mrtr-composition")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -49,7 +51,7 @@ async def tasks_over_ray(ray_session: None, suite: None) -> AsyncIterator[str]:
         "name": "tasks",
         "server": "cluster.examples.tasks_conformance:server",
         "min_workers": 2,
-        "tasks": {"tools": TASK_TOOLS},
+        "tasks": {"tools": TASK_TOOLS, "input_first": INPUT_FIRST},
     }
     # The suite sends arguments its fixture tools' schemas reject and expects the server
     # to decide; the gateway's own check would answer first.
@@ -59,7 +61,7 @@ async def tasks_over_ray(ray_session: None, suite: None) -> AsyncIterator[str]:
 
 
 async def test_every_task_scenario_of_the_suite_is_run_here() -> None:
-    assert set(CHECKS) | set(EXPECTED_TO_FAIL) == set(TASK_SCENARIOS)
+    assert set(CHECKS) == set(TASK_SCENARIOS)
 
 
 @pytest.mark.parametrize("scenario", sorted(CHECKS))
@@ -67,12 +69,3 @@ async def test_a_task_scenario_passes_every_check(tasks_over_ray: str, scenario:
     passed, failed, output = await asyncio.to_thread(run_scenario, tasks_over_ray, scenario)
     assert failed == 0, output[-6000:]
     assert passed == CHECKS[scenario], output[-6000:]
-
-
-@pytest.mark.xfail(reason=NEEDS_TASK_INPUT, strict=True)
-@pytest.mark.parametrize("scenario", EXPECTED_TO_FAIL)
-async def test_a_task_scenario_with_input_requests_passes(
-    tasks_over_ray: str, scenario: str
-) -> None:
-    _, failed, output = await asyncio.to_thread(run_scenario, tasks_over_ray, scenario)
-    assert failed == 0, output[-6000:]

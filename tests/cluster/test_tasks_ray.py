@@ -40,7 +40,7 @@ async def bus(ray_session: None) -> AsyncIterator[BusClient]:
                 "min_workers": 2,
                 "max_sync_s": 2,
                 "tasks": {
-                    "tools": {"long_job": "optional", "report": "required"},
+                    "tools": {"long_job": "optional", "report": "required", "confirm": "optional"},
                     "run_timeout_s": 600,
                 },
             },
@@ -266,3 +266,39 @@ async def test_a_task_whose_router_dies_holding_its_call_ends_failed_not_working
     # The call still runs on its worker, unknown to the new router (so nobody can cancel
     # it): end it here, or stopping the bus would wait out its drain for it.
     os.kill(pid_of(job), signal.SIGKILL)
+
+
+async def test_a_tools_input_request_waits_in_the_store_through_its_restart(
+    bus: BusClient,
+) -> None:
+    handle = await bus.start_tool("confirm", {"question": "Ship it?"}, answers_input=True)
+    asked = await handle.input_requests(wait_s=_OUTCOME_S)
+    assert list(asked) == ["input-1"]
+    assert asked["input-1"]["method"] == "elicitation/create"
+    assert asked["input-1"]["params"]["message"] == "Ship it?"
+    assert (await handle.status()).status is TaskStatus.INPUT_REQUIRED
+    store = await get_actor_async(actor_names.tasks(bus.bus))
+    before = await store.stats.remote()
+    ray.kill(store, no_restart=False)  # the parked request and its way back are journaled
+    outcome = await handle.respond({"input-1": {"action": "accept", "content": {"yes": True}}})
+    assert (outcome.answered, outcome.ignored) == (("input-1",), ())
+    result = await handle.result(timeout_s=_OUTCOME_S)
+    assert (await store.stats.remote())["pid"] != before["pid"]
+    assert result.content[0].text == "confirmed"  # type: ignore[union-attr]
+    again = await handle.respond({"input-1": {"action": "accept", "content": {"yes": False}}})
+    assert again.ignored == ("input-1",)
+
+
+async def test_a_tools_input_request_is_refused_at_once_when_nobody_answers(
+    bus: BusClient,
+) -> None:
+    handle = await bus.start_tool("confirm", {"question": "Ship it?"})
+    try:
+        result = await handle.result(timeout_s=_OUTCOME_S)
+    except CallError as exc:
+        told = exc.message
+    else:
+        assert result.is_error
+        told = result.content[0].text  # type: ignore[union-attr]
+    assert "has no caller to answer it" in told
+    assert await handle.input_requests() == {}

@@ -28,6 +28,7 @@ from cluster.tasks.settings import PoolTasksConfig
 from tests.cluster.gateway.fake_bus import FakeBus, fake_bus, text_result
 from tests.cluster.gateway.fake_tasks import FakeTaskStore
 from tests.cluster.gateway.serving import serving
+from transports.message import Request, Response
 
 
 class Wire(RootModel[dict[str, Any]]):
@@ -94,6 +95,79 @@ async def test_a_tool_error_is_completed_and_a_json_rpc_error_failed() -> None:
     assert failed["status"] == "failed"
     assert failed["error"] == {"code": -32603, "message": "broke"}
     assert "result" not in failed
+
+
+async def test_a_tools_input_request_shows_on_tasks_get_and_tasks_update_answers_it() -> None:
+    store = FakeTaskStore()
+    asked = {"message": "Delete a.txt?", "requestedSchema": {"type": "object"}}
+    accept = {"action": "accept", "content": {"confirm": True}}
+    async with declaring(gateway(fake_bus(), store)) as client:
+        task_id = (await call(client, "echo", arguments={"text": "x"}))["taskId"]
+        await store.ask(task_id, "w#1", "elicitation/create", asked)
+        waiting = await send(client, "tasks/get", taskId=task_id)
+        with pytest.raises(mcp.MCPError) as not_an_object:
+            await send(client, "tasks/update", taskId=task_id, inputResponses={"input-1": 1})
+        ack = await send(
+            client, "tasks/update", taskId=task_id, inputResponses={"input-1": accept, "x": {}}
+        )
+        working = await send(client, "tasks/get", taskId=task_id)
+        with pytest.raises(mcp.MCPError) as unknown:
+            await send(client, "tasks/update", taskId="0nope", inputResponses={"input-1": accept})
+    assert unknown.value.code == -32602
+    assert waiting["status"] == "input_required"
+    assert waiting["inputRequests"] == {
+        "input-1": {"method": "elicitation/create", "params": asked}
+    }
+    assert not_an_object.value.code == -32602
+    assert "inputResponses['input-1']" in not_an_object.value.message
+    assert ack["resultType"] == "complete"
+    assert not TASK_FIELDS & ack.keys()
+    assert working["status"] == "working"
+    assert "inputRequests" not in working
+    [(worker, frame)] = store.ports.answers
+    answer = frame.decode()
+    assert worker == "raybus/fake/worker"
+    assert isinstance(answer, Response)
+    assert (answer.id, answer.result) == ("w#1", accept)
+
+
+async def test_an_input_first_tool_asks_synchronously_and_its_answered_call_becomes_the_task() -> (
+    None
+):
+    bus, store = fake_bus(), FakeTaskStore()
+    pool = PoolTasksConfig.model_validate({"tools": {"echo": "required"}, "input_first": ["echo"]})
+    tasks = GatewayTasks(store, {"fake": pool}, authenticated=True, configured=True)
+    answered = {"user_name": {"action": "accept", "content": {"name": "Alice"}}}
+    async with declaring(Gateway(bus, tasks=tasks)) as client:
+        first_round = await send(client, "tools/call", name="echo", arguments={"text": "hi"})
+        assert store.created == []  # run synchronously: the tool asks its input first
+        created = await send(
+            client,
+            "tools/call",
+            name="echo",
+            arguments={"text": "hi"},
+            inputResponses=answered,
+            requestState="sealed",
+        )
+    assert first_round["content"] == [{"type": "text", "text": "hi"}]
+    assert created["resultType"] == "task"
+    assert not {"requestState", "inputRequests"} & created.keys()
+    [spec] = store.created
+    assert (spec.call_params["inputResponses"], spec.call_params["requestState"]) == (
+        answered,
+        "sealed",
+    )
+    envelope = spec.call_params["_meta"]
+    assert envelope["io.modelcontextprotocol/protocolVersion"] == VERSION
+    # The task is the gateway's: the tool's server is not told the client takes tasks.
+    extensions = envelope["io.modelcontextprotocol/clientCapabilities"].get("extensions", {})
+    assert TASKS_EXTENSION not in extensions
+    [submitted] = store.ports.submitted
+    request = submitted.decode()
+    assert isinstance(request, Request)
+    assert isinstance(request.params, dict)
+    assert request.params["inputResponses"] == answered
+    assert request.params["_meta"]["progressToken"] == created["taskId"]
 
 
 async def test_cancel_and_update_answer_an_empty_ack_even_once_the_task_ended() -> None:
