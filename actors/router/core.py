@@ -33,6 +33,7 @@ from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
 from actors.router.overdue import OverdueWatch
+from actors.router.regions import RegionPolicy
 from actors.router.routing import pool_for
 from actors.tracing import Hop, SpanKind, end_hop, envelope_hop
 from transports.envelope import CorrelationKey
@@ -56,6 +57,8 @@ class RouterConfig(BaseModel):
     max_retries_when_safe: int = Field(1, ge=0)
     # How long after a call's deadline the router answers for a worker that has not.
     overdue_grace_s: float = Field(2.0, gt=0)
+    # Region-aware routing (README "Regions"); None: labels do not route.
+    regions: RegionPolicy | None = None
 
 
 class RouterPorts(Protocol):
