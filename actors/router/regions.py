@@ -177,8 +177,6 @@ class RegionPolicy(BaseModel):
         """The 1010 refusal of a request of ``region`` for ``tool``, its message worded."""
         if reason is RefusalReason.NO_REGION:
             text = f"{tool} carries no {self.label!r} label and router.regions.require is on"
-        elif reason is RefusalReason.OUTSIDE:
-            text = f"this pool may not run {tool} of {self.label} {region!r}"
         else:
             pools = [p for p in candidates if self.pool_regions.get(p) == region]
             state = "none is available" if pools else "none offers it"
