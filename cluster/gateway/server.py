@@ -56,6 +56,7 @@ from transports.errors import (
     ConnectionClosed,
     InvalidMessage,
 )
+from transports.labels import labels_in_meta
 from transports.message import Notification, Request
 from transports.tracecontext import TraceContext
 
@@ -418,6 +419,10 @@ class Gateway:
     ) -> dict[str, Any]:
         trace = forwarded_trace()
         try:
+            labels = labels_in_meta(params)
+        except ValueError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+        try:
             return await session.request(
                 method,
                 params,
@@ -426,6 +431,7 @@ class Gateway:
                 on_message=relay,
                 traceparent=trace.traceparent if trace is not None else None,
                 tracestate=trace.tracestate if trace is not None else None,
+                labels=labels or None,
             )
         except CallError as exc:
             raise MCPError(exc.code, exc.message, exc.data) from None
