@@ -466,6 +466,15 @@ class BusConfig(_Strict):
         regions = self.router.regions
         if (problem := region_problem(regions, self.pools)) is not None:
             raise _FieldProblem(*problem)
+        for i, token in enumerate(self.gateway.policy.tokens):
+            pinned = token.labels.get(regions.label) if regions is not None else None
+            if (
+                regions is not None
+                and pinned is not None
+                and pinned not in regions.regions(self.pools)
+            ):
+                path = f"gateway.policy.tokens[{i}].labels.{regions.label}"
+                raise _FieldProblem(path, f"no pool carries region {pinned!r}")
         if regions is not None:
             # The rule travels inside router (to the router, clients and workers) with each
             # pool's region: derived here, once, so every reader agrees.

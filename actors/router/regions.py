@@ -125,6 +125,10 @@ class RegionPolicy(BaseModel):
             }
         )
 
+    def regions(self, pools: Sequence[LabelledPool]) -> set[str]:
+        """The regions the pools carry."""
+        return {p.labels[self.label] for p in pools if self.label in p.labels}
+
     # -- the rule --------------------------------------------------------------------
 
     def region_of(self, envelope: Envelope) -> str | None:
@@ -196,7 +200,7 @@ def region_problem(
     """The first problem of ``router.regions`` against the pools, as (field path, why)."""
     if policy is None:
         return None
-    regions = {p.labels[policy.label] for p in pools if policy.label in p.labels}
+    regions = policy.regions(pools)
     if not regions:
         return "router.regions", f"no pool carries the label {policy.label!r}"
     for region, targets in policy.failover.items():

@@ -158,3 +158,18 @@ def test_a_bad_label_is_one_line_naming_the_pool() -> None:
     assert caught.value.problems == [
         "pools[0].labels: value of label 'region' must match ^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
     ]
+
+
+def test_a_token_pinned_to_a_region_no_pool_carries_is_one_line() -> None:
+    token = {"principal": "ship-7", "sha256": "a" * 64, "labels": {"region": "ap"}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "pools": REGIONAL_POOLS,
+                "router": {"regions": {}},
+                "gateway": {"policy": {"tokens": [token]}},
+            }
+        )
+    assert caught.value.problems == [
+        "gateway.policy.tokens[0].labels.region: no pool carries region 'ap'"
+    ]
