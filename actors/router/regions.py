@@ -34,9 +34,11 @@ from transports.labels import LABEL_KEY, LABEL_VALUE, labels_of
 
 __all__ = [
     "LabelledPool",
+    "PlacedPool",
     "RefusalReason",
     "RegionPolicy",
     "RegionRefusal",
+    "placement_notes",
     "region_problem",
 ]
 
@@ -75,6 +77,13 @@ class LabelledPool(Protocol):
 
     @property
     def min_workers(self) -> int: ...
+
+
+class PlacedPool(LabelledPool, Protocol):
+    """A pool with where its workers may run (Ray node labels)."""
+
+    @property
+    def label_selector(self) -> Mapping[str, str]: ...
 
 
 class RegionPolicy(BaseModel):
@@ -192,6 +201,21 @@ class RegionPolicy(BaseModel):
             )
             text = f"no pool in {self.label} {region!r} can serve {tool} ({state}); {fallback}"
         return RegionRefusal(region, tool, reason, f"region refused: {text}")
+
+
+def placement_notes(policy: RegionPolicy | None, pools: Sequence[PlacedPool]) -> list[str]:
+    """One line per region-labelled pool whose workers may run anywhere (no
+    ``label_selector`` on the region key): labels keep calls on a pool, not a pool on
+    the region's nodes."""
+    if policy is None:
+        return []
+    key = policy.label
+    return [
+        f"pools[{i}]: labels.{key}={region} keeps calls on this pool, not this pool on"
+        f" {region} nodes; add label_selector: {{{key}: {region}}}"
+        for i, pool in enumerate(pools)
+        if (region := pool.labels.get(key)) is not None and key not in pool.label_selector
+    ]
 
 
 def region_problem(
