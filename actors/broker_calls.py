@@ -26,11 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from actors.replies import error_reply
+from actors.replies import breaker_open_reply
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from actors.worker.core import completion_of
 from transports.envelope import CorrelationKey
-from transports.errors import BusErrorCode
 from transports.frame import Frame
 from transports.message import Response
 
@@ -75,12 +74,7 @@ class BrokerCalls:
         key = frame.envelope.correlation_key
         breaker = self.breaker(pool)
         if not breaker.try_acquire(key):
-            return error_reply(
-                frame,
-                BusErrorCode.CIRCUIT_OPEN,
-                f"pool {pool!r} is failing; its circuit breaker is open",
-                {"retryAfterSeconds": self._config.open_cooldown_s},
-            )
+            return breaker_open_reply(frame, pool, self._config.open_cooldown_s)
         self._in_flight[key] = _InFlight(pool, self._clock(), frame.envelope.deadline_unix_s)
         if len(self._in_flight) >= 2 * self._swept_at_size:
             self._forget_unanswered()

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from transports.errors import BusError
+from transports.errors import BusError, BusErrorCode
 from transports.frame import Frame
 from transports.message import Request, Response
 
-__all__ = ["error_reply"]
+__all__ = ["breaker_open_reply", "error_reply"]
 
 
 def error_reply(frame: Frame, code: int, message: str, data: Any = None) -> Frame:
@@ -26,3 +26,13 @@ def error_reply(frame: Frame, code: int, message: str, data: Any = None) -> Fram
     except BusError:
         request_id = None
     return Frame.of(frame.envelope, Response.failure(request_id, code, message, data))
+
+
+def breaker_open_reply(frame: Frame, pool: str, cooldown_s: float) -> Frame:
+    """The fast "circuit open" (1003) answer to a request for a failing ``pool``."""
+    return error_reply(
+        frame,
+        BusErrorCode.CIRCUIT_OPEN,
+        f"pool {pool!r} is failing; its circuit breaker is open",
+        {"retryAfterSeconds": cooldown_s},
+    )

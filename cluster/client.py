@@ -46,6 +46,7 @@ from transports.errors import (
     FramesNotSent,
 )
 from transports.frame import Frame
+from transports.labels import checked_labels, label_conflict, with_labels
 from transports.message import Notification, Request, Response
 from transports.tracecontext import TraceContext
 
@@ -275,10 +276,17 @@ class BusClient:
     client id and its own request ids (which may collide with other sessions' ids).
     """
 
-    def __init__(self, connection: _Connection, client_id: str, principal: str) -> None:
+    def __init__(
+        self,
+        connection: _Connection,
+        client_id: str,
+        principal: str,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self._connection = connection
         self.client_id = client_id
         self._principal = principal
+        self.labels = checked_labels(labels)  # on every call (README "Regions")
         self._ids = itertools.count(1)
         self.server_request_handler: ServerRequestHandler | None = None
         # Notifications not about a call of this session (e.g. resources/updated).
@@ -298,8 +306,12 @@ class BusClient:
         principal: str = ANONYMOUS,
         timeout_s: float = 30.0,
         inbox: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> BusClient:
         """Attach to a running bus by name (Ray must already be initialised).
+
+        ``labels``: carried by every call of this client, e.g. ``{"region": "eu"}`` keeps
+        them on pools of region eu (``router.regions``); a call cannot contradict them.
 
         ``inbox``: the name of the actor this client runs in, which passes every
         ``deliver(frames)`` call it gets to :meth:`deliver`; answers then come straight
@@ -323,7 +335,7 @@ class BusClient:
             name, router, discovery, connection._dispatch, inbox=inbox is not None
         )
         connection.attach(link)
-        return cls(connection, name.rsplit("/", 1)[-1], principal)
+        return cls(connection, name.rsplit("/", 1)[-1], principal, checked_labels(labels))
 
     async def deliver(self, frames: list[Frame]) -> None:
         """Answers delivered to the actor this client runs in (see ``inbox``)."""
@@ -335,6 +347,7 @@ class BusClient:
             self._connection,
             f"{self.client_id}.{uuid.uuid4().hex[:8]}",
             principal or self._principal,
+            self.labels,
         )
 
     def forget(self) -> None:
@@ -364,6 +377,7 @@ class BusClient:
         on_message: MessageHandler | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send one routed request; returns its ``result`` object.
 
@@ -374,13 +388,18 @@ class BusClient:
         ``params._meta``): ``traceparent`` / ``tracestate`` if given, else those in
         ``params["_meta"]``, else the current OpenTelemetry span's, if one is active.
 
+        ``labels`` are added to the client's (see :meth:`connect`) for this call.
+
         Raises:
             ValueError: ``traceparent`` is not a valid W3C traceparent (or
-                ``tracestate`` is given without it).
-            CallError: the call ended with a JSON-RPC error.
+                ``tracestate`` is given without it), or a label is not valid.
+            CallError: the call ended with a JSON-RPC error; 1010 before sending when
+                ``labels`` contradict the client's.
             BusTimeout: no outcome within ``timeout_s`` (plus a short grace).
             ConnectionClosed: the client was closed.
         """
+        if (conflict := label_conflict(self.labels, labels or {})) is not None:
+            raise CallError(method, BusErrorCode.REGION_REFUSED, f"region refused: {conflict}")
         number = next(self._ids)
         request_id = str(number)
         if progress is not None:
@@ -397,6 +416,7 @@ class BusClient:
             traceparent=trace.traceparent if trace is not None else None,
             tracestate=trace.tracestate if trace is not None else None,
         ).with_deadline_in(timeout_s)
+        envelope = with_labels(envelope, {**self.labels, **(labels or {})})
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         key = (self.client_id, request_id)
         connection.pending[key] = _Pending(method, future, progress, on_message)
@@ -428,6 +448,7 @@ class BusClient:
         progress: ProgressCallback | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> types.CallToolResult:
         """Call one tool; its result (a tool's own failure is ``isError``, not raised).
 
@@ -448,6 +469,7 @@ class BusClient:
             progress=progress,
             traceparent=traceparent,
             tracestate=tracestate,
+            labels=labels,
         )
         return types.CallToolResult.model_validate(result)
 

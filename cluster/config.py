@@ -36,6 +36,7 @@ from pydantic import (
 
 from actors.autoscaler import AutoscaleConfig
 from actors.router.core import RouterConfig
+from actors.router.regions import region_problem
 from cluster.encryption import EncryptionConfig
 from cluster.gateway.policy.settings import PolicyConfig
 from cluster.tasks.settings import PoolTasksConfig, TasksConfig
@@ -48,6 +49,7 @@ from cluster.worker_options import (
 )
 from transports.errors import BusError
 from transports.kafka.security import KafkaSecurity
+from transports.labels import label_problem
 
 __all__ = [
     "AutoscalerConfig",
@@ -81,6 +83,14 @@ class ConfigError(BusError):
 
     def __str__(self) -> str:
         return f"invalid configuration in {self.source}:\n  " + "\n  ".join(self.problems)
+
+
+class _FieldProblem(ValueError):
+    """A problem found by a whole-config check, with the path of the field it is about."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class _Strict(BaseModel):
@@ -125,6 +135,9 @@ class PoolConfig(_Strict):
     label_selector: dict[str, str] = Field(
         default_factory=dict, description="labels a worker's node must have"
     )
+    # Route calls (README "Regions"): with router.regions, a request labelled region=eu
+    # runs only on pools labelled region: eu. Placement is label_selector's job.
+    labels: dict[str, str] = Field(default_factory=dict, description="e.g. {region: eu}")
     # Spares are started, server loaded and handshaken, but not routed: a scale-up
     # activates one in tens of milliseconds instead of starting a process (~1.5 s).
     warm_spares: int = Field(
@@ -156,6 +169,14 @@ class PoolConfig(_Strict):
     def _namespace(cls, value: str | None) -> str | None:
         if value is not None and not _NAMESPACE.match(value):
             raise ValueError(f"namespace {value!r} must match {_NAMESPACE.pattern}")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, label in value.items():
+            if (problem := label_problem(key, label)) is not None:
+                raise ValueError(problem)
         return value
 
     @field_validator("include", "exclude")
@@ -442,6 +463,23 @@ class BusConfig(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"pool names must be unique; repeated: {', '.join(duplicates)}")
+        regions = self.router.regions
+        if (problem := region_problem(regions, self.pools)) is not None:
+            raise _FieldProblem(*problem)
+        for i, token in enumerate(self.gateway.policy.tokens):
+            pinned = token.labels.get(regions.label) if regions is not None else None
+            if (
+                regions is not None
+                and pinned is not None
+                and pinned not in regions.regions(self.pools)
+            ):
+                path = f"gateway.policy.tokens[{i}].labels.{regions.label}"
+                raise _FieldProblem(path, f"no pool carries region {pinned!r}")
+        if regions is not None:
+            # The rule travels inside router (to the router, clients and workers) with each
+            # pool's region: derived here, once, so every reader agrees.
+            router = self.router.model_copy(update={"regions": regions.derived(self.pools)})
+            object.__setattr__(self, "router", router)  # frozen: set once, while validating
         return self
 
     def pool(self, name: str) -> PoolConfig:
@@ -468,7 +506,9 @@ def _problems(exc: ValidationError) -> list[str]:
         message = error["msg"]
         for prefix in _VALIDATOR_PREFIXES:
             message = message.removeprefix(prefix)
-        out.append(f"{field_path(error['loc'])}: {message}")
+        cause = error.get("ctx", {}).get("error")
+        path = cause.path if isinstance(cause, _FieldProblem) else field_path(error["loc"])
+        out.append(f"{path}: {message}")
     return out
 
 

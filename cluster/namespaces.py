@@ -87,7 +87,10 @@ def static_collisions(
     Returns:
         (the later pool's name, its clash), in configuration order.
     """
-    owners: dict[str, str] = {}
+    # Pools of different regions offering one name are regional replicas (README "Regions").
+    regions = config.router.regions
+    region_of = regions.pool_regions.get if regions is not None else lambda _: None
+    owners: dict[tuple[str, str | None], str] = {}
     found: list[tuple[str, NameCollision]] = []
     for pool in config.pools:
         if pool.name not in own_tools:
@@ -97,7 +100,7 @@ def static_collisions(
             if not exposure.shows_tool(own):
                 continue
             public = exposure.public_name(own)
-            owner = owners.setdefault(public, pool.name)
+            owner = owners.setdefault((public, region_of(pool.name)), pool.name)
             if owner != pool.name:
                 found.append((pool.name, NameCollision(Kind.TOOL, public, owner, pool.name)))
     return found

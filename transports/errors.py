@@ -86,6 +86,9 @@ class BusErrorCode(IntEnum):
     UPSTREAM_FAILED = 1007  # the hosted server failed (crashed, unreachable)
     RATE_LIMITED = 1008  # over a token bucket of the gateway; data.retryAfterSeconds
     FORBIDDEN = 1009  # the principal may not use this tool, prompt or resource
+    # No pool of the request's region may serve it, and router.regions.failover allows no
+    # other: the bus refuses rather than cross the boundary. data: {region, tool, reason}.
+    REGION_REFUSED = 1010
 
 
 class BusError(Exception):

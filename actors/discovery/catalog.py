@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,11 @@ class CapabilityIndex:
     clash is kept in ``collisions`` (the registry logs it once, ``raybus status`` shows
     it): routing must never flip between pools on heartbeat order, nor move a name to a
     pool whose server started offering it later.
+
+    Pools of different regions (``router.regions``) offering the same name are regional
+    replicas, not a collision: each region's first pool is a candidate for the name
+    (:meth:`candidates`), and region-aware routing picks among them. Within one region
+    (or among pools without one) the first pool keeps the name, as above.
     """
 
     by_kind: dict[str, dict[str, str]] = field(
@@ -90,18 +96,25 @@ class CapabilityIndex:
     )
     templates: list[tuple[UriTemplate, str]] = field(default_factory=list)
     collisions: list[Collision] = field(default_factory=list)
+    # Names offered in more than one region: kind -> name -> pools, the owner first.
+    replicas: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
     @classmethod
     def build(
-        cls, catalogs: list[tuple[str, Catalog]], previous: CapabilityIndex | None = None
+        cls,
+        catalogs: list[tuple[str, Catalog]],
+        previous: CapabilityIndex | None = None,
+        regions: Mapping[str, str | None] | None = None,
     ) -> CapabilityIndex:
         """Index ``catalogs`` (in registration order).
 
         Args:
             previous: the index this one replaces: a name keeps its owner there while that
                 pool still offers it; a new name goes to the first pool (in order).
+            regions: each pool's region (``router.regions``); None: regions do not route.
         """
         index = cls()
+        region_of = (regions or {}).get
         for kind in (Kind.TOOL, Kind.PROMPT, Kind.RESOURCE):
             offered: dict[str, list[str]] = {}
             for pool, catalog in catalogs:
@@ -112,15 +125,32 @@ class CapabilityIndex:
                 owner = earlier.get(name, pools[0])
                 owner = owner if owner in pools else pools[0]
                 index.by_kind[kind][name] = owner
-                index.collisions += [Collision(kind, name, owner, p) for p in pools if p != owner]
+                # Each region's first pool (the owner first of all) serves the name there.
+                keepers: dict[str | None, str] = {region_of(owner): owner}
+                for pool in pools:
+                    keeper = keepers.setdefault(region_of(pool), pool)
+                    if keeper != pool:
+                        index.collisions.append(Collision(kind, name, keeper, pool))
+                if len(keepers) > 1:
+                    index.replicas.setdefault(kind, {})[name] = tuple(keepers.values())
         for pool, catalog in catalogs:
             for template in catalog.resource_templates:
                 index.templates.append((UriTemplate(template["uriTemplate"]), pool))
         return index
 
     def shown(self, pool: str, catalog: Catalog) -> Catalog:
-        """``pool``'s catalog without the names another pool keeps (lists show the owner's)."""
+        """``pool``'s catalog without the names another pool keeps (lists show the owner's).
+
+        A regional replica is listed once too, at the name's owner: a client lists a tool
+        once and the bus picks the region's pool when it is called.
+        """
         lost = {(c.kind, c.name) for c in self.collisions if c.other == pool}
+        lost |= {
+            (kind, name)
+            for kind, names in self.replicas.items()
+            for name, pools in names.items()
+            if pools[0] != pool
+        }
         if not lost:
             return catalog
         return Catalog.of(
@@ -135,6 +165,14 @@ class CapabilityIndex:
         if pool is None and kind == Kind.RESOURCE:
             pool = next((p for template, p in self.templates if template.matches(name)), None)
         return pool
+
+    def candidates(self, kind: str, name: str) -> tuple[str, ...]:
+        """Every pool that may serve ``name``: one per region, the owner first."""
+        replicas = self.replicas.get(kind, {}).get(name)
+        if replicas is not None:
+            return replicas
+        pool = self.pool_for(kind, name)
+        return () if pool is None else (pool,)
 
     def pools(self) -> set[str]:
         names = {p for table in self.by_kind.values() for p in table.values()}

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -150,11 +150,22 @@ class _Entry:
 
 
 class DiscoveryRegistry:
-    def __init__(self, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        regions: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """
+        Args:
+            regions: each pool's region from the configuration (``router.regions``): pools
+                of different regions offering one name are replicas, not a collision.
+        """
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
         self.ttl_s = ttl_s
         self._clock = clock
+        self._regions = regions
         self._entries: dict[str, _Entry] = {}
         self._catalogs: dict[str, Catalog] = {}  # digest -> catalog
         self._pool_order: dict[str, int] = {}
@@ -237,7 +248,7 @@ class DiscoveryRegistry:
                 pool_catalog.setdefault(pool, self._catalogs[digest])
             # In registration order: lists show the entry of the pool that routing uses.
             ordered = sorted(pool_catalog.items(), key=lambda kv: self._pool_order[kv[0]])
-            index = self._index = CapabilityIndex.build(ordered, self._index)
+            index = self._index = CapabilityIndex.build(ordered, self._index, self._regions)
             self._log_new_collisions(index.collisions)
             self._snapshot = Membership(
                 version=self.version,

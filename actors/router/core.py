@@ -28,12 +28,13 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.discovery.registry import Membership, ServerStatus
-from actors.replies import error_reply
+from actors.replies import breaker_open_reply, error_reply
 from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
 from actors.router.overdue import OverdueWatch
-from actors.router.routing import pool_for
+from actors.router.regions import RegionPolicy
+from actors.router.routing import pool_for, retry_safe
 from actors.tracing import Hop, SpanKind, end_hop, envelope_hop
 from transports.envelope import CorrelationKey
 from transports.errors import INVALID_REQUEST, BusErrorCode
@@ -42,9 +43,6 @@ from transports.frame import Frame
 __all__ = ["Completion", "PoolLag", "RouterConfig", "RouterCore", "RouterMetrics", "RouterPorts"]
 
 logger = logging.getLogger(__name__)
-
-# Reading never changes server state: such calls may run again after a lost worker.
-_SAFE_METHODS = frozenset({"prompts/get", "resources/read", "completion/complete", "ping"})
 
 
 class RouterConfig(BaseModel):
@@ -56,6 +54,8 @@ class RouterConfig(BaseModel):
     max_retries_when_safe: int = Field(1, ge=0)
     # How long after a call's deadline the router answers for a worker that has not.
     overdue_grace_s: float = Field(2.0, gt=0)
+    # Region-aware routing (README "Regions"); None: labels do not route.
+    regions: RegionPolicy | None = None
 
 
 class RouterPorts(Protocol):
@@ -184,6 +184,7 @@ class _Pool:
     queue: deque[_Call] = field(default_factory=deque)
     workers: dict[str, _Worker] = field(default_factory=dict)
     completed: int = 0
+    routable_at: float = 0.0  # when it last had a worker to route to (router's clock)
     span_extra: tuple[tuple[str, str], ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -210,6 +211,7 @@ class RouterCore:
         self._membership: Membership | None = None
         self._retired: set[str] = set()
         self._overdue = OverdueWatch(config.overdue_grace_s)
+        self._started_at = clock()
 
     # -- inbound ---------------------------------------------------------------------
 
@@ -364,6 +366,8 @@ class RouterCore:
                 worker.retired = (
                     info.actor_name in self._retired or info.status is ServerStatus.DRAINING
                 )
+                if not worker.retired:
+                    pool.routable_at = self._clock()
         for pool in self._pools.values():
             for actor_name in [a for a in pool.workers if a not in seen]:
                 self._lose_worker(actor_name, "no longer in discovery")
@@ -412,6 +416,8 @@ class RouterCore:
                         keep.append(call)
                 pool.queue = keep
             _ = pool.breaker.state  # advances open -> half-open and times out probes
+            if any(not w.retired for w in pool.workers.values()):
+                pool.routable_at = self._clock()
             self._dispatch(pool)
         expired.extend(self._answer_overdue(wall_now))
         if expired:
@@ -493,34 +499,30 @@ class RouterCore:
                 name,
                 CircuitBreaker(name, self.config.breaker, self._clock),
                 balancer_for(self.config.balancing),
+                routable_at=self._started_at,
             )
         return pool
 
     def _route(self, frame: Frame) -> tuple[_Pool, bool] | Frame:
-        target = pool_for(self._membership, frame)
+        target = pool_for(self._membership, frame, self.config.regions, self._available)
         if isinstance(target, Frame):
             return target
-        return self._pool(target), self._retry_safe(
-            frame.envelope.method or "", target, frame.envelope.name or ""
-        )
+        method, name = frame.envelope.method or "", frame.envelope.name or ""
+        return self._pool(target), retry_safe(self._membership, method, target, name)
 
-    def _retry_safe(self, method: str, pool: str, name: str) -> bool:
-        if method in _SAFE_METHODS:
-            return True
-        if method != "tools/call" or self._membership is None:
+    def _available(self, name: str) -> bool:
+        """Can ``name`` serve a regioned call now (README "Regions")? Its breaker is not
+        open, and it sleeps at min_workers 0 or had a routable worker lately."""
+        pool, regions = self._pools.get(name), self.config.regions
+        if pool is not None and pool.breaker.state is BreakerState.OPEN:
             return False
-        catalog = self._membership.catalogs.get(pool)
-        tool = next((t for t in catalog.tools if t.get("name") == name), None) if catalog else None
-        annotations = (tool or {}).get("annotations") or {}
-        return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))
+        if regions is None or name in regions.waking_pools:
+            return True
+        routable_at = pool.routable_at if pool is not None else self._started_at
+        return self._clock() - routable_at < regions.failover_after_s
 
     def _breaker_open(self, frame: Frame, pool: _Pool) -> Frame:
-        return error_reply(
-            frame,
-            BusErrorCode.CIRCUIT_OPEN,
-            f"pool {pool.name!r} is failing; its circuit breaker is open",
-            {"retryAfterSeconds": pool.breaker.config.open_cooldown_s},
-        )
+        return breaker_open_reply(frame, pool.name, pool.breaker.config.open_cooldown_s)
 
     def _dispatch(self, pool: _Pool) -> None:
         if not pool.queue:

@@ -3,17 +3,25 @@
 One function for every backend: the Ray router queues by it, and clients on a broker
 backend pick the pool's topic or queue by it, so the same request gets the same answer
 (or the same error) whichever way it travels.
+
+With ``router.regions`` (:mod:`actors.router.regions`), a request carrying a region goes
+only to a pool of that region (or of a region its failover list names, while none of its
+own is available), among the pools offering the name; otherwise it is refused with 1010.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from actors.discovery.catalog import Kind
 from actors.discovery.registry import Membership
 from actors.replies import error_reply
+from actors.router.outcomes import call_label
+from actors.router.regions import RegionPolicy
 from transports.errors import INVALID_PARAMS, METHOD_NOT_FOUND
 from transports.frame import Frame
 
-__all__ = ["KIND_OF_METHOD", "pool_for"]
+__all__ = ["KIND_OF_METHOD", "pool_for", "retry_safe"]
 
 KIND_OF_METHOD = {
     "tools/call": Kind.TOOL,
@@ -23,13 +31,29 @@ KIND_OF_METHOD = {
     "resources/unsubscribe": Kind.RESOURCE,
 }
 _LABELS = {Kind.TOOL: "tool", Kind.PROMPT: "prompt", Kind.RESOURCE: "resource"}
+# Reading never changes server state: such calls may run again after a lost worker.
+_SAFE_METHODS = frozenset({"prompts/get", "resources/read", "completion/complete", "ping"})
 
 
-def pool_for(membership: Membership | None, frame: Frame) -> str | Frame:
+def _always(pool: str) -> bool:
+    return True
+
+
+def pool_for(
+    membership: Membership | None,
+    frame: Frame,
+    regions: RegionPolicy | None = None,
+    available: Callable[[str], bool] = _always,
+) -> str | Frame:
     """The name of the pool that serves ``frame``'s request, or the error reply to send.
 
     ``completion/complete`` names a prompt or a resource template, so both are looked up.
     An unknown resource answers -32602 with the URI in ``data`` (SEP-2164).
+
+    Args:
+        regions: ``router.regions``; None: labels do not route.
+        available: whether a pool can serve now (its breaker closed, workers present);
+            read only for requests that carry a region.
     """
     envelope = frame.envelope
     method = envelope.method or ""
@@ -39,9 +63,28 @@ def pool_for(membership: Membership | None, frame: Frame) -> str | Frame:
         return error_reply(frame, METHOD_NOT_FOUND, f"method {method!r} is not routed to pools")
     if membership is not None:
         kinds = [kind] if kind else [Kind.PROMPT, Kind.RESOURCE]
-        pool = next((p for k in kinds if (p := membership.pool_for(k, name))), None)
-        if pool is not None:
-            return pool
+        candidates = next((c for k in kinds if (c := membership.index.candidates(k, name))), ())
+        if candidates and regions is None:
+            return candidates[0]
+        if candidates and regions is not None:
+            region = regions.region_of(envelope)
+            chosen = regions.choose(candidates, region, available, call_label(method, name))
+            if isinstance(chosen, str):
+                return chosen
+            return error_reply(frame, chosen.code, chosen.message, chosen.data())
     label = _LABELS.get(kind or "", "reference")
     data = {"uri": name} if kind == Kind.RESOURCE else None
     return error_reply(frame, INVALID_PARAMS, f"Unknown {label}: {name}", data)
+
+
+def retry_safe(membership: Membership | None, method: str, pool: str, name: str) -> bool:
+    """May a call run again after its worker was lost? Reads, and tools annotated
+    read-only or idempotent by their server."""
+    if method in _SAFE_METHODS:
+        return True
+    if method != "tools/call" or membership is None:
+        return False
+    catalog = membership.catalogs.get(pool)
+    tool = next((t for t in catalog.tools if t.get("name") == name), None) if catalog else None
+    annotations = (tool or {}).get("annotations") or {}
+    return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))

@@ -22,6 +22,7 @@ from typing import Protocol
 from actors.discovery.registry import Heartbeat, ServerStatus
 from actors.replies import error_reply
 from actors.router.core import Completion
+from actors.worker.admission import ADMIT_ALL, Admission
 from actors.worker.hosted_server import HostedServer
 from transports.envelope import CorrelationKey
 from transports.errors import (
@@ -126,6 +127,7 @@ class WorkerCore:
         max_sync_s: float | None = None,
         task_timeout_s: float | None = None,
         task_only: Callable[[str], bool] | None = None,
+        admission: Admission = ADMIT_ALL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
@@ -139,6 +141,7 @@ class WorkerCore:
         # Tools that run only as tasks (their pool's tasks.tools says "required"): a
         # synchronous call of one is refused before it runs.
         self._task_only = task_only
+        self._admission = admission
         self._clock = clock
         self._tasks: dict[CorrelationKey, asyncio.Task[None]] = {}
         self._frames_received = 0
@@ -160,6 +163,11 @@ class WorkerCore:
         self._frames_arrived.set()
         for frame in frames:
             key = frame.envelope.correlation_key
+            refusal = self._admission.refuse(frame.envelope)
+            if refusal is not None:  # never seen by the server (README "Regions")
+                reply = error_reply(frame, refusal.code, refusal.message, refusal.data())
+                self._finish(frame, reply, Completion(key, False, 0.0, error_code=refusal.code))
+                continue
             if key in self._tasks:
                 duplicate = error_reply(frame, BusErrorCode.OUTCOME_UNKNOWN, "duplicate delivery")
                 completion = Completion(key, False, 0.0, error_code=BusErrorCode.OUTCOME_UNKNOWN)

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 from actors.broker_calls import BrokerCalls
 from actors.discovery.registry import Membership
 from actors.replies import error_reply
-from actors.router.breaker import BreakerConfig
+from actors.router.breaker import BreakerConfig, BreakerState
+from actors.router.regions import RegionPolicy
 from actors.router.routing import pool_for
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.base import ClientLink, LagRows, OnFrame, WorkerLink
@@ -155,8 +156,10 @@ class BrokerClientLink:
         bus: str,
         breaker: BreakerConfig,
         handles: HandleCache | None = None,
+        regions: RegionPolicy | None = None,
     ) -> None:
         self._wire = wire
+        self._regions = regions
         self._discovery = discovery
         self._on_frame = on_frame
         self._bus = bus
@@ -223,10 +226,19 @@ class BrokerClientLink:
         target: str | Frame = ""
         for refresh in (False, True):
             membership = await self._current_membership(refresh)
-            target = pool_for(membership, frame)
+            target = pool_for(membership, frame, self._regions, self._available)
             if isinstance(target, str):
                 return target
         return target
+
+    def _available(self, pool: str) -> bool:
+        """Can ``pool`` serve a regioned call now? Its breaker here is not open, and it
+        sleeps at min_workers 0 or discovery lists a worker of it."""
+        if self.calls.breaker(pool).state is BreakerState.OPEN:
+            return False
+        if self._regions is None or pool in self._regions.waking_pools:
+            return True
+        return bool(self._membership is not None and self._membership.workers.get(pool))
 
     async def _current_membership(self, refresh: bool) -> Membership:
         now = time.monotonic()
@@ -350,8 +362,14 @@ class BrokerBackend(abc.ABC):
         if channel is not None:  # the bus is encrypted end to end
             follower = keys_follower(self._config, channel, f"client {client_name}")
             wire = SealedClientWire(wire, channel, follower)
+        router = self._config.router
         link = BrokerClientLink(
-            wire, discovery, on_frame, bus=self._config.name, breaker=self._config.router.breaker
+            wire,
+            discovery,
+            on_frame,
+            bus=self._config.name,
+            breaker=router.breaker,
+            regions=router.regions,
         )
         await link.start()
         return link

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 from actors.coalesce import Coalescer
 from actors.ledger import DecisionKind
 from actors.router.outcomes import CallOutcome, CallTally, call_label
+from actors.router.regions import RegionRefusal
+from actors.worker.admission import ADMIT_ALL, Admission
 from actors.worker.core import completion_of
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.broker import ReceiveRetry, request_key
@@ -92,8 +94,10 @@ class BrokerWorkerSource:
         capacity: int,
         call_timeout_s: float,
         duplicate_wait_s: float,
+        admission: Admission = ADMIT_ALL,
     ) -> None:
         self._receiver = receiver
+        self._admission = admission
         self._pool = pool
         self._tally = CallTally()
         self._publish_now = publish
@@ -213,6 +217,11 @@ class BrokerWorkerSource:
         envelope = delivery.envelope or Envelope()  # without routing data nobody can be answered
         key = request_key(envelope.correlation_key)
         try:
+            if (refusal := self._admission.refuse(envelope)) is not None:
+                # Before the ledger: a request refused here claims no key (README "Regions").
+                await self._refuse(delivery.message, envelope, refusal)
+                await delivery.ack()
+                return
             if envelope.expired():
                 # Its caller has given up: answer at once, never hand it to the server.
                 await self._expired(delivery.message, envelope)
@@ -240,6 +249,12 @@ class BrokerWorkerSource:
             await delivery.nack()
         finally:
             self._slots.release()
+
+    async def _refuse(self, message: Any, envelope: Envelope, refusal: RegionRefusal) -> None:
+        request_id = message.id if isinstance(message, Request) else None
+        answer = Response.failure(request_id, refusal.code, refusal.message, refusal.data())
+        await self._reply(envelope, encode_message(answer))
+        self._tally.add(self._pool, _tool_of(envelope), CallOutcome.ERROR)
 
     async def _expired(self, message: Any, envelope: Envelope) -> None:
         body = _failure(

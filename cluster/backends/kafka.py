@@ -27,6 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from actors.discovery.registry import Heartbeat
+from actors.worker.admission import admission_for
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.base import HeartbeatFeed, LagRows, WorkerLink
 from cluster.backends.broker import BrokerBackend, broker_lag
@@ -129,6 +130,7 @@ class KafkaWorkerSource(BrokerWorkerSource):
             capacity=capacity,
             call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,
+            admission=admission_for(config.router.regions, pool),
         )
 
     async def publish_heartbeat(self, beat: Heartbeat) -> None:

@@ -25,6 +25,7 @@ import botocore.session
 from botocore.credentials import RefreshableCredentials
 from pydantic import SecretStr
 
+from actors.worker.admission import admission_for
 from actors.worker.hosted_server import HostedServer
 from cluster.backends.base import HeartbeatFeed, LagRows, WorkerLink
 from cluster.backends.broker import BrokerBackend, broker_lag
@@ -198,6 +199,7 @@ class SqsWorkerSource(BrokerWorkerSource):
             capacity=capacity,
             call_timeout_s=call_timeout_s,
             duplicate_wait_s=settings.duplicate_wait_s,
+            admission=admission_for(config.router.regions, pool),
         )
 
 

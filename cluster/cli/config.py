@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from actors.router.regions import placement_notes
 from cluster.cli.preflight import command_problem, gateway_problem, ships_code
 from cluster.config import (
     BusConfig,
@@ -74,6 +75,7 @@ def check_config(path: str | Path, *, load_timeout_s: float = _DEFAULT_TIMEOUT_S
         index_of = {pool.name: index for index, pool in enumerate(found.config.pools)}
         for pool, clash in static_collisions(found.config, own_tools):
             found.problems.append(f"{field_path(('pools', index_of[pool]))}: {clash}")
+        found.notes += placement_notes(found.config.router.regions, found.config.pools)
         refused = gateway_problem(found.config)
         if refused is not None:
             host = found.config.gateway.host

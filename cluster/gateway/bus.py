@@ -36,9 +36,11 @@ class BusSession(Protocol):
         on_message: MessageHandler | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """The request's ``result``; ``traceparent`` / ``tracestate``: the W3C trace
-        context the call carries (already checked by the gateway).
+        context the call carries (already checked by the gateway); ``labels``: what the
+        caller asked in ``_meta["io.raybus/labels"]`` (checked, README "Regions").
 
         Raises:
             CallError: it ended with a JSON-RPC error (from the server or the bus).

@@ -56,6 +56,7 @@ from transports.errors import (
     ConnectionClosed,
     InvalidMessage,
 )
+from transports.labels import label_conflict, labels_in_meta
 from transports.message import Notification, Request
 from transports.tracecontext import TraceContext
 
@@ -112,6 +113,10 @@ class Gateway:
         self.metrics = metrics if metrics is not None else MetricsRegistry(name)
         self.refusals = GatewayRecorder(self.metrics)
         self._call_timeout_s = call_timeout_s
+        # README "Regions": labels a principal's calls always carry (its token's).
+        self._pinned = {
+            t.principal: t.labels for t in (policy.tokens if policy else ()) if t.labels
+        }
         self._bus_sessions: weakref.WeakKeyDictionary[Connection, BusSession] = (
             weakref.WeakKeyDictionary()
         )
@@ -323,7 +328,8 @@ class Gateway:
         async def relay(message: Notification | Request) -> dict[str, Any] | None:
             return await self._relay(ctx, message)
 
-        return await self._send(self._bus_session(ctx), method, params, name, relay)
+        session = self._bus_session(ctx)
+        return await self._send(session, method, params, name, relay, principal_of(ctx))
 
     # -- 2026-07-28 tool calls without the SDK's per-request machinery ----------------
 
@@ -373,7 +379,7 @@ class Gateway:
                 if created is not None:
                     return shaped_result(self.server, "tools/call", version, created)
             session = self._principal_session(principal)
-            result = await self._send(session, "tools/call", forwarded, name, relay)
+            result = await self._send(session, "tools/call", forwarded, name, relay, principal)
             # As _call_tool's models do on the SDK path: defaults filled, then shaped.
             model = _CALL_RESULTS[result.get("resultType") == "input_required"]
             typed = model.model_validate(result).model_dump(
@@ -415,8 +421,19 @@ class Gateway:
         params: dict[str, Any],
         name: str,
         relay: MessageHandler,
+        principal: str,
     ) -> dict[str, Any]:
         trace = forwarded_trace()
+        try:
+            asked = labels_in_meta(params)
+        except ValueError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+        pinned = self._pinned.get(principal, {})
+        if (conflict := label_conflict(pinned, asked)) is not None:
+            region = asked.get("region")
+            data = {"region": region, "tool": name, "reason": "conflict"}
+            raise MCPError(BusErrorCode.REGION_REFUSED, f"region refused: {conflict}", data)
+        labels = {**asked, **pinned}
         try:
             return await session.request(
                 method,
@@ -426,6 +443,7 @@ class Gateway:
                 on_message=relay,
                 traceparent=trace.traceparent if trace is not None else None,
                 tracestate=trace.tracestate if trace is not None else None,
+                labels=labels or None,
             )
         except CallError as exc:
             raise MCPError(exc.code, exc.message, exc.data) from None

@@ -34,7 +34,11 @@ logger = logging.getLogger(__name__)
 class DiscoveryActor:
     def __init__(self, config: BusConfig) -> None:
         self._config = config
-        self._registry = DiscoveryRegistry(ttl_s=config.discovery.ttl_s)
+        regions = config.router.regions
+        self._registry = DiscoveryRegistry(
+            ttl_s=config.discovery.ttl_s,
+            regions=regions.pool_regions if regions is not None else None,
+        )
         self._backend = backend_for(config)
         self._feed: HeartbeatFeed | None = None
         self._handles = HandleCache()

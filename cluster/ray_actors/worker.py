@@ -26,6 +26,7 @@ import ray
 
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion
+from actors.worker.admission import admission_for
 from actors.worker.completions import CompletionReports
 from cluster.backends.base import WorkerLink, WorkerSource, backend_for
 from cluster.config import BusConfig, PoolConfig
@@ -295,6 +296,7 @@ class WorkerActor:
             max_sync_s=pool.max_sync_s,
             task_timeout_s=pool.tasks.run_timeout_s if pool.tasks is not None else None,
             task_only=lambda name: self._task_only(name),
+            admission=admission_for(config.router.regions, pool.name),
         )
         self._beats: asyncio.Task[None] | None = None
         # Made when the worker goes live with a source (broker backends): see the module.

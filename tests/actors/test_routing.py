@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from actors.discovery.catalog import CapabilityIndex, Catalog
 from actors.discovery.registry import Membership
+from actors.router.regions import RegionPolicy
 from actors.router.routing import pool_for
 from transports.envelope import Envelope
 from transports.errors import INVALID_PARAMS, METHOD_NOT_FOUND
 from transports.frame import Frame
+from transports.labels import with_labels
 from transports.message import Request, Response
 
 CATALOGS = {
@@ -59,3 +61,31 @@ def test_a_method_pools_do_not_serve_is_method_not_found() -> None:
     assert error_of(pool_for(MEMBERSHIP, request("sampling/createMessage", "x")))[0] == (
         METHOD_NOT_FOUND
     )
+
+
+def test_with_regions_a_labelled_call_goes_to_its_regions_pool_or_is_refused() -> None:
+    calc = Catalog.of(tools=[{"name": "add"}])
+    catalogs = {"calc-eu": calc, "calc-us": calc}
+    pool_regions = {"calc-eu": "eu", "calc-us": "us"}
+    index = CapabilityIndex.build(list(catalogs.items()), regions=pool_regions)
+    membership = Membership(version=1, workers={}, catalogs=catalogs, index=index)
+    regions = RegionPolicy(pool_regions=pool_regions)
+
+    def call(region: str | None) -> Frame:
+        frame = request("tools/call", "add")
+        if region is None:
+            return frame
+        return Frame(with_labels(frame.envelope, {"region": region}), frame.body)
+
+    assert pool_for(membership, call("us"), regions) == "calc-us"
+    assert pool_for(membership, call("eu"), regions) == "calc-eu"
+    assert pool_for(membership, call(None), regions) == "calc-eu"  # today's owner
+    code, data = error_of(pool_for(membership, call("ap"), regions))
+    assert (code, data) == (1010, {"region": "ap", "tool": "add", "reason": "not_offered"})
+    eu_down = {"calc-us"}.__contains__
+    code, data = error_of(pool_for(membership, call("eu"), regions, eu_down))
+    assert (code, data) == (1010, {"region": "eu", "tool": "add", "reason": "unavailable"})
+    failover = regions.model_copy(update={"failover": {"eu": ["us"]}})
+    assert pool_for(membership, call("eu"), failover, eu_down) == "calc-us"
+    # Without router.regions labels do not route: today's owner.
+    assert pool_for(membership, call("us")) == "calc-eu"

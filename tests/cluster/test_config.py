@@ -103,3 +103,73 @@ def test_plain_functions_become_tools_with_schemas_from_type_hints() -> None:
     tools = {t.name: t for t in server._tool_manager.list_tools()}
     assert set(tools) == {"hypotenuse", "word_count"}
     assert tools["hypotenuse"].parameters["properties"]["a"]["type"] == "number"
+
+
+REGIONAL_POOLS = [
+    {"name": "calc-eu", "server": "x.y:z", "labels": {"region": "eu"}},
+    {"name": "calc-us", "server": "x.y:z", "labels": {"region": "us"}, "min_workers": 0},
+]
+
+
+def test_router_regions_learn_each_pools_region_from_its_labels() -> None:
+    config = parse_config(
+        {"pools": REGIONAL_POOLS, "router": {"regions": {"failover": {"eu": ["us"]}}}}
+    )
+    regions = config.router.regions
+    assert regions is not None
+    assert regions.pool_regions == {"calc-eu": "eu", "calc-us": "us"}
+    assert regions.waking_pools == {"calc-us"}
+    # A dumped configuration reads back the same (the derived part agrees with itself).
+    assert parse_config(config.model_dump(mode="json")).router == config.router
+
+
+@pytest.mark.parametrize(
+    ("regions", "line"),
+    [
+        (
+            {"failover": {"eu": ["ap"]}},
+            "router.regions.failover.eu[0]: no pool carries region 'ap'",
+        ),
+        ({"default": "ap"}, "router.regions.default: no pool carries region 'ap'"),
+        ({"require": True, "default": "eu"}, "router.regions: give require or default, not both"),
+        ({"label": "zone"}, "router.regions: no pool carries the label 'zone'"),
+        (
+            {"failover": {"eu": ["eu"]}},
+            "router.regions: failover.eu: a region cannot fail over to itself",
+        ),
+        (
+            {"pool_regions": {"calc-eu": "us"}},
+            "router.regions.pool_regions: derived from pools[].labels; do not set it",
+        ),
+    ],
+)
+def test_a_bad_regions_section_is_one_line_naming_its_field(
+    regions: dict[str, object], line: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"pools": REGIONAL_POOLS, "router": {"regions": regions}})
+    assert caught.value.problems == [line]
+
+
+def test_a_bad_label_is_one_line_naming_the_pool() -> None:
+    pools = [{"name": "a", "server": "x.y:z", "labels": {"region": "EU"}}]
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"pools": pools})
+    assert caught.value.problems == [
+        "pools[0].labels: value of label 'region' must match ^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+    ]
+
+
+def test_a_token_pinned_to_a_region_no_pool_carries_is_one_line() -> None:
+    token = {"principal": "ship-7", "sha256": "a" * 64, "labels": {"region": "ap"}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "pools": REGIONAL_POOLS,
+                "router": {"regions": {}},
+                "gateway": {"policy": {"tokens": [token]}},
+            }
+        )
+    assert caught.value.problems == [
+        "gateway.policy.tokens[0].labels.region: no pool carries region 'ap'"
+    ]

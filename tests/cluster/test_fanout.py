@@ -220,6 +220,7 @@ class AnsweredInProcess(BusClient):
         on_message: MessageHandler | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         await asyncio.sleep(0)
         text = params["arguments"]["text"]

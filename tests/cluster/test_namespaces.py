@@ -144,3 +144,21 @@ def test_status_shows_a_clash_and_who_keeps_the_name() -> None:
     assert "  collision: tool 'area' is offered by pools a and b; a keeps it" in (
         format_status(status).splitlines()
     )
+
+
+def test_the_same_tools_in_pools_of_different_regions_are_replicas_not_a_clash() -> None:
+    tools = {"a": ["hypotenuse"], "b": ["hypotenuse"], "c": ["hypotenuse"]}
+    regional = parse_config(
+        {
+            "pools": [
+                {"name": "a", "tools": FUNCTIONS, "labels": {"region": "eu"}},
+                {"name": "b", "tools": FUNCTIONS, "labels": {"region": "us"}},
+                {"name": "c", "tools": FUNCTIONS, "labels": {"region": "eu"}},
+            ],
+            "router": {"regions": {}},
+        }
+    )
+    # Only the second eu pool clashes (with the first); us is a replica.
+    assert [(pool, clash.pools) for pool, clash in static_collisions(regional, tools)] == [
+        ("c", ("a", "c"))
+    ]

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from transports.env_refs import from_env
+from transports.labels import checked_labels
 
 __all__ = ["IntrospectionConfig", "Limit", "OAuthConfig", "PolicyConfig", "TokenEntry"]
 
@@ -32,6 +33,14 @@ class _Strict(BaseModel):
 class TokenEntry(_Strict):
     principal: str
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="hex SHA-256 of the token")
+    # README "Regions": labels this principal's calls always carry; a call asking for
+    # another value of one is refused (1010), never silently rerouted.
+    labels: dict[str, str] = Field(default_factory=dict, description="pinned, e.g. {region: eu}")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return checked_labels(value)
 
 
 class Limit(_Strict):

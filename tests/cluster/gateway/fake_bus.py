@@ -28,6 +28,7 @@ class Call:
     params: dict[str, Any]
     traceparent: str | None = None
     tracestate: str | None = None
+    labels: dict[str, str] | None = None
 
 
 @dataclass
@@ -67,8 +68,10 @@ class FakeSession:
         on_message: MessageHandler | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        self.bus.calls.append(Call(self.principal, method, name, params, traceparent, tracestate))
+        call = Call(self.principal, method, name, params, traceparent, tracestate, labels)
+        self.bus.calls.append(call)
         tool = self.bus.tools.get(name or "") if method == "tools/call" else None
         if tool is None:
             raise CallError(method, INVALID_PARAMS, f"Unknown tool: {name}")
