@@ -44,6 +44,7 @@ __all__ = [
     "SpanKind",
     "begin_hop",
     "call_attributes",
+    "call_trace_context",
     "current_trace_context",
     "end_envelope_hop",
     "end_hop",
@@ -240,3 +241,22 @@ def with_trace_meta(params: Any, context: TraceContext | None) -> Any:
     if context.tracestate is not None:
         updated["tracestate"] = context.tracestate
     return {**params, "_meta": updated}
+
+
+def call_trace_context(
+    params: dict[str, Any], traceparent: str | None, tracestate: str | None
+) -> TraceContext | None:
+    """A call's trace context: the caller's arguments, ``_meta``, or the current span."""
+    if traceparent is not None:
+        given = TraceContext.parse(traceparent, tracestate)
+        if given is None:
+            raise ValueError(
+                f"traceparent {traceparent!r:.80} is not a W3C traceparent "
+                "(00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, lowercase, not zeros)"
+            )
+        return given
+    if tracestate is not None:
+        raise ValueError("tracestate needs a traceparent")
+    meta = params.get("_meta")
+    from_meta = TraceContext.from_carrier(meta) if isinstance(meta, dict) else None
+    return from_meta if from_meta is not None else current_trace_context()

@@ -18,8 +18,14 @@ from collections.abc import Callable
 from opentelemetry import trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
 
-from actors.tracing import SpanKind, end_envelope_hop, end_hop, envelope_hop, with_trace_meta
-from cluster.client import _call_trace
+from actors.tracing import (
+    SpanKind,
+    call_trace_context,
+    end_envelope_hop,
+    end_hop,
+    envelope_hop,
+    with_trace_meta,
+)
 from cluster.gateway.tracing import gateway_hop, incoming_trace
 from transports.envelope import Envelope
 from transports.message import Response
@@ -71,7 +77,7 @@ def _client(traceparent: str | None) -> Callable[[], None]:
     params = {"name": "echo", "arguments": {}}
 
     def choose() -> None:
-        _call_trace(params, traceparent, None)
+        call_trace_context(params, traceparent, None)
 
     return choose
 

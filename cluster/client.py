@@ -28,10 +28,10 @@ import ray
 
 from actors.discovery.catalog import Catalog
 from actors.outbox import BUSY_INTERVAL_S, Outbox
-from actors.tracing import current_trace_context
+from actors.tracing import call_trace_context
 from cluster.backends.base import ClientLink, backend_for
 from cluster.backends.ray import dispatch
-from cluster.fanout import IndexedOutcome, stream_bounded
+from cluster.fanout import IndexedOutcome, checked_tool_call, stream_bounded
 from cluster.naming import HandleCache, actor_names, get_actor_async
 from cluster.tasks.handle import TaskHandle, ask_store
 from transports.envelope import ANONYMOUS, CorrelationKey, Envelope
@@ -48,7 +48,6 @@ from transports.errors import (
 from transports.frame import Frame
 from transports.labels import checked_labels, label_conflict, with_labels
 from transports.message import Notification, Request, Response
-from transports.tracecontext import TraceContext
 
 __all__ = ["BusClient", "CallError", "IndexedOutcome", "TaskHandle", "ToolCall"]
 
@@ -72,36 +71,6 @@ class _Pending:
     progress: ProgressCallback | None
     on_message: MessageHandler | None = None
     router: str | None = None  # the incarnation of the router that accepted the call
-
-
-def _checked_call(index: int, call: object) -> tuple[str, dict[str, Any] | None]:
-    if (
-        isinstance(call, tuple | list)
-        and len(call) == 2
-        and isinstance(call[0], str)
-        and (call[1] is None or isinstance(call[1], dict))
-    ):
-        return call[0], call[1]
-    raise TypeError(f"call {index}: expected a (tool name, arguments dict) pair, got {call!r:.200}")
-
-
-def _call_trace(
-    params: dict[str, Any], traceparent: str | None, tracestate: str | None
-) -> TraceContext | None:
-    """A call's trace context: the caller's arguments, ``_meta``, or the current span."""
-    if traceparent is not None:
-        given = TraceContext.parse(traceparent, tracestate)
-        if given is None:
-            raise ValueError(
-                f"traceparent {traceparent!r:.80} is not a W3C traceparent "
-                "(00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, lowercase, not zeros)"
-            )
-        return given
-    if tracestate is not None:
-        raise ValueError("tracestate needs a traceparent")
-    meta = params.get("_meta")
-    from_meta = TraceContext.from_carrier(meta) if isinstance(meta, dict) else None
-    return from_meta if from_meta is not None else current_trace_context()
 
 
 class _Connection:
@@ -405,7 +374,7 @@ class BusClient:
         if progress is not None:
             params = {**params, "_meta": {**params.get("_meta", {}), "progressToken": number}}
         connection = self._connection
-        trace = _call_trace(params, traceparent, tracestate)
+        trace = call_trace_context(params, traceparent, tracestate)
         envelope = Envelope(
             client_id=self.client_id,
             request_id=request_id,
@@ -573,7 +542,7 @@ class BusClient:
         """
 
         async def one(index: int, call: ToolCall) -> IndexedOutcome:
-            name, arguments = _checked_call(index, call)
+            name, arguments = checked_tool_call(index, call)
             try:
                 result = await self.call_tool(name, arguments, timeout_s=timeout_s)
             except BusError as exc:

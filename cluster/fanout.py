@@ -43,7 +43,7 @@ import mcp_types as types
 
 from transports.errors import BusError
 
-__all__ = ["IndexedOutcome", "check_concurrency", "stream_bounded"]
+__all__ = ["IndexedOutcome", "check_concurrency", "checked_tool_call", "stream_bounded"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -195,3 +195,15 @@ class _Fanout(Generic[In, Out]):
             task.cancel()
         if held:
             await asyncio.gather(*held, return_exceptions=True)
+
+
+def checked_tool_call(index: int, call: object) -> tuple[str, dict[str, Any] | None]:
+    """One fan-out item as a (tool name, arguments) pair, or a TypeError naming it."""
+    if (
+        isinstance(call, tuple | list)
+        and len(call) == 2
+        and isinstance(call[0], str)
+        and (call[1] is None or isinstance(call[1], dict))
+    ):
+        return call[0], call[1]
+    raise TypeError(f"call {index}: expected a (tool name, arguments dict) pair, got {call!r:.200}")
