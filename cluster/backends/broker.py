@@ -143,7 +143,7 @@ class BrokerClientLink:
     worker that takes the request later answers it "cancelled" without running it) and
     to every worker of the pool (the one running it cancels it on its server). Closing
     the link cancels every call still in flight: a client that goes away leaves no tool
-    running for nobody.
+    running for nobody; unless ``durable``: its answers wait for it in the broker.
     """
 
     def __init__(
@@ -155,8 +155,10 @@ class BrokerClientLink:
         bus: str,
         breaker: BreakerConfig,
         handles: HandleCache | None = None,
+        durable: bool = False,
     ) -> None:
         self._wire = wire
+        self._durable = durable
         self._discovery = discovery
         self._on_frame = on_frame
         self._bus = bus
@@ -300,7 +302,8 @@ class BrokerClientLink:
         await self._wire.start()
 
     async def close(self) -> None:
-        self.cancel(self.calls.in_flight())
+        if not self._durable:
+            self.cancel(self.calls.in_flight())
         if self._cancellations:
             await asyncio.wait(set(self._cancellations), timeout=_CANCEL_ON_CLOSE_S)
         await self._wire.close()
@@ -321,7 +324,7 @@ class BrokerBackend(abc.ABC):
         return True  # workers take calls from the pools' topics or queues themselves
 
     @abc.abstractmethod
-    def _client_wire(self, client_id: str) -> BrokerWire: ...
+    def _client_wire(self, client_id: str, *, durable: bool) -> BrokerWire: ...
 
     @abc.abstractmethod
     def _worker_link(
@@ -343,15 +346,21 @@ class BrokerBackend(abc.ABC):
         on_frame: OnFrame,
         *,
         inbox: bool = False,
+        durable: bool = False,
     ) -> ClientLink:
         # Answers come through the client's own topic or queue, inbox or not.
-        wire: BrokerWire = self._client_wire(client_name.rsplit("/", 1)[-1])
+        wire: BrokerWire = self._client_wire(client_name.rsplit("/", 1)[-1], durable=durable)
         channel = channel_for(self._config, client_name, Direction.TO_WORKER)
         if channel is not None:  # the bus is encrypted end to end
             follower = keys_follower(self._config, channel, f"client {client_name}")
             wire = SealedClientWire(wire, channel, follower)
         link = BrokerClientLink(
-            wire, discovery, on_frame, bus=self._config.name, breaker=self._config.router.breaker
+            wire,
+            discovery,
+            on_frame,
+            bus=self._config.name,
+            breaker=self._config.router.breaker,
+            durable=durable,
         )
         await link.start()
         return link
