@@ -14,11 +14,15 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aioboto3
 import pytest
 import pytest_asyncio
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from cluster.client import BusClient
 from cluster.naming import actor_names, get_actor_async
+from cluster.services.sqs import sqs_client_kwargs
 from tests.cluster.bus_helpers import running_bus
 from tests.faults.broker_bus import BROKERS, KIT_SERVER, Broker, broker_bus, broker_of, lines
 from tests.waiting import wait_until
@@ -95,6 +99,37 @@ async def test_answers_made_while_a_durable_client_was_away_come_to_its_next_con
     finally:
         await third.close()
     assert sorted(lines(runs)) == tokens
+
+
+async def retention_of(broker: Broker, reply_to: str) -> int:
+    """How long the broker keeps what waits at ``reply_to`` (seconds), as it reports it."""
+    if broker.kind == "kafka":
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.address)
+        await admin.start()
+        try:
+            topic = ConfigResource(ConfigResourceType.TOPIC, reply_to)
+            [response] = await admin.describe_configs([topic])
+        finally:
+            await admin.close()
+        [resource] = response.resources
+        entries = {entry[0]: entry[1] for entry in resource[4]}
+        return int(entries["retention.ms"]) // 1000
+    async with aioboto3.Session().client("sqs", **sqs_client_kwargs(broker.address)) as sqs:
+        url = (await sqs.get_queue_url(QueueName=reply_to))["QueueUrl"]
+        reply = await sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["MessageRetentionPeriod"]
+        )
+        return int(reply["Attributes"]["MessageRetentionPeriod"])
+
+
+async def test_a_durable_client_s_answers_wait_as_long_as_the_config_says(
+    bus: BusClient, broker: Broker
+) -> None:
+    client = await BusClient.connect(bus.bus, durable_id=f"kept-{uuid.uuid4().hex[:8]}")
+    reply_to = client._connection.reply_to
+    await client.close()
+    # Read after close: an SQS durable queue outlives its client (Kafka topics always do).
+    assert await retention_of(broker, reply_to) == 86_400  # the default: a day
 
 
 async def test_an_ordinary_client_s_close_still_cancels_its_calls(
