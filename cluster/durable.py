@@ -26,7 +26,10 @@ offset committed, SQS message deleted) once in that buffer, so an answer buffere
 not taken when the process dies is lost. A full buffer holds the broker's deliveries
 back (nothing is lost; live calls' answers wait behind it too). A per-connection set of
 the answers seen drops the broker's redeliveries: each answer comes at most once per
-connection.
+connection. One connection per durable id at a time: two would share its answers (SQS)
+or wait for each other's partition (Kafka). After a process died without closing, Kafka
+hands the next connection its answers once the group dropped the dead member (its
+session timeout).
 
 Ray has no broker between caller and worker: there, ``start_tool`` (a task) is the way
 to a result that outlives its caller.
