@@ -31,6 +31,7 @@ from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.tracing import call_trace_context
 from cluster.backends.base import ClientLink, backend_for
 from cluster.backends.ray import dispatch
+from cluster.durable import Answer, AnswerBuffer, DurableCalls, client_name, new_incarnation
 from cluster.fanout import IndexedOutcome, checked_tool_call, stream_bounded
 from cluster.naming import HandleCache, actor_names, get_actor_async
 from cluster.tasks.handle import TaskHandle, ask_store
@@ -49,7 +50,7 @@ from transports.frame import Frame
 from transports.labels import checked_labels, label_conflict, with_labels
 from transports.message import Notification, Request, Response
 
-__all__ = ["BusClient", "CallError", "IndexedOutcome", "TaskHandle", "ToolCall"]
+__all__ = ["Answer", "BusClient", "CallError", "IndexedOutcome", "TaskHandle", "ToolCall"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class _Connection:
         self.poller: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.router: str | None = None  # the incarnation that accepted the last batch
+        self.durable: AnswerBuffer | None = None  # answers no caller awaits (cluster.durable)
+        self.id_prefix = ""  # a durable connection's incarnation
 
     def attach(self, link: ClientLink) -> None:
         self.link = link
@@ -162,8 +165,12 @@ class _Connection:
         envelope = frame.envelope
         pending = self.pending.get((envelope.client_id, envelope.request_id))
         if isinstance(message, Response):
+            if self.durable is not None and not self.durable.first_time(envelope):
+                return  # a broker's redelivery of an answer this connection had
             if pending is not None and not pending.future.done():
                 pending.future.set_result(message)
+            elif self.durable is not None:  # an earlier connection's, or its caller gave up
+                await self.durable.put(envelope, message)
             else:  # a late or duplicate answer (after a timeout or a redelivery): dropped
                 logger.debug("dropped an answer for unknown call %s", envelope.correlation_key)
             return
@@ -235,10 +242,12 @@ class _Connection:
                 pending.future.set_exception(ConnectionClosed("client closed"))
         self.pending.clear()
         if self.link is not None:
-            await self.link.close()
+            await self.link.close()  # a durable link cancels no call: answers wait
+        if self.durable is not None:
+            await self.durable.close()
 
 
-class BusClient:
+class BusClient(DurableCalls):
     """One client session on a bus; create with :meth:`connect`, end with :meth:`close`.
 
     :meth:`new_session` opens further sessions over the same endpoint: each has its own
@@ -276,6 +285,7 @@ class BusClient:
         timeout_s: float = 30.0,
         inbox: str | None = None,
         labels: dict[str, str] | None = None,
+        durable_id: str | None = None,
     ) -> BusClient:
         """Attach to a running bus by name (Ray must already be initialised).
 
@@ -286,22 +296,33 @@ class BusClient:
         ``deliver(frames)`` call it gets to :meth:`deliver`; answers then come straight
         to it instead of through a mailbox actor the client polls (one hop less).
 
+        ``durable_id``: a fixed client id on a Kafka or SQS bus: answers outlive this
+        connection and come to the next one with the same id (:mod:`cluster.durable`).
+
         Raises:
             ConnectionClosed: Ray is not initialised or no bus with that name runs.
+            ValueError: a bad ``durable_id``, or one on a Ray bus.
         """
+        name = client_name(bus, durable_id, inbox)
         if not ray.is_initialized():
             raise ConnectionClosed("Ray is not initialised: call ray.init() (or use `raybus up`)")
         router = await get_actor_async(actor_names.router(bus))
         discovery = await get_actor_async(actor_names.discovery(bus))
-        name = inbox or actor_names.client(bus)
         async with asyncio.timeout(timeout_s):
             await router.ping.remote()
         connection = _Connection(bus, discovery)
+        if durable_id is not None:
+            connection.durable, connection.id_prefix = AnswerBuffer(), new_incarnation()
         supervisor = await get_actor_async(actor_names.supervisor(bus))
         config = await supervisor.config.remote()
         backend = backend_for(config)
         link = await backend.open_client(
-            name, router, discovery, connection._dispatch, inbox=inbox is not None
+            name,
+            router,
+            discovery,
+            connection._dispatch,
+            inbox=inbox is not None,
+            durable=durable_id is not None,
         )
         connection.attach(link)
         return cls(connection, name.rsplit("/", 1)[-1], principal, checked_labels(labels))
@@ -324,7 +345,8 @@ class BusClient:
         self._connection.sessions.pop(self.client_id, None)
 
     async def close(self) -> None:
-        """Close the connection, failing this and every sibling session's open calls."""
+        """Close the connection, failing this and every sibling session's open calls
+        (a durable client's calls run on: their answers wait for its next connection)."""
         await self._connection.close()
 
     async def __aenter__(self) -> BusClient:
@@ -370,7 +392,7 @@ class BusClient:
         if (conflict := label_conflict(self.labels, labels or {})) is not None:
             raise CallError(method, BusErrorCode.REGION_REFUSED, f"region refused: {conflict}")
         number = next(self._ids)
-        request_id = str(number)
+        request_id = f"{self._connection.id_prefix}{number}"
         if progress is not None:
             params = {**params, "_meta": {**params.get("_meta", {}), "progressToken": number}}
         connection = self._connection

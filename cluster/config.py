@@ -361,6 +361,8 @@ class KafkaBackendConfig(KafkaSecurity):
     duplicate_wait_s: float = Field(
         60.0, gt=0, description="how long a redelivered call waits for another worker's run"
     )
+    # How long a durable client's answers wait in its reply topic (retention.ms).
+    response_retention_s: int = Field(86_400, ge=1, description="durable clients' answers kept")
 
     @property
     def security(self) -> KafkaSecurity:
@@ -392,6 +394,8 @@ class SqsBackendConfig(_Strict):
     )
     ledger_ttl_s: float = Field(600.0, gt=0)
     duplicate_wait_s: float = Field(60.0, gt=0)
+    # How long a durable client's answers wait in its queue (SQS MessageRetentionPeriod).
+    response_retention_s: int = Field(86_400, ge=60, le=1_209_600)
 
     @field_validator("queue_urls")
     @classmethod

@@ -167,12 +167,18 @@ class Backend(Protocol):
         on_frame: OnFrame,
         *,
         inbox: bool = False,
+        durable: bool = False,
     ) -> ClientLink:
         """Connect one client named ``client_name`` (a unique actor name).
 
         ``inbox``: the client runs inside the actor of that name, which hands every
         ``deliver(frames)`` call to ``on_frame`` itself; a backend that answers through
         actor calls then sends answers straight to it (no mailbox actor to poll).
+        ``durable``: the name is kept across connections; answers produced while no
+        connection reads wait in the broker, and closing cancels no call (brokers only).
+
+        Raises:
+            ValueError: ``durable`` on a backend without a broker (Ray).
         """
         ...
 

@@ -144,7 +144,7 @@ class BrokerClientLink:
     worker that takes the request later answers it "cancelled" without running it) and
     to every worker of the pool (the one running it cancels it on its server). Closing
     the link cancels every call still in flight: a client that goes away leaves no tool
-    running for nobody.
+    running for nobody; unless ``durable``: its answers wait for it in the broker.
     """
 
     def __init__(
@@ -157,9 +157,11 @@ class BrokerClientLink:
         breaker: BreakerConfig,
         handles: HandleCache | None = None,
         regions: RegionPolicy | None = None,
+        durable: bool = False,
     ) -> None:
         self._wire = wire
         self._regions = regions
+        self._durable = durable
         self._discovery = discovery
         self._on_frame = on_frame
         self._bus = bus
@@ -312,7 +314,8 @@ class BrokerClientLink:
         await self._wire.start()
 
     async def close(self) -> None:
-        self.cancel(self.calls.in_flight())
+        if not self._durable:
+            self.cancel(self.calls.in_flight())
         if self._cancellations:
             await asyncio.wait(set(self._cancellations), timeout=_CANCEL_ON_CLOSE_S)
         await self._wire.close()
@@ -333,7 +336,7 @@ class BrokerBackend(abc.ABC):
         return True  # workers take calls from the pools' topics or queues themselves
 
     @abc.abstractmethod
-    def _client_wire(self, client_id: str) -> BrokerWire: ...
+    def _client_wire(self, client_id: str, *, durable: bool) -> BrokerWire: ...
 
     @abc.abstractmethod
     def _worker_link(
@@ -355,9 +358,10 @@ class BrokerBackend(abc.ABC):
         on_frame: OnFrame,
         *,
         inbox: bool = False,
+        durable: bool = False,
     ) -> ClientLink:
         # Answers come through the client's own topic or queue, inbox or not.
-        wire: BrokerWire = self._client_wire(client_name.rsplit("/", 1)[-1])
+        wire: BrokerWire = self._client_wire(client_name.rsplit("/", 1)[-1], durable=durable)
         channel = channel_for(self._config, client_name, Direction.TO_WORKER)
         if channel is not None:  # the bus is encrypted end to end
             follower = keys_follower(self._config, channel, f"client {client_name}")
@@ -370,6 +374,7 @@ class BrokerBackend(abc.ABC):
             bus=self._config.name,
             breaker=router.breaker,
             regions=router.regions,
+            durable=durable,
         )
         await link.start()
         return link

@@ -155,26 +155,46 @@ class KafkaTopicHeartbeats:
 
 
 class KafkaClientWire:
-    """A client's side: requests to pool topics, responses from its own topic."""
+    """A client's side: requests to pool topics, responses from its own topic.
 
-    def __init__(self, config: BusConfig, client_id: str) -> None:
+    ``durable``: the client keeps its id across connections (``BusClient.connect(...,
+    durable_id=...)``). Its reply topic is read in a consumer group of its own, each
+    answer committed once handed to the client, so a reconnect reads on from there; the
+    topic keeps answers ``response_retention_s``. Otherwise the topic is read group-less
+    from its earliest record.
+    """
+
+    def __init__(self, config: BusConfig, client_id: str, *, durable: bool = False) -> None:
         settings = _settings(config)
+        self._settings = settings
         self._topics = topics_for(config)
+        self._durable = durable
         self.reply_topic = self._topics.responses_for_client(client_id.replace("/", "."))
         self._transport = KafkaTransport(
             KafkaTransportConfig(
                 bootstrap=settings.bootstrap,
                 receive_topics=(self.reply_topic,),
-                group_id=None,
+                group_id=f"raybus.{config.name}.client.{client_id}" if durable else None,
                 topic_prefix=self._topics.prefix,
                 partitions=1,
                 replication_factor=settings.replication_factor,
+                commit_interval_ms=0,  # an answer handed over is committed before the next
                 client_id=client_id,
                 security=settings.security,
             )
         )
 
     async def start(self) -> None:
+        if self._durable:  # created first with its retention; the transport finds it
+            settings = self._settings
+            await ensure_topics(
+                settings.bootstrap,
+                [self.reply_topic],
+                1,
+                settings.replication_factor,
+                security=settings.security,
+                topic_configs={"retention.ms": str(settings.response_retention_s * 1000)},
+            )
         await self._transport.start()
 
     @property
@@ -344,8 +364,8 @@ class KafkaBackend(BrokerBackend):
     async def settle(self) -> BusConfig:
         return self._config
 
-    def _client_wire(self, client_id: str) -> KafkaClientWire:
-        return KafkaClientWire(self._config, client_id)
+    def _client_wire(self, client_id: str, *, durable: bool) -> KafkaClientWire:
+        return KafkaClientWire(self._config, client_id, durable=durable)
 
     def _worker_link(
         self,

@@ -38,11 +38,23 @@ if TYPE_CHECKING:
     from actors.worker.hosted_server import HostedServer
     from cluster.config import BusConfig, PoolConfig
 
-__all__ = ["DiscoveryActorHeartbeats", "RayBackend", "RayClientLink", "RayInboxLink", "dispatch"]
+__all__ = [
+    "DURABLE_NEEDS_BROKER",
+    "DiscoveryActorHeartbeats",
+    "RayBackend",
+    "RayClientLink",
+    "RayInboxLink",
+    "dispatch",
+]
 
 logger = logging.getLogger(__name__)
 
 _POLL_WAIT_S = 1.0
+# Ray keeps no answer for a caller that is gone: a task (the task store) does.
+DURABLE_NEEDS_BROKER = (
+    "durable_id: durable clients need the kafka or sqs backend (this bus runs on ray); "
+    "on Ray, start_tool runs a call as a task whose result outlives its caller"
+)
 
 
 async def dispatch(frames: list[Frame], on_frame: OnFrame) -> None:
@@ -158,7 +170,10 @@ class RayBackend:
         on_frame: OnFrame,
         *,
         inbox: bool = False,
+        durable: bool = False,
     ) -> ClientLink:
+        if durable:
+            raise ValueError(DURABLE_NEEDS_BROKER)
         if inbox:
             return RayInboxLink(router, client_name)
         # A driver cannot receive actor calls: its answers wait in an actor it polls.

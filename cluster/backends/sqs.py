@@ -3,7 +3,7 @@
 * Requests go to the queue ``<prefix>requests-<pool>``; every worker of the pool reads
   it, and SQS hands each message to one of them at a time.
 * Responses and notifications go to the client's own queue (``reply_to``), created when
-  the client connects and deleted when it closes.
+  the client connects and deleted when it closes (kept when the client is durable).
 * A request is deleted only after its response was sent; while a long tool runs the
   worker keeps extending the message's visibility, so it is not handed out twice. A
   message received ``max_receive_count`` times without being deleted goes to the
@@ -220,15 +220,22 @@ _NO_ANSWER_ERRORS = (
 
 
 class SqsClientWire:
-    """A client's side: requests to pool queues, responses from its own queue."""
+    """A client's side: requests to pool queues, responses from its own queue.
 
-    def __init__(self, config: BusConfig, client_id: str) -> None:
+    ``durable``: the client keeps its id across connections (``BusClient.connect(...,
+    durable_id=...)``): its queue outlives it, keeping answers ``response_retention_s``;
+    otherwise the queue is deleted on close.
+    """
+
+    def __init__(self, config: BusConfig, client_id: str, *, durable: bool = False) -> None:
         self._config = config
+        retention_s = _settings(config).response_retention_s if durable else None
         self._receiver = SqsTransport(
             _sqs_config(
                 config,
                 receive_queue=response_queue_name(client_id),
-                delete_receive_queue_on_close=True,
+                delete_receive_queue_on_close=not durable,
+                message_retention_s=retention_s,
                 keep_visible=False,
             )
         )
@@ -316,8 +323,8 @@ class SqsBackend(BrokerBackend):
         sqs = await asyncio.to_thread(with_credentials, self._settings)
         return self._config.model_copy(update={"sqs": sqs})
 
-    def _client_wire(self, client_id: str) -> SqsClientWire:
-        return SqsClientWire(self._config, client_id)
+    def _client_wire(self, client_id: str, *, durable: bool) -> SqsClientWire:
+        return SqsClientWire(self._config, client_id, durable=durable)
 
     def _worker_link(
         self,

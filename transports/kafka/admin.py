@@ -9,7 +9,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,8 +172,11 @@ async def ensure_topics(
     *,
     timeout_s: float = _ADMIN_TIMEOUT_S,
     security: KafkaSecurity = _PLAINTEXT,
+    topic_configs: Mapping[str, str] | None = None,
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are.
+
+    ``topic_configs``: topic-level settings of the ones created (e.g. ``retention.ms``).
 
     Raises:
         BusTimeout: not done within ``timeout_s``.
@@ -190,7 +193,10 @@ async def ensure_topics(
         async with asyncio.timeout(timeout_s):
             await admin.start()
             response = await admin.create_topics(
-                [NewTopic(name, partitions, replication) for name in wanted]
+                [
+                    NewTopic(name, partitions, replication, topic_configs=dict(topic_configs or {}))
+                    for name in wanted
+                ]
             )
             for entry in response.topic_errors:
                 name, code = entry[0], entry[1]

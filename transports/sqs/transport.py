@@ -364,6 +364,7 @@ class SqsTransport(TransportBase):
         mutable = {
             "VisibilityTimeout": str(cfg.visibility_timeout_s),
             "RedrivePolicy": json.dumps(redrive),
+            **cfg.retention_attributes,
         }
         url, created = await self._create_queue(full, mutable | fifo)
         if not created and owner:

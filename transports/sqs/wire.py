@@ -102,6 +102,8 @@ class SqsConfig(BaseModel):
             a message forever.
         delete_receive_queue_on_close: remove the receive queue and its dead-letter queue
             on close (a client's own response queue).
+        message_retention_s: the MessageRetentionPeriod (60..1209600) of the queues this
+            transport owns; None = SQS's default (4 days).
         request_timeout_s: bound on each SQS call (a long poll gets its wait on top).
         aws_access_key_id / aws_secret_access_key / aws_session_token: explicit
             credentials; None = the standard AWS credential chain (environment, shared
@@ -129,6 +131,7 @@ class SqsConfig(BaseModel):
     keep_visible: bool = True
     max_keep_visible_s: float = Field(default=3600.0, gt=0)
     delete_receive_queue_on_close: bool = False
+    message_retention_s: int | None = Field(default=None, ge=60, le=1_209_600)
     request_timeout_s: float = Field(default=10.0, gt=0)
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
@@ -152,6 +155,13 @@ class SqsConfig(BaseModel):
             "profile_name": self.aws_profile,
             "region_name": self.region,
         }
+
+    @property
+    def retention_attributes(self) -> dict[str, str]:
+        """The queue attributes that set :attr:`message_retention_s` (none: SQS's default)."""
+        if self.message_retention_s is None:
+            return {}
+        return {"MessageRetentionPeriod": str(self.message_retention_s)}
 
     def full_name(self, name: str, *, dead_letter: bool = False) -> str:
         """The SQS queue name for ``name``: prefix, name, ``-dlq`` if asked, ``.fifo``.
