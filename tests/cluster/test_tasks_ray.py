@@ -248,26 +248,6 @@ async def test_a_task_whose_worker_dies_runs_again_when_its_pool_allows(
     assert pid_of(job) != first_pid
 
 
-async def test_a_task_whose_router_dies_holding_its_call_ends_failed_not_working(
-    bus: BusClient, tmp_path: Path
-) -> None:
-    # Last in the module: the bus's router restarts under it.
-    job = marker(tmp_path, "router")
-    # Long enough to outlast a router restart on a loaded machine; short enough that the
-    # call (which the new router does not know, so cannot cancel) ends before teardown.
-    handle = await bus.start_tool("long_job", {"seconds": 90, "step_s": 1, "marker": job})
-    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
-    router = await get_actor_async(actor_names.router(bus.bus))
-    ray.kill(router, no_restart=False)
-    with pytest.raises(CallError) as caught:
-        await handle.result(timeout_s=_OUTCOME_S)
-    assert caught.value.code == 1004
-    assert "router restarted" in caught.value.message
-    # The call still runs on its worker, unknown to the new router (so nobody can cancel
-    # it): end it here, or stopping the bus would wait out its drain for it.
-    os.kill(pid_of(job), signal.SIGKILL)
-
-
 async def test_a_tools_input_request_waits_in_the_store_through_its_restart(
     bus: BusClient,
 ) -> None:
@@ -302,3 +282,23 @@ async def test_a_tools_input_request_is_refused_at_once_when_nobody_answers(
         told = result.content[0].text  # type: ignore[union-attr]
     assert "has no caller to answer it" in told
     assert await handle.input_requests() == {}
+
+
+async def test_a_task_whose_router_dies_holding_its_call_ends_failed_not_working(
+    bus: BusClient, tmp_path: Path
+) -> None:
+    # Last in the module: the bus's router restarts under it.
+    job = marker(tmp_path, "router")
+    # Long enough to outlast a router restart on a loaded machine; short enough that the
+    # call (which the new router does not know, so cannot cancel) ends before teardown.
+    handle = await bus.start_tool("long_job", {"seconds": 90, "step_s": 1, "marker": job})
+    await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    router = await get_actor_async(actor_names.router(bus.bus))
+    ray.kill(router, no_restart=False)
+    with pytest.raises(CallError) as caught:
+        await handle.result(timeout_s=_OUTCOME_S)
+    assert caught.value.code == 1004
+    assert "router restarted" in caught.value.message
+    # The call still runs on its worker, unknown to the new router (so nobody can cancel
+    # it): end it here, or stopping the bus would wait out its drain for it.
+    os.kill(pid_of(job), signal.SIGKILL)
