@@ -29,7 +29,7 @@ from actors.tasks.store import TaskSpec, TaskStoreCore
 from cluster.config import BusConfig
 from cluster.naming import HandleCache, actor_names
 from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS, restarted, start_itself
-from cluster.tasks.broker_ports import BrokerTaskStorePorts
+from cluster.tasks.broker_ports import BrokerTaskStorePorts, answer_workers, unsent_of
 from cluster.tasks.journals import GcsKvJournal
 from cluster.tasks.settings import rerun_allowed, task_support
 from transports.envelope import CorrelationKey
@@ -38,7 +38,6 @@ from transports.errors import (
     BusError,
     CallError,
     ConnectionClosed,
-    FramesNotSent,
 )
 from transports.frame import Frame
 
@@ -115,9 +114,7 @@ class _RayTaskStorePorts:
         core = self.core
         if core is None:
             return
-        if isinstance(exc, FramesNotSent):  # the batch's others went: they stay pending
-            frames = [frame for frame in frames if frame.envelope.correlation_key in exc.keys]
-        for frame in frames:
+        for frame in unsent_of(frames, exc):  # the batch's others went: they stay pending
             refusal = {"code": 1006, "message": f"the bus router is unreachable: {exc}"}
             self._spawn(core.fail_call(frame, refusal))
 
@@ -129,11 +126,7 @@ class _RayTaskStorePorts:
         self.answers.put(destination, frame)
 
     def _send_answers(self, destination: str, frames: list[Frame]) -> Any:
-        try:
-            return self._handles.get(destination).answer.remote(frames)
-        except BusError as exc:
-            logger.warning("dropped %d answer(s) for %s: %s", len(frames), destination, exc)
-            return None
+        return answer_workers(self._handles, destination, frames)
 
 
 @ray.remote

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from actors.tasks.store import TaskStoreCore
     from cluster.config import BusConfig
 
-__all__ = ["BrokerTaskStorePorts", "unsent_of"]
+__all__ = ["BrokerTaskStorePorts", "answer_workers", "unsent_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,16 @@ def unsent_of(frames: list[Frame], exc: BaseException) -> list[Frame]:
     if isinstance(exc, FramesNotSent):
         return [frame for frame in frames if frame.envelope.correlation_key in exc.keys]
     return frames
+
+
+def answer_workers(handles: HandleCache, destination: str, frames: list[Frame]) -> Any:
+    """Send the store's answers to server requests to the worker that asked (by actor
+    call, on every backend); an unknown worker's are dropped with a warning."""
+    try:
+        return handles.get(destination).answer.remote(frames)
+    except BusError as exc:
+        logger.warning("dropped %d answer(s) for %s: %s", len(frames), destination, exc)
+        return None
 
 
 class BrokerTaskStorePorts:
@@ -127,13 +137,7 @@ class BrokerTaskStorePorts:
         self.answers.put(destination, frame)
 
     def _send_answers(self, destination: str, frames: list[Frame]) -> Any:
-        # Server requests name their worker's actor (workers take answers by actor call
-        # on every backend).
-        try:
-            return self._handles.get(destination).answer.remote(frames)
-        except BusError as exc:
-            logger.warning("dropped %d answer(s) for %s: %s", len(frames), destination, exc)
-            return None
+        return answer_workers(self._handles, destination, frames)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
