@@ -455,8 +455,11 @@ class TaskStoreCore:
             return
         key = input_key(record)
         asked = InputAsked(attempt, round_, key, input_request(request), (worker, request.id))
-        if self._apply(task_id, asked) is not None:
+        # Journaled before a waiter sees it: a caller answering it right away must find
+        # it (and its way back to the worker) in a store restarted meanwhile.
+        if self._apply(task_id, asked, wake=False) is not None:
             await self._persist(task_id)
+            self._wake(task_id)
             logger.info("task %s waits for input %s (%s)", task_id, key, request.method)
 
     def _end_inputs(self, record: TaskRecord, message: str) -> None:
@@ -514,7 +517,7 @@ class TaskStoreCore:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _apply(self, task_id: str, event: TaskEvent) -> TaskRecord | None:
+    def _apply(self, task_id: str, event: TaskEvent, *, wake: bool = True) -> TaskRecord | None:
         record = self._records.get(task_id)
         if record is None:
             return None
@@ -523,7 +526,8 @@ class TaskStoreCore:
             logger.debug("task %s: %s changes nothing", task_id, type(event).__name__)
             return None
         self._records[task_id] = changed
-        self._wake(task_id)
+        if wake:
+            self._wake(task_id)
         return changed
 
     async def _dispatch(self, task_id: str) -> None:

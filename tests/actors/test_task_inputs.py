@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from actors.tasks.inputs import MAX_OPEN_INPUTS, MRTR_IN_TASK, InputOutcome
+from actors.tasks.journal import MemoryJournal
 from actors.tasks.model import TaskRecord, TaskStatus
 from tests.actors.test_task_store import Store, make_store, reply, spec
 from transports.envelope import Envelope
@@ -191,3 +193,29 @@ async def test_an_mrtr_round_answered_inside_a_task_fails_it_with_a_clear_error(
     record = store.core.require(task.task_id, "alice", "x")
     assert record.status is TaskStatus.FAILED
     assert record.outcome == {"error": {"code": -32603, "message": MRTR_IN_TASK}}
+
+
+async def test_a_waiter_sees_an_input_request_only_once_it_is_journaled() -> None:
+    """A caller may answer at once, and the store may restart before it does: the request
+    and its way back must already be in the journal when a waiter is told of it."""
+    gate = asyncio.Event()
+    gate.set()
+
+    class HeldJournal(MemoryJournal):
+        async def put(self, record: TaskRecord) -> None:
+            await gate.wait()
+            await super().put(record)
+
+    store = make_store(HeldJournal())
+    task = await answerable_task(store)
+    gate.clear()  # the next write (the parked request) waits
+    waiting = asyncio.create_task(store.core.wait(task.task_id, "alice", task.version, 60))
+    asking = asyncio.create_task(ask(store, task, f"{WORKER_A}#7"))
+    for _ in range(5):  # let both run up to where they wait
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    gate.set()
+    seen = await waiting
+    await asking
+    assert seen.input_requests == {"input-1": {"method": "elicitation/create", "params": CONFIRM}}
+    assert TaskRecord.from_json(store.journal.records[task.task_id]).input_requests
