@@ -484,7 +484,9 @@ class SupervisorActor:
         return candidates[:count]
 
     async def _retire(self, state: _PoolState, name: str) -> None:
-        handle = state.workers[name]
+        handle = state.workers.get(name)
+        if handle is None:  # it died after it was chosen: the death watch has forgotten it
+            return
         state.retiring.add(name)
         bus = self._config.name
         try:

@@ -7,10 +7,12 @@ the worker without reaching into it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -248,6 +250,17 @@ async def test_a_task_whose_worker_dies_runs_again_when_its_pool_allows(
     assert pid_of(job) != first_pid
 
 
+async def wait_for_a_new_store(store: Any, old_pid: int) -> None:
+    async with asyncio.timeout(_OUTCOME_S):
+        while True:
+            try:
+                if (await store.stats.remote())["pid"] != old_pid:
+                    return
+            except ray.exceptions.RayActorError:
+                pass  # dying or restarting: ask again
+            await asyncio.sleep(0.2)  # polling the restart: Ray has no event for it
+
+
 async def test_a_tools_input_request_waits_in_the_store_through_its_restart(
     bus: BusClient,
 ) -> None:
@@ -260,6 +273,9 @@ async def test_a_tools_input_request_waits_in_the_store_through_its_restart(
     store = await get_actor_async(actor_names.tasks(bus.bus))
     before = await store.stats.remote()
     ray.kill(store, no_restart=False)  # the parked request and its way back are journaled
+    # The kill is asynchronous: answer the new incarnation, not the dying one (whose
+    # reply, lost with it, would be asked again of the new one and found answered).
+    await wait_for_a_new_store(store, before["pid"])
     outcome = await handle.respond({"input-1": {"action": "accept", "content": {"yes": True}}})
     assert (outcome.answered, outcome.ignored) == (("input-1",), ())
     result = await handle.result(timeout_s=_OUTCOME_S)
