@@ -59,12 +59,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BUFFERED_ANSWERS",
+    "DURABLE_PREFIX",
     "Answer",
     "AnswerBuffer",
     "DurableCalls",
     "client_name",
     "new_incarnation",
 ]
+
+# Begins every durable client's id: no other client's id (random hex, or the task
+# store's "tasks") does, so no durable id can name another client's reply address.
+DURABLE_PREFIX = "durable."
 
 # Answers held for answers() at most; beyond, the broker holds them (unacknowledged).
 DEFAULT_BUFFERED_ANSWERS = 1000
@@ -89,7 +94,9 @@ def client_name(bus: str, durable_id: str | None, inbox: str | None) -> str:
         )
     if inbox is not None:
         raise ValueError("durable_id: a durable client cannot run in an inbox actor")
-    return f"{actor_names.client(bus).rsplit('/', 1)[0]}/{durable_id}"
+    # Prefixed: the last segment names the reply topic or queue, and a bare id could be
+    # another client's (the task store's is "tasks"), whose answers it would then read.
+    return f"{actor_names.client(bus).rsplit('/', 1)[0]}/{DURABLE_PREFIX}{durable_id}"
 
 
 def new_incarnation() -> str:

@@ -81,11 +81,18 @@ def test_a_durable_id_outside_its_characters_is_refused_in_one_line(bad: str) ->
     assert "A-Z a-z 0-9 . _ -" in message
 
 
+def test_no_durable_id_names_the_task_store_s_reply_address() -> None:
+    # The store reads its answers at the client id "tasks": a durable client of that id
+    # would read (and acknowledge) them.
+    store_id = actor_names.tasks("b").rsplit("/", 1)[-1]
+    assert client_name("b", store_id, None).rsplit("/", 1)[-1] != store_id
+
+
 def test_a_durable_id_is_the_client_s_name_where_random_ones_differ() -> None:
     durable = client_name("b", "risk-job_7.A" + "x" * 52, None)
     assert durable.rsplit("/", 1) == [
         actor_names.client("b").rsplit("/", 1)[0],
-        "risk-job_7.A" + "x" * 52,
+        "durable.risk-job_7.A" + "x" * 52,
     ]
     assert client_name("b", None, None) != client_name("b", None, None)
     assert client_name("b", None, "raybus/b/inbox") == "raybus/b/inbox"
