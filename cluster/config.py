@@ -331,6 +331,12 @@ class GatewayConfig(_Strict):
     request_read_timeout_s: float = Field(
         30.0, gt=0, description="a request's head, then its body, must arrive within this"
     )
+    # Longer than clients' own idle expiry (httpx 5 s, aiohttp 15 s): a client closes an
+    # idle connection before the gateway does, so it never sends a request on a connection
+    # the gateway is closing at that moment (a reset the client cannot retry safely).
+    keep_alive_timeout_s: int = Field(
+        30, ge=1, description="an idle connection between requests is closed after this"
+    )
     policy: PolicyConfig = PolicyConfig()
     tls: GatewayTls | None = Field(None, description="serve HTTPS with this certificate and key")
 

@@ -126,5 +126,6 @@ def http_server(gateway: Gateway, config: BusConfig, port: int) -> QuietServer:
             ssl_certfile=settings.tls.certfile if settings.tls else None,
             ssl_keyfile=settings.tls.keyfile if settings.tls else None,
             http=head_deadline_protocol(settings.request_read_timeout_s),
+            timeout_keep_alive=settings.keep_alive_timeout_s,
         )
     )
