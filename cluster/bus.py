@@ -19,15 +19,21 @@ from ray.exceptions import RayError
 from cluster.backends.base import Backend, backend_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.namespaces import NameCollision, first_collision
-from cluster.naming import NAMESPACE, actor_names, get_actor, get_actor_async
+from cluster.naming import (
+    NAMESPACE,
+    ControlPart,
+    actor_names,
+    get_actor,
+    get_actor_async,
+    process_of,
+)
 from cluster.placement import read_cluster
-from cluster.ray_actors.autoscaler import AutoscalerActor
-from cluster.ray_actors.discovery import DiscoveryActor
+from cluster.ray_actors.control import ControlActor, hosts_autoscaler
 from cluster.ray_actors.keys import KeysActor, forget_keys
 from cluster.ray_actors.ledger import LedgerActor
 from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS
 from cluster.ray_actors.router import RouterActor
-from cluster.ray_actors.supervisor import PoolStartFailed, SupervisorActor
+from cluster.ray_actors.supervisor import PoolStartFailed
 from cluster.ray_actors.task_store import TaskStoreActor
 from cluster.tasks.journals import delete_journal
 from cluster.tasks.settings import runs_tasks
@@ -50,6 +56,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CONTROL_OPTIONS = CONTROL_ACTOR_OPTIONS
+_ControlActor: Any = ray.remote(ControlActor)
 # Stopping the autoscaler (its round, then its lag clients) waits this long at most.
 _AUTOSCALER_STOP_S = 15.0
 
@@ -98,16 +105,18 @@ async def launch_bus(
     config = await backend.settle()  # e.g. SQS credentials: settled here, never in actors
     if await asyncio.to_thread(_exists, actor_names.router(bus)):
         raise BusAlreadyRunning(bus)
+    autoscaled = hosts_autoscaler(config)
     try:
         # The first named actor claims the name: a racing launch fails here, before it
-        # has anything of ours to tear down.
-        discovery = DiscoveryActor.options(  # type: ignore[attr-defined]
-            name=actor_names.discovery(bus), **_CONTROL_OPTIONS
+        # has anything of ours to tear down. Discovery, the supervisor and the
+        # autoscaler share its process (see cluster.ray_actors.control).
+        control = _ControlActor.options(
+            name=actor_names.control(bus, autoscaled=autoscaled), **_CONTROL_OPTIONS
         ).remote(config)
     except ValueError:
         raise BusAlreadyRunning(bus) from None
     try:
-        return await _launch(config, backend, discovery, ready_timeout_s, spares_later)
+        return await _launch(config, backend, control, ready_timeout_s, spares_later)
     except BaseException:
         await asyncio.shield(_tear_down(bus))
         raise
@@ -116,7 +125,7 @@ async def launch_bus(
 async def _launch(
     config: BusConfig,
     backend: Backend,
-    discovery: Any,
+    control: Any,
     ready_timeout_s: float,
     spares_later: bool,
 ) -> dict[str, Any]:
@@ -136,9 +145,8 @@ async def _launch(
     router = RouterActor.options(  # type: ignore[attr-defined]
         name=actor_names.router(bus), **_CONTROL_OPTIONS
     ).remote(bus, config.router)
-    supervisor = SupervisorActor.options(  # type: ignore[attr-defined]
-        name=actor_names.supervisor(bus), **_CONTROL_OPTIONS
-    ).remote(config)
+    discovery = ControlPart(control, "discovery")
+    supervisor = ControlPart(control, "supervisor")
     # Tasks (long-running tools): a store only for a bus with a pool that runs tools as
     # tasks. Every other bus would pay a process (a second of CPU at start) for nothing.
     tasks = None
@@ -147,10 +155,8 @@ async def _launch(
             name=actor_names.tasks(bus), **_CONTROL_OPTIONS
         ).remote(config)
     autoscaler = None
-    if config.autoscaler.enabled and any(p.autoscale.enabled for p in config.pools):
-        autoscaler = AutoscalerActor.options(  # type: ignore[attr-defined]
-            name=actor_names.autoscaler(bus), **_CONTROL_OPTIONS
-        ).remote(config)
+    if hosts_autoscaler(config):
+        autoscaler = ControlPart(control, "autoscaler")
     # Workers start meanwhile; their beats and the router's subscription find discovery
     # whenever it is up (both start it if need be), and subscribing replays membership.
     workers_started = supervisor.start.remote(spares=not spares_later)
@@ -249,7 +255,7 @@ async def _tear_down(bus: str) -> None:
         control += [actor_names.tasks(bus), actor_names.keys(bus)]
         for name in control:
             with contextlib.suppress(ConnectionClosed):
-                ray.kill(get_actor(name), no_restart=True)
+                ray.kill(process_of(get_actor(name)), no_restart=True)
         for name in _raybus_actor_names():
             if name.startswith(prefix):
                 with contextlib.suppress(ConnectionClosed, ValueError):
@@ -393,15 +399,15 @@ async def _gateway_urls(bus: str) -> list[str]:
 
 async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
     """Drain every worker, then stop the control actors. Missing pieces are skipped."""
-    # The autoscaler goes first, so it cannot resize pools while they drain.
+    # The autoscaler stops first, so it cannot resize pools while they drain; its broker
+    # clients are closed, not dropped with the process (bounded: it may hang).
     with contextlib.suppress(ConnectionClosed):
         autoscaler = await get_actor_async(actor_names.autoscaler(bus))
-        try:  # its broker clients are closed, not dropped by the kill (bounded: it may hang)
+        try:
             async with asyncio.timeout(_AUTOSCALER_STOP_S):
                 await autoscaler.stop.remote()
         except (RayError, TimeoutError, AttributeError) as exc:
-            logger.info("autoscaler of bus %s not stopped cleanly (killed): %s", bus, exc)
-        ray.kill(autoscaler, no_restart=True)
+            logger.info("autoscaler of bus %s not stopped cleanly: %s", bus, exc)
     names = [actor_names.supervisor(bus), actor_names.router(bus), actor_names.discovery(bus)]
     names += [actor_names.ledger(bus), actor_names.keys(bus)]
     # The task store goes first: it would answer about tasks whose workers are draining.
@@ -415,7 +421,7 @@ async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
         logger.warning("could not drain bus %s cleanly: %s", bus, exc)
     for name in names:
         try:
-            ray.kill(await get_actor_async(name), no_restart=True)
+            ray.kill(process_of(await get_actor_async(name)), no_restart=True)
         except ConnectionClosed:
             continue
     await asyncio.to_thread(forget_keys, bus)  # a later bus of that name starts afresh

@@ -15,11 +15,56 @@ import ray
 
 from transports.errors import ConnectionClosed
 
-__all__ = ["NAMESPACE", "HandleCache", "actor_names", "get_actor", "get_actor_async"]
+__all__ = [
+    "NAMESPACE",
+    "ControlPart",
+    "HandleCache",
+    "actor_names",
+    "get_actor",
+    "get_actor_async",
+    "process_of",
+]
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "raybus"
+
+# The control actors that share one process (``cluster.ray_actors.control``): none is
+# on a call's path, and each process of its own cost a second of CPU at every start.
+CONTROL_PARTS = ("discovery", "supervisor", "autoscaler")
+
+
+class ControlPart:
+    """A handle to one part of a bus's control process, used like that actor's handle:
+    ``part.method.remote(...)`` calls ``method`` of that part (in that process)."""
+
+    def __init__(self, control: Any, part: str) -> None:
+        self.control = control  # the process's own Ray handle (to kill it)
+        self.part = part
+
+    def __getattr__(self, method: str) -> _PartMethod:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _PartMethod(self.control, self.part, method)
+
+    def __repr__(self) -> str:
+        return f"ControlPart({self.control!r}, {self.part!r})"
+
+
+class _PartMethod:
+    def __init__(self, control: Any, part: str, method: str) -> None:
+        self._control = control
+        self._part = part
+        self._method = method
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._control.call.remote(self._part, self._method, *args, **kwargs)
+
+
+def process_of(handle: Any) -> Any:
+    """The Ray actor handle behind ``handle`` (what ``ray.kill`` takes): a part's
+    control process, or the handle itself."""
+    return handle.control if isinstance(handle, ControlPart) else handle
 
 
 class actor_names:
@@ -34,6 +79,21 @@ class actor_names:
     @staticmethod
     def supervisor(bus: str) -> str:
         return f"raybus/{bus}/supervisor"
+
+    @staticmethod
+    def control(bus: str, *, autoscaled: bool) -> str:
+        """The one process hosting a bus's discovery, supervisor and (``autoscaled``)
+        autoscaler (``cluster.ray_actors.control``): whether it hosts an autoscaler is in
+        its name, so a lookup of a bus's autoscaler fails at once when it has none."""
+        return f"raybus/{bus}/control" + ("+autoscaler" if autoscaled else "")
+
+    @staticmethod
+    def control_part(name: str) -> tuple[str, str] | None:
+        """``(bus, part)`` if ``name`` is one of the parts a control process hosts."""
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == "raybus" and parts[2] in CONTROL_PARTS:
+            return parts[1], parts[2]
+        return None
 
     @staticmethod
     def ledger(bus: str) -> str:
@@ -85,6 +145,19 @@ def get_actor(name: str) -> Any:
     Raises:
         ConnectionClosed: no live actor has that name.
     """
+    hosted = actor_names.control_part(name)
+    if hosted is not None:
+        bus, part = hosted
+        # A bus's autoscaler lives only in the control process named for one.
+        for autoscaled in (True,) if part == "autoscaler" else (True, False):
+            try:
+                control = ray.get_actor(
+                    actor_names.control(bus, autoscaled=autoscaled), namespace=NAMESPACE
+                )
+            except ValueError:
+                continue
+            return ControlPart(control, part)
+        raise ConnectionClosed(f"no raybus actor named {name!r} is running")
     try:
         return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:

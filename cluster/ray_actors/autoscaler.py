@@ -44,7 +44,6 @@ __all__ = ["AutoscalerActor"]
 logger = logging.getLogger(__name__)
 
 
-@ray.remote
 class AutoscalerActor:
     def __init__(self, config: BusConfig) -> None:
         self._config = config
@@ -88,10 +87,12 @@ class AutoscalerActor:
             self._exporter = loop.create_task(export_forever(RayExport(self._metrics)))
 
     async def stop(self) -> None:
-        """Stop deciding and close the backend's lag clients (the bus is stopping)."""
-        if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
+        """Stop deciding and close the backend's lag clients (the bus is stopping: no
+        resize while its pools drain)."""
+        tasks = [task for task in (self._loop, self._exporter) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._backend.close()
 
     async def _run(self) -> None:

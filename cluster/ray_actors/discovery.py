@@ -16,8 +16,6 @@ import asyncio
 import logging
 from typing import Any
 
-import ray
-
 from actors.discovery.catalog import Catalog, Collision
 from actors.discovery.registry import DiscoveryRegistry, Heartbeat, Membership, WorkerInfo
 from cluster.backends.base import HeartbeatFeed, backend_for
@@ -30,7 +28,6 @@ __all__ = ["DiscoveryActor"]
 logger = logging.getLogger(__name__)
 
 
-@ray.remote
 class DiscoveryActor:
     def __init__(self, config: BusConfig) -> None:
         self._config = config

@@ -16,16 +16,18 @@ then. The starts it calls are idempotent or guarded by that same flag.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
 
 from cluster.naming import NAMESPACE
 
-__all__ = ["CONTROL_ACTOR_OPTIONS", "itself", "restarted", "start_itself"]
+__all__ = ["CONTROL_ACTOR_OPTIONS", "hosting", "itself", "restarted", "start_itself"]
 
 # How every control actor of a bus is created: named in raybus's namespace, outliving
 # its creator, restarted by Ray when its process dies, taking no CPU from workers.
@@ -64,14 +66,36 @@ def itself() -> Any:
     return ray.get_runtime_context().current_actor
 
 
+# The part of a control process (``cluster.ray_actors.control``) being constructed.
+_hosted_part: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "raybus_hosted_part", default=None
+)
+
+
+@contextlib.contextmanager
+def hosting(part: str) -> Iterator[None]:
+    """While constructing ``part`` of a control process: its :func:`start_itself`
+    calls that part's method through the process's ``call``."""
+    token = _hosted_part.set(part)
+    try:
+        yield
+    finally:
+        _hosted_part.reset(token)
+
+
 def start_itself(method: str, begun: Callable[[], bool], **kwargs: Any) -> None:
     """Call the calling actor's ``method`` (its start), and again while ``begun()`` is
     false after each of :data:`_RESEND_AFTER_S`. Call from the constructor."""
     handle = itself()
+    part = _hosted_part.get()
 
     def send() -> None:
-        if not begun():
+        if begun():
+            return
+        if part is None:
             getattr(handle, method).remote(**kwargs)
+        else:
+            handle.call.remote(part, method, **kwargs)
 
     send()
     for delay_s in _RESEND_AFTER_S:

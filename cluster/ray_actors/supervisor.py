@@ -84,7 +84,6 @@ class _PoolState:
     refill: asyncio.Task[None] | None = None
 
 
-@ray.remote
 class SupervisorActor:
     def __init__(self, config: BusConfig) -> None:
         self._config = config

@@ -20,7 +20,7 @@ import pytest
 import ray
 
 from cluster.client import BusClient
-from cluster.naming import actor_names, get_actor
+from cluster.naming import actor_names, get_actor, process_of
 from tests.cluster.bus_helpers import bus_config, running_bus
 from tests.faults.history import check
 from tests.faults.scale import scaled
@@ -53,9 +53,12 @@ RECOVERY_BOUND_S = 120.0  # stops a hang; the recovery time itself is a printed 
 
 
 def restart(name: str) -> float:
-    """Kill a control actor and let Ray restart it; returns when (``now()``)."""
+    """Kill a control actor and let Ray restart it; returns when (``now()``).
+
+    Discovery, the supervisor and the autoscaler share one process
+    (``cluster.ray_actors.control``): killing one kills and restarts all three."""
     killed_at = now()
-    ray.kill(get_actor(name), no_restart=False)
+    ray.kill(process_of(get_actor(name)), no_restart=False)
     return killed_at
 
 
