@@ -53,7 +53,7 @@ _GROUPS = {
     "ray::RouterActor": "router",
     "ray::WorkerActor": "workers",
     "ray::ClientEndpoint": "endpoint",
-    "ray::DiscoveryActor": "discovery",
+    "ray::ControlActor": "control",  # discovery, supervisor, autoscaler
     "raylet": "raylet",
     "gcs_server": "gcs",
 }

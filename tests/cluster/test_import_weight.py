@@ -17,6 +17,7 @@ LIGHT_MODULES = [
     "cluster.ray_actors.discovery",
     "cluster.ray_actors.autoscaler",
     "cluster.ray_actors.supervisor",
+    "cluster.ray_actors.control",
     "cluster.ray_actors.ledger",
     "cluster.ray_actors.endpoint",
     "cluster.ray_actors.gateway",

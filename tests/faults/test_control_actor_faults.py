@@ -13,11 +13,13 @@ the waits only bound it, as every wait here is sized for a cold, loaded 2-core m
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 import ray
+import ray._private.state as ray_state
 
 from cluster.client import BusClient
 from cluster.naming import actor_names, get_actor, process_of
@@ -52,14 +54,32 @@ MAY_HAPPEN = {BusErrorCode.OUTCOME_UNKNOWN, BusErrorCode.DEADLINE_EXCEEDED}
 RECOVERY_BOUND_S = 120.0  # stops a hang; the recovery time itself is a printed figure
 
 
-def restart(name: str) -> float:
+async def restart(name: str) -> float:
     """Kill a control actor and let Ray restart it; returns when (``now()``).
 
     Discovery, the supervisor and the autoscaler share one process
-    (``cluster.ray_actors.control``): killing one kills and restarts all three."""
+    (``cluster.ray_actors.control``): killing one kills and restarts all three. Then it
+    returns once the cluster counts the restart, so no check made after it can still be
+    answered by the process being killed (``ray.kill`` does not wait for the death).
+    """
+    handle = get_actor(name)
+    process = process_of(handle)
+    restarts_before = _restarts(process)
     killed_at = now()
-    ray.kill(process_of(get_actor(name)), no_restart=False)
+    ray.kill(process, no_restart=False)
+    if process is not handle:
+
+        async def counted() -> bool:
+            return await asyncio.to_thread(_restarts, process) > restarts_before
+
+        await poll_until(counted, RECOVERY_BOUND_S)
     return killed_at
+
+
+def _restarts(process: Any) -> int:
+    """How many times Ray has restarted this actor (the cluster's own record)."""
+    info = ray_state.actors(actor_id=process._actor_id.hex())
+    return int(info["NumRestarts"])
 
 
 def paced(client: BusClient) -> SteadyLoad:
@@ -80,7 +100,7 @@ async def test_a_killed_router_restarts_and_every_call_it_held_ends_by_its_deadl
         load = SteadyLoad(client, callers=CALLERS, limit=ROUTER_CALLS)
         load.start()
         await load.run_for(BEFORE)
-        killed_at = restart(actor_names.router(config.name))
+        killed_at = await restart(actor_names.router(config.name))
         await load.run_for(AFTER)
         await load.stop()
     verdict = check(load.history)
@@ -102,7 +122,7 @@ async def test_a_killed_discovery_relearns_the_workers_and_the_router_hears_of_n
         load = paced(client)
         load.start()
         await load.run_for(BEFORE)
-        killed_at = restart(actor_names.discovery(bus))
+        killed_at = await restart(actor_names.discovery(bus))
 
         async def relearned() -> bool:
             live = await get_actor(actor_names.discovery(bus)).workers.remote()
@@ -144,7 +164,7 @@ async def test_a_killed_autoscaler_restarts_and_decides_again(ray_session: None)
         load = paced(client)
         load.start()
         await load.run_for(BEFORE)
-        killed_at = restart(actor_names.autoscaler(bus))
+        killed_at = await restart(actor_names.autoscaler(bus))
         killed_wall = time.time()
 
         async def deciding() -> bool:
@@ -179,7 +199,7 @@ async def test_a_killed_supervisor_adopts_its_workers_and_replaces_one_that_dies
         load = paced(client)
         load.start()
         await load.run_for(BEFORE)
-        killed_at = restart(actor_names.supervisor(bus))
+        killed_at = await restart(actor_names.supervisor(bus))
 
         seen: list[Any] = []
 
