@@ -13,16 +13,21 @@ here through :meth:`ControlActor.call`. Ray restarts the process as a whole
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from cluster.config import BusConfig
 from cluster.ray_actors.autoscaler import AutoscalerActor
 from cluster.ray_actors.discovery import DiscoveryActor
-from cluster.ray_actors.restarts import hosting
+from cluster.ray_actors.restarts import DeferredStart, deferring_starts, start_itself
 from cluster.ray_actors.supervisor import SupervisorActor
 
 __all__ = ["ControlActor", "hosts_autoscaler"]
+
+logger = logging.getLogger(__name__)
 
 
 def hosts_autoscaler(config: BusConfig) -> bool:
@@ -32,14 +37,33 @@ def hosts_autoscaler(config: BusConfig) -> bool:
 
 class ControlActor:
     def __init__(self, config: BusConfig) -> None:
-        self._parts: dict[str, Any] = {}
-        with hosting("discovery"):
-            self._parts["discovery"] = DiscoveryActor(config)
-        with hosting("supervisor"):
-            self._parts["supervisor"] = SupervisorActor(config)
+        builds: dict[str, Callable[[BusConfig], Any]] = {
+            "discovery": DiscoveryActor,
+            "supervisor": SupervisorActor,
+        }
         if hosts_autoscaler(config):
-            with hosting("autoscaler"):
-                self._parts["autoscaler"] = AutoscalerActor(config)
+            builds["autoscaler"] = AutoscalerActor
+        self._parts: dict[str, Any] = {}
+        # After a Ray restart each part asks for its start (see restarts): one call
+        # starts them all, sent again while any has not begun.
+        self._starts: list[tuple[str, DeferredStart]] = []
+        for part, build in builds.items():
+            with deferring_starts() as starts:
+                self._parts[part] = build(config)
+            self._starts += [(part, start) for start in starts]
+        if self._starts:
+            start_itself("start_parts", lambda: all(s.begun() for _, s in self._starts))
+
+    async def start_parts(self) -> None:
+        """After a Ray restart: each part's start that has not begun, side by side."""
+        pending = [(part, start) for part, start in self._starts if not start.begun()]
+        outcomes = await asyncio.gather(
+            *(getattr(self._parts[part], s.method)(**s.kwargs) for part, s in pending),
+            return_exceptions=True,
+        )
+        for (part, start), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                logger.error("%s.%s after a restart failed: %r", part, start.method, outcome)
 
     async def call(self, part: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """``method(*args, **kwargs)`` of ``part``, as a call to that actor would be.

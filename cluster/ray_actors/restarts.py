@@ -21,13 +21,21 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from cluster.naming import NAMESPACE
 
-__all__ = ["CONTROL_ACTOR_OPTIONS", "hosting", "itself", "restarted", "start_itself"]
+__all__ = [
+    "CONTROL_ACTOR_OPTIONS",
+    "DeferredStart",
+    "deferring_starts",
+    "itself",
+    "restarted",
+    "start_itself",
+]
 
 # How every control actor of a bus is created: named in raybus's namespace, outliving
 # its creator, restarted by Ray when its process dies, taking no CPU from workers.
@@ -66,36 +74,47 @@ def itself() -> Any:
     return ray.get_runtime_context().current_actor
 
 
-# The part of a control process (``cluster.ray_actors.control``) being constructed.
-_hosted_part: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "raybus_hosted_part", default=None
+@dataclass(frozen=True)
+class DeferredStart:
+    """A start a part of a control process asked for while it was constructed."""
+
+    method: str
+    begun: Callable[[], bool]
+    kwargs: dict[str, Any]
+
+
+# Set while a control process (``cluster.ray_actors.control``) constructs a part.
+_deferred: contextvars.ContextVar[list[DeferredStart] | None] = contextvars.ContextVar(
+    "raybus_deferred_starts", default=None
 )
 
 
 @contextlib.contextmanager
-def hosting(part: str) -> Iterator[None]:
-    """While constructing ``part`` of a control process: its :func:`start_itself`
-    calls that part's method through the process's ``call``."""
-    token = _hosted_part.set(part)
+def deferring_starts() -> Iterator[list[DeferredStart]]:
+    """While constructing a part of a control process: :func:`start_itself` records
+    the part's start in the list yielded instead of sending it. The process sends one
+    call that runs them all: several self-calls sent from one constructor were seen to
+    lose all but the first until their resend, 5 s later."""
+    starts: list[DeferredStart] = []
+    token = _deferred.set(starts)
     try:
-        yield
+        yield starts
     finally:
-        _hosted_part.reset(token)
+        _deferred.reset(token)
 
 
 def start_itself(method: str, begun: Callable[[], bool], **kwargs: Any) -> None:
     """Call the calling actor's ``method`` (its start), and again while ``begun()`` is
     false after each of :data:`_RESEND_AFTER_S`. Call from the constructor."""
+    deferred = _deferred.get()
+    if deferred is not None:
+        deferred.append(DeferredStart(method, begun, kwargs))
+        return
     handle = itself()
-    part = _hosted_part.get()
 
     def send() -> None:
-        if begun():
-            return
-        if part is None:
+        if not begun():
             getattr(handle, method).remote(**kwargs)
-        else:
-            handle.call.remote(part, method, **kwargs)
 
     send()
     for delay_s in _RESEND_AFTER_S:
