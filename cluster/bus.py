@@ -335,8 +335,10 @@ async def bus_status(bus: str) -> dict[str, Any]:
 
 
 def placement_summary(pool: PoolConfig) -> dict[str, Any]:
-    """What a pool's workers reserve and where they may run; env by name only."""
+    """The pool's labels (its region), what its workers reserve and where they may run;
+    env by name only."""
     return {
+        "labels": dict(pool.labels),
         "resources": pool.worker_resources,
         "label_selector": dict(pool.label_selector),
         "env": env_names(pool.env, pool.runtime_env),

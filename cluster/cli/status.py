@@ -101,6 +101,8 @@ def format_status(status: dict[str, Any]) -> str:
 
 def _placement_line(row: dict[str, Any]) -> str:
     parts = []
+    if row.get("labels"):
+        parts.append(f"labels {', '.join(f'{k}={v}' for k, v in row['labels'].items())}")
     if row.get("resources"):
         parts.append(f"each worker reserves {format_amounts(row['resources'])}")
     if row.get("label_selector"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from cluster.bus import bus_status
 from cluster.client import BusClient, CallError
 from tests.cluster.bus_helpers import bus_config, running_bus
 
@@ -87,6 +88,10 @@ async def test_calls_labelled_eu_run_only_on_the_eu_pool(regional: Regional) -> 
         await eu.close()
     runs = regional.runs()
     assert sorted(runs["eu"]) == sorted(keys)
+    pools = (await bus_status(regional.bus.bus))["pools"]  # what `raybus status` shows
+    assert {pool: row["labels"] for pool, row in pools.items()} == {
+        f"calc-{region}": {"region": region} for region in REGIONS
+    }
     assert runs["us"] == runs["ch"] == runs["uk"] == []
     # A call's own labels choose too (on a client without any).
     await call_with_labels(regional.bus, "us-1", "us")

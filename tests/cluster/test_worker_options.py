@@ -147,6 +147,7 @@ def test_status_shows_what_workers_reserve_and_env_names_but_never_env_values() 
         num_cpus=1,
         resources={"accel": 1},
         label_selector={"zone": "a"},
+        labels={"region": "eu"},
         env={"API_TOKEN": SECRET},
         runtime_env={"env_vars": {"LOG_LEVEL": SECRET}},
     )
@@ -161,7 +162,7 @@ def test_status_shows_what_workers_reserve_and_env_names_but_never_env_values() 
     status = {"bus": "demo", "pools": {"kit": row}, "workers": [], "decisions": []}
     text = format_status(status)
     assert (
-        "kit: each worker reserves 1 CPU(s), 1 accel; on nodes with zone=a; "
+        "kit: labels region=eu; each worker reserves 1 CPU(s), 1 accel; on nodes with zone=a; "
         "env API_TOKEN, LOG_LEVEL (values hidden)"
     ) in text
     assert SECRET not in text
