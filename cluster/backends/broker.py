@@ -142,7 +142,8 @@ class BrokerClientLink:
     and carries cancellations to the workers. A published request cannot be withdrawn
     from a topic or queue, so a cancellation is told twice: to the pool-wide ledger (a
     worker that takes the request later answers it "cancelled" without running it) and
-    to every worker of the pool (the one running it cancels it on its server). Closing
+    to every worker of the pool (the one running it cancels it on its server); a call this
+    link did not send (an earlier link of the same client did) to every pool's. Closing
     the link cancels every call still in flight: a client that goes away leaves no tool
     running for nobody; unless ``durable``: its answers wait for it in the broker.
     """
@@ -251,24 +252,29 @@ class BrokerClientLink:
         return self._membership
 
     def cancel(self, keys: list[CorrelationKey]) -> None:
-        by_pool: dict[str, list[CorrelationKey]] = {}
+        # A key this link does not hold was sent by an earlier link of the same client (a
+        # task store Ray restarted, a durable client that reconnected) or has just been
+        # answered: told to every pool (None), as the pool it went to is not known here.
+        by_pool: dict[str | None, list[CorrelationKey]] = {}
         for key in keys:
-            pool = self.calls.withdraw(key)
-            if pool is not None:
-                by_pool.setdefault(pool, []).append(key)
+            by_pool.setdefault(self.calls.withdraw(key), []).append(key)
         for pool, pool_keys in by_pool.items():
             task = asyncio.get_running_loop().create_task(self._cancel(pool, pool_keys))
             self._cancellations.add(task)  # the loop holds tasks weakly
             task.add_done_callback(self._cancellations.discard)
 
-    async def _cancel(self, pool: str, keys: list[CorrelationKey]) -> None:
+    async def _cancel(self, pool: str | None, keys: list[CorrelationKey]) -> None:
         try:
             ledger = await self._handles.get_async(actor_names.ledger(self._bus))
             # First the ledger (a request still in the broker never runs), then the
             # workers (the one running it stops it): in this order no gap is left between.
             await asyncio.gather(*(ledger.withdraw.remote(request_key(key)) for key in keys))
             membership = await self._current_membership(refresh=True)
-            workers = membership.workers.get(pool, ())
+            workers = (
+                membership.workers.get(pool, ())
+                if pool is not None
+                else [w for pool_workers in membership.workers.values() for w in pool_workers]
+            )
             handles = [await self._handles.get_async(w.actor_name) for w in workers]
             told = await asyncio.gather(
                 *(handle.cancel.remote(keys) for handle in handles), return_exceptions=True
@@ -277,7 +283,7 @@ class BrokerClientLink:
                 if isinstance(outcome, BaseException):
                     logger.warning("could not cancel on %s: %s", worker.actor_name, outcome)
         except Exception:  # a cancellation is best effort; the caller has its outcome
-            logger.exception("cancelling %d call(s) on pool %s failed", len(keys), pool)
+            logger.exception("cancelling %d call(s) on pool %s failed", len(keys), pool or "any")
 
     async def receive(self) -> None:
         retry = ReceiveRetry("client answers")
