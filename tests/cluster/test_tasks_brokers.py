@@ -3,7 +3,8 @@
 The issue's three cases on each broker, with the fixture tool ``long_job`` (its marker
 files show what happened inside the worker): a task starts, reports progress and its
 result outlives the client that started it (and a restart of the store); a cancelled
-task stops on its worker; a task whose worker dies ends failed, not "working".
+task stops on its worker, even when the store that started it was restarted meanwhile;
+a task whose worker dies ends failed, not "working".
 """
 
 from __future__ import annotations
@@ -86,11 +87,20 @@ async def test_a_task_reports_progress_and_its_result_outlives_client_and_store(
     assert (await store.stats.remote())["pid"] != before["pid"]
 
 
-async def test_cancel_stops_the_tool_on_its_worker(bus: BusClient, tmp_path: Path) -> None:
+async def test_cancel_stops_the_tool_on_its_worker_after_a_restart_of_the_store(
+    bus: BusClient, tmp_path: Path
+) -> None:
     job = marker(tmp_path, "cancelled-job")
-    handle = await bus.start_tool("long_job", {"seconds": 300, "step_s": 1, "marker": job})
+    started = await bus.start_tool("long_job", {"seconds": 300, "step_s": 1, "marker": job})
     await wait_until(lambda: left(job, "pid"), _OUTCOME_S)
+    # The store that sent the call dies: its successor's broker link never sent it, and
+    # must still reach the worker running it (the ledger and every pool's workers).
+    store = await get_actor_async(actor_names.tasks(bus.bus))
+    before = await store.stats.remote()
+    ray.kill(store, no_restart=False)
+    handle = await bus.open_task(started.id)
     assert (await handle.cancel()).status is TaskStatus.CANCELLED
+    assert (await store.stats.remote())["pid"] != before["pid"]
     await wait_until(lambda: left(job, "cancelled"), _OUTCOME_S)
     with pytest.raises(CallError) as caught:
         await handle.result(timeout_s=_OUTCOME_S)
