@@ -113,6 +113,5 @@ class ChangeFeed:
             newer.append((seq, record))
         newer.reverse()
         batch = newer[:_BATCH]
-        # Nothing newer is kept (more changes than max_kept): the reader moves on.
         last = batch[-1][0] if batch else self._seq
         return FeedBatch(FeedCursor(self.epoch, last), tuple(r for _, r in batch))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +22,9 @@ import mcp_types as types
 import pytest
 
 from actors.tasks.feed import FeedBatch, FeedCursor
+from actors.tasks.journal import MemoryJournal
 from actors.tasks.model import RELATED_TASK_META
+from actors.tasks.store import TaskSettings, TaskStoreCore
 from cluster.gateway.policy.chain import PolicyConfig
 from cluster.gateway.policy.tokens import hash_token
 from cluster.gateway.server import Gateway
@@ -47,10 +50,40 @@ _STREAM_S = 60.0
 
 
 class FeedTaskStore(FakeTaskStore):
-    """The fake store with the change feed the Ray store offers."""
+    """The fake store with the change feed the Ray store offers, and a restart: while
+    the store is away a read waits, and a read in flight is asked again of the new
+    incarnation (as ``ask_store`` does with a store Ray restarts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.journal = MemoryJournal()
+        self.core = TaskStoreCore(self.ports, self.journal, TaskSettings(), clock=time.time)
+        self._reachable = asyncio.Event()
+        self._reachable.set()
+        self._gone = asyncio.Event()
 
     async def changes(self, cursor: FeedCursor | None, timeout_s: float) -> FeedBatch:
-        return await self.core.feed.changes(cursor, timeout_s)
+        while True:
+            await self._reachable.wait()
+            poll = asyncio.ensure_future(self.core.feed.changes(cursor, timeout_s))
+            gone = asyncio.ensure_future(self._gone.wait())
+            await asyncio.wait({poll, gone}, return_when=asyncio.FIRST_COMPLETED)
+            gone.cancel()
+            if poll.done():
+                return poll.result()
+            poll.cancel()
+
+    def go_away(self) -> None:
+        """The store's process died: nothing answers until :meth:`restart`."""
+        self._reachable.clear()
+        self._gone.set()
+        self._gone = asyncio.Event()
+
+    async def restart(self) -> None:
+        """A new incarnation, from the journal."""
+        self.core = TaskStoreCore(self.ports, self.journal, TaskSettings(), clock=time.time)
+        await self.core.load()
+        self._reachable.set()
 
 
 @pytest.fixture
@@ -273,3 +306,33 @@ async def test_a_2026_listener_that_did_not_declare_the_extension_is_refused_wit
     assert error["data"] == {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
     assert bad.json()["error"]["code"] == -32602
     assert "taskIds" in bad.json()["error"]["message"]
+
+
+async def test_notifications_survive_a_store_restart_and_tell_what_changed_meanwhile(
+    served: tuple[str, FeedTaskStore],
+) -> None:
+    url, store = served
+    async with legacy_session(url, ALICE) as alice:
+        legacy = await alice.create_task("2025")
+        modern = await new_task(url, ALICE, "2026")
+        seen: list[dict[str, Any]] = []
+        async with (
+            httpx.AsyncClient(timeout=_STREAM_S) as http,
+            http.stream("POST", url, json=listen_body([modern]), headers=headers(ALICE)) as listen,
+        ):
+            stream = frames(listen)
+            await anext(stream)  # the ack
+            seen.append(await anext(stream))  # working
+            store.go_away()
+            # Journaled by the dying incarnation; no watcher could read it from there.
+            await store.answer(modern, result=text_result("meanwhile"))
+            await store.restart()
+            seen.append(await anext(stream))
+            await store.answer(legacy, result=text_result("after"))
+            await wait_until(lambda: bool(alice.heard), _STREAM_S)
+    assert [m["params"]["status"] for m in seen] == ["working", "completed"]
+    assert seen[1]["params"]["result"]["content"] == [{"type": "text", "text": "meanwhile"}]
+    # The 2025 task was working before and after the restart: told once, when it ended.
+    assert [(m["params"]["taskId"], m["params"]["status"]) for m in alice.heard] == [
+        (legacy, "completed")
+    ]
