@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import weakref
 from collections import OrderedDict
@@ -132,7 +133,10 @@ class TaskNotifications:
         """Start the watcher unless it runs; wait (bounded) for its first cursor.
         False: the store did not answer in time (notifications are then best effort)."""
         if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+            # A context of its own: the watcher outlives the request that started it
+            # (its trace context, its principal).
+            loop = asyncio.get_running_loop()
+            self._watcher = loop.create_task(self._watch(), context=contextvars.Context())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_READY_S):
                 await self._ready.wait()

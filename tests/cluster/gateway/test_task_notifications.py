@@ -138,8 +138,9 @@ class LegacySession:
         [answer] = [m for m in messages if m.get("id") == self._ids]
         return answer
 
-    async def create_task(self, text: str) -> str:
-        params = {"name": "echo", "arguments": {"text": text}, "task": {}}
+    async def create_task(self, text: str, name: str = "echo", **arguments: Any) -> str:
+        arguments = arguments or {"text": text}
+        params = {"name": name, "arguments": arguments, "task": {}}
         answer = await self.request("tools/call", params)
         return str(answer["result"]["task"]["taskId"])
 
@@ -238,7 +239,7 @@ async def frames(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
             yield json.loads(line[5:])
 
 
-async def new_task(url: str, token: str, text: str) -> str:
+async def new_task(url: str, token: str, text: str, name: str = "echo", **arguments: Any) -> str:
     meta = {
         "io.modelcontextprotocol/protocolVersion": VERSION,
         "io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS_EXTENSION: {}}},
@@ -247,9 +248,9 @@ async def new_task(url: str, token: str, text: str) -> str:
         "jsonrpc": "2.0",
         "id": 1,
         "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"text": text}, "_meta": meta},
+        "params": {"name": name, "arguments": arguments or {"text": text}, "_meta": meta},
     }
-    sent = {**headers(token), "mcp-method": "tools/call", "mcp-name": "echo"}
+    sent = {**headers(token), "mcp-method": "tools/call", "mcp-name": name}
     async with httpx.AsyncClient(timeout=30) as http:
         answer = (await http.post(url, json=body, headers=sent)).json()
     assert answer["result"]["resultType"] == "task", answer
