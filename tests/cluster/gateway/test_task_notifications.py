@@ -136,6 +136,7 @@ class LegacySession:
         if not messages:
             messages = [response.json()]
         [answer] = [m for m in messages if m.get("id") == self._ids]
+        assert isinstance(answer, dict)
         return answer
 
     async def create_task(self, text: str, name: str = "echo", **arguments: Any) -> str:
@@ -207,7 +208,7 @@ async def test_a_2025_task_status_change_reaches_only_the_session_that_created_i
 
 
 def listen_body(task_ids: list[Any], *, declared: bool = True) -> dict[str, Any]:
-    capabilities = {"extensions": {TASKS_EXTENSION: {}}} if declared else {}
+    capabilities: dict[str, Any] = {"extensions": {TASKS_EXTENSION: {}}} if declared else {}
     return {
         "jsonrpc": "2.0",
         "id": "listen-1",
