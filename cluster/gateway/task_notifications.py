@@ -341,9 +341,14 @@ class TaskListenHandler:
         listener = _Listener(principal_of(ctx), send)
 
         def deliver(event: ServerEvent) -> None:
-            if event_matches(honored, uris, event):
-                with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
-                    send.send_nowait(event)
+            if not event_matches(honored, uris, event):
+                return
+            try:
+                send.send_nowait(event)
+            except anyio.WouldBlock:  # a client that stopped reading: end the stream
+                send.close()
+            except anyio.ClosedResourceError:
+                pass
 
         unsubscribe = self._events.subscribe(deliver)
         try:

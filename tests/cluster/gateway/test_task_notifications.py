@@ -20,6 +20,7 @@ from typing import Any
 import httpx2 as httpx
 import mcp_types as types
 import pytest
+from mcp.shared.subscriptions import ToolsListChanged
 
 from actors.tasks.feed import FeedBatch, FeedCursor
 from actors.tasks.journal import MemoryJournal
@@ -86,14 +87,17 @@ class FeedTaskStore(FakeTaskStore):
         self._reachable.set()
 
 
+Served = tuple[str, FeedTaskStore, Gateway]
+
+
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[str, FeedTaskStore]]:
+async def served() -> AsyncIterator[Served]:
     store = FeedTaskStore()
     pool = PoolTasksConfig.model_validate({"tools": {"echo": "optional"}})
     tasks = GatewayTasks(store, {"fake": pool}, authenticated=True, configured=True)
     gateway = Gateway(fake_bus(), tasks=tasks, policy=PolicyConfig.model_validate(TOKENS))
     async with serving(gateway, TOKENS) as url:
-        yield url, store
+        yield url, store, gateway
     await gateway.aclose()
 
 
@@ -173,9 +177,9 @@ async def legacy_session(url: str, token: str) -> AsyncIterator[LegacySession]:
 
 
 async def test_a_2025_task_status_change_reaches_only_the_session_that_created_it(
-    served: tuple[str, FeedTaskStore],
+    served: Served,
 ) -> None:
-    url, store = served
+    url, store, _ = served
     async with (
         legacy_session(url, ALICE) as alice,
         legacy_session(url, ALICE) as alice_elsewhere,
@@ -259,9 +263,9 @@ async def new_task(url: str, token: str, text: str, name: str = "echo", **argume
 
 
 async def test_a_2026_listener_hears_its_own_tasks_status_changes_and_no_one_elses(
-    served: tuple[str, FeedTaskStore],
+    served: Served,
 ) -> None:
-    url, store = served
+    url, store, gateway = served
     alices = await new_task(url, ALICE, "a")
     bobs = await new_task(url, BOB, "b")
     seen: list[dict[str, Any]] = []
@@ -283,6 +287,10 @@ async def test_a_2026_listener_hears_its_own_tasks_status_changes_and_no_one_els
         seen.append(await anext(stream))
         await store.answer(alices, result=text_result("done"))
         seen.append(await anext(stream))
+        await gateway.events.publish(ToolsListChanged())  # list changes share the stream
+        changed = await anext(stream)
+    assert changed["method"] == "notifications/tools/list_changed"
+    assert changed["params"]["_meta"] == {SUBSCRIPTION_ID: "listen-1"}
     assert [m["method"] for m in seen] == ["notifications/tasks"] * 3
     assert {m["params"]["taskId"] for m in seen} == {alices}
     assert [m["params"]["status"] for m in seen] == ["working", "input_required", "completed"]
@@ -295,9 +303,9 @@ async def test_a_2026_listener_hears_its_own_tasks_status_changes_and_no_one_els
 
 
 async def test_a_2026_listener_that_did_not_declare_the_extension_is_refused_with_32021(
-    served: tuple[str, FeedTaskStore],
+    served: Served,
 ) -> None:
-    url, _ = served
+    url, _, _ = served
     async with httpx.AsyncClient(timeout=30) as http:
         refused = await http.post(
             url, json=listen_body(["t"], declared=False), headers=headers(ALICE)
@@ -311,9 +319,9 @@ async def test_a_2026_listener_that_did_not_declare_the_extension_is_refused_wit
 
 
 async def test_notifications_survive_a_store_restart_and_tell_what_changed_meanwhile(
-    served: tuple[str, FeedTaskStore],
+    served: Served,
 ) -> None:
-    url, store = served
+    url, store, _ = served
     async with legacy_session(url, ALICE) as alice:
         legacy = await alice.create_task("2025")
         modern = await new_task(url, ALICE, "2026")
