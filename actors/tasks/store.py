@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from actors.tasks.feed import ChangeFeed
 from actors.tasks.inputs import (
     MAX_OPEN_INPUTS,
     MRTR_IN_TASK,
@@ -156,6 +157,8 @@ class TaskStoreCore:
         self._persisted_at: dict[str, float] = {}
         self._unwritten: set[str] = set()
         self._resubmit_at: dict[str, float] = {}
+        # Status changes, for the gateways' status notifications (actors.tasks.feed).
+        self.feed = ChangeFeed()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -172,6 +175,7 @@ class TaskStoreCore:
                 await self._journal.delete(record.task_id)
                 continue
             self._records[record.task_id] = record
+            self.feed.note(None, record)
             loaded += 1
             if not record.status.terminal and not record.dispatched:
                 await self._dispatch(record.task_id)
@@ -526,6 +530,7 @@ class TaskStoreCore:
             logger.debug("task %s: %s changes nothing", task_id, type(event).__name__)
             return None
         self._records[task_id] = changed
+        self.feed.note(record, changed)
         if wake:
             self._wake(task_id)
         return changed

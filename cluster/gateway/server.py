@@ -25,7 +25,7 @@ from typing import Any
 import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.subscriptions import (
@@ -43,6 +43,12 @@ from cluster.gateway.bus import Bus, BusSession, MessageHandler
 from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
 from cluster.gateway.policy.oauth import TokenVerifier
 from cluster.gateway.results import shaped_result
+from cluster.gateway.task_notifications import (
+    TaskFeedPort,
+    TaskListenHandler,
+    TaskNotifications,
+    TaskNotificationsMiddleware,
+)
 from cluster.gateway.tasks import GatewayTasks, TasksServer
 from cluster.gateway.tasks_modern import declares_tasks_in_meta
 from cluster.gateway.tracing import GatewayTracing, forwarded_trace, gateway_hop
@@ -128,6 +134,15 @@ class Gateway:
         # 2026-07-28 clients hear about list changes on subscriptions/listen streams.
         self.events = InMemorySubscriptionBus()
         self._seen_changes: dict[str, int] | None = None
+        # Pushed task status notifications, where the store has a change feed.
+        self.task_notifications = (
+            TaskNotifications(tasks.store)
+            if tasks is not None and isinstance(tasks.store, TaskFeedPort)
+            else None
+        )
+        listen = TaskListenHandler(
+            self.events, self.task_notifications, lambda: tasks is not None and tasks.declared()
+        )
         self.server: TasksServer = TasksServer(
             name,
             version="0.1.0",
@@ -143,7 +158,7 @@ class Gateway:
             on_get_prompt=self._get_prompt,
             on_completion=self._complete,
             on_set_logging_level=self._set_logging_level,
-            on_subscriptions_listen=ListenHandler(self.events),
+            on_subscriptions_listen=listen,
             # Without it the SDK checks each modern tools/call's Mcp-Param headers
             # against a full tools/list run through the handler chain (a fifth of the
             # gateway's CPU under load); the index is the one argument checks use.
@@ -166,12 +181,17 @@ class Gateway:
         if tasks is not None:
             self.server.gateway_tasks = tasks
             # After the policy chain: a call is allowed and audited before it becomes a task.
+            if self.task_notifications is not None:
+                notifications = TaskNotificationsMiddleware(self.task_notifications)
+                self.server.middleware.append(notifications)
             self.server.middleware.append(tasks.attach(self.server, self.catalogs))
 
     async def aclose(self) -> None:
         """Write the audit records still queued (bounded wait) and stop the audit writer."""
         if self.token_verifier is not None:
             await self.token_verifier.aclose()
+        if self.task_notifications is not None:
+            await self.task_notifications.aclose()
         if not await asyncio.to_thread(self.audit.close):
             logger.warning("the audit log did not finish writing within its timeout")
 

@@ -23,6 +23,7 @@ from typing import Any
 import ray
 
 from actors.outbox import BUSY_INTERVAL_S, Outbox
+from actors.tasks.feed import FeedBatch, FeedCursor
 from actors.tasks.inputs import InputOutcome
 from actors.tasks.model import TaskRecord
 from actors.tasks.store import TaskSpec, TaskStoreCore
@@ -259,6 +260,11 @@ class TaskStoreActor:
     async def list_tasks(self, principal: str) -> list[TaskRecord]:
         await self.start()
         return self._core.list_tasks(principal)
+
+    async def changes(self, cursor: FeedCursor | None, timeout_s: float) -> FeedBatch:
+        """Status changes after ``cursor`` (a gateway's long poll, see actors.tasks.feed)."""
+        await self.start()
+        return await self._core.feed.changes(cursor, timeout_s)
 
     async def stats(self) -> dict[str, Any]:
         """Tasks by status, and this incarnation's process and how many it reloaded."""

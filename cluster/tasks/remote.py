@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from actors.tasks.feed import FeedBatch, FeedCursor
 from actors.tasks.inputs import InputOutcome
 from actors.tasks.model import TaskRecord
 from cluster.naming import HandleCache
@@ -75,6 +76,10 @@ class RemoteTaskStore:
     async def list_tasks(self, principal: str) -> list[TaskRecord]:
         records: list[TaskRecord] = await ask_store(await self._store(), "list_tasks", principal)
         return records
+
+    async def changes(self, cursor: FeedCursor | None, timeout_s: float) -> FeedBatch:
+        batch: FeedBatch = await ask_store(await self._store(), "changes", cursor, timeout_s)
+        return batch
 
 
 def gateway_tasks_for(config: BusConfig) -> GatewayTasks:

@@ -23,6 +23,7 @@ from cluster.client import BusClient, CallError
 from cluster.naming import actor_names, get_actor_async
 from cluster.tasks.handle import Progress, TaskStatus
 from cluster.tasks.journals import GcsKvJournal
+from cluster.tasks.remote import RemoteTaskStore
 from tests.cluster.bus_helpers import bus_config, running_bus
 from tests.waiting import wait_until
 
@@ -283,6 +284,32 @@ async def test_a_tools_input_request_waits_in_the_store_through_its_restart(
     assert result.content[0].text == "confirmed"  # type: ignore[union-attr]
     again = await handle.respond({"input-1": {"action": "accept", "content": {"yes": False}}})
     assert again.ignored == ("input-1",)
+
+
+async def test_the_stores_change_feed_tells_each_status_change_and_outlives_a_restart(
+    bus: BusClient, tmp_path: Path
+) -> None:
+    # What a gateway replica's notification watcher reads (one long poll for every task).
+    feed = RemoteTaskStore(bus.bus)
+    cursor = (await feed.changes(None, 0)).cursor
+    job = marker(tmp_path, "feed")
+    handle = await bus.start_tool("long_job", {"seconds": 2, "step_s": 1, "marker": job})
+    told: list[TaskStatus] = []
+    async with asyncio.timeout(_OUTCOME_S):
+        while TaskStatus.COMPLETED not in told:
+            batch = await feed.changes(cursor, 30.0)
+            cursor = batch.cursor
+            told += [r.status for r in batch.records if r.task_id == handle.id]
+    assert told == [TaskStatus.COMPLETED]  # progress is no status change
+    store = await get_actor_async(actor_names.tasks(bus.bus))
+    before = await store.stats.remote()
+    ray.kill(store, no_restart=False)
+    await wait_for_a_new_store(store, before["pid"])
+    # A cursor of the old incarnation reads everything the new one loaded.
+    reborn = await feed.changes(cursor, 0)
+    assert reborn.cursor.epoch != cursor.epoch
+    loaded = {r.task_id: r.status for r in reborn.records}
+    assert loaded[handle.id] is TaskStatus.COMPLETED
 
 
 async def test_a_tools_input_request_is_refused_at_once_when_nobody_answers(
