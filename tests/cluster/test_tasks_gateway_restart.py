@@ -70,7 +70,7 @@ def config(request: pytest.FixtureRequest) -> BusConfig:
     pool = {
         "name": "jobs",
         "server": "cluster.examples.tasks_fixture:server",
-        "min_workers": 2,
+        "min_workers": 1,  # runs both jobs at once (max_concurrency 32)
         "tasks": {"tools": {"long_job": "optional"}, "run_timeout_s": 600},
     }
     return bus_config([pool], gateway={"policy": policy}, **backend)
