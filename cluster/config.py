@@ -337,6 +337,12 @@ class GatewayConfig(_Strict):
     keep_alive_timeout_s: int = Field(
         30, ge=1, description="an idle connection between requests is closed after this"
     )
+    # A client whose SSE stream broke reconnects with Last-Event-ID within half a second
+    # (the retry the gateway announces); a finished stream's events wait this long for it,
+    # then leave (see cluster/gateway/event_store.py).
+    resume_window_s: float = Field(
+        30.0, gt=0, description="a finished response stream's events are kept for resuming"
+    )
     policy: PolicyConfig = PolicyConfig()
     tls: GatewayTls | None = Field(None, description="serve HTTPS with this certificate and key")
 

@@ -75,7 +75,7 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     )
     app = gateway.server.streamable_http_app(
         streamable_http_path=settings.path,
-        event_store=BoundedEventStore(),
+        event_store=BoundedEventStore(finished_kept_s=settings.resume_window_s),
         retry_interval=_SSE_RETRY_MS,
         max_request_body_size=settings.max_body_bytes,
         session_idle_timeout=settings.session_idle_timeout_s,

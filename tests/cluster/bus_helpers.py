@@ -45,13 +45,22 @@ async def running_bus(config: BusConfig) -> AsyncIterator[BusClient]:
 
 
 @asynccontextmanager
-async def running_gateway(config: BusConfig) -> AsyncIterator[str]:
-    """Serve ``config``'s bus through the gateway on a free port; yields the MCP URL."""
+async def running_gateway(config: BusConfig, *, fixed_port: bool = False) -> AsyncIterator[str]:
+    """Serve ``config``'s bus through the gateway on a free port; yields the MCP URL.
+
+    With ``fixed_port`` the port is chosen before the gateway starts and configured as
+    ``raybus up --port`` would: a replica that dies is replaced on the same port, so the
+    URL stays valid across a gateway restart (with port 0 the replacement takes any).
+    """
     from cluster.cli.up import serve  # here: only gateway tests need the HTTP stack
+    from cluster.gateway.listener import bind_listener
 
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(config, stdio=False, port=0, ready=port.set_result, stop=stop))
+    sock = bind_listener(config.gateway.host, 0) if fixed_port else None
+    task = asyncio.create_task(
+        serve(config, stdio=False, port=0, ready=port.set_result, stop=stop, sock=sock)
+    )
     async with asyncio.timeout(60):
         chosen = await asyncio.shield(port)
     try:
@@ -60,6 +69,8 @@ async def running_gateway(config: BusConfig) -> AsyncIterator[str]:
         stop.set()
         async with asyncio.timeout(60):
             await task
+        if sock is not None:
+            sock.close()  # closed already once the replicas took the port; not if it failed
 
 
 def isolated_report(module: str, timeout_s: float = 300) -> dict[str, Any]:

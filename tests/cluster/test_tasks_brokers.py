@@ -32,6 +32,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.asyncio(loop_scope=
 # A dead worker's call is redelivered after the broker notices (Kafka: the session
 # timeout and a rebalance; SQS: the visibility timeout), then the ledger answers 1004.
 _OUTCOME_S = 180.0
+# How long a redelivered call waits for the run the ledger says another worker holds,
+# before answering 1004 "may have run" (default 60 s, most of the dead-worker case's
+# time). Longer than any run a live worker holds here that a redelivery could meet (the
+# 8 s job of the first test, were a rebalance to move its partition), so only a dead
+# worker's run outlasts it.
+_DUPLICATE_WAIT_S = 15.0
 
 
 @pytest.fixture(scope="module", params=BROKERS)
@@ -48,7 +54,9 @@ async def bus(broker: Broker, ray_session: None) -> AsyncIterator[BusClient]:
         "tasks": {"tools": {"long_job": "optional"}, "run_timeout_s": 600},
     }
     # A short visibility timeout: SQS hands a dead worker's call to another worker soon.
-    extra = {"visibility_timeout_s": 5} if broker.kind == "sqs" else {}
+    extra: dict[str, object] = {"duplicate_wait_s": _DUPLICATE_WAIT_S}
+    if broker.kind == "sqs":
+        extra["visibility_timeout_s"] = 5
     config = bus_config([pool], backend=broker.kind, **broker.settings(**extra))
     async with running_bus(config) as client:
         yield client

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from mcp.server.streamable_http import EventMessage
 from mcp_types import JSONRPCNotification, JSONRPCResponse
 
+from cluster.config import ConfigError, parse_config
+from cluster.gateway.app import http_app
 from cluster.gateway.event_store import BoundedEventStore
+from cluster.gateway.server import Gateway
 from tests.actors.fakes import FakeClock
+from tests.cluster.gateway.fake_bus import fake_bus
 
 
 def _response(n: int) -> JSONRPCResponse:
@@ -78,3 +83,16 @@ async def test_ids_of_dropped_streams_do_not_pile_up_in_the_store() -> None:
         clock.advance(0.01)
     assert store.held <= 101
     assert len(store._order) <= 2 * store.held + 1024
+
+
+def test_the_gateway_keeps_finished_streams_for_its_configured_resume_window() -> None:
+    config = parse_config(
+        {"name": "w", "pools": [{"name": "p", "tools": "x:y"}], "gateway": {"resume_window_s": 4}}
+    )
+    gateway = Gateway(fake_bus())
+    http_app(gateway, config, 8765)
+    store = gateway.server.session_manager.event_store
+    assert isinstance(store, BoundedEventStore)
+    assert store.finished_kept_s == 4
+    with pytest.raises(ConfigError, match="resume_window_s"):
+        parse_config({"name": "w", "pools": [], "gateway": {"resume_window_s": 0}})
