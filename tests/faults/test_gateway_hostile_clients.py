@@ -193,7 +193,14 @@ async def test_hostile_clients_get_clear_answers_and_cost_the_gateway_nothing_la
     # reset arrived: such requests are the only ones whose count the client cannot know.
     served_resets = [r for r in records if r.get("method") == "initialize"]
     assert len(served_resets) <= 2 * report["resets"]["whole request"]  # two rounds
-    assert len(records) - len(served_resets) == ledger.requests, report
+    # Likewise a body cut short by a reset the gateway, starved on a loaded machine, did
+    # not see before the body's deadline: refused 408 like the slow bodies (half of the
+    # slow clients), which the ledger counted.
+    body_timeouts = sum(1 for r in records if r.get("outcome") == "refused 408 body_timeout")
+    late_resets = body_timeouts - SLOW_CLIENTS // 2
+    report["resets_refused_408"] = late_resets
+    assert 0 <= late_resets <= 2 * report["resets"]["body cut short"], report
+    assert len(records) - len(served_resets) - late_resets == ledger.requests, report
 
 
 async def _slow_client(port: int, *, inside_head: bool) -> bytes:
