@@ -66,6 +66,8 @@ RELAY_ID_PREFIX = "raybus-input."
 _SESSION_HEADER = "mcp-session-id"
 # Each wait on the store is bounded; the loop re-reads the task after each one.
 _WAIT_S = 30.0
+# How long the result waits for withdrawn requests' notifications/cancelled to be sent.
+_WITHDRAW_S = 10.0
 _server_request = TypeAdapter[types.ServerRequest](types.ServerRequest)
 
 
@@ -138,6 +140,11 @@ class TaskInputRelay:
         finally:
             for relay in relays.values():
                 relay.cancel()  # the task ended, or this tasks/result did
+        pending = [relay for relay in relays.values() if not relay.done()]
+        if pending:
+            # Their withdrawals (notifications/cancelled) must travel before the result,
+            # which ends this stream; each write is bounded by the SDK.
+            await asyncio.wait(pending, timeout=_WITHDRAW_S)
         return record
 
     async def _relay(

@@ -186,3 +186,86 @@ async def test_each_outstanding_request_is_relayed_and_answered_on_its_own() -> 
     assert sorted(p.message for p in asked.params) == ["one?", "two?"]
     assert sorted(str(a.id) for a in worker_answers(store)) == ["w#4", "w#5"]
     assert all(a.result == {"action": "decline"} for a in worker_answers(store))
+
+
+async def raw_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
+    """A second, raw 2025-11-25 session on the same gateway: the headers its POSTs carry."""
+    headers = {"accept": "application/json, text/event-stream"}
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    answer = await http.post(url, json=hello, headers=headers)
+    assert answer.status_code == 200
+    headers["mcp-session-id"] = answer.headers["mcp-session-id"]
+    headers["mcp-protocol-version"] = "2025-11-25"
+    ready = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert (await http.post(url, json=ready, headers=headers)).status_code == 202
+    return headers
+
+
+async def test_over_http_an_answer_counts_only_in_the_session_the_request_went_to() -> None:
+    store = FakeTaskStore()
+    gateway = gateway_with_tasks(fake_bus(), store, {"echo": "optional"})
+    stray: list[httpx.Response] = []
+    async with serving(gateway) as url, httpx.AsyncClient(timeout=_WAIT_S) as http:
+        other = await raw_session(http, url)
+
+        async def elicit(
+            context: ClientRequestContext, params: types.ElicitRequestParams
+        ) -> types.ElicitResult:
+            # Another session answers first with the very id this session was sent.
+            body = {"jsonrpc": "2.0", "id": context.request_id, "result": ACCEPT}
+            stray.append(await http.post(url, json=body, headers=other))
+            assert not store.ports.answers  # nothing crossed to the worker
+            return types.ElicitResult(action="accept", content={"yes": False})
+
+        client = mcp.Client(streamable_http_client(url), mode="legacy", elicitation_callback=elicit)
+        async with client:
+            task_id = (await create_task(client, "echo", {"text": "x"})).task.task_id
+            await store.ask(task_id, "w#9", "elicitation/create", ASKED)
+            outcome = asyncio.create_task(task_result(client, task_id))
+            await wait_until(lambda: bool(store.ports.answers), _WAIT_S)
+            await store.answer(task_id, result={"content": []})
+            await outcome
+        never_sent = {"jsonrpc": "2.0", "id": f"{RELAY_ID_PREFIX}nope", "result": ACCEPT}
+        unknown = await http.post(url, json=never_sent, headers=other)
+        not_ours = {"jsonrpc": "2.0", "id": 4242, "result": {}}
+        passed_on = await http.post(url, json=not_ours, headers=other)
+    (crossed,) = stray
+    assert crossed.status_code == 400
+    assert crossed.json()["id"] is None
+    assert crossed.json()["error"]["code"] == -32600
+    assert "awaits an answer on this session" in crossed.json()["error"]["message"]
+    assert unknown.status_code == 400
+    assert f"{RELAY_ID_PREFIX}nope" in unknown.json()["error"]["message"]
+    assert passed_on.status_code == 202  # not a relay id: the SDK's own rules apply
+    (answer,) = worker_answers(store)  # the right session's answer, once
+    assert answer.id == "w#9"
+    assert answer.result == {"action": "accept", "content": {"yes": False}}
+
+
+async def test_over_http_a_request_nobody_answers_is_withdrawn_when_its_task_ends() -> None:
+    store = FakeTaskStore()
+    silent = Asked(None)
+    gateway = gateway_with_tasks(fake_bus(), store, {"echo": "optional"})
+    async with serving(gateway) as url:
+        client = mcp.Client(streamable_http_client(url), mode="legacy", elicitation_callback=silent)
+        async with client:
+            task_id = (await create_task(client, "echo", {"text": "x"})).task.task_id
+            await store.ask(task_id, "w#10", "elicitation/create", ASKED)
+            outcome = asyncio.create_task(task_result(client, task_id))
+            async with asyncio.timeout(_WAIT_S):
+                await silent.seen.wait()
+            await store.core.cancel(task_id, "anonymous")
+            async with asyncio.timeout(_WAIT_S):
+                await silent.withdrawn.wait()  # notifications/cancelled reached the client
+            with pytest.raises(mcp.MCPError) as ended:
+                await outcome
+    assert "cancelled" in ended.value.message
