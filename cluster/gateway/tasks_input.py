@@ -33,6 +33,10 @@ task; only the way to the caller differs:
   refused at once, so its tool fails fast instead of waiting for an answer nobody gives.
 * Two ``tasks/result`` calls open on the same task both get the request; the first
   answer wins, the other request is withdrawn.
+* **Capabilities**: nothing new is declared. The relayed requests are ordinary
+  requests, not task-augmented ones, so the client's ``tasks.requests.elicitation`` /
+  ``sampling`` capabilities play no part; the server's ``tasks.requests`` lists
+  ``tools.call`` only, as before.
 """
 
 from __future__ import annotations

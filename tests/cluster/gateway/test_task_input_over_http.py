@@ -82,7 +82,7 @@ async def test_the_tools_question_arrives_on_tasks_result_and_its_answer_lets_it
     assert request_id.startswith(RELAY_ID_PREFIX)  # minted by the gateway, per session
     assert params.message == "Ship it?"
     assert params.meta is not None
-    assert params.meta[RELATED_TASK_META] == {"taskId": task_id}
+    assert dict(params.meta)[RELATED_TASK_META] == {"taskId": task_id}
     assert isinstance(result.content[0], types.TextContent)
     assert result.content[0].text == "confirmed"
     assert result.meta is not None

@@ -11,14 +11,13 @@ HTTP, with the door's refusal of stray answers, is at the end.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx2 as httpx
 import mcp
 import mcp_types as types
 import pytest
 from mcp.client.context import ClientRequestContext
+from mcp.client.session import ElicitationFnT
 from mcp.client.streamable_http import streamable_http_client
 
 from actors.tasks.model import RELATED_TASK_META, TaskStatus
@@ -38,10 +37,8 @@ ACCEPT = {"action": "accept", "content": {"yes": True}}
 # Bounds for a cold, loaded 2-core machine: they stop a hang, they measure nothing.
 _WAIT_S = 30.0
 
-Elicit = Callable[[ClientRequestContext, types.ElicitRequestParams], Awaitable[Any]]
 
-
-def client_for(gateway: Gateway, elicit: Elicit | None) -> mcp.Client:
+def client_for(gateway: Gateway, elicit: ElicitationFnT | None) -> mcp.Client:
     return mcp.Client(gateway.server, mode="legacy", elicitation_callback=elicit)
 
 
@@ -99,7 +96,7 @@ async def test_tasks_result_relays_the_tools_request_and_the_answer_reaches_the_
     (params,) = asked.params
     assert params.message == "Ship it?"
     assert params.meta is not None
-    assert params.meta[RELATED_TASK_META] == {"taskId": task_id}
+    assert dict(params.meta)[RELATED_TASK_META] == {"taskId": task_id}
     (answer,) = worker_answers(store)
     assert answer.id == "w#1"  # the worker's own id, never the client's
     assert answer.result == ACCEPT
