@@ -27,6 +27,7 @@ from tests.cluster.gateway.fake_bus import fake_bus
 from tests.cluster.gateway.fake_tasks import FakeTaskStore
 from tests.cluster.gateway.serving import serving
 from tests.cluster.gateway.task_requests import create_task, task_get, task_result
+from tests.cluster.gateway.test_refusal_metrics import refusals_of
 from tests.cluster.gateway.test_tasks_gateway import gateway_with_tasks
 from tests.waiting import wait_until
 from transports.message import Response
@@ -243,6 +244,7 @@ async def test_over_http_an_answer_counts_only_in_the_session_the_request_went_t
     assert unknown.status_code == 400
     assert f"{RELAY_ID_PREFIX}nope" in unknown.json()["error"]["message"]
     assert passed_on.status_code == 202  # not a relay id: the SDK's own rules apply
+    assert refusals_of(gateway.metrics)["unknown_response_id"] == 2  # counted by reason
     (answer,) = worker_answers(store)  # the right session's answer, once
     assert answer.id == "w#9"
     assert answer.result == {"action": "accept", "content": {"yes": False}}
