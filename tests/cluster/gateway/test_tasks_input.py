@@ -268,3 +268,26 @@ async def test_over_http_a_request_nobody_answers_is_withdrawn_when_its_task_end
             with pytest.raises(mcp.MCPError) as ended:
                 await outcome
     assert "cancelled" in ended.value.message
+
+
+async def test_two_open_results_both_get_the_request_the_first_answer_wins() -> None:
+    store = FakeTaskStore()
+    silent = Asked(None)
+    prompt = Asked(None)  # told its answer once the other session holds the request
+    gateway = gateway_with_tasks(fake_bus(), store, {"echo": "optional"})
+    async with client_for(gateway, prompt) as first, client_for(gateway, silent) as second:
+        task_id = (await create_task(first, "echo", {"text": "x"})).task.task_id
+        await store.ask(task_id, "w#11", "elicitation/create", ASKED)
+        waiting = asyncio.create_task(task_result(second, task_id))
+        async with asyncio.timeout(_WAIT_S):
+            await silent.seen.wait()
+        prompt.answer = types.ElicitResult(action="accept", content={"yes": True})
+        answered = asyncio.create_task(task_result(first, task_id))
+        await wait_until(lambda: bool(store.ports.answers), _WAIT_S)
+        async with asyncio.timeout(_WAIT_S):
+            await silent.withdrawn.wait()  # the other session's copy is withdrawn
+        await store.answer(task_id, result={"content": []})
+        await answered
+        await waiting
+    (answer,) = worker_answers(store)  # one answer reached the worker
+    assert answer.result == ACCEPT
