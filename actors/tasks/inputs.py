@@ -15,7 +15,8 @@ outstanding the task is ``working`` again. A 2025-11-25 caller gets the requests
 request's error (:func:`error_frames`), so the tool's ``ctx.elicit`` raises it.
 
 Only a task whose caller can answer (``TaskRecord.accepts_input``: a 2026-07-28 client
-that declared the extension) parks requests; any other task's requests are refused at
+that declared the extension, a 2025-11-25 client that declared ``elicitation``,
+``sampling`` or ``roots``) parks requests; any other task's requests are refused at
 once, so its tool fails fast instead of waiting for an answer nobody can give. A parked
 request waits at most until the task's run deadline (the worker bounds the call by it,
 the sweeper fails the task after it); a task that ends meanwhile (cancelled, failed)

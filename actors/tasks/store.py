@@ -455,9 +455,9 @@ class TaskStoreCore:
             refusal, ended = "the task is no longer running", True
         elif not record.accepts_input:
             refusal, ended = (
-                f"{request.method} has no caller to answer it: only a task started by a "
-                "client declaring the io.modelcontextprotocol/tasks extension (or by "
-                "start_tool(..., answers_input=True)) relays its tool's requests",
+                f"{request.method} has no caller to answer it: only a task of a client "
+                "declaring the tasks extension (2026-07-28) or elicitation, sampling or roots "
+                "(2025-11-25), or of start_tool(..., answers_input=True), relays its requests",
                 False,
             )
         elif len(record.input_requests) >= MAX_OPEN_INPUTS:
