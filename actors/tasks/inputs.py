@@ -9,10 +9,14 @@ task's life, as the 2026-07-28 tasks extension requires), so the task shows
 ``input_required`` with ``inputRequests`` to whoever asks, on any gateway replica and
 after a store restart (the route back is journaled with the record). The caller answers
 with ``tasks/update``; each answer goes to the worker that asked, and once none is
-outstanding the task is ``working`` again.
+outstanding the task is ``working`` again. A 2025-11-25 caller gets the requests on its
+``tasks/result`` stream instead and answers each with an ordinary JSON-RPC response
+(:mod:`cluster.gateway.tasks_input`); an error response travels to the worker as the
+request's error (:func:`error_frames`), so the tool's ``ctx.elicit`` raises it.
 
 Only a task whose caller can answer (``TaskRecord.accepts_input``: a 2026-07-28 client
-that declared the extension) parks requests; any other task's requests are refused at
+that declared the extension, a 2025-11-25 client that declared ``elicitation``,
+``sampling`` or ``roots``) parks requests; any other task's requests are refused at
 once, so its tool fails fast instead of waiting for an answer nobody can give. A parked
 request waits at most until the task's run deadline (the worker bounds the call by it,
 the sweeper fails the task after it); a task that ends meanwhile (cancelled, failed)
@@ -46,8 +50,10 @@ __all__ = [
     "MRTR_IN_TASK",
     "InputOutcome",
     "answer_frames",
+    "checked_error",
     "checked_responses",
     "ended_frames",
+    "error_frames",
     "input_key",
     "input_request",
     "refusal_frame",
@@ -105,6 +111,29 @@ def checked_responses(responses: object) -> dict[str, dict[str, Any]]:
     return {str(key): value for key, value in responses.items()}
 
 
+def checked_error(error: object) -> dict[str, Any]:
+    """A JSON-RPC error object answering an input request: ``{code, message, data?}``.
+
+    Raises:
+        CallError: ``-32602`` naming the field that is missing or of the wrong type.
+    """
+    if not isinstance(error, Mapping):
+        raise CallError("tasks/result", _INVALID_PARAMS, "the input's error must be an object")
+    code, message = error.get("code"), error.get("message")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise CallError(
+            "tasks/result", _INVALID_PARAMS, "the input's error.code must be an integer"
+        )
+    if not isinstance(message, str):
+        raise CallError(
+            "tasks/result", _INVALID_PARAMS, "the input's error.message must be a string"
+        )
+    checked: dict[str, Any] = {"code": code, "message": message}
+    if error.get("data") is not None:
+        checked["data"] = error["data"]
+    return checked
+
+
 def _answer_envelope(record: TaskRecord) -> Envelope:
     # The worker routes an answer by the body's id alone; the envelope names the call.
     return Envelope(
@@ -125,6 +154,19 @@ def answer_frames(
     for key, result in answers.items():
         worker, request_id = record.input_routes[key]
         frames.append((worker, Frame.of(envelope, Response.success(request_id, result))))
+    return frames
+
+
+def error_frames(
+    record: TaskRecord, errors: Mapping[str, dict[str, Any]]
+) -> list[tuple[str, Frame]]:
+    """``(worker, frame)`` carrying the caller's error for each outstanding request."""
+    envelope = _answer_envelope(record)
+    frames = []
+    for key, error in errors.items():
+        worker, request_id = record.input_routes[key]
+        failure = Response.failure(request_id, error["code"], error["message"], error.get("data"))
+        frames.append((worker, Frame.of(envelope, failure)))
     return frames
 
 

@@ -15,10 +15,9 @@ No Ray here (like :mod:`actors.router.core`): the Ray shell
   fails whatever is still running past its run deadline (plus a grace) and cancels it
   on the bus. Cancellation marks the task ``cancelled`` at once (sticky) and withdraws the
   call.
-* **Input mid-call**: a tool's request to its caller (elicitation, sampling) comes to
-  the store as the call's caller; it is parked in the record (``input_required``) and
-  answered by :meth:`TaskStoreCore.respond` (``tasks/update``), see
-  :mod:`actors.tasks.inputs`.
+* **Input mid-call**: a tool's request to its caller (elicitation, sampling) is parked
+  in the record (``input_required``) and answered by :meth:`TaskStoreCore.respond`, or
+  by :meth:`TaskStoreCore.fail_input` with an error; see :mod:`actors.tasks.inputs`.
 * **TTL**: a task is deleted once ``createdAt + ttl`` passed (never before its run could
   have ended: the TTL is at least the run timeout plus a minute).
 
@@ -31,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,8 +40,10 @@ from actors.tasks.inputs import (
     MRTR_IN_TASK,
     InputOutcome,
     answer_frames,
+    checked_error,
     checked_responses,
     ended_frames,
+    error_frames,
     input_key,
     input_request,
     refusal_frame,
@@ -287,22 +288,35 @@ class TaskStoreCore:
     async def respond(self, task_id: str, principal: str, responses: object) -> InputOutcome:
         """Deliver the caller's answers (``tasks/update``'s ``inputResponses``) to the
         workers waiting for them; keys that are not outstanding are ignored and reported.
-
-        Raises:
-            CallError: ``-32602`` for a task the caller cannot see, or an answer that is
-                not an object.
-        """
+        Raises ``CallError`` ``-32602`` for a task the caller cannot see, or an answer
+        that is not an object."""
         record = self.require(task_id, principal, "tasks/update")
         answers = checked_responses(responses)
         outstanding = {k: v for k, v in answers.items() if k in record.input_requests}
         ignored = tuple(sorted(k for k in answers if k not in outstanding))
         if outstanding:
-            for worker, frame in answer_frames(record, outstanding):
-                self._ports.answer(worker, frame)
-            self._apply(task_id, InputAnswered(frozenset(outstanding)))
-            await self._persist(task_id)
-            logger.info("task %s: %d input(s) answered", task_id, len(outstanding))
+            await self._answered(task_id, answer_frames(record, outstanding), outstanding)
         return InputOutcome(tuple(sorted(outstanding)), ignored)
+
+    async def fail_input(
+        self, task_id: str, principal: str, key: str, error: object
+    ) -> InputOutcome:
+        """:meth:`respond` with a JSON-RPC error (a 2025-11-25 client declined ``key``):
+        the worker gets it as the request's answer. Raises ``CallError`` as it does."""
+        record, checked = self.require(task_id, principal, "tasks/result"), checked_error(error)
+        if key not in record.input_requests:
+            return InputOutcome((), (key,))
+        await self._answered(task_id, error_frames(record, {key: checked}), {key})
+        return InputOutcome((key,), ())
+
+    async def _answered(
+        self, task_id: str, sent: list[tuple[str, Frame]], keys: Iterable[str]
+    ) -> None:
+        for worker, frame in sent:
+            self._ports.answer(worker, frame)
+        self._apply(task_id, InputAnswered(frozenset(keys)))
+        await self._persist(task_id)
+        logger.info("task %s: input(s) %s answered", task_id, ", ".join(sorted(keys)))
 
     def list_tasks(self, principal: str) -> list[TaskRecord]:
         """The principal's live tasks, newest first."""
@@ -445,9 +459,9 @@ class TaskStoreCore:
             refusal, ended = "the task is no longer running", True
         elif not record.accepts_input:
             refusal, ended = (
-                f"{request.method} has no caller to answer it: only a task started by a "
-                "client declaring the io.modelcontextprotocol/tasks extension (or by "
-                "start_tool(..., answers_input=True)) relays its tool's requests",
+                f"{request.method} has no caller to answer it: only a task of a client "
+                "declaring the tasks extension (2026-07-28) or elicitation, sampling or roots "
+                "(2025-11-25), or of start_tool(..., answers_input=True), relays its requests",
                 False,
             )
         elif len(record.input_requests) >= MAX_OPEN_INPUTS:

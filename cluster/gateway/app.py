@@ -40,6 +40,7 @@ from cluster.gateway.policy.resource_server import (
 from cluster.gateway.policy.tokens import TokenTable
 from cluster.gateway.server import Gateway
 from cluster.gateway.slow_clients import head_deadline_protocol
+from cluster.gateway.tasks_input import TaskInputGuard
 from cluster.gateway.websocket import websocket_route
 from transports.codec import DecodeLimits
 
@@ -96,8 +97,12 @@ def http_app(gateway: Gateway, config: BusConfig, port: int) -> Any:
     direct = DirectToolCalls(app, gateway, settings.path)
     limited = RateLimitGate(direct, policy.rate_refusal) if policy.limits_rates else direct
     scoped = ToolScopeGate(limited, oauth) if oauth is not None and oauth.tool_scopes else limited
+    parsed: Any = scoped
+    if gateway.tasks is not None:
+        # A client's answer to a task's input request must be one its session awaits.
+        parsed = TaskInputGuard(scoped, gateway.tasks.inputs)
     inner = DisconnectGuard(
-        JsonBodyGuard(scoped, limits),
+        JsonBodyGuard(parsed, limits),
         settings.path,
         settings.max_body_bytes,
         settings.request_read_timeout_s,

@@ -65,6 +65,7 @@ from actors.tasks.model import (
 )
 from cluster.gateway.policy.chain import principal_of
 from cluster.gateway.results import shaped_result
+from cluster.gateway.tasks_input import TaskInputRelay, client_answers_input
 from cluster.gateway.tasks_modern import (
     TASKS_EXTENSION,
     UpdateTaskRequestParams,
@@ -88,9 +89,6 @@ __all__ = ["GatewayTasks", "TaskStorePort", "TasksMiddleware", "TasksServer"]
 Ctx = ServerRequestContext[Any, Any]
 Catalogs = Callable[[], Awaitable[dict[str, Catalog]]]
 
-# Each wait on the store is bounded; tasks/result loops on them until the task ends
-# (the task's own run deadline bounds the loop).
-_WAIT_S = 30.0
 _LIST_PAGE = 50
 
 
@@ -113,6 +111,10 @@ class TaskStorePort(Protocol):
     ) -> TaskRecord: ...
 
     async def respond(self, task_id: str, principal: str, responses: object) -> InputOutcome: ...
+
+    async def fail_input(
+        self, task_id: str, principal: str, key: str, error: object
+    ) -> InputOutcome: ...
 
     async def get(self, task_id: str, principal: str) -> TaskRecord: ...
 
@@ -162,6 +164,8 @@ class GatewayTasks:
         self._catalogs: Catalogs | None = None
         self._support: tuple[object, dict[str, TaskSupport]] = (None, {})
         self._input_first: frozenset[str] = frozenset()
+        # 2025-11-25: a tool's input requests travel on tasks/result (tasks_input).
+        self.inputs = TaskInputRelay()
 
     def support_map(self, catalogs: dict[str, Catalog]) -> dict[str, TaskSupport]:
         """Each tool's effective task support; the first pool (by name) offering a tool
@@ -381,7 +385,9 @@ class TasksMiddleware:
                 "'forbidden'): call it without params.task",
             )
         ttl_s = _requested_ttl_s(requested)
-        record = await self._tasks.create_task(principal_of(ctx), name, params, ttl_s)
+        record = await self._tasks.create_task(
+            principal_of(ctx), name, params, ttl_s, accepts_input=client_answers_input(ctx)
+        )
         return create_result_2025(record)
 
     def _declare(self, result: Any) -> None:
@@ -451,10 +457,10 @@ class _Handlers:
     async def result(self, ctx: Ctx, params: types.GetTaskPayloadRequestParams) -> dict[str, Any]:
         principal = self._check(ctx)
         try:
-            record = await self._store.get(params.task_id, principal)
-            # "MUST block the response until the task reaches a terminal status."
-            while not record.status.terminal:
-                record = await self._store.wait(params.task_id, principal, record.version, _WAIT_S)
+            # "MUST block the response until the task reaches a terminal status"; what the
+            # tool asks meanwhile is relayed on this call's stream (tasks_input).
+            inputs = self._tasks.inputs
+            record = await inputs.wait_for_result(ctx, self._store, params.task_id, principal)
         except (CallError, ConnectionClosed) as exc:
             raise _mcp_error(exc) from None
         answer = result_2025(record)

@@ -114,7 +114,8 @@ class AutoscalerRecorder:
 class GatewayRecorder:
     """Counts refusals: ``rate_limited``, ``authentication_required``, ``invalid_token``,
     ``host_or_origin``, ``body_too_large``, ``parse_error``, ``invalid_request``,
-    ``not_allowed``, ``invalid_arguments``, or ``http_<status>`` for the SDK's own."""
+    ``not_allowed``, ``invalid_arguments``, ``unknown_response_id``, or ``http_<status>``
+    for the SDK's own."""
 
     def __init__(self, registry: MetricsRegistry) -> None:
         self._refused = registry.counter(GATEWAY_REFUSED)

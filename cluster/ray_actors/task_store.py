@@ -257,6 +257,17 @@ class TaskStoreActor:
         await self.start()
         return await self._core.respond(task_id, principal, responses)
 
+    async def fail_input(
+        self, task_id: str, principal: str, key: str, error: object
+    ) -> InputOutcome:
+        """A JSON-RPC error answering the input request ``key`` (a 2025-11-25 client's).
+
+        Raises:
+            CallError: -32602 for an unknown, expired or foreign task, or a malformed error.
+        """
+        await self.start()
+        return await self._core.fail_input(task_id, principal, key, error)
+
     async def list_tasks(self, principal: str) -> list[TaskRecord]:
         await self.start()
         return self._core.list_tasks(principal)

@@ -57,6 +57,14 @@ class RemoteTaskStore:
         )
         return outcome
 
+    async def fail_input(
+        self, task_id: str, principal: str, key: str, error: object
+    ) -> InputOutcome:
+        outcome: InputOutcome = await ask_store(
+            await self._store(), "fail_input", task_id, principal, key, error
+        )
+        return outcome
+
     async def get(self, task_id: str, principal: str) -> TaskRecord:
         record: TaskRecord = await ask_store(await self._store(), "get", task_id, principal)
         return record

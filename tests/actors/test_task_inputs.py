@@ -219,3 +219,40 @@ async def test_a_waiter_sees_an_input_request_only_once_it_is_journaled() -> Non
     await asking
     assert seen.input_requests == {"input-1": {"method": "elicitation/create", "params": CONFIRM}}
     assert TaskRecord.from_json(store.journal.records[task.task_id]).input_requests
+
+
+async def test_an_error_answer_goes_to_the_worker_as_the_requests_error() -> None:
+    store = make_store()
+    task = await answerable_task(store)
+    await ask(store, task, f"{WORKER_A}#1")
+    declined = {"code": -32042, "message": "the user closed the dialog", "data": {"why": "x"}}
+    outcome = await store.core.fail_input(task.task_id, "alice", "input-1", declined)
+    again = await store.core.fail_input(task.task_id, "alice", "input-1", declined)
+    record = store.core.get(task.task_id, "alice")
+    assert record is not None
+    assert (outcome.answered, again.ignored) == (("input-1",), ("input-1",))
+    assert delivered(store) == [(WORKER_A, f"{WORKER_A}#1", None, declined)]  # once
+    assert record.status is TaskStatus.WORKING
+    assert record.input_requests == {}
+
+
+@pytest.mark.parametrize(
+    ("error", "field"),
+    [
+        ("no", "error must be an object"),
+        ({"message": "m"}, "error.code must be an integer"),
+        ({"code": True, "message": "m"}, "error.code must be an integer"),
+        ({"code": 1}, "error.message must be a string"),
+    ],
+)
+async def test_a_malformed_error_answer_is_refused_naming_its_field(
+    error: object, field: str
+) -> None:
+    store = make_store()
+    task = await answerable_task(store)
+    await ask(store, task, f"{WORKER_A}#1")
+    with pytest.raises(CallError) as refused:
+        await store.core.fail_input(task.task_id, "alice", "input-1", error)
+    assert refused.value.code == -32602
+    assert field in refused.value.message
+    assert delivered(store) == []

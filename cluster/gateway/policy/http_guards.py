@@ -59,6 +59,7 @@ __all__ = [
     "CLIENT_ID",
     "CLIENT_MESSAGE",
     "CLIENT_METHOD",
+    "CLIENT_RESPONSE_ID",
     "CLIENT_TOOL",
     "OAUTH_PRINCIPAL",
     "PRINCIPAL",
@@ -80,6 +81,9 @@ CLIENT_METHOD = "raybus_method"  # set by JsonBodyGuard: the JSON-RPC method the
 CLIENT_ID = "raybus_request_id"  # set by JsonBodyGuard: the JSON-RPC id of that request
 CLIENT_TOOL = "raybus_tool"  # set by JsonBodyGuard: the tool a tools/call names
 CLIENT_MESSAGE = "raybus_message"  # set by JsonBodyGuard: the request, parsed once
+# Set by JsonBodyGuard: the id of a JSON-RPC response the client POSTed (an answer to a
+# server-to-client request), for cluster.gateway.tasks_input.TaskInputGuard.
+CLIENT_RESPONSE_ID = "raybus_response_id"
 RATE_CHARGED = "raybus_rate_charged"  # set by RateLimitGate: its buckets were spent
 
 
@@ -345,6 +349,8 @@ class JsonBodyGuard:
             name = params.get("name") if isinstance(params, dict) else None
             if method == "tools/call" and isinstance(name, str):
                 state[CLIENT_TOOL] = name
+        elif method is None and "id" in parsed:
+            state[CLIENT_RESPONSE_ID] = parsed["id"]
         replayed = False
 
         async def replay() -> Message:

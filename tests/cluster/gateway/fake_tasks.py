@@ -82,6 +82,11 @@ class FakeTaskStore:
     async def respond(self, task_id: str, principal: str, responses: object) -> InputOutcome:
         return await self.core.respond(task_id, principal, responses)
 
+    async def fail_input(
+        self, task_id: str, principal: str, key: str, error: object
+    ) -> InputOutcome:
+        return await self.core.fail_input(task_id, principal, key, error)
+
     def _call(self, task_id: str) -> Frame:
         return next(
             f
