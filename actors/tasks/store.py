@@ -31,8 +31,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from actors.tasks.feed import ChangeFeed
 from actors.tasks.inputs import (
@@ -69,12 +68,13 @@ from actors.tasks.model import (
     parse_request_id,
     transition,
 )
+from actors.tasks.spec import TaskSettings, TaskSpec, TaskStorePorts
 from transports.envelope import CorrelationKey, Envelope
 from transports.errors import INTERNAL_ERROR, BusErrorCode, CallError
 from transports.frame import Frame
 from transports.message import Notification, Request
 
-__all__ = ["TaskSettings", "TaskSpec", "TaskStoreCore", "TaskStorePorts"]
+__all__ = ["TaskStoreCore"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,59 +84,6 @@ NOT_FOUND_MESSAGE = "Failed to retrieve task: Task not found"
 _TRY_LATER = frozenset(
     {BusErrorCode.OVERLOADED, BusErrorCode.CIRCUIT_OPEN, BusErrorCode.SHUTTING_DOWN}
 )
-
-
-class TaskStorePorts(Protocol):
-    @property
-    def address(self) -> str:
-        """Where answers to the store's calls go (their envelopes' ``reply_to``)."""
-        ...
-
-    def submit(self, frames: list[Frame]) -> None:
-        """Hand calls to the bus (fire and forget: refusals come back as answers)."""
-        ...
-
-    def cancel(self, keys: list[CorrelationKey]) -> None:
-        """Withdraw calls on the bus (best effort)."""
-        ...
-
-    def answer(self, destination: str, frame: Frame) -> None:
-        """Answer a server-to-client request a worker sent about a task call."""
-        ...
-
-
-@dataclass(frozen=True)
-class TaskSettings:
-    """Limits and defaults of one store (the bus's ``tasks`` section)."""
-
-    ttl_s: float = 3600.0
-    max_ttl_s: float = 86_400.0
-    poll_interval_ms: int = 2000
-    max_result_bytes: int = 1 << 20
-    max_open_tasks: int = 10_000
-    max_open_per_principal: int = 100
-    progress_persist_s: float = 1.0
-    # After the run deadline the router's overdue watch answers 1001; the sweeper only
-    # catches what nobody answered (a router that died with the call).
-    deadline_grace_s: float = 5.0
-    retry_backoff_s: float = 1.0
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What a caller asks to run, with the pool's policy for it already applied."""
-
-    principal: str
-    tool: str
-    arguments: dict[str, Any]
-    run_timeout_s: float = 3600.0
-    ttl_s: float | None = None
-    max_attempts: int = 1
-    rerun_lost: bool = False
-    # The caller answers the tool's input requests (tasks/update); else they are refused.
-    accepts_input: bool = False
-    # More params of the call (``TaskRecord.call_params``).
-    call_params: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskStoreCore:

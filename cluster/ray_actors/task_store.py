@@ -26,7 +26,8 @@ from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.tasks.feed import FeedBatch, FeedCursor
 from actors.tasks.inputs import InputOutcome
 from actors.tasks.model import TaskRecord
-from actors.tasks.store import TaskSpec, TaskStoreCore
+from actors.tasks.spec import TaskSpec
+from actors.tasks.store import TaskStoreCore
 from cluster.config import BusConfig
 from cluster.naming import HandleCache, actor_names
 from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS, restarted, start_itself

@@ -57,7 +57,7 @@ def answer_workers(handles: HandleCache, destination: str, frames: list[Frame]) 
 
 
 class BrokerTaskStorePorts:
-    """:class:`~actors.tasks.store.TaskStorePorts` over a broker client link."""
+    """:class:`~actors.tasks.spec.TaskStorePorts` over a broker client link."""
 
     def __init__(self, config: BusConfig, handles: HandleCache) -> None:
         self._config = config

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from actors.tasks.store import TaskSettings
+from actors.tasks.spec import TaskSettings
 
 if TYPE_CHECKING:
     from cluster.config import BusConfig

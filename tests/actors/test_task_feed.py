@@ -7,7 +7,8 @@ import asyncio
 from actors.tasks.feed import ChangeFeed, FeedCursor
 from actors.tasks.journal import MemoryJournal
 from actors.tasks.model import TaskStatus
-from actors.tasks.store import TaskSettings, TaskStoreCore
+from actors.tasks.spec import TaskSettings
+from actors.tasks.store import TaskStoreCore
 from tests.actors.test_task_store import OK, make_store, progress, reply, spec
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from actors.tasks.journal import MemoryJournal
 from actors.tasks.model import TaskRecord, TaskStatus
-from actors.tasks.store import TaskSettings, TaskSpec, TaskStoreCore
+from actors.tasks.spec import TaskSettings, TaskSpec
+from actors.tasks.store import TaskStoreCore
 from tests.actors.fakes import FakeClock
 from transports.envelope import CorrelationKey, Envelope
 from transports.errors import CallError

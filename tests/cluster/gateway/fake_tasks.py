@@ -14,7 +14,8 @@ from typing import Any
 from actors.tasks.inputs import InputOutcome
 from actors.tasks.journal import MemoryJournal
 from actors.tasks.model import TaskRecord, parse_request_id
-from actors.tasks.store import TaskSettings, TaskSpec, TaskStoreCore
+from actors.tasks.spec import TaskSettings, TaskSpec
+from actors.tasks.store import TaskStoreCore
 from transports.envelope import CorrelationKey
 from transports.frame import Frame
 from transports.message import Request, Response

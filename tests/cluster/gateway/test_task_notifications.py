@@ -25,7 +25,8 @@ from mcp.shared.subscriptions import ToolsListChanged
 from actors.tasks.feed import FeedBatch, FeedCursor
 from actors.tasks.journal import MemoryJournal
 from actors.tasks.model import RELATED_TASK_META
-from actors.tasks.store import TaskSettings, TaskStoreCore
+from actors.tasks.spec import TaskSettings
+from actors.tasks.store import TaskStoreCore
 from cluster.gateway.policy.chain import PolicyConfig
 from cluster.gateway.policy.tokens import hash_token
 from cluster.gateway.server import Gateway
