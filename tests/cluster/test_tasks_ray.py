@@ -8,8 +8,10 @@ the worker without reaching into it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -91,13 +93,32 @@ async def test_a_task_starts_reports_progress_and_its_result_outlives_the_client
     assert seen[0].progress < seen[1].progress
     task_id = handle.id
     await first.close()
+    # Another process (a driver of its own) re-opens it by id and waits for it too.
+    reader = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.cluster.task_reader",
+        ray.get_runtime_context().gcs_address,
+        bus.bus,
+        task_id,
+        str(_OUTCOME_S),
+        stdout=asyncio.subprocess.PIPE,
+    )
     second = await BusClient.connect(bus.bus)
     try:
         reopened = await second.open_task(task_id)
         result = await reopened.result(timeout_s=_OUTCOME_S)
         assert result.content[0].text == "done after 6 steps"  # type: ignore[union-attr]
         assert (await reopened.status()).status is TaskStatus.COMPLETED
+        async with asyncio.timeout(_OUTCOME_S):
+            printed, _ = await reader.communicate()
+        assert reader.returncode == 0
+        outcome = json.loads(printed.decode().strip().splitlines()[-1])
+        assert outcome == {"status": "completed", "text": "done after 6 steps"}
     finally:
+        if reader.returncode is None:
+            reader.kill()
+            await reader.wait()
         await second.close()
 
 
