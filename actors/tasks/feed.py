@@ -3,9 +3,12 @@ notifications (the gateway's ``notifications/tasks/status`` and ``notifications/
 
 One long poll serves every task: a gateway replica holds one cursor and asks
 :meth:`ChangeFeed.changes` in a loop, instead of one ``wait`` per task. A change is a
-new status, a tool's ``isError`` result (``failed`` on 2025-11-25) or another set of
-outstanding input requests; progress alone is not one (it would push at progress rate,
-and the extension keeps progress off the listen stream).
+new status, a tool's ``isError`` result (``failed`` on 2025-11-25), another set of
+outstanding input requests, or new progress: a 2025-11-25 task's creator hears its
+progress under the request's ``progressToken`` ("Task Progress Notifications"). The
+feed keeps one entry per task, its latest, so progress at any rate costs a reader one
+record per task per read; 2026 listeners skip progress-only changes (the extension
+keeps progress off the listen stream).
 
 Each store incarnation has its own ``epoch``. A cursor of another epoch (the store was
 restarted) reads the new incarnation's whole feed, which starts with every task it
@@ -27,7 +30,7 @@ from typing import Any
 
 from actors.tasks.model import TaskRecord
 
-__all__ = ["ChangeFeed", "FeedBatch", "FeedCursor", "status_key", "summary"]
+__all__ = ["ChangeFeed", "FeedBatch", "FeedCursor", "progress_key", "status_key", "summary"]
 
 _BATCH = 256
 
@@ -56,6 +59,11 @@ def status_key(record: TaskRecord) -> tuple[str, bool, tuple[str, ...]]:
     return (str(record.status), is_error, tuple(sorted(record.input_requests)))
 
 
+def progress_key(record: TaskRecord) -> tuple[float | None, float | None, str | None]:
+    """What a progress notification is about."""
+    return (record.progress, record.total, record.status_message)
+
+
 def summary(record: TaskRecord) -> TaskRecord:
     """The record without what is big or private: arguments, result body, input routes."""
     outcome: dict[str, Any] | None = None
@@ -79,8 +87,12 @@ class ChangeFeed:
 
     def note(self, before: TaskRecord | None, after: TaskRecord) -> None:
         """``after`` replaced ``before`` (None: loaded or created); kept if its status
-        changed."""
-        if before is not None and status_key(before) == status_key(after):
+        or its progress changed."""
+        if (
+            before is not None
+            and status_key(before) == status_key(after)
+            and progress_key(before) == progress_key(after)
+        ):
             return
         self._seq += 1
         self._latest.pop(after.task_id, None)

@@ -4,7 +4,10 @@
   Notification"): the full ``Task`` (no related-task ``_meta``), sent to the session
   that created the task, on its standalone GET SSE stream, while that session is
   connected. No other session or principal hears of it. The era's ``tasks`` capability
-  has no flag for it (the notifications are optional; requestors keep polling).
+  has no flag for it (the notifications are optional; requestors keep polling). The
+  same session hears the task's ``notifications/progress`` under the ``progressToken``
+  of the request that created it, which stays valid for the task's lifetime ("Task
+  Progress Notifications").
 * **2026-07-28** ``notifications/tasks`` (SEP-2663, "Task Status Notifications"): a
   ``subscriptions/listen`` whose ``notifications.taskIds`` names tasks gets, for each one
   its principal may see (as ``tasks/get`` decides: the task's owner), the ``DetailedTask``
@@ -91,7 +94,25 @@ class _Creator:
 
     connection: weakref.ref[Connection]
     principal: str
+    # The task-augmented request's progressToken: valid for the task's lifetime.
+    progress_token: str | int | None = None
     told: StatusKey = _WORKING
+    told_progress: float | None = None
+
+    def progress_update(self, record: TaskRecord) -> dict[str, Any] | None:
+        """The ``notifications/progress`` params ``record`` calls for, if any: progress
+        only ever increases (a re-run that starts again from 0 is not reported back)."""
+        if self.progress_token is None or record.progress is None:
+            return None
+        if self.told_progress is not None and record.progress <= self.told_progress:
+            return None
+        self.told_progress = record.progress
+        params: dict[str, Any] = {"progressToken": self.progress_token, "progress": record.progress}
+        if record.total is not None:
+            params["total"] = record.total
+        if record.status_message is not None:
+            params["message"] = record.status_message
+        return params
 
 
 @dataclass(eq=False)
@@ -151,13 +172,20 @@ class TaskNotifications:
 
     # -- 2025-11-25 ------------------------------------------------------------------
 
-    async def created(self, task_id: str, connection: Connection, principal: str) -> None:
-        """A 2025 session created ``task_id``: it hears of the task's status changes."""
+    async def created(
+        self,
+        task_id: str,
+        connection: Connection,
+        principal: str,
+        progress_token: str | int | None = None,
+    ) -> None:
+        """A 2025 session created ``task_id``: it hears of the task's status changes, and
+        of its progress under ``progress_token`` when the request carried one."""
         if len(self._creators) > _RECENT:  # forget sessions that are gone
             gone = [t for t, c in self._creators.items() if c.connection() is None]
             for stale in gone:
                 del self._creators[stale]
-        self._creators[task_id] = _Creator(weakref.ref(connection), principal)
+        self._creators[task_id] = _Creator(weakref.ref(connection), principal, progress_token)
         record = self._recent.get(task_id)
         if record is not None:  # it changed before its creator was known
             await self._tell_creator(record)
@@ -171,12 +199,14 @@ class TaskNotifications:
             del self._creators[record.task_id]
         if connection is None:
             return
-        key = status_key(record)
-        if key == creator.told:
-            return
-        creator.told = key
         with contextlib.suppress(Exception):  # a closed connection is simply skipped
-            await connection.outbound.notify("notifications/tasks/status", view_2025(record))
+            progressed = creator.progress_update(record)
+            if progressed is not None:
+                await connection.outbound.notify("notifications/progress", progressed)
+            key = status_key(record)
+            if key != creator.told:
+                creator.told = key
+                await connection.outbound.notify("notifications/tasks/status", view_2025(record))
 
     # -- 2026-07-28 ------------------------------------------------------------------
 
@@ -276,7 +306,10 @@ class TaskNotificationsMiddleware:
         task = result.get("task") if isinstance(result, dict) else None
         if isinstance(task, dict) and isinstance(task.get("taskId"), str):
             connection: Connection = ctx.session._connection  # the SDK keeps it private
-            await self._notifications.created(task["taskId"], connection, principal_of(ctx))
+            meta = (ctx.params or {}).get("_meta")
+            token = meta.get("progressToken") if isinstance(meta, dict) else None
+            token = token if isinstance(token, str | int) and not isinstance(token, bool) else None
+            await self._notifications.created(task["taskId"], connection, principal_of(ctx), token)
         return result
 
 

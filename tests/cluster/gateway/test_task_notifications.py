@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,6 +34,7 @@ from cluster.gateway.server import Gateway
 from cluster.gateway.tasks import GatewayTasks
 from cluster.gateway.tasks_modern import TASKS_EXTENSION
 from cluster.tasks.settings import PoolTasksConfig
+from tests.actors.test_task_store import progress
 from tests.cluster.gateway.fake_bus import fake_bus, text_result
 from tests.cluster.gateway.fake_tasks import FakeTaskStore
 from tests.cluster.gateway.serving import serving
@@ -144,9 +146,13 @@ class LegacySession:
         assert isinstance(answer, dict)
         return answer
 
-    async def create_task(self, text: str, name: str = "echo", **arguments: Any) -> str:
+    async def create_task(
+        self, text: str, name: str = "echo", meta: dict[str, Any] | None = None, **arguments: Any
+    ) -> str:
         arguments = arguments or {"text": text}
-        params = {"name": name, "arguments": arguments, "task": {}}
+        params: dict[str, Any] = {"name": name, "arguments": arguments, "task": {}}
+        if meta is not None:
+            params["_meta"] = meta
         answer = await self.request("tools/call", params)
         return str(answer["result"]["task"]["taskId"])
 
@@ -210,6 +216,39 @@ async def test_a_2025_task_status_change_reaches_only_the_session_that_created_i
     assert [(m["params"]["taskId"], m["params"]["status"]) for m in alice_elsewhere.heard] == [
         (mine, "cancelled")
     ]
+
+
+def told_times(heard: Callable[[], list[dict[str, Any]]], times: int) -> bool:
+    return len(heard()) == times
+
+
+async def test_a_2025_task_reports_progress_to_its_creator_under_the_requests_token(
+    served: Served,
+) -> None:
+    url, store, _ = served
+    async with (
+        legacy_session(url, ALICE) as alice,
+        legacy_session(url, ALICE) as alice_elsewhere,
+    ):
+        task_id = await alice.create_task("a", meta={"progressToken": "tok-1"})
+        call = store.ports.submitted[-1]
+
+        def progress_heard() -> list[dict[str, Any]]:
+            return [m["params"] for m in alice.heard if m["method"] == "notifications/progress"]
+
+        for step in (1, 2):
+            await store.core.on_frame(progress(call, step, 3))
+            await wait_until(functools.partial(told_times, progress_heard, step), _STREAM_S)
+        await store.core.on_frame(progress(call, 1, 3))  # a value that went back: not told
+        await store.answer(task_id, result=text_result("a"))
+        await wait_until(lambda: len(alice.heard) == 3, _STREAM_S)
+    assert [(p["progressToken"], p["progress"], p["total"]) for p in progress_heard()] == [
+        ("tok-1", 1, 3),
+        ("tok-1", 2, 3),
+    ]
+    assert alice.heard[-1]["method"] == "notifications/tasks/status"
+    assert alice.heard[-1]["params"]["status"] == "completed"
+    assert alice_elsewhere.heard == []
 
 
 def listen_body(task_ids: list[Any], *, declared: bool = True) -> dict[str, Any]:

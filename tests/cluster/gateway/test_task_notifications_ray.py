@@ -44,7 +44,7 @@ async def url(ray_session: None) -> AsyncIterator[str]:
 
 async def test_both_eras_hear_their_tasks_end_through_the_bus(url: str) -> None:
     async with legacy_session(url, ALICE) as alice:
-        legacy = await alice.create_task("", "long_job", **JOB)
+        legacy = await alice.create_task("", "long_job", meta={"progressToken": "p-1"}, **JOB)
         modern = await new_task(url, ALICE, "", "long_job", **JOB)
         seen: list[dict[str, Any]] = []
         async with (
@@ -56,12 +56,24 @@ async def test_both_eras_hear_their_tasks_end_through_the_bus(url: str) -> None:
             assert ack["params"]["notifications"]["taskIds"] == [modern]
             while not seen or seen[-1]["params"]["status"] != "completed":
                 seen.append(await anext(stream))
-        await wait_until(lambda: bool(alice.heard), _OUTCOME_S)
+        await wait_until(lambda: bool(statuses(alice.heard)), _OUTCOME_S)
     assert {m["params"]["taskId"] for m in seen} == {modern}
     assert seen[-1]["params"]["result"]["content"][0]["text"] == "done after 2 steps"
-    assert [(m["params"]["taskId"], m["params"]["status"]) for m in alice.heard] == [
+    assert [(m["params"]["taskId"], m["params"]["status"]) for m in statuses(alice.heard)] == [
         (legacy, "completed")
     ]
+    # Its progress under the creating request's token, before its end (the feed keeps a
+    # task's latest change: steps read together arrive as the last of them).
+    told = [m["params"] for m in alice.heard if m["method"] == "notifications/progress"]
+    assert told, alice.heard
+    assert {(p["progressToken"], p["total"]) for p in told} == {("p-1", 2)}
+    values = [p["progress"] for p in told]
+    assert values == sorted(set(values)), values
+    assert alice.heard[-1]["method"] == "notifications/tasks/status"
+
+
+def statuses(heard: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in heard if m["method"] == "notifications/tasks/status"]
 
 
 async def test_a_listener_is_agreed_no_task_of_another_principal(url: str) -> None:
