@@ -19,11 +19,31 @@ async def test_a_new_reader_starts_at_the_end_and_then_reads_each_status_change(
     start = await store.core.feed.changes(None, timeout_s=0)
     assert start.records == ()  # what happened before the reader came is not replayed
     task = await store.core.create(spec())
-    await store.core.on_frame(progress(store.ports.submitted[-1], 1, 3))  # not a status
+    # Progress is fed too (a 2025 creator's progressToken), but the feed keeps each
+    # task's latest change: the cancel below replaces it.
+    await store.core.on_frame(progress(store.ports.submitted[-1], 1, 3))
     await store.core.cancel(task.task_id, "alice")
     batch = await store.core.feed.changes(start.cursor, timeout_s=0)
     assert [(r.task_id, r.status) for r in batch.records] == [(task.task_id, TaskStatus.CANCELLED)]
     assert before.task_id not in {r.task_id for r in batch.records}
+    assert (await store.core.feed.changes(batch.cursor, timeout_s=0)).records == ()
+
+
+async def test_progress_alone_is_fed_with_its_values_and_a_repeat_is_not() -> None:
+    store = make_store()
+    task = await store.core.create(spec())
+    start = await store.core.feed.changes(None, timeout_s=0)
+    call = store.ports.submitted[-1]
+    await store.core.on_frame(progress(call, 1, 3))
+    batch = await store.core.feed.changes(start.cursor, timeout_s=0)
+    [fed] = batch.records
+    assert (fed.task_id, fed.status, fed.progress, fed.total) == (
+        task.task_id,
+        TaskStatus.WORKING,
+        1,
+        3,
+    )
+    await store.core.on_frame(progress(call, 1, 3))  # nothing new
     assert (await store.core.feed.changes(batch.cursor, timeout_s=0)).records == ()
 
 
