@@ -9,6 +9,10 @@ autoscaler asked for routed, the router's queue empty, the last answer. The stat
 sampled every 0.2 s, so the worker and lag marks are that coarse. Goal (the issue's
 item 3): a new worker serves within 1 s of the decision, and the pool is complete
 within 5 s of the burst's start.
+
+The burst waits (bounded) until the pool's warm spare is up, as in a pool at steady
+state: a burst right after launch would time a cold worker start instead (7-10 s here,
+the spare still starting in the background), not the autoscaler.
 """
 
 from __future__ import annotations
@@ -37,6 +41,20 @@ POOL = (1, 6)
 _DECISION_TO_SERVING_S = 1.0
 _ALL_SERVING_S = 5.0
 _SAMPLE_S = 0.2
+_SPARE_READY_S = 120.0  # a worker's cold start on a loaded 2-core machine, with room
+
+
+async def _spare_ready(bus: str) -> bool:
+    """Wait until the pool has its warm spare; False if it did not come in time."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_SPARE_READY_S):
+            while True:
+                with contextlib.suppress(BusError):
+                    status: dict[str, Any] = await bus_status(bus)
+                    if status["pools"].get("bench", {}).get("spares", 0) >= 1:
+                        return True
+                await asyncio.sleep(_SAMPLE_S)  # the spare starts in the background
+    return False
 
 
 async def _watch(bus: str, started_wall: float, started: float, marks: dict[str, float]) -> None:
@@ -93,6 +111,7 @@ async def _run(ctx: BenchContext) -> None:
     marks: dict[str, float] = {}
     async with running_bus(config) as client:
         await client.call_tool("echo", {"text": "warm"})
+        spare = await _spare_ready(name)
         started_wall, started = time.time(), time.monotonic()
         watcher = asyncio.create_task(_watch(name, started_wall, started, marks))
         try:
@@ -124,7 +143,12 @@ async def _run(ctx: BenchContext) -> None:
             and to_serving <= _DECISION_TO_SERVING_S
             and all_serving <= _ALL_SERVING_S
         ),
-        details={"marks_s": marks, "decision_to_first_serving_s": to_serving, "calls": calls},
+        details={
+            "marks_s": marks,
+            "decision_to_first_serving_s": to_serving,
+            "calls": calls,
+            "warm_spare_ready": spare,
+        },
     )
     order = sorted((v, k) for k, v in marks.items() if k != "workers asked for")
     row.notes = [
@@ -132,6 +156,9 @@ async def _run(ctx: BenchContext) -> None:
         f"workers asked for: {marks.get('workers asked for', 'none')}; decision -> first added "
         "worker serving: " + (f"{to_serving:.2f} s" if to_serving is not None else "n/a"),
         f"the figure is 'all workers asked for serving'; {calls} calls, {side.errors} failed",
+        "burst started with the warm spare up"
+        if spare
+        else f"the warm spare was not up within {_SPARE_READY_S:g} s: a cold start is timed",
     ]
     ctx.emit(row)
 
