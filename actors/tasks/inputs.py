@@ -35,7 +35,7 @@ gathers its input that way before it becomes a task is listed under its pool's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,24 +149,31 @@ def answer_frames(
     record: TaskRecord, answers: Mapping[str, dict[str, Any]]
 ) -> list[tuple[str, Frame]]:
     """``(worker, frame)`` carrying each outstanding request's answer back to its worker."""
-    envelope = _answer_envelope(record)
-    frames = []
-    for key, result in answers.items():
-        worker, request_id = record.input_routes[key]
-        frames.append((worker, Frame.of(envelope, Response.success(request_id, result))))
-    return frames
+    return _to_workers(record, answers, Response.success)
 
 
 def error_frames(
     record: TaskRecord, errors: Mapping[str, dict[str, Any]]
 ) -> list[tuple[str, Frame]]:
     """``(worker, frame)`` carrying the caller's error for each outstanding request."""
+
+    def failure(request_id: str, error: dict[str, Any]) -> Response:
+        return Response.failure(request_id, error["code"], error["message"], error.get("data"))
+
+    return _to_workers(record, errors, failure)
+
+
+def _to_workers(
+    record: TaskRecord,
+    replies: Mapping[str, dict[str, Any]],
+    response: Callable[[str, dict[str, Any]], Response],
+) -> list[tuple[str, Frame]]:
+    """Each reply, keyed by input key, as a response to the worker that asked."""
     envelope = _answer_envelope(record)
     frames = []
-    for key, error in errors.items():
+    for key, reply in replies.items():
         worker, request_id = record.input_routes[key]
-        failure = Response.failure(request_id, error["code"], error["message"], error.get("data"))
-        frames.append((worker, Frame.of(envelope, failure)))
+        frames.append((worker, Frame.of(envelope, response(request_id, reply))))
     return frames
 
 
