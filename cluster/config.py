@@ -40,6 +40,7 @@ from actors.router.regions import region_problem
 from cluster.encryption import EncryptionConfig
 from cluster.gateway.policy.settings import PolicyConfig
 from cluster.tasks.settings import PoolTasksConfig, TasksConfig
+from cluster.triggers.settings import TriggerConfig, trigger_problem
 from cluster.upstream import resolve_headers, shown_url, url_problem
 from cluster.worker_options import (
     RuntimeEnvConfig,
@@ -454,6 +455,8 @@ class BusConfig(_Strict):
     drain_timeout_s: float = Field(60.0, gt=0)
     tasks: TasksConfig = TasksConfig()
     namespace_separator: str = Field("_", description="between a pool's namespace and a name")
+    # Records on a Kafka topic that call a tool (cluster.triggers.settings).
+    triggers: list[TriggerConfig] = Field(default_factory=list)
 
     @field_validator("namespace_separator")
     @classmethod
@@ -491,6 +494,12 @@ class BusConfig(_Strict):
             ):
                 path = f"gateway.policy.tokens[{i}].labels.{regions.label}"
                 raise _FieldProblem(path, f"no pool carries region {pinned!r}")
+        label, known = (regions.label, regions.regions(self.pools)) if regions else (None, ())
+        problem = trigger_problem(
+            self.triggers, has_kafka=self.kafka is not None, region_label=label, regions=known
+        )
+        if problem is not None:
+            raise _FieldProblem(*problem)
         if regions is not None:
             # The rule travels inside router (to the router, clients and workers) with each
             # pool's region: derived here, once, so every reader agrees.

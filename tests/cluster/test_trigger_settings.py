@@ -1,0 +1,108 @@
+"""The triggers section: one line per problem, naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cluster.config import BusConfig, ConfigError, parse_config
+
+POOL = {"name": "kit", "server": "cluster.examples.testkit:server"}
+KAFKA = {"bootstrap": "127.0.0.1:9092"}
+
+
+def trigger(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "score-orders",
+        "source": {"kafka": {"topic": "orders"}},
+        "tool": "echo",
+        "arguments": {"text": "${value.id}"},
+        **extra,
+    }
+
+
+def config(*triggers: dict[str, Any], **extra: Any) -> BusConfig:
+    data = {"name": "b", "pools": [POOL], "kafka": KAFKA, "triggers": list(triggers), **extra}
+    return parse_config(data, "bus.yaml")
+
+
+def problems(*triggers: dict[str, Any], **extra: Any) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        config(*triggers, **extra)
+    return caught.value.problems
+
+
+def test_a_trigger_gets_defaults_a_user_would_expect() -> None:
+    (t,) = config(trigger()).triggers
+    assert t.source.kafka.start == "latest"
+    assert t.dead_letter_topic == "orders.dlq"
+    assert t.output_topic is None
+    assert t.group("b.") == "b.trigger.score-orders"
+    assert (t.max_in_flight, t.tool_errors, t.replicas) == (16, "dead_letter", 1)
+    assert t.rules().max_attempts == 5
+
+
+def test_a_bus_without_triggers_is_unchanged() -> None:
+    assert parse_config({"pools": [POOL]}).triggers == []
+
+
+@pytest.mark.parametrize(
+    ("triggers", "extra", "expected"),
+    [
+        ([trigger(name="Score")], {}, "triggers[0].name: trigger name 'Score' must match"),
+        ([trigger(), trigger()], {}, "triggers: trigger names must be unique; repeated: score"),
+        (
+            [trigger()],
+            {"kafka": None},
+            "triggers[0].source.kafka: reading a Kafka topic needs the bus's kafka section",
+        ),
+        (
+            [trigger(map="pkg.mod:f")],
+            {},
+            "triggers[0]: give exactly one of arguments (a template) or map (a callable)",
+        ),
+        ([trigger(arguments=None)], {}, "triggers[0]: give exactly one of arguments"),
+        (
+            [trigger(arguments={"a": {"b": "${value.}"}})],
+            {},
+            "triggers[0].arguments: a.b: '${value.}' is not a path",
+        ),
+        (
+            [trigger(arguments=None, map="not a path")],
+            {},
+            "triggers[0].map: 'not a path' must look like 'package.module:callable'",
+        ),
+        (
+            [trigger(output={"kafka": {"topic": "orders"}})],
+            {},
+            "triggers[0].output: the source itself",
+        ),
+        (
+            [trigger(dead_letter={"kafka": {"topic": "orders"}})],
+            {},
+            "triggers[0].dead_letter: must differ from the source and from output",
+        ),
+        (
+            [trigger(source={"kafka": {"topic": "bad topic"}})],
+            {},
+            "triggers[0].source.kafka.topic: topic 'bad topic' must be 1 to 249",
+        ),
+        ([trigger(max_in_flight=0)], {}, "triggers[0].max_in_flight: Input should be greater"),
+        ([trigger(labels={"Region!": "eu"})], {}, "triggers[0].labels: label key 'Region!'"),
+    ],
+)
+def test_each_problem_is_one_line_naming_the_field(
+    triggers: list[dict[str, Any]], extra: dict[str, Any], expected: str
+) -> None:
+    found = problems(*triggers, **extra)
+    assert len(found) == 1
+    assert found[0].startswith(expected), found[0]
+
+
+def test_a_trigger_of_a_region_no_pool_serves_is_refused() -> None:
+    pools = [{**POOL, "labels": {"region": "eu"}}]
+    found = problems(
+        trigger(labels={"region": "ap"}), pools=pools, router={"regions": {"label": "region"}}
+    )
+    assert found == ["triggers[0].labels.region: no pool carries region 'ap' (pools' regions: eu)"]
