@@ -37,6 +37,12 @@ from cluster.ray_actors.supervisor import PoolStartFailed
 from cluster.ray_actors.task_store import TaskStoreActor
 from cluster.tasks.journals import delete_journal
 from cluster.tasks.settings import runs_tasks
+from cluster.triggers.launch import (
+    TriggerStartFailed,
+    start_triggers,
+    stop_triggers,
+    trigger_status,
+)
 from cluster.worker_options import env_names
 from transports.errors import BusError, BusTimeout, ConnectionClosed
 
@@ -44,6 +50,7 @@ __all__ = [
     "BusAlreadyRunning",
     "NameCollision",
     "PoolStartFailed",
+    "TriggerStartFailed",
     "bus_endpoints",
     "bus_status",
     "launch_bus",
@@ -59,6 +66,8 @@ _CONTROL_OPTIONS = CONTROL_ACTOR_OPTIONS
 _ControlActor: Any = ray.remote(ControlActor)
 # Stopping the autoscaler (its round, then its lag clients) waits this long at most.
 _AUTOSCALER_STOP_S = 15.0
+# A trigger finishes the records in hand at most this long when the bus stops.
+_TRIGGER_DRAIN_S = 30.0
 
 
 class BusAlreadyRunning(BusError):
@@ -185,6 +194,8 @@ async def _launch(
         raise clash
     if autoscaler is not None:  # started once the pools are up: nothing to resize before
         await autoscaler.start.remote()
+    # Triggers last: their first records' calls find the pools routed.
+    await start_triggers(config)
     logger.info("bus %s up: %s", bus, counts)
     return {"bus": bus, "workers": counts}
 
@@ -277,6 +288,7 @@ async def bus_status(bus: str) -> dict[str, Any]:
     """
     router = await get_actor_async(actor_names.router(bus))
     discovery = await get_actor_async(actor_names.discovery(bus))
+    triggers: dict[str, dict[str, Any]] = {}
     lag, outstanding, workers, collisions = await asyncio.gather(
         router.lag.remote(),
         router.outstanding.remote(),
@@ -298,6 +310,7 @@ async def bus_status(bus: str) -> dict[str, Any]:
             row.update(spares=sizes.get("spares", 0))
             row.update(last_failure=sizes["last_failure"])
             row.update(placement_summary(config.pool(pool)))
+        triggers = await trigger_status(bus, config.triggers)
     tasks: dict[str, int] = {}
     with contextlib.suppress(ConnectionClosed):  # a bus started by an older raybus
         store = await get_actor_async(actor_names.tasks(bus))
@@ -327,6 +340,8 @@ async def bus_status(bus: str) -> dict[str, Any]:
         ],
         "decisions": decisions,
         "tasks": tasks,  # by status: working, input_required, completed, failed, cancelled
+        # Each trigger: lag, rate_per_s, in_flight/max_in_flight, ok, dead_lettered, state.
+        "triggers": triggers,
         # Names two pools offer (a server's list changed at run time): the first keeps it.
         "collisions": [
             {"kind": c.kind, "name": c.name, "owner": c.owner, "other": c.other} for c in collisions
@@ -401,6 +416,10 @@ async def _gateway_urls(bus: str) -> list[str]:
 
 async def stop_bus(bus: str, *, timeout_s: float = 120.0) -> None:
     """Drain every worker, then stop the control actors. Missing pieces are skipped."""
+    # Triggers first, while the pools still answer the calls they have in hand.
+    prefix = actor_names.trigger_prefix(bus)
+    named = await asyncio.to_thread(_raybus_actor_names)
+    await stop_triggers([n for n in named if n.startswith(prefix)], _TRIGGER_DRAIN_S)
     # The autoscaler stops first, so it cannot resize pools while they drain; its broker
     # clients are closed, not dropped with the process (bounded: it may hang).
     with contextlib.suppress(ConnectionClosed):

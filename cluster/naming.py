@@ -114,6 +114,16 @@ class actor_names:
         return f"raybus/{bus}/tasks"
 
     @staticmethod
+    def trigger(bus: str, trigger: str, replica: int) -> str:
+        """One replica of an event trigger (``cluster.ray_actors.trigger``)."""
+        return f"{actor_names.trigger_prefix(bus)}{trigger}/{replica}"
+
+    @staticmethod
+    def trigger_prefix(bus: str) -> str:
+        """What the names of a bus's trigger actors start with."""
+        return f"raybus/{bus}/trigger/"
+
+    @staticmethod
     def worker(bus: str, pool: str) -> str:
         return f"raybus/{bus}/worker/{pool}/{uuid.uuid4().hex[:8]}"
 

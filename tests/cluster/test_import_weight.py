@@ -21,6 +21,7 @@ LIGHT_MODULES = [
     "cluster.ray_actors.ledger",
     "cluster.ray_actors.endpoint",
     "cluster.ray_actors.gateway",
+    "cluster.ray_actors.trigger",
     "cluster.bus",
     "cluster.cli.up",
 ]

@@ -1,0 +1,188 @@
+"""One replica of an event trigger as a Ray actor (named, detached, restarted by Ray).
+
+It reads the trigger's Kafka topic, calls the tool through an ordinary
+:class:`~cluster.client.BusClient` (answers delivered straight to this actor), and writes
+outputs and dead letters (the loop: :mod:`actors.triggers.core`). Replica 0 also reads
+the group's lag in the background, so :meth:`TriggerActor.stats` never waits on the broker.
+
+A restarted replica (its process died) starts itself again (:mod:`.restarts`): its group
+resumes from the committed offsets, so records it had in hand are delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from actors.triggers.core import TriggerCore, TriggerPorts
+from cluster.client import BusClient
+from cluster.config import BusConfig
+from cluster.naming import actor_names
+from cluster.ray_actors.restarts import restarted, start_itself
+from cluster.triggers.ports import (
+    BusCaller,
+    SourcePort,
+    TopicSink,
+    TriggerStartFailed,
+    kafka_settings,
+    mapper_for,
+)
+from transports.errors import BusError
+from transports.frame import Frame
+from transports.kafka.record_sink import KafkaRecordWriter
+from transports.kafka.record_source import KafkaRecordSource
+
+__all__ = ["TriggerActor"]
+
+logger = logging.getLogger(__name__)
+
+_LAG_INTERVAL_S = 2.0  # how often replica 0 reads the group's lag
+
+
+class TriggerActor:
+    """``start`` runs the trigger; ``stats`` reads it; ``drain`` stops it cleanly."""
+
+    def __init__(self, config: BusConfig, trigger: str, replica: int) -> None:
+        self._config = config
+        self._trigger = next(t for t in config.triggers if t.name == trigger)
+        self._replica = replica
+        self._name = actor_names.trigger(config.name, trigger, replica)
+        self._begun = False
+        self._started: asyncio.Future[None] | None = None
+        self._client: BusClient | None = None
+        self._source: KafkaRecordSource | None = None
+        self._writer: KafkaRecordWriter | None = None
+        self._core: TriggerCore | None = None
+        self._loop: asyncio.Task[None] | None = None
+        self._lag_reader: asyncio.Task[None] | None = None
+        self._lag: int | None = None
+        self._lag_at: float | None = None
+        self._lag_error: str | None = None
+        self._draining = False
+        if restarted():
+            start_itself("start", lambda: self._begun, check_tool=False)
+
+    async def start(self, check_tool: bool = True) -> None:
+        """Connect, join the group, start the loop; idempotent.
+
+        Raises:
+            TriggerStartFailed: the topic is missing, no pool offers the tool, ``map:``
+                does not import, or the broker cannot be reached.
+        """
+        self._begun = True
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._start(check_tool)
+            except BaseException as exc:
+                await self._close_parts()
+                failed, self._started = self._started, None
+                failed.set_exception(exc)
+                failed.exception()  # retrieved: concurrent starts see it, nobody else must
+                raise
+            self._started.set_result(None)
+        await asyncio.shield(self._started)
+
+    async def _start(self, check_tool: bool) -> None:
+        trigger, config = self._trigger, self._config
+        mapper = mapper_for(trigger)
+        settings = kafka_settings(config, trigger, self._replica)
+        self._client = await BusClient.connect(
+            config.name,
+            principal=f"trigger:{trigger.name}",
+            inbox=self._name,
+            labels=dict(trigger.labels),
+        )
+        if check_tool:
+            names = {tool.name for tool in await self._client.list_tools()}
+            if trigger.tool not in names:
+                raise TriggerStartFailed(trigger.name, f"no pool offers tool {trigger.tool!r}")
+        topics = [trigger.dead_letter_topic, *filter(None, [trigger.output_topic])]
+        self._writer = KafkaRecordWriter(settings, topics)
+        self._source = KafkaRecordSource(
+            settings, trigger.source_topic, start=trigger.source.kafka.start
+        )
+        try:
+            await self._writer.start()
+            await self._source.start()
+        except BusError as exc:
+            raise TriggerStartFailed(trigger.name, str(exc)) from None
+        output = trigger.output_topic
+        ports = TriggerPorts(
+            source=SourcePort(self._source),
+            caller=BusCaller(self._client, trigger.timeout_s),
+            mapper=mapper,
+            dead_letter=TopicSink(self._writer, trigger.dead_letter_topic),
+            output=None if output is None else TopicSink(self._writer, output),
+        )
+        self._core = TriggerCore(trigger.rules(), ports)
+        loop = asyncio.get_running_loop()
+        self._loop = loop.create_task(self._core.run())
+        if self._replica == 0:
+            self._lag_reader = loop.create_task(self._read_lag())
+        logger.info("trigger %s replica %d started", trigger.name, self._replica)
+
+    async def deliver(self, frames: list[Frame]) -> None:
+        """Answers to this replica's calls (its client's inbox)."""
+        if self._client is not None:
+            await self._client.deliver(frames)
+
+    async def _read_lag(self) -> None:
+        source = self._source
+        assert source is not None
+        while True:
+            try:
+                self._lag = await source.lag()
+                self._lag_at, self._lag_error = time.time(), None
+            except BusError as exc:
+                self._lag_error = str(exc)
+            await asyncio.sleep(_LAG_INTERVAL_S)  # pacing of a background reading
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, rate and (replica 0) lag: never asks the broker."""
+        core = self._core
+        row: dict[str, Any] = core.stats.snapshot() if core is not None else {}
+        row.update(replica=self._replica, lag=self._lag, lag_error=self._lag_error)
+        row["lag_age_s"] = None if self._lag_at is None else round(time.time() - self._lag_at, 1)
+        if self._draining:
+            row["state"] = "draining"
+        elif core is None:
+            row["state"] = "starting"
+        elif row.get("stalled"):
+            row["state"] = "stalled"
+        else:
+            row["state"] = "running"
+        return row
+
+    async def drain(self, timeout_s: float) -> int:
+        """Take no more records, finish those in hand (bounded), commit, disconnect.
+
+        Returns how many records were left unfinished (delivered again later).
+        """
+        self._draining = True
+        left = 0
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        if self._core is not None:
+            left = await self._core.drain(timeout_s)
+        await self._close_parts()
+        logger.info(
+            "trigger %s replica %d drained (%d left)", self._trigger.name, self._replica, left
+        )
+        return left
+
+    async def _close_parts(self) -> None:
+        if self._lag_reader is not None:
+            self._lag_reader.cancel()
+        for part in (self._source, self._writer, self._client):
+            if part is not None:
+                try:
+                    await part.close()
+                except BusError as exc:
+                    logger.warning("trigger %s: closing: %s", self._trigger.name, exc)
+        self._source = self._writer = self._client = None
