@@ -79,6 +79,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"  collision: {clash['kind']} {clash['name']!r} is offered by pools "
             f"{clash['owner']} and {clash['other']}; {clash['owner']} keeps it"
         )
+    lines += _trigger_lines(status.get("triggers") or {})
     held = [f"{count} {status_}" for status_, count in (status.get("tasks") or {}).items() if count]
     if held:
         lines.append(f"tasks: {', '.join(held)}")
@@ -97,6 +98,28 @@ def format_status(status: dict[str, Any]) -> str:
             change = f"{d['current']:>3} -> {d['desired']:<3}"
             lines.append(f"{stamp}  {d['pool']:<14}{change} {d['reason']}")
     return "\n".join(lines)
+
+
+def _trigger_lines(triggers: dict[str, dict[str, Any]]) -> list[str]:
+    """The triggers table: lag (records not yet committed), rate over the last 10 s."""
+    if not triggers:
+        return []
+    row = "{:<16}{:<20}{:<16}{:>8}{:>8}{:>11}{:>6}  {}"
+    lines = [
+        "",
+        row.format("trigger", "source", "tool", "lag", "rate/s", "in flight", "dlq", "state"),
+    ]
+    for name, t in sorted(triggers.items()):
+        lag = "?" if t.get("lag") is None else str(t["lag"])
+        in_flight = f"{t.get('in_flight', 0)}/{t.get('max_in_flight', 0)}"
+        cells = (name, t["source"], t["tool"], lag, f"{t.get('rate_per_s', 0.0):.1f}")
+        lines.append(row.format(*cells, in_flight, t.get("dead_lettered", 0), t["state"]))
+    for name, t in sorted(triggers.items()):
+        if t.get("lag_error"):
+            lines.append(f"  {name}: lag not read: {t['lag_error']}")
+        if t.get("last_error"):
+            lines.append(f"  {name}: last error: {t['last_error']}")
+    return lines
 
 
 def _placement_line(row: dict[str, Any]) -> str:

@@ -106,3 +106,32 @@ def test_a_trigger_of_a_region_no_pool_serves_is_refused() -> None:
         trigger(labels={"region": "ap"}), pools=pools, router={"regions": {"label": "region"}}
     )
     assert found == ["triggers[0].labels.region: no pool carries region 'ap' (pools' regions: eu)"]
+
+
+def test_status_shows_each_trigger_with_its_lag_rate_and_dead_letters() -> None:
+    from cluster.cli.status import format_status
+
+    row = {
+        "source": "kafka:orders",
+        "tool": "score_order",
+        "lag": 1234,
+        "rate_per_s": 41.5,
+        "in_flight": 16,
+        "max_in_flight": 16,
+        "dead_lettered": 3,
+        "state": "running",
+        "last_error": "orders/0/7 (mapping): the record has no value.id",
+    }
+    waiting = {**row, "lag": None, "lag_error": "kafka lag query failed", "last_error": None}
+    status = {"bus": "demo", "pools": {}, "workers": [], "triggers": {"score": row, "w": waiting}}
+    lines = format_status(status).splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("trigger "))
+    assert lines[header].split() == [
+        "trigger", "source", "tool", "lag", "rate/s", "in", "flight", "dlq", "state"
+    ]  # fmt: skip
+    assert lines[header + 1].split() == [
+        "score", "kafka:orders", "score_order", "1234", "41.5", "16/16", "3", "running"
+    ]  # fmt: skip
+    assert lines[header + 2].split()[3] == "?"
+    assert "  score: last error: orders/0/7 (mapping): the record has no value.id" in lines
+    assert "  w: lag not read: kafka lag query failed" in lines
