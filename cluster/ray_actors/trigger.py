@@ -61,6 +61,7 @@ class TriggerActor:
         self._lag: int | None = None
         self._lag_at: float | None = None
         self._lag_error: str | None = None
+        self._lag_readings = 0
         self._draining = False
         if restarted():
             start_itself("start", lambda: self._begun, check_tool=False)
@@ -137,6 +138,7 @@ class TriggerActor:
             try:
                 self._lag = await source.lag()
                 self._lag_at, self._lag_error = time.time(), None
+                self._lag_readings += 1
             except BusError as exc:
                 self._lag_error = str(exc)
             await asyncio.sleep(_LAG_INTERVAL_S)  # pacing of a background reading
@@ -146,6 +148,7 @@ class TriggerActor:
         core = self._core
         row: dict[str, Any] = core.stats.snapshot() if core is not None else {}
         row.update(replica=self._replica, lag=self._lag, lag_error=self._lag_error)
+        row["lag_readings"] = self._lag_readings
         row["lag_age_s"] = None if self._lag_at is None else round(time.time() - self._lag_at, 1)
         if self._draining:
             row["state"] = "draining"

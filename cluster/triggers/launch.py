@@ -116,6 +116,7 @@ def _row(trigger: TriggerConfig, replicas: list[dict[str, Any] | None]) -> dict[
     row["lag"] = first.get("lag") if first else None
     row["lag_age_s"] = first.get("lag_age_s") if first else None
     row["lag_error"] = first.get("lag_error") if first else None
+    row["lag_readings"] = first.get("lag_readings", 0) if first else 0
     errors = [r["last_error"] for r in answering if r.get("last_error")]
     row["last_error"] = errors[0] if errors else None
     states = {r.get("state") for r in answering}

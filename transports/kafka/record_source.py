@@ -33,7 +33,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
-from transports.errors import BusError, ConnectionClosed, TransportError
+from transports.errors import BusError, BusTimeout, ConnectionClosed, TransportError
 from transports.kafka.admin import (
     KAFKA_ERRORS,
     KafkaLagReader,
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 _POLL_MS = 500  # one fetch wait; bounds how long close or a rebalance waits for receive
 _KEEPALIVE_S = 5.0  # an idle member polls (paused) at least this often
 _COMMIT_RETRY_S = 1.0  # pacing of a failed commit's retry
+_JOIN_GRACE_S = 50.0  # beyond the session timeout: a group join on a loaded 2-core machine
 
 
 class TopicMissing(TransportError):
@@ -99,6 +100,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             self._source._books[partition] = PartitionBook()
         if self._source._start == "latest":
             await self._pin(partitions)
+        self._source._assigned.set()
         logger.info("trigger source: partitions assigned: %s", sorted(map(tuple, partitions)))
 
     async def _pin(self, partitions: list[TopicPartition]) -> None:
@@ -134,13 +136,14 @@ class KafkaRecordSource:
         self._background: set[asyncio.Task[None]] = set()
         self._lag: KafkaLagReader | None = None
         self._closed = False
+        self._assigned = asyncio.Event()  # the group gave this member its first assignment
 
     @property
     def topic(self) -> str:
         return self._topic
 
     async def start(self) -> None:
-        """Join the group.
+        """Join the group; returns once this member has its first assignment.
 
         Raises:
             TopicMissing: the topic does not exist.
@@ -163,10 +166,30 @@ class KafkaRecordSource:
             raise
         consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
         self._consumer = consumer
+        try:
+            await self._joined(consumer)
+        except BaseException:
+            self._consumer = None
+            await self._stop_consumer(consumer)
+            raise
         self._last_poll = asyncio.get_running_loop().time()
         self._spawn(self._keep_polling())
         self._lag = KafkaLagReader(config.bootstrap, security=config.security)
         logger.info("trigger source started: %s (group %s)", self._topic, config.group_id)
+
+    async def _joined(self, consumer: AIOKafkaConsumer) -> None:
+        """Wait for the first assignment (even an empty one), so a record produced once
+        :meth:`start` returned is read even with ``start="latest"``."""
+        timeout_s = self._config.session_timeout_ms / 1000 + _JOIN_GRACE_S
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self._assigned.is_set():
+                    batch = await consumer.getmany(timeout_ms=_POLL_MS)
+                    self._stash.extend(r for records in batch.values() for r in records)
+        except TimeoutError:
+            raise BusTimeout(f"joining kafka group {self._config.group_id}", timeout_s) from None
+        except KAFKA_ERRORS as exc:
+            raise translate_kafka_error(exc, "group join", timeout_s) from exc
 
     async def receive(self) -> RecordDelivery:
         """The next record of an assigned partition (waits for one).
