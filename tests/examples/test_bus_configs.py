@@ -26,3 +26,13 @@ def test_the_regions_example_keeps_each_region_on_its_pool() -> None:
     assert regions is not None
     assert regions.pool_regions == {"kit-eu": "eu", "kit-us": "us"}
     assert regions.failover == {"us": ["eu"]}
+
+
+def test_the_triggers_example_calls_echo_with_a_template() -> None:
+    (trigger,) = load_config(EXAMPLES / "triggers" / "bus.yaml").triggers
+    assert (trigger.source_topic, trigger.tool, trigger.output_topic) == (
+        "orders",
+        "echo",
+        "orders.echoed",
+    )
+    assert trigger.dead_letter_topic == "orders.dlq"
