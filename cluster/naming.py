@@ -115,8 +115,10 @@ class actor_names:
 
     @staticmethod
     def trigger(bus: str, trigger: str, replica: int) -> str:
-        """One replica of an event trigger (``cluster.ray_actors.trigger``)."""
-        return f"{actor_names.trigger_prefix(bus)}{trigger}/{replica}"
+        """One replica of an event trigger (``cluster.ray_actors.trigger``). Its last
+        part names the replica's client on a broker backend (its reply topic or queue),
+        so it is unique in the bus and the same after a restart."""
+        return f"{actor_names.trigger_prefix(bus)}trigger-{trigger}-{replica}"
 
     @staticmethod
     def trigger_prefix(bus: str) -> str:

@@ -91,12 +91,15 @@ class TriggerActor:
         trigger, config = self._trigger, self._config
         mapper = mapper_for(trigger)
         settings = kafka_settings(config, trigger, self._replica)
-        self._client = await BusClient.connect(
+        connection = await BusClient.connect(
             config.name,
             principal=f"trigger:{trigger.name}",
             inbox=self._name,
             labels=dict(trigger.labels),
         )
+        # A session of its own: its client id is new at every start, so a restarted
+        # replica's request ids never meet those its previous process left running.
+        self._client = connection.new_session()
         if check_tool:
             names = {tool.name for tool in await self._client.list_tools()}
             if trigger.tool not in names:
