@@ -496,7 +496,11 @@ class BusConfig(_Strict):
                 raise _FieldProblem(path, f"no pool carries region {pinned!r}")
         label, known = (regions.label, regions.regions(self.pools)) if regions else (None, ())
         problem = trigger_problem(
-            self.triggers, has_kafka=self.kafka is not None, region_label=label, regions=known
+            self.triggers,
+            has_kafka=self.kafka is not None,
+            has_sqs=self.sqs is not None,
+            region_label=label,
+            regions=known,
         )
         if problem is not None:
             raise _FieldProblem(*problem)

@@ -313,11 +313,7 @@ class TriggerCore:
                 body = {
                     "trigger": self.rules.name,
                     "tool": self.rules.tool,
-                    "source": {
-                        "topic": record.topic,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                    },
+                    "source": record.source(),
                     "key": record.idempotency_key,
                     "result": result,
                 }

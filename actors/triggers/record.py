@@ -3,7 +3,9 @@
 The same view feeds the argument template (``${value.id}``) and a ``map:`` callable, so
 both read a record alike: ``key`` and ``headers`` as text, ``value`` JSON-decoded when its
 bytes are JSON (else the UTF-8 text, else absent), ``raw`` as base64, and where the record
-sits (``topic``, ``partition``, ``offset``, ``timestamp``).
+sits: ``topic``, ``partition``, ``offset``, ``timestamp`` of a Kafka record; ``queue``,
+``message_id``, ``timestamp`` (sent) of an SQS message, whose message attributes are its
+``headers`` and whose message group id (FIFO) is its ``key``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ class TriggerRecord:
     Attributes:
         raw_key / raw_value: the record's bytes as the broker holds them.
         raw_headers: the record's headers in order (names may repeat).
-        topic / partition / offset / timestamp_ms: where it sits (Kafka).
+        topic / partition / offset / timestamp_ms: where it sits (Kafka); of an SQS
+            message, ``topic`` is its queue's name and ``timestamp_ms`` when it was sent.
+        message_id: an SQS message's id (None: a Kafka record).
     """
 
     raw_key: bytes | None
@@ -49,6 +53,7 @@ class TriggerRecord:
     partition: int = 0
     offset: int = 0
     timestamp_ms: int | None = None
+    message_id: str | None = None
 
     @property
     def key(self) -> str | None:
@@ -75,23 +80,30 @@ class TriggerRecord:
 
     @property
     def position(self) -> str:
-        """``topic/partition/offset``: where the record sits, as dead letters name it."""
+        """Where the record sits, as dead letters name it: ``topic/partition/offset`` or
+        ``queue/message_id``."""
+        if self.message_id is not None:
+            return f"{self.topic}/{self.message_id}"
         return f"{self.topic}/{self.partition}/{self.offset}"
 
     @property
     def idempotency_key(self) -> str:
-        """The record's identity across redeliveries (``raybus-trigger-key``): its position
-        and timestamp (a topic deleted and made again starts its offsets over)."""
+        """The record's identity across redeliveries (``raybus-trigger-key``): a Kafka
+        record's position and timestamp (a topic made again starts its offsets over), an
+        SQS message's queue and id (SQS keeps the id across redeliveries)."""
+        if self.message_id is not None:
+            return f"sqs/{self.position}"
         return f"kafka/{self.position}/{self.timestamp_ms or 0}"
+
+    def source(self) -> dict[str, Any]:
+        """Where the record sits, as an output envelope's ``source``."""
+        if self.message_id is not None:
+            return {"queue": self.topic, "message_id": self.message_id}
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
     def view(self) -> dict[str, Any]:
         """The record as the template's root object (absent parts left out)."""
-        view: dict[str, Any] = {
-            "headers": dict(self.headers),
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-        }
+        view: dict[str, Any] = {"headers": dict(self.headers), **self.source()}
         if self.raw_key is not None:
             view["key"] = self.key
         if self.value is not ABSENT:

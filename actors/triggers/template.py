@@ -9,7 +9,8 @@
       price: "$${value.price}"                         # $${ is a literal ${
 
 A path starts at a root of :meth:`~actors.triggers.record.TriggerRecord.view` (``key``,
-``value``, ``raw``, ``headers``, ``topic``, ``partition``, ``offset``, ``timestamp``) and
+``value``, ``raw``, ``headers``, ``timestamp``; ``topic``, ``partition``, ``offset`` of a
+Kafka record; ``queue``, ``message_id`` of an SQS message) and
 goes on by names (``[A-Za-z0-9_-]``, joined by ``.``) and list indexes (``[n]``). A string
 that is exactly one reference takes the referenced value with its JSON type (an int stays
 an int); references inside other text render as text (JSON for non-strings). Every string
@@ -30,7 +31,10 @@ from typing import Any
 
 __all__ = ["ROOTS", "MissingField", "Reference", "Template", "TemplateError"]
 
-ROOTS = frozenset({"key", "value", "raw", "headers", "topic", "partition", "offset", "timestamp"})
+ROOTS = frozenset(
+    {"key", "value", "raw", "headers", "topic", "partition", "offset", "timestamp"}
+    | {"queue", "message_id"}
+)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _DIGITS = frozenset("0123456789")
 _PATH_GRAMMAR = "names of [A-Za-z0-9_-] joined by '.', or [n]"

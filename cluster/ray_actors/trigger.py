@@ -24,16 +24,15 @@ from cluster.naming import actor_names
 from cluster.ray_actors.restarts import restarted, start_itself
 from cluster.triggers.ports import (
     BusCaller,
+    RecordSource,
     SourcePort,
-    TopicSink,
     TriggerStartFailed,
-    kafka_settings,
+    Writers,
     mapper_for,
+    source_for,
 )
 from transports.errors import BusError
 from transports.frame import Frame
-from transports.kafka.record_sink import KafkaRecordWriter
-from transports.kafka.record_source import KafkaRecordSource
 
 __all__ = ["TriggerActor"]
 
@@ -53,8 +52,8 @@ class TriggerActor:
         self._begun = False
         self._started: asyncio.Future[None] | None = None
         self._client: BusClient | None = None
-        self._source: KafkaRecordSource | None = None
-        self._writer: KafkaRecordWriter | None = None
+        self._source: RecordSource | None = None
+        self._writers: Writers | None = None
         self._core: TriggerCore | None = None
         self._loop: asyncio.Task[None] | None = None
         self._lag_reader: asyncio.Task[None] | None = None
@@ -90,7 +89,6 @@ class TriggerActor:
     async def _start(self, check_tool: bool) -> None:
         trigger, config = self._trigger, self._config
         mapper = mapper_for(trigger)
-        settings = kafka_settings(config, trigger, self._replica)
         connection = await BusClient.connect(
             config.name,
             principal=f"trigger:{trigger.name}",
@@ -104,23 +102,20 @@ class TriggerActor:
             names = {tool.name for tool in await self._client.list_tools()}
             if trigger.tool not in names:
                 raise TriggerStartFailed(trigger.name, f"no pool offers tool {trigger.tool!r}")
-        topics = [trigger.dead_letter_topic, *filter(None, [trigger.output_topic])]
-        self._writer = KafkaRecordWriter(settings, topics)
-        self._source = KafkaRecordSource(
-            settings, trigger.source_topic, start=trigger.source.kafka.start
-        )
+        self._writers = Writers(config, trigger, self._replica)
+        self._source = source_for(config, trigger, self._replica)
         try:
-            await self._writer.start()
+            await self._writers.start()
             await self._source.start()
         except BusError as exc:
             raise TriggerStartFailed(trigger.name, str(exc)) from None
-        output = trigger.output_topic
+        output = trigger.output_place
         ports = TriggerPorts(
             source=SourcePort(self._source),
             caller=BusCaller(self._client, trigger.timeout_s),
             mapper=mapper,
-            dead_letter=TopicSink(self._writer, trigger.dead_letter_topic),
-            output=None if output is None else TopicSink(self._writer, output),
+            dead_letter=self._writers.sink(trigger.dead_letter_place),
+            output=None if output is None else self._writers.sink(output),
         )
         self._core = TriggerCore(trigger.rules(), ports)
         loop = asyncio.get_running_loop()
@@ -185,10 +180,11 @@ class TriggerActor:
     async def _close_parts(self) -> None:
         if self._lag_reader is not None:
             self._lag_reader.cancel()
-        for part in (self._source, self._writer, self._client):
+        parts = (self._source, self._writers, self._client)
+        self._source, self._writers, self._client = None, None, None
+        for part in parts:
             if part is not None:
                 try:
                     await part.close()
                 except BusError as exc:
                     logger.warning("trigger %s: closing: %s", self._trigger.name, exc)
-        self._source = self._writer = self._client = None

@@ -37,6 +37,14 @@ async def start_triggers(config: BusConfig) -> None:
     Raises:
         TriggerStartFailed: naming the first trigger that could not start and why.
     """
+    if config.sqs is not None and any(
+        p.broker == "sqs" for t in config.triggers for p in t.places()
+    ):
+        from cluster.backends.sqs import with_credentials  # botocore: only when used
+
+        # Settled here, at the edge, as the SQS backend does: never in the actors.
+        sqs = await asyncio.to_thread(with_credentials, config.sqs)
+        config = config.model_copy(update={"sqs": sqs})
     starting = []
     for trigger in config.triggers:
         for replica in range(trigger.replicas):
@@ -103,10 +111,10 @@ _SUMMED = ("consumed", "ok", "skipped", "retried", "dead_lettered", "in_flight",
 def _row(trigger: TriggerConfig, replicas: list[dict[str, Any] | None]) -> dict[str, Any]:
     answering = [r for r in replicas if r is not None]
     row: dict[str, Any] = {
-        "source": f"kafka:{trigger.source_topic}",
+        "source": str(trigger.source_place),
         "tool": trigger.tool,
-        "output": trigger.output_topic,
-        "dead_letter": trigger.dead_letter_topic,
+        "output": None if trigger.output_place is None else str(trigger.output_place),
+        "dead_letter": str(trigger.dead_letter_place),
         "replicas": len(replicas),
         "answering": len(answering),
     }

@@ -13,20 +13,28 @@ from actors.triggers.core import Mapper
 from actors.triggers.record import TriggerRecord
 from actors.triggers.template import Template
 from cluster.config import BusConfig
-from cluster.triggers.settings import TriggerConfig
+from cluster.triggers.settings import Place, TriggerConfig
 from transports.errors import BusError
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.record_sink import KafkaRecordWriter
-from transports.kafka.record_source import KafkaRecordSource, RecordDelivery
+from transports.kafka.record_source import KafkaRecordSource
+from transports.raw_records import RecordDelivery
+from transports.sqs.records import SqsRecordSource, SqsRecordWriter
+from transports.sqs.wire import SqsConfig
 
 __all__ = [
     "BusCaller",
+    "RecordSource",
     "SourcePort",
-    "TopicSink",
     "TriggerStartFailed",
+    "Writers",
     "kafka_settings",
     "mapper_for",
+    "source_for",
+    "sqs_settings",
 ]
+
+RecordSource = KafkaRecordSource | SqsRecordSource
 
 
 class TriggerStartFailed(BusError):
@@ -57,10 +65,83 @@ def kafka_settings(config: BusConfig, trigger: TriggerConfig, replica: int) -> K
     )
 
 
-class SourcePort:
-    """A :class:`KafkaRecordSource` as the core's Source: records as TriggerRecords."""
+def sqs_settings(config: BusConfig, trigger: TriggerConfig) -> SqsConfig:
+    """The SQS client settings of a trigger (the bus's endpoint and credentials; queue
+    names are the trigger's own, without the bus's prefix)."""
+    sqs = config.sqs
+    if sqs is None:  # refused by the configuration check
+        raise TriggerStartFailed(trigger.name, "the bus has no sqs section")
+    return SqsConfig(
+        endpoint_url=sqs.endpoint_url,
+        region=sqs.region,
+        visibility_timeout_s=sqs.visibility_timeout_s,
+        wait_time_seconds=sqs.wait_time_seconds,
+        aws_access_key_id=sqs.aws_access_key_id,
+        aws_secret_access_key=sqs.aws_secret_access_key,
+        aws_session_token=sqs.aws_session_token,
+        aws_profile=sqs.aws_profile,
+    )
 
-    def __init__(self, source: KafkaRecordSource) -> None:
+
+def source_for(config: BusConfig, trigger: TriggerConfig, replica: int) -> RecordSource:
+    """The trigger's source, not started."""
+    place = trigger.source_place
+    if place.broker == "sqs":
+        return SqsRecordSource(sqs_settings(config, trigger), place.name, place.url)
+    kafka = trigger.source.kafka
+    assert kafka is not None  # the place says kafka
+    return KafkaRecordSource(
+        kafka_settings(config, trigger, replica), place.name, start=kafka.start
+    )
+
+
+class Writers:
+    """What writes a trigger's outputs and dead letters: one client per broker used."""
+
+    def __init__(self, config: BusConfig, trigger: TriggerConfig, replica: int) -> None:
+        places = [trigger.dead_letter_place, *filter(None, [trigger.output_place])]
+        topics = [p.name for p in places if p.broker == "kafka"]
+        queues = {p.name: p.url for p in places if p.broker == "sqs"}
+        self._kafka = (
+            KafkaRecordWriter(kafka_settings(config, trigger, replica), topics) if topics else None
+        )
+        self._sqs = SqsRecordWriter(sqs_settings(config, trigger), queues) if queues else None
+
+    async def start(self) -> None:
+        """Raises: BusTimeout / TransportError / ConnectionClosed (a broker refused)."""
+        if self._kafka is not None:
+            await self._kafka.start()
+        if self._sqs is not None:
+            await self._sqs.start()
+
+    def sink(self, place: Place) -> _PlaceSink:
+        writer = self._kafka if place.broker == "kafka" else self._sqs
+        assert writer is not None  # made for every place of the trigger
+        return _PlaceSink(writer, place.name)
+
+    async def close(self) -> None:
+        for writer in (self._kafka, self._sqs):
+            if writer is not None:
+                await writer.close()
+
+
+class _PlaceSink:
+    """One topic or queue of a writer, as the core's Sink."""
+
+    def __init__(self, writer: KafkaRecordWriter | SqsRecordWriter, name: str) -> None:
+        self._writer = writer
+        self._name = name
+
+    async def write(
+        self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        await self._writer.write(self._name, key, value, headers)
+
+
+class SourcePort:
+    """A record source as the core's Source: records as TriggerRecords."""
+
+    def __init__(self, source: RecordSource) -> None:
         self._source = source
 
     async def receive(self) -> _Delivery:
@@ -79,24 +160,12 @@ class _Delivery:
             partition=raw.partition,
             offset=raw.offset,
             timestamp_ms=raw.timestamp_ms,
+            message_id=raw.message_id,
         )
         self._ack = delivery.ack
 
     async def ack(self) -> None:
         await self._ack()
-
-
-class TopicSink:
-    """One topic of a :class:`KafkaRecordWriter`, as the core's Sink."""
-
-    def __init__(self, writer: KafkaRecordWriter, topic: str) -> None:
-        self._writer = writer
-        self.topic = topic
-
-    async def write(
-        self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
-    ) -> None:
-        await self._writer.write(self.topic, key, value, headers)
 
 
 class BusCaller:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -35,7 +37,9 @@ __all__ = [
     "KafkaSourceConfig",
     "KafkaTopicConfig",
     "OutputConfig",
+    "Place",
     "RetryConfig",
+    "SqsQueueConfig",
     "TriggerConfig",
     "TriggerSourceConfig",
     "trigger_problem",
@@ -44,6 +48,7 @@ __all__ = [
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Kafka's own rule for topic names (legal characters, at most 249 of them).
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -57,22 +62,6 @@ def _topic_name(value: str) -> str:
     return value
 
 
-class KafkaSourceConfig(_Strict):
-    topic: str
-    group: str | None = Field(None, description="consumer group; default '<prefix>trigger.<name>'")
-    # Kafka's own default: declaring a trigger must not replay a topic's history.
-    start: Literal["latest", "earliest"] = "latest"
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, value: str) -> str:
-        return _topic_name(value)
-
-
-class TriggerSourceConfig(_Strict):
-    kafka: KafkaSourceConfig
-
-
 class KafkaTopicConfig(_Strict):
     topic: str
 
@@ -82,15 +71,94 @@ class KafkaTopicConfig(_Strict):
         return _topic_name(value)
 
 
-class OutputConfig(_Strict):
-    kafka: KafkaTopicConfig
+class KafkaSourceConfig(KafkaTopicConfig):
+    group: str | None = Field(None, description="consumer group; default '<prefix>trigger.<name>'")
+    # Kafka's own default: declaring a trigger must not replay a topic's history.
+    start: Literal["latest", "earliest"] = "latest"
+
+
+class SqsQueueConfig(_Strict):
+    """A standard SQS queue, by name (on the bus's sqs endpoint) or by URL."""
+
+    queue: str | None = None
+    queue_url: str | None = None
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        if value is not None and not _QUEUE.match(value):
+            raise ValueError(f"queue {value!r} must be 1 to 80 of [A-Za-z0-9_-] (a standard queue)")
+        return value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            name = parts.path.rsplit("/", 1)[-1]
+            if (
+                parts.scheme not in ("https", "http")
+                or not parts.hostname
+                or not _QUEUE.match(name)
+            ):
+                raise ValueError(
+                    f"{value!r} is not a standard queue's URL (https://host/account/name)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if (self.queue is None) == (self.queue_url is None):
+            raise ValueError("give exactly one of queue or queue_url")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.queue or (self.queue_url or "").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where records are read or written: a Kafka topic, or an SQS queue (maybe by URL)."""
+
+    broker: Literal["kafka", "sqs"]
+    name: str
+    url: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.broker}:{self.name}"
+
+
+class _OnOneBroker(_Strict):
+    kafka: KafkaTopicConfig | None = None
+    sqs: SqsQueueConfig | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if (self.kafka is None) == (self.sqs is None):
+            raise ValueError("give exactly one of kafka or sqs")
+        return self
+
+    @property
+    def place(self) -> Place:
+        if self.kafka is not None:
+            return Place("kafka", self.kafka.topic)
+        assert self.sqs is not None  # exactly one: checked above
+        return Place("sqs", self.sqs.name, self.sqs.queue_url)
+
+
+class TriggerSourceConfig(_OnOneBroker):
+    kafka: KafkaSourceConfig | None = None
+
+
+class OutputConfig(_OnOneBroker):
     # envelope: {trigger, tool, source, key, result}; result: the CallToolResult;
     # structured: its structuredContent (a result without one is dead-lettered).
     format: Literal["envelope", "result", "structured"] = "envelope"
 
 
-class DeadLetterConfig(_Strict):
-    kafka: KafkaTopicConfig
+class DeadLetterConfig(_OnOneBroker):
+    pass
 
 
 class RetryConfig(_Strict):
@@ -158,20 +226,31 @@ class TriggerConfig(_Strict):
         return self
 
     @property
-    def source_topic(self) -> str:
-        return self.source.kafka.topic
+    def source_place(self) -> Place:
+        return self.source.place
 
     @property
-    def dead_letter_topic(self) -> str:
-        return self.dead_letter.kafka.topic if self.dead_letter else f"{self.source_topic}.dlq"
+    def output_place(self) -> Place | None:
+        return None if self.output is None else self.output.place
 
     @property
-    def output_topic(self) -> str | None:
-        return self.output.kafka.topic if self.output else None
+    def dead_letter_place(self) -> Place:
+        """Given, or beside the source: ``<topic>.dlq`` / ``<queue>-dlq``."""
+        if self.dead_letter is not None:
+            return self.dead_letter.place
+        source = self.source_place
+        suffix = ".dlq" if source.broker == "kafka" else "-dlq"
+        return Place(source.broker, source.name + suffix)
+
+    def places(self) -> list[Place]:
+        """Source, dead letter and output (if any)."""
+        return [self.source_place, self.dead_letter_place, *filter(None, [self.output_place])]
 
     def group(self, topic_prefix: str) -> str:
-        """The consumer group its replicas share."""
-        return self.source.kafka.group or f"{topic_prefix}trigger.{self.name}"
+        """The consumer group its replicas share (a Kafka source)."""
+        kafka = self.source.kafka
+        group = kafka.group if kafka is not None else None
+        return group or f"{topic_prefix}trigger.{self.name}"
 
     def rules(self) -> TriggerRules:
         return TriggerRules(
@@ -191,6 +270,7 @@ def trigger_problem(
     triggers: Sequence[TriggerConfig],
     *,
     has_kafka: bool,
+    has_sqs: bool = False,
     region_label: str | None = None,
     regions: Collection[str] = (),
 ) -> tuple[str, str] | None:
@@ -202,16 +282,17 @@ def trigger_problem(
     names = [t.name for t in triggers]
     if repeated := sorted({n for n in names if names.count(n) > 1}):
         return "triggers", f"trigger names must be unique; repeated: {', '.join(repeated)}"
+    configured = {"kafka": has_kafka, "sqs": has_sqs}
     for i, trigger in enumerate(triggers):
-        if not has_kafka:
-            return (
-                f"triggers[{i}].source.kafka",
-                "reading a Kafka topic needs the bus's kafka section (bootstrap, security)",
-            )
-        source = trigger.source_topic
-        if trigger.output_topic == source:
+        given = [("source", trigger.source_place), ("output", trigger.output_place)]
+        given.append(("dead_letter", trigger.dead_letter_place))
+        for field, place in given:
+            if place is not None and not configured[place.broker]:
+                return f"triggers[{i}].{field}.{place.broker}", _NEEDS[place.broker]
+        source, output = trigger.source_place, trigger.output_place
+        if output == source:
             return f"triggers[{i}].output", "the source itself: the trigger would read its results"
-        if trigger.dead_letter_topic in (source, trigger.output_topic):
+        if trigger.dead_letter_place in (source, output):
             return f"triggers[{i}].dead_letter", "must differ from the source and from output"
         region = trigger.labels.get(region_label) if region_label else None
         if region is not None and region not in regions:
@@ -221,3 +302,9 @@ def trigger_problem(
                 f"no pool carries region {region!r} (pools' regions: {shown})",
             )
     return None
+
+
+_NEEDS = {
+    "kafka": "a Kafka topic needs the bus's kafka section (bootstrap, security)",
+    "sqs": "an SQS queue needs the bus's sqs section (region, endpoint_url)",
+}

@@ -35,9 +35,10 @@ def problems(*triggers: dict[str, Any], **extra: Any) -> list[str]:
 
 def test_a_trigger_gets_defaults_a_user_would_expect() -> None:
     (t,) = config(trigger()).triggers
+    assert t.source.kafka is not None
     assert t.source.kafka.start == "latest"
-    assert t.dead_letter_topic == "orders.dlq"
-    assert t.output_topic is None
+    assert str(t.dead_letter_place) == "kafka:orders.dlq"
+    assert t.output_place is None
     assert t.group("b.") == "b.trigger.score-orders"
     assert (t.max_in_flight, t.tool_errors, t.replicas) == (16, "dead_letter", 1)
     assert t.rules().max_attempts == 5
@@ -55,7 +56,7 @@ def test_a_bus_without_triggers_is_unchanged() -> None:
         (
             [trigger()],
             {"kafka": None},
-            "triggers[0].source.kafka: reading a Kafka topic needs the bus's kafka section",
+            "triggers[0].source.kafka: a Kafka topic needs the bus's kafka section",
         ),
         (
             [trigger(map="pkg.mod:f")],
@@ -96,6 +97,49 @@ def test_each_problem_is_one_line_naming_the_field(
     triggers: list[dict[str, Any]], extra: dict[str, Any], expected: str
 ) -> None:
     found = problems(*triggers, **extra)
+    assert len(found) == 1
+    assert found[0].startswith(expected), found[0]
+
+
+def test_sqs_queues_are_sources_and_sinks_beside_kafka_topics() -> None:
+    sqs = {"endpoint_url": "http://127.0.0.1:4566"}
+    (t,) = config(
+        trigger(
+            source={"sqs": {"queue": "orders"}},
+            output={"kafka": {"topic": "scores"}},
+            dead_letter={"sqs": {"queue_url": "https://sqs.eu-west-1.amazonaws.com/1/bad"}},
+        ),
+        sqs=sqs,
+    ).triggers
+    assert [str(p) for p in t.places()] == ["sqs:orders", "sqs:bad", "kafka:scores"]
+    assert t.dead_letter_place.url == "https://sqs.eu-west-1.amazonaws.com/1/bad"
+    (default,) = config(trigger(source={"sqs": {"queue": "orders"}}), sqs=sqs).triggers
+    assert str(default.dead_letter_place) == "sqs:orders-dlq"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            {"source": {"sqs": {"queue": "orders"}}},
+            "triggers[0].source.sqs: an SQS queue needs the bus's sqs section",
+        ),
+        (
+            {"source": {"kafka": {"topic": "a"}, "sqs": {"queue": "b"}}},
+            "triggers[0].source: give exactly one of kafka or sqs",
+        ),
+        (
+            {"output": {"sqs": {"queue": "a.fifo"}}},
+            "triggers[0].output.sqs.queue: queue 'a.fifo' must be 1 to 80",
+        ),
+        (
+            {"output": {"sqs": {"queue": "a", "queue_url": "https://h/1/a"}}},
+            "triggers[0].output.sqs: give exactly one of queue or queue_url",
+        ),
+    ],
+)
+def test_sqs_problems_name_the_field(extra: dict[str, Any], expected: str) -> None:
+    found = problems(trigger(**extra))
     assert len(found) == 1
     assert found[0].startswith(expected), found[0]
 

@@ -30,9 +30,9 @@ def test_the_regions_example_keeps_each_region_on_its_pool() -> None:
 
 def test_the_triggers_example_calls_echo_with_a_template() -> None:
     (trigger,) = load_config(EXAMPLES / "triggers" / "bus.yaml").triggers
-    assert (trigger.source_topic, trigger.tool, trigger.output_topic) == (
-        "orders",
-        "echo",
-        "orders.echoed",
-    )
-    assert trigger.dead_letter_topic == "orders.dlq"
+    assert trigger.tool == "echo"
+    assert [str(place) for place in trigger.places()] == [
+        "kafka:orders",
+        "kafka:orders.dlq",
+        "kafka:orders.echoed",
+    ]

@@ -26,8 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -43,8 +42,9 @@ from transports.kafka.admin import (
 from transports.kafka.clients import new_consumer
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.offsets import Claim, PartitionBook, Settled
+from transports.raw_records import RawRecord, RecordDelivery
 
-__all__ = ["KafkaRecordSource", "RawRecord", "RecordDelivery", "TopicMissing"]
+__all__ = ["KafkaRecordSource", "TopicMissing"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,23 +63,6 @@ class TopicMissing(TransportError):
 
     def __str__(self) -> str:
         return f"kafka topic {self.topic!r} does not exist"
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RecordDelivery:
-    record: RawRecord
-    ack: Callable[[], Awaitable[None]]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -45,7 +45,7 @@ from typing import Any, Self
 
 import aioboto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from transports.base import Delivery, TransportBase, TransportCapabilities, TransportType
 from transports.codec import DecodeLimits, decode_message
@@ -70,6 +70,7 @@ from transports.sqs.wire import (
     _encode_body,
     _envelope_attributes,
     _envelope_from_attributes,
+    call_sqs,
     response_queue_name,
     translate_client_error,
 )
@@ -423,15 +424,9 @@ class SqsTransport(TransportBase):
     ) -> Any:
         """Call the client's ``action`` method, bounded, with errors translated."""
         timeout_s = self.config.request_timeout_s + wait_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await getattr(self._client, action)(**request)
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise translate_client_error(
-                exc, operation=action, queue=queue, size_bytes=size
-            ) from exc
-        except TimeoutError:
-            raise BusTimeout(f"SQS {action} on {queue}", timeout_s) from None
+        return await call_sqs(
+            self._client, action, queue, timeout_s=timeout_s, size=size, **request
+        )
 
     async def _create_queue(self, full: str, attributes: dict[str, str]) -> tuple[str, bool]:
         """The queue's URL, and whether it now has ``attributes`` (False: it existed with

@@ -4,18 +4,20 @@ and the translation of botocore errors into ours.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import uuid
 from typing import Any, Self
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from transports.codec import DEFAULT_MAX_DEPTH, encode_message
 from transports.envelope import Envelope
 from transports.errors import (
+    BusTimeout,
     ConnectionClosed,
     InvalidRequest,
     MessageTooLarge,
@@ -28,6 +30,7 @@ __all__ = [
     "SQS_MAX_MESSAGE_BYTES",
     "QueueMissing",
     "SqsConfig",
+    "call_sqs",
     "response_queue_name",
     "translate_client_error",
 ]
@@ -219,6 +222,25 @@ def translate_client_error(
     if code in _UNAVAILABLE_CODES:
         return ConnectionClosed(f"SQS {operation} on {queue} unavailable: {code} {detail}")
     return TransportError(f"SQS {operation} on {queue} failed: {code} {detail}")
+
+
+async def call_sqs(
+    client: Any, action: str, queue: str, *, timeout_s: float, size: int = 0, **request: Any
+) -> Any:
+    """Call ``client``'s ``action`` with ``request``, bounded, with errors translated.
+
+    Raises:
+        BusTimeout: no answer within ``timeout_s``.
+        TransportError (QueueMissing, MessageTooLarge, ConnectionClosed, ...): as
+            :func:`translate_client_error` says.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await getattr(client, action)(**request)
+    except (ClientError, BotoCoreError, OSError) as exc:
+        raise translate_client_error(exc, operation=action, queue=queue, size_bytes=size) from exc
+    except TimeoutError:
+        raise BusTimeout(f"SQS {action} on {queue}", timeout_s) from None
 
 
 def _secret(value: SecretStr | None) -> str | None:
