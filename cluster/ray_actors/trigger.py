@@ -39,6 +39,7 @@ __all__ = ["TriggerActor"]
 logger = logging.getLogger(__name__)
 
 _LAG_INTERVAL_S = 2.0  # how often replica 0 reads the group's lag
+_RESTART_RETRY_S = 5.0
 
 
 class TriggerActor:
@@ -62,8 +63,21 @@ class TriggerActor:
         self._lag_error: str | None = None
         self._lag_readings = 0
         self._draining = False
+        self._start_error: str | None = None
         if restarted():
-            start_itself("start", lambda: self._begun, check_tool=False)
+            start_itself("restart", lambda: self._begun)
+
+    async def restart(self) -> None:
+        """Start again after Ray restarted this replica, until it works (a broker or
+        the bus may be away for a while): nobody else would ever start it again."""
+        while True:
+            try:
+                await self.start(check_tool=False)
+                return
+            except BusError as exc:
+                self._start_error = str(exc)
+                logger.warning("%s: could not start again (%s); retrying", self._name, exc)
+            await asyncio.sleep(_RESTART_RETRY_S)  # pacing of the retries
 
     async def start(self, check_tool: bool = True) -> None:
         """Connect, join the group, start the loop; idempotent.
@@ -84,6 +98,7 @@ class TriggerActor:
                 failed.exception()  # retrieved: concurrent starts see it, nobody else must
                 raise
             self._started.set_result(None)
+            self._start_error = None
         await asyncio.shield(self._started)
 
     async def _start(self, check_tool: bool) -> None:
@@ -152,6 +167,7 @@ class TriggerActor:
             row["state"] = "draining"
         elif core is None:
             row["state"] = "starting"
+            row["last_error"] = self._start_error
         elif row.get("stalled"):
             row["state"] = "stalled"
         else:

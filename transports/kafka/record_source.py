@@ -167,7 +167,7 @@ class KafkaRecordSource:
         try:
             async with asyncio.timeout(timeout_s):
                 while not self._assigned.is_set():
-                    batch = await consumer.getmany(timeout_ms=_POLL_MS)
+                    batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=1)
                     self._stash.extend(r for records in batch.values() for r in records)
         except TimeoutError:
             raise BusTimeout(f"joining kafka group {self._config.group_id}", timeout_s) from None
