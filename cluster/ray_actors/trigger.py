@@ -93,10 +93,12 @@ class TriggerActor:
                 await self._start(check_tool)
             except BaseException as exc:
                 await self._close_parts()
+                if isinstance(exc, BusError) and not isinstance(exc, TriggerStartFailed):
+                    exc = TriggerStartFailed(self._trigger.name, str(exc))  # one line
                 failed, self._started = self._started, None
                 failed.set_exception(exc)
                 failed.exception()  # retrieved: concurrent starts see it, nobody else must
-                raise
+                raise exc from None
             self._started.set_result(None)
             self._start_error = None
         await asyncio.shield(self._started)
@@ -119,11 +121,8 @@ class TriggerActor:
                 raise TriggerStartFailed(trigger.name, f"no pool offers tool {trigger.tool!r}")
         self._writers = Writers(config, trigger, self._replica)
         self._source = source_for(config, trigger, self._replica)
-        try:
-            await self._writers.start()
-            await self._source.start()
-        except BusError as exc:
-            raise TriggerStartFailed(trigger.name, str(exc)) from None
+        await self._writers.start()
+        await self._source.start()
         output = trigger.output_place
         ports = TriggerPorts(
             source=SourcePort(self._source),

@@ -17,10 +17,11 @@ import pytest
 import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from cluster.bus import bus_status, launch_bus, stop_bus
+from cluster.bus import TriggerStartFailed, bus_status, launch_bus, stop_bus
 from cluster.config import BusConfig
 from cluster.naming import actor_names, get_actor
 from tests.cluster.bus_helpers import bus_config
+from transports.errors import ConnectionClosed
 from transports.kafka.admin import consumer_group_lag, ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray]
@@ -215,3 +216,14 @@ async def test_the_trigger_holds_at_most_max_in_flight_and_commits_nothing_unfin
         done = await eventually(config, lambda r: r["lag"] == 0)
     assert done["ok"] == len(tokens)
     assert sorted(runs(path)) == sorted(tokens)
+
+
+async def test_a_trigger_on_a_missing_topic_fails_the_start_in_one_line(
+    ray_session: None, kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    config = trigger_config(kafka_bootstrap, unique_name, tmp_path / "runs")
+    with pytest.raises(TriggerStartFailed) as caught:
+        await launch_bus(config)
+    assert str(caught.value) == f"trigger work: kafka topic {unique_name!r} does not exist"
+    with pytest.raises(ConnectionClosed):  # nothing of the bus is left behind
+        get_actor(actor_names.trigger(config.name, "work", 0))
