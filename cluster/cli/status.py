@@ -104,16 +104,20 @@ def _trigger_lines(triggers: dict[str, dict[str, Any]]) -> list[str]:
     """The triggers table: lag (records not yet committed), rate over the last 10 s."""
     if not triggers:
         return []
-    row = "{:<16}{:<20}{:<16}{:>8}{:>8}{:>11}{:>6}  {}"
-    lines = [
-        "",
-        row.format("trigger", "source", "tool", "lag", "rate/s", "in flight", "dlq", "state"),
-    ]
+    table = [["trigger", "source", "tool", "lag", "rate/s", "in flight", "dlq", "state"]]
     for name, t in sorted(triggers.items()):
         lag = "?" if t.get("lag") is None else str(t["lag"])
         in_flight = f"{t.get('in_flight', 0)}/{t.get('max_in_flight', 0)}"
-        cells = (name, t["source"], t["tool"], lag, f"{t.get('rate_per_s', 0.0):.1f}")
-        lines.append(row.format(*cells, in_flight, t.get("dead_lettered", 0), t["state"]))
+        table.append([name, t["source"], t["tool"], lag, f"{t.get('rate_per_s', 0.0):.1f}"])
+        table[-1] += [in_flight, str(t.get("dead_lettered", 0)), t["state"]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = [""]
+    for line in table:  # names left, numbers right, two spaces apart
+        cells = [
+            c.ljust(w) if i < 3 or i == 7 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
     for name, t in sorted(triggers.items()):
         if t.get("lag_error"):
             lines.append(f"  {name}: lag not read: {t['lag_error']}")

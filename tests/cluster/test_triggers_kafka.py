@@ -18,6 +18,7 @@ import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from cluster.bus import TriggerStartFailed, bus_status, launch_bus, stop_bus
+from cluster.cli.status import format_status
 from cluster.config import BusConfig
 from cluster.naming import actor_names, get_actor
 from tests.cluster.bus_helpers import bus_config
@@ -141,6 +142,10 @@ async def test_records_call_the_tool_and_results_and_failures_land_in_their_topi
             lambda: len(out.keys(f"{topic}.out")) == 60 and len(out.keys(f"{topic}.dlq")) == 5
         )
         row = await eventually(config, lambda r: r["lag"] == 0 and r["ok"] == 60)
+        shown = format_status(await bus_status(config.name)).splitlines()  # `raybus status`
+    header = shown.index(next(line for line in shown if line.startswith("trigger ")))
+    cells = shown[header + 1].split()
+    assert cells[:4] + cells[5:] == ["work", f"kafka:{topic}", "work", "0", "0/16", "5", "running"]
     assert row["dead_lettered"] == 5
     assert row["consumed"] == 65
     assert sorted(runs(path)) == sorted(f"t{i}" for i in range(60))  # each ran once
@@ -173,12 +178,12 @@ async def test_a_killed_trigger_loses_no_record_and_repeats_only_marked_outputs(
     tokens = [f"t{i}" for i in range(300)]
     # The first 100 run through; the rest wait for the gate: the kill finds 8 in hand.
     values = [{"token": t, "gate": "" if i < 100 else str(gate)} for i, t in enumerate(tokens)]
-    records = [json.dumps(v).encode() for v in values]
+    payloads = [json.dumps(v).encode() for v in values]
     output = f"{topic}.out"
     async with running(config), TopicReader(kafka_bootstrap, output) as out:
-        await produce(kafka_bootstrap, topic, records[:100])
+        await produce(kafka_bootstrap, topic, payloads[:100])
         await out.wait_for(lambda: len(out.keys(output)) == 100)
-        await produce(kafka_bootstrap, topic, records[100:])
+        await produce(kafka_bootstrap, topic, payloads[100:])
         await wait_until(lambda: len(runs(path)) == 108, _WAIT_S)  # 8 gated calls started
         # As if its process died mid-stream: Ray restarts it, the group redelivers what
         # it had not committed.
