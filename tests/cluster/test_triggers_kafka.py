@@ -78,9 +78,12 @@ def runs(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def trigger_config(bootstrap: str, topic: str, path: Path, **trigger: Any) -> BusConfig:
+def trigger_config(
+    bootstrap: str, topic: str, path: Path, backend: str = "ray", **trigger: Any
+) -> BusConfig:
     return bus_config(
         [POOL],
+        backend=backend,
         kafka={"bootstrap": bootstrap},
         triggers=[
             {
@@ -252,3 +255,18 @@ async def test_a_trigger_on_a_missing_topic_fails_the_start_in_one_line(
         return False
 
     await wait_until(gone, 30)
+
+
+async def test_a_trigger_calls_through_a_bus_whose_backend_is_kafka_too(
+    ray_session: None, kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    topic, path = unique_name, tmp_path / "runs"
+    await ensure_topics(kafka_bootstrap, [topic], partitions=2)
+    config = trigger_config(kafka_bootstrap, topic, path, backend="kafka", replicas=2)
+    tokens = [f"t{i}" for i in range(30)]
+    async with running(config), TopicReader(kafka_bootstrap, f"{topic}.out") as out:
+        await produce(kafka_bootstrap, topic, [json.dumps({"token": t}).encode() for t in tokens])
+        await out.wait_for(lambda: len(out.keys(f"{topic}.out")) == len(tokens))
+        row = await eventually(config, lambda r: r["lag"] == 0 and r["ok"] == len(tokens))
+    assert sorted(runs(path)) == sorted(tokens)
+    assert (row["replicas"], row["answering"]) == (2, 2)  # two actors, one consumer group
