@@ -23,7 +23,13 @@ from cluster.triggers.ports import TriggerStartFailed
 from cluster.triggers.settings import TriggerConfig
 from transports.errors import ConnectionClosed
 
-__all__ = ["TriggerStartFailed", "start_triggers", "stop_triggers", "trigger_status"]
+__all__ = [
+    "TriggerStartFailed",
+    "start_triggers",
+    "stop_triggers",
+    "trigger_row",
+    "trigger_status",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +107,15 @@ async def trigger_status(bus: str, triggers: list[TriggerConfig]) -> dict[str, d
     for trigger in triggers:
         names = [actor_names.trigger(bus, trigger.name, i) for i in range(trigger.replicas)]
         replicas = await asyncio.gather(*map(replica_stats, names))
-        rows[trigger.name] = _row(trigger, replicas)
+        rows[trigger.name] = trigger_row(trigger, replicas)
     return rows
 
 
 _SUMMED = ("consumed", "ok", "skipped", "retried", "dead_lettered", "in_flight", "max_in_flight")
 
 
-def _row(trigger: TriggerConfig, replicas: list[dict[str, Any] | None]) -> dict[str, Any]:
+def trigger_row(trigger: TriggerConfig, replicas: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """One trigger's status row from its replicas' stats (None: a replica not answering)."""
     answering = [r for r in replicas if r is not None]
     row: dict[str, Any] = {
         "source": str(trigger.source_place),

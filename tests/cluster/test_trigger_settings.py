@@ -179,3 +179,23 @@ def test_status_shows_each_trigger_with_its_lag_rate_and_dead_letters() -> None:
     assert lines[header + 2].split()[3] == "?"
     assert "  score: last error: orders/0/7 (mapping): the record has no value.id" in lines
     assert "  w: lag not read: kafka lag query failed" in lines
+
+
+def test_a_status_row_sums_the_replicas_and_names_one_that_does_not_answer() -> None:
+    from cluster.triggers.launch import trigger_row
+
+    (t,) = config(trigger(replicas=3)).triggers
+    first: dict[str, Any] = {"consumed": 5, "ok": 4, "dead_lettered": 1, "in_flight": 2}
+    first |= {"max_in_flight": 16}
+    first |= {"rate_per_s": 1.5, "lag": 7, "lag_age_s": 0.4, "state": "running"}
+    second: dict[str, Any] = {"consumed": 3, "ok": 3, "in_flight": 1, "max_in_flight": 16}
+    second |= {"rate_per_s": 0.5}
+    second |= {"lag": None, "state": "stalled", "last_error": "output write failing"}
+    row = trigger_row(t, [first, second, None])
+    assert (row["consumed"], row["ok"], row["dead_lettered"]) == (8, 7, 1)
+    assert (row["in_flight"], row["max_in_flight"], row["rate_per_s"]) == (3, 32, 2.0)
+    assert (row["lag"], row["replicas"], row["answering"]) == (7, 3, 2)  # lag: replica 0's
+    assert row["state"] == "not answering"
+    assert row["last_error"] == "output write failing"
+    assert trigger_row(t, [first, second, second])["state"] == "stalled"
+    assert (row["source"], row["dead_letter"]) == ("kafka:orders", "kafka:orders.dlq")
