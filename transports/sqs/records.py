@@ -253,6 +253,12 @@ class SqsRecordWriter:
         await self._sqs.close()
 
 
+def _xml_text(text: str) -> bool:
+    """Does SQS take ``text`` as a body? (XML 1.0 characters only: no control characters
+    but tab, LF and CR, no U+FFFE or U+FFFF.) One linear scan."""
+    return not any((c < " " and c not in "\t\n\r") or c in "\ufffe\uffff" for c in text)
+
+
 def _attribute_bytes(attribute: dict[str, Any]) -> bytes:
     if "BinaryValue" in attribute:
         return bytes(attribute["BinaryValue"])
@@ -277,7 +283,7 @@ def _message(
         body = ""
     if not value:  # SQS refuses an empty body
         body, ours["raybus-encoding"] = "-", "empty"
-    elif not body or "\ufffe" in body or "\uffff" in body:  # SQS takes XML characters only
+    elif not body or not _xml_text(body):
         body, ours["raybus-encoding"] = base64.b64encode(value).decode("ascii"), "base64"
     if key is not None:
         ours["raybus-key"] = key.decode("utf-8", errors="replace")
