@@ -13,7 +13,8 @@ parses as YAML; it validates (every bad field, not only the first); each pool's
 a pool cannot start; each ``command:`` names an executable on the pool's PATH; no two
 pools whose tool names are known without starting them (``tools:`` modules, ``MCPServer``
 objects) offer the same tool after their namespaces and filters; and the gateway is one
-``raybus up`` would serve. Neither Ray nor any service is started, and no
+``raybus up`` would serve; each trigger's ``map:`` imports as a callable (in a child process
+too) and its ``tool:`` is offered by some pool (when every pool's tools are known). Neither Ray nor any service is started, and no
 module of the config is imported into this process.
 
 A pool whose ``runtime_env`` ships its code (``pip``, ``py_modules``, ...) is not loaded
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from cluster.config import (
 )
 from cluster.namespaces import static_collisions
 from cluster.ray_actors.worker import PoolStartFailed
+from cluster.triggers.check import trigger_problems
 
 __all__ = ["ConfigCheck", "add_parser", "check_config"]
 
@@ -76,6 +79,7 @@ def check_config(path: str | Path, *, load_timeout_s: float = _DEFAULT_TIMEOUT_S
         for pool, clash in static_collisions(found.config, own_tools):
             found.problems.append(f"{field_path(('pools', index_of[pool]))}: {clash}")
         found.notes += placement_notes(found.config.router.regions, found.config.pools)
+        found.problems += trigger_problems(found.config, own_tools, _map_problems, load_timeout_s)
         refused = gateway_problem(found.config)
         if refused is not None:
             host = found.config.gateway.host
@@ -125,6 +129,12 @@ def _check_servers(
         for index, probe in probes.items()
         if (tools := probe.tools) is not None
     }
+
+
+def _map_problems(paths: Sequence[str], timeout_s: float) -> list[str | None]:
+    from cluster.cli.server_probe import map_problems  # lazily: see _check_servers
+
+    return map_problems(paths, timeout_s)
 
 
 def _source(pool: PoolConfig) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 from cluster.cli.preflight import worker_environment, worker_search_path
 from cluster.config import PoolConfig
 
-__all__ = ["Probe", "load_problems", "probe_servers"]
+__all__ = ["Probe", "load_problems", "map_problems", "probe_servers"]
 
 # Each child imports the SDK and Ray's client library (~2 s of CPU): on two shared cores,
 # a few at once is as fast as it gets.
@@ -74,8 +74,22 @@ def _probe(pool: PoolConfig, timeout_s: float) -> Probe:
         **worker_environment(pool),
         "PYTHONPATH": os.pathsep.join(p for p in search if p),
     }
+    return _run_child(pool.model_dump_json(), env, timeout_s, "the server")
+
+
+def map_problems(paths: Sequence[str], timeout_s: float) -> list[str | None]:
+    """For each trigger ``map:`` path, why it would not import as a callable, or None."""
+    with ThreadPoolExecutor(max_workers=_AT_ONCE) as threads:
+        probes = threads.map(
+            lambda path: _run_child(json.dumps({"map": path}), dict(os.environ), timeout_s, path),
+            paths,
+        )
+        return [probe.problem for probe in probes]
+
+
+def _run_child(payload: str, env: dict[str, str], timeout_s: float, what: str) -> Probe:
     child = subprocess.Popen(
-        [sys.executable, "-m", __name__, pool.model_dump_json()],
+        [sys.executable, "-m", __name__, payload],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -88,7 +102,7 @@ def _probe(pool: PoolConfig, timeout_s: float) -> Probe:
     except subprocess.TimeoutExpired:
         _kill_group(child.pid)
         child.communicate()
-        return Probe(f"loading the server did not finish within {timeout_s:g} s")
+        return Probe(f"loading {what} did not finish within {timeout_s:g} s")
     finally:
         _kill_group(child.pid)  # anything the module started and left running
     said = _verdict(verdict)
@@ -96,7 +110,7 @@ def _probe(pool: PoolConfig, timeout_s: float) -> Probe:
         return said
     tail = errors.strip()[-_STDERR_TAIL_CHARS:].splitlines()
     last = f": {tail[-1].strip()}" if tail else ""
-    return Probe(f"loading the server ended its process (exit code {child.returncode}){last}")
+    return Probe(f"loading {what} ended its process (exit code {child.returncode}){last}")
 
 
 def _verdict(text: str) -> Probe | None:
@@ -120,15 +134,19 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _main(pool_json: str) -> int:
+def _main(payload: str) -> int:
     verdict = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the module's prints go to stderr
     # Imported after the redirection: nothing from here on writes to the verdict.
     from cluster.ray_actors.worker import load_pool_server, start_failure_reason
 
-    pool = PoolConfig.model_validate_json(pool_json)
+    wire = json.loads(payload)
     try:
-        tools = _own_tool_names(load_pool_server(pool))
+        if "map" in wire:  # a trigger's map: callable, imported as its trigger actor does
+            _import_map(str(wire["map"]))
+            tools = None
+        else:
+            tools = _own_tool_names(load_pool_server(PoolConfig.model_validate(wire)))
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: the module's verdict
         verdict.write(json.dumps({"problem": start_failure_reason(exc)}) + "\n")
         verdict.flush()
@@ -136,6 +154,16 @@ def _main(pool_json: str) -> int:
     verdict.write(json.dumps({"tools": tools}) + "\n")
     verdict.flush()
     return 0
+
+
+def _import_map(path: str) -> None:
+    from cluster.ray_actors.worker import PoolStartFailed
+    from cluster.triggers.ports import TriggerStartFailed, import_callable
+
+    try:
+        import_callable("-", path)
+    except TriggerStartFailed as exc:  # its reason, without the trigger's name
+        raise PoolStartFailed("-", exc.reason.removeprefix("map: ")) from None
 
 
 def _own_tool_names(server: Any) -> list[str] | None:

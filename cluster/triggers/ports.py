@@ -28,6 +28,7 @@ __all__ = [
     "SourcePort",
     "TriggerStartFailed",
     "Writers",
+    "import_callable",
     "kafka_settings",
     "mapper_for",
     "source_for",
@@ -199,7 +200,7 @@ def mapper_for(trigger: TriggerConfig) -> Mapper:
 
         return render
     assert trigger.map is not None  # exactly one of them: the configuration's rule
-    function = _import_callable(trigger.name, trigger.map)
+    function = import_callable(trigger.name, trigger.map)
 
     async def call_map(record: TriggerRecord) -> dict[str, Any] | None:
         if inspect.iscoroutinefunction(function):
@@ -213,7 +214,8 @@ def mapper_for(trigger: TriggerConfig) -> Mapper:
     return call_map
 
 
-def _import_callable(trigger: str, path: str) -> Callable[..., Any]:
+def import_callable(trigger: str, path: str) -> Callable[..., Any]:
+    """The callable a trigger's ``map:`` names (raises TriggerStartFailed saying why not)."""
     module_name, _, attribute = path.partition(":")
     try:
         found = getattr(importlib.import_module(module_name), attribute)

@@ -279,3 +279,38 @@ def test_the_load_timeout_is_bounded(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["config", "check", "bus.yaml", "--timeout", "0"])
     assert "must be seconds in (0, 3600]" in capsys.readouterr().err
+
+
+def test_a_triggers_map_that_does_not_import_and_a_tool_no_pool_offers_are_each_one_line(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "maps_here.py", "NOT_CALLABLE = 1\n\ndef args(record):\n    return {}\n")
+    triggers = [
+        ("good", "echo", "maps_here:args"),
+        ("missing", "echo", "no_such_module:args"),
+        ("constant", "echo", "maps_here:NOT_CALLABLE"),
+        ("typo", "ecko", "maps_here:args"),
+    ]
+    lines_of_config = [
+        "name: triggered",
+        'kafka: {bootstrap: "127.0.0.1:9092"}',
+        "pools:",
+        "  - {name: kit, server: 'cluster.examples.testkit:server'}",
+        "triggers:",
+        *(
+            f"  - {{name: {name}, source: {{kafka: {{topic: orders}}}}, tool: {tool}, "
+            f"map: '{path}'}}"
+            for name, tool, path in triggers
+        ),
+    ]
+    config = tmp_path / "bus.yaml"
+    config.write_text("\n".join(lines_of_config) + "\n")
+    code, lines, _ = check(config, cwd=tmp_path)  # map: modules found in the cwd too
+    assert code == 1
+    assert lines[:2] == [
+        "triggers[1].map: cannot import 'no_such_module:args': No module named 'no_such_module'",
+        "triggers[2].map: 'maps_here:NOT_CALLABLE' is not callable",
+    ]
+    assert len(lines) == 3
+    assert lines[2].startswith("triggers[3].tool: no pool offers 'ecko' (offered: ")
+    assert "echo" in lines[2]
