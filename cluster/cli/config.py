@@ -13,9 +13,10 @@ parses as YAML; it validates (every bad field, not only the first); each pool's
 a pool cannot start; each ``command:`` names an executable on the pool's PATH; no two
 pools whose tool names are known without starting them (``tools:`` modules, ``MCPServer``
 objects) offer the same tool after their namespaces and filters; and the gateway is one
-``raybus up`` would serve; each trigger's ``map:`` imports as a callable (in a child process
-too) and its ``tool:`` is offered by some pool (when every pool's tools are known). Neither Ray nor any service is started, and no
-module of the config is imported into this process.
+``raybus up`` would serve; each trigger's ``map:`` imports as a callable (in a child
+process too) and its ``tool:`` is offered by some pool (when every pool's tools are
+known). Neither Ray nor any service is started, and no module of the config is imported
+into this process.
 
 A pool whose ``runtime_env`` ships its code (``pip``, ``py_modules``, ...) is not loaded
 here - only its workers can tell - and the output says so.

@@ -22,6 +22,10 @@ __all__ = [
     "REQUEST_LATENCY",
     "SCALING_DECISIONS",
     "SOURCE_UP",
+    "TRIGGER_IN_FLIGHT",
+    "TRIGGER_LAG",
+    "TRIGGER_RECORDS",
+    "TRIGGER_RETRIES",
 ]
 
 # From a cached echo (~1 ms) to the pools' default deadline (300 s).
@@ -97,6 +101,33 @@ SOURCE_UP = MetricSpec(
     MetricKind.GAUGE,
     "1 if the actor answered this scrape of raybus up --metrics-port, else 0.",
     ("source",),
+)
+TRIGGER_RECORDS = MetricSpec(
+    "raybus_trigger_records_total",
+    MetricKind.COUNTER,
+    "Records a trigger settled (acknowledged), by outcome: ok (output written), skipped "
+    "(the map gave None), mapping_failed, call_failed or output_failed (dead-lettered).",
+    ("trigger", "outcome"),
+)
+TRIGGER_RETRIES = MetricSpec(
+    "raybus_trigger_retries_total",
+    MetricKind.COUNTER,
+    "Calls a trigger made again after a refusal that ran nothing (overloaded, breaker "
+    "open, draining, rate limited).",
+    ("trigger",),
+)
+TRIGGER_IN_FLIGHT = MetricSpec(
+    "raybus_trigger_in_flight",
+    MetricKind.GAUGE,
+    "Records a trigger holds and has not settled (at most max_in_flight per replica).",
+    ("trigger",),
+)
+TRIGGER_LAG = MetricSpec(
+    "raybus_trigger_lag",
+    MetricKind.GAUGE,
+    "Records on the trigger's source not yet consumed (Kafka group lag, SQS depth), as its "
+    "first replica read it last.",
+    ("trigger",),
 )
 
 BREAKER_STATE_VALUE = {

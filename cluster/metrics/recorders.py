@@ -8,6 +8,8 @@
 * :class:`PoolRecorder` is the supervisor's: every pool's workers and lag.
 * :class:`AutoscalerRecorder` counts the autoscaler's decisions by direction.
 * :class:`GatewayRecorder` counts the gateway's refusals by reason.
+* :func:`trigger_families` reads a trigger replica's own counters at each scrape; the
+  lag gauge comes from its first replica only (the one that reads it).
 
 Gauges from several processes are added up on a page (:func:`~.registry.merge`), so each
 gauge series has exactly one owner: the router its pools' breaker states, the supervisor
@@ -34,8 +36,12 @@ from cluster.metrics.catalog import (
     REQUEST_LATENCY,
     REQUESTS,
     SCALING_DECISIONS,
+    TRIGGER_IN_FLIGHT,
+    TRIGGER_LAG,
+    TRIGGER_RECORDS,
+    TRIGGER_RETRIES,
 )
-from cluster.metrics.registry import MetricsRegistry
+from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 
 __all__ = [
     "AutoscalerRecorder",
@@ -44,6 +50,7 @@ __all__ = [
     "PoolRecorder",
     "RouterRecorder",
     "direction_of",
+    "trigger_families",
 ]
 
 
@@ -122,3 +129,20 @@ class GatewayRecorder:
 
     def refused(self, reason: str) -> None:
         self._refused.inc((reason,))
+
+
+def trigger_families(bus: str, trigger: str, stats: Mapping[str, Any]) -> list[FamilySnapshot]:
+    """One trigger replica's series, from its stats (``TriggerActor.stats``)."""
+    registry = MetricsRegistry(bus)
+    if "ok" not in stats:  # still starting: no counters yet
+        return registry.snapshot()
+    records = registry.counter(TRIGGER_RECORDS)
+    records.inc((trigger, "ok"), stats["ok"])
+    records.inc((trigger, "skipped"), stats["skipped"])
+    for stage, count in stats["dead_lettered_by_stage"].items():
+        records.inc((trigger, f"{stage}_failed"), count)
+    registry.counter(TRIGGER_RETRIES).inc((trigger,), stats["retried"])
+    registry.gauge(TRIGGER_IN_FLIGHT).set((trigger,), stats["in_flight"])
+    if stats.get("lag") is not None:
+        registry.gauge(TRIGGER_LAG).set((trigger,), stats["lag"])
+    return registry.snapshot()

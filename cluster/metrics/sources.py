@@ -5,7 +5,7 @@ The router, the supervisor and the autoscaler by their names, the gateway replic
 whose calls bypass the router (Kafka, SQS) also every live worker, found through
 discovery at each scrape (workers come and go), since each counts the calls it ran.
 Each source is one ``metrics_snapshot`` actor call; a bus without an autoscaler (no pool
-autoscaled) simply has no autoscaler source.
+autoscaled) simply has no autoscaler source. Each trigger replica is a source too.
 """
 
 from __future__ import annotations
@@ -84,6 +84,17 @@ def bus_sources(
         except Exception as exc:  # noqa: BLE001 - reported as the source being down
             return {"workers": failing(exc)}
         return {f"worker/{info.server_id}": named(info.actor_name, optional=True) for info in infos}
+
+    # Each trigger replica counts its own records (absent while it is not started).
+    fixed.update(
+        {
+            f"trigger/{trigger.name}/{replica}": named(
+                actor_names.trigger(bus, trigger.name, replica), optional=True
+            )
+            for trigger in config.triggers
+            for replica in range(trigger.replicas)
+        }
+    )
 
     async def current() -> dict[str, Source]:
         sources = dict(fixed)

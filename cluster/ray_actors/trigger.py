@@ -20,6 +20,8 @@ from typing import Any
 from actors.triggers.core import TriggerCore, TriggerPorts
 from cluster.client import BusClient
 from cluster.config import BusConfig
+from cluster.metrics.recorders import trigger_families
+from cluster.metrics.registry import FamilySnapshot
 from cluster.naming import actor_names
 from cluster.ray_actors.restarts import restarted, start_itself
 from cluster.triggers.ports import (
@@ -172,6 +174,10 @@ class TriggerActor:
         else:
             row["state"] = "running"
         return row
+
+    def metrics_snapshot(self) -> list[FamilySnapshot]:
+        """This replica's series for ``raybus up --metrics-port`` (cluster.metrics)."""
+        return trigger_families(self._config.name, self._trigger.name, self.stats())
 
     async def drain(self, timeout_s: float) -> int:
         """Take no more records, finish those in hand (bounded), commit, disconnect.

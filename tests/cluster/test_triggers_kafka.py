@@ -20,8 +20,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cluster.bus import TriggerStartFailed, bus_status, launch_bus, stop_bus
 from cluster.cli.status import format_status
 from cluster.config import BusConfig
+from cluster.metrics.endpoint import MetricsCollector
+from cluster.metrics.sources import bus_sources
 from cluster.naming import actor_names, get_actor
 from tests.cluster.bus_helpers import bus_config
+from tests.cluster.metrics.prometheus_text import parse
 from tests.faults.figures import figure
 from tests.waiting import wait_until
 from transports.errors import ConnectionClosed
@@ -146,6 +149,23 @@ async def test_records_call_the_tool_and_results_and_failures_land_in_their_topi
         )
         row = await eventually(config, lambda r: r["lag"] == 0 and r["ok"] == 60)
         shown = format_status(await bus_status(config.name)).splitlines()  # `raybus status`
+        # `raybus up --metrics-port`'s page, collected as it collects it.
+        collector = MetricsCollector(config.name, bus_sources(config), max_age_s=0)
+        page = parse(await collector.page())
+    records = {
+        labels["outcome"]: value
+        for name, labels, value in page.samples
+        if name == "raybus_trigger_records_total" and labels["trigger"] == "work"
+    }
+    assert records == {
+        "ok": 60,
+        "skipped": 0,
+        "mapping_failed": 3,
+        "call_failed": 2,
+        "output_failed": 0,
+    }
+    assert page.value("raybus_trigger_lag", trigger="work") == 0
+    assert page.value("raybus_trigger_in_flight", trigger="work") == 0
     header = shown.index(next(line for line in shown if line.startswith("trigger ")))
     cells = shown[header + 1].split()
     assert cells[:4] + cells[5:] == ["work", f"kafka:{topic}", "work", "0", "0/16", "5", "running"]

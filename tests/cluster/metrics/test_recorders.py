@@ -6,14 +6,16 @@ from __future__ import annotations
 from actors.autoscaler import Decision
 from actors.router.breaker import BreakerState
 from actors.router.outcomes import CallOutcome, CallTally
+from actors.triggers.stats import Stage, TriggerStats
 from cluster.metrics.exposition import render
 from cluster.metrics.recorders import (
     AutoscalerRecorder,
     GatewayRecorder,
     PoolRecorder,
     RouterRecorder,
+    trigger_families,
 )
-from cluster.metrics.registry import MetricsRegistry
+from cluster.metrics.registry import MetricsRegistry, merge
 from tests.cluster.metrics.prometheus_text import Page, parse
 
 
@@ -81,3 +83,24 @@ def test_the_gateway_recorder_counts_refusals_by_reason() -> None:
     page = page_of(registry)
     assert page.value("raybus_gateway_refused_total", reason="rate_limited") == 2
     assert page.value("raybus_gateway_refused_total", reason="host_or_origin") == 1
+
+
+def test_trigger_families_count_records_by_outcome_and_take_lag_from_the_reading_replica() -> None:
+    def replica(ok: int, dead: dict[Stage, int], lag: int | None) -> dict[str, object]:
+        stats = TriggerStats(clock=lambda: 0.0, max_in_flight=16)
+        stats.ok, stats.skipped, stats.retried, stats.in_flight = ok, 1, 2, 3
+        stats.dead_lettered.update(dead)
+        return {**stats.snapshot(), "lag": lag}
+
+    first = trigger_families("demo", "orders", replica(5, {Stage.CALL: 2}, lag=7))
+    second = trigger_families("demo", "orders", replica(4, {Stage.MAPPING: 1}, lag=None))
+    starting = trigger_families("demo", "orders", {"state": "starting", "lag": None})
+    page = parse(render(merge([first, second, starting])))
+    assert page.value("raybus_trigger_records_total", outcome="ok") == 9
+    assert page.value("raybus_trigger_records_total", outcome="skipped") == 2
+    assert page.value("raybus_trigger_records_total", outcome="call_failed") == 2
+    assert page.value("raybus_trigger_records_total", outcome="mapping_failed") == 1
+    assert page.value("raybus_trigger_records_total", outcome="output_failed") == 0
+    assert page.value("raybus_trigger_retries_total", trigger="orders") == 4
+    assert page.value("raybus_trigger_in_flight", trigger="orders") == 6
+    assert page.value("raybus_trigger_lag", trigger="orders") == 7  # one owner: no sum
