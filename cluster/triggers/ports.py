@@ -145,9 +145,10 @@ class SourcePort:
     def __init__(self, source: RecordSource) -> None:
         self._source = source
 
-    async def receive(self) -> _Delivery:
-        delivery = await self._source.receive()
-        return _Delivery(delivery)
+    async def receive(self, limit: int) -> list[_Delivery]:
+        if isinstance(self._source, SqsRecordSource):  # up to 10 messages per request
+            return [_Delivery(d) for d in await self._source.receive(limit)]
+        return [_Delivery(await self._source.receive())]  # Kafka's come from its fetch buffer
 
 
 class _Delivery:

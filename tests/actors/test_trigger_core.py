@@ -47,12 +47,18 @@ class FakeSource:
     unsettled: int = 0
     unsettled_at_receive: list[int] = field(default_factory=list)
     log: list[tuple[str, int]] = field(default_factory=list)
+    batches: bool = False
+    limits: list[int] = field(default_factory=list)
 
-    async def receive(self) -> FakeDelivery:
+    async def receive(self, limit: int) -> list[FakeDelivery]:
+        """One record, or (``batches``) as many as are queued up to ``limit``."""
         self.unsettled_at_receive.append(self.unsettled)
-        taken = await self.records.get()
-        self.unsettled += 1
-        return FakeDelivery(taken, self)
+        self.limits.append(limit)
+        taken = [await self.records.get()]
+        while self.batches and len(taken) < limit and not self.records.empty():
+            taken.append(self.records.get_nowait())
+        self.unsettled += len(taken)
+        return [FakeDelivery(record, self) for record in taken]
 
 
 @dataclass
@@ -306,6 +312,37 @@ async def test_in_flight_never_exceeds_max_and_nothing_is_received_while_full() 
         await runner
     assert most == 4
     assert max(r.source.unsettled_at_receive) <= 3
+
+
+async def test_a_batching_source_is_asked_for_the_free_slots_at_most() -> None:
+    gate = asyncio.Event()
+
+    async def behaviour(arguments: dict[str, Any]) -> dict[str, Any]:
+        await gate.wait()
+        return await echo(arguments)
+
+    r = rig(behaviour, max_in_flight=16)
+    r.source.batches = True
+    for i in range(40):
+        r.source.records.put_nowait(record(i, {"id": i}))
+    runner = asyncio.create_task(r.core.run())
+    async with asyncio.timeout(10):
+        while r.source.unsettled < 16:  # noqa: ASYNC110 - the fakes settle on the loop
+            await asyncio.sleep(0.001)
+    for _ in range(50):  # the loop gets every chance to ask for more while full
+        await asyncio.sleep(0)
+    assert r.source.limits == [10, 6]  # ten at most per receive, then the six slots left
+    assert r.core.stats.in_flight == 16
+    gate.set()
+    async with asyncio.timeout(10):
+        while len(r.source.acked) < 40:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert sorted(r.source.acked) == list(range(40))
+    for limit, unsettled in zip(r.source.limits, r.source.unsettled_at_receive, strict=True):
+        assert unsettled + limit <= 16  # never more records in hand than max_in_flight
 
 
 async def test_ordered_holds_one_record_per_partition_at_a_time() -> None:

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 TRIGGER_ATTRIBUTE = "raybus-trigger"
 _MAX_ATTRIBUTES = 10
+_MAX_MESSAGES = 10  # per receive_message request (an SQS limit)
 _COUNTS = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 
 
@@ -114,8 +115,8 @@ class SqsRecordSource:
             await self._sqs.close()
             raise
 
-    async def receive(self) -> RecordDelivery:
-        """The next message, long-polling for it."""
+    async def receive(self, limit: int = 1) -> list[RecordDelivery]:
+        """The next messages, at least one and at most ``limit`` (SQS: 10), long-polling."""
         cfg = self._sqs.config
         while True:
             if self._closed or self._url is None:
@@ -125,14 +126,15 @@ class SqsRecordSource:
                 self._queue,
                 wait_s=cfg.wait_time_seconds,
                 QueueUrl=self._url,
-                MaxNumberOfMessages=1,
+                MaxNumberOfMessages=max(1, min(limit, _MAX_MESSAGES)),
                 WaitTimeSeconds=cfg.wait_time_seconds,
                 VisibilityTimeout=cfg.visibility_timeout_s,
                 MessageAttributeNames=["All"],
                 MessageSystemAttributeNames=["SentTimestamp", "MessageGroupId"],
             )
-            for message in reply.get("Messages", []):
-                return self._delivery(message)
+            messages = reply.get("Messages", [])
+            if messages:
+                return [self._delivery(message) for message in messages]
 
     def _delivery(self, message: dict[str, Any]) -> RecordDelivery:
         system = message.get("Attributes", {})
