@@ -183,6 +183,24 @@ class TaskHandle:
         )
         return outcome
 
+    async def respond_error(
+        self, key: str, *, code: int, message: str, data: object = None
+    ) -> InputOutcome:
+        """Answer the outstanding request ``key`` with a JSON-RPC error instead of a
+        result (as an MCP client does that cannot or will not serve it, e.g. a sampling
+        request with no model at hand): the tool gets the error as the request's answer.
+
+        Raises:
+            CallError: -32602 the task is unknown, or the error is malformed.
+        """
+        error: dict[str, object] = {"code": code, "message": message}
+        if data is not None:
+            error["data"] = data
+        outcome: InputOutcome = await ask_store(
+            self._store, "fail_input", self.id, self._principal, key, error
+        )
+        return outcome
+
     async def progress(self) -> AsyncIterator[Progress]:
         """Each progress change until the task ends (coalesced: a slow reader sees the
         latest, never a backlog). Ends when the task does; never raises for its outcome

@@ -307,6 +307,25 @@ async def test_a_tools_input_request_waits_in_the_store_through_its_restart(
     assert again.ignored == ("input-1",)
 
 
+async def test_an_input_request_answered_with_an_error_reaches_the_tool_as_one(
+    bus: BusClient,
+) -> None:
+    handle = await bus.start_tool("confirm", {"question": "Ship it?"}, answers_input=True)
+    assert list(await handle.input_requests(wait_s=_OUTCOME_S)) == ["input-1"]
+    outcome = await handle.respond_error("input-1", code=-32600, message="no human at hand")
+    assert (outcome.answered, outcome.ignored) == (("input-1",), ())
+    try:
+        result = await handle.result(timeout_s=_OUTCOME_S)
+    except CallError as exc:
+        told = exc.message
+    else:
+        assert result.is_error
+        told = result.content[0].text  # type: ignore[union-attr]
+    assert "no human at hand" in told
+    again = await handle.respond_error("input-1", code=-32600, message="late")
+    assert again.ignored == ("input-1",)
+
+
 async def test_the_stores_change_feed_tells_each_status_change_and_outlives_a_restart(
     bus: BusClient, tmp_path: Path
 ) -> None:
