@@ -4,13 +4,16 @@ its caller mid-call with the SDK's ``ctx.elicit``.
 
 The client follows the spec's flow: it polls ``tasks/get`` until ``input_required``,
 then calls ``tasks/result``, answers the elicitation that arrives on that call's stream
-and receives the task's result on it.
+and receives the task's result on it. The same over the gateway's WebSocket (a raw
+client: the SDK has none), where the question arrives on the one socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import mcp
 import mcp_types as types
@@ -133,3 +136,51 @@ async def test_a_question_nobody_answers_holds_the_tool_no_longer_than_its_run_d
             await withdrawn.wait()  # the gateway withdrew the request from the client
     assert ended.status == "failed"
     assert "deadline" in failed.value.message
+
+
+async def test_over_the_websocket_the_question_and_its_answer_travel_the_same_socket(
+    url: str,
+) -> None:
+    import websockets
+
+    ws_url = url.replace("http://", "ws://").replace("/mcp", "/ws")
+    ids = iter(range(1, 1_000))
+
+    async def ask(ws: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Send a request; answer the relay's elicitations meanwhile; its response."""
+        number = next(ids)
+        await ws.send(
+            json.dumps({"jsonrpc": "2.0", "id": number, "method": method, "params": params})
+        )
+        while True:
+            message: dict[str, Any] = json.loads(await ws.recv())
+            if message.get("method") == "elicitation/create":
+                asked.append(message)
+                answer = {"action": "accept", "content": {"yes": True}}
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": answer}))
+            elif message.get("id") == number and "method" not in message:
+                return message
+
+    asked: list[dict[str, Any]] = []
+    async with asyncio.timeout(_OUTCOME_S), websockets.connect(ws_url) as ws:
+        hello = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"elicitation": {"form": {}}},
+            "clientInfo": {"name": "ws", "version": "1"},
+        }
+        assert "result" in await ask(ws, "initialize", hello)
+        await ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        call = {"name": "confirm", "arguments": {"question": "Ship it?"}, "task": {}}
+        task_id = (await ask(ws, "tools/call", call))["result"]["task"]["taskId"]
+        while True:  # the spec's requestor polls tasks/get at the poll interval
+            polled = await ask(ws, "tasks/get", {"taskId": task_id})
+            if polled["result"]["status"] != "working":
+                break
+            await asyncio.sleep(polled["result"].get("pollInterval", 200) / 1000)
+        assert polled["result"]["status"] == "input_required"
+        result = await ask(ws, "tasks/result", {"taskId": task_id})
+    ((question,),) = [asked]
+    assert question["id"].startswith(RELAY_ID_PREFIX)
+    assert question["params"]["message"] == "Ship it?"
+    assert question["params"]["_meta"][RELATED_TASK_META] == {"taskId": task_id}
+    assert result["result"]["content"][0]["text"] == "confirmed"
