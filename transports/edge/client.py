@@ -298,23 +298,22 @@ class EdgeClient:
 
         With ``follow`` it waits for more as they arrive and never ends by itself.
         """
-        after = 0
         yielded: set[str] = set()
         while True:
+            # Captured before the scan: an outcome that lands during it wakes the wait.
             seen = self._any_final
-            rows = await self._journal.unclaimed(after, 100)
-            for row in rows:
-                after = row.seq
-                if row.request_id not in yielded:
-                    yielded.add(row.request_id)
-                    yield _outcome(row, self._journal.claim)
-            if rows:
-                continue
+            after, fresh = 0, False
+            while rows := await self._journal.unclaimed(after, 100):
+                for row in rows:
+                    after = row.seq
+                    if row.request_id not in yielded:
+                        yielded.add(row.request_id)
+                        fresh = True
+                        yield _outcome(row, self._journal.claim)
             if not follow:
                 return
-            await seen.wait()
-            # Answers arrive out of seq order: look again from the start.
-            after = 0
+            if not fresh:  # answers land out of seq order: only a full scan says "none"
+                await seen.wait()
 
     async def close(self) -> None:
         """Wait up to ``close_timeout_s`` for POSTs in flight, then close the journal."""

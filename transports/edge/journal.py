@@ -204,6 +204,8 @@ class Journal:
         self._client_id = ""
         self._unanswered = 0
         self._pending: list[_Pending] = []
+        # Keys chosen by callers whose rows are not committed yet (duplicates refused).
+        self._keys_uncommitted: set[str] = set()
         self._flush: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one transaction at a time on the connection
 
@@ -284,8 +286,12 @@ class Journal:
         if self._unanswered >= self._max_rows:
             raise JournalFull(self._max_rows)
         key = submission.idempotency_key
-        if key is not None and await self._key_taken(key):
-            raise ValueError(f"idempotency_key: {key!r} was already used in this journal")
+        if key is not None:
+            taken = await self._key_taken(key)
+            # Checked again after the await: a concurrent submit may have taken it.
+            if taken or key in self._keys_uncommitted:
+                raise ValueError(f"idempotency_key: {key!r} was already used in this journal")
+            self._keys_uncommitted.add(key)
         request_id = secrets.token_hex(16)
         params = {"name": submission.name, "arguments": dict(submission.arguments)}
         row = (
@@ -322,12 +328,14 @@ class Journal:
             except BaseException as exc:
                 await self._rollback()
                 self._unanswered -= len(batch)
+                self._keys_uncommitted.difference_update(p.row[1] for p in batch)
                 for p in batch:
                     if not p.done.done():
                         p.done.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise
                 return
+        self._keys_uncommitted.difference_update(p.row[1] for p in batch)
         for p in batch:
             if not p.done.done():
                 p.done.set_result(None)
@@ -456,8 +464,6 @@ class Journal:
         return [Row._of(tuple(r)) for r in rows]
 
     async def _key_taken(self, key: str) -> bool:
-        if any(p.row[1] == key for p in self._pending):
-            return True
         rows = await self._fetch("SELECT 1 FROM requests WHERE idempotency_key = ?", (key,))
         return bool(rows)
 

@@ -158,6 +158,8 @@ class Pump:
             asyncio.create_task(self._probe(), name="edge-probe"),
             asyncio.create_task(self._expiry(), name="edge-expiry"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_log_death)
 
     def wake(self) -> None:
         """New rows were journaled."""
@@ -310,3 +312,8 @@ class Pump:
     async def _expire(self) -> None:
         for request_id in await self._journal.expire(self._horizon_s):
             self._on_final(request_id)
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("edge %s stopped", task.get_name(), exc_info=task.exception())
