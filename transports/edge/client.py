@@ -215,7 +215,11 @@ class EdgeClient:
                 max_connections=chosen.max_in_flight + 2,
             )
             client = cls(journal, link, checked, chosen)
-            await client._start()
+            try:
+                await client._start()
+            except BaseException:
+                await client.close()
+                raise
             return client
 
         return _Opening(opener)

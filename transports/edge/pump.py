@@ -130,7 +130,7 @@ class Pump:
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._rewind = False
-        self._paused = False
+        self._holding: asyncio.Task[None] | None = None
         self._horizon_s = settings.resend_horizon_s
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -167,9 +167,10 @@ class Pump:
 
     async def close(self, timeout_s: float) -> None:
         """Stop dispatching; wait up to ``timeout_s`` for POSTs in flight, then cancel."""
-        for task in self._tasks:
+        stopping = [*self._tasks, *([self._holding] if self._holding else [])]
+        for task in stopping:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*stopping, return_exceptions=True)
         pending = list(self._in_flight.values())
         if pending:
             _, late = await asyncio.wait(pending, timeout=timeout_s)
@@ -279,7 +280,7 @@ class Pump:
             del self._in_flight[row.request_id]
             self._slots.release()
         if pause:
-            await self._pause()
+            self._hold()
 
     def _link_lost(self, exc: LinkFailure) -> None:
         if self._state == LinkState.UP:
@@ -287,17 +288,19 @@ class Pump:
         self._rewind = True
         self._set_state(LinkState.DOWN)
 
-    async def _pause(self) -> None:
+    def _hold(self) -> None:
         """A transient answer: hold all sending for a backoff delay, then resend."""
-        if self._state != LinkState.UP or self._paused:
+        if self._state != LinkState.UP or self._holding is not None:
             return
-        self._paused = True
         self._rewind = True
         self._up.clear()
+        self._holding = asyncio.create_task(self._release_after(self._backoff.next_delay()))
+
+    async def _release_after(self, delay_s: float) -> None:
         try:
-            await asyncio.sleep(self._backoff.next_delay())
+            await asyncio.sleep(delay_s)
         finally:
-            self._paused = False
+            self._holding = None
             if self._state == LinkState.UP:
                 self._up.set()
                 self._work.set()

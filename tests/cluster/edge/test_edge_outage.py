@@ -37,7 +37,9 @@ from cluster.config import BusConfig
 from cluster.gateway.listener import GatewayBindError, bind_listener
 from cluster.gateway.policy.tokens import hash_token
 from cluster.naming import NAMESPACE, actor_names
+from cluster.services.state import default_cache_dir
 from tests.cluster.bus_helpers import bus_config
+from tests.faults.restartable import RestartableKafka, halt, resume
 from tests.waiting import wait_until
 from transports.edge import EdgeClient, EdgeSettings, LinkState
 
@@ -247,4 +249,47 @@ async def test_a_gateway_killed_while_calls_run_still_runs_each_once(
         async with asyncio.timeout(_ALL_S):
             results = await asyncio.gather(*(call.result() for call in calls))
         assert [answered_key(r) for r in results] == keys
+    assert runs_of(runs) == Counter(keys)
+
+
+@pytest.mark.skipif(not DEDUPING_BUS, reason="needs the bus to dedup keyed calls (branch idem)")
+async def test_500_calls_sent_while_the_broker_is_down_each_run_once(
+    ray_session: None, tmp_path: Path
+) -> None:
+    """The bus's Kafka broker halts (the gateway still answers): the calls reach the
+    gateway and fail there as "not sent" (1006) or "not confirmed" (1004 ``stage:
+    send``), both resent with their keys after a backoff, until the broker is back."""
+    kafka = RestartableKafka(default_cache_dir())
+    await kafka.start()
+    runs = tmp_path / "runs"
+    try:
+        pool = {"name": "faults", "server": "tests.faults.fault_server:server", "min_workers": 1}
+        policy = {"tokens": [{"principal": "device", "sha256": hash_token(TOKEN)}]}
+        kafka_settings = {"bootstrap": kafka.bootstrap, "partitions": 2}
+        config = bus_config(
+            [pool], backend="kafka", kafka=kafka_settings, gateway={"policy": policy}
+        )
+        await launch_bus(config)
+        served = Gateway(config)
+        await served.start()
+        try:
+            path = tmp_path / "edge.db"
+            edge = await EdgeClient.open(path, url=served.url, token=TOKEN, settings=SETTINGS)
+            async with edge:
+                await link(edge, LinkState.UP)
+                assert kafka.launched is not None
+                await halt(kafka)
+                keys = [f"b{i:03d}" for i in range(CALLS)]
+                submits = (edge.submit("append", {"key": k, "path": str(runs)}) for k in keys)
+                calls = await asyncio.gather(*submits)
+                assert edge.link.unanswered == CALLS
+                await resume(kafka, kafka.launched)
+                async with asyncio.timeout(_ALL_S):
+                    results = await asyncio.gather(*(call.result() for call in calls))
+                assert [answered_key(r) for r in results] == keys
+        finally:
+            await served.stop()
+            await stop_bus(config.name)
+    finally:
+        await kafka.stop()
     assert runs_of(runs) == Counter(keys)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -208,3 +210,14 @@ def test_bad_settings_and_keys_are_refused_naming_the_field(tmp_path: Path) -> N
         EdgeSettings(max_in_flight=0)
     with pytest.raises(ValueError, match="region"):
         EdgeClient.open(tmp_path / "edge.db", url="http://127.0.0.1:1/mcp", labels={"region": "EU"})
+
+
+def test_the_edge_package_imports_neither_ray_nor_the_mcp_sdk() -> None:
+    probe = (
+        "import sys, transports.edge; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'mcp', 'mcp_types')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
