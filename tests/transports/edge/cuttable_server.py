@@ -51,6 +51,7 @@ class Behaviour:
     token: str | None = None
     fail_after_run: set[str] = field(default_factory=set)
     refuse_once: dict[str, int] = field(default_factory=dict)
+    ttl_s: int = TTL_S  # advertised as the io.raybus/idempotency extension's ttlS
 
 
 class CuttableServer:
@@ -105,7 +106,7 @@ class CuttableServer:
             await _reply(send, 400, json.dumps({"error": problem}).encode())
             return
         if body["method"] == "server/discover":
-            extensions = {"io.raybus/idempotency": {"ttlS": TTL_S}}
+            extensions = {"io.raybus/idempotency": {"ttlS": self.behaviour.ttl_s}}
             await _json(send, body["id"], {"result": {"capabilities": {"extensions": extensions}}})
             return
         seen = Seen(headers, body)

@@ -221,3 +221,22 @@ def test_the_edge_package_imports_neither_ray_nor_the_mcp_sdk() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert loaded.stdout.strip() == "[]"
+
+
+async def test_the_resend_horizon_ends_300_s_before_the_bus_forgets_a_key(
+    tmp_path: Path,
+) -> None:
+    server = CuttableServer(Behaviour(ttl_s=900))
+    await server.restore()
+    path = tmp_path / "edge.db"
+    try:
+        async with EdgeClient.open(path, url=server.url, settings=FAST) as edge:
+            await link(edge, LinkState.UP)
+            assert edge._pump._horizon_s == 600
+        journal = await Journal.open(path)
+        try:
+            assert await journal.meta("bus_idempotency_ttl_s") == "900.0"  # kept for restarts
+        finally:
+            await journal.close()
+    finally:
+        await server.cut()
