@@ -34,7 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from transports.edge.http import HttpLink
 from transports.edge.journal import Journal, Row, RowState, Submission
 from transports.edge.pump import LinkState, Pump, PumpSettings
-from transports.errors import INTERNAL_ERROR, BusErrorCode, BusTimeout, CallError
+from transports.errors import (
+    INTERNAL_ERROR,
+    BusErrorCode,
+    BusTimeout,
+    CallError,
+    ConnectionClosed,
+)
 from transports.labels import checked_labels
 
 __all__ = ["EdgeCall", "EdgeClient", "EdgeSettings", "LinkStatus", "Outcome"]
@@ -262,7 +268,10 @@ class EdgeClient:
             ValueError: a bad ``idempotency_key`` (1-160 printable ASCII, unused in this
                 journal) or label.
             JournalFull: ``max_rows`` requests are unanswered (nothing was journaled).
+            ConnectionClosed: the client was closed.
         """
+        if self._closed:
+            raise ConnectionClosed("the edge client is closed")
         if idempotency_key is not None and not _KEY.fullmatch(idempotency_key):
             raise ValueError("idempotency_key: must be 1-160 printable ASCII characters")
         merged = {**self._labels, **checked_labels(labels)}
