@@ -17,6 +17,13 @@ Eviction takes the oldest entry whatever its state: an evicted in-progress key c
 a second time if its duplicate arrives later, which is why ``max_entries`` should be well
 above the number of requests in flight.
 
+Keyed requests (a caller's idempotency key, README "Idempotency keys") live in a second
+ledger of :class:`PoolLedger` with their own, much longer TTL and bound: a correlation key
+only has to outlive a broker's redelivery, an idempotency key the caller's resends (an
+edge device offline for hours). A keyed entry keeps a digest of its arguments, so a key
+reused for a different call is refused (``CONFLICT``) rather than answered with another
+call's result.
+
 Pure logic with an injected clock; no broker, no Ray, no locks (one event loop owns it).
 """
 
@@ -28,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Decision", "DecisionKind", "DedupLedger"]
+__all__ = ["Decision", "DecisionKind", "DedupLedger", "PoolLedger"]
 
 
 class DecisionKind(Enum):
@@ -37,6 +44,8 @@ class DecisionKind(Enum):
     NEW = "new"
     IN_PROGRESS = "in_progress"
     DONE = "done"
+    # A keyed request whose key is held by a call with other arguments: never run.
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +58,14 @@ class Decision:
 
 _NEW = Decision(DecisionKind.NEW)
 _IN_PROGRESS = Decision(DecisionKind.IN_PROGRESS)
+_CONFLICT = Decision(DecisionKind.CONFLICT)
 
 
 @dataclass(slots=True)
 class _Entry:
     stamp: float
     response: bytes | None = None  # None while in progress
+    digest: str | None = None  # of the arguments, for keyed requests
 
 
 class DedupLedger:
@@ -87,14 +98,20 @@ class DedupLedger:
         self._expire(self._clock())
         return len(self._entries)
 
-    def begin(self, key: str) -> Decision:
-        """Decide what to do with a request; a ``NEW`` key is recorded as in progress."""
+    def begin(self, key: str, digest: str | None = None) -> Decision:
+        """Decide what to do with a request; a ``NEW`` key is recorded as in progress.
+
+        With ``digest`` (a keyed request's arguments), a key remembered with another
+        digest is a ``CONFLICT``, whatever its state.
+        """
         now = self._clock()
         self._expire(now)
         entry = self._entries.get(key)
         if entry is None:
-            self._store(key, _Entry(now), now)
+            self._store(key, _Entry(now, digest=digest), now)
             return _NEW
+        if digest is not None and entry.digest is not None and entry.digest != digest:
+            return _CONFLICT
         if entry.response is None:
             return _IN_PROGRESS
         return Decision(DecisionKind.DONE, entry.response)
@@ -107,7 +124,19 @@ class DedupLedger:
         """
         now = self._clock()
         self._expire(now)
-        self._store(key, _Entry(now, bytes(response)), now)
+        held = self._entries.get(key)
+        digest = held.digest if held is not None else None
+        self._store(key, _Entry(now, bytes(response), digest), now)
+
+    def peek(self, key: str) -> Decision | None:
+        """What :meth:`begin` would decide, without claiming a key it does not hold."""
+        self._expire(self._clock())
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.response is None:
+            return _IN_PROGRESS
+        return Decision(DecisionKind.DONE, entry.response)
 
     def abandon(self, key: str) -> None:
         """Forget an in-progress key whose run ended without a response to store.
@@ -132,3 +161,64 @@ class DedupLedger:
             if oldest.stamp > horizon:
                 break
             self._entries.popitem(last=False)
+
+
+class PoolLedger:
+    """A bus's two ledgers: correlation keys (broker redeliveries) and idempotency keys.
+
+    A keyed request is decided by its idempotency key (:meth:`begin_keyed`), never by its
+    correlation key; the correlation key rides along as an *alias* so that a caller's
+    cancellation (:meth:`withdraw`, which knows only the correlation key) still reaches a
+    keyed request: withdrawn before a worker began it, it never runs; begun, the
+    withdrawal fails and the caller tells the workers to stop it.
+
+    Args:
+        ttl_s / max_entries: the correlation keys' bounds (the broker's redelivery horizon).
+        keyed_ttl_s / keyed_max_entries: the idempotency keys' bounds.
+        clock: monotonic seconds, shared by both.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float,
+        max_entries: int,
+        keyed_ttl_s: float,
+        keyed_max_entries: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.by_correlation = DedupLedger(max_entries, ttl_s, clock)
+        self.keyed = DedupLedger(keyed_max_entries, keyed_ttl_s, clock)
+
+    def withdraw(self, alias: str, withdrawn: bytes) -> bool:
+        """Mark a call no worker has begun as answered with ``withdrawn``; whether it was."""
+        if self.by_correlation.begin(alias).kind is not DecisionKind.NEW:
+            return False
+        self.by_correlation.complete(alias, withdrawn)
+        return True
+
+    def begin_keyed(self, key: str, digest: str, alias: str | None = None) -> Decision:
+        """Decide a keyed request: ``NEW`` claims ``key`` (and ``alias``) for this run.
+
+        A withdrawn ``alias`` answers ``DONE`` with the withdrawal and claims nothing, so
+        a resend with the same key runs later.
+        """
+        if alias is not None:
+            claimed = self.by_correlation.begin(alias)
+            if claimed.kind is DecisionKind.DONE:
+                return claimed
+        decision = self.keyed.begin(key, digest)
+        if alias is not None and decision.kind in (DecisionKind.DONE, DecisionKind.CONFLICT):
+            self.by_correlation.abandon(alias)  # answered at once: nothing left to withdraw
+        return decision
+
+    def complete_keyed(self, key: str, response: bytes, alias: str | None = None) -> None:
+        """Store a keyed run's answer (its TTL restarts); the alias is released."""
+        self.keyed.complete(key, response)
+        if alias is not None:
+            self.by_correlation.abandon(alias)
+
+    def abandon_keyed(self, key: str, alias: str | None = None) -> None:
+        """A keyed run ended without an answer (cancelled): a resend runs it again."""
+        self.keyed.abandon(key)
+        if alias is not None:
+            self.by_correlation.abandon(alias)
