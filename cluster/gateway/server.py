@@ -181,7 +181,7 @@ class Gateway:
         # Our span replaces the SDK's OpenTelemetryMiddleware (the list's only entry):
         # the same SERVER span, but parented from the HTTP headers too, on the direct
         # path too, and handing its context to the bus (cluster.gateway.tracing).
-        self.server.raybus_extensions = idempotency_extension(idempotency_ttl_s)
+        self.server.extensions = idempotency_extension(idempotency_ttl_s)
         cancels = self._keyed_calls.middleware(lambda ctx, rid: (_connection_of(ctx), rid))
         self.server.middleware = [cancels, GatewayTracing(), self.policy]
         if tasks is not None:

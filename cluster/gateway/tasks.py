@@ -304,8 +304,6 @@ class TasksServer(Server[Any]):
     2025-11-25, the ``io.modelcontextprotocol/tasks`` extension on 2026-07-28."""
 
     gateway_tasks: GatewayTasks | None = None
-    # The gateway's own extensions (io.raybus/idempotency), declared on every era.
-    raybus_extensions: dict[str, dict[str, Any]] | None = None
 
     def get_capabilities(
         self,
@@ -321,9 +319,6 @@ class TasksServer(Server[Any]):
             extensions,
             protocol_version=protocol_version,
         )
-        if self.raybus_extensions:
-            extensions = {**(capabilities.extensions or {}), **self.raybus_extensions}
-            capabilities = capabilities.model_copy(update={"extensions": extensions})
         tasks = self.gateway_tasks
         if tasks is None or not tasks.declared():
             return capabilities

@@ -69,12 +69,14 @@ class Tool:
 
     def __init__(self) -> None:
         self.runs = 0
+        self.started = asyncio.Event()
         self.release = asyncio.Event()
         self.release.set()
 
     def serving(self, request: Frame) -> Any:
         async def serve() -> Response | None:
             self.runs += 1
+            self.started.set()
             await self.release.wait()
             message = request.decode()
             assert isinstance(message, Request)
@@ -99,7 +101,8 @@ async def test_the_same_key_of_another_principal_runs_apart() -> None:
     mine, theirs = frame(1, principal="ship-7"), frame(2, principal="ship-8")
     await runs(port).run(mine, tool.serving(mine))
     outcome = await runs(port).run(theirs, tool.serving(theirs))
-    assert tool.runs == 2 and outcome.ran
+    assert tool.runs == 2
+    assert outcome.ran
     assert keyed_ledger_key(mine.envelope) == "k\x1fship-7\x1forder-1"
 
 
@@ -131,10 +134,10 @@ async def test_a_duplicate_that_outwaits_the_running_call_is_told_running_and_st
     first, duplicate, resend = frame(1), frame(2), frame(3)
     running = asyncio.ensure_future(runs(port).run(first, tool.serving(first)))
     async with asyncio.timeout(30):
-        while tool.runs == 0:
-            await asyncio.sleep(0)
+        await tool.started.wait()
     told = await runs(port, duplicate_wait_s=0.3).run(duplicate, tool.serving(duplicate))
-    assert told.response is not None and told.response.error is not None
+    assert told.response is not None
+    assert told.response.error is not None
     assert told.response.error.code == BusErrorCode.OUTCOME_UNKNOWN
     assert told.response.error.data == {"stage": "running"}
     assert told.response.id == 2
@@ -152,8 +155,7 @@ async def test_a_duplicate_waiting_in_time_gets_the_first_runs_answer() -> None:
     first, duplicate = frame(1), frame(2)
     running = asyncio.ensure_future(runs(port).run(first, tool.serving(first)))
     async with asyncio.timeout(30):
-        while tool.runs == 0:
-            await asyncio.sleep(0)
+        await tool.started.wait()
     waiting = asyncio.ensure_future(runs(port).run(duplicate, tool.serving(duplicate)))
     tool.release.set()
     async with asyncio.timeout(30):
@@ -173,7 +175,8 @@ async def test_a_cancelled_run_gives_its_key_back_to_the_resend() -> None:
     assert (await runs(port).run(cancelled, no_answer)).response is None
     tool, resend = Tool(), frame(2)
     outcome = await runs(port).run(resend, tool.serving(resend))
-    assert tool.runs == 1 and outcome.ran
+    assert tool.runs == 1
+    assert outcome.ran
 
 
 async def test_a_run_that_raises_gives_its_key_back() -> None:
