@@ -6,13 +6,18 @@ bus, no Ray."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx2 as httpx
 import mcp
 import pytest
 
+from actors.discovery.catalog import Catalog
+from cluster.gateway.bus import MessageHandler
 from cluster.gateway.call_meta import EXTENSION, META_KEY, idempotency_key_in_meta
 from cluster.gateway.server import Gateway
-from tests.cluster.gateway.fake_bus import fake_bus
+from tests.cluster.gateway.fake_bus import FakeBus, fake_bus, text_result
 from tests.cluster.gateway.serving import serving
 from tests.cluster.gateway.test_tracing import client, path
 
@@ -61,11 +66,14 @@ def test_the_longest_key_is_checked_in_one_pass_and_accepted() -> None:
     assert idempotency_key_in_meta({}) is None
 
 
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
 async def test_server_discover_declares_how_long_the_bus_remembers_a_key() -> None:
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
+    meta = MODERN_META
     headers = {
         "accept": "application/json, text/event-stream",
         "content-type": "application/json",
@@ -77,3 +85,71 @@ async def test_server_discover_declares_how_long_the_bus_remembers_a_key() -> No
     async with serving(gateway) as url, httpx.AsyncClient(timeout=30) as http:
         answer = (await http.post(url, headers=headers, json=body)).json()
     assert answer["result"]["capabilities"]["extensions"][EXTENSION] == {"ttlS": 3600}
+
+
+class Hang:
+    """A tool that runs until released; says whether it finished or was cancelled."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def __call__(
+        self, params: dict[str, Any], on_message: MessageHandler | None
+    ) -> dict[str, Any]:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        self.finished.set()
+        return text_result("done")
+
+
+def hanging_bus(hang: Hang) -> FakeBus:
+    bus = fake_bus()
+    bus.tools["hang"] = hang
+    tool = {"name": "hang", "inputSchema": {"type": "object"}}
+    bus.catalog = Catalog.of(tools=[*bus.catalog.tools, tool], prompts=[*bus.catalog.prompts])
+    return bus
+
+
+async def test_a_keyed_call_runs_on_when_its_http_client_leaves() -> None:
+    hang = Hang()
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": "hang",
+    }
+    meta = {**MODERN_META, META_KEY: "order-1"}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+    call["params"] = {"name": "hang", "arguments": {}, "_meta": meta}
+    async with serving(Gateway(hanging_bus(hang))) as url:
+        async with httpx.AsyncClient(timeout=30) as http:
+            posting = asyncio.ensure_future(http.post(url, json=call, headers=headers))
+            async with asyncio.timeout(30):
+                await hang.started.wait()
+            posting.cancel()  # closes the connection mid-call
+            await asyncio.gather(posting, return_exceptions=True)
+        hang.release.set()
+        async with asyncio.timeout(30):
+            await hang.finished.wait()
+    assert not hang.cancelled.is_set()
+
+
+async def test_an_explicit_cancellation_still_stops_a_keyed_call() -> None:
+    hang = Hang()
+    async with client("handshake era", hanging_bus(hang), []) as session:
+        calling = asyncio.ensure_future(session.call_tool("hang", {}, meta={META_KEY: "k"}))  # type: ignore[arg-type]
+        async with asyncio.timeout(30):
+            await hang.started.wait()
+        calling.cancel()  # the SDK client sends notifications/cancelled
+        await asyncio.gather(calling, return_exceptions=True)
+        async with asyncio.timeout(30):
+            await hang.cancelled.wait()
+    assert not hang.finished.is_set()
