@@ -46,6 +46,9 @@ class DecisionKind(Enum):
     DONE = "done"
     # A keyed request whose key is held by a call with other arguments: never run.
     CONFLICT = "conflict"
+    # A keyed request whose key has been in progress longer than any run may last: the
+    # worker running it was lost, after it may have run. Never run again.
+    LOST = "lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class Decision:
 _NEW = Decision(DecisionKind.NEW)
 _IN_PROGRESS = Decision(DecisionKind.IN_PROGRESS)
 _CONFLICT = Decision(DecisionKind.CONFLICT)
+_LOST = Decision(DecisionKind.LOST)
 
 
 @dataclass(slots=True)
@@ -138,6 +142,13 @@ class DedupLedger:
             return _IN_PROGRESS
         return Decision(DecisionKind.DONE, entry.response)
 
+    def in_progress_for(self, key: str) -> float:
+        """Seconds since an in-progress key began (0 for any other key)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.response is not None:
+            return 0.0
+        return self._clock() - entry.stamp
+
     def abandon(self, key: str) -> None:
         """Forget an in-progress key whose run ended without a response to store.
 
@@ -196,18 +207,31 @@ class PoolLedger:
         self.by_correlation.complete(alias, withdrawn)
         return True
 
-    def begin_keyed(self, key: str, digest: str, alias: str | None = None) -> Decision:
+    def begin_keyed(
+        self,
+        key: str,
+        digest: str,
+        alias: str | None = None,
+        lost_after_s: float | None = None,
+    ) -> Decision:
         """Decide a keyed request: ``NEW`` claims ``key`` (and ``alias``) for this run.
 
         A withdrawn ``alias`` answers ``DONE`` with the withdrawal and claims nothing, so
-        a resend with the same key runs later.
+        a resend with the same key runs later. A key in progress for more than
+        ``lost_after_s`` (longer than any run may last) is ``LOST``.
         """
         if alias is not None:
             claimed = self.by_correlation.begin(alias)
             if claimed.kind is DecisionKind.DONE:
                 return claimed
         decision = self.keyed.begin(key, digest)
-        if alias is not None and decision.kind in (DecisionKind.DONE, DecisionKind.CONFLICT):
+        if (
+            decision.kind is DecisionKind.IN_PROGRESS
+            and lost_after_s is not None
+            and self.keyed.in_progress_for(key) > lost_after_s
+        ):
+            decision = _LOST
+        if alias is not None and decision.kind not in (DecisionKind.NEW, DecisionKind.IN_PROGRESS):
             self.by_correlation.abandon(alias)  # answered at once: nothing left to withdraw
         return decision
 

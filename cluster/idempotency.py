@@ -20,11 +20,21 @@ from cluster.naming import HandleCache, actor_names
 if TYPE_CHECKING:
     from cluster.config import BusConfig
 
-__all__ = ["MIN_TTL_S", "IdempotencyConfig", "RayLedgerPort", "keyed_runs_for", "ledger_args"]
+__all__ = [
+    "LOST_MARGIN_S",
+    "MIN_TTL_S",
+    "IdempotencyConfig",
+    "RayLedgerPort",
+    "keyed_runs_for",
+    "ledger_args",
+]
 
 # The edge client stops resending 300 s before the advertised TTL (design 4.4): a TTL
 # shorter than twice that would leave it next to no resend window.
 MIN_TTL_S = 600.0
+# A run is bounded by its pool's timeout; past it by this much (a loaded machine's delay
+# between the run's end and its answer's store), its key's worker is taken for lost.
+LOST_MARGIN_S = 60.0
 # Correlation keys of a ledger that only keyed calls use (a Ray bus): never asked, but
 # the ledger needs a bound for them.
 _RAY_CORRELATION_TTL_S = 600.0
@@ -65,8 +75,10 @@ class RayLedgerPort:
     def __init__(self, handle: Any) -> None:
         self._handle = handle
 
-    async def begin_keyed(self, key: str, digest: str, alias: str | None) -> Decided:
-        decided: Decided = await self._handle.begin_keyed.remote(key, digest, alias)
+    async def begin_keyed(
+        self, key: str, digest: str, alias: str | None, lost_after_s: float | None
+    ) -> Decided:
+        decided: Decided = await self._handle.begin_keyed.remote(key, digest, alias, lost_after_s)
         return decided
 
     async def complete_keyed(self, key: str, response: bytes, alias: str | None) -> None:
@@ -76,10 +88,11 @@ class RayLedgerPort:
         await self._handle.abandon_keyed.remote(key, alias)
 
 
-def keyed_runs_for(
-    config: BusConfig, handles: HandleCache, *, duplicate_wait_s: float | None = None
-) -> KeyedRuns:
-    """How a worker of ``config``'s bus runs keyed requests (through the bus's ledger).
+def keyed_runs_for(config: BusConfig, handles: HandleCache, *, longest_run_s: float) -> KeyedRuns:
+    """How a worker of ``config``'s Ray bus runs keyed requests (through the bus's ledger).
+
+    ``longest_run_s`` bounds every run of the worker's pool: a key in progress for longer
+    (plus :data:`LOST_MARGIN_S`) lost its worker.
 
     The ledger actor is looked up the first time a keyed request comes; on a Ray bus it
     is started then (``get_if_exists``: workers racing to start it share one).
@@ -95,10 +108,8 @@ def keyed_runs_for(
                 port = RayLedgerPort(await _ledger_handle(config, handles, name))
         return port
 
-    wait_s = (
-        duplicate_wait_s if duplicate_wait_s is not None else config.idempotency.duplicate_wait_s
-    )
-    return KeyedRuns(ledger, wait_s)
+    wait_s = config.idempotency.duplicate_wait_s
+    return KeyedRuns(ledger, wait_s, longest_run_s + LOST_MARGIN_S)
 
 
 async def _ledger_handle(config: BusConfig, handles: HandleCache, name: str) -> Any:

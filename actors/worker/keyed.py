@@ -11,6 +11,9 @@ worker asks the bus's ledger before running it (:class:`KeyedRuns`):
   ``duplicate_wait_s``; if it is still running then, answer 1004 with
   ``data.stage = "running"`` and store nothing (the caller resends later and gets the
   real answer; a stored "lost" would hide it).
+- ``LOST``: the key has been in progress longer than any run may last (``lost_after_s``,
+  the pool's longest call timeout plus a margin): the worker running it was lost after
+  it may have run. Answered 1004 with ``data.stage = "run"`` (final), stored, never rerun.
 
 A run that ends without an answer (cancelled) gives its key back, so a resend runs it.
 Unkeyed requests never come here: they pay nothing for it.
@@ -55,7 +58,9 @@ Decided = tuple[str, bytes | None]
 class KeyedLedgerPort(Protocol):
     """The ledger calls a keyed run makes (the Ray actor's methods, awaited)."""
 
-    async def begin_keyed(self, key: str, digest: str, alias: str | None) -> Decided: ...
+    async def begin_keyed(
+        self, key: str, digest: str, alias: str | None, lost_after_s: float | None
+    ) -> Decided: ...
 
     async def complete_keyed(self, key: str, response: bytes, alias: str | None) -> None: ...
 
@@ -114,15 +119,18 @@ class KeyedRuns:
         ledger: a callable returning the ledger port (awaited once per keyed request: on
             Ray the actor is looked up, or started, only when a keyed call comes).
         duplicate_wait_s: how long a duplicate waits for the run holding its key.
+        lost_after_s: a key in progress longer than this lost its run (None: never).
     """
 
     def __init__(
         self,
         ledger: Callable[[], Awaitable[KeyedLedgerPort]],
         duplicate_wait_s: float,
+        lost_after_s: float | None = None,
     ) -> None:
         self._ledger = ledger
         self._duplicate_wait_s = duplicate_wait_s
+        self._lost_after_s = lost_after_s
 
     async def run(
         self,
@@ -149,6 +157,13 @@ class KeyedRuns:
             return KeyedOutcome(failure, ran=False)
         if kind == DecisionKind.DONE.value and stored is not None:
             return KeyedOutcome(restamped(stored, request_id), ran=False)
+        if kind == DecisionKind.LOST.value:
+            text = "the worker running this call was lost; it may have run"
+            lost = Response.failure(
+                request_id, BusErrorCode.OUTCOME_UNKNOWN, text, {"stage": "run"}
+            )
+            await ledger.complete_keyed(key, encode_message(lost), alias)  # final: kept
+            return KeyedOutcome(lost, ran=False)
         if kind != DecisionKind.NEW.value:  # still running elsewhere: resend later
             text = "a call with this idempotency key is still running; send it again later"
             data = {"stage": "running"}
@@ -169,7 +184,7 @@ class KeyedRuns:
     async def _decide(
         self, ledger: KeyedLedgerPort, key: str, digest: str, alias: str | None
     ) -> Decided:
-        kind, stored = await ledger.begin_keyed(key, digest, alias)
+        kind, stored = await ledger.begin_keyed(key, digest, alias, self._lost_after_s)
         if kind != DecisionKind.IN_PROGRESS.value:
             return kind, stored
         # Another run holds the key: its answer is waited for, never run twice. Asking
@@ -178,7 +193,7 @@ class KeyedRuns:
             async with asyncio.timeout(self._duplicate_wait_s):
                 while kind == DecisionKind.IN_PROGRESS.value:
                     await asyncio.sleep(_POLL_S)  # polling the ledger actor
-                    kind, stored = await ledger.begin_keyed(key, digest, alias)
+                    kind, stored = await ledger.begin_keyed(key, digest, alias, self._lost_after_s)
         except TimeoutError:
             logger.debug("keyed duplicate %s still running after the wait", key)
         return kind, stored

@@ -29,7 +29,7 @@ from actors.worker.core import completion_of
 from actors.worker.hosted_server import HostedServer
 from actors.worker.keyed import KeyedLedgerPort, KeyedRuns
 from cluster.backends.broker import ReceiveRetry, request_key
-from cluster.idempotency import RayLedgerPort
+from cluster.idempotency import LOST_MARGIN_S, RayLedgerPort
 from transports.base import Delivery
 from transports.codec import encode_message
 from transports.envelope import Envelope
@@ -117,7 +117,8 @@ class BrokerWorkerSource:
         async def keyed_ledger() -> KeyedLedgerPort:
             return port
 
-        self._keyed = KeyedRuns(keyed_ledger, duplicate_wait_s)
+        lost_after_s = call_timeout_s + LOST_MARGIN_S  # no run lasts longer
+        self._keyed = KeyedRuns(keyed_ledger, duplicate_wait_s, lost_after_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._outbound: asyncio.Queue[tuple[str, bytes, Envelope, asyncio.Future[None]]] = (

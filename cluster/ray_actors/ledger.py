@@ -79,8 +79,10 @@ class LedgerActor:
 
     # -- keyed requests (actors.worker.keyed) -----------------------------------------
 
-    async def begin_keyed(self, key: str, digest: str, alias: str | None = None) -> Decided:
-        decision = self._ledgers.begin_keyed(key, digest, alias)
+    async def begin_keyed(
+        self, key: str, digest: str, alias: str | None = None, lost_after_s: float | None = None
+    ) -> Decided:
+        decision = self._ledgers.begin_keyed(key, digest, alias, lost_after_s)
         return decision.kind.value, decision.response
 
     async def complete_keyed(self, key: str, response: bytes, alias: str | None = None) -> None:

@@ -298,7 +298,7 @@ class WorkerActor:
             task_timeout_s=pool.tasks.run_timeout_s if pool.tasks is not None else None,
             task_only=lambda name: self._task_only(name),
             admission=admission_for(config.router.regions, pool.name),
-            keyed=keyed_runs_for(config, self._handles),
+            keyed=keyed_runs_for(config, self._handles, longest_run_s=_longest_run_s(pool)),
         )
         self._beats: asyncio.Task[None] | None = None
         # Made when the worker goes live with a source (broker backends): see the module.
@@ -509,3 +509,10 @@ class WorkerActor:
 
 def _pid() -> int:
     return os.getpid()
+
+
+def _longest_run_s(pool: PoolConfig) -> float:
+    """The longest any call of ``pool`` may run (a task's run timeout may exceed the
+    pool's call timeout)."""
+    tasks = pool.tasks.run_timeout_s if pool.tasks is not None else None
+    return max(pool.timeout_s, tasks or 0.0)

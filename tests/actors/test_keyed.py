@@ -18,6 +18,7 @@ from actors.worker.keyed import (
     request_digest,
     restamped,
 )
+from tests.actors.fakes import FakeClock
 from transports.codec import encode_message
 from transports.envelope import Envelope
 from transports.errors import BusErrorCode
@@ -28,11 +29,13 @@ from transports.message import Request, Response
 class LedgerPort:
     """The ledger actor's keyed methods, in process."""
 
-    def __init__(self) -> None:
-        self.ledger = PoolLedger(600, 1000, 86_400, 1000)
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.ledger = PoolLedger(600, 1000, 86_400, 1000, clock or FakeClock())
 
-    async def begin_keyed(self, key: str, digest: str, alias: str | None) -> tuple[str, Any]:
-        decision = self.ledger.begin_keyed(key, digest, alias)
+    async def begin_keyed(
+        self, key: str, digest: str, alias: str | None, lost_after_s: float | None
+    ) -> tuple[str, Any]:
+        decision = self.ledger.begin_keyed(key, digest, alias, lost_after_s)
         return decision.kind.value, decision.response
 
     async def complete_keyed(self, key: str, response: bytes, alias: str | None) -> None:
@@ -42,11 +45,13 @@ class LedgerPort:
         self.ledger.abandon_keyed(key, alias)
 
 
-def runs(port: LedgerPort, duplicate_wait_s: float = 30.0) -> KeyedRuns:
+def runs(
+    port: LedgerPort, duplicate_wait_s: float = 30.0, lost_after_s: float | None = None
+) -> KeyedRuns:
     async def ledger() -> KeyedLedgerPort:
         return port
 
-    return KeyedRuns(ledger, duplicate_wait_s)
+    return KeyedRuns(ledger, duplicate_wait_s, lost_after_s)
 
 
 def frame(
@@ -80,6 +85,7 @@ class Tool:
             await self.release.wait()
             message = request.decode()
             assert isinstance(message, Request)
+            assert isinstance(message.params, dict)
             return Response.success(message.id, {"text": message.params["arguments"]["text"]})
 
         return serve
@@ -194,3 +200,22 @@ async def test_a_run_that_raises_gives_its_key_back() -> None:
 def test_restamped_replaces_only_the_id() -> None:
     stored = encode_message(Response.failure(7, 1007, "upstream", {"x": 1}))
     assert restamped(stored, "abc") == Response.failure("abc", 1007, "upstream", {"x": 1})
+
+
+async def test_a_key_held_longer_than_any_run_lasts_is_lost_for_good_and_never_rerun() -> None:
+    clock = FakeClock()
+    port, tool, stale = LedgerPort(clock), Tool(), frame(1)
+    digest = request_digest(stale.envelope, stale.decode())
+    port.ledger.begin_keyed(keyed_ledger_key(stale.envelope), digest)  # a worker that died
+    clock.advance(301)
+    outcome = await runs(port, lost_after_s=300).run(stale, tool.serving(stale))
+    assert tool.runs == 0
+    assert outcome.response is not None
+    assert outcome.response.error is not None
+    assert outcome.response.error.code == BusErrorCode.OUTCOME_UNKNOWN
+    assert outcome.response.error.data == {"stage": "run"}
+    later = await runs(port).run(frame(2), tool.serving(frame(2)))  # stored: final
+    assert tool.runs == 0
+    assert later.response is not None
+    assert later.response.id == 2
+    assert later.response.error == outcome.response.error

@@ -237,3 +237,13 @@ def test_a_keyed_run_under_way_cannot_be_withdrawn_by_its_alias(clock: FakeClock
     assert not ledger.withdraw("c", WITHDRAWN)  # the caller tells the workers instead
     ledger.complete_keyed("k", b"answer", alias="c")
     assert ledger.begin_keyed("k", "d", alias="c2") == Decision(DecisionKind.DONE, b"answer")
+
+
+def test_a_keyed_run_in_progress_past_its_bound_is_lost(clock: FakeClock) -> None:
+    ledger = pool_ledger(clock)
+    assert ledger.begin_keyed("k", "d", lost_after_s=100).kind is DecisionKind.NEW
+    clock.advance(100)
+    assert ledger.begin_keyed("k", "d", lost_after_s=100).kind is DecisionKind.IN_PROGRESS
+    clock.advance(1)
+    assert ledger.begin_keyed("k", "d", lost_after_s=100).kind is DecisionKind.LOST
+    assert ledger.begin_keyed("k", "d").kind is DecisionKind.IN_PROGRESS  # no bound given
