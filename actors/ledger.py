@@ -85,7 +85,11 @@ class DedupLedger:
     """
 
     def __init__(
-        self, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        max_entries: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_forget: Callable[[str], None] | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
@@ -94,6 +98,8 @@ class DedupLedger:
         self._max_entries = max_entries
         self._ttl_s = ttl_s
         self._clock = clock
+        # Told each key expired or evicted (a journal deletes its copy), never abandoned.
+        self._on_forget = on_forget
         # Ordered by stamp: every write moves its key to the end with the current time,
         # and the clock is monotonic, so the oldest (first to expire) is always first.
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -163,7 +169,7 @@ class DedupLedger:
         self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+            self._forget(self._entries.popitem(last=False)[0])
 
     def _expire(self, now: float) -> None:
         horizon = now - self._ttl_s
@@ -171,7 +177,26 @@ class DedupLedger:
             oldest = next(iter(self._entries.values()))
             if oldest.stamp > horizon:
                 break
-            self._entries.popitem(last=False)
+            self._forget(self._entries.popitem(last=False)[0])
+
+    def _forget(self, key: str) -> None:
+        if self._on_forget is not None:
+            self._on_forget(key)
+
+    def restore(self, key: str, age_s: float, digest: str | None, response: bytes | None) -> None:
+        """Remember a key as a journal kept it (``age_s`` since its stamp), before serving.
+
+        Restore oldest first: entries are kept in stamp order.
+        """
+        now = self._clock()
+        if age_s >= self._ttl_s:
+            return
+        self._store(key, _Entry(now - max(0.0, age_s), response, digest), now)
+
+    def entry(self, key: str) -> tuple[str | None, bytes | None] | None:
+        """(digest, response) of a remembered key (response None: in progress)."""
+        held = self._entries.get(key)
+        return None if held is None else (held.digest, held.response)
 
 
 class PoolLedger:
@@ -196,9 +221,10 @@ class PoolLedger:
         keyed_ttl_s: float,
         keyed_max_entries: int,
         clock: Callable[[], float] = time.monotonic,
+        on_forget_keyed: Callable[[str], None] | None = None,
     ) -> None:
         self.by_correlation = DedupLedger(max_entries, ttl_s, clock)
-        self.keyed = DedupLedger(keyed_max_entries, keyed_ttl_s, clock)
+        self.keyed = DedupLedger(keyed_max_entries, keyed_ttl_s, clock, on_forget_keyed)
 
     def withdraw(self, alias: str, withdrawn: bytes) -> bool:
         """Mark a call no worker has begun as answered with ``withdrawn``; whether it was."""

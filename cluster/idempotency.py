@@ -47,7 +47,7 @@ class IdempotencyConfig(BaseModel):
 
     ttl_s: float = Field(86_400.0, description="how long a key and its answer are remembered")
     max_entries: int = Field(200_000, ge=1000, description="keys remembered; oldest evicted")
-    durable: bool = Field(True, description="keep keys in GCS KV across a ledger restart")
+    durable: bool = Field(True, description="keys kept in GCS KV across a ledger restart")
     # Brokers use kafka/sqs.duplicate_wait_s; a Ray bus has no such section.
     duplicate_wait_s: float = Field(
         60.0, gt=0, description="Ray: how long a keyed resend waits for the first run"
@@ -63,10 +63,10 @@ class IdempotencyConfig(BaseModel):
         return value
 
 
-def ledger_args(config: BusConfig, ttl_s: float) -> tuple[float, int, float, int]:
+def ledger_args(config: BusConfig, ttl_s: float) -> tuple[float, int, float, int, str, bool]:
     """The :class:`~cluster.ray_actors.ledger.LedgerActor` arguments of a bus."""
     keyed = config.idempotency
-    return ttl_s, 1_000_000, keyed.ttl_s, keyed.max_entries
+    return ttl_s, 1_000_000, keyed.ttl_s, keyed.max_entries, config.name, keyed.durable
 
 
 class RayLedgerPort:
