@@ -178,11 +178,13 @@ class Gateway:
         )
         # Checks OAuth access tokens at the HTTP door (cluster.gateway.policy.resource_server).
         self.token_verifier = TokenVerifier(policy.oauth) if policy.oauth is not None else None
-        # Our span replaces the SDK's OpenTelemetryMiddleware (the list's only entry):
-        # the same SERVER span, but parented from the HTTP headers too, on the direct
-        # path too, and handing its context to the bus (cluster.gateway.tracing).
         self.server.extensions = idempotency_extension(idempotency_ttl_s)
+        # A peer's notifications/cancelled reaches a keyed call even after the SDK let
+        # go of its handler (cluster.gateway.call_meta).
         cancels = self._keyed_calls.middleware(lambda ctx, rid: (_connection_of(ctx), rid))
+        # Our span replaces the SDK's OpenTelemetryMiddleware (its only entry): the same
+        # SERVER span, but parented from the HTTP headers too, on the direct path too,
+        # and handing its context to the bus (cluster.gateway.tracing).
         self.server.middleware = [cancels, GatewayTracing(), self.policy]
         if tasks is not None:
             self.server.gateway_tasks = tasks
