@@ -1,5 +1,5 @@
 """Idempotency keys end to end (README "Idempotency keys"): HTTP through the gateway to
-a real bus on Ray and on Kafka, where ``append`` writes one line per run to a file.
+a real bus on Ray, Kafka and SQS, where ``append`` writes one line per run to a file.
 
 - the same key sent twice runs the tool once; both answers are the result, each with
   its own JSON-RPC id;
@@ -39,16 +39,18 @@ META = {
 BACKENDS = [
     pytest.param("ray", id="ray"),
     pytest.param("kafka", marks=pytest.mark.kafka, id="kafka"),
+    pytest.param("sqs", marks=pytest.mark.sqs, id="sqs"),
 ]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    """The backend and its settings (Kafka started here, outside any event loop)."""
+    """The backend and its settings (a broker started here, outside any event loop)."""
     kind: str = request.param
-    if kind == "kafka":
-        return kind, Broker(kind, request.getfixturevalue("kafka_bootstrap")).settings()
-    return kind, {}
+    if kind == "ray":
+        return kind, {}
+    fixture = "kafka_bootstrap" if kind == "kafka" else "sqs_endpoint"
+    return kind, Broker(kind, request.getfixturevalue(fixture)).settings()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
