@@ -48,6 +48,7 @@ class _InFlight:
     pool: str
     submitted_at_s: float
     deadline_unix_s: float | None
+    keyed: bool = False  # carries an idempotency key: outlives its client (in_flight)
 
 
 class BrokerCalls:
@@ -75,7 +76,9 @@ class BrokerCalls:
         breaker = self.breaker(pool)
         if not breaker.try_acquire(key):
             return breaker_open_reply(frame, pool, self._config.open_cooldown_s)
-        self._in_flight[key] = _InFlight(pool, self._clock(), frame.envelope.deadline_unix_s)
+        envelope = frame.envelope
+        keyed = envelope.idempotency_key is not None
+        self._in_flight[key] = _InFlight(pool, self._clock(), envelope.deadline_unix_s, keyed)
         if len(self._in_flight) >= 2 * self._swept_at_size:
             self._forget_unanswered()
         return None
@@ -101,7 +104,12 @@ class BrokerCalls:
         return call.pool
 
     def in_flight(self) -> list[CorrelationKey]:
-        return list(self._in_flight)
+        """The calls a closing client cancels: those without an idempotency key.
+
+        A keyed call runs on when its client goes: the caller resends it with the same
+        key and gets its answer from the ledger (README "Idempotency keys").
+        """
+        return [key for key, call in self._in_flight.items() if not call.keyed]
 
     def breaker(self, pool: str) -> CircuitBreaker:
         breaker = self._breakers.get(pool)

@@ -18,6 +18,7 @@ from ray.exceptions import RayError
 
 from cluster.backends.base import Backend, backend_for
 from cluster.config import BusConfig, PoolConfig
+from cluster.idempotency import ledger_args
 from cluster.namespaces import NameCollision, first_collision
 from cluster.naming import (
     NAMESPACE,
@@ -143,7 +144,7 @@ async def _launch(
     if ledger_ttl_s is not None:  # at-least-once delivery: one idempotency ledger per bus
         LedgerActor.options(  # type: ignore[attr-defined]
             name=actor_names.ledger(bus), **_CONTROL_OPTIONS
-        ).remote(ledger_ttl_s)
+        ).remote(*ledger_args(config, ledger_ttl_s))
     if config.encryption is not None:  # the keyring state every process follows
         KeysActor.options(  # type: ignore[attr-defined]
             name=actor_names.keys(bus), **_CONTROL_OPTIONS

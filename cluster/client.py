@@ -316,13 +316,9 @@ class BusClient(DurableCalls):
         supervisor = await get_actor_async(actor_names.supervisor(bus))
         config = await supervisor.config.remote()
         backend = backend_for(config)
+        durable = durable_id is not None
         link = await backend.open_client(
-            name,
-            router,
-            discovery,
-            connection._dispatch,
-            inbox=inbox is not None,
-            durable=durable_id is not None,
+            name, router, discovery, connection._dispatch, inbox=inbox is not None, durable=durable
         )
         connection.attach(link)
         return cls(connection, name.rsplit("/", 1)[-1], principal, checked_labels(labels))
@@ -369,6 +365,7 @@ class BusClient(DurableCalls):
         traceparent: str | None = None,
         tracestate: str | None = None,
         labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Send one routed request; returns its ``result`` object.
 
@@ -379,7 +376,8 @@ class BusClient(DurableCalls):
         ``params._meta``): ``traceparent`` / ``tracestate`` if given, else those in
         ``params["_meta"]``, else the current OpenTelemetry span's, if one is active.
 
-        ``labels`` are added to the client's (see :meth:`connect`) for this call.
+        ``labels`` are added to the client's (see :meth:`connect`) for this call. With an
+        ``idempotency_key`` it runs at most once per key (README "Idempotency keys").
 
         Raises:
             ValueError: ``traceparent`` is not a valid W3C traceparent (or
@@ -406,6 +404,7 @@ class BusClient(DurableCalls):
             name=name,
             traceparent=trace.traceparent if trace is not None else None,
             tracestate=trace.tracestate if trace is not None else None,
+            idempotency_key=idempotency_key,
         ).with_deadline_in(timeout_s)
         envelope = with_labels(envelope, {**self.labels, **(labels or {})})
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
@@ -440,6 +439,7 @@ class BusClient(DurableCalls):
         traceparent: str | None = None,
         tracestate: str | None = None,
         labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> types.CallToolResult:
         """Call one tool; its result (a tool's own failure is ``isError``, not raised).
 
@@ -461,6 +461,7 @@ class BusClient(DurableCalls):
             traceparent=traceparent,
             tracestate=tracestate,
             labels=labels,
+            idempotency_key=idempotency_key,
         )
         return types.CallToolResult.model_validate(result)
 
@@ -590,8 +591,7 @@ class BusClient(DurableCalls):
             ValueError: ``concurrency`` is not an integer >= 1.
         """
         outcomes: dict[int, types.CallToolResult | BusError] = {}
-        async for item in self.stream_tool_calls(
-            calls, concurrency=concurrency, timeout_s=timeout_s
-        ):
+        stream = self.stream_tool_calls(calls, concurrency=concurrency, timeout_s=timeout_s)
+        async for item in stream:
             outcomes[item.index] = item.outcome
         return [outcomes[index] for index in range(len(outcomes))]

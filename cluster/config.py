@@ -39,6 +39,7 @@ from actors.router.core import RouterConfig
 from actors.router.regions import region_problem
 from cluster.encryption import EncryptionConfig
 from cluster.gateway.policy.settings import PolicyConfig
+from cluster.idempotency import IdempotencyConfig
 from cluster.tasks.settings import PoolTasksConfig, TasksConfig
 from cluster.triggers.settings import TriggerConfig, trigger_problem
 from cluster.upstream import resolve_headers, shown_url, url_problem
@@ -454,6 +455,7 @@ class BusConfig(_Strict):
     autoscaler: AutoscalerConfig = AutoscalerConfig()
     drain_timeout_s: float = Field(60.0, gt=0)
     tasks: TasksConfig = TasksConfig()
+    idempotency: IdempotencyConfig = IdempotencyConfig()  # README "Idempotency keys"
     namespace_separator: str = Field("_", description="between a pool's namespace and a name")
     # Records on a Kafka topic that call a tool (cluster.triggers.settings).
     triggers: list[TriggerConfig] = Field(default_factory=list)

@@ -89,6 +89,9 @@ class BusErrorCode(IntEnum):
     # No pool of the request's region may serve it, and router.regions.failover allows no
     # other: the bus refuses rather than cross the boundary. data: {region, tool, reason}.
     REGION_REFUSED = 1010
+    # An idempotency key came back with other arguments than its first call's: refused
+    # without running (README "Idempotency keys").
+    IDEMPOTENCY_KEY_REUSED = 1011
 
 
 class BusError(Exception):

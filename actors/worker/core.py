@@ -24,6 +24,7 @@ from actors.replies import error_reply
 from actors.router.core import Completion
 from actors.worker.admission import ADMIT_ALL, Admission
 from actors.worker.hosted_server import HostedServer
+from actors.worker.keyed import KeyedRuns
 from transports.envelope import CorrelationKey
 from transports.errors import (
     INTERNAL_ERROR,
@@ -128,6 +129,7 @@ class WorkerCore:
         task_timeout_s: float | None = None,
         task_only: Callable[[str], bool] | None = None,
         admission: Admission = ADMIT_ALL,
+        keyed: KeyedRuns | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
@@ -142,6 +144,9 @@ class WorkerCore:
         # synchronous call of one is refused before it runs.
         self._task_only = task_only
         self._admission = admission
+        # Calls with an idempotency key go through the bus's ledger (actors.worker.keyed);
+        # None: served like any other (a worker whose calls come from a broker source).
+        self._keyed = keyed
         self._clock = clock
         self._tasks: dict[CorrelationKey, asyncio.Task[None]] = {}
         self._frames_received = 0
@@ -257,9 +262,17 @@ class WorkerCore:
             bound = self._task_timeout_s if is_task else self._sync_timeout_s
             # The pool's deadline bounds every call; a caller's own can only shorten it.
             timeout = bound if remaining is None else max(0.0, min(remaining, bound))
-            response = await self.hosted.call(frame, timeout)
-            if not is_task and bound < self._call_timeout_s and timeout == bound:
-                response = _past_max_sync(frame, response, bound)
+
+            async def call() -> Response | None:
+                answer = await self.hosted.call(frame, timeout)
+                if not is_task and bound < self._call_timeout_s and timeout == bound:
+                    answer = _past_max_sync(frame, answer, bound)
+                return answer
+
+            if self._keyed is not None and frame.envelope.idempotency_key is not None:
+                response = (await self._keyed.run(frame, call)).response
+            else:
+                response = await call()
             completion = completion_of(key, response, self._clock() - started)
             if response is None:
                 self._ports.completed(completion)

@@ -27,7 +27,9 @@ from actors.router.regions import RegionRefusal
 from actors.worker.admission import ADMIT_ALL, Admission
 from actors.worker.core import completion_of
 from actors.worker.hosted_server import HostedServer
+from actors.worker.keyed import KeyedLedgerPort, KeyedRuns
 from cluster.backends.broker import ReceiveRetry, request_key
+from cluster.idempotency import LOST_MARGIN_S, RayLedgerPort
 from transports.base import Delivery
 from transports.codec import encode_message
 from transports.envelope import Envelope
@@ -109,6 +111,14 @@ class BrokerWorkerSource:
         self._slots = asyncio.Semaphore(capacity)
         self._call_timeout_s = call_timeout_s
         self._duplicate_wait_s = duplicate_wait_s
+        # Keyed requests are decided by their idempotency key (actors.worker.keyed).
+        port = RayLedgerPort(ledger)
+
+        async def keyed_ledger() -> KeyedLedgerPort:
+            return port
+
+        lost_after_s = call_timeout_s + LOST_MARGIN_S  # no run lasts longer
+        self._keyed = KeyedRuns(keyed_ledger, duplicate_wait_s, lost_after_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._outbound: asyncio.Queue[tuple[str, bytes, Envelope, asyncio.Future[None]]] = (
@@ -227,6 +237,10 @@ class BrokerWorkerSource:
                 await self._expired(delivery.message, envelope)
                 await delivery.ack()
                 return
+            if envelope.idempotency_key is not None:
+                await self._run_keyed(delivery.message, envelope, key)
+                await delivery.ack()
+                return
             kind, stored = await self._begin(key)
             if kind == DecisionKind.IN_PROGRESS.value:
                 kind, stored = await self._await_other_run(key)
@@ -263,15 +277,36 @@ class BrokerWorkerSource:
         await self._reply(envelope, body)
         self._tally.add(self._pool, _tool_of(envelope), CallOutcome.TIMEOUT)
 
+    def _timeout_for(self, envelope: Envelope) -> float:
+        remaining = envelope.remaining_s()
+        if remaining is None:
+            return self._call_timeout_s
+        return max(0.0, min(remaining, self._call_timeout_s))
+
+    async def _run_keyed(self, message: Any, envelope: Envelope, alias: str) -> None:
+        # The key, not the correlation key, decides; the correlation key rides along as
+        # the alias a cancelling client withdraws (README "Idempotency keys").
+        started = time.monotonic()
+        frame = Frame.of(envelope, message)
+
+        async def serve() -> Response | None:
+            return await self._hosted.call(frame, self._timeout_for(envelope))
+
+        outcome = await self._keyed.run(frame, serve, alias)
+        tool = _tool_of(envelope)
+        if outcome.response is None:
+            self._tally.add(self._pool, tool, CallOutcome.CANCELLED)
+            return
+        await self._reply(envelope, encode_message(outcome.response))
+        if outcome.ran:  # an answer from the ledger is not counted again
+            took_s = time.monotonic() - started
+            ended = completion_of(envelope.correlation_key, outcome.response, took_s)
+            self._tally.add(self._pool, tool, ended.outcome)
+            self._tally.latency(self._pool, took_s)
+
     async def _run_call(self, message: Any, envelope: Envelope, key: str) -> None:
         started = time.monotonic()
-        remaining = envelope.remaining_s()
-        timeout = (
-            self._call_timeout_s
-            if remaining is None
-            else max(0.0, min(remaining, self._call_timeout_s))
-        )
-        response = await self._hosted.call(Frame.of(envelope, message), timeout)
+        response = await self._hosted.call(Frame.of(envelope, message), self._timeout_for(envelope))
         tool = _tool_of(envelope)
         if response is None:
             await self._ledger.abandon.remote(key)

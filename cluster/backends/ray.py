@@ -8,7 +8,8 @@
   directly, which can ask them for their catalog.
 * The autoscaler's lag is the router's: queued calls, oldest queued age, calls in flight.
 
-Every call is delivered once, so there is no idempotency ledger.
+Every call is delivered once, so unkeyed calls need no idempotency ledger; calls with an
+idempotency key use the bus's ledger, started by the first of them (:mod:`cluster.idempotency`).
 """
 
 from __future__ import annotations

@@ -246,6 +246,7 @@ async def _serve_stdio(
         policy=config.gateway.policy,
         metrics=registry,
         tasks=gateway_tasks_for(config),
+        idempotency_ttl_s=config.idempotency.ttl_s,
     )
     loop = asyncio.get_running_loop()
     watcher = loop.create_task(gateway.watch_list_changes())

@@ -37,10 +37,12 @@ class BusSession(Protocol):
         traceparent: str | None = None,
         tracestate: str | None = None,
         labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """The request's ``result``; ``traceparent`` / ``tracestate``: the W3C trace
         context the call carries (already checked by the gateway); ``labels``: what the
-        caller asked in ``_meta["io.raybus/labels"]`` (checked, README "Regions").
+        caller asked in ``_meta["io.raybus/labels"]`` (checked, README "Regions");
+        ``idempotency_key``: its ``_meta["io.raybus/idempotency-key"]`` (checked).
 
         Raises:
             CallError: it ended with a JSON-RPC error (from the server or the bus).

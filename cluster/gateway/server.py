@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, MutableMapping
 from typing import Any
 
 import mcp_types as types
@@ -40,6 +40,7 @@ from pydantic import ConfigDict, TypeAdapter
 from actors.discovery.catalog import Catalog, Kind
 from actors.worker.hosted_server import CLOSE_SSE_STREAM
 from cluster.gateway.bus import Bus, BusSession, MessageHandler
+from cluster.gateway.call_meta import DetachedCalls, idempotency_extension, idempotency_key_in_meta
 from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
 from cluster.gateway.policy.oauth import TokenVerifier
 from cluster.gateway.results import shaped_result
@@ -110,8 +111,11 @@ class Gateway:
         policy: PolicyConfig | None = None,
         metrics: MetricsRegistry | None = None,
         tasks: GatewayTasks | None = None,
+        idempotency_ttl_s: float = 86_400.0,
     ) -> None:
         self._client = client
+        # Keyed calls outlive their caller (cluster.gateway.call_meta).
+        self._keyed_calls = DetachedCalls()
         # MCP tasks (2025-11-25 task-augmented tools/call), served from the bus's task
         # store; None where the bus cannot run tasks (cluster.gateway.tasks).
         self.tasks = tasks
@@ -174,10 +178,14 @@ class Gateway:
         )
         # Checks OAuth access tokens at the HTTP door (cluster.gateway.policy.resource_server).
         self.token_verifier = TokenVerifier(policy.oauth) if policy.oauth is not None else None
-        # Our span replaces the SDK's OpenTelemetryMiddleware (the list's only entry):
-        # the same SERVER span, but parented from the HTTP headers too, on the direct
-        # path too, and handing its context to the bus (cluster.gateway.tracing).
-        self.server.middleware = [GatewayTracing(), self.policy]
+        self.server.extensions = idempotency_extension(idempotency_ttl_s)
+        # A peer's notifications/cancelled reaches a keyed call even after the SDK let
+        # go of its handler (cluster.gateway.call_meta).
+        cancels = self._keyed_calls.middleware(lambda ctx, rid: (_connection_of(ctx), rid))
+        # Our span replaces the SDK's OpenTelemetryMiddleware (its only entry): the same
+        # SERVER span, but parented from the HTTP headers too, on the direct path too,
+        # and handing its context to the bus (cluster.gateway.tracing).
+        self.server.middleware = [cancels, GatewayTracing(), self.policy]
         if tasks is not None:
             self.server.gateway_tasks = tasks
             # After the policy chain: a call is allowed and audited before it becomes a task.
@@ -349,7 +357,8 @@ class Gateway:
             return await self._relay(ctx, message)
 
         session = self._bus_session(ctx)
-        return await self._send(session, method, params, name, relay, principal_of(ctx))
+        handle = (_connection_of(ctx), ctx.request_id)
+        return await self._send(session, method, params, name, relay, principal_of(ctx), handle)
 
     # -- 2026-07-28 tool calls without the SDK's per-request machinery ----------------
 
@@ -442,10 +451,12 @@ class Gateway:
         name: str,
         relay: MessageHandler,
         principal: str,
+        handle: Hashable | None = None,
     ) -> dict[str, Any]:
         trace = forwarded_trace()
         try:
             asked = labels_in_meta(params)
+            key = idempotency_key_in_meta(params) if method == "tools/call" else None
         except ValueError as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
         pinned = self._pinned.get(principal, {})
@@ -454,17 +465,26 @@ class Gateway:
             data = {"region": region, "tool": name, "reason": "conflict"}
             raise MCPError(BusErrorCode.REGION_REFUSED, f"region refused: {conflict}", data)
         labels = {**asked, **pinned}
-        try:
-            return await session.request(
+
+        def call(relayed: MessageHandler) -> Coroutine[Any, Any, dict[str, Any]]:
+            return session.request(
                 method,
                 params,
                 name=name,
                 timeout_s=self._call_timeout_s,
-                on_message=relay,
+                on_message=relayed,
                 traceparent=trace.traceparent if trace is not None else None,
                 tracestate=trace.tracestate if trace is not None else None,
                 labels=labels or None,
+                idempotency_key=key,
             )
+
+        try:
+            if key is None:
+                return await call(relay)
+            # The principal scopes the key at the worker (envelope principal): one
+            # principal never gets another's stored answer.
+            return await self._keyed_calls.run(call, relay, handle)
         except CallError as exc:
             raise MCPError(exc.code, exc.message, exc.data) from None
         except BusTimeout as exc:

@@ -90,6 +90,7 @@ class GatewayReplica:
             policy=config.gateway.policy,
             metrics=self._metrics,
             tasks=gateway_tasks_for(config),
+            idempotency_ttl_s=config.idempotency.ttl_s,
         )
         loop = asyncio.get_running_loop()
         self._watcher = loop.create_task(self._gateway.watch_list_changes())

@@ -30,6 +30,7 @@ from actors.worker.admission import admission_for
 from actors.worker.completions import CompletionReports
 from cluster.backends.base import WorkerLink, WorkerSource, backend_for
 from cluster.config import BusConfig, PoolConfig
+from cluster.idempotency import keyed_runs_for
 from cluster.metrics.ray_export import RayExport, export_forever
 from cluster.metrics.recorders import CallRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
@@ -297,6 +298,7 @@ class WorkerActor:
             task_timeout_s=pool.tasks.run_timeout_s if pool.tasks is not None else None,
             task_only=lambda name: self._task_only(name),
             admission=admission_for(config.router.regions, pool.name),
+            keyed=keyed_runs_for(config, self._handles, longest_run_s=_longest_run_s(pool)),
         )
         self._beats: asyncio.Task[None] | None = None
         # Made when the worker goes live with a source (broker backends): see the module.
@@ -507,3 +509,10 @@ class WorkerActor:
 
 def _pid() -> int:
     return os.getpid()
+
+
+def _longest_run_s(pool: PoolConfig) -> float:
+    """The longest any call of ``pool`` may run (a task's run timeout may exceed the
+    pool's call timeout)."""
+    tasks = pool.tasks.run_timeout_s if pool.tasks is not None else None
+    return max(pool.timeout_s, tasks or 0.0)

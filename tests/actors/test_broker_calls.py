@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from actors.broker_calls import BrokerCalls
 from actors.router.breaker import BreakerConfig, BreakerState
 from tests.actors.fakes import FakeClock
@@ -105,3 +107,12 @@ def test_unanswered_calls_are_forgotten_once_long_past_their_deadline() -> None:
     # A late answer to a forgotten call is dropped, not counted twice.
     tracked.answered(call(5).envelope.correlation_key, failure(5, INTERNAL_ERROR))
     assert tracked.breaker_states() == {"p": BreakerState.CLOSED}
+
+
+def test_a_closing_client_cancels_only_its_calls_without_an_idempotency_key() -> None:
+    tracker = calls()
+    plain = call(1)
+    keyed = Frame.of(replace(call(2).envelope, idempotency_key="order-2"), call(2).decode())
+    assert tracker.admit(plain, "kit") is None
+    assert tracker.admit(keyed, "kit") is None
+    assert tracker.in_flight() == [plain.envelope.correlation_key]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.ledger import Decision, DecisionKind, DedupLedger
+from actors.ledger import Decision, DecisionKind, DedupLedger, PoolLedger
 
 
 @dataclass
@@ -169,3 +169,81 @@ def test_the_ledger_decides_like_the_model_and_stays_bounded(
             ledger.complete(argument, response)
             model.complete(argument, response, clock.now)
         assert len(ledger) <= max_entries
+
+
+# -- keyed requests (PoolLedger) --------------------------------------------------------
+
+WITHDRAWN = b'{"jsonrpc":"2.0","id":null,"error":{"code":1005,"message":"cancelled"}}'
+
+
+def pool_ledger(clock: FakeClock) -> PoolLedger:
+    return PoolLedger(ttl_s=60, max_entries=10, keyed_ttl_s=3600, keyed_max_entries=3, clock=clock)
+
+
+def test_keyed_entries_outlive_the_correlation_ttl_and_expire_at_their_own(
+    clock: FakeClock,
+) -> None:
+    ledger = pool_ledger(clock)
+    assert ledger.by_correlation.begin("c").kind is DecisionKind.NEW
+    assert ledger.begin_keyed("k", "d1").kind is DecisionKind.NEW
+    ledger.complete_keyed("k", b"answer")
+    clock.advance(61)
+    assert ledger.by_correlation.begin("c").kind is DecisionKind.NEW  # forgotten at 60 s
+    assert ledger.begin_keyed("k", "d1") == Decision(DecisionKind.DONE, b"answer")
+    clock.advance(3600 - 61)
+    assert ledger.begin_keyed("k", "d1").kind is DecisionKind.NEW  # forgotten at 3600 s
+
+
+def test_keyed_entries_have_their_own_bound(clock: FakeClock) -> None:
+    ledger = pool_ledger(clock)
+    for index in range(5):
+        ledger.by_correlation.begin(f"c{index}")
+    for key in ("k1", "k2", "k3", "k4"):
+        ledger.begin_keyed(key, "d")
+    assert len(ledger.keyed) == 3  # k1 evicted by its own bound of 3
+    assert len(ledger.by_correlation) == 5  # untouched by the keyed bound
+    assert ledger.begin_keyed("k1", "d").kind is DecisionKind.NEW
+
+
+def test_a_key_reused_with_other_arguments_is_a_conflict_running_or_done(
+    clock: FakeClock,
+) -> None:
+    ledger = pool_ledger(clock)
+    assert ledger.begin_keyed("k", "digest-a").kind is DecisionKind.NEW
+    assert ledger.begin_keyed("k", "digest-b").kind is DecisionKind.CONFLICT
+    assert ledger.begin_keyed("k", "digest-a").kind is DecisionKind.IN_PROGRESS
+    ledger.complete_keyed("k", b"answer")
+    assert ledger.begin_keyed("k", "digest-b").kind is DecisionKind.CONFLICT
+    assert ledger.begin_keyed("k", "digest-a") == Decision(DecisionKind.DONE, b"answer")
+
+
+def test_an_abandoned_keyed_run_gives_its_key_back(clock: FakeClock) -> None:
+    ledger = pool_ledger(clock)
+    ledger.begin_keyed("k", "d", alias="c")
+    ledger.abandon_keyed("k", alias="c")
+    assert ledger.begin_keyed("k", "d").kind is DecisionKind.NEW
+
+
+def test_a_withdrawn_alias_answers_the_withdrawal_and_claims_no_key(clock: FakeClock) -> None:
+    ledger = pool_ledger(clock)
+    assert ledger.withdraw("c", WITHDRAWN)
+    assert ledger.begin_keyed("k", "d", alias="c") == Decision(DecisionKind.DONE, WITHDRAWN)
+    assert ledger.begin_keyed("k", "d", alias="resend").kind is DecisionKind.NEW
+
+
+def test_a_keyed_run_under_way_cannot_be_withdrawn_by_its_alias(clock: FakeClock) -> None:
+    ledger = pool_ledger(clock)
+    assert ledger.begin_keyed("k", "d", alias="c").kind is DecisionKind.NEW
+    assert not ledger.withdraw("c", WITHDRAWN)  # the caller tells the workers instead
+    ledger.complete_keyed("k", b"answer", alias="c")
+    assert ledger.begin_keyed("k", "d", alias="c2") == Decision(DecisionKind.DONE, b"answer")
+
+
+def test_a_keyed_run_in_progress_past_its_bound_is_lost(clock: FakeClock) -> None:
+    ledger = pool_ledger(clock)
+    assert ledger.begin_keyed("k", "d", lost_after_s=100).kind is DecisionKind.NEW
+    clock.advance(100)
+    assert ledger.begin_keyed("k", "d", lost_after_s=100).kind is DecisionKind.IN_PROGRESS
+    clock.advance(1)
+    assert ledger.begin_keyed("k", "d", lost_after_s=100).kind is DecisionKind.LOST
+    assert ledger.begin_keyed("k", "d").kind is DecisionKind.IN_PROGRESS  # no bound given

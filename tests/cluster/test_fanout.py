@@ -221,6 +221,7 @@ class AnsweredInProcess(BusClient):
         traceparent: str | None = None,
         tracestate: str | None = None,
         labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         await asyncio.sleep(0)
         text = params["arguments"]["text"]

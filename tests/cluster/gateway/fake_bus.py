@@ -29,6 +29,7 @@ class Call:
     traceparent: str | None = None
     tracestate: str | None = None
     labels: dict[str, str] | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass
@@ -69,8 +70,11 @@ class FakeSession:
         traceparent: str | None = None,
         tracestate: str | None = None,
         labels: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        call = Call(self.principal, method, name, params, traceparent, tracestate, labels)
+        call = Call(
+            self.principal, method, name, params, traceparent, tracestate, labels, idempotency_key
+        )
         self.bus.calls.append(call)
         tool = self.bus.tools.get(name or "") if method == "tools/call" else None
         if tool is None:

@@ -63,7 +63,8 @@ async def call(client: mcp.Client, name: str, **params: Any) -> dict[str, Any]:
 async def test_a_declaring_client_gets_a_flat_task_and_its_outcome_inlined() -> None:
     store = FakeTaskStore()
     async with declaring(gateway(fake_bus(), store)) as client:
-        assert client.server_capabilities.extensions == {TASKS_EXTENSION: {}}
+        idempotency = {"io.raybus/idempotency": {"ttlS": 86400}}
+        assert client.server_capabilities.extensions == {TASKS_EXTENSION: {}, **idempotency}
         assert client.server_capabilities.tasks is None  # never the legacy capability
         created = await call(client, "echo", arguments={"text": "x"})
         assert created["resultType"] == "task"
