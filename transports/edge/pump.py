@@ -7,10 +7,11 @@ its outcome decides the row:
 
 * a JSON-RPC answer -> ``answered`` (stored verbatim), except the transient set below;
 * transient answers - 1002 overloaded, 1003 circuit open, 1006 shutting down, 1008 rate
-  limited, 1004 with ``data.stage`` ``"send"`` (not confirmed) or ``"running"`` (the
-  first run of the key still goes), 1001 with ``data.stage`` ``"queue"`` (no worker took
-  it): the row stays ``sending`` and the pump pauses with backoff, then resends it with
-  the same key. 1004 without those stages (the ledger's "lost", ``stage: "run"``) is final;
+  limited, 1004 unless ``data.stage`` is ``"run"`` (may have run, or the first run of
+  the key still goes: the resend is answered by the bus's ledger), 1001 with
+  ``data.stage`` ``"queue"`` (no worker took it): the row stays ``sending`` and the pump
+  pauses with backoff, then resends it with the same key. The ledger's "lost" (1004,
+  ``stage: "run"``) is final;
 * not sent (no connection) -> ``queued`` again unless an earlier attempt may have left,
   link ``DOWN``; maybe sent (reset, timeout, 5xx) -> stays ``sending``, link ``DOWN``;
 * 401/403 -> link ``AUTH_FAILED``, rows untouched; 400-class rejections -> ``failed``.
@@ -79,7 +80,10 @@ def is_transient(response: dict[str, Any]) -> bool:
     if code in _TRANSIENT_CODES:
         return True
     if code == BusErrorCode.OUTCOME_UNKNOWN:
-        return stage in ("send", "running")
+        # "May have run" (a worker, router or broker confirmation lost): every call the
+        # edge sends carries an idempotency key, so a resend is answered by the bus's
+        # ledger - the stored answer, "running" (later), or "run" (lost: final).
+        return stage != "run"
     return code == BusErrorCode.DEADLINE_EXCEEDED and stage == "queue"
 
 

@@ -10,9 +10,10 @@ Restart variant: a child process journals the 500 calls while the gateway is dow
 dies with ``os._exit``; this process opens the same journal and collects all 500 answers
 from ``unclaimed()``.
 
-These cuts happen before any call left, so exactly-once here needs no server-side
-dedup. A gateway killed *while calls run* needs the bus to dedup keyed calls (branch
-``idem``): that case is written below and runs with ``RAYBUS_TEST_DEDUPING_BUS=1``.
+These cuts happen before any call left. A gateway killed *while calls run* and a broker
+halted under the gateway leave calls whose fate the edge cannot know: it resends them
+with their idempotency keys and the bus's ledger runs each key once (README
+"Idempotency keys").
 """
 
 from __future__ import annotations
@@ -57,9 +58,6 @@ _GATEWAY_S = 180.0
 _LINK_S = 60.0
 _ALL_S = 240.0
 _CHILD_S = 120.0
-# Exactly-once after a cut *while calls run* needs the bus's keyed-call dedup (branch
-# idem): set RAYBUS_TEST_DEDUPING_BUS=1 once it is merged.
-DEDUPING_BUS = os.environ.get("RAYBUS_TEST_DEDUPING_BUS") == "1"
 # A restored gateway is found within ~2 s; the 0.5 s -> 30 s schedule is unit-tested.
 SETTINGS = EdgeSettings(backoff_first_s=0.2, backoff_max_s=2.0)
 
@@ -225,7 +223,6 @@ async def replica_pid(bus: str) -> int | None:
     return pid
 
 
-@pytest.mark.skipif(not DEDUPING_BUS, reason="needs the bus to dedup keyed calls (branch idem)")
 async def test_a_gateway_killed_while_calls_run_still_runs_each_once(
     gateway: Gateway, bus: BusConfig, tmp_path: Path
 ) -> None:
@@ -252,13 +249,12 @@ async def test_a_gateway_killed_while_calls_run_still_runs_each_once(
     assert runs_of(runs) == Counter(keys)
 
 
-@pytest.mark.skipif(not DEDUPING_BUS, reason="needs the bus to dedup keyed calls (branch idem)")
 async def test_500_calls_sent_while_the_broker_is_down_each_run_once(
     ray_session: None, tmp_path: Path
 ) -> None:
     """The bus's Kafka broker halts (the gateway still answers): the calls reach the
-    gateway and fail there as "not sent" (1006) or "not confirmed" (1004 ``stage:
-    send``), both resent with their keys after a backoff, until the broker is back."""
+    gateway and fail there as "not sent" (1006) or "not confirmed" (1004), both resent
+    with their keys after a backoff, until the broker is back."""
     kafka = RestartableKafka(default_cache_dir())
     await kafka.start()
     runs = tmp_path / "runs"
