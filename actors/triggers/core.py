@@ -6,11 +6,13 @@
              most -> handle each aside, give back the slots not used
     handle:  arguments = map(record)     error -> dead letter (stage mapping)
                                          None  -> skipped
-             result = call(tool, args)   a refusal that ran nothing (1002, 1003, 1006, 1008,
-                                         not sent) -> wait, call again (the slot held), up to
-                                         retry.max_attempts; any other error -> dead letter
-                                         (stage call); an isError result -> dead letter, or
-                                         the output with tool_errors: output
+             result = call(tool, args,   the record's idempotency key: a refusal that ran
+                           key)          nothing (1002, 1003, 1006, 1008, not sent), or an
+                                         outcome the ledger tells on asking again (1004 but
+                                         its "lost", no answer in time) -> wait, call again
+                                         (the slot held), up to retry.max_attempts; any other
+                                         error -> dead letter (stage call); an isError result
+                                         -> dead letter, or the output (tool_errors: output)
              output.write(result)        refused for good (too large) -> dead letter (stage
                                          output); failing otherwise -> tried again, forever,
                                          backing off (status shows the trigger "stalled")
@@ -18,11 +20,14 @@
 
 Guarantees. A record is acknowledged (its offset committed) only once its output or its
 dead letter is confirmed written, so nothing is lost: a crash before the ack delivers it
-again. That makes execution and output **at least once**: a record redelivered after a
-crash between the call and the commit runs again, and its output may appear twice, both
-copies carrying the same ``raybus-trigger-key`` header (the source position) for
-consumers to drop duplicates by. A call that may have run (1004, or no answer within
-``timeout_s``) is never repeated by the trigger: it is dead-lettered with its error.
+again. Each call carries the record's idempotency key (:func:`call_key`: trigger and
+source identity), so a record redelivered after a crash between the call and the commit
+does **not** run again: the bus's ledger answers it (the stored answer, or waits for the
+run still going) for as long as it remembers the key (``idempotency.ttl_s``). Execution is
+therefore once per record; the *output* is at least once: it may be written twice, both
+copies carrying the same ``raybus-trigger-key`` header for consumers to drop duplicates by.
+A call whose worker was lost (the ledger's "lost", 1004 ``stage: run``) is never
+repeated: it is dead-lettered with its error.
 
 Backpressure: a slot is taken before each receive and given back after the ack, so the
 trigger never holds more than ``max_in_flight`` records it has not finished; a source
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -65,6 +71,7 @@ __all__ = [
     "TriggerCore",
     "TriggerPorts",
     "TriggerRules",
+    "call_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +87,7 @@ RETRIED_CODES = frozenset(
 )
 _MAX_ERROR_BYTES = 1024  # of raybus-error-message
 _RECEIVE_BACKOFF_S = 1.0
+_MAX_KEY_CHARS = 200  # the bus's bound on io.raybus/idempotency-key
 _RECEIVE_BATCH = 10  # records asked of the source at once at most (SQS's own limit)
 # Headers a trigger sets on what it writes (a source record's own of these are replaced).
 _OUR_HEADERS = frozenset(
@@ -108,8 +116,11 @@ class Source(Protocol):
 
 
 class Caller(Protocol):
-    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        """The tool's CallToolResult as a dict.
+    async def call(
+        self, tool: str, arguments: dict[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
+        """The tool's CallToolResult as a dict; a call with a key the bus has seen is
+        answered from its ledger, never run again (README "Idempotency keys").
 
         Raises: CallError, BusTimeout, ConnectionClosed, FramesNotSent.
         """
@@ -264,7 +275,7 @@ class TriggerCore:
         if arguments is None:
             self.stats.skipped += 1
             return
-        outcome = await self._call(arguments)
+        outcome = await self._call(arguments, call_key(self.rules.name, record))
         if isinstance(outcome, _Failure):
             await self._dead_letter(record, outcome)
             return
@@ -288,23 +299,24 @@ class TriggerCore:
             return
         self.stats.ok += 1
 
-    async def _call(self, arguments: dict[str, Any]) -> dict[str, Any] | _Failure:
+    async def _call(self, arguments: dict[str, Any], key: str) -> dict[str, Any] | _Failure:
         rules = self.rules
         attempt = 0
         while True:
             attempt += 1
             wait_s = 0.0
             try:
-                return await self._ports.caller.call(rules.tool, arguments)
+                return await self._ports.caller.call(rules.tool, arguments, key)
             except CallError as exc:
-                if exc.code not in RETRIED_CODES or attempt >= rules.max_attempts:
+                if not _called_again(exc) or attempt >= rules.max_attempts:
                     return _Failure(Stage.CALL, exc.message, str(exc.code), attempt)
                 wait_s = _retry_after_s(exc)
                 error = str(exc)
-            except BusTimeout as exc:  # it may have run: never called again by the trigger
-                return _Failure(
-                    Stage.CALL, str(exc), str(int(BusErrorCode.DEADLINE_EXCEEDED)), attempt
-                )
+            except BusTimeout as exc:  # it may still run: asked again, the ledger answers
+                if attempt >= rules.max_attempts:
+                    code = str(int(BusErrorCode.DEADLINE_EXCEEDED))
+                    return _Failure(Stage.CALL, str(exc), code, attempt)
+                error = str(exc)
             except (FramesNotSent, ConnectionClosed) as exc:  # not sent, or not taken
                 if attempt >= rules.max_attempts:
                     return _Failure(Stage.CALL, f"not sent: {exc}", None, attempt)
@@ -388,3 +400,22 @@ class TriggerCore:
                 continue
             self.stats.stalled = None
             return
+
+
+def call_key(trigger: str, record: TriggerRecord) -> str:
+    """The idempotency key of a record's call: the same on every redelivery of the record
+    (its source identity), distinct per trigger; hashed when too long for the bus."""
+    key = f"trigger:{trigger}:{record.idempotency_key}"
+    if len(key) <= _MAX_KEY_CHARS and key.isascii() and key.isprintable():
+        return key
+    digest = hashlib.sha256(record.idempotency_key.encode("utf-8", "surrogatepass"))
+    return f"trigger:{trigger}:sha256:{digest.hexdigest()}"
+
+
+def _called_again(exc: CallError) -> bool:
+    """A refusal that ran nothing, or an outcome the bus's ledger can tell on asking again
+    with the same key ("may have run", "still running"); never the ledger's "lost"."""
+    if exc.code in RETRIED_CODES:
+        return True
+    stage = exc.data.get("stage") if isinstance(exc.data, dict) else None
+    return exc.code == BusErrorCode.OUTCOME_UNKNOWN and stage != "run"

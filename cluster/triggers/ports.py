@@ -177,12 +177,15 @@ class BusCaller:
         self._client = client
         self._timeout_s = timeout_s
 
-    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def call(
+        self, tool: str, arguments: dict[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
         result: dict[str, Any] = await self._client.request(
             "tools/call",
             {"name": tool, "arguments": arguments},
             name=tool,
             timeout_s=self._timeout_s,
+            idempotency_key=idempotency_key,
         )
         return result
 

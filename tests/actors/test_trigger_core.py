@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from actors.triggers.core import TriggerCore, TriggerPorts, TriggerRules
+from actors.triggers.core import TriggerCore, TriggerPorts, TriggerRules, call_key
 from actors.triggers.record import TriggerRecord
 from actors.triggers.template import Template
 from transports.errors import BusErrorCode, BusTimeout, CallError, MessageTooLarge
@@ -83,9 +83,13 @@ Behaviour = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 class FakeCaller:
     behaviour: Behaviour
     calls: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
 
-    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def call(
+        self, tool: str, arguments: dict[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
         self.calls.append(arguments)
+        self.keys.append(idempotency_key)
         return await self.behaviour(arguments)
 
 
@@ -245,19 +249,58 @@ async def test_overloaded_is_called_again_and_gives_up_after_max_attempts() -> N
     assert max(r.sleeps) == 1.0  # backoff capped
 
 
-async def test_a_call_that_may_have_run_is_never_called_again() -> None:
+async def test_a_call_that_may_have_run_is_asked_again_with_its_key_until_the_ledger_tells() -> (
+    None
+):
+    # No answer in time, then "may have run" (1004): both asked again with the same key;
+    # the ledger's answer ends it (here: the stored result).
+    answers: list[Exception | None] = [
+        BusTimeout("tools/call", 1.0),
+        CallError("tools/call", BusErrorCode.OUTCOME_UNKNOWN, "worker lost"),
+        CallError(
+            "tools/call", BusErrorCode.OUTCOME_UNKNOWN, "still running", {"stage": "running"}
+        ),
+        None,
+    ]
+
     async def behaviour(arguments: dict[str, Any]) -> dict[str, Any]:
-        if arguments["id"] == 0:
-            raise BusTimeout("tools/call", 1.0)
-        raise CallError("tools/call", BusErrorCode.OUTCOME_UNKNOWN, "worker lost")
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        return await echo(arguments)
 
     r = rig(behaviour)
     r.source.records.put_nowait(record(0, {"id": 0}))
+    await run_until(r, lambda: len(r.source.acked) == 1)
+    assert r.caller.keys == ["trigger:t:kafka/orders/0/0/5"] * 4  # one key, every attempt
+    assert len(r.output.written) == 1
+    assert r.dead.written == []
+
+
+async def test_the_ledgers_lost_and_exhausted_attempts_are_dead_lettered() -> None:
+    async def behaviour(arguments: dict[str, Any]) -> dict[str, Any]:
+        if arguments["id"] == 0:
+            raise BusTimeout("tools/call", 1.0)
+        lost = {"stage": "run"}  # the ledger's "lost": the call may have run, never again
+        raise CallError("tools/call", BusErrorCode.OUTCOME_UNKNOWN, "worker lost", lost)
+
+    r = rig(behaviour, max_attempts=3)
+    r.source.records.put_nowait(record(0, {"id": 0}))
     r.source.records.put_nowait(record(1, {"id": 1}))
     await run_until(r, lambda: len(r.source.acked) == 2)
-    assert len(r.caller.calls) == 2
+    assert sorted(a["id"] for a in r.caller.calls) == [0, 0, 0, 1]
     codes = sorted(h["raybus-error-code"] for _, _, h in r.dead.written)
     assert codes == [b"1001", b"1004"]
+
+
+def test_a_records_call_key_is_its_source_identity_per_trigger_and_fits_the_bus() -> None:
+    assert call_key("t", record(7, {})) == "trigger:t:kafka/orders/0/7/5"
+    assert call_key("u", record(7, {})) != call_key("t", record(7, {}))
+    long = TriggerRecord(raw_key=None, raw_value=b"{}", topic="x" * 300, offset=1)
+    key = call_key("t", long)
+    assert key.startswith("trigger:t:sha256:")
+    assert len(key) <= 200
+    assert key == call_key("t", long)  # stable across redeliveries
 
 
 async def test_an_output_too_large_is_dead_lettered_at_stage_output() -> None:
