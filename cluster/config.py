@@ -51,7 +51,7 @@ from cluster.worker_options import (
 )
 from transports.errors import BusError
 from transports.kafka.security import KafkaSecurity
-from transports.labels import label_problem
+from transports.labels import checked_labels
 
 __all__ = [
     "AutoscalerConfig",
@@ -176,10 +176,7 @@ class PoolConfig(_Strict):
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, label in value.items():
-            if (problem := label_problem(key, label)) is not None:
-                raise ValueError(problem)
-        return value
+        return checked_labels(value)
 
     @field_validator("include", "exclude")
     @classmethod

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from actors.triggers.core import TriggerRules
 from actors.triggers.template import Template, TemplateError
-from transports.labels import label_problem
+from transports.labels import checked_labels
 
 __all__ = [
     "DeadLetterConfig",
@@ -212,10 +212,7 @@ class TriggerConfig(_Strict):
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, label in value.items():
-            if (problem := label_problem(key, label)) is not None:
-                raise ValueError(problem)
-        return value
+        return checked_labels(value)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

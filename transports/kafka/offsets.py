@@ -6,9 +6,13 @@ records are acked out of order, and the commit never passes one that is not acke
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
+from typing import TypeVar
 
-__all__ = ["Claim", "PartitionBook", "Settled"]
+P = TypeVar("P")  # a partition (aiokafka's TopicPartition; anything hashable in tests)
+
+__all__ = ["Claim", "PartitionBook", "Settled", "due_commits", "mark_committed"]
 
 
 class Settled(Enum):
@@ -63,3 +67,19 @@ class PartitionBook:
 
     def first_nacked(self) -> int | None:
         return next((o for o, m in self.marks.items() if m is Settled.NACKED), None)
+
+
+def due_commits(books: Mapping[P, PartitionBook]) -> dict[P, int]:
+    """Each partition whose commit point moved past what was last committed."""
+    return {
+        partition: book.commit_point
+        for partition, book in books.items()
+        if book.commit_point is not None and book.commit_point != book.committed
+    }
+
+
+def mark_committed(books: Mapping[P, PartitionBook], committed: Mapping[P, int]) -> None:
+    """Record a commit that succeeded (partitions revoked meanwhile are skipped)."""
+    for partition, point in committed.items():
+        if (book := books.get(partition)) is not None:
+            book.committed = point

@@ -41,7 +41,7 @@ from transports.kafka.admin import (
 )
 from transports.kafka.clients import new_consumer
 from transports.kafka.config import KafkaTransportConfig
-from transports.kafka.offsets import Claim, PartitionBook, Settled
+from transports.kafka.offsets import Claim, PartitionBook, Settled, due_commits, mark_committed
 from transports.raw_records import RawRecord, RecordDelivery
 
 __all__ = ["KafkaRecordSource", "TopicMissing"]
@@ -284,11 +284,7 @@ class KafkaRecordSource:
             return
         # One commit at a time, each with the latest points: never moves an offset back.
         async with self._commit_lock:
-            due = {
-                partition: book.commit_point
-                for partition, book in self._books.items()
-                if book.commit_point is not None and book.commit_point != book.committed
-            }
+            due = due_commits(self._books)
             if not due:
                 return
             timeout_s = self._config.request_timeout_ms / 1000
@@ -297,9 +293,7 @@ class KafkaRecordSource:
                     await consumer.commit(dict(due))
             except (*KAFKA_ERRORS, TimeoutError) as exc:
                 raise translate_kafka_error(exc, "commit", timeout_s) from exc
-            for partition, point in due.items():
-                if (book := self._books.get(partition)) is not None:
-                    book.committed = point
+            mark_committed(self._books, due)
 
     async def lag(self) -> int:
         """Records of the topic the group has not committed (end - committed, summed).

@@ -92,7 +92,7 @@ from transports.kafka.admin import (
 )
 from transports.kafka.clients import new_consumer, new_producer
 from transports.kafka.config import KafkaTransportConfig
-from transports.kafka.offsets import Claim, PartitionBook, Settled
+from transports.kafka.offsets import Claim, PartitionBook, Settled, due_commits, mark_committed
 from transports.kafka.producer import ProducerSlot
 from transports.kafka.records import (
     ENVELOPE_MARKER,
@@ -516,11 +516,7 @@ class KafkaTransport(TransportBase):
         # One commit at a time, each carrying the latest points: an older commit can
         # never land after a newer one and move a partition's offset backwards.
         async with self._commit_lock:
-            due = {
-                partition: book.commit_point
-                for partition, book in self._books.items()
-                if book.commit_point is not None and book.commit_point != book.committed
-            }
+            due = due_commits(self._books)
             if not due or (self._closed.is_set() and not closing):
                 return
             timeout_s = self._config.request_timeout_ms / 1000
@@ -529,10 +525,7 @@ class KafkaTransport(TransportBase):
                     await consumer.commit(dict(due))
             except (*KAFKA_ERRORS, TimeoutError) as exc:
                 raise translate_kafka_error(exc, "commit", timeout_s) from exc
-            for partition, point in due.items():
-                book = self._books.get(partition)
-                if book is not None:
-                    book.committed = point
+            mark_committed(self._books, due)
             logger.debug("kafka committed %s", due)
 
     async def _dispose_of_undecodable(self, record: Any, error: BusError) -> None:
