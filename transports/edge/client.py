@@ -67,6 +67,8 @@ class EdgeSettings(BaseModel):
     close_timeout_s: float = Field(10.0, ge=0)
     backoff_first_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
+    # An answer longer than this fails its call (INTERNAL_ERROR) rather than be stored.
+    max_answer_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ class EdgeClient:
                 call_timeout_s=chosen.call_timeout_s,
                 connect_timeout_s=chosen.connect_timeout_s,
                 max_connections=chosen.max_in_flight + 2,
+                max_answer_bytes=chosen.max_answer_bytes,
             )
             client = cls(journal, link, checked, chosen)
             try:

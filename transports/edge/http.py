@@ -15,6 +15,9 @@ What the journal must know is whether a failed attempt **may have left**:
   Other 4xx statuses without a JSON-RPC answer (404, 429) are refusals at the door too.
 * :class:`Rejected` - 400/413/414/415/422 without a JSON-RPC answer: nothing ran and a
   resend would be refused the same way; the row fails.
+* :class:`AnswerTooLarge` - an answer longer than ``max_answer_bytes`` (a bound on what
+  a device stores): the call ran, and a resend would be answered the same, so the row
+  fails (INTERNAL_ERROR), never resent.
 * :class:`MaybeSent` - the body may have been written: write/read errors, a read
   timeout, a closed connection, an HTTP 5xx without a JSON-RPC answer, an answer that is
   not the request's. The row stays ``sending`` and is resent with the same key.
@@ -40,6 +43,7 @@ __all__ = [
     "IDEMPOTENCY_EXTENSION",
     "IDEMPOTENCY_META",
     "PROTOCOL_VERSION",
+    "AnswerTooLarge",
     "AuthRefused",
     "HttpLink",
     "MaybeSent",
@@ -84,6 +88,11 @@ class Rejected(LinkFailure):
     retriable = False
 
 
+class AnswerTooLarge(Rejected):
+    """The answer is longer than the link takes: the call ran, its answer is not kept;
+    a resend (same key) would get the same answer, so the row fails."""
+
+
 class MaybeSent(LinkFailure):
     """The request may have reached the bus; only a resend with its key is safe."""
 
@@ -108,9 +117,11 @@ class HttpLink:
         call_timeout_s: float,
         connect_timeout_s: float = 10.0,
         max_connections: int = 32,
+        max_answer_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._url = url
         self._token = token
+        self._max_answer_bytes = max_answer_bytes
         timeout = httpx.Timeout(call_timeout_s, connect=connect_timeout_s)
         limits = httpx.Limits(max_connections=max_connections)
         # trust_env off: a device's proxy variables must not silently reroute the bus link.
@@ -182,36 +193,52 @@ class HttpLink:
             headers["authorization"] = f"Bearer {self._token}"
         content = json.dumps(body, separators=(",", ":")).encode()
         try:
-            response = await self._http.post(self._url, content=content, headers=headers)
+            async with self._http.stream(
+                "POST", self._url, content=content, headers=headers
+            ) as response:
+                status = response.status_code
+                kind = response.headers.get("content-type", "")
+                text = await self._read_bounded(response)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise NotSent(f"{type(exc).__name__}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise MaybeSent(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code in (401, 403):
-            raise AuthRefused(f"HTTP {response.status_code} from {self._url}")
-        answer = _response_for(body["id"], response)
+        if status in (401, 403):
+            raise AuthRefused(f"HTTP {status} from {self._url}")
+        answer = _response_for(body["id"], kind, text)
         if answer is not None:
             return answer
-        status = response.status_code
-        reason = f"HTTP {status} without a JSON-RPC answer: {response.text[:200]!r}"
+        reason = f"HTTP {status} without a JSON-RPC answer: {text[:200]!r}"
         if status in _REJECTED:
             raise Rejected(reason)
         if 400 <= status < 500:  # refused at the door (404 path, 429 limit): nothing ran
             raise NotSent(reason)
         raise MaybeSent(reason)
 
+    async def _read_bounded(self, response: httpx.Response) -> str:
+        """The body as text, refused past ``max_answer_bytes`` (never held whole)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_answer_bytes:
+                raise AnswerTooLarge(
+                    f"the answer is larger than max_answer_bytes ({self._max_answer_bytes}); "
+                    "the call may have run"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
 
-def _response_for(request_id: Any, response: httpx.Response) -> dict[str, Any] | None:
+
+def _response_for(request_id: Any, content_type: str, text: str) -> dict[str, Any] | None:
     """The JSON-RPC response with ``request_id`` in a JSON or SSE body, else None."""
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = content_type.split(";")[0].strip().lower()
     if kind == "text/event-stream":
         candidates = [
-            line[len("data:") :].strip()
-            for line in response.text.splitlines()
-            if line.startswith("data:")
+            line[len("data:") :].strip() for line in text.splitlines() if line.startswith("data:")
         ]
     elif kind == "application/json":
-        candidates = [response.text]
+        candidates = [text]
     else:
         return None
     for text in reversed(candidates):

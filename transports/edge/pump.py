@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from transports.edge.http import (
     IDEMPOTENCY_EXTENSION,
+    AnswerTooLarge,
     AuthRefused,
     HttpLink,
     LinkFailure,
@@ -42,7 +43,7 @@ from transports.edge.http import (
     Rejected,
 )
 from transports.edge.journal import Journal, Row, RowState
-from transports.errors import INVALID_REQUEST, BusErrorCode
+from transports.errors import INTERNAL_ERROR, INVALID_REQUEST, BusErrorCode
 
 __all__ = ["Backoff", "LinkState", "Pump", "is_transient"]
 
@@ -271,7 +272,8 @@ class Pump:
             except MaybeSent as exc:
                 self._link_lost(exc)
             except Rejected as exc:
-                if await self._journal.mark_failed(row.request_id, INVALID_REQUEST, str(exc)):
+                code = INTERNAL_ERROR if isinstance(exc, AnswerTooLarge) else INVALID_REQUEST
+                if await self._journal.mark_failed(row.request_id, code, str(exc)):
                     self._on_final(row.request_id)
             else:
                 if is_transient(response):

@@ -15,7 +15,7 @@ import pytest_asyncio
 from tests.transports.edge.cuttable_server import Behaviour, CuttableServer
 from transports.edge import EdgeClient, EdgeSettings, LinkState
 from transports.edge.journal import Journal, RowState
-from transports.errors import INVALID_PARAMS, BusErrorCode, BusTimeout, CallError
+from transports.errors import INTERNAL_ERROR, INVALID_PARAMS, BusErrorCode, BusTimeout, CallError
 
 # Bounds for a cold, loaded 2-core machine: they stop a hang, they measure nothing.
 _LINK_S = 30.0
@@ -98,6 +98,21 @@ async def test_a_transient_refusal_is_resent_and_a_final_error_reaches_the_calle
         assert [s.key for s in server.calls].count("busy") == 2
     finally:
         await server.cut()
+
+
+async def test_an_answer_past_max_answer_bytes_fails_its_call_and_is_not_resent(
+    server: CuttableServer, tmp_path: Path
+) -> None:
+    settings = FAST.model_copy(update={"max_answer_bytes": 1024})
+    async with EdgeClient.open(tmp_path / "edge.db", url=server.url, settings=settings) as edge:
+        big = await edge.submit("append", {"key": "x" * 4096})  # echoed in its answer
+        small = await edge.submit("append", {"key": "small"})
+        with pytest.raises(CallError) as refused:
+            await big.result(_ALL_S)
+        assert answer(await small.result(_ALL_S)) == "small"
+    assert refused.value.code == INTERNAL_ERROR
+    assert "larger than max_answer_bytes (1024)" in refused.value.message
+    assert sorted(server.runs) == sorted(["x" * 4096, "small"])  # ran once, never resent
 
 
 async def test_each_request_carries_the_era_headers_its_key_and_labels(
