@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, MutableMapping
 from typing import Any
 
 import mcp_types as types
@@ -41,7 +41,14 @@ from actors.discovery.catalog import Catalog, Kind
 from actors.worker.hosted_server import CLOSE_SSE_STREAM
 from cluster.gateway.bus import Bus, BusSession, MessageHandler
 from cluster.gateway.call_meta import DetachedCalls, idempotency_extension, idempotency_key_in_meta
-from cluster.gateway.policy.chain import AuditLog, PolicyConfig, PolicyMiddleware, principal_of
+from cluster.gateway.policy.chain import (
+    AuditLog,
+    PolicyConfig,
+    PolicyMiddleware,
+    principal_of,
+    request_state,
+    token_labels_of,
+)
 from cluster.gateway.policy.oauth import TokenVerifier
 from cluster.gateway.results import shaped_result
 from cluster.gateway.task_notifications import (
@@ -358,7 +365,10 @@ class Gateway:
 
         session = self._bus_session(ctx)
         handle = (_connection_of(ctx), ctx.request_id)
-        return await self._send(session, method, params, name, relay, principal_of(ctx), handle)
+        pins = token_labels_of(request_state(ctx))
+        return await self._send(
+            session, method, params, name, relay, principal_of(ctx), handle, pins
+        )
 
     # -- 2026-07-28 tool calls without the SDK's per-request machinery ----------------
 
@@ -408,7 +418,10 @@ class Gateway:
                 if created is not None:
                     return shaped_result(self.server, "tools/call", version, created)
             session = self._principal_session(principal)
-            result = await self._send(session, "tools/call", forwarded, name, relay, principal)
+            pins = token_labels_of(state)
+            result = await self._send(
+                session, "tools/call", forwarded, name, relay, principal, None, pins
+            )
             # As _call_tool's models do on the SDK path: defaults filled, then shaped.
             model = _CALL_RESULTS[result.get("resultType") == "input_required"]
             typed = model.model_validate(result).model_dump(
@@ -452,6 +465,7 @@ class Gateway:
         relay: MessageHandler,
         principal: str,
         handle: Hashable | None = None,
+        token_pins: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         trace = forwarded_trace()
         try:
@@ -459,7 +473,7 @@ class Gateway:
             key = idempotency_key_in_meta(params) if method == "tools/call" else None
         except ValueError as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
-        pinned = self._pinned.get(principal, {})
+        pinned = {**self._pinned.get(principal, {}), **(token_pins or {})}
         if (conflict := label_conflict(pinned, asked)) is not None:
             region = asked.get("region")
             data = {"region": region, "tool": name, "reason": "conflict"}

@@ -51,6 +51,8 @@ __all__ = [
     "PolicyConfig",
     "PolicyMiddleware",
     "principal_of",
+    "request_state",
+    "token_labels_of",
 ]
 
 
@@ -59,6 +61,17 @@ def _state_of(ctx: ServerRequestContext[Any, Any]) -> MutableMapping[str, Any] |
     request = ctx.request
     state = getattr(request, "scope", {}).get("state") if request is not None else None
     return state if isinstance(state, MutableMapping) else None
+
+
+def request_state(ctx: ServerRequestContext[Any, Any]) -> MutableMapping[str, Any] | None:
+    """The HTTP request's state the doors filled in (None off HTTP: stdio, in-memory)."""
+    return _state_of(ctx)
+
+
+def token_labels_of(state: Mapping[str, Any] | None) -> Mapping[str, str]:
+    """The labels the request's OAuth access token pins (``oauth.label_claims``)."""
+    token = state.get(OAUTH_PRINCIPAL) if state is not None else None
+    return token.labels if isinstance(token, TokenPrincipal) else {}
 
 
 def principal_of(ctx: ServerRequestContext[Any, Any]) -> str:

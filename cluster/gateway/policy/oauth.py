@@ -25,8 +25,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +35,7 @@ import jwt
 
 from cluster.gateway.policy.settings import OAuthConfig
 from transports.errors import BusError
+from transports.labels import label_problem
 
 __all__ = [
     "AuthorizationServerUnavailable",
@@ -88,6 +89,8 @@ class TokenPrincipal:
         valid_until: when the door stops accepting the token (its ``exp`` plus the
             clock leeway, epoch seconds), or None; a connection that outlives a request
             (``/ws``) ends then.
+        labels: what the token's claims pin (``oauth.label_claims``): every call of its
+            bearer carries them, and a call asking otherwise is refused (README Regions).
     """
 
     name: str
@@ -95,6 +98,7 @@ class TokenPrincipal:
     client_id: str | None
     scopes: frozenset[str]
     valid_until: float | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def audit_fields(token: TokenPrincipal) -> dict[str, Any]:
@@ -240,7 +244,21 @@ class TokenVerifier:
             client_id=client if isinstance(client, str) else None,
             scopes=_scopes_of(claims),
             valid_until=_valid_until(claims, self.config.leeway_s),
+            labels=self._pinned_labels(claims),
         )
+
+    def _pinned_labels(self, claims: dict[str, Any]) -> dict[str, str]:
+        """The labels the token's claims pin; a claim that is no valid label value refuses
+        the token (fail closed: a pin must never silently drop)."""
+        labels = {}
+        for label, claim in self.config.label_claims.items():
+            value = claims.get(claim)
+            if value is None:
+                continue  # not pinned: the bearer's calls choose (router.regions.require)
+            if not isinstance(value, str) or label_problem(label, value) is not None:
+                raise TokenRefused(f"token claim {claim!r} is not a valid {label!r} label")
+            labels[label] = value
+        return labels
 
     # -- keys ----------------------------------------------------------------------
 

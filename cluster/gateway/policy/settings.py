@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from transports.env_refs import from_env
-from transports.labels import checked_labels
+from transports.labels import LABEL_KEY, checked_labels
 
 __all__ = ["IntrospectionConfig", "Limit", "OAuthConfig", "PolicyConfig", "TokenEntry"]
 
@@ -112,6 +112,10 @@ class OAuthConfig(_Strict):
     )
     metadata_ttl_s: float = Field(3600.0, gt=0, description="how long discovery is trusted")
     max_token_bytes: int = Field(8192, ge=256, description="longer Authorization headers: 401")
+    label_claims: dict[str, str] = Field(
+        default_factory=dict,
+        description="label -> the token claim that pins it (e.g. {region: region}, README Regions)",
+    )
 
     @field_validator("issuer", "audience")
     @classmethod
@@ -133,6 +137,16 @@ class OAuthConfig(_Strict):
     def _per_tool(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for scopes in value.values():
             _scopes(scopes)
+        return value
+
+    @field_validator("label_claims")
+    @classmethod
+    def _label_claims(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, claim in value.items():
+            if not LABEL_KEY.match(label):
+                raise ValueError(f"label key {label!r} must match {LABEL_KEY.pattern}")
+            if not claim:
+                raise ValueError(f"label {label!r}: the claim name is empty")
         return value
 
     @field_validator("algorithms")

@@ -297,3 +297,52 @@ async def test_a_refusal_after_the_token_was_verified_is_audited_with_who_it_spe
     assert refused[0]["client_id"] == "agent"
     assert refused[0]["scopes"] == ["mcp"]
     assert token.rsplit(".", 1)[1] not in json.dumps(refused, default=str)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_tokens_claim_pins_its_label_on_every_call_and_a_bad_one_is_refused(
+    issuer: LocalIssuer, mode: str
+) -> None:
+    bus = fake_bus()
+    policy = oauth_policy(issuer)
+    policy["oauth"]["label_claims"] = {"region": "data_region"}
+    gateway = Gateway(bus, policy=PolicyConfig.model_validate(policy))
+    eu = issuer.token(data_region="eu")
+    async with serving(gateway, policy) as url:
+        http = httpx.AsyncClient(headers={"Authorization": f"Bearer {eu}"})
+        transport = streamable_http_client(url, http_client=http)
+        async with mcp.Client(transport, mode=mode) as client:
+            assert not (await client.call_tool("echo", {"text": "plain"})).is_error
+            contradicting = {"io.raybus/labels": {"region": "us"}}
+            with pytest.raises(mcp.MCPError) as refused:
+                await client.call_tool("echo", {"text": "hi"}, meta=contradicting)  # type: ignore[arg-type]
+        async with httpx.AsyncClient() as raw:
+            unpinned = issuer.token()  # no claim: its calls are not pinned
+            plain = await raw.post(
+                url, json=call_echo(), headers={**ACCEPT, "Authorization": f"Bearer {unpinned}"}
+            )
+            bad = issuer.token(data_region="EU!")  # not a label value: fail closed
+            refused_token = await raw.post(
+                url, json=call_echo(), headers={**ACCEPT, "Authorization": f"Bearer {bad}"}
+            )
+    assert refused.value.error.code == 1010
+    assert refused.value.error.data == {"region": "us", "tool": "echo", "reason": "conflict"}
+    assert plain.status_code != 401
+    assert refused_token.status_code == 401
+    assert refused_token.json()["error_description"] == (
+        "token claim 'data_region' is not a valid 'region' label"
+    )
+    labels = [c.labels for c in bus.calls if c.method == "tools/call"]
+    assert labels[0] == {"region": "eu"}
+    assert {"region": "us"} not in labels
+
+
+def test_label_claims_are_checked_naming_the_label() -> None:
+    with pytest.raises(ValueError, match="label key 'Region!' must match"):
+        OAuthConfig.model_validate(
+            {
+                "issuer": "http://127.0.0.1:1/r",
+                "audience": AUDIENCE,
+                "label_claims": {"Region!": "r"},
+            }
+        )
