@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import RayError
 
+from actors.router.regions import placement_notes
 from cluster.bus import BusAlreadyRunning, launch_bus, start_spares, stop_bus
 from cluster.cli.failures import fail, report
 from cluster.cli.interrupts import StartInterrupted, signals_cancel
@@ -288,6 +289,8 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    for note in placement_notes(config.router.regions, config.pools):  # as config check says
+        print(f"raybus: warning: {note}", file=sys.stderr, flush=True)
     # Everything that can be known without Ray is checked before Ray starts (~20 s on
     # two cores): the pools' modules and commands, and the port; or, joining a cluster,
     # that it answers at its address (Ray alone would retry for minutes).

@@ -137,3 +137,22 @@ def test_a_refused_start_is_one_line_and_with_debug_its_traceback(tmp_path: Path
         "cluster.ray_actors.worker.PoolStartFailed: pool 'kit' failed to start: "
         "No module named 'cluster.examples.testkitt'"
     )
+
+
+def test_up_warns_of_a_region_pool_its_workers_may_leave_before_it_starts(tmp_path: Path) -> None:
+    # The warning comes before the preflight (which then refuses the misspelled module:
+    # no Ray is started for this test).
+    config = tmp_path / "bus.yaml"
+    config.write_text(
+        "name: regional\n"
+        "router: {regions: {label: region}}\n"
+        "pools:\n"
+        "  - {name: eu, server: 'cluster.examples.testkitt:server', labels: {region: eu}}\n"
+    )
+    refused = _raybus("up", str(config), cache_dir=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "raybus: warning: pools[0]: labels.region=eu keeps calls on this pool, not this pool "
+        "on eu nodes; add label_selector: {region: eu}",
+        "raybus: pool 'eu' failed to start: No module named 'cluster.examples.testkitt'",
+    ]
