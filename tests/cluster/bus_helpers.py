@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -11,9 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import ray
+from ray.exceptions import RayError
+
 from cluster.bus import launch_bus, stop_bus
 from cluster.client import BusClient
 from cluster.config import BusConfig, parse_config
+from cluster.naming import NAMESPACE, actor_names
 
 
 def bus_config(pools: list[dict[str, Any]], **extra: Any) -> BusConfig:
@@ -87,3 +92,22 @@ def isolated_report(module: str, timeout_s: float = 300) -> dict[str, Any]:
     assert completed.returncode == 0, completed.stderr[-4000:]
     report: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     return report
+
+
+async def serving_replica_pid(bus: str) -> int | None:
+    """The process of the bus's one gateway replica once it serves (None while there is
+    none, or it is dead, or it has not bound its port yet)."""
+    prefix = actor_names.gateway_prefix(bus)
+    named: list[Any] = ray.util.list_named_actors(all_namespaces=True)
+    names = [a["name"] for a in named if a["namespace"] == NAMESPACE]
+    replicas = [name for name in names if name.startswith(prefix)]
+    if len(replicas) != 1:
+        return None
+    try:
+        handle: Any = ray.get_actor(replicas[0], namespace=NAMESPACE)
+        if await handle.url.remote() is None:
+            return None
+        pid: int = await handle.__ray_call__.remote(lambda replica: os.getpid())
+    except (RayError, ValueError):  # ValueError: the name was released meanwhile
+        return None
+    return pid

@@ -27,14 +27,11 @@ import mcp
 import mcp_types as types
 import pytest
 import pytest_asyncio
-import ray
-from ray.exceptions import RayError
 
 from actors.tasks.model import RELATED_TASK_META
 from cluster.config import BusConfig
 from cluster.gateway.policy.tokens import hash_token
-from cluster.naming import NAMESPACE, actor_names
-from tests.cluster.bus_helpers import bus_config, running_gateway
+from tests.cluster.bus_helpers import bus_config, running_gateway, serving_replica_pid
 from tests.cluster.gateway.task_requests import create_task, task_get, task_result
 from tests.cluster.gateway.test_tasks_over_http import client_for, left, post_2026
 from tests.waiting import wait_until
@@ -117,30 +114,11 @@ async def _get_in_session(
     return await http.post(url, json=body, headers=_headers(token, session))
 
 
-async def _replica_pid(bus: str) -> int | None:
-    """The process of the bus's one gateway replica once it has started serving (None
-    while there is none, or it is dead, or it has not bound its port yet)."""
-    prefix = actor_names.gateway_prefix(bus)
-    named: list[Any] = ray.util.list_named_actors(all_namespaces=True)
-    names = [a["name"] for a in named if a["namespace"] == NAMESPACE]
-    replicas = [name for name in names if name.startswith(prefix)]
-    if len(replicas) != 1:
-        return None
-    try:
-        handle: Any = ray.get_actor(replicas[0], namespace=NAMESPACE)
-        if await handle.url.remote() is None:
-            return None
-        pid: int = await handle.__ray_call__.remote(lambda replica: os.getpid())
-    except (RayError, ValueError):  # ValueError: the name was released meanwhile
-        return None
-    return pid
-
-
 async def _replaced(bus: str, dead_pid: int, url: str) -> int:
     """Wait (bounded) until another replica than ``dead_pid`` answers HTTP on ``url``."""
     async with asyncio.timeout(_OUTCOME_S):
         # The condition is Ray's actor table, which sets no event of ours.
-        while (pid := await _replica_pid(bus)) in (None, dead_pid):  # noqa: ASYNC110
+        while (pid := await serving_replica_pid(bus)) in (None, dead_pid):  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         async with httpx.AsyncClient(timeout=10) as http:
             while True:
@@ -187,7 +165,7 @@ async def test_a_task_started_before_the_gateway_restarts_is_answered_after_it(
         assert seen.status_code == 200, seen.text
         await wait_until(lambda: left(legacy_job, "pid") and left(modern_job, "pid"), _OUTCOME_S)
 
-        before = await _replica_pid(config.name)
+        before = await serving_replica_pid(config.name)
         assert before is not None
         os.kill(before, signal.SIGKILL)  # the gateway crashes while both tools run
         after = await _replaced(config.name, before, url)

@@ -30,16 +30,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import ray
-from ray.exceptions import RayError
 
 from cluster.bus import launch_bus, stop_bus
 from cluster.config import BusConfig
 from cluster.gateway.listener import GatewayBindError, bind_listener
 from cluster.gateway.policy.tokens import hash_token
-from cluster.naming import NAMESPACE, actor_names
 from cluster.services.state import default_cache_dir
-from tests.cluster.bus_helpers import bus_config
+from tests.cluster.bus_helpers import bus_config, serving_replica_pid
 from tests.faults.restartable import RestartableKafka, halt, resume
 from tests.waiting import wait_until
 from transports.edge import EdgeClient, EdgeSettings, LinkState
@@ -205,24 +202,6 @@ async def test_calls_journaled_by_a_process_that_died_are_answered_after_restart
     assert runs_of(runs) == Counter(f"r{i:03d}" for i in range(CALLS))
 
 
-async def replica_pid(bus: str) -> int | None:
-    """The process of the bus's one serving gateway replica (None while there is none)."""
-    prefix = actor_names.gateway_prefix(bus)
-    named: list[Any] = ray.util.list_named_actors(all_namespaces=True)
-    replicas = [a["name"] for a in named if a["namespace"] == NAMESPACE]
-    replicas = [name for name in replicas if name.startswith(prefix)]
-    if len(replicas) != 1:
-        return None
-    try:
-        handle: Any = ray.get_actor(replicas[0], namespace=NAMESPACE)
-        if await handle.url.remote() is None:
-            return None
-        pid: int = await handle.__ray_call__.remote(lambda replica: os.getpid())
-    except (RayError, ValueError):  # ValueError: the name was released meanwhile
-        return None
-    return pid
-
-
 async def test_a_gateway_killed_while_calls_run_still_runs_each_once(
     gateway: Gateway, bus: BusConfig, tmp_path: Path
 ) -> None:
@@ -234,7 +213,7 @@ async def test_a_gateway_killed_while_calls_run_still_runs_each_once(
     settings = EdgeSettings(max_in_flight=64, backoff_first_s=0.2, backoff_max_s=2.0)
     async with EdgeClient.open(path, url=gateway.url, token=TOKEN, settings=settings) as edge:
         await link(edge, LinkState.UP)
-        pid = await replica_pid(bus.name)
+        pid = await serving_replica_pid(bus.name)
         assert pid is not None
         keys = [f"m{i:03d}" for i in range(50)]
         # Each run appends first, then works 5 s: the kill lands while they run.
