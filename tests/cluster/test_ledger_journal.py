@@ -5,6 +5,7 @@ restarted actor; a first start of a bus's ledger clears what an earlier bus left
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from typing import Any
 
@@ -25,15 +26,23 @@ def ledger(bus: str, *, durable: bool) -> Any:
     )
 
 
-async def restarted(actor: Any) -> None:
-    """Wait until the restarted actor answers (calls fail while Ray restarts it)."""
+async def pid_of(actor: Any) -> int:
+    pid: int = await actor.__ray_call__.remote(lambda _: os.getpid())
+    return pid
+
+
+async def kill_and_await_restart(actor: Any) -> None:
+    """Kill the actor (Ray restarts it) and wait until its *new* process answers. The kill
+    is asynchronous: the dying process may still answer a call, with its memory intact."""
+    before = await pid_of(actor)
+    ray.kill(actor, no_restart=False)
     while True:
         try:
-            await actor.peek.remote("nothing")
-        except ray.exceptions.ActorUnavailableError:
-            await asyncio.sleep(0.1)  # polling the restart, bounded by the caller
-        else:
-            return
+            if await pid_of(actor) != before:
+                return
+        except ray.exceptions.RayActorError:  # unavailable or died: restarting
+            pass
+        await asyncio.sleep(0.1)  # polling the restart, bounded by the caller
 
 
 def test_an_entry_round_trips_through_its_json() -> None:
@@ -55,8 +64,7 @@ async def test_a_restarted_ledger_keeps_its_keyed_answers_and_runs_in_progress(
             assert (await actor.begin_keyed.remote("k2", "d2"))[0] == "new"
             assert (await actor.begin_keyed.remote("k3", "d3"))[0] == "new"
             await actor.abandon_keyed.remote("k3")
-            ray.kill(actor, no_restart=False)  # Ray restarts it (max_restarts=-1)
-            await restarted(actor)
+            await kill_and_await_restart(actor)  # Ray restarts it (max_restarts=-1)
             assert await actor.begin_keyed.remote("k1", "d1") == ("done", b"answer")
             assert await actor.begin_keyed.remote("k1", "other") == ("conflict", None)
             assert await actor.begin_keyed.remote("k2", "d2") == ("in_progress", None)
@@ -76,8 +84,7 @@ async def test_without_durable_a_restart_forgets_and_a_first_start_clears_the_bu
         async with asyncio.timeout(120):
             assert (await forgetful.begin_keyed.remote("k", "d"))[0] == "new"
             await forgetful.complete_keyed.remote("k", b"answer")
-            ray.kill(forgetful, no_restart=False)
-            await restarted(forgetful)
+            await kill_and_await_restart(forgetful)
             assert (await forgetful.begin_keyed.remote("k", "d"))[0] == "new"
             assert (await first.begin_keyed.remote("k", "d"))[0] == "new"
             await first.complete_keyed.remote("k", b"answer")
