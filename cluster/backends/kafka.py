@@ -67,6 +67,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# How long a new client waits for its reply topic's assignment (a cold, loaded broker).
+_ASSIGNMENT_TIMEOUT_S = 30.0
+
 
 def topics_for(config: BusConfig) -> TopicNames:
     kafka = _settings(config)
@@ -196,6 +199,8 @@ class KafkaClientWire:
                 topic_configs={"retention.ms": str(settings.response_retention_s * 1000)},
             )
         await self._transport.start()
+        if not self._durable:  # group-less: answers must not wait for a metadata refresh
+            await self._transport.wait_for_assignment(_ASSIGNMENT_TIMEOUT_S)
 
     @property
     def reply_to(self) -> str:

@@ -76,6 +76,7 @@ from transports.codec import (
 from transports.envelope import Envelope
 from transports.errors import (
     BusError,
+    BusTimeout,
     ConnectionClosed,
     InvalidMessage,
     InvalidRequest,
@@ -111,6 +112,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Pacing of the metadata rounds while a new consumer waits for its assignment (bounded).
+_ASSIGNMENT_POLL_S = 0.05
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -188,6 +192,35 @@ class KafkaTransport(TransportBase):
         if self._consumer is None:
             return frozenset()
         return frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
+
+    async def wait_for_assignment(self, timeout_s: float) -> None:
+        """Return once every receive topic has a partition assigned.
+
+        A group-less consumer is assigned from the cluster's metadata; a topic created a
+        moment ago can be missing from its first fetch ("not found in cluster metadata"),
+        and aiokafka fetches it again on its own only every ``metadata_max_age_ms`` (5
+        min): a client's answers would wait that long. Each round has the consumer's own
+        client fetch the metadata again (``consumer.topics()`` fetches a copy it does not
+        apply; ``force_metadata_update`` is aiokafka's client API, reached through the
+        consumer's private ``_client``, here and nowhere else).
+
+        Raises:
+            BusTimeout: not assigned within ``timeout_s``.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        wanted = set(self._config.receive_topics)
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout_s
+        while not wanted <= {tp.topic for tp in consumer.assignment()}:
+            if loop.time() > give_up_at:
+                raise BusTimeout(f"kafka assignment of {sorted(wanted)}", timeout_s)
+            try:
+                await consumer._client.force_metadata_update()
+            except KAFKA_ERRORS as exc:
+                raise translate_kafka_error(exc, "metadata", timeout_s) from exc
+            await asyncio.sleep(_ASSIGNMENT_POLL_S)  # lets the assignment follow the fetch
 
     async def start(self) -> Self:
         """Create the topics (if configured) and start the producer and consumer.

@@ -67,7 +67,10 @@ async def url(ray_session: None) -> AsyncIterator[str]:
 
 
 def client_for(url: str, token: str) -> mcp.Client:
-    http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+    # The SDK's own timeouts (30 s, SSE reads 300 s): tasks/result is silent until its
+    # task ends, and httpx's default 5 s read timeout would give up on it first.
+    timeout = httpx.Timeout(30.0, read=300.0)
+    http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
     return mcp.Client(streamable_http_client(url, http_client=http), mode="legacy")
 
 
