@@ -4,13 +4,20 @@ replacement is made exactly like the first; see :mod:`transports.kafka.producer`
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from transports.errors import BusTimeout
+from transports.kafka.admin import KAFKA_ERRORS, translate_kafka_error
 from transports.kafka.config import KafkaTransportConfig
 
-__all__ = ["new_consumer", "new_producer"]
+__all__ = ["new_consumer", "new_producer", "wait_for_assignment"]
+
+# Pacing of the metadata rounds while a new consumer waits for its assignment (bounded).
+_ASSIGNMENT_POLL_S = 0.05
 
 
 def new_producer(config: KafkaTransportConfig, options: dict[str, Any]) -> AIOKafkaProducer:
@@ -42,3 +49,32 @@ def new_consumer(config: KafkaTransportConfig, options: dict[str, Any]) -> AIOKa
         request_timeout_ms=config.request_timeout_ms,
         **options,
     )
+
+
+async def wait_for_assignment(
+    consumer: AIOKafkaConsumer, topics: Iterable[str], timeout_s: float
+) -> None:
+    """Return once every topic of ``topics`` has a partition assigned to ``consumer``.
+
+    A group-less consumer is assigned from the cluster's metadata; a topic created a
+    moment ago can be missing from its first fetch ("not found in cluster metadata"),
+    and aiokafka fetches it again on its own only every ``metadata_max_age_ms`` (5 min):
+    a client's answers would wait that long. Each round has the consumer's own client
+    fetch the metadata again (``consumer.topics()`` fetches a copy it does not apply;
+    ``force_metadata_update`` is aiokafka's client API, reached through the consumer's
+    private ``_client``, here and nowhere else).
+
+    Raises:
+        BusTimeout: not assigned within ``timeout_s``.
+    """
+    wanted = set(topics)
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + timeout_s
+    while not wanted <= {tp.topic for tp in consumer.assignment()}:
+        if loop.time() > give_up_at:
+            raise BusTimeout(f"kafka assignment of {sorted(wanted)}", timeout_s)
+        try:
+            await consumer._client.force_metadata_update()
+        except KAFKA_ERRORS as exc:
+            raise translate_kafka_error(exc, "metadata", timeout_s) from exc
+        await asyncio.sleep(_ASSIGNMENT_POLL_S)  # lets the assignment follow the fetch

@@ -76,7 +76,6 @@ from transports.codec import (
 from transports.envelope import Envelope
 from transports.errors import (
     BusError,
-    BusTimeout,
     ConnectionClosed,
     InvalidMessage,
     InvalidRequest,
@@ -91,7 +90,7 @@ from transports.kafka.admin import (
     explain_kafka_error,
     translate_kafka_error,
 )
-from transports.kafka.clients import new_consumer, new_producer
+from transports.kafka.clients import new_consumer, new_producer, wait_for_assignment
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.offsets import Claim, PartitionBook, Settled, due_commits, mark_committed
 from transports.kafka.producer import ProducerSlot
@@ -112,9 +111,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# Pacing of the metadata rounds while a new consumer waits for its assignment (bounded).
-_ASSIGNMENT_POLL_S = 0.05
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -194,33 +190,10 @@ class KafkaTransport(TransportBase):
         return frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
 
     async def wait_for_assignment(self, timeout_s: float) -> None:
-        """Return once every receive topic has a partition assigned.
-
-        A group-less consumer is assigned from the cluster's metadata; a topic created a
-        moment ago can be missing from its first fetch ("not found in cluster metadata"),
-        and aiokafka fetches it again on its own only every ``metadata_max_age_ms`` (5
-        min): a client's answers would wait that long. Each round has the consumer's own
-        client fetch the metadata again (``consumer.topics()`` fetches a copy it does not
-        apply; ``force_metadata_update`` is aiokafka's client API, reached through the
-        consumer's private ``_client``, here and nowhere else).
-
-        Raises:
-            BusTimeout: not assigned within ``timeout_s``.
-        """
-        consumer = self._consumer
-        if consumer is None:
-            return
-        wanted = set(self._config.receive_topics)
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + timeout_s
-        while not wanted <= {tp.topic for tp in consumer.assignment()}:
-            if loop.time() > give_up_at:
-                raise BusTimeout(f"kafka assignment of {sorted(wanted)}", timeout_s)
-            try:
-                await consumer._client.force_metadata_update()
-            except KAFKA_ERRORS as exc:
-                raise translate_kafka_error(exc, "metadata", timeout_s) from exc
-            await asyncio.sleep(_ASSIGNMENT_POLL_S)  # lets the assignment follow the fetch
+        """Return once every receive topic has a partition assigned (see
+        :func:`~transports.kafka.clients.wait_for_assignment`). Raises BusTimeout."""
+        if self._consumer is not None:
+            await wait_for_assignment(self._consumer, self._config.receive_topics, timeout_s)
 
     async def start(self) -> Self:
         """Create the topics (if configured) and start the producer and consumer.
