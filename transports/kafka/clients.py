@@ -5,7 +5,7 @@ replacement is made exactly like the first; see :mod:`transports.kafka.producer`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,7 +14,7 @@ from transports.errors import BusTimeout
 from transports.kafka.admin import KAFKA_ERRORS, translate_kafka_error
 from transports.kafka.config import KafkaTransportConfig
 
-__all__ = ["new_consumer", "new_producer", "wait_for_assignment"]
+__all__ = ["commit_within", "new_consumer", "new_producer", "wait_for_assignment"]
 
 # Pacing of the metadata rounds while a new consumer waits for its assignment (bounded).
 _ASSIGNMENT_POLL_S = 0.05
@@ -78,3 +78,18 @@ async def wait_for_assignment(
         except KAFKA_ERRORS as exc:
             raise translate_kafka_error(exc, "metadata", timeout_s) from exc
         await asyncio.sleep(_ASSIGNMENT_POLL_S)  # lets the assignment follow the fetch
+
+
+async def commit_within(
+    consumer: AIOKafkaConsumer, offsets: Mapping[Any, int], timeout_s: float
+) -> None:
+    """Commit ``offsets`` (partition -> next offset), bounded by ``timeout_s``.
+
+    Raises:
+        BusTimeout / TransportError: the commit failed or did not finish in time.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await consumer.commit(dict(offsets))
+    except (*KAFKA_ERRORS, TimeoutError) as exc:
+        raise translate_kafka_error(exc, "commit", timeout_s) from exc

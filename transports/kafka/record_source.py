@@ -39,7 +39,7 @@ from transports.kafka.admin import (
     explain_kafka_error,
     translate_kafka_error,
 )
-from transports.kafka.clients import new_consumer
+from transports.kafka.clients import commit_within, new_consumer
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.offsets import Claim, PartitionBook, Settled, due_commits, mark_committed
 from transports.raw_records import RawRecord, RecordDelivery
@@ -288,11 +288,7 @@ class KafkaRecordSource:
             if not due:
                 return
             timeout_s = self._config.request_timeout_ms / 1000
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await consumer.commit(dict(due))
-            except (*KAFKA_ERRORS, TimeoutError) as exc:
-                raise translate_kafka_error(exc, "commit", timeout_s) from exc
+            await commit_within(consumer, due, timeout_s)
             mark_committed(self._books, due)
 
     async def lag(self) -> int:

@@ -90,7 +90,7 @@ from transports.kafka.admin import (
     explain_kafka_error,
     translate_kafka_error,
 )
-from transports.kafka.clients import new_consumer, new_producer, wait_for_assignment
+from transports.kafka.clients import commit_within, new_consumer, new_producer, wait_for_assignment
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.offsets import Claim, PartitionBook, Settled, due_commits, mark_committed
 from transports.kafka.producer import ProducerSlot
@@ -526,11 +526,7 @@ class KafkaTransport(TransportBase):
             if not due or (self._closed.is_set() and not closing):
                 return
             timeout_s = self._config.request_timeout_ms / 1000
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await consumer.commit(dict(due))
-            except (*KAFKA_ERRORS, TimeoutError) as exc:
-                raise translate_kafka_error(exc, "commit", timeout_s) from exc
+            await commit_within(consumer, due, timeout_s)
             mark_committed(self._books, due)
             logger.debug("kafka committed %s", due)
 
