@@ -31,6 +31,7 @@ from actors.discovery.registry import Membership, ServerStatus
 from actors.replies import breaker_open_reply, error_reply
 from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from actors.router.completion import Completion, DirectReport, PoolLag
 from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
 from actors.router.overdue import OverdueWatch
 from actors.router.regions import RegionPolicy
@@ -56,6 +57,9 @@ class RouterConfig(BaseModel):
     overdue_grace_s: float = Field(2.0, gt=0)
     # Region-aware routing (README "Regions"); None: labels do not route.
     regions: RegionPolicy | None = None
+    # Ray backend: clients send tools/call straight to a worker with a free slot, the
+    # answer as the call's return (cluster.backends.ray_direct); the rest come here.
+    direct_calls: bool = True
 
 
 class RouterPorts(Protocol):
@@ -77,63 +81,6 @@ class RouterMetrics(Protocol):
 class _NoMetrics:
     def calls_ended(self, tally: CallTally) -> None:
         pass
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A worker's report that a call ended.
-
-    ``failed`` means a pool fault (the server crashed or answered an internal error), not
-    a tool error. ``abandoned`` means the call ended without a verdict on the pool: the
-    caller cancelled it or its deadline passed. An abandoned call says nothing about the
-    pool's health (a caller giving up on a long tool is not the server failing), so the
-    breaker does not count it.
-
-    ``error_code`` is the JSON-RPC error the caller got (None for a result) and
-    ``tool_error`` says the result had ``isError``: together they make :attr:`outcome`.
-    """
-
-    key: CorrelationKey
-    failed: bool
-    duration_s: float
-    abandoned: bool = False
-    error_code: int | None = None
-    tool_error: bool = False
-
-    def __reduce__(self) -> tuple[type[Completion], tuple[object, ...]]:
-        # Crosses Ray by the batch: the constructor loads faster than slots state.
-        fields = (self.key, self.failed, self.duration_s, self.abandoned)
-        return (type(self), (*fields, self.error_code, self.tool_error))
-
-    @property
-    def outcome(self) -> CallOutcome:
-        if self.failed:
-            return CallOutcome.FAULT
-        if self.abandoned:
-            if self.error_code == BusErrorCode.DEADLINE_EXCEEDED:
-                return CallOutcome.TIMEOUT
-            return CallOutcome.CANCELLED
-        if self.error_code is not None:
-            return CallOutcome.ERROR
-        return CallOutcome.TOOL_ERROR if self.tool_error else CallOutcome.OK
-
-
-@dataclass(frozen=True, slots=True)
-class PoolLag:
-    """A pool's queue and workers.
-
-    ``completed`` counts the calls its workers finished so far, cancelled or expired ones
-    aside (a cumulative counter: the autoscaler reads calls/s from its differences).
-    """
-
-    pool: str
-    queued: int
-    oldest_age_s: float
-    in_flight: int
-    workers: int
-    capacity: int
-    breaker: BreakerState
-    completed: int
 
 
 def _is_task(frame: Frame) -> bool:
@@ -166,14 +113,15 @@ class _Worker:
     outstanding: dict[CorrelationKey, _Call] = field(default_factory=dict)
     retired: bool = False
     frames_sent: int = 0
+    direct: int = 0  # calls clients sent it directly, as it last reported them
 
     @property
     def outstanding_count(self) -> int:
-        return len(self.outstanding)
+        return len(self.outstanding) + self.direct
 
     @property
     def free(self) -> int:
-        return 0 if self.retired else self.capacity - len(self.outstanding)
+        return 0 if self.retired else self.capacity - self.outstanding_count
 
 
 @dataclass
@@ -340,6 +288,28 @@ class RouterCore:
         for name in pools:
             self._dispatch(self._pools[name])
         self._report()
+
+    def direct_ended(self, actor_name: str, report: DirectReport) -> BreakerState:
+        """A worker's news of calls clients sent it directly (:mod:`actors.worker.direct`):
+        counted as the router's own for lag, balancing, breaker and metrics. Returns the
+        pool's breaker state: the worker takes direct calls only while it is closed."""
+        pool = self._pools.get(report.pool)
+        if pool is None:
+            return BreakerState.CLOSED
+        worker = pool.workers.get(actor_name)
+        if worker is not None:
+            worker.direct = report.in_flight
+        for tool, done in report.ended:
+            if not done.abandoned:
+                pool.completed += 1
+                pool.breaker.record(done.key, failed=done.failed, duration_s=done.duration_s)
+            outcome = done.outcome
+            self._tally.add(pool.name, tool, outcome)
+            if outcome is not CallOutcome.CANCELLED:
+                self._tally.latency(pool.name, done.duration_s)
+        self._dispatch(pool)
+        self._report()
+        return pool.breaker.state
 
     def delivery_failed(self, actor_name: str, frames: list[Frame], reason: str) -> None:
         """A deliver call to ``actor_name`` failed: the worker is gone."""

@@ -162,10 +162,12 @@ class WorkerCore:
 
     # -- inbound ---------------------------------------------------------------------
 
-    def deliver(self, frames: list[Frame]) -> None:
-        """Start serving a batch of calls."""
-        self._frames_received += len(frames)
-        self._frames_arrived.set()
+    def deliver(self, frames: list[Frame], *, routed: bool = True) -> None:
+        """Start serving a batch of calls (``routed``: sent by the router, which counts
+        them for the drain; else sent directly by a client, see actors.worker.direct)."""
+        if routed:
+            self._frames_received += len(frames)
+            self._frames_arrived.set()
         for frame in frames:
             key = frame.envelope.correlation_key
             refusal = self._admission.refuse(frame.envelope)

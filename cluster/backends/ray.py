@@ -28,6 +28,7 @@ from cluster.backends.base import (
     OnFrame,
     WorkerLink,
 )
+from cluster.backends.ray_direct import DirectLane
 from cluster.naming import NAMESPACE, HandleCache, actor_names
 from cluster.ray_actors.endpoint import ClientEndpoint
 from transports.envelope import CorrelationKey
@@ -71,16 +72,32 @@ class _RouterSubmissions:
     def __init__(self, router: Any, reply_to: str) -> None:
         self._router = router
         self._reply_to = reply_to
+        self.direct: DirectLane | None = None  # see cluster.backends.ray_direct
 
     @property
     def reply_to(self) -> str:
         return self._reply_to
 
     def submit(self, frames: list[Frame]) -> Any:
+        if self.direct is not None:
+            frames = self.direct.take(frames)
+            if not frames:
+                return None
         return self._router.submit.remote(frames)
 
+    def to_router(self, frames: list[Frame]) -> None:
+        """Calls a worker bounced, or that are safe to repeat after one was lost."""
+        self._router.submit.remote(frames)
+
     def cancel(self, keys: list[CorrelationKey]) -> None:
-        self._router.cancel.remote(keys)
+        if self.direct is not None:
+            keys = self.direct.cancel(keys)
+        if keys:
+            self._router.cancel.remote(keys)
+
+    async def _close_direct(self) -> None:
+        if self.direct is not None:
+            await self.direct.close()
 
 
 class RayInboxLink(_RouterSubmissions):
@@ -99,6 +116,7 @@ class RayInboxLink(_RouterSubmissions):
 
     async def close(self) -> None:
         self._closed.set()
+        await self._close_direct()
 
 
 class RayClientLink(_RouterSubmissions):
@@ -122,6 +140,7 @@ class RayClientLink(_RouterSubmissions):
             await dispatch(frames, self._on_frame)
 
     async def close(self) -> None:
+        await self._close_direct()
         ray.kill(self._endpoint)
 
 
@@ -175,13 +194,19 @@ class RayBackend:
     ) -> ClientLink:
         if durable:
             raise ValueError(DURABLE_NEEDS_BROKER)
+        link: RayInboxLink | RayClientLink
         if inbox:
-            return RayInboxLink(router, client_name)
-        # A driver cannot receive actor calls: its answers wait in an actor it polls.
-        endpoint = ClientEndpoint.options(  # type: ignore[attr-defined]
-            name=client_name, namespace=NAMESPACE, num_cpus=0
-        ).remote()
-        return RayClientLink(router, endpoint, client_name, on_frame)
+            link = RayInboxLink(router, client_name)
+        else:
+            # A driver cannot receive actor calls: its answers wait in an actor it polls.
+            endpoint = ClientEndpoint.options(  # type: ignore[attr-defined]
+                name=client_name, namespace=NAMESPACE, num_cpus=0
+            ).remote()
+            link = RayClientLink(router, endpoint, client_name, on_frame)
+        router_config = self._config.router
+        if router_config.direct_calls and router_config.regions is None:
+            link.direct = DirectLane(discovery, on_frame, link.to_router)
+        return link
 
     async def open_worker(
         self,

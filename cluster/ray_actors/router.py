@@ -23,6 +23,7 @@ import ray
 
 from actors.discovery.registry import Membership, without_workers
 from actors.outbox import BUSY_INTERVAL_S, Outbox
+from actors.router.completion import DirectReport
 from actors.router.core import Completion, RouterConfig, RouterCore
 from cluster.metrics.ray_export import RayExport, export_forever
 from cluster.metrics.recorders import RouterRecorder
@@ -161,6 +162,12 @@ class RouterActor:
     async def completed(self, worker: str, completions: list[Completion]) -> None:
         await self.start()
         self._core.completed(worker, completions)
+
+    async def direct_ended(self, worker: str, report: DirectReport) -> str:
+        """Calls clients sent ``worker`` directly: counted here (see
+        :mod:`actors.worker.direct`); answers the pool's breaker state."""
+        await self.start()
+        return self._core.direct_ended(worker, report).value
 
     async def on_membership(
         self, membership: Membership, changed_kinds: set[str], *, attempt: int = 0

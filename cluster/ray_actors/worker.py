@@ -16,8 +16,10 @@ the router counts every call and a worker records nothing, so no call counts twi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -28,6 +30,7 @@ from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion
 from actors.worker.admission import admission_for
 from actors.worker.completions import CompletionReports
+from actors.worker.direct import DirectCalls, DirectOutcome
 from cluster.backends.base import WorkerLink, WorkerSource, backend_for
 from cluster.config import BusConfig, PoolConfig
 from cluster.idempotency import keyed_runs_for
@@ -59,6 +62,10 @@ __all__ = [
 ]
 
 _CATALOG_EVERY_N_BEATS = 5
+# A drained worker that took direct calls announces it at once and stays this long
+# (bouncing them) so clients, which re-read membership every second, see it first: a
+# direct call to a worker already gone looks like one lost while it ran (1004).
+_DIRECT_LINGER_S = 1.5
 _REMOTE_CONNECT_TIMEOUT_S = 10.0
 
 logger = logging.getLogger(__name__)
@@ -160,7 +167,14 @@ class _Reply(NamedTuple):
 
 class _RayWorkerPorts:
     def __init__(
-        self, bus: str, actor_name: str, handles: HandleCache, *, capacity: int, slow_call_s: float
+        self,
+        bus: str,
+        actor_name: str,
+        handles: HandleCache,
+        *,
+        pool: str,
+        capacity: int,
+        slow_call_s: float,
     ) -> None:
         self._router = actor_names.router(bus)
         self._actor_name = actor_name
@@ -188,8 +202,41 @@ class _RayWorkerPorts:
         # server says about a call goes to the caller's topic or queue; requests to Ray
         # actors (raybus/...) still go to their actor.
         self.topic_sink: Callable[[str, Frame], None] | None = None
+        # Calls clients send this worker directly (Ray): answered as return values, and
+        # reported to the router in batches (actors.worker.direct).
+        self.direct = DirectCalls()
+        self.direct_open = True  # the pool's breaker, as the router last said: closed
+        self._pool = pool
+        self._direct_reports: Outbox[str, None] = Outbox(
+            self._send_direct_report,
+            on_answer=self._direct_answered,
+            min_interval_s=BUSY_INTERVAL_S,
+        )
+
+    def report_direct(self) -> None:
+        self._direct_reports.put(self._router, None)
+
+    def _send_direct_report(self, router: str, _: list[None]) -> Any:
+        report = self.direct.take_report(self._pool)
+        return self._handles.get(router).direct_ended.remote(self._actor_name, report)
+
+    def _direct_answered(self, _: str, breaker: object) -> None:
+        self.direct_open = breaker == "closed"
+
+    def _direct_ended(self, completion: Completion, answer: Frame | None) -> None:
+        self.direct.ended(completion, answer)
+        self.report_direct()
 
     def reply(self, destination: str, frame: Frame, completion: Completion | None = None) -> None:
+        if self.direct.owns(frame.envelope.correlation_key):
+            if completion is None:  # progress, a log: the answer must not overtake it
+                self.direct.spoke(frame.envelope.correlation_key)
+                self.replies.put(destination, _Reply(frame, None))
+            elif self.direct.takes_answer(completion.key):
+                self._direct_ended(completion, frame)
+            else:  # ended once it reached the caller: see _replies_settled
+                self.replies.put(destination, _Reply(frame, completion))
+            return
         if self.topic_sink is not None and not destination.startswith("raybus/"):
             self.topic_sink(destination, frame)
             if completion is not None:
@@ -198,14 +245,17 @@ class _RayWorkerPorts:
             self.replies.put(destination, _Reply(frame, completion))
 
     def completed(self, completion: Completion) -> None:
-        self.reports.add(completion)
+        if self.direct.owns(completion.key):
+            self._direct_ended(completion, None)
+        else:
+            self.reports.add(completion)
 
     def _replies_settled(self, _: str, replies: list[_Reply]) -> None:
         # Accepted, or undeliverable (the caller's endpoint is gone): either way the
         # call is over for the router.
         for reply in replies:
             if reply.completion is not None:
-                self.reports.add(reply.completion)
+                self.completed(reply.completion)
 
     def _replies_failed(self, destination: str, replies: list[_Reply], exc: BaseException) -> None:
         # Only the task store keeps what it is sent beyond its caller's life: a batch
@@ -266,6 +316,7 @@ class WorkerActor:
             bus,
             actor_name,
             self._handles,
+            pool=pool.name,
             capacity=pool.max_concurrency,
             slow_call_s=config.router.breaker.slow_call_threshold_s,  # a verdict: sent at once
         )
@@ -463,6 +514,27 @@ class WorkerActor:
         self._core.deliver(frames)
         return await self._ports.reports.answer()
 
+    async def call(self, frames: list[Frame]) -> DirectOutcome:
+        """Calls a client sent here directly: those taken are answered in the return (or
+        named as still running, see :meth:`collect`); the rest are bounced."""
+        core, ports = self._core, self._ports
+        usable = self._active and not core.draining and ports.direct_open
+        room = max(0, core.identity.capacity - core.in_flight) if usable else 0
+        taken, bounced = frames[:room], frames[room:]
+        if bounced:
+            ports.report_direct()  # the router answers with the breaker's state now
+        if not taken:
+            return DirectOutcome([], bounced)
+        keys = ports.direct.begin(taken)
+        core.deliver(taken, routed=False)
+        ports.report_direct()
+        outcome = await ports.direct.collect(keys)
+        return DirectOutcome(outcome.answers, bounced, outcome.running)
+
+    async def collect(self, keys: list[CorrelationKey]) -> DirectOutcome:
+        """The answers of direct calls still running at an earlier return."""
+        return await self._ports.direct.collect(keys)
+
     async def cancel(self, keys: list[CorrelationKey]) -> None:
         await self._core.cancel(keys)
 
@@ -473,6 +545,12 @@ class WorkerActor:
         """Finish everything the router sent, stop heartbeating, close the server."""
         if self._source is not None:
             await self._source.stop(timeout_s)  # committed and out of the group first
+        lingering: float | None = None
+        if self._ports.direct.ever and self._link is not None and self._source is None:
+            self._core.draining = True  # direct calls are bounced from now on
+            lingering = time.monotonic()
+            with contextlib.suppress(Exception):  # the periodic beats say it too
+                await self._beat(with_catalog=False)
         if self._export is not None:
             self._take_calls()
             self._export.flush()  # the last calls' counts reach Ray before the actor ends
@@ -486,6 +564,8 @@ class WorkerActor:
         await self._ports.replies.drain()
         self._ports.reports.flush()
         await self._ports.completions.drain()
+        if lingering is not None:  # a grace timer, not synchronisation: see _DIRECT_LINGER_S
+            await asyncio.sleep(max(0.0, _DIRECT_LINGER_S - (time.monotonic() - lingering)))
         self._stopped.set()
         return finished
 

@@ -138,7 +138,9 @@ async def test_a_worker_reports_a_call_done_only_once_its_answer_reached_the_cal
     handles = HandleCache()
     endpoint = _SlowEndpoint()
     handles.put("raybus/t/client/1", endpoint)
-    ports = _RayWorkerPorts("t", "raybus/t/worker/p/1", handles, capacity=8, slow_call_s=60.0)
+    ports = _RayWorkerPorts(
+        "t", "raybus/t/worker/p/1", handles, pool="p", capacity=8, slow_call_s=60.0
+    )
     envelope = Envelope(client_id="c", request_id="1", reply_to="raybus/t/client/1")
     answer = Frame.of(envelope, Response.success(1, {}))
     ports.reply("raybus/t/client/1", answer, _completion(1))

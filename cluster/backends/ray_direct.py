@@ -1,0 +1,221 @@
+"""The direct lane (Ray): a client sends ``tools/call`` straight to a worker of the pool.
+
+Through the router a call makes four transits (client -> router -> worker -> the
+caller's endpoint or inbox -> the caller); sent directly it makes two: one actor call to
+the worker and its return, which carries the answer (the worker's half and the rules it
+keeps are in :mod:`actors.worker.direct`). The client chooses the pool with the router's
+own :func:`~actors.router.routing.pool_for`, from discovery's membership read again every
+second, and the worker where it has the fewest calls of its own, below the worker's
+capacity. Everything else takes the router: other methods, calls with an idempotency key
+or run as tasks, a bus with regions, a pool without a free worker in view, and whatever a
+worker bounces (it is full, draining, or its pool's breaker is not closed), so under load
+the router's queue is still the autoscaler's lag.
+
+A worker lost with a call on it fails that call with "may have run" (1004), as the router
+would; a call that is safe to repeat goes to the router instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from actors.discovery.registry import Membership, ServerStatus
+from actors.replies import error_reply
+from actors.router.routing import pool_for, retry_safe
+from actors.worker.direct import DirectOutcome
+from cluster.backends.base import OnFrame
+from cluster.naming import HandleCache
+from transports.envelope import CorrelationKey
+from transports.errors import BusError, BusErrorCode
+from transports.frame import Frame
+
+__all__ = ["MEMBERSHIP_REFRESH_S", "DirectLane"]
+
+logger = logging.getLogger(__name__)
+
+# How stale the client's view of the pools' workers may get (a drained worker that took
+# direct calls waits longer than this before it goes: cluster.ray_actors.worker).
+MEMBERSHIP_REFRESH_S = 1.0
+
+
+def _direct_eligible(frame: Frame) -> bool:
+    envelope = frame.envelope
+    return (
+        envelope.method == "tools/call"
+        and envelope.idempotency_key is None  # the ledger's path (cluster.idempotency)
+        and not any(name == "task" for name, _ in envelope.attributes)
+    )
+
+
+class DirectLane:
+    """One client's direct calls: where each went, and how many it has on each worker."""
+
+    def __init__(
+        self,
+        discovery: Any,
+        on_frame: OnFrame,
+        to_router: Callable[[list[Frame]], None],
+        handles: HandleCache | None = None,
+    ) -> None:
+        self._discovery = discovery
+        self._on_frame = on_frame
+        self._to_router = to_router
+        self._handles = handles or HandleCache()
+        self._membership: Membership | None = None
+        self._read_at = float("-inf")
+        self._reading: asyncio.Task[None] | None = None
+        self._outstanding: dict[str, int] = {}
+        self._where: dict[CorrelationKey, str] = {}
+        self._runs: set[asyncio.Task[None]] = set()
+
+    def take(self, frames: list[Frame]) -> list[Frame]:
+        """Send the calls that can go directly; returns those for the router."""
+        self._refresh()
+        membership = self._membership
+        if membership is None:
+            return frames
+        routed: list[Frame] = []
+        batches: dict[str, list[Frame]] = {}
+        for frame in frames:
+            worker = self._choose(membership, frame) if _direct_eligible(frame) else None
+            if worker is None:
+                routed.append(frame)
+                continue
+            batches.setdefault(worker, []).append(frame)
+            self._outstanding[worker] = self._outstanding.get(worker, 0) + 1
+            self._where[frame.envelope.correlation_key] = worker
+        for worker, batch in batches.items():
+            self._spawn(self._run(worker, batch))
+        return routed
+
+    def cancel(self, keys: list[CorrelationKey]) -> list[CorrelationKey]:
+        """Tell the workers running these calls; returns the keys that are not direct."""
+        by_worker: dict[str, list[CorrelationKey]] = {}
+        routed: list[CorrelationKey] = []
+        for key in keys:
+            worker = self._where.get(key)
+            if worker is None:
+                routed.append(key)
+            else:
+                by_worker.setdefault(worker, []).append(key)
+        for worker, worker_keys in by_worker.items():
+            self._spawn(self._cancel(worker, worker_keys))
+        return routed
+
+    async def close(self) -> None:
+        for task in list(self._runs):
+            task.cancel()
+        await asyncio.gather(*self._runs, return_exceptions=True)
+
+    def _choose(self, membership: Membership, frame: Frame) -> str | None:
+        pool = pool_for(membership, frame)
+        if not isinstance(pool, str):
+            return None  # the router answers it, in its own words
+        best: str | None = None
+        best_count = 0
+        for info in membership.workers.get(pool, ()):
+            if info.status is ServerStatus.DRAINING:
+                continue
+            count = self._outstanding.get(info.actor_name, 0)
+            if count < info.capacity and (best is None or count < best_count):
+                best, best_count = info.actor_name, count
+        return best
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._read_at < MEMBERSHIP_REFRESH_S:
+            return
+        if self._reading is not None and not self._reading.done():
+            return
+        self._read_at = now
+        self._reading = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            self._membership = await self._discovery.snapshot.remote()
+        except Exception as exc:  # noqa: BLE001 - the router's path serves meanwhile
+            logger.debug("reading membership for direct calls failed: %s", exc)
+            self._membership = None
+
+    async def _run(self, worker: str, frames: list[Frame]) -> None:
+        unsettled = {frame.envelope.correlation_key: frame for frame in frames}
+        try:
+            try:
+                handle = await self._handles.get_async(worker)
+            except BusError:  # never sent: the router serves them
+                self._to_router(list(unsettled.values()))
+                unsettled.clear()
+                return
+            outcome: DirectOutcome = await handle.call.remote(frames)
+            while True:
+                if outcome.bounced:
+                    for frame in outcome.bounced:
+                        unsettled.pop(frame.envelope.correlation_key, None)
+                    self._to_router(outcome.bounced)
+                running = set(outcome.running)
+                for key in [key for key in unsettled if key not in running]:
+                    del unsettled[key]  # answered here or delivered the ordinary way
+                    self._settle(key)
+                for answer in outcome.answers:
+                    try:
+                        await self._on_frame(answer)
+                    except BusError as exc:
+                        logger.warning("dropped an undecodable answer: %s", exc)
+                if not running:
+                    return
+                outcome = await handle.collect.remote(list(running))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the worker is gone: fail what it held
+            self._handles.forget(worker)
+            await self._lost(worker, list(unsettled.values()), exc)
+            unsettled.clear()
+        finally:
+            for key in unsettled:
+                self._settle(key)
+            if self._outstanding.get(worker, 0) <= 0:
+                self._outstanding.pop(worker, None)
+
+    def _settle(self, key: CorrelationKey) -> None:
+        worker = self._where.pop(key, None)
+        if worker is not None:
+            self._outstanding[worker] = max(0, self._outstanding.get(worker, 0) - 1)
+
+    async def _lost(self, worker: str, frames: list[Frame], exc: BaseException) -> None:
+        logger.warning("worker %s was lost with %d direct call(s): %s", worker, len(frames), exc)
+        membership = self._membership
+        again: list[Frame] = []
+        for frame in frames:
+            self._settle(frame.envelope.correlation_key)
+            envelope = frame.envelope
+            pool = pool_for(membership, frame) if membership is not None else None
+            safe = isinstance(pool, str) and retry_safe(
+                membership, envelope.method or "", pool, envelope.name or ""
+            )
+            if safe:
+                again.append(frame)
+                continue
+            reply = error_reply(
+                frame,
+                BusErrorCode.OUTCOME_UNKNOWN,
+                f"the worker serving the call was lost ({type(exc).__name__}): it may have run",
+            )
+            await self._on_frame(reply)
+        if again:
+            self._to_router(again)
+
+    async def _cancel(self, worker: str, keys: list[CorrelationKey]) -> None:
+        try:
+            handle = await self._handles.get_async(worker)
+            await handle.cancel.remote(keys)
+        except Exception as exc:  # noqa: BLE001 - best effort: the caller has its outcome
+            logger.warning("could not cancel %d call(s) on %s: %s", len(keys), worker, exc)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._runs.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._runs.discard)
