@@ -205,7 +205,10 @@ class RayBackend:
             link = RayClientLink(router, endpoint, client_name, on_frame)
         router_config = self._config.router
         if router_config.direct_calls and router_config.regions is None:
-            link.direct = DirectLane(discovery, on_frame, link.to_router)
+            # dispatch is looked up at each hand-over, as the links' receive loops do.
+            link.direct = DirectLane(
+                discovery, lambda frames: dispatch(frames, on_frame), link.to_router
+            )
         return link
 
     async def open_worker(

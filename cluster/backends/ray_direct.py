@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.discovery.registry import Membership, ServerStatus
 from actors.replies import error_reply
 from actors.router.routing import pool_for, retry_safe
 from actors.worker.direct import DirectOutcome
-from cluster.backends.base import OnFrame
 from cluster.naming import HandleCache
 from transports.envelope import CorrelationKey
 from transports.errors import BusError, BusErrorCode
@@ -57,12 +56,12 @@ class DirectLane:
     def __init__(
         self,
         discovery: Any,
-        on_frame: OnFrame,
+        hand_over: Callable[[list[Frame]], Awaitable[None]],
         to_router: Callable[[list[Frame]], None],
         handles: HandleCache | None = None,
     ) -> None:
         self._discovery = discovery
-        self._on_frame = on_frame
+        self._hand_over = hand_over  # to the client, in order (cluster.backends.ray.dispatch)
         self._to_router = to_router
         self._handles = handles or HandleCache()
         self._membership: Membership | None = None
@@ -160,11 +159,8 @@ class DirectLane:
                 for key in [key for key in unsettled if key not in running]:
                     del unsettled[key]  # answered here or delivered the ordinary way
                     self._settle(key)
-                for answer in outcome.answers:
-                    try:
-                        await self._on_frame(answer)
-                    except BusError as exc:
-                        logger.warning("dropped an undecodable answer: %s", exc)
+                if outcome.answers:
+                    await self._hand_over(outcome.answers)
                 if not running:
                     return
                 outcome = await handle.collect.remote(list(running))
@@ -189,6 +185,7 @@ class DirectLane:
         logger.warning("worker %s was lost with %d direct call(s): %s", worker, len(frames), exc)
         membership = self._membership
         again: list[Frame] = []
+        failed: list[Frame] = []
         for frame in frames:
             self._settle(frame.envelope.correlation_key)
             envelope = frame.envelope
@@ -199,12 +196,10 @@ class DirectLane:
             if safe:
                 again.append(frame)
                 continue
-            reply = error_reply(
-                frame,
-                BusErrorCode.OUTCOME_UNKNOWN,
-                f"the worker serving the call was lost ({type(exc).__name__}): it may have run",
-            )
-            await self._on_frame(reply)
+            reason = f"the worker serving the call was lost ({type(exc).__name__}): it may have run"
+            failed.append(error_reply(frame, BusErrorCode.OUTCOME_UNKNOWN, reason))
+        if failed:
+            await self._hand_over(failed)
         if again:
             self._to_router(again)
 
