@@ -37,6 +37,8 @@ __all__ = ["DirectCalls", "DirectOutcome"]
 # return: long enough for a batch of quick calls to finish together, short enough that a
 # slow call does not hold quick ones back (they are collected by a next call instead).
 HOLD_AFTER_FIRST_S = 0.002
+# Answers of ended calls no client came to collect, kept at most (see _forget_uncollected).
+_MAX_UNCOLLECTED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class DirectCalls:
 
     def begin(self, frames: Iterable[Frame]) -> list[CorrelationKey]:
         loop = asyncio.get_running_loop()
+        self._forget_uncollected()
         keys = []
         for frame in frames:
             envelope = frame.envelope
@@ -133,9 +136,11 @@ class DirectCalls:
                 running.append(key)
         return DirectOutcome(answers, running=running)
 
-    def forget(self, keys: Iterable[CorrelationKey]) -> None:
-        """The client will not collect these (it gave up on the call)."""
-        for key in keys:
-            future = self._answers.pop(key, None)
-            if future is not None and not future.done():
-                future.cancel()
+    def _forget_uncollected(self) -> None:
+        # A client that closed or died never collects its calls' answers: past a bound,
+        # the oldest of those (kept in insertion order) are let go.
+        excess = len(self._answers) - self.in_flight - _MAX_UNCOLLECTED
+        if excess <= 0:
+            return
+        for key in [k for k, f in self._answers.items() if f.done()][:excess]:
+            del self._answers[key]

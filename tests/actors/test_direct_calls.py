@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from actors.router.breaker import BreakerConfig, BreakerState
 from actors.router.completion import DirectReport
 from actors.router.core import Completion
+from actors.worker import direct
 from actors.worker.direct import DirectCalls
 from tests.actors.test_router import call
 from tests.actors.test_router_metrics import key, measured_router
@@ -24,7 +27,8 @@ async def test_quick_calls_ride_on_one_return_and_a_slow_one_is_collected_later(
     book = DirectCalls()
     quick, other, slow = call("a", 1), call("a", 2), call("a", 3)
     keys = book.begin([quick, other, slow])
-    assert book.in_flight == 3 and book.ever
+    assert book.in_flight == 3
+    assert book.ever
 
     async def serve() -> None:
         book.ended(Completion(key(quick), False, 0.01), answer(quick))
@@ -39,7 +43,8 @@ async def test_quick_calls_ride_on_one_return_and_a_slow_one_is_collected_later(
     )
     later = await book.collect(first.running)
     assert [f.envelope.correlation_key for f in later.answers] == [key(slow)]
-    assert later.running == [] and book.in_flight == 0
+    assert later.running == []
+    assert book.in_flight == 0
 
 
 async def test_a_call_that_spoke_is_answered_the_ordinary_way_not_in_the_return() -> None:
@@ -51,7 +56,8 @@ async def test_a_call_that_spoke_is_answered_the_ordinary_way_not_in_the_return(
     assert not book.takes_answer(talky_key)
     book.ended(Completion(talky_key, False, 0.01), None)  # delivered after the progress
     outcome = await book.collect([talky_key])
-    assert outcome.answers == [] and outcome.running == []
+    assert outcome.answers == []
+    assert outcome.running == []
 
 
 async def test_the_report_names_each_ended_call_by_its_label_and_counts_those_running() -> None:
@@ -76,7 +82,8 @@ def test_the_router_counts_direct_calls_as_its_own() -> None:
     assert [worker for worker, _ in ports.delivered] == ["w2"]
     ended = [("echo", Completion(("b", "1", "anonymous"), False, 0.05))]
     core.direct_ended("w1", DirectReport("kit", 0, ended))
-    assert core.lag()["kit"].in_flight == 1 and core.lag()["kit"].completed == 1
+    assert core.lag()["kit"].in_flight == 1
+    assert core.lag()["kit"].completed == 1
     assert metrics.tallies[-1].outcomes == {("kit", "echo", "ok"): 1}
 
 
@@ -95,3 +102,21 @@ def test_a_report_for_a_pool_the_router_does_not_know_is_ignored() -> None:
     ended = [("echo", Completion(("b", "1", "anonymous"), False, 0.05))]
     assert core.direct_ended("w9", DirectReport("other", 0, ended)) is BreakerState.CLOSED
     assert metrics.tallies == []
+
+
+async def test_answers_nobody_collects_are_let_go_past_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(direct, "_MAX_UNCOLLECTED", 2)
+    book = DirectCalls()
+    frames = [call("gone", n) for n in range(5)]
+    book.begin(frames)
+    for frame in frames:  # a client that closed: nobody collects these
+        book.ended(Completion(key(frame), False, 0.01), answer(frame))
+    running = call("a", 99)
+    [running_key] = book.begin([running])
+    # The two newest uncollected answers stay; the running call keeps its place.
+    kept = await book.collect([key(f) for f in frames])
+    assert [f.envelope.request_id for f in kept.answers] == ["3", "4"]
+    assert book.in_flight == 1
+    assert book.owns(running_key)

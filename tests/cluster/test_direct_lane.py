@@ -152,7 +152,7 @@ async def test_a_worker_lost_with_a_direct_call_fails_it_as_may_have_run_at_once
     await wait_until(lambda: ray.get(worker.status.remote())["in_flight"] >= 1, timeout_s=30)
     ray.kill(worker, no_restart=True)
     # Well before the call's 120 s: the return that would carry it failed.
-    await wait_until(lambda: lane.answered(call), timeout_s=30)
+    await wait_until(lambda: bool(lane.answered(call)), timeout_s=30)
     error = lane.answered(call)[call.envelope.request_id].error
     assert error is not None
     assert error.code == BusErrorCode.OUTCOME_UNKNOWN
