@@ -207,7 +207,10 @@ class RayBackend:
         if router_config.direct_calls and router_config.regions is None:
             # dispatch is looked up at each hand-over, as the links' receive loops do.
             link.direct = DirectLane(
-                discovery, lambda frames: dispatch(frames, on_frame), link.to_router
+                discovery,
+                lambda frames: dispatch(frames, on_frame),
+                link.to_router,
+                grace_s=router_config.overdue_grace_s,
             )
         return link
 

@@ -50,6 +50,10 @@ def _direct_eligible(frame: Frame) -> bool:
     )
 
 
+class _Overdue(Exception):
+    """A worker held direct calls past their deadlines and the grace."""
+
+
 class DirectLane:
     """One client's direct calls: where each went, and how many it has on each worker."""
 
@@ -59,11 +63,14 @@ class DirectLane:
         hand_over: Callable[[list[Frame]], Awaitable[None]],
         to_router: Callable[[list[Frame]], None],
         handles: HandleCache | None = None,
+        *,
+        grace_s: float = 2.0,
     ) -> None:
         self._discovery = discovery
         self._hand_over = hand_over  # to the client, in order (cluster.backends.ray.dispatch)
         self._to_router = to_router
         self._handles = handles or HandleCache()
+        self._grace_s = grace_s  # router.overdue_grace_s
         self._membership: Membership | None = None
         self._read_at = float("-inf")
         self._reading: asyncio.Task[None] | None = None
@@ -135,10 +142,15 @@ class DirectLane:
 
     async def _read(self) -> None:
         try:
-            self._membership = await self._discovery.snapshot.remote()
+            membership: Membership = await self._discovery.snapshot.remote()
         except Exception as exc:  # noqa: BLE001 - the router's path serves meanwhile
             logger.debug("reading membership for direct calls failed: %s", exc)
             self._membership = None
+            return
+        self._membership = membership
+        live = {info.actor_name for infos in membership.workers.values() for info in infos}
+        for gone in [worker for worker in self._outstanding if worker not in live]:
+            del self._outstanding[gone]
 
     async def _run(self, worker: str, frames: list[Frame]) -> None:
         unsettled = {frame.envelope.correlation_key: frame for frame in frames}
@@ -149,7 +161,7 @@ class DirectLane:
                 self._to_router(list(unsettled.values()))
                 unsettled.clear()
                 return
-            outcome: DirectOutcome = await handle.call.remote(frames)
+            outcome = await self._within_deadlines(handle.call.remote(frames), unsettled)
             while True:
                 if outcome.bounced:
                     for frame in outcome.bounced:
@@ -163,7 +175,11 @@ class DirectLane:
                     await self._hand_over(outcome.answers)
                 if not running:
                     return
-                outcome = await handle.collect.remote(list(running))
+                collected = handle.collect.remote(list(running))
+                outcome = await self._within_deadlines(collected, unsettled)
+        except _Overdue:
+            await self._overdue(worker, list(unsettled.values()))
+            unsettled.clear()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the worker is gone: fail what it held
@@ -175,6 +191,35 @@ class DirectLane:
                 self._settle(key)
             if self._outstanding.get(worker, 0) <= 0:
                 self._outstanding.pop(worker, None)
+
+    async def _within_deadlines(
+        self, answer: Awaitable[DirectOutcome], unsettled: dict[CorrelationKey, Frame]
+    ) -> DirectOutcome:
+        """``answer``, or :class:`_Overdue` once the last deadline of ``unsettled`` is
+        ``grace_s`` past: a worker that never answers (its loop blocked, its answer lost)
+        must not leave its callers waiting, as the router's overdue watch does not."""
+        deadlines = [f.envelope.deadline_unix_s for f in unsettled.values()]
+        if not deadlines or None in deadlines:
+            return await answer
+        last = max(d for d in deadlines if d is not None)
+        try:
+            async with asyncio.timeout(max(0.0, last - time.time()) + self._grace_s):
+                return await answer
+        except TimeoutError:
+            raise _Overdue from None
+
+    async def _overdue(self, worker: str, frames: list[Frame]) -> None:
+        keys = [frame.envelope.correlation_key for frame in frames]
+        for key in keys:
+            # Its slot stays counted, as the router keeps it: nothing more is sent to a
+            # worker that holds calls past their deadlines until it lets go of them or
+            # leaves the membership (see _read).
+            self._where.pop(key, None)
+        reason = f"worker {worker} did not answer by the deadline; the call may have run"
+        await self._hand_over(
+            [error_reply(f, BusErrorCode.DEADLINE_EXCEEDED, reason) for f in frames]
+        )
+        self._spawn(self._cancel(worker, keys))
 
     def _settle(self, key: CorrelationKey) -> None:
         worker = self._where.pop(key, None)

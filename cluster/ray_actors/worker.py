@@ -207,10 +207,10 @@ class _RayWorkerPorts:
         self.direct = DirectCalls()
         self.direct_open = True  # the pool's breaker, as the router last said: closed
         self._pool = pool
+        # At most 20 reports a second under load (each costs both sides an actor call);
+        # an idle worker's first report leaves at once.
         self._direct_reports: Outbox[str, None] = Outbox(
-            self._send_direct_report,
-            on_answer=self._direct_answered,
-            min_interval_s=BUSY_INTERVAL_S,
+            self._send_direct_report, on_answer=self._direct_answered, min_interval_s=0.05
         )
 
     def report_direct(self) -> None:
