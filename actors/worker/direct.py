@@ -11,8 +11,8 @@ router -> worker -> the caller's endpoint -> the caller). This is the worker's h
 * A call's answer is held for the return. If the call first sent other frames (progress,
   logs), its answer follows them the ordinary way, so it cannot overtake them, and the
   return only says it was delivered.
-* A batch returns once its calls ended, or a short hold after the first answer: calls
-  still running are named in the return and the client collects them with a next call.
+* A batch returns once its calls ended, or once none ended for a moment: calls still
+  running are named in the return and the client collects them with a next call.
   Every answer thus rides on a return, so a worker dying mid-call fails that call at
   the client, which knows which of its calls were lost.
 * The router never sees these calls, so their ends (and how many run) are reported to it
@@ -33,9 +33,9 @@ from transports.frame import Frame
 
 __all__ = ["DirectCalls", "DirectOutcome"]
 
-# After a batch's first answer, how long its other calls may take to ride on the same
-# return: long enough for a batch of quick calls to finish together, short enough that a
-# slow call does not hold quick ones back (they are collected by a next call instead).
+# After a batch's first answer, the return waits while its other calls keep ending, each
+# within this of the one before: a batch of quick calls comes back whole, while a slow
+# call does not hold the quick ones back (it is collected by a next call instead).
 HOLD_AFTER_FIRST_S = 0.002
 # Answers of ended calls no client came to collect, kept at most (see _forget_uncollected).
 _MAX_UNCOLLECTED = 10_000
@@ -114,13 +114,17 @@ class DirectCalls:
         return DirectReport(pool, self.in_flight, ended)
 
     async def collect(self, keys: list[CorrelationKey]) -> DirectOutcome:
-        """Wait for the first of ``keys`` to end, then briefly for the rest."""
+        """Wait for the first of ``keys`` to end, then for the rest while they keep ending."""
         futures = [self._answers[key] for key in keys if key in self._answers]
         if not futures:
             return DirectOutcome([])
         _, pending = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-        if pending:
-            await asyncio.wait(futures, timeout=HOLD_AFTER_FIRST_S)
+        while pending:  # more keep ending: a busy batch returns whole, in one call
+            done, pending = await asyncio.wait(
+                pending, timeout=HOLD_AFTER_FIRST_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
         answers: list[Frame] = []
         running: list[CorrelationKey] = []
         for key in keys:
