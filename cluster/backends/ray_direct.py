@@ -141,12 +141,18 @@ class DirectLane:
         self._reading = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
+        known = self._membership
+        epoch, version = (known.epoch, known.version) if known is not None else ("", -1)
         try:
-            membership: Membership = await self._discovery.snapshot.remote()
+            membership: Membership | None = await self._discovery.snapshot_since.remote(
+                epoch, version
+            )
         except Exception as exc:  # noqa: BLE001 - the router's path serves meanwhile
             logger.debug("reading membership for direct calls failed: %s", exc)
             self._membership = None
             return
+        if membership is None:
+            return  # unchanged
         self._membership = membership
         live = {info.actor_name for infos in membership.workers.values() for info in infos}
         for gone in [worker for worker in self._outstanding if worker not in live]:

@@ -98,6 +98,14 @@ class DiscoveryActor:
     async def snapshot(self) -> Membership:
         return self._registry.snapshot()
 
+    async def snapshot_since(self, epoch: str, version: int) -> Membership | None:
+        """The snapshot, or None while ``(epoch, version)`` is current: a client that reads
+        membership every second (cluster.backends.ray_direct) is sent it only on change."""
+        registry = self._registry
+        if epoch == registry.epoch and version == registry.version:
+            return None
+        return registry.snapshot()
+
     async def catalogs(self) -> dict[str, Catalog]:
         """Each pool's catalog as lists show it: a name two pools offer, at its owner only."""
         return self._registry.snapshot().listed

@@ -1,0 +1,167 @@
+"""The direct lane's client half with fake actors: what it sends where, and what it does
+when a worker bounces, dies or never answers (the real-Ray side: test_direct_lane)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from actors.worker.direct import DirectOutcome
+from cluster.backends.ray_direct import MEMBERSHIP_REFRESH_S, DirectLane
+from cluster.naming import HandleCache
+from tests.actors.test_router import call, registry_with
+from tests.waiting import wait_until
+from transports.errors import BusErrorCode
+from transports.frame import Frame
+from transports.message import Response
+
+
+class _Remote:
+    """``handle.method.remote(...)`` answering with what ``answer`` returns (awaited)."""
+
+    def __init__(self, answer: Callable[..., Any]) -> None:
+        self._answer = answer
+        self.calls: list[tuple[Any, ...]] = []
+
+    def remote(self, *args: Any) -> Any:
+        self.calls.append(args)
+        return asyncio.ensure_future(self._answer(*args))
+
+
+class _Discovery:
+    def __init__(self, *workers: tuple[str, int]) -> None:
+        self.membership = registry_with(*workers).snapshot()
+
+        async def since(epoch: str, version: int) -> Any:
+            current = self.membership
+            return None if (epoch, version) == (current.epoch, current.version) else current
+
+        self.snapshot_since = _Remote(since)
+
+
+class _Worker:
+    def __init__(self, outcome: Callable[[list[Frame]], Any]) -> None:
+        self.call = _Remote(outcome)
+        self.cancel = _Remote(self._cancelled)
+        self.collect = _Remote(self._never)
+
+    async def _cancelled(self, keys: list[Any]) -> None:
+        return None
+
+    async def _never(self, keys: list[Any]) -> DirectOutcome:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def _answers(frames: list[Frame]) -> list[Frame]:
+    return [Frame.of(f.envelope, Response.success(1, {"content": []})) for f in frames]
+
+
+class _Harness:
+    def __init__(self, discovery: _Discovery, workers: dict[str, _Worker]) -> None:
+        self.handed: list[Frame] = []
+        self.routed: list[Frame] = []
+        handles = HandleCache()
+        for name, worker in workers.items():
+            handles.put(name, worker)
+        self.lane = DirectLane(discovery, self._hand, self.routed.extend, handles, grace_s=0.2)
+
+    async def _hand(self, frames: list[Frame]) -> None:
+        self.handed.extend(frames)
+
+    async def ready(self) -> None:
+        self.lane.take([])
+        await wait_until(lambda: self.lane._membership is not None)
+
+    def codes(self) -> list[int | None]:
+        codes: list[int | None] = []
+        for frame in self.handed:
+            message = frame.decode()
+            assert isinstance(message, Response)
+            codes.append(message.error.code if message.error is not None else None)
+        return codes
+
+
+async def test_before_it_knows_the_workers_every_call_takes_the_router() -> None:
+    harness = _Harness(_Discovery(("w1", 4)), {})
+    frames = [call("a", 1)]
+    assert harness.lane.take(frames) == frames
+
+
+async def test_calls_go_to_the_worker_with_the_fewest_of_this_clients_calls() -> None:
+    async def answer(frames: list[Frame]) -> DirectOutcome:
+        return DirectOutcome(_answers(frames))
+
+    w1, w2 = _Worker(answer), _Worker(answer)
+    harness = _Harness(_Discovery(("w1", 2), ("w2", 2)), {"w1": w1, "w2": w2})
+    await harness.ready()
+    calls = [call("a", n) for n in range(5)]
+    # Two each fill both workers' capacity as this client sees it: the fifth is the router's.
+    assert harness.lane.take(calls) == calls[4:]
+    await wait_until(lambda: len(harness.handed) == 4)
+    assert [len(args[0]) for args in w1.call.calls + w2.call.calls] == [2, 2]
+    assert harness.codes() == [None] * 4
+    # Other methods never go directly.
+    read = call("a", 9, method="resources/read")
+    assert harness.lane.take([read]) == [read]
+
+
+async def test_what_a_worker_bounces_goes_to_the_router() -> None:
+    async def full(frames: list[Frame]) -> DirectOutcome:
+        return DirectOutcome([], bounced=frames)
+
+    harness = _Harness(_Discovery(("w1", 4)), {"w1": _Worker(full)})
+    await harness.ready()
+    frames = [call("a", 1), call("a", 2)]
+    assert harness.lane.take(frames) == []
+    await wait_until(lambda: len(harness.routed) == 2)
+    assert harness.handed == []
+
+
+async def test_a_worker_lost_mid_call_fails_its_calls_as_may_have_run() -> None:
+    async def dies(frames: list[Frame]) -> DirectOutcome:
+        raise RuntimeError("actor died")
+
+    harness = _Harness(_Discovery(("w1", 4)), {"w1": _Worker(dies)})
+    await harness.ready()
+    assert harness.lane.take([call("a", 1)]) == []
+    await wait_until(lambda: len(harness.handed) == 1)
+    assert harness.codes() == [BusErrorCode.OUTCOME_UNKNOWN]
+
+
+async def test_a_call_held_past_its_deadline_is_answered_and_cancelled_and_its_slot_kept() -> None:
+    async def wedged(frames: list[Frame]) -> DirectOutcome:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    worker = _Worker(wedged)
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": worker})
+    await harness.ready()
+    held = call("a", 1)
+    held = Frame(replace(held.envelope, deadline_unix_s=time.time() + 0.1), held.body)
+    assert harness.lane.take([held]) == []
+    await wait_until(lambda: len(harness.handed) == 1, timeout_s=30)
+    assert harness.codes() == [BusErrorCode.DEADLINE_EXCEEDED]
+    await wait_until(lambda: len(worker.cancel.calls) == 1)
+    # The worker still holds it: this client sends it nothing more.
+    following = call("a", 2)
+    assert harness.lane.take([following]) == [following]
+    await harness.lane.close()
+
+
+async def test_membership_is_read_again_only_after_the_refresh_period_and_only_if_newer() -> None:
+    discovery = _Discovery(("w1", 4))
+    harness = _Harness(discovery, {})
+    await harness.ready()
+    assert len(discovery.snapshot_since.calls) == 1
+    harness.lane.take([])
+    assert len(discovery.snapshot_since.calls) == 1  # within the period: not asked
+    harness.lane._read_at -= MEMBERSHIP_REFRESH_S
+    harness.lane.take([])
+    await wait_until(lambda: len(discovery.snapshot_since.calls) == 2)
+    known = harness.lane._membership
+    assert known is not None
+    assert discovery.snapshot_since.calls[1] == (known.epoch, known.version)
