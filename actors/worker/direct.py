@@ -25,10 +25,12 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from actors.replies import error_reply
 from actors.router.completion import DirectReport
 from actors.router.core import Completion
 from actors.router.outcomes import call_label
 from transports.envelope import CorrelationKey
+from transports.errors import INVALID_REQUEST
 from transports.frame import Frame
 
 __all__ = ["DirectCalls", "DirectOutcome"]
@@ -75,18 +77,26 @@ class DirectCalls:
     def owns(self, key: CorrelationKey) -> bool:
         return key in self._labels
 
-    def begin(self, frames: Iterable[Frame]) -> list[CorrelationKey]:
+    def begin(self, frames: Iterable[Frame]) -> tuple[list[Frame], list[Frame]]:
+        """Book ``frames``; returns those to serve, and the refusals of any whose key is
+        already running here (the router refuses a request id in flight the same way;
+        serving it would hand the first call's waiter the second one's answer)."""
         loop = asyncio.get_running_loop()
         self._forget_uncollected()
-        keys = []
+        accepted: list[Frame] = []
+        refused: list[Frame] = []
         for frame in frames:
             envelope = frame.envelope
             key = envelope.correlation_key
+            if key in self._labels:
+                reason = f"request id {envelope.request_id!r} is already in flight"
+                refused.append(error_reply(frame, INVALID_REQUEST, reason))
+                continue
             self._labels[key] = call_label(envelope.method, envelope.name)
             self._answers[key] = loop.create_future()
-            keys.append(key)
+            accepted.append(frame)
         self.ever = True
-        return keys
+        return accepted, refused
 
     def spoke(self, key: CorrelationKey) -> None:
         """The call sent a frame of its own (it went the ordinary way)."""

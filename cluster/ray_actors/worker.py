@@ -525,11 +525,11 @@ class WorkerActor:
             ports.report_direct()  # the router answers with the breaker's state now
         if not taken:
             return DirectOutcome([], bounced)
-        keys = ports.direct.begin(taken)
-        core.deliver(taken, routed=False)
+        accepted, refused = ports.direct.begin(taken)
+        core.deliver(accepted, routed=False)
         ports.report_direct()
-        outcome = await ports.direct.collect(keys)
-        return DirectOutcome(outcome.answers, bounced, outcome.running)
+        outcome = await ports.direct.collect([f.envelope.correlation_key for f in accepted])
+        return DirectOutcome(refused + outcome.answers, bounced, outcome.running)
 
     async def collect(self, keys: list[CorrelationKey]) -> DirectOutcome:
         """The answers of direct calls still running at an earlier return."""

@@ -26,7 +26,9 @@ def answer(frame: Frame) -> Frame:
 async def test_quick_calls_ride_on_one_return_and_a_slow_one_is_collected_later() -> None:
     book = DirectCalls()
     quick, other, slow = call("a", 1), call("a", 2), call("a", 3)
-    keys = book.begin([quick, other, slow])
+    accepted, refused = book.begin([quick, other, slow])
+    keys = [key(f) for f in accepted]
+    assert refused == []
     assert book.in_flight == 3
     assert book.ever
 
@@ -50,7 +52,8 @@ async def test_quick_calls_ride_on_one_return_and_a_slow_one_is_collected_later(
 async def test_a_call_that_spoke_is_answered_the_ordinary_way_not_in_the_return() -> None:
     book = DirectCalls()
     talky = call("a", 1)
-    [talky_key] = book.begin([talky])
+    [talky_frame], _ = book.begin([talky])
+    talky_key = key(talky_frame)
     assert book.takes_answer(talky_key)
     book.spoke(talky_key)  # it sent progress first: its answer must not overtake that
     assert not book.takes_answer(talky_key)
@@ -114,9 +117,25 @@ async def test_answers_nobody_collects_are_let_go_past_a_bound(
     for frame in frames:  # a client that closed: nobody collects these
         book.ended(Completion(key(frame), False, 0.01), answer(frame))
     running = call("a", 99)
-    [running_key] = book.begin([running])
+    book.begin([running])
+    running_key = key(running)
     # The two newest uncollected answers stay; the running call keeps its place.
     kept = await book.collect([key(f) for f in frames])
     assert [f.envelope.request_id for f in kept.answers] == ["3", "4"]
     assert book.in_flight == 1
     assert book.owns(running_key)
+
+
+async def test_a_request_id_already_in_flight_is_refused_and_the_first_call_untouched() -> None:
+    book = DirectCalls()
+    first = call("a", 1)
+    book.begin([first])
+    accepted, [refusal] = book.begin([call("a", 1)])
+    assert accepted == []
+    message = refusal.decode()
+    assert isinstance(message, Response)
+    assert message.error is not None
+    assert "already in flight" in message.error.message
+    book.ended(Completion(key(first), False, 0.01), answer(first))
+    outcome = await book.collect([key(first)])
+    assert [f.envelope.correlation_key for f in outcome.answers] == [key(first)]
