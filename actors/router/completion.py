@@ -75,11 +75,17 @@ class PoolLag:
 @dataclass(frozen=True, slots=True)
 class DirectReport:
     """The router's news of direct calls: how many run now, and those that ended (with
-    the label each is counted under)."""
+    the label each is counted under).
+
+    ``waiting``: calls the router sent that the worker holds for a slot, because direct
+    calls took the slots first (:class:`~actors.worker.core.WorkerCore`); the router
+    counts them as queued.
+    """
 
     pool: str
     in_flight: int
     ended: list[tuple[str, Completion]]
+    waiting: int = 0
 
     def __reduce__(self) -> tuple[type[DirectReport], tuple[object, ...]]:
-        return (type(self), (self.pool, self.in_flight, self.ended))
+        return (type(self), (self.pool, self.in_flight, self.ended, self.waiting))

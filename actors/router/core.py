@@ -114,6 +114,7 @@ class _Worker:
     retired: bool = False
     frames_sent: int = 0
     direct: int = 0  # calls clients sent it directly, as it last reported them
+    waiting: int = 0  # of outstanding, those it holds for a slot direct calls took
 
     @property
     def outstanding_count(self) -> int:
@@ -299,6 +300,7 @@ class RouterCore:
         worker = pool.workers.get(actor_name)
         if worker is not None:
             worker.direct = report.in_flight
+            worker.waiting = min(report.waiting, len(worker.outstanding))
         for tool, done in report.ended:
             if not done.abandoned:
                 pool.completed += 1
@@ -425,9 +427,9 @@ class RouterCore:
         return {
             name: PoolLag(
                 pool=name,
-                queued=len(pool.queue),
+                queued=len(pool.queue) + sum(w.waiting for w in pool.workers.values()),
                 oldest_age_s=now - pool.queue[0].queued_at_s if pool.queue else 0.0,
-                in_flight=sum(w.outstanding_count for w in pool.workers.values()),
+                in_flight=sum(w.outstanding_count - w.waiting for w in pool.workers.values()),
                 workers=sum(1 for w in pool.workers.values() if not w.retired),
                 capacity=sum(w.capacity for w in pool.workers.values() if not w.retired),
                 breaker=pool.breaker.state,

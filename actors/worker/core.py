@@ -130,6 +130,7 @@ class WorkerCore:
         task_only: Callable[[str], bool] | None = None,
         admission: Admission = ADMIT_ALL,
         keyed: KeyedRuns | None = None,
+        on_waiting: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
@@ -149,6 +150,13 @@ class WorkerCore:
         self._keyed = keyed
         self._clock = clock
         self._tasks: dict[CorrelationKey, asyncio.Task[None]] = {}
+        # Routed calls that found every slot taken, in arrival order. The router never
+        # sends more than a worker's capacity, but clients' direct calls (Ray) fill slots
+        # the router has not heard of yet: the worker alone knows its slots, so it runs
+        # at most ``capacity`` calls and holds the rest. ``on_waiting`` hears their count
+        # (the router counts them as queued, not running).
+        self._waiting: dict[CorrelationKey, Frame] = {}
+        self._on_waiting = on_waiting
         self._frames_received = 0
         self._frames_arrived = asyncio.Event()
         self._idle = asyncio.Event()
@@ -175,17 +183,40 @@ class WorkerCore:
                 reply = error_reply(frame, refusal.code, refusal.message, refusal.data())
                 self._finish(frame, reply, Completion(key, False, 0.0, error_code=refusal.code))
                 continue
-            if key in self._tasks:
+            if key in self._tasks or key in self._waiting:
                 duplicate = error_reply(frame, BusErrorCode.OUTCOME_UNKNOWN, "duplicate delivery")
                 completion = Completion(key, False, 0.0, error_code=BusErrorCode.OUTCOME_UNKNOWN)
                 self._finish(frame, duplicate, completion)
                 continue
-            self._idle.clear()
-            self._tasks[key] = asyncio.get_running_loop().create_task(self._serve(frame))
+            if routed and (self._waiting or len(self._tasks) >= self.identity.capacity):
+                self._waiting[key] = frame
+                self._waiting_changed()
+                continue
+            self._start(key, frame)
+
+    def _start(self, key: CorrelationKey, frame: Frame) -> None:
+        self._idle.clear()
+        self._tasks[key] = asyncio.get_running_loop().create_task(self._serve(frame))
+
+    def _start_waiting(self) -> None:
+        if not self._waiting or len(self._tasks) >= self.identity.capacity:
+            return
+        while self._waiting and len(self._tasks) < self.identity.capacity:
+            key = next(iter(self._waiting))
+            self._start(key, self._waiting.pop(key))
+        self._waiting_changed()
+
+    def _waiting_changed(self) -> None:
+        if self._on_waiting is not None:
+            self._on_waiting(len(self._waiting))
 
     async def cancel(self, keys: list[CorrelationKey]) -> None:
         for key in keys:
-            await self.hosted.cancel(key)
+            if self._waiting.pop(key, None) is not None:  # never started: nothing to stop
+                self._waiting_changed()
+                self._ports.completed(completion_of(key, None, 0.0))
+            else:
+                await self.hosted.cancel(key)
 
     async def answer(self, frames: list[Frame]) -> None:
         """Clients' responses to requests the server sent them (sampling, elicitation, ...)."""
@@ -223,7 +254,12 @@ class WorkerCore:
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        """Calls this worker holds: running, or waiting for a slot."""
+        return len(self._tasks) + len(self._waiting)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
 
     def status(self) -> ServerStatus:
         if self.draining:
@@ -290,6 +326,7 @@ class WorkerCore:
         finally:
             self._tasks.pop(key, None)
             self.served += 1
+            self._start_waiting()
             if not self._tasks:
                 self._idle.set()
 

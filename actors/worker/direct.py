@@ -119,9 +119,9 @@ class DirectCalls:
         if future is not None and not future.done():
             future.set_result(answer)
 
-    def take_report(self, pool: str) -> DirectReport:
+    def take_report(self, pool: str, waiting: int) -> DirectReport:
         ended, self._ended = self._ended, []
-        return DirectReport(pool, self.in_flight, ended)
+        return DirectReport(pool, self.in_flight, ended, waiting)
 
     async def collect(self, keys: list[CorrelationKey]) -> DirectOutcome:
         """Wait for the first of ``keys`` to end, then for the rest while they keep ending."""

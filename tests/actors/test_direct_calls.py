@@ -68,10 +68,10 @@ async def test_the_report_names_each_ended_call_by_its_label_and_counts_those_ru
     done, running = call("a", 1), call("a", 2, "lookup")
     book.begin([done, running])
     book.ended(Completion(key(done), False, 0.02), answer(done))
-    report = book.take_report("kit")
+    report = book.take_report("kit", 0)
     assert (report.pool, report.in_flight) == ("kit", 1)
     assert [(label, c.key) for label, c in report.ended] == [("echo", key(done))]
-    assert book.take_report("kit").ended == []  # each end is reported once
+    assert book.take_report("kit", 0).ended == []  # each end is reported once
 
 
 def test_the_router_counts_direct_calls_as_its_own() -> None:

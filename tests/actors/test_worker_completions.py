@@ -3,7 +3,7 @@ import asyncio
 from actors.router.core import Completion
 from actors.worker.completions import CompletionReports
 from cluster.naming import HandleCache
-from cluster.ray_actors.worker import _RayWorkerPorts
+from cluster.ray_actors.worker_ports import RayWorkerPorts
 from tests.waiting import wait_until
 from transports.envelope import Envelope
 from transports.frame import Frame
@@ -138,7 +138,7 @@ async def test_a_worker_reports_a_call_done_only_once_its_answer_reached_the_cal
     handles = HandleCache()
     endpoint = _SlowEndpoint()
     handles.put("raybus/t/client/1", endpoint)
-    ports = _RayWorkerPorts(
+    ports = RayWorkerPorts(
         "t", "raybus/t/worker/p/1", handles, pool="p", capacity=8, slow_call_s=60.0
     )
     envelope = Envelope(client_id="c", request_id="1", reply_to="raybus/t/client/1")
