@@ -55,7 +55,7 @@ from transports.frame import Frame
 from transports.message import Request, Response
 
 if TYPE_CHECKING:
-    from cluster.client import _Connection
+    from cluster.client_connection import ClientConnection
 
 __all__ = [
     "DEFAULT_BUFFERED_ANSWERS",
@@ -193,7 +193,7 @@ class DurableCalls:
     client_id: str
     _principal: str
     _ids: Iterator[int]
-    _connection: _Connection
+    _connection: ClientConnection
 
     def _buffer(self, what: str) -> AnswerBuffer:
         buffer = self._connection.durable

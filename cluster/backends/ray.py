@@ -46,6 +46,7 @@ __all__ = [
     "RayBackend",
     "RayClientLink",
     "RayInboxLink",
+    "RouterSubmissions",
     "dispatch",
 ]
 
@@ -68,11 +69,14 @@ async def dispatch(frames: list[Frame], on_frame: OnFrame) -> None:
             logger.warning("dropped an undecodable frame: %s", exc)
 
 
-class _RouterSubmissions:
+class RouterSubmissions:
     def __init__(self, router: Any, reply_to: str) -> None:
         self._router = router
         self._reply_to = reply_to
         self.direct: DirectLane | None = None  # see cluster.backends.ray_direct
+        # Told of each batch sent to the router later (calls a worker bounced): the client
+        # notes the router incarnation that took them, as for batches it submitted.
+        self.on_rerouted: Callable[[list[Frame], Any], None] | None = None
 
     @property
     def reply_to(self) -> str:
@@ -87,7 +91,9 @@ class _RouterSubmissions:
 
     def to_router(self, frames: list[Frame]) -> None:
         """Calls a worker bounced, or that are safe to repeat after one was lost."""
-        self._router.submit.remote(frames)
+        submitted = self._router.submit.remote(frames)
+        if self.on_rerouted is not None:
+            self.on_rerouted(frames, submitted)
 
     def cancel(self, keys: list[CorrelationKey]) -> None:
         if self.direct is not None:
@@ -100,7 +106,7 @@ class _RouterSubmissions:
             await self.direct.close()
 
 
-class RayInboxLink(_RouterSubmissions):
+class RayInboxLink(RouterSubmissions):
     """For a client inside an actor: workers deliver answers to that actor directly.
 
     The actor's ``deliver`` hands each batch to the client, so ``receive`` has nothing to
@@ -119,7 +125,7 @@ class RayInboxLink(_RouterSubmissions):
         await self._close_direct()
 
 
-class RayClientLink(_RouterSubmissions):
+class RayClientLink(RouterSubmissions):
     """Requests to the router in batches; answers long-polled from the client's endpoint."""
 
     def __init__(self, router: Any, endpoint: Any, endpoint_name: str, on_frame: OnFrame) -> None:

@@ -6,6 +6,7 @@ One bus serves the whole module (a bus takes seconds to start on two cores).
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from actors.worker.request_params import PROTOCOL_VERSION_META_KEY
 from cluster.bus import bus_status
 from cluster.client import BusClient, CallError
 from tests.cluster.bus_helpers import bus_config, running_bus
@@ -134,10 +136,34 @@ async def test_sampling_requests_reach_the_caller_and_its_answer_returns(bus: Bu
     assert [r.method for r in asked] == ["sampling/createMessage"]
 
 
-async def test_a_client_without_a_sampling_handler_answers_method_not_found(bus: BusClient) -> None:
+async def test_a_client_without_a_sampling_handler_fails_the_call_naming_the_request(
+    bus: BusClient,
+) -> None:
+    # Without a handler the call goes out stateless (2026-07-28): the server learns up
+    # front that nobody would answer it, and the call fails naming what it asked for.
     with pytest.raises(CallError) as caught:
         await bus.new_session().call_tool("ask", {"question": "?"})
-    assert "does not handle sampling/createMessage" in caught.value.message
+    assert "sampling/createMessage" in caught.value.message
+
+
+def seen_protocol_version(result: Any) -> object:
+    params = json.loads(result.content[0].text)["params"]
+    return params.get("_meta", {}).get(PROTOCOL_VERSION_META_KEY)
+
+
+async def test_a_call_goes_stateless_unless_its_session_answers_server_requests(
+    bus: BusClient,
+) -> None:
+    plain = await bus.new_session().call_tool("dump_request")
+    assert seen_protocol_version(plain) == "2026-07-28"  # served by one serve_one
+    answering = bus.new_session()
+
+    async def answer(request: Request) -> dict[str, Any]:
+        return {}
+
+    answering.server_request_handler = answer
+    # Over the worker's handshake session, where the server's requests reach this client.
+    assert seen_protocol_version(await answering.call_tool("dump_request")) is None
 
 
 async def test_a_cancelled_call_stops_on_the_worker(bus: BusClient, tmp_path: Path) -> None:

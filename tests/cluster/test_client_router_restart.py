@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from cluster.client import BusClient, CallError, _Connection
+from cluster.client import BusClient, CallError
+from cluster.client_connection import ClientConnection
 from tests.waiting import wait_until
 from transports.envelope import CorrelationKey
 from transports.errors import BusErrorCode, ConnectionClosed
@@ -44,13 +45,13 @@ class FakeRouterLink:
         pass
 
 
-async def connected(link: FakeRouterLink) -> tuple[_Connection, BusClient]:
-    connection = _Connection("fake", discovery=None)
+async def connected(link: FakeRouterLink) -> tuple[ClientConnection, BusClient]:
+    connection = ClientConnection("fake", discovery=None)
     connection.attach(link)
     return connection, BusClient(connection, "c1", "anonymous")
 
 
-async def accepted(connection: _Connection, link: FakeRouterLink, batches: int) -> None:
+async def accepted(connection: ClientConnection, link: FakeRouterLink, batches: int) -> None:
     await wait_until(lambda: len(link.batches) >= batches, timeout_s=10)
     await wait_until(lambda: all(p.router is not None for p in connection.pending.values()))
 

@@ -12,7 +12,8 @@ import pytest
 from actors.router.breaker import BreakerConfig
 from cluster.backends.broker import BrokerClientLink
 from cluster.backends.ray import DURABLE_NEEDS_BROKER, RayBackend
-from cluster.client import BusClient, _Connection
+from cluster.client import BusClient
+from cluster.client_connection import ClientConnection
 from cluster.config import ConfigError, parse_config
 from cluster.durable import Answer, AnswerBuffer, client_name, new_incarnation
 from cluster.naming import actor_names
@@ -54,8 +55,8 @@ class RecordingLink:
         return None
 
 
-async def durable_connection() -> _Connection:
-    connection = _Connection("b", discovery=None)
+async def durable_connection() -> ClientConnection:
+    connection = ClientConnection("b", discovery=None)
     connection.durable, connection.id_prefix = AnswerBuffer(max_answers=3), "0badcafe."
     connection.attach(RecordingLink())
     return connection
@@ -187,7 +188,7 @@ async def test_send_tool_submits_at_once_and_returns_the_request_id() -> None:
 
 
 async def test_answers_and_send_tool_need_a_durable_client() -> None:
-    connection = _Connection("b", discovery=None)
+    connection = ClientConnection("b", discovery=None)
     connection.attach(RecordingLink())
     client = BusClient(connection, "c", "alice")
     with pytest.raises(ValueError, match="durable_id"):
