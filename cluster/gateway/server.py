@@ -244,7 +244,11 @@ class Gateway:
     async def catalogs(self) -> dict[str, Catalog]:
         now = time.monotonic()
         if now - self._catalogs_at > _CATALOG_TTL_S:
-            self._catalogs = await self._client.catalogs()
+            fresh = await self._client.catalogs()
+            # Unchanged catalogs keep their object, so what is built from them (the tools
+            # index, the tasks support map) is not rebuilt twice a second for nothing.
+            if _digests(fresh) != _digests(self._catalogs):
+                self._catalogs = fresh
             self._catalogs_at = now
         return self._catalogs
 
@@ -570,3 +574,7 @@ def _connection_of(ctx: Ctx) -> Connection:
     in the stateless era). The SDK exposes it on its per-request session only privately."""
     connection: Connection = ctx.session._connection
     return connection
+
+
+def _digests(catalogs: dict[str, Catalog]) -> dict[str, str]:
+    return {pool: catalog.digest for pool, catalog in catalogs.items()}

@@ -26,6 +26,7 @@ import ray
 from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.thread_root import pin_thread_pool_root
 from cluster.client import BusClient
 from cluster.config import BusConfig
 from cluster.gateway.listener import QuietServer, bind_listener
@@ -63,6 +64,7 @@ class GatewayReplica:
         self._metrics = MetricsRegistry(config.name)
         self._exporter: asyncio.Task[None] | None = None
         self._url: str | None = None
+        self._thread_root: asyncio.Task[None] | None = None  # see actors.thread_root
 
     async def start(self, port: int) -> int:
         """Serve on ``port`` (0: any free one); returns the port bound.
@@ -77,6 +79,7 @@ class GatewayReplica:
         from cluster.tasks.remote import gateway_tasks_for
 
         install_tracing("gateway")
+        self._thread_root = await pin_thread_pool_root()  # anyio's threads reused (see there)
         config = self._config
         sock = bind_listener(config.gateway.host, port)
         chosen = int(sock.getsockname()[1])

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from actors.router.core import Completion
+from actors.thread_root import pin_thread_pool_root
 from actors.worker.admission import admission_for
 from actors.worker.direct import DirectOutcome
 from cluster.backends.base import WorkerLink, WorkerSource, backend_for
@@ -223,6 +224,7 @@ class WorkerActor:
         self._starting = asyncio.Lock()
         self._prepared = False
         self._active = False
+        self._thread_root: asyncio.Task[None] | None = None  # see actors.thread_root
 
     async def start(self) -> dict[str, Any]:
         """Start the server and go live (:meth:`prepare`, then :meth:`activate`).
@@ -269,6 +271,8 @@ class WorkerActor:
 
     async def _start_server(self) -> None:
         install_tracing("worker")  # before the server: its own spans record too
+        # Sync tools reuse anyio's threads instead of starting one per call (see module).
+        self._thread_root = await pin_thread_pool_root()
         await self._core.start()
 
     async def _failing_as_pool_start(self, step: Coroutine[Any, Any, None]) -> None:
