@@ -19,11 +19,19 @@ What the server emits reaches the link exactly as the stream loop delivered it:
 * a call still running when the link closes is answered ``CONNECTION_CLOSED`` (-32000),
   as the dispatcher answers its in-flight requests when its stream ends.
 
-SDK names relied on that are not in their module's ``__all__`` (no public equivalent in
-mcp 2.3.0): ``mcp.server.runner.modern_error_data`` (the shared error mapping) and
-``mcp.server.connection.NotifyOnlyOutbound`` (the connection channel the SDK installs on
-modern duplex connections: it drops list-change notifications, which at 2026-07-28 ride
-``subscriptions/listen`` streams only). Both are named without an underscore.
+One difference from the SDK's duplex loop, on purpose: the connection channel passes
+change notifications (``notifications/*/list_changed``, ``resources/updated``) on to the
+worker. The SDK's ``NotifyOnlyOutbound`` drops them there, because at 2026-07-28 a wire
+client hears of changes only on a ``subscriptions/listen`` stream it opened. The worker
+is no wire client but the server's host: a server written for sessions announces a
+change on the session of the call that made it, and dropping that would leave the
+worker's catalog stale (the worker re-reads its lists, and tells clients the way each
+era expects). A server that publishes on its ``SubscriptionBus`` reaches the worker's own
+listen stream as well; reading the lists twice changes nothing.
+
+SDK name relied on that is not in its module's ``__all__`` (no public equivalent in mcp
+2.3.0): ``mcp.server.runner.modern_error_data``, the shared error mapping; it is named
+without an underscore.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeGuard
 
 import anyio
-from mcp.server.connection import Connection, NotifyOnlyOutbound
+from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.runner import ServerRunner, aclose_shielded, modern_error_data, serve_one
 from mcp.shared.dispatcher import CallOptions, coerce_request_id
@@ -206,7 +214,7 @@ class ModernCalls:
         self._server = server
         self._lifespan_state = lifespan_state
         self._emit = emit
-        self._outbound = NotifyOnlyOutbound(_ConnectionChannel(emit))
+        self._outbound = _ConnectionChannel(emit)  # change notifications included: see module
         self._running: dict[RequestId, _Running] = {}
         self._background: set[asyncio.Task[None]] = set()
 

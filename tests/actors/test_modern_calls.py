@@ -461,6 +461,38 @@ async def test_list_changes_reach_the_worker_over_its_modern_listen_stream() -> 
         await hosted.close()
 
 
+async def test_a_list_change_announced_the_handshake_way_reaches_the_worker_too() -> None:
+    # A server written for sessions announces on the session of the call that changed
+    # the list; on a 2026-07-28 call that is the connection channel, where the SDK drops
+    # it for wire clients. The worker is no wire client: it re-reads its lists.
+    server = MCPServer("changing the old way")
+
+    @server.tool()
+    async def change(ctx: Context) -> str:
+        """Announce that the tool list changed, on the calling session."""
+        await ctx.session.send_tool_list_changed()
+        return "changed"
+
+    changed: list[str] = []
+    ports = RecordingWorkerPorts()
+    hosted = HostedServer(
+        lambda: SdkServerLink(server),
+        modern_link_factory=lambda: SdkServerLink(server),
+        sink=ports.reply,
+        address=WORKER,
+        on_list_changed=changed.append,
+    )
+    await asyncio.wait_for(hosted.start(), 30)
+    try:
+        params = {"name": "change", "arguments": {}, "_meta": ENVELOPE}
+        answer = await hosted.call(request_frame("a", 1, "tools/call", params), timeout_s=10)
+        assert answer is not None
+        assert answer.result["structuredContent"] == {"result": "changed"}
+        await wait_until(lambda: changed == ["tool"])
+    finally:
+        await hosted.close()
+
+
 async def test_closing_a_link_answers_its_running_modern_calls() -> None:
     server = load_server_object("cluster.examples.testkit:server")
     link = SdkServerLink(server)
