@@ -169,11 +169,19 @@ async def test_hostile_clients_get_clear_answers_and_cost_the_gateway_nothing_la
             # Sessions opened by reset initializes expire (3 s), their replay events
             # leave after the resume window: what the gateway holds comes back to its baseline.
             await _settle(replica, baseline_blocks, report)
-            report["after_first_round_mib"] = after_first = round(replica.resident_mib(), 1)
-            # The same attack again reuses what the first one left to the allocator.
-            await _resets(port, RESETS)
-            await _settle(replica, baseline_blocks, report)
-            report["after_second_round_mib"] = round(replica.resident_mib(), 1)
+            report["after_first_round_mib"] = round(replica.resident_mib(), 1)
+            # The same attack again reuses what the first one left to the allocator. A leak
+            # grows every round; the allocator now and then keeps a one-off step (seen once:
+            # +20 MiB on a loaded fresh clone), so a second round past the bound gets a
+            # third, which must then stay within it.
+            after = [report["after_first_round_mib"]]
+            for _ in range(2):
+                await _resets(port, RESETS)
+                await _settle(replica, baseline_blocks, report)
+                after.append(round(replica.resident_mib(), 1))
+                if after[-1] <= after[-2] + SECOND_ROUND_GROWTH_MIB:
+                    break
+            report["later_rounds_mib"] = after[1:]
             await _echo(http, url, ledger, "at the end")
         assert (await gateway_process(config.name)).pid == replica.pid  # never restarted
         log = replica.log_text()
@@ -188,7 +196,7 @@ async def test_hostile_clients_get_clear_answers_and_cost_the_gateway_nothing_la
     figure(f"case 10/12 figures: {report}")
     assert "Traceback" not in log, log[-3000:]
     assert peak <= baseline + PEAK_GROWTH_MIB, report
-    assert report["after_second_round_mib"] <= after_first + SECOND_ROUND_GROWTH_MIB, report
+    assert after[-1] <= after[-2] + SECOND_ROUND_GROWTH_MIB, report
     # A whole initialize reset after sending may or may not have been served before the
     # reset arrived: such requests are the only ones whose count the client cannot know.
     served_resets = [r for r in records if r.get("method") == "initialize"]
