@@ -425,6 +425,21 @@ async def test_the_servers_lifespan_is_entered_once_per_link_and_seen_by_both_er
     assert entries == ["enter", "exit"]
 
 
+async def hosted_both_eras(server: MCPServer, changed: list[str]) -> HostedServer:
+    """``server`` hosted as a worker hosts it (a handshake link and a 2026-07-28 one),
+    started; each list change it hears is appended to ``changed``."""
+    ports = RecordingWorkerPorts()
+    hosted = HostedServer(
+        lambda: SdkServerLink(server),
+        modern_link_factory=lambda: SdkServerLink(server),
+        sink=ports.reply,
+        address=WORKER,
+        on_list_changed=changed.append,
+    )
+    await asyncio.wait_for(hosted.start(), 30)
+    return hosted
+
+
 async def test_list_changes_reach_the_worker_over_its_modern_listen_stream() -> None:
     server = MCPServer("changing")
 
@@ -435,15 +450,7 @@ async def test_list_changes_reach_the_worker_over_its_modern_listen_stream() -> 
         return "changed"
 
     changed: list[str] = []
-    ports = RecordingWorkerPorts()
-    hosted = HostedServer(
-        lambda: SdkServerLink(server),
-        modern_link_factory=lambda: SdkServerLink(server),
-        sink=ports.reply,
-        address=WORKER,
-        on_list_changed=changed.append,
-    )
-    await asyncio.wait_for(hosted.start(), 30)
+    hosted = await hosted_both_eras(server, changed)
     try:
         params = {"name": "change", "arguments": {}, "_meta": ENVELOPE}
         # The listen stream opens with the first 2026-07-28 call; a change announced
@@ -474,15 +481,7 @@ async def test_a_list_change_announced_the_handshake_way_reaches_the_worker_too(
         return "changed"
 
     changed: list[str] = []
-    ports = RecordingWorkerPorts()
-    hosted = HostedServer(
-        lambda: SdkServerLink(server),
-        modern_link_factory=lambda: SdkServerLink(server),
-        sink=ports.reply,
-        address=WORKER,
-        on_list_changed=changed.append,
-    )
-    await asyncio.wait_for(hosted.start(), 30)
+    hosted = await hosted_both_eras(server, changed)
     try:
         params = {"name": "change", "arguments": {}, "_meta": ENVELOPE}
         answer = await hosted.call(request_frame("a", 1, "tools/call", params), timeout_s=10)
