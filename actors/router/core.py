@@ -35,7 +35,7 @@ from actors.router.completion import Completion, DirectReport, PoolLag
 from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
 from actors.router.overdue import OverdueWatch
 from actors.router.regions import RegionPolicy
-from actors.router.routing import pool_for, retry_safe
+from actors.router.routing import attempts_made, pool_for, retry_safe
 from actors.tracing import Hop, SpanKind, end_hop, envelope_hop
 from transports.envelope import CorrelationKey
 from transports.errors import INVALID_REQUEST, BusErrorCode
@@ -208,7 +208,7 @@ class RouterCore:
             stamped = hop.stamped(envelope)
             if stamped is not envelope:
                 frame = Frame(stamped, frame.body)
-            call = _Call(frame, pool.name, tool, now, retry_safe, hop=hop)
+            call = _Call(frame, pool.name, tool, now, retry_safe, attempts_made(frame), hop=hop)
             self._calls[key] = call
             pool.queue.append(call)
             touched.add(pool.name)

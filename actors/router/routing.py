@@ -12,6 +12,7 @@ own is available), among the pools offering the name; otherwise it is refused wi
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from actors.discovery.catalog import Kind
 from actors.discovery.registry import Membership
@@ -21,7 +22,13 @@ from actors.router.regions import RegionPolicy
 from transports.errors import INVALID_PARAMS, METHOD_NOT_FOUND
 from transports.frame import Frame
 
-__all__ = ["KIND_OF_METHOD", "pool_for", "retry_safe"]
+__all__ = ["KIND_OF_METHOD", "attempts_made", "pool_for", "retry_safe", "tried_once"]
+
+# A safe call a client already ran on a worker it then lost (the direct lane) and sends
+# the router to run again carries this: the router counts that run against the bound of
+# retries, so a request that kills every worker it reaches runs at most twice either way.
+# A client that sets it only gives up retries of its own calls.
+_TRIED = "raybus-tried"
 
 KIND_OF_METHOD = {
     "tools/call": Kind.TOOL,
@@ -88,3 +95,16 @@ def retry_safe(membership: Membership | None, method: str, pool: str, name: str)
     tool = next((t for t in catalog.tools if t.get("name") == name), None) if catalog else None
     annotations = (tool or {}).get("annotations") or {}
     return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))
+
+
+def tried_once(frame: Frame) -> Frame:
+    """``frame`` marked as run once already (see ``_TRIED``)."""
+    envelope = frame.envelope
+    kept = [(name, value) for name, value in envelope.attributes if name != _TRIED]
+    attributes = tuple(sorted([*kept, (_TRIED, "1")]))
+    return Frame(replace(envelope, attributes=attributes), frame.body)
+
+
+def attempts_made(frame: Frame) -> int:
+    """Runs of this request before it reached the router (0, or 1: see ``_TRIED``)."""
+    return 1 if any(name == _TRIED for name, _ in frame.envelope.attributes) else 0

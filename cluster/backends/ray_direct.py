@@ -25,7 +25,7 @@ from typing import Any
 
 from actors.discovery.registry import Membership, ServerStatus
 from actors.replies import error_reply
-from actors.router.routing import pool_for, retry_safe
+from actors.router.routing import attempts_made, pool_for, retry_safe, tried_once
 from actors.worker.direct import DirectOutcome
 from cluster.naming import HandleCache
 from transports.envelope import CorrelationKey
@@ -77,6 +77,8 @@ class DirectLane:
         self._outstanding: dict[str, int] = {}
         self._where: dict[CorrelationKey, str] = {}
         self._runs: set[asyncio.Task[None]] = set()
+        # Workers this client saw die, skipped until the membership no longer lists them.
+        self._lost_workers: set[str] = set()
 
     def take(self, frames: list[Frame]) -> list[Frame]:
         """Send the calls that can go directly; returns those for the router."""
@@ -124,7 +126,7 @@ class DirectLane:
         best: str | None = None
         best_count = 0
         for info in membership.workers.get(pool, ()):
-            if info.status is ServerStatus.DRAINING:
+            if info.status is ServerStatus.DRAINING or info.actor_name in self._lost_workers:
                 continue
             count = self._outstanding.get(info.actor_name, 0)
             if count < info.capacity and (best is None or count < best_count):
@@ -157,6 +159,7 @@ class DirectLane:
         live = {info.actor_name for infos in membership.workers.values() for info in infos}
         for gone in [worker for worker in self._outstanding if worker not in live]:
             del self._outstanding[gone]
+        self._lost_workers &= live
 
     async def _run(self, worker: str, frames: list[Frame]) -> None:
         unsettled = {frame.envelope.correlation_key: frame for frame in frames}
@@ -244,15 +247,21 @@ class DirectLane:
             safe = isinstance(pool, str) and retry_safe(
                 membership, envelope.method or "", pool, envelope.name or ""
             )
-            if safe:
-                again.append(frame)
+            if safe and attempts_made(frame) == 0:  # one retry, as the router allows
+                again.append(tried_once(frame))
                 continue
             reason = f"the worker serving the call was lost ({type(exc).__name__}): it may have run"
             failed.append(error_reply(frame, BusErrorCode.OUTCOME_UNKNOWN, reason))
         if failed:
             await self._hand_over(failed)
         if again:
-            self._to_router(again)
+            # Retried on another worker of this lane (the router may not know yet that
+            # this one died, and would spend the one retry on it); what finds no room
+            # goes to the router, marked as run once so its retry bound counts that run.
+            self._lost_workers.add(worker)
+            routed = self.take(again)
+            if routed:
+                self._to_router(routed)
 
     async def _cancel(self, worker: str, keys: list[CorrelationKey]) -> None:
         try:

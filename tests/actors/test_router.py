@@ -10,6 +10,7 @@ from actors.discovery.catalog import Catalog
 from actors.discovery.registry import DiscoveryRegistry, Heartbeat, ServerStatus
 from actors.router.breaker import BreakerConfig, BreakerState
 from actors.router.core import Completion, RouterConfig, RouterCore
+from actors.router.routing import tried_once
 from tests.actors.fakes import FakeClock, RecordingRouterPorts
 from transports.envelope import Envelope
 from transports.errors import BusErrorCode
@@ -223,6 +224,19 @@ def test_a_lost_worker_requeues_safe_calls_and_answers_unsafe_ones_as_unknown() 
     assert all(error_code(f) == BusErrorCode.OUTCOME_UNKNOWN for f in ports.replies)
     safe = {f.envelope.request_id for f in on_w1 if f.envelope.name == "lookup"}
     assert safe <= {f.envelope.request_id for f in ports.delivered_to("w2")}
+
+
+def test_a_safe_call_a_client_already_ran_once_is_not_retried_again() -> None:
+    # The direct lane re-sends a safe call whose worker it lost, marked as run once: the
+    # router's one retry is then used up, so a request killing every worker runs twice.
+    core, ports, _ = router(("w1", 4), ("w2", 4))
+    core.submit([tried_once(call("a", 1, "lookup")), call("a", 2, "lookup")])
+    first = {f.envelope.request_id: w for w in ("w1", "w2") for f in ports.delivered_to(w)}
+    core.apply_membership(registry_with(("w3", 4)).snapshot())  # both workers lost
+    assert [f.envelope.request_id for f in ports.replies if error_code(f)] == ["1"]
+    assert error_code(ports.replies[0]) == BusErrorCode.OUTCOME_UNKNOWN
+    assert [f.envelope.request_id for f in ports.delivered_to("w3")] == ["2"]  # retried once
+    assert set(first) == {"1", "2"}
 
 
 def test_a_retired_worker_gets_nothing_new_and_reports_what_it_was_sent() -> None:
