@@ -199,12 +199,13 @@ class WorkerCore:
         self._tasks[key] = asyncio.get_running_loop().create_task(self._serve(frame))
 
     def _start_waiting(self) -> None:
-        if not self._waiting or len(self._tasks) >= self.identity.capacity:
-            return
+        started = False
         while self._waiting and len(self._tasks) < self.identity.capacity:
             key = next(iter(self._waiting))
             self._start(key, self._waiting.pop(key))
-        self._waiting_changed()
+            started = True
+        if started:
+            self._waiting_changed()
 
     def _waiting_changed(self) -> None:
         if self._on_waiting is not None:
