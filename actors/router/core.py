@@ -35,7 +35,7 @@ from actors.router.completion import Completion, DirectReport, PoolLag
 from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
 from actors.router.overdue import OverdueWatch
 from actors.router.regions import RegionPolicy
-from actors.router.routing import attempts_made, pool_for, retry_safe
+from actors.router.routing import attempts_made, pool_for, retry_safe, tried_on
 from actors.tracing import Hop, SpanKind, end_hop, envelope_hop
 from transports.envelope import CorrelationKey
 from transports.errors import INVALID_REQUEST, BusErrorCode
@@ -98,6 +98,14 @@ class _Call:
     worker: str | None = None
     answered: bool = False  # the router answered the caller (overdue); the slot stays busy
     hop: Hop | None = None  # the router's span, from queued to dispatched
+    lost_on: str | None = None  # the worker a client already ran it on, and lost
+
+    def eligible(self, candidates: list[_Worker], workers: int) -> list[_Worker]:
+        """Where it may go: not back to the worker it was lost on while the pool has
+        another (that one is dead or dying, though it may still look free here)."""
+        if self.lost_on is None or workers < 2:
+            return candidates
+        return [w for w in candidates if w.actor_name != self.lost_on]
 
     def left_queue(self, error: str | None = None, description: str | None = None) -> None:
         if self.hop is not None:
@@ -209,6 +217,7 @@ class RouterCore:
             if stamped is not envelope:
                 frame = Frame(stamped, frame.body)
             call = _Call(frame, pool.name, tool, now, retry_safe, attempts_made(frame), hop=hop)
+            call.lost_on = tried_on(frame)
             self._calls[key] = call
             pool.queue.append(call)
             touched.add(pool.name)
@@ -506,6 +515,9 @@ class RouterCore:
             if not candidates:
                 break
             call = pool.queue[0]
+            candidates = call.eligible(candidates, len(pool.workers))
+            if not candidates:
+                break  # in arrival order: it waits for another worker to free a slot
             key = call.frame.envelope.correlation_key
             if not pool.breaker.try_acquire(key):
                 if pool.breaker.state is BreakerState.OPEN:

@@ -22,12 +22,21 @@ from actors.router.regions import RegionPolicy
 from transports.errors import INVALID_PARAMS, METHOD_NOT_FOUND
 from transports.frame import Frame
 
-__all__ = ["KIND_OF_METHOD", "attempts_made", "pool_for", "retry_safe", "tried_once"]
+__all__ = [
+    "KIND_OF_METHOD",
+    "attempts_made",
+    "pool_for",
+    "retry_safe",
+    "tried_on",
+    "tried_once",
+]
 
 # A safe call a client already ran on a worker it then lost (the direct lane) and sends
-# the router to run again carries this: the router counts that run against the bound of
-# retries, so a request that kills every worker it reaches runs at most twice either way.
-# A client that sets it only gives up retries of its own calls.
+# the router to run again carries this, naming that worker: the router counts that run
+# against the bound of retries, so a request that kills every worker it reaches runs at
+# most twice either way, and does not spend the one retry on the worker it was lost on
+# (the router may not have noticed yet that it died). A client that sets it only gives
+# up retries of its own calls.
 _TRIED = "raybus-tried"
 
 KIND_OF_METHOD = {
@@ -97,14 +106,19 @@ def retry_safe(membership: Membership | None, method: str, pool: str, name: str)
     return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))
 
 
-def tried_once(frame: Frame) -> Frame:
-    """``frame`` marked as run once already (see ``_TRIED``)."""
+def tried_once(frame: Frame, worker: str) -> Frame:
+    """``frame`` marked as run once already, on ``worker`` (see ``_TRIED``)."""
     envelope = frame.envelope
     kept = [(name, value) for name, value in envelope.attributes if name != _TRIED]
-    attributes = tuple(sorted([*kept, (_TRIED, "1")]))
+    attributes = tuple(sorted([*kept, (_TRIED, worker)]))
     return Frame(replace(envelope, attributes=attributes), frame.body)
 
 
 def attempts_made(frame: Frame) -> int:
     """Runs of this request before it reached the router (0, or 1: see ``_TRIED``)."""
-    return 1 if any(name == _TRIED for name, _ in frame.envelope.attributes) else 0
+    return 0 if tried_on(frame) is None else 1
+
+
+def tried_on(frame: Frame) -> str | None:
+    """The worker this request already ran on and was lost with, if any (see ``_TRIED``)."""
+    return next((value for name, value in frame.envelope.attributes if name == _TRIED), None)

@@ -248,7 +248,7 @@ class DirectLane:
                 membership, envelope.method or "", pool, envelope.name or ""
             )
             if safe and attempts_made(frame) == 0:  # one retry, as the router allows
-                again.append(tried_once(frame))
+                again.append(tried_once(frame, worker))
                 continue
             reason = f"the worker serving the call was lost ({type(exc).__name__}): it may have run"
             failed.append(error_reply(frame, BusErrorCode.OUTCOME_UNKNOWN, reason))

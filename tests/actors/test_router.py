@@ -230,13 +230,34 @@ def test_a_safe_call_a_client_already_ran_once_is_not_retried_again() -> None:
     # The direct lane re-sends a safe call whose worker it lost, marked as run once: the
     # router's one retry is then used up, so a request killing every worker runs twice.
     core, ports, _ = router(("w1", 4), ("w2", 4))
-    core.submit([tried_once(call("a", 1, "lookup")), call("a", 2, "lookup")])
+    core.submit([tried_once(call("a", 1, "lookup"), "w0"), call("a", 2, "lookup")])
     first = {f.envelope.request_id: w for w in ("w1", "w2") for f in ports.delivered_to(w)}
     core.apply_membership(registry_with(("w3", 4)).snapshot())  # both workers lost
     assert [f.envelope.request_id for f in ports.replies if error_code(f)] == ["1"]
     assert error_code(ports.replies[0]) == BusErrorCode.OUTCOME_UNKNOWN
     assert [f.envelope.request_id for f in ports.delivered_to("w3")] == ["2"]  # retried once
     assert set(first) == {"1", "2"}
+
+
+def test_a_call_lost_on_a_worker_the_router_still_lists_is_not_sent_back_to_it() -> None:
+    # The client noticed the worker died before the router did: the router must not spend
+    # the call's one retry there, even with that worker's slots free, but wait for another.
+    core, ports, _ = router(("w1", 4), ("w2", 1))
+    core.submit([tried_once(call("a", 1, "lookup"), "w1")])
+    core.submit([tried_once(call("a", 2, "lookup"), "w1")])
+    assert not ports.delivered_to("w1")
+    assert [f.envelope.request_id for f in ports.delivered_to("w2")] == ["1"]
+    assert core.lag()["kit"].queued == 1  # waits for w2's one slot
+    first = ports.delivered_to("w2")[0].envelope.correlation_key
+    core.completed("w2", [Completion(first, True, 0.1)])
+    assert [f.envelope.request_id for f in ports.delivered_to("w2")] == ["1", "2"]
+    assert not ports.delivered_to("w1")
+
+
+def test_a_call_lost_on_the_only_worker_of_its_pool_may_go_back_to_it() -> None:
+    core, ports, _ = router(("w1", 4))
+    core.submit([tried_once(call("a", 1, "lookup"), "w1")])
+    assert [f.envelope.request_id for f in ports.delivered_to("w1")] == ["1"]
 
 
 def test_a_retired_worker_gets_nothing_new_and_reports_what_it_was_sent() -> None:
