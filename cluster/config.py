@@ -45,6 +45,7 @@ from cluster.triggers.settings import TriggerConfig, trigger_problem
 from cluster.upstream import resolve_headers, shown_url, url_problem
 from cluster.worker_options import (
     RuntimeEnvConfig,
+    default_max_concurrency,
     parse_memory,
     ray_option_problem,
     redacted_env,
@@ -119,6 +120,7 @@ class PoolConfig(_Strict):
     )
     min_workers: int = Field(1, ge=0)
     max_workers: int = Field(4, ge=1)
+    # Unset: 32, or 2 per CPU of a pool that declares num_cpus (default_max_concurrency).
     max_concurrency: int = Field(32, ge=1, description="calls one worker runs at once")
     # 0 declares the server I/O-bound (it mostly waits on something else), Ray's own
     # default for a running actor: the pool has no resource ceiling. CPU-bound servers
@@ -187,7 +189,9 @@ class PoolConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _resolve_headers(cls, data: Any) -> Any:
+    def _fill_in(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("max_concurrency") is None:
+            data = {**data, "max_concurrency": default_max_concurrency(data.get("num_cpus"))}
         headers = data.get("headers") if isinstance(data, dict) else None
         if not isinstance(headers, dict):
             return data

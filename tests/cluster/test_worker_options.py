@@ -52,6 +52,16 @@ def test_a_pool_that_declares_nothing_reserves_nothing() -> None:
     assert kit.actor_options() == {"num_cpus": 0.0, "runtime_env": None}
 
 
+def test_a_cpu_bound_pool_runs_two_calls_per_declared_cpu_unless_it_says_otherwise() -> None:
+    # The rest wait in the router's queue, where a worker the autoscaler adds takes them.
+    assert pool().max_concurrency == 32  # I/O-bound: calls mostly wait
+    assert pool(num_cpus=1).max_concurrency == 2
+    assert pool(num_cpus=0.25).max_concurrency == 2
+    assert pool(num_cpus=2.5).max_concurrency == 5
+    assert pool(num_cpus=1, max_concurrency=8).max_concurrency == 8
+    assert problems(num_cpus=1, max_concurrency=0)[0].startswith("pools[0].max_concurrency")
+
+
 def test_runtime_env_fields_raybus_does_not_check_pass_through_to_ray() -> None:
     kit = pool(runtime_env={"uv": ["httpx"], "config": {"setup_timeout_seconds": 600}})
     assert kit.actor_options()["runtime_env"] == {
