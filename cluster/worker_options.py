@@ -59,7 +59,6 @@ def default_max_concurrency(num_cpus: Any) -> int:
     return IO_BOUND_MAX_CONCURRENCY
 
 
-
 def parse_memory(value: Any) -> Any:
     """Bytes from ``2147483648``, ``"2GiB"``, ``"2Gi"``, ``"512MB"``, ``"1.5G"``.
 
