@@ -28,7 +28,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -318,13 +318,13 @@ class Journal:
         async with self._lock:
             batch, self._pending, self._flush = self._pending, [], None
             try:
-                await self._db.execute("BEGIN IMMEDIATE")
+                await _to_the_end(self._db.execute("BEGIN IMMEDIATE"))
                 await self._db.executemany(
                     "INSERT INTO requests (request_id, idempotency_key, method, name, params,"
                     " labels, created_at, expires_at, state) VALUES (?,?,?,?,?,?,?,?,'queued')",
                     [p.row for p in batch],
                 )
-                await self._db.commit()
+                await _to_the_end(self._db.commit())
             except BaseException as exc:
                 await self._rollback()
                 self._unanswered -= len(batch)
@@ -499,7 +499,7 @@ class Journal:
 
     async def _rollback(self) -> None:
         if self._db.in_transaction:
-            await self._db.rollback()
+            await _to_the_end(self._db.rollback())
 
     async def _fetch(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in await self._db.execute_fetchall(sql, args)]
@@ -533,16 +533,33 @@ class _Transaction:
     async def __aenter__(self) -> None:
         await self._journal._lock.acquire()
         try:
-            await self._journal._db.execute("BEGIN IMMEDIATE")
+            await _to_the_end(self._journal._db.execute("BEGIN IMMEDIATE"))
         except BaseException:
-            self._journal._lock.release()
+            try:
+                await self._journal._rollback()  # a BEGIN that ran must not outlive us
+            finally:
+                self._journal._lock.release()
             raise
 
     async def __aexit__(self, kind: object, exc: object, tb: object) -> None:
         try:
             if exc is None:
-                await self._journal._db.commit()
+                await _to_the_end(self._journal._db.commit())
             else:
                 await self._journal._rollback()
         finally:
             self._journal._lock.release()
+
+
+async def _to_the_end(statement: Awaitable[Any]) -> Any:
+    """Await ``statement`` and, if this task is cancelled meanwhile, still wait for it
+    before the cancellation goes on. aiosqlite runs every statement on its own thread,
+    where a cancelled await does not stop it: a BEGIN that ran after its caller gave up
+    left the connection inside a transaction nobody would end, and every later BEGIN
+    failed ("cannot start a transaction within a transaction")."""
+    running = asyncio.ensure_future(statement)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise

@@ -306,3 +306,17 @@ async def test_rows_marked_sending_before_a_crash_are_sent_again_with_their_keys
         assert resent.attempts == 2
     finally:
         await journal.close()
+
+
+async def test_a_write_cancelled_at_any_point_leaves_no_transaction_open(journal: Journal) -> None:
+    # aiosqlite runs each statement on its own thread, where a cancelled await does not
+    # stop it: a BEGIN that ran after its caller was cancelled used to leave the file in
+    # a transaction nobody ended, and every later write failed.
+    for turns in range(40):
+        write = asyncio.create_task(journal.set_meta("cancelled", str(turns)))
+        for _ in range(turns):
+            await asyncio.sleep(0)  # let the write get as far as it gets in these turns
+        write.cancel()
+        await asyncio.gather(write, return_exceptions=True)
+        await journal.set_meta("after", str(turns))  # raised "within a transaction" before
+        assert await journal.meta("after") == str(turns)
