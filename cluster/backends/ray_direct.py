@@ -174,7 +174,10 @@ class DirectLane:
             while True:
                 if outcome.bounced:
                     for frame in outcome.bounced:
+                        # No longer on this worker: its slot is free in this client's
+                        # count, and a cancel of it goes to the router.
                         unsettled.pop(frame.envelope.correlation_key, None)
+                        self._settle(frame.envelope.correlation_key)
                     self._to_router(outcome.bounced)
                 running = set(outcome.running)
                 for key in [key for key in unsettled if key not in running]:

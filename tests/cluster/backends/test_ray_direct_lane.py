@@ -119,6 +119,11 @@ async def test_what_a_worker_bounces_goes_to_the_router() -> None:
     assert harness.lane.take(frames) == []
     await wait_until(lambda: len(harness.routed) == 2)
     assert harness.handed == []
+    # They are the router's now: a cancel goes there, and the worker's slots are free
+    # again in this client's count (else each bounce would shrink its direct lane).
+    keys = [f.envelope.correlation_key for f in frames]
+    assert harness.lane.cancel(keys) == keys
+    assert harness.lane._outstanding == {}
 
 
 async def test_a_worker_lost_mid_call_fails_its_calls_as_may_have_run() -> None:
