@@ -6,7 +6,11 @@ every interval and applies the sizes it returns. The default :class:`LagPolicy`:
     desired = clamp(ceil((queued + in_flight) / target_per_worker), min_workers, ceiling)
 
 * up: once desired has stayed above the current size for ``upscale_delay_s`` (default
-  0.5 s), by at most ``max_step_up`` workers per decision;
+  0.5 s), by at most ``max_step_up`` workers per decision; a step the pool's warm
+  spares (:attr:`Signals.spares`) cover alone is taken at once, without the delay: a
+  spare already runs, loaded and handshaken, so activating it costs an actor call where
+  a start costs a process, and a blip it was activated for only keeps it routed for the
+  downscale window instead of idle;
 * down: only after every desired size seen during ``downscale_window_s`` (default 30 s)
   was below the current size, to the highest of them, by at most ``max_step_down``;
 * zero: with ``min_workers == 0`` a pool may shrink to nothing and wakes on the first
@@ -80,7 +84,8 @@ class Signals:
     ``workers`` the workers serving (routed); with both, the saturation rule applies.
     ``room`` is how many more workers of this pool the cluster can run now, and
     ``room_note`` says what limits it (``the cluster has 1 CPU(s) free for workers of
-    2 CPU(s)``), for the decision's reason.
+    2 CPU(s)``), for the decision's reason. ``spares``: the pool's warm spares ready to
+    be activated (a scale-up takes them without the upscale delay).
     """
 
     at_s: float
@@ -91,6 +96,7 @@ class Signals:
     workers: int | None = None
     room: int | None = None
     room_note: str = ""
+    spares: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,8 +340,21 @@ class LagPolicy:
                 history.above_since_s = now
             waited = now - history.above_since_s
             if waited < self.config.upscale_delay_s:
+                step = desired - current
+                if step > min(signals.spares, self.config.max_step_up):
+                    # Workers must start too: the whole step waits out the delay and is
+                    # taken at once (stopping at the spares would stage the growth: the
+                    # saturation rule measures each new size before the next).
+                    return decision(
+                        current, raw, f"load {load} wants {desired}; waiting out the upscale delay"
+                    )
+                history.above_since_s = None
+                saturation.scaled_up(current, desired)
                 return decision(
-                    current, raw, f"load {load} wants {desired}; waiting out the upscale delay"
+                    desired,
+                    raw,
+                    f"load {load} over {current} worker(s): {step} warm spare(s) activated"
+                    " without the upscale delay",
                 )
             history.above_since_s = None
             target = min(desired, current + self.config.max_step_up)

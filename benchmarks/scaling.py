@@ -74,7 +74,11 @@ async def _watch(bus: str, started_wall: float, started: float, marks: dict[str,
             if ups:
                 marks.setdefault("first scale-up decision", ups[0]["wall_time"] - started_wall)
                 wanted = max(d["desired"] for d in ups)
-                marks["workers asked for"] = max(marks.get("workers asked for", 0), wanted)
+                if wanted > marks.get("workers asked for", 0):
+                    # A later, larger ask (spares first, started workers after the
+                    # upscale delay): "all serving" is timed against the largest.
+                    marks["workers asked for"] = wanted
+                    marks.pop("all workers asked for serving", None)
             workers = pool.get("workers", 0)
             if workers > POOL[0]:
                 marks.setdefault("first added worker serving", now)

@@ -130,7 +130,8 @@ class AutoscalerActor:
             if reading is not None and limited is not None:
                 fits, note = reading.room(limited)
                 room = fits + spares
-            decision = policy.decide(pool, current, _signals(lag.get(pool), now, room, note))
+            signals = _signals(lag.get(pool), now, room, note, spares)
+            decision = policy.decide(pool, current, signals)
             if reading is not None and limited is not None:
                 new_workers = max(0, decision.desired - current - spares)
                 reading = reading.after_placing(limited, new_workers)
@@ -185,7 +186,7 @@ def _limited_by_cluster(pool: PoolConfig) -> bool:
 
 
 def _signals(
-    lag: dict[str, Any] | None, now: float, room: int | None, room_note: str
+    lag: dict[str, Any] | None, now: float, room: int | None, room_note: str, spares: int
 ) -> Signals | None:
     if lag is None:
         return None
@@ -199,6 +200,7 @@ def _signals(
         workers=lag.get("workers"),
         room=room,
         room_note=room_note,
+        spares=spares,
     )
 
 

@@ -53,6 +53,33 @@ def test_a_short_spike_below_the_delay_does_not_scale() -> None:
     assert p.decide("p", 1, load(clock, 100)).desired == 1  # the delay restarted
 
 
+def test_a_step_warm_spares_cover_is_taken_at_once() -> None:
+    p, clock = policy(max_step_up=8)
+    decision = p.decide("p", 1, Signals(at_s=clock.now, queued=15, in_flight=0, spares=1))
+    assert decision.desired == 2  # the spare, with no delay
+    assert "warm spare" in decision.reason
+
+
+def test_a_step_that_needs_starts_waits_out_the_delay_and_is_taken_whole() -> None:
+    p, clock = policy(max_step_up=8)
+    assert p.decide("p", 1, Signals(at_s=clock.now, queued=100, in_flight=0, spares=1)).desired == 1
+    clock.advance(1.0)
+    decision = p.decide("p", 1, Signals(at_s=clock.now, queued=100, in_flight=0, spares=1))
+    assert decision.desired == 8  # spare and starts together, not staged
+    assert "scale up" in decision.reason
+
+
+def test_no_more_spares_are_activated_than_the_load_wants() -> None:
+    p, clock = policy()
+    spares = Signals(at_s=clock.now, queued=15, in_flight=0, spares=3)
+    assert p.decide("p", 1, spares).desired == 2
+
+
+def test_spares_do_not_wake_a_pool_whose_load_fits() -> None:
+    p, clock = policy()
+    assert p.decide("p", 2, Signals(at_s=clock.now, queued=5, in_flight=10, spares=2)).desired == 2
+
+
 def test_scale_down_only_after_the_window_and_by_a_bounded_step() -> None:
     p, clock = policy(max_step_down=1)
     for _ in range(29):
