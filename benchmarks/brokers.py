@@ -1,9 +1,12 @@
 """B6-B7: the broker backends, beside what the broker itself allows.
 
 raybus side: ``BusClient`` -> Kafka topic / SQS queue -> one of 2 workers (``echo``)
--> response topic / queue -> ``BusClient``. Anchor: the same request-reply with no
-Ray and no MCP, on the same broker - a client that sends, an echo that answers, each
-reply matched to its caller by id:
+-> response topic / queue -> ``BusClient``. ``echo`` is read-only, so the workers skip
+the exactly-once ledger for it; a third side calls ``echo_once`` (the same tool with no
+such promise, through the ledger), reported in the row's notes and details.
+
+Anchor: the same request-reply with no Ray and no MCP, on the same broker - a client
+that sends, an echo that answers, each reply matched to its caller by id:
 
 - Kafka: ``KafkaTransport`` on both ends, committing every 20 ms as the bus's backend
   does (the broker's and aiokafka's own floor for a round trip).
@@ -45,6 +48,10 @@ _KAFKA_RATE = 2000.0
 _COMMIT_INTERVAL_MS = 20  # the bus's Kafka backend default
 _RECEIVERS = 2  # concurrent long polls on each side of the SQS anchor
 _ECHO = {"text": "x"}
+# A third side on the bus: ``echo`` without its read-only annotation, so every call
+# passes the exactly-once ledger (two actor round trips) as a state-changing tool does.
+_LEDGER = "raybus, ledger"
+_LEDGER_TOOL = "echo_once"
 
 
 class _Replies:
@@ -124,7 +131,32 @@ def _row(
     loaded = {n: side_from_rounds(n, rate[n]) for n in ("raybus", "anchor")}
     row.details = {f"p50_p99_ms_at_{CALLERS}": {n: (s.p50_ms, s.p99_ms) for n, s in loaded.items()}}
     row.notes = comparison_notes(raybus, anchor)
+    if _LEDGER in rate:
+        # The row's tool is read-only, so its calls skip the ledger; this side is the
+        # same tool without that promise, each call begun and completed in the ledger.
+        ledgered = side_from_rounds(_LEDGER, rate[_LEDGER])
+        one = side_from_rounds(_LEDGER, latency[_LEDGER])
+        row.details["ledger_path"] = {
+            "calls_per_s": ledgered.value,
+            "p50_ms": one.p50_ms,
+            "p99_ms": one.p99_ms,
+            "errors": ledgered.errors + one.errors,
+        }
+        row.notes.append(
+            f"a tool without the read-only promise ({_LEDGER_TOOL}, through the exactly-once"
+            f" ledger): {ledgered.value or 0:,.0f} calls/s, p50/p99"
+            f" {one.p50_ms or 0:.1f} / {one.p99_ms or 0:.1f} ms"
+            + (f", {ledgered.errors + one.errors} failed" if ledgered.errors + one.errors else "")
+        )
     return row, raybus, anchor
+
+
+def _sides(bus: Any, anchor_call: Call) -> dict[str, Call]:
+    return {
+        "raybus": lambda: bus.call_tool("echo", _ECHO),
+        "anchor": anchor_call,
+        _LEDGER: lambda: bus.call_tool(_LEDGER_TOOL, _ECHO),
+    }
 
 
 def _bus_config(ctx: BenchContext, family: str, **backend: Any) -> dict[str, Any]:
@@ -225,7 +257,7 @@ async def _run_kafka(ctx: BenchContext) -> None:
             ctx.progress(f"B6: {ctx.rounds} rounds x {ctx.duration_s:g} s per side")
             latency, rate = await _compare(
                 ctx,
-                {"raybus": lambda: bus.call_tool("echo", _ECHO), "anchor": anchor_call},
+                _sides(bus, anchor_call),
                 _groups(service),
             )
     row, raybus, _ = _row(
@@ -316,7 +348,7 @@ async def _run_sqs(ctx: BenchContext) -> None:
             ctx.progress(f"B7: {ctx.rounds} rounds x {ctx.duration_s:g} s per side")
             latency, rate = await _compare(
                 ctx,
-                {"raybus": lambda: bus.call_tool("echo", _ECHO), "anchor": anchor_call},
+                _sides(bus, anchor_call),
                 _groups(service),
             )
     row, _, _ = _row(B7, ("bus over SQS, 2 workers", "raw aioboto3 echo, same moto"), latency, rate)

@@ -4,7 +4,10 @@ One ``MCPServer`` object, hosted by raybus by import path (``benchmarks.server:s
 and served directly by the SDK (``benchmarks.sdk_http``) or called in-process
 (``mcp.Client(server)``), so each comparison runs the same tool code.
 
-- ``echo``: the cheapest tool; what is measured is the path around it.
+- ``echo``: the cheapest tool; what is measured is the path around it. It is read-only,
+  and says so (``readOnlyHint``), as a real lookup would.
+- ``echo_once``: the same tool without that promise. On a broker backend a call to it
+  passes the exactly-once ledger (B6/B7 measure both paths).
 - ``spin``: ``ms`` of CPU work on the calling thread, counted with ``thread_time`` so a
   contended core makes it take longer in wall time, never do less work.
 - ``nap``: waits ``seconds`` without CPU (a call that holds a worker slot, not a core).
@@ -23,15 +26,22 @@ import time
 from pathlib import Path
 
 from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
 
 __all__ = ["server", "waiting_at"]
 
 server = MCPServer("raybus-bench")
 
 
-@server.tool()
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
 def echo(text: str) -> str:
     """Return the text unchanged."""
+    return text
+
+
+@server.tool()
+def echo_once(text: str) -> str:
+    """Return the text unchanged (declared as a tool that may change state)."""
     return text
 
 

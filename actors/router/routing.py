@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from actors.discovery.catalog import Kind
+from actors.discovery.catalog import Catalog, Kind
 from actors.discovery.registry import Membership
 from actors.replies import error_reply
 from actors.router.outcomes import call_label
@@ -26,6 +26,7 @@ __all__ = [
     "KIND_OF_METHOD",
     "attempts_made",
     "pool_for",
+    "repeat_safe",
     "retry_safe",
     "tried_on",
     "tried_once",
@@ -96,12 +97,18 @@ def pool_for(
 def retry_safe(membership: Membership | None, method: str, pool: str, name: str) -> bool:
     """May a call run again after its worker was lost? Reads, and tools annotated
     read-only or idempotent by their server."""
+    catalog = membership.catalogs.get(pool) if membership is not None else None
+    return repeat_safe(catalog, method, name)
+
+
+def repeat_safe(catalog: Catalog | None, method: str, name: str) -> bool:
+    """May this call run twice? Reads, and tools ``catalog`` (the pool's, as its workers
+    list it) annotates read-only or idempotent."""
     if method in _SAFE_METHODS:
         return True
-    if method != "tools/call" or membership is None:
+    if method != "tools/call" or catalog is None:
         return False
-    catalog = membership.catalogs.get(pool)
-    tool = next((t for t in catalog.tools if t.get("name") == name), None) if catalog else None
+    tool = next((t for t in catalog.tools if t.get("name") == name), None)
     annotations = (tool or {}).get("annotations") or {}
     return bool(annotations.get("readOnlyHint") or annotations.get("idempotentHint"))
 

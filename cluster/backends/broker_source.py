@@ -24,6 +24,7 @@ from actors.coalesce import Coalescer
 from actors.ledger import DecisionKind
 from actors.router.outcomes import CallOutcome, CallTally, call_label
 from actors.router.regions import RegionRefusal
+from actors.router.routing import repeat_safe
 from actors.worker.admission import ADMIT_ALL, Admission
 from actors.worker.core import completion_of
 from actors.worker.hosted_server import HostedServer
@@ -241,6 +242,13 @@ class BrokerWorkerSource:
                 await self._run_keyed(delivery.message, envelope, key)
                 await delivery.ack()
                 return
+            if self._repeatable(delivery.message):
+                # A read or a read-only/idempotent tool may run twice, so it skips the
+                # ledger's two round trips: a redelivered copy runs again and its
+                # answer is one the caller drops as a repeat.
+                await self._run_call(delivery.message, envelope, key, ledgered=False)
+                await delivery.ack()
+                return
             kind, stored = await self._begin(key)
             if kind == DecisionKind.IN_PROGRESS.value:
                 kind, stored = await self._await_other_run(key)
@@ -263,6 +271,15 @@ class BrokerWorkerSource:
             await delivery.nack()
         finally:
             self._slots.release()
+
+    def _repeatable(self, message: Any) -> bool:
+        # Judged by the request the server will run, not by its envelope's labels.
+        if not isinstance(message, Request):
+            return False
+        name = message.params.get("name") if isinstance(message.params, dict) else None
+        return repeat_safe(
+            self._hosted.catalog, message.method, name if isinstance(name, str) else ""
+        )
 
     async def _refuse(self, message: Any, envelope: Envelope, refusal: RegionRefusal) -> None:
         request_id = message.id if isinstance(message, Request) else None
@@ -304,16 +321,20 @@ class BrokerWorkerSource:
             self._tally.add(self._pool, tool, ended.outcome)
             self._tally.latency(self._pool, took_s)
 
-    async def _run_call(self, message: Any, envelope: Envelope, key: str) -> None:
+    async def _run_call(
+        self, message: Any, envelope: Envelope, key: str, *, ledgered: bool = True
+    ) -> None:
         started = time.monotonic()
         response = await self._hosted.call(Frame.of(envelope, message), self._timeout_for(envelope))
         tool = _tool_of(envelope)
         if response is None:
-            await self._ledger.abandon.remote(key)
+            if ledgered:
+                await self._ledger.abandon.remote(key)
             self._tally.add(self._pool, tool, CallOutcome.CANCELLED)
             return
         body = encode_message(response)
-        await self._complete((key, body))  # before the reply: a crash now resends
+        if ledgered:
+            await self._complete((key, body))  # before the reply: a crash now resends
         await self._reply(envelope, body)
         took_s = time.monotonic() - started
         ended = completion_of(envelope.correlation_key, response, took_s)

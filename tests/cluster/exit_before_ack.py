@@ -34,12 +34,12 @@ _run_call = BrokerWorkerSource._run_call
 
 
 async def _run_call_then_exit(
-    self: BrokerWorkerSource, message: Any, envelope: Envelope, key: str
+    self: BrokerWorkerSource, message: Any, envelope: Envelope, key: str, *, ledgered: bool = True
 ) -> None:
     # `_run_call` returns once the response is in the ledger and published to the caller;
     # the source acknowledges the delivery right after it. Exiting here is the window
     # "answered, not acknowledged".
-    await _run_call(self, message, envelope, key)
+    await _run_call(self, message, envelope, key, ledgered=ledgered)
     if envelope.name == TOOL and isinstance(message, Request):
         params = message.params if isinstance(message.params, dict) else {}
         path = params.get("arguments", {}).get("path")

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from actors.discovery.catalog import Catalog
 from actors.ledger import DecisionKind
 from actors.router.outcomes import CallTally
 from cluster.backends.broker_source import BrokerWorkerSource, one_at_a_time
@@ -33,14 +34,20 @@ class FakeLedger:
 
     def __init__(self, done: set[str], held: set[str]) -> None:
         self._done, self._held = done, held
+        self.asked: list[str] = []  # every key begun or completed, in order
         self.begin = Remote(self._begin)
         self.peek = Remote(self._peek)
         self.complete = Remote(lambda key, body: None)
         self.begin_many = Remote(lambda keys: [self._begin(key) for key in keys])
-        self.complete_many = Remote(lambda answers: [None for _ in answers])
+        self.complete_many = Remote(lambda answers: [self._completed(k) for k, _ in answers])
         self.abandon = Remote(lambda key: None)
 
+    def _completed(self, key: str) -> bool:
+        self.asked.append(key)
+        return True
+
     def _begin(self, key: str) -> tuple[str, bytes | None]:
+        self.asked.append(key)
         return (
             self._peek(key)
             if key.endswith(tuple(self._done | self._held))
@@ -57,10 +64,21 @@ class FakeLedger:
 
 
 class FakeServer:
-    """Answers by tool: ``echo`` fine, ``fail`` a tool error, ``bad`` a JSON-RPC error."""
+    """Answers by tool: ``echo`` fine, ``fail`` a tool error, ``bad`` a JSON-RPC error;
+    ``lookup`` fine too, and its catalog marks it read-only."""
 
     def __init__(self) -> None:
         self.called: list[str] = []
+        self.catalog = Catalog.of(
+            tools=[
+                {"name": "echo", "inputSchema": {"type": "object"}},
+                {
+                    "name": "lookup",
+                    "inputSchema": {"type": "object"},
+                    "annotations": {"readOnlyHint": True},
+                },
+            ]
+        )
 
     async def call(self, frame: Frame, timeout_s: float | None) -> Response | None:
         self.called.append(frame.envelope.request_id)
@@ -137,6 +155,7 @@ async def served(
     unforeseen: int = 0,
     server: FakeServer | None = None,
     published: dict[str, bytes] | None = None,
+    ledger: FakeLedger | None = None,
 ) -> BrokerWorkerSource:
     """A source that took ``calls`` and answered every one."""
     answers: dict[str, bytes] = {} if published is None else published
@@ -149,7 +168,7 @@ async def served(
         deliveries,
         one_at_a_time(publish),
         server or FakeServer(),  # type: ignore[arg-type]
-        FakeLedger(done, held),
+        ledger or FakeLedger(done, held),
         pool="kit",
         capacity=4,
         call_timeout_s=5,
@@ -178,6 +197,20 @@ async def test_each_call_a_broker_worker_ends_is_counted_once_by_outcome() -> No
     # Calls this worker ran are timed; a lost one has no duration of its own.
     assert len(tally.latencies_s["kit"]) == 4
     assert all(0 <= s < 10 for s in tally.latencies_s["kit"])
+
+
+async def test_a_read_only_call_skips_the_ledger_and_a_redelivered_copy_runs_again() -> None:
+    # "lookup" is read-only: neither begun nor completed in the ledger, so the copy of a
+    # call the ledger would answer from its store ("replayed") runs again here. "echo"
+    # makes no such promise: its calls go through the ledger as before.
+    ledger = FakeLedger(done={"replayed-e"}, held=set())
+    server = FakeServer()
+    calls = [("lookup", "l1"), ("lookup", "replayed-l"), ("echo", "e1"), ("echo", "replayed-e")]
+    source = await served(calls, done=set(), held=set(), server=server, ledger=ledger)
+    assert sorted(server.called) == ["e1", "l1", "replayed-l"]
+    assert all(key.endswith(("e1", "replayed-e")) for key in ledger.asked)
+    assert sum(key.endswith("e1") for key in ledger.asked) == 2  # begun, then completed
+    assert source.calls_ended().outcomes == {("kit", "lookup", "ok"): 2, ("kit", "echo", "ok"): 1}
 
 
 async def test_the_tally_is_handed_over_once() -> None:
