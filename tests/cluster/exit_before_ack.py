@@ -9,7 +9,9 @@ process only: the fault lives here, in the tests; raybus itself has no switch fo
 (Ray workers can import ``tests`` because the repository root is on their path.)
 
 Only a call this worker ran itself ends it: a redelivered copy answered from the ledger
-never reaches the wrapped step, so the worker that takes over survives.
+never reaches the wrapped step, so the worker that takes over survives. A call of
+``record_read_only`` skips the ledger: its redelivered copy runs again on the worker that
+takes over, which finds ``<path>.exited`` written and survives (one exit per path).
 Before exiting, the worker writes ``<record's path>.exited`` so a test can prove the
 fault happened (a test that passed without a crash would prove nothing).
 """
@@ -20,15 +22,29 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mcp_types import ToolAnnotations
+
 from cluster.backends.broker_source import BrokerWorkerSource
 from cluster.examples.testkit import server
 from transports.envelope import Envelope
 from transports.message import Request
 
-__all__ = ["EXIT_CODE", "TOOL", "server"]
+__all__ = ["EXIT_CODE", "READ_ONLY_TOOL", "TOOL", "server"]
 
 TOOL = "record"
+# The same probe declared read-only: its calls skip the ledger, so a redelivered copy
+# runs again (a test probe that writes; the annotation is what is under test).
+READ_ONLY_TOOL = "record_read_only"
 EXIT_CODE = 17
+
+
+@server.tool(name=READ_ONLY_TOOL, annotations=ToolAnnotations(read_only_hint=True))
+async def record_read_only(path: str, token: str) -> str:
+    """``record``, annotated read-only."""
+    with open(path, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - one short line
+        out.write(token + "\n")
+    return token
+
 
 _run_call = BrokerWorkerSource._run_call
 
@@ -40,12 +56,15 @@ async def _run_call_then_exit(
     # the source acknowledges the delivery right after it. Exiting here is the window
     # "answered, not acknowledged".
     await _run_call(self, message, envelope, key, ledgered=ledgered)
-    if envelope.name == TOOL and isinstance(message, Request):
+    if envelope.name in (TOOL, READ_ONLY_TOOL) and isinstance(message, Request):
         params = message.params if isinstance(message.params, dict) else {}
         path = params.get("arguments", {}).get("path")
         if path:
+            exited = Path(f"{path}.exited")
+            if exited.exists():  # noqa: ASYNC240 - one stat
+                return  # one worker per path exits: the one that takes over survives
             # The process ends on the next line: nothing else on this loop can be held up.
-            Path(f"{path}.exited").write_text(str(os.getpid()), encoding="utf-8")  # noqa: ASYNC240
+            exited.write_text(str(os.getpid()), encoding="utf-8")  # noqa: ASYNC240
         os._exit(EXIT_CODE)
 
 

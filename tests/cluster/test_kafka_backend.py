@@ -106,6 +106,26 @@ async def test_a_worker_dying_before_its_commit_is_not_run_twice(
         assert lines(ledger) == ["once"]
 
 
+async def test_a_read_only_call_whose_worker_died_before_its_commit_runs_again_answered_once(
+    ray_session: None, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # The tool is annotated read-only, so the workers skip the ledger for it: the copy
+    # redelivered after the crash runs again (twice in all), and the caller, who had its
+    # answer already, drops the second one as a repeat, never handing it to another call.
+    ledger = tmp_path / "executions"
+    config = kafka_config(kafka_bootstrap, 2, server=EXIT_BEFORE_ACK)
+    async with running_bus(config) as client:
+        result = await client.call_tool(
+            "record_read_only", {"path": str(ledger), "token": "twice"}, timeout_s=120
+        )
+        assert result.structured_content == {"result": "twice"}
+        await wait_until(lambda: (tmp_path / "executions.exited").exists(), timeout_s=60)
+        await lag_drains(config, timeout_s=120)
+        assert lines(ledger) == ["twice", "twice"]
+        later = await client.call_tool("echo", {"text": "its own answer"}, timeout_s=60)
+        assert later.structured_content == {"result": "its own answer"}
+
+
 async def test_a_worker_joining_mid_stream_loses_nothing(
     ray_session: None, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
