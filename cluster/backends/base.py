@@ -97,6 +97,10 @@ class WorkerSource(Protocol):
         """Send what the server says about a call (progress, logs, answers) to its caller."""
         ...
 
+    def withdraw(self, keys: list[CorrelationKey]) -> None:
+        """Callers cancelled these calls: one that arrives later must not run."""
+        ...
+
     async def stop(self, timeout_s: float) -> None:
         """Take no more, finish (and acknowledge) what runs, then disconnect."""
         ...

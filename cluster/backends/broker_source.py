@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -33,7 +34,7 @@ from cluster.backends.broker import ReceiveRetry, request_key
 from cluster.idempotency import LOST_MARGIN_S, RayLedgerPort
 from transports.base import Delivery
 from transports.codec import encode_message
-from transports.envelope import Envelope
+from transports.envelope import CorrelationKey, Envelope
 from transports.errors import (
     BusError,
     BusErrorCode,
@@ -49,6 +50,12 @@ __all__ = ["BrokerWorkerSource", "one_at_a_time"]
 logger = logging.getLogger(__name__)
 
 _LOST = "lost"
+# What a worker answers (to nobody listening) for a call cancelled before it arrived.
+_WITHDRAWN = (BusErrorCode.CANCELLED, "cancelled before a worker took it")
+# Cancelled keys a worker remembers for repeatable calls still in the broker; the oldest
+# go first. A call arriving after its key was forgotten, or at a worker that joined after
+# the cancel, runs: it is a read-only or idempotent call whose caller has gone.
+_WITHDRAWN_REMEMBERED = 65_536
 
 # Queues one message for a destination in order and returns once it is queued; the
 # awaitable it returns completes when the broker has the message (or raises why not).
@@ -127,6 +134,7 @@ class BrokerWorkerSource:
         )
         self._sender: asyncio.Task[None] | None = None
         self._confirming: set[asyncio.Task[None]] = set()
+        self._withdrawn: OrderedDict[str, None] = OrderedDict()
 
     async def start(self) -> None:
         """Connect the receiver, then start taking requests."""
@@ -143,6 +151,14 @@ class BrokerWorkerSource:
         """The calls that ended since the last time asked (one tally, handed over)."""
         tally, self._tally = self._tally, CallTally()
         return tally
+
+    def withdraw(self, keys: list[CorrelationKey]) -> None:
+        """Cancelled calls: a repeatable one (which never asks the ledger, where the
+        client withdrew it) that arrives later is answered "cancelled", not run."""
+        for key in keys:
+            self._withdrawn[request_key(key)] = None
+        while len(self._withdrawn) > _WITHDRAWN_REMEMBERED:
+            self._withdrawn.popitem(last=False)
 
     def emit(self, destination: str, frame: Frame) -> None:
         """What the hosted server sends about a call (progress, logs): to the caller."""
@@ -245,8 +261,12 @@ class BrokerWorkerSource:
             if self._repeatable(delivery.message):
                 # A read or a read-only/idempotent tool may run twice, so it skips the
                 # ledger's two round trips: a redelivered copy runs again and its
-                # answer is one the caller drops as a repeat.
-                await self._run_call(delivery.message, envelope, key, ledgered=False)
+                # answer is one the caller drops as a repeat. A call its caller withdrew
+                # is known here from the cancel every worker of the pool was sent.
+                if key in self._withdrawn:
+                    await self._reply(envelope, _failure(delivery.message, *_WITHDRAWN))
+                else:
+                    await self._run_call(delivery.message, envelope, key, ledgered=False)
                 await delivery.ack()
                 return
             kind, stored = await self._begin(key)

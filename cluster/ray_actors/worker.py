@@ -402,6 +402,8 @@ class WorkerActor:
         return await self._ports.direct.collect(keys)
 
     async def cancel(self, keys: list[CorrelationKey]) -> None:
+        if self._source is not None:
+            self._source.withdraw(keys)
         await self._core.cancel(keys)
 
     async def answer(self, frames: list[Frame]) -> None:

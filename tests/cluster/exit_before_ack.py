@@ -22,28 +22,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mcp_types import ToolAnnotations
-
 from cluster.backends.broker_source import BrokerWorkerSource
-from cluster.examples.testkit import server
+from tests.cluster.read_only_probe import READ_ONLY_TOOL, server
 from transports.envelope import Envelope
 from transports.message import Request
 
 __all__ = ["EXIT_CODE", "READ_ONLY_TOOL", "TOOL", "server"]
 
 TOOL = "record"
-# The same probe declared read-only: its calls skip the ledger, so a redelivered copy
-# runs again (a test probe that writes; the annotation is what is under test).
-READ_ONLY_TOOL = "record_read_only"
 EXIT_CODE = 17
-
-
-@server.tool(name=READ_ONLY_TOOL, annotations=ToolAnnotations(read_only_hint=True))
-async def record_read_only(path: str, token: str) -> str:
-    """``record``, annotated read-only."""
-    with open(path, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - one short line
-        out.write(token + "\n")
-    return token
 
 
 _run_call = BrokerWorkerSource._run_call

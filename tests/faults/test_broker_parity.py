@@ -116,7 +116,9 @@ async def test_a_failing_pools_breaker_opens_in_the_client_and_fails_callers_fas
 async def test_a_cancelled_call_stops_its_tool_on_the_worker_and_a_queued_one_never_runs(
     ray_session: None, broker: Broker, tmp_path: Path
 ) -> None:
-    pool = {"server": KIT_SERVER, "min_workers": 1, "max_workers": 1, "max_concurrency": 4}
+    # The testkit plus a read-only probe, whose calls skip the ledger the cancel marks.
+    server = "tests.cluster.read_only_probe:server"
+    pool = {"server": server, "min_workers": 1, "max_workers": 1, "max_concurrency": 4}
     config = broker_bus(broker, pool)
     markers = [tmp_path / f"cancelled-{i}" for i in range(3)]
     leaver_marker = tmp_path / "leaver"
@@ -138,13 +140,17 @@ async def test_a_cancelled_call_stops_its_tool_on_the_worker_and_a_queued_one_ne
             return (await load.read())[1] >= len(naps)
 
         await eventually(all_slots_held, SETTLE_S)
-        # This one waits in the broker: no slot is free.
-        queued = asyncio.ensure_future(
-            client.call_tool("record", {"path": str(executions), "token": "queued"}, timeout_s=900)
-        )
+        # These wait in the broker: no slot is free. The second is read-only: no ledger.
+        queued = [
+            asyncio.ensure_future(
+                client.call_tool(tool, {"path": str(executions), "token": tool}, timeout_s=900)
+            )
+            for tool in ("record", "record_read_only")
+        ]
         link: Any = client._connection.link  # its calls in flight: published (or publishing)
-        await wait_until(lambda: len(link.calls.in_flight()) == len(markers) + 1)
-        queued.cancel()
+        await wait_until(lambda: len(link.calls.in_flight()) == len(markers) + len(queued))
+        for call in queued:
+            call.cancel()
         history = History()
 
         async def echo(key: str) -> object:
@@ -174,8 +180,8 @@ async def test_a_cancelled_call_stops_its_tool_on_the_worker_and_a_queued_one_ne
             return await load.read() == (0, 0)
 
         await eventually(idle, SETTLE_S)
-        assert lines(executions) == []  # the queued call was withdrawn before it ran
-        await asyncio.gather(*naps, queued, return_exceptions=True)
+        assert lines(executions) == []  # the queued calls were withdrawn before they ran
+        await asyncio.gather(*naps, *queued, return_exceptions=True)
 
 
 async def test_a_request_that_expired_in_the_broker_is_answered_1001_without_running(

@@ -156,6 +156,7 @@ async def served(
     server: FakeServer | None = None,
     published: dict[str, bytes] | None = None,
     ledger: FakeLedger | None = None,
+    withdrawn: tuple[str, ...] = (),
 ) -> BrokerWorkerSource:
     """A source that took ``calls`` and answered every one."""
     answers: dict[str, bytes] = {} if published is None else published
@@ -174,6 +175,8 @@ async def served(
         call_timeout_s=5,
         duplicate_wait_s=0.2,
     )
+    # Cancels that reached this worker before the calls did.
+    source.withdraw([Envelope(client_id="c", request_id=rid).correlation_key for rid in withdrawn])
     await source.start()
     async with asyncio.timeout(10):
         await deliveries.all_acked.wait()
@@ -211,6 +214,22 @@ async def test_a_read_only_call_skips_the_ledger_and_a_redelivered_copy_runs_aga
     assert all(key.endswith(("e1", "replayed-e")) for key in ledger.asked)
     assert sum(key.endswith("e1") for key in ledger.asked) == 2  # begun, then completed
     assert source.calls_ended().outcomes == {("kit", "lookup", "ok"): 2, ("kit", "echo", "ok"): 1}
+
+
+async def test_a_read_only_call_cancelled_before_it_arrived_is_answered_cancelled_not_run() -> None:
+    # A read-only call never asks the ledger, where its client withdrew it; the cancel
+    # every worker of the pool was sent is what stops it here.
+    server = FakeServer()
+    answers: dict[str, bytes] = {}
+    calls = [("lookup", "gone"), ("lookup", "kept")]
+    await served(
+        calls, done=set(), held=set(), server=server, published=answers, withdrawn=("gone",)
+    )
+    assert server.called == ["kept"]
+    cancelled = decode_message(answers["gone"])
+    assert isinstance(cancelled, Response)
+    assert cancelled.error is not None
+    assert cancelled.error.code == BusErrorCode.CANCELLED
 
 
 async def test_the_tally_is_handed_over_once() -> None:
