@@ -32,7 +32,15 @@ from benchmarks.measure import RoundResult, interleaved
 from benchmarks.processes import descendants
 from benchmarks.report import Row, comparison_notes, side_from_rounds
 from benchmarks.serving import Served, sdk_server_argv, served
-from benchmarks.workloads import BenchContext, Family, Workload, tree_except, with_cpu
+from benchmarks.workloads import (
+    SPARE_READY_S,
+    BenchContext,
+    Family,
+    Workload,
+    tree_except,
+    warm_spare_ready,
+    with_cpu,
+)
 from cluster.bus import bus_status
 from transports.errors import BusError
 
@@ -173,6 +181,7 @@ async def _run_burst(ctx: BenchContext) -> None:
             "arguments": {"ms": BURST_TOOL_MS},
             "calls": calls,
         }
+        spare = await warm_spare_ready(servers.bus)
         ctx.progress(f"B3: a burst of {calls} calls on raybus, then on the SDK")
         seen: dict[str, float] = {}
         watcher = asyncio.create_task(_watch_pool(servers.bus, time.monotonic(), seen))
@@ -196,6 +205,7 @@ async def _run_burst(ctx: BenchContext) -> None:
         "sdk_wall_s": on_sdk.elapsed_s,
         "ideal_wall_s": ideal_s,
         "pool": seen,
+        "warm_spare_ready": spare,
     }
     first = seen.get("first_added_s")
     row.notes = [
@@ -203,7 +213,8 @@ async def _run_burst(ctx: BenchContext) -> None:
         f"CPU work / {ctx.cores} cores {ideal_s:.1f} s "
         f"(raybus at {on_raybus.elapsed_s / ideal_s:.2f}x of it)",
         f"pool reached {seen.get('max_workers', '?')} workers"
-        + (f", first added worker routed at {first:.1f} s" if first is not None else ""),
+        + (f", first added worker routed at {first:.1f} s" if first is not None else "")
+        + ("" if spare else f"; the warm spare was not up within {SPARE_READY_S:g} s"),
         *comparison_notes(raybus, anchor),
     ]
     ctx.emit(row)

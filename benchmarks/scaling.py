@@ -24,7 +24,14 @@ from typing import Any
 
 from benchmarks.measure import RoundResult, burst
 from benchmarks.report import Row, side_from_rounds
-from benchmarks.workloads import BenchContext, Family, Workload, running_bus
+from benchmarks.workloads import (
+    SPARE_READY_S,
+    BenchContext,
+    Family,
+    Workload,
+    running_bus,
+    warm_spare_ready,
+)
 from cluster.bus import bus_status
 from cluster.client import BusClient
 from transports.errors import BusError
@@ -41,20 +48,6 @@ POOL = (1, 6)
 _DECISION_TO_SERVING_S = 1.0
 _ALL_SERVING_S = 5.0
 _SAMPLE_S = 0.2
-_SPARE_READY_S = 120.0  # a worker's cold start on a loaded 2-core machine, with room
-
-
-async def _spare_ready(bus: str) -> bool:
-    """Wait until the pool has its warm spare; False if it did not come in time."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(_SPARE_READY_S):
-            while True:
-                with contextlib.suppress(BusError):
-                    status: dict[str, Any] = await bus_status(bus)
-                    if status["pools"].get("bench", {}).get("spares", 0) >= 1:
-                        return True
-                await asyncio.sleep(_SAMPLE_S)  # the spare starts in the background
-    return False
 
 
 async def _watch(bus: str, started_wall: float, started: float, marks: dict[str, float]) -> None:
@@ -115,7 +108,7 @@ async def _run(ctx: BenchContext) -> None:
     marks: dict[str, float] = {}
     async with running_bus(config) as client:
         await client.call_tool("echo", {"text": "warm"})
-        spare = await _spare_ready(name)
+        spare = await warm_spare_ready(name)
         started_wall, started = time.time(), time.monotonic()
         watcher = asyncio.create_task(_watch(name, started_wall, started, marks))
         try:
@@ -162,7 +155,7 @@ async def _run(ctx: BenchContext) -> None:
         f"the figure is 'all workers asked for serving'; {calls} calls, {side.errors} failed",
         "burst started with the warm spare up"
         if spare
-        else f"the warm spare was not up within {_SPARE_READY_S:g} s: a cold start is timed",
+        else f"the warm spare was not up within {SPARE_READY_S:g} s: a cold start is timed",
     ]
     ctx.emit(row)
 

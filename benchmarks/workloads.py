@@ -8,6 +8,7 @@ emit when it ended (it raised :class:`Skip`, or failed) are filled in by the run
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,13 +28,15 @@ from benchmarks.measure import (
 )
 from benchmarks.processes import cpu_seconds, descendants
 from benchmarks.report import Row
-from cluster.bus import launch_bus, stop_bus
+from cluster.bus import bus_status, launch_bus, stop_bus
 from cluster.client import BusClient
 from cluster.config import parse_config
+from transports.errors import BusError
 
 __all__ = [
     "DEFAULT_DURATION_S",
     "DEFAULT_ROUNDS",
+    "SPARE_READY_S",
     "BenchContext",
     "Family",
     "Skip",
@@ -41,6 +44,7 @@ __all__ = [
     "compare_loops",
     "running_bus",
     "tree_except",
+    "warm_spare_ready",
     "with_cpu",
 ]
 
@@ -162,3 +166,25 @@ async def running_bus(config: dict[str, Any]) -> AsyncIterator[BusClient]:
             await client.close()
     finally:
         await stop_bus(parsed.name)
+
+
+SPARE_READY_S = 120.0  # a worker's cold start on a loaded 2-core machine, with room
+_SPARE_SAMPLE_S = 0.2
+
+
+async def warm_spare_ready(bus: str, pool: str = "bench") -> bool:
+    """Wait until ``pool`` has its warm spare; False if it did not come in time.
+
+    A burst row starts once the spare is up, as a pool meets real load: the spare starts
+    in the background right after the bus is ready, and a burst that arrives first would
+    time that cold start instead of the pool's growth.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SPARE_READY_S):
+            while True:
+                with contextlib.suppress(BusError):
+                    status: dict[str, Any] = await bus_status(bus)
+                    if status["pools"].get(pool, {}).get("spares", 0) >= 1:
+                        return True
+                await asyncio.sleep(_SPARE_SAMPLE_S)  # the spare starts in the background
+    return False
