@@ -85,43 +85,33 @@ async def test_two_workers_run_each_of_1000_requests_exactly_once(
         await lag_drains(config)
 
 
-async def test_a_worker_dying_before_its_commit_is_not_run_twice(
-    ray_session: None, kafka_bootstrap: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("tool", "runs"),
+    [
+        # Redelivered to the surviving worker, which answers from the ledger: run once.
+        ("record", 1),
+        # Annotated read-only, so the workers skip the ledger for it: the redelivered
+        # copy runs again, and the caller, who had its answer already, drops the second
+        # one as a repeat, never handing it to another call.
+        ("record_read_only", 2),
+    ],
+)
+async def test_a_call_whose_worker_died_before_its_commit_runs_once_unless_read_only(
+    ray_session: None, kafka_bootstrap: str, tmp_path: Path, tool: str, runs: int
 ) -> None:
     ledger = tmp_path / "executions"
-    # The worker that runs `record` exits after answering it, before committing it.
+    # The worker that runs the tool exits after answering it, before committing it.
     config = kafka_config(kafka_bootstrap, 2, server=EXIT_BEFORE_ACK)
     async with running_bus(config) as client:
-        result = await client.call_tool(
-            "record", {"path": str(ledger), "token": "once"}, timeout_s=120
-        )
-        assert result.structured_content == {"result": "once"}
+        result = await client.call_tool(tool, {"path": str(ledger), "token": "t"}, timeout_s=120)
+        assert result.structured_content == {"result": "t"}
         # The fault really happened: the worker that ran it exited before committing.
         await wait_until(lambda: (tmp_path / "executions.exited").exists(), timeout_s=60)
-        # The record was redelivered to the surviving worker, which answered from the
-        # ledger: the tool ran once and the partition's offset moved past it. Redelivery
-        # waits for the dead member's session to expire (10 s) and for a rebalance (two,
-        # with the replacement worker joining): bounded for a loaded machine.
+        # Redelivery waits for the dead member's session to expire (10 s) and for a
+        # rebalance (two, with the replacement worker joining): bounded for a loaded
+        # machine. Then the partition's offset moved past the record.
         await lag_drains(config, timeout_s=120)
-        assert lines(ledger) == ["once"]
-
-
-async def test_a_read_only_call_whose_worker_died_before_its_commit_runs_again_answered_once(
-    ray_session: None, kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    # The tool is annotated read-only, so the workers skip the ledger for it: the copy
-    # redelivered after the crash runs again (twice in all), and the caller, who had its
-    # answer already, drops the second one as a repeat, never handing it to another call.
-    ledger = tmp_path / "executions"
-    config = kafka_config(kafka_bootstrap, 2, server=EXIT_BEFORE_ACK)
-    async with running_bus(config) as client:
-        result = await client.call_tool(
-            "record_read_only", {"path": str(ledger), "token": "twice"}, timeout_s=120
-        )
-        assert result.structured_content == {"result": "twice"}
-        await wait_until(lambda: (tmp_path / "executions.exited").exists(), timeout_s=60)
-        await lag_drains(config, timeout_s=120)
-        assert lines(ledger) == ["twice", "twice"]
+        assert lines(ledger) == ["t"] * runs
         later = await client.call_tool("echo", {"text": "its own answer"}, timeout_s=60)
         assert later.structured_content == {"result": "its own answer"}
 
