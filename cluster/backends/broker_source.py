@@ -3,8 +3,10 @@
 Requests come from the pool's topic or queue, at most ``capacity`` at once. Each one's
 key is checked in the pool-wide ledger first: a finished call is answered again from the
 stored response, a call another worker is running is waited for, and only a new one
-runs. Its response is published (after any progress it sent) before the delivery is
-acknowledged, so a crash at any point redelivers rather than loses it.
+runs. A call that may run twice (a read, a tool annotated read-only or idempotent)
+skips the ledger: its redelivered copy runs again. Its response is published (after any
+progress it sent) before the delivery is acknowledged, so a crash at any point
+redelivers rather than loses it.
 
 No router sees these calls, so the source counts how each one ended (the worker's
 metrics, :meth:`BrokerWorkerSource.calls_ended`): a call it ran, timed from starting it
