@@ -41,7 +41,7 @@ from transports.envelope import Envelope
 from transports.errors import BusError, BusTimeout, DeliveryUnconfirmed, MessageTooLarge
 from transports.frame import Frame
 from transports.sqs.transport import SqsConfig, SqsTransport
-from transports.sqs.wire import response_queue_name
+from transports.sqs.wire import may_have_reached_sqs, response_queue_name
 
 if TYPE_CHECKING:
     from actors.discovery.registry import Heartbeat
@@ -204,19 +204,11 @@ class SqsWorkerSource(BrokerWorkerSource):
 
 
 def _may_have_arrived(exc: BusError) -> bool:
-    """Whether a failed send may still have been taken by SQS: no answer came (a timeout,
-    a connection lost mid-request), as opposed to a refusal or no connection at all."""
+    """Whether a failed send may still have been taken by SQS (a timeout, a connection
+    lost mid-request, a failure inside SQS), as opposed to a refusal or no connection."""
     if isinstance(exc, BusTimeout):
         return True
-    return isinstance(exc.__cause__, _NO_ANSWER_ERRORS)
-
-
-# botocore errors raised after a request may have reached the endpoint.
-_NO_ANSWER_ERRORS = (
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ResponseStreamingError,
-)
+    return exc.__cause__ is not None and may_have_reached_sqs(exc.__cause__)
 
 
 class SqsClientWire:

@@ -26,7 +26,6 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import aioboto3
-from botocore.config import Config
 
 from transports.errors import BusTimeout, ConnectionClosed, MessageTooLarge, TransportError
 from transports.raw_records import RawRecord, RecordDelivery
@@ -34,6 +33,7 @@ from transports.sqs.wire import (
     SQS_MAX_MESSAGE_BYTES,
     QueueMissing,
     SqsConfig,
+    botocore_config,
     call_sqs,
 )
 
@@ -58,14 +58,10 @@ class _Sqs:
     async def open(self) -> None:
         cfg = self.config
         session = aioboto3.Session(**cfg.session_options())
-        botocore_config = Config(
-            connect_timeout=cfg.request_timeout_s,
-            read_timeout=cfg.request_timeout_s + cfg.wait_time_seconds,
-            retries={"max_attempts": 3, "mode": "standard"},
-        )
+        botocore_settings = botocore_config(cfg)
         self._stack = AsyncExitStack()
         self._client = await self._stack.enter_async_context(
-            session.client("sqs", endpoint_url=cfg.endpoint_url, config=botocore_config)
+            session.client("sqs", endpoint_url=cfg.endpoint_url, config=botocore_settings)
         )
 
     async def call(

@@ -44,7 +44,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import aioboto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from transports.base import Delivery, TransportBase, TransportCapabilities, TransportType
@@ -70,6 +69,7 @@ from transports.sqs.wire import (
     _encode_body,
     _envelope_attributes,
     _envelope_from_attributes,
+    botocore_config,
     call_sqs,
     response_queue_name,
     translate_client_error,
@@ -142,17 +142,11 @@ class SqsTransport(TransportBase):
             raise ConnectionClosed("SQS transport was already started or closed")
         cfg = self.config
         session = aioboto3.Session(**cfg.session_options())
-        read_timeout = cfg.request_timeout_s + cfg.wait_time_seconds
-        botocore_config = Config(
-            connect_timeout=cfg.request_timeout_s,
-            read_timeout=read_timeout,
-            retries={"max_attempts": 3, "mode": "standard"},
-            max_pool_connections=32,
-        )
+        botocore_settings = botocore_config(cfg, max_pool_connections=32)
         self._stack = AsyncExitStack()
         try:
             self._client = await self._stack.enter_async_context(
-                session.client("sqs", endpoint_url=cfg.endpoint_url, config=botocore_config)
+                session.client("sqs", endpoint_url=cfg.endpoint_url, config=botocore_settings)
             )
             if cfg.receive_queue is not None:
                 self._receive_url = await self.ensure_queue(cfg.receive_queue)

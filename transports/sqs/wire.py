@@ -11,7 +11,16 @@ import re
 import uuid
 from typing import Any, Self
 
-from botocore.exceptions import BotoCoreError, ClientError
+import aiohttp
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+)
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from transports.codec import DEFAULT_MAX_DEPTH, encode_message
@@ -30,7 +39,9 @@ __all__ = [
     "SQS_MAX_MESSAGE_BYTES",
     "QueueMissing",
     "SqsConfig",
+    "botocore_config",
     "call_sqs",
+    "may_have_reached_sqs",
     "response_queue_name",
     "translate_client_error",
 ]
@@ -72,6 +83,17 @@ _UNAVAILABLE_CODES = frozenset(
         "KmsThrottled",
     }
 )
+# SQS turned the request away before doing anything: nothing it asked for happened.
+_THROTTLED_CODES = frozenset(
+    {"ThrottlingException", "RequestThrottled", "OverLimit", "KmsThrottled"}
+)
+# Botocore errors raised before a request left this process.
+_NEVER_SENT_ERRORS = (ConnectTimeoutError, NoCredentialsError, ParamValidationError)
+# Sending is not idempotent (a standard queue keeps both copies, so a repeated call would
+# be queued twice): a send is retried only when its failure proves SQS never had it.
+_SENDS = frozenset({"send_message", "send_message_batch"})
+_ATTEMPTS = 3
+_FIRST_BACKOFF_S = 0.05
 
 
 class SqsConfig(BaseModel):
@@ -224,23 +246,77 @@ def translate_client_error(
     return TransportError(f"SQS {operation} on {queue} failed: {code} {detail}")
 
 
+def botocore_config(config: SqsConfig, **options: Any) -> Config:
+    """The botocore client settings for ``config``: its timeouts, and no retries of its
+    own, since botocore retries a send whose first attempt may have reached SQS (the
+    connection dropped mid-request), and only the last attempt's error would tell the
+    caller; :func:`call_sqs` retries, judging each attempt."""
+    return Config(
+        connect_timeout=config.request_timeout_s,
+        read_timeout=config.request_timeout_s + config.wait_time_seconds,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        **options,
+    )
+
+
+def may_have_reached_sqs(exc: BaseException) -> bool:
+    """Whether a request that failed with botocore's ``exc`` may still have been carried
+    out by SQS: no answer came, the connection broke after it was open, or SQS failed
+    inside (a 5xx) - as opposed to a refusal, or no connection at all."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return int(status) >= 500 and str(error.get("Code", "")) not in _THROTTLED_CODES
+    if isinstance(exc, _NEVER_SENT_ERRORS):
+        return False
+    if isinstance(exc, EndpointConnectionError):
+        # aiobotocore raises it for any aiohttp connection error, a reset mid-request
+        # included; only a failed connect proves the request never left.
+        return not isinstance(exc.kwargs.get("error"), aiohttp.ClientConnectorError)
+    return True
+
+
+def _worth_retrying(action: str, exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _THROTTLED_CODES:
+            return True
+        return action not in _SENDS and code in _UNAVAILABLE_CODES
+    if isinstance(exc, (NoCredentialsError, ParamValidationError)):
+        return False  # the same request fails the same way
+    return action not in _SENDS or not may_have_reached_sqs(exc)
+
+
 async def call_sqs(
     client: Any, action: str, queue: str, *, timeout_s: float, size: int = 0, **request: Any
 ) -> Any:
     """Call ``client``'s ``action`` with ``request``, bounded, with errors translated.
 
+    A failure worth another try (throttled, unavailable, connection lost) is retried
+    up to three attempts in all within ``timeout_s``; a send only when SQS surely did not
+    take it (:func:`may_have_reached_sqs`), so a caller told "not sent" can believe it.
+
     Raises:
         BusTimeout: no answer within ``timeout_s``.
         TransportError (QueueMissing, MessageTooLarge, ConnectionClosed, ...): as
-            :func:`translate_client_error` says.
+            :func:`translate_client_error` says, for the last attempt; its ``__cause__``
+            is botocore's error.
     """
     try:
         async with asyncio.timeout(timeout_s):
-            return await getattr(client, action)(**request)
-    except (ClientError, BotoCoreError, OSError) as exc:
-        raise translate_client_error(exc, operation=action, queue=queue, size_bytes=size) from exc
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    return await getattr(client, action)(**request)
+                except (ClientError, BotoCoreError, OSError) as exc:
+                    if attempt == _ATTEMPTS or not _worth_retrying(action, exc):
+                        raise translate_client_error(
+                            exc, operation=action, queue=queue, size_bytes=size
+                        ) from exc
+                # A pause before the next attempt, so a struggling endpoint is not hammered.
+                await asyncio.sleep(_FIRST_BACKOFF_S * 2 ** (attempt - 1))
     except TimeoutError:
         raise BusTimeout(f"SQS {action} on {queue}", timeout_s) from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _secret(value: SecretStr | None) -> str | None:

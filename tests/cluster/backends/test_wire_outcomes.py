@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import botocore.exceptions
 
 from cluster.backends.kafka import KafkaClientWire
@@ -120,7 +122,13 @@ def read_timeout() -> ConnectionClosed:
 
 def refused_connection() -> ConnectionClosed:
     error = ConnectionClosed("could not connect")
-    error.__cause__ = botocore.exceptions.EndpointConnectionError(endpoint_url="http://x")
+    refused = aiohttp.ClientConnectorError(
+        SimpleNamespace(ssl=None),  # type: ignore[arg-type]  # only str() reads it
+        ConnectionRefusedError(111, "Connection refused"),
+    )
+    error.__cause__ = botocore.exceptions.EndpointConnectionError(
+        endpoint_url="http://x", error=refused
+    )
     return error
 
 
