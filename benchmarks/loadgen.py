@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import mcp
+import uvloop
 
 from benchmarks.measure import Call, RoundResult, burst, closed_loop
 
@@ -174,4 +175,4 @@ class LoadGenerator:
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve())
+    uvloop.run(_serve())

@@ -260,6 +260,9 @@ def run_bench(
                 options.selected,
                 progress=say,
             )
+            # Stock asyncio here, though the actors, the load generator and the SDK's
+            # HTTP anchor run on uvloop: this process is a Ray driver, and awaiting actor
+            # calls on uvloop raised B4's p50 (2.70 -> 3.91 ms in back-to-back runs).
             report.rows = asyncio.run(run_families(ctx, families))
     finally:
         if own_ray:

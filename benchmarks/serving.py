@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import uvicorn
+import uvloop
 
 __all__ = ["SERVING", "Served", "ServerFailed", "sdk_server_argv", "served"]
 
@@ -119,7 +120,7 @@ async def _serve_sdk(target: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="serve an SDK server object over HTTP")
     parser.add_argument("server", help="module:attribute of an MCPServer / Server object")
-    asyncio.run(_serve_sdk(parser.parse_args().server))
+    uvloop.run(_serve_sdk(parser.parse_args().server))
 
 
 if __name__ == "__main__":
