@@ -72,21 +72,12 @@ _MISSING_QUEUE_CODES = frozenset(
 _QUEUE_EXISTS_CODES = frozenset(
     {"QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists"}
 )
-_UNAVAILABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "RequestThrottled",
-        "OverLimit",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "KmsThrottled",
-    }
-)
 # SQS turned the request away before doing anything: nothing it asked for happened.
 _THROTTLED_CODES = frozenset(
     {"ThrottlingException", "RequestThrottled", "OverLimit", "KmsThrottled"}
 )
+# Worth another try; a throttle surely ran nothing, a failure inside SQS may have.
+_UNAVAILABLE_CODES = _THROTTLED_CODES | {"ServiceUnavailable", "InternalError", "InternalFailure"}
 # Botocore errors raised before a request left this process.
 _NEVER_SENT_ERRORS = (ConnectTimeoutError, NoCredentialsError, ParamValidationError)
 # Sending is not idempotent (a standard queue keeps both copies, so a repeated call would
