@@ -27,6 +27,7 @@ from actors.discovery.registry import Membership, ServerStatus
 from actors.replies import error_reply
 from actors.router.routing import attempts_made, pool_for, retry_safe, tried_once
 from actors.worker.direct import DirectOutcome
+from cluster.backends.direct_socket import CALL, COLLECT, DirectSockets
 from cluster.naming import HandleCache
 from transports.envelope import CorrelationKey
 from transports.errors import BusError, BusErrorCode
@@ -65,11 +66,14 @@ class DirectLane:
         handles: HandleCache | None = None,
         *,
         grace_s: float = 2.0,
+        sockets: DirectSockets | None = None,
     ) -> None:
         self._discovery = discovery
         self._hand_over = hand_over  # to the client, in order (cluster.backends.ray.dispatch)
         self._to_router = to_router
         self._handles = handles or HandleCache()
+        # To workers on this node, past Ray's per-call cost (cluster.backends.direct_socket).
+        self.sockets = sockets or DirectSockets()
         self._grace_s = grace_s  # router.overdue_grace_s
         self._membership: Membership | None = None
         self._read_at = float("-inf")
@@ -118,6 +122,7 @@ class DirectLane:
         for task in list(self._runs):
             task.cancel()
         await asyncio.gather(*self._runs, return_exceptions=True)
+        await self.sockets.close()
 
     def _choose(self, membership: Membership, frame: Frame) -> str | None:
         pool = pool_for(membership, frame)
@@ -170,7 +175,7 @@ class DirectLane:
                 self._to_router(list(unsettled.values()))
                 unsettled.clear()
                 return
-            outcome = await self._within_deadlines(handle.call.remote(frames), unsettled)
+            outcome = await self._within_deadlines(self._send(worker, handle, frames), unsettled)
             while True:
                 if outcome.bounced:
                     for frame in outcome.bounced:
@@ -187,7 +192,7 @@ class DirectLane:
                     await self._hand_over(outcome.answers)
                 if not running:
                     return
-                collected = handle.collect.remote(list(running))
+                collected = self._collect(worker, handle, list(running))
                 outcome = await self._within_deadlines(collected, unsettled)
         except _Overdue:
             await self._overdue(worker, list(unsettled.values()))
@@ -196,6 +201,7 @@ class DirectLane:
             raise
         except Exception as exc:  # noqa: BLE001 - the worker is gone: fail what it held
             self._handles.forget(worker)
+            self.sockets.forget(worker)
             await self._lost(worker, list(unsettled.values()), exc)
             unsettled.clear()
         finally:
@@ -203,6 +209,22 @@ class DirectLane:
                 self._settle(key)
             if self._outstanding.get(worker, 0) <= 0:
                 self._outstanding.pop(worker, None)
+
+    def _send(self, worker: str, handle: Any, frames: list[Frame]) -> Awaitable[DirectOutcome]:
+        channel = self.sockets.channel(worker, handle)
+        if channel is None:
+            answer: Awaitable[DirectOutcome] = handle.call.remote(frames)
+            return answer
+        return channel.request(CALL, frames)
+
+    def _collect(
+        self, worker: str, handle: Any, keys: list[CorrelationKey]
+    ) -> Awaitable[DirectOutcome]:
+        channel = self.sockets.channel(worker, handle)
+        if channel is None:
+            answer: Awaitable[DirectOutcome] = handle.collect.remote(keys)
+            return answer
+        return channel.request(COLLECT, keys)
 
     async def _within_deadlines(
         self, answer: Awaitable[DirectOutcome], unsettled: dict[CorrelationKey, Frame]

@@ -38,6 +38,7 @@ from cluster.metrics.recorders import CallRecorder
 from cluster.metrics.registry import FamilySnapshot, MetricsRegistry
 from cluster.namespaces import pool_exposure
 from cluster.naming import HandleCache
+from cluster.ray_actors.direct_listener import DirectListener
 from cluster.ray_actors.worker_ports import RayWorkerPorts
 from cluster.tasks.settings import task_support
 from cluster.telemetry import install_tracing
@@ -225,6 +226,9 @@ class WorkerActor:
         self._prepared = False
         self._active = False
         self._thread_root: asyncio.Task[None] | None = None  # see actors.thread_root
+        # Direct calls from clients on this node skip Ray's per-call cost: see the module.
+        self._direct_listener = DirectListener(self._direct_call, self._ports.direct.collect)
+        self._direct_path: str | None = None
 
     async def start(self) -> dict[str, Any]:
         """Start the server and go live (:meth:`prepare`, then :meth:`activate`).
@@ -274,6 +278,7 @@ class WorkerActor:
         # Sync tools reuse anyio's threads instead of starting one per call (see module).
         self._thread_root = await pin_thread_pool_root()
         await self._core.start()
+        self._direct_path = await self._direct_listener.start()
 
     async def _failing_as_pool_start(self, step: Coroutine[Any, Any, None]) -> None:
         try:
@@ -383,6 +388,17 @@ class WorkerActor:
     async def call(self, frames: list[Frame]) -> DirectOutcome:
         """Calls a client sent here directly: those taken are answered in the return (or
         named as still running, see :meth:`collect`); the rest are bounced."""
+        return await self._direct_call(frames)
+
+    async def direct_address(self) -> tuple[str, str] | None:
+        """This worker's node and the Unix socket where clients on it send :meth:`call`
+        and :meth:`collect` (see :mod:`cluster.backends.direct_socket`); None until the
+        server started."""
+        if self._direct_path is None:
+            return None
+        return self._core.identity.node_id, self._direct_path
+
+    async def _direct_call(self, frames: list[Frame]) -> DirectOutcome:
         core, ports = self._core, self._ports
         usable = self._active and not core.draining and ports.direct_open
         room = max(0, core.identity.capacity - core.in_flight) if usable else 0
@@ -434,6 +450,7 @@ class WorkerActor:
         await self._ports.completions.drain()
         if lingering is not None:  # a grace timer, not synchronisation: see _DIRECT_LINGER_S
             await asyncio.sleep(max(0.0, _DIRECT_LINGER_S - (time.monotonic() - lingering)))
+        await self._direct_listener.close()
         self._stopped.set()
         return finished
 

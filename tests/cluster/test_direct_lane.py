@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
 import pytest_asyncio
 import ray
 
+from cluster.backends.direct_socket import DirectSockets
 from cluster.backends.ray_direct import DirectLane
 from cluster.client import BusClient
 from cluster.naming import actor_names, get_actor
@@ -46,14 +48,29 @@ async def bus(ray_session: None) -> AsyncIterator[BusClient]:
         yield client
 
 
-class _Lane:
-    """A lane as a client's link holds one, its hand-overs and router sends recorded."""
+class _RayCallsOnly(DirectSockets):
+    """A lane that sends every direct call as a Ray actor call (no worker socket)."""
 
-    def __init__(self, bus: str) -> None:
+    def channel(self, worker: str, handle: Any) -> None:
+        return None
+
+
+class _Lane:
+    """A lane as a client's link holds one, its hand-overs and router sends recorded.
+
+    ``sockets``: whether it reaches workers on their Unix socket (see ready()), as a
+    client on the worker's node does, or by Ray calls only, as one on another node does.
+    """
+
+    def __init__(self, bus: str, *, sockets: bool = True) -> None:
         self.answers: list[Frame] = []
         self.routed: list[Frame] = []
+        self.sockets = sockets
         self.lane = DirectLane(
-            get_actor(actor_names.discovery(bus)), self._take, self.routed.extend
+            get_actor(actor_names.discovery(bus)),
+            self._take,
+            self.routed.extend,
+            sockets=None if sockets else _RayCallsOnly(),
         )
 
     async def _take(self, frames: list[Frame]) -> None:
@@ -67,6 +84,15 @@ class _Lane:
         assert self.lane.take([probe]) == []
         await wait_until(lambda: len(self.answers) == 1, timeout_s=30)
         self.answers.clear()
+        if self.sockets:  # the probe went by Ray while the socket was being connected
+            worker = next(iter(self.lane._where.values()), None) or self._only_worker()
+            await wait_until(lambda: self.lane.sockets.connected(worker), timeout_s=30)
+
+    def _only_worker(self) -> str:
+        membership = self.lane._membership
+        assert membership is not None
+        (info,) = membership.workers["kit"]
+        return info.actor_name
 
     def _read(self) -> bool:
         return self.lane._membership is not None
@@ -112,6 +138,29 @@ async def test_a_direct_call_is_answered_by_the_worker_and_counted_by_the_router
     await lane.lane.close()
 
 
+async def test_direct_calls_travel_the_workers_socket_and_each_gets_its_own_answer(
+    bus: BusClient,
+) -> None:
+    lane = _Lane(bus.bus)
+    await lane.ready()
+    worker = lane._only_worker()
+    channel = lane.lane.sockets.channel(worker, None)
+    assert channel is not None
+    sent_before = channel.requests_sent
+    calls = [nap(0.0) for _ in range(40)]
+    for call in calls:  # one at a time: forty batches, each answered on the socket
+        assert lane.lane.take([call]) == []
+        await wait_until(partial(_has_answer, lane, call), timeout_s=30)
+    answers = lane.answered(*calls)
+    assert len(answers) == 40
+    assert all(r.error is None for r in answers.values())
+    # Each answer is its own call's: the JSON-RPC id matches the request it answers.
+    assert all(str(r.id) == key for key, r in answers.items())
+    assert channel.requests_sent >= sent_before + 40
+    assert lane.routed == []
+    await lane.lane.close()
+
+
 async def test_calls_past_the_workers_free_slots_go_to_the_router(bus: BusClient) -> None:
     lane = _Lane(bus.bus)
     await lane.ready()
@@ -140,10 +189,13 @@ async def test_a_full_worker_bounces_direct_calls_to_the_router(bus: BusClient) 
     await second.lane.close()
 
 
+@pytest.mark.parametrize("sockets", [True, False], ids=["socket", "ray-call"])
 async def test_a_worker_lost_with_a_direct_call_fails_it_as_may_have_run_at_once(
-    bus: BusClient,
+    bus: BusClient, sockets: bool
 ) -> None:
-    lane = _Lane(bus.bus)
+    # A worker killed by the other variant is listed until discovery drops it.
+    await wait_until(lambda: _serving(bus) and _listed_once(bus), timeout_s=120)
+    lane = _Lane(bus.bus, sockets=sockets)
     await lane.ready()
     worker_name = (await _workers(bus))[0]
     worker = get_actor(worker_name)
@@ -189,6 +241,19 @@ def _replaced(bus: BusClient, gone: str) -> bool:
     supervisor = get_actor(actor_names.supervisor(bus.bus))
     names = ray.get(supervisor.workers.remote())["kit"]
     return bool(names) and gone not in names and _serving(bus)
+
+
+def _has_answer(lane: _Lane, call: Frame) -> bool:
+    return bool(lane.answered(call))
+
+
+def _listed_once(bus: BusClient) -> bool:
+    """Discovery lists one worker of the pool: the one the supervisor has."""
+    membership = ray.get(get_actor(actor_names.discovery(bus.bus)).snapshot_since.remote("", -1))
+    supervisor = get_actor(actor_names.supervisor(bus.bus))
+    live = ray.get(supervisor.workers.remote())["kit"]
+    listed = [info.actor_name for info in membership.workers.get("kit", ())]
+    return len(listed) == 1 and listed == live
 
 
 def _serving(bus: BusClient) -> bool:
