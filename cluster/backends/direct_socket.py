@@ -10,8 +10,9 @@ listens on a Unix socket and a client on the same node sends its direct calls th
 stays the control plane: placement, lifecycle, discovery, cancellation, and every
 client on another node, or whose connection is not up yet.
 
-* The socket lives in a directory only this user can enter (``mkdtemp``: 0700), the
-  same boundary as Ray's own local sockets; a client learns its path from the worker
+* Only this user's processes can reach the socket (an abstract name whose peers are
+  checked on Linux, a 0700 directory elsewhere: see
+  :mod:`cluster.ray_actors.direct_listener`). A client learns its address from the worker
   by an (authenticated) actor call, and uses it only on the worker's node.
 * One connection per client and worker carries many requests; each is answered under
   its sequence number, in whatever order the calls end.

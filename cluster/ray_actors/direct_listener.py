@@ -1,5 +1,11 @@
 """A worker's end of the direct lane's Unix socket (why: :mod:`cluster.backends.direct_socket`).
 
+On Linux the socket has an abstract name (nothing on disk: it goes with the process, even
+one killed outright, as Ray kills actors); such a name is visible to every local user, so
+a connection from any other user id than this process's is closed unread (``SO_PEERCRED``).
+Elsewhere it is a file in a directory only this user can enter (``mkdtemp``: 0700),
+removed when the worker stops.
+
 Each request runs as its own task, exactly as the actor methods ``call`` and ``collect``
 would run it, and is answered under its sequence number when it ends. A client that
 goes away leaves its calls running; their answers wait for a collect that never comes
@@ -12,7 +18,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
+import socket
+import struct
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,9 +48,12 @@ class DirectListener:
         self._requests: set[asyncio.Task[None]] = set()
 
     async def start(self) -> str:
-        """Listen; the socket's path."""
-        self._directory = tempfile.mkdtemp(prefix="raybus-direct-")  # mode 0700
-        path = os.path.join(self._directory, "worker.sock")
+        """Listen; the socket's address (a path, or an abstract name starting with NUL)."""
+        if sys.platform.startswith("linux"):
+            path = f"\0raybus-direct-{secrets.token_hex(16)}"
+        else:
+            self._directory = tempfile.mkdtemp(prefix="raybus-direct-")  # mode 0700
+            path = os.path.join(self._directory, "worker.sock")
         self._server = await asyncio.start_unix_server(self._accept, path=path)
         return path
 
@@ -53,6 +66,10 @@ class DirectListener:
             shutil.rmtree(self._directory, ignore_errors=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not _same_user(writer):
+            logger.warning("refused a direct connection from another user")
+            writer.close()
+            return
         self._connections.add(writer)
         try:
             while True:
@@ -86,3 +103,18 @@ class DirectListener:
         with contextlib.suppress(ConnectionError):
             write_message(writer, message)
             await writer.drain()
+
+
+_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _same_user(writer: asyncio.StreamWriter) -> bool:
+    """Is the peer this process's user? (True where the OS cannot say: there the socket's
+    directory admits no one else.)"""
+    peer_credentials = getattr(socket, "SO_PEERCRED", None)
+    connection = writer.get_extra_info("socket")
+    if peer_credentials is None or connection is None:
+        return True
+    raw = connection.getsockopt(socket.SOL_SOCKET, peer_credentials, _CREDENTIALS.size)
+    _, uid, _ = _CREDENTIALS.unpack(raw)
+    return bool(uid == os.getuid())

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import stat
 import struct
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -139,8 +141,44 @@ async def test_a_worker_on_another_node_keeps_ray_calls(worker: _Worker) -> None
 
 
 async def test_the_socket_is_reachable_by_this_user_only(worker: _Worker) -> None:
-    mode = stat.S_IMODE(os.stat(os.path.dirname(worker.path)).st_mode)
-    assert mode == 0o700
+    if not sys.platform.startswith("linux"):
+        mode = stat.S_IMODE(os.stat(os.path.dirname(worker.path)).st_mode)
+        assert mode == 0o700
+        return
+    assert worker.path.startswith("\0")  # abstract: nothing on disk to leave behind
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    if os.getuid() != 0 or system_python is None:
+        pytest.skip("connecting as another user needs root and a python it may run")
+    # Another user may reach an abstract name: the worker closes it before reading.
+    probe = "\n".join(
+        [
+            "import socket, struct",
+            "s = socket.socket(socket.AF_UNIX)",
+            f"s.connect({worker.path!r})",
+            "try:",  # the worker may close before the send, or with it unread
+            "    s.sendall(struct.pack('!I', 4) + b'junk')",
+            "    print('closed' if s.recv(10) == b'' else 'answered')",
+            "except (BrokenPipeError, ConnectionResetError):",
+            "    print('closed')",
+        ]
+    )
+    other = await asyncio.create_subprocess_exec(
+        system_python,
+        "-c",
+        probe,
+        user=65534,
+        cwd="/",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(other.communicate(), timeout=30)
+    assert not err, err
+    assert out.strip() == b"closed"  # nothing answered
+    sockets = DirectSockets(node_id=NODE)  # this user still is served
+    channel = await _connected(sockets, worker)
+    outcome = await asyncio.wait_for(channel.request(CALL, [_frame("mine")]), timeout=10)
+    assert [f.envelope.request_id for f in outcome.answers] == ["mine"]
+    await sockets.close()
 
 
 async def test_an_oversized_message_closes_the_connection_unread(worker: _Worker) -> None:
