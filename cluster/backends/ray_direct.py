@@ -175,7 +175,8 @@ class DirectLane:
                 self._to_router(list(unsettled.values()))
                 unsettled.clear()
                 return
-            outcome = await self._within_deadlines(self._send(worker, handle, frames), unsettled)
+            sent = self._ask(worker, handle, CALL, frames)
+            outcome = await self._within_deadlines(sent, unsettled)
             while True:
                 if outcome.bounced:
                     for frame in outcome.bounced:
@@ -192,7 +193,7 @@ class DirectLane:
                     await self._hand_over(outcome.answers)
                 if not running:
                     return
-                collected = self._collect(worker, handle, list(running))
+                collected = self._ask(worker, handle, COLLECT, list(running))
                 outcome = await self._within_deadlines(collected, unsettled)
         except _Overdue:
             await self._overdue(worker, list(unsettled.values()))
@@ -210,21 +211,16 @@ class DirectLane:
             if self._outstanding.get(worker, 0) <= 0:
                 self._outstanding.pop(worker, None)
 
-    def _send(self, worker: str, handle: Any, frames: list[Frame]) -> Awaitable[DirectOutcome]:
-        channel = self.sockets.channel(worker, handle)
-        if channel is None:
-            answer: Awaitable[DirectOutcome] = handle.call.remote(frames)
-            return answer
-        return channel.request(CALL, frames)
-
-    def _collect(
-        self, worker: str, handle: Any, keys: list[CorrelationKey]
+    def _ask(
+        self, worker: str, handle: Any, op: str, payload: list[Any]
     ) -> Awaitable[DirectOutcome]:
+        """``op`` (``call`` or ``collect``) on the worker's socket, else as a Ray call."""
         channel = self.sockets.channel(worker, handle)
-        if channel is None:
-            answer: Awaitable[DirectOutcome] = handle.collect.remote(keys)
-            return answer
-        return channel.request(COLLECT, keys)
+        if channel is not None:
+            return channel.request(op, payload)
+        method = handle.call if op == CALL else handle.collect
+        answer: Awaitable[DirectOutcome] = method.remote(payload)
+        return answer
 
     async def _within_deadlines(
         self, answer: Awaitable[DirectOutcome], unsettled: dict[CorrelationKey, Frame]
