@@ -35,7 +35,13 @@ async def test_a_topic_carries_messages_to_a_consumer_group_and_can_be_deleted(
     try:
         async with asyncio.timeout(60):
             await admin.create_topics([NewTopic(unique_name, 1, 1)])
-            assert await _topic_listed(admin, unique_name)
+
+            async def listed() -> bool:
+                return await _topic_listed(admin, unique_name)
+
+            # The controller accepted it; the broker's metadata may list it a moment later
+            # (a fresh clone's run saw it missing right after the create).
+            await poll_until(listed, timeout_s=30)
 
             await producer.start()
             try:
