@@ -244,6 +244,9 @@ def run_bench(
     if own_ray:
         say("starting a local Ray")
         ray.init(
+            # "local": a Ray of its own, as `raybus up` starts; without it ray.init()
+            # joins a cluster `ray start` left on this machine, and refuses num_cpus.
+            address="local",
             num_cpus=report.machine["cores"],
             include_dashboard=False,
             log_to_driver=False,

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import pickle
+import socket
 import struct
 from typing import Any, Final
 
@@ -52,6 +53,7 @@ COLLECT: Final = "collect"
 # A batch holds at most a worker's capacity of frames, each capped at 4 MiB by the codec.
 MAX_MESSAGE_BYTES: Final = 512 * 1024 * 1024
 _LENGTH = struct.Struct("!I")
+_RETRY_AFTER_S = 1.0  # after a connection that could not be made
 
 
 class DirectCallFailed(ConnectionError):
@@ -175,11 +177,14 @@ class DirectSockets:
             address: tuple[str, str] | None = await handle.direct_address.remote()
             if address is None or address[0] != self._own_node():
                 return
-            reader, writer = await asyncio.open_unix_connection(address[1])
+            reader, writer = await asyncio.open_unix_connection(sock=_connected_socket(address[1]))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - nothing was sent: Ray calls serve on
-            logger.debug("no direct socket to %s: %s", worker, exc)
+            # Its listener's backlog may be full: a later use tries again.
+            log = logger.debug if isinstance(exc, BlockingIOError) else logger.warning
+            log("no direct socket to %s yet (Ray calls serve): %s", worker, exc)
+            asyncio.get_running_loop().call_later(_RETRY_AFTER_S, self._retry, worker)
             return
         if worker in self._connections:
             self._connections[worker] = _Connection(reader, writer)
@@ -188,7 +193,30 @@ class DirectSockets:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    def _retry(self, worker: str) -> None:
+        if worker in self._connections and self._connections[worker] is None:
+            del self._connections[worker]  # the next use connects again
+
     def _own_node(self) -> str:
         if self._node_id is None:
             self._node_id = ray.get_runtime_context().get_node_id()
         return self._node_id
+
+
+def _connected_socket(path: str) -> socket.socket:
+    """A Unix socket connected to ``path`` by Python's own ``socket`` module.
+
+    Ray runs actors' event loops on uvloop, whose ``open_unix_connection(path)`` refuses
+    an abstract name (EINVAL): the gateway replicas, actors themselves, silently kept
+    sending every direct call as a Ray call. Connecting a non-blocking socket to a
+    listening Unix socket completes at once, or fails (``BlockingIOError``: its backlog
+    is full) rather than waiting.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 Serve = Callable[[list[Any]], Awaitable[DirectOutcome]]
 
+_BACKLOG = 1024  # clients connect once each, but many may start at once
+
 
 class DirectListener:
     """Serves ``call`` and ``collect`` requests on a Unix socket only this user can reach."""
@@ -54,7 +56,16 @@ class DirectListener:
         else:
             self._directory = tempfile.mkdtemp(prefix="raybus-direct-")  # mode 0700
             path = os.path.join(self._directory, "worker.sock")
-        self._server = await asyncio.start_unix_server(self._accept, path=path)
+        # Bound by Python's socket module, as clients connect (see _connected_socket in
+        # cluster.backends.direct_socket): uvloop's own handling of abstract names differs.
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listening.bind(path)
+            listening.listen(_BACKLOG)
+            self._server = await asyncio.start_unix_server(self._accept, sock=listening)
+        except BaseException:
+            listening.close()
+            raise
         return path
 
     async def close(self) -> None:

@@ -6,12 +6,15 @@ is ``fake_bus`` (the gateway depends on the small ``Bus`` protocol, not on BusCl
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from typing import Any
 
 import mcp
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from actors.discovery.catalog import Kind
 from cluster.gateway.policy.chain import PolicyConfig
 from cluster.gateway.server import Gateway
 from tests.cluster.gateway.fake_bus import fake_bus
@@ -77,3 +80,48 @@ async def test_an_allow_list_hides_and_refuses_what_it_does_not_cover_before_the
     assert refused.value.error.code == BusErrorCode.FORBIDDEN
     assert allowed.content[0].text == "yes"  # type: ignore[union-attr]
     assert [c.name for c in bus.calls] == ["echo"]
+
+
+class _CountedCatalogs:
+    """Wraps a fake bus's ``catalogs``: counts reads, holds each until released."""
+
+    def __init__(self, bus: Any) -> None:
+        self.inner, self.reads, self.release = bus.catalogs, 0, asyncio.Event()
+        bus.catalogs = self.read
+
+    async def read(self) -> Any:
+        self.reads += 1
+        await self.release.wait()
+        return await self.inner()
+
+
+async def test_requests_finding_the_catalogs_stale_share_one_read() -> None:
+    bus = fake_bus()
+    gateway = Gateway(bus)
+    counted = _CountedCatalogs(bus)
+    waiting = [asyncio.ensure_future(gateway.tools_by_name()) for _ in range(20)]
+    await wait_until(lambda: counted.reads == 1, timeout_s=10)
+    waiting[0].cancel()  # one caller giving up does not fail the read for the others
+    counted.release.set()
+    indexes = await asyncio.wait_for(asyncio.gather(*waiting[1:]), timeout=10)
+    assert counted.reads == 1
+    assert all("echo" in index for index in indexes)
+
+
+async def test_a_list_change_during_a_read_makes_the_next_request_read_again() -> None:
+    bus = fake_bus()
+    gateway = Gateway(bus)
+    await gateway.catalogs()  # primes the change counters' baseline below
+    await gateway._relay_list_changes()
+    counted = _CountedCatalogs(bus)
+    gateway._catalogs_at = 0.0  # stale: the next request reads
+    reading = asyncio.ensure_future(gateway.catalogs())
+    await wait_until(lambda: counted.reads == 1, timeout_s=10)
+    bus.changes[Kind.TOOL] = 1  # a pool changed its tools while that read was under way
+    await gateway._relay_list_changes()
+    counted.release.set()
+    await asyncio.wait_for(reading, timeout=10)
+    await asyncio.wait_for(gateway.catalogs(), timeout=10)
+    assert counted.reads == 2  # what the first read returned may predate the change
+    await asyncio.wait_for(gateway.catalogs(), timeout=10)
+    assert counted.reads == 2  # fresh now, within the TTL
