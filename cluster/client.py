@@ -349,9 +349,16 @@ class BusClient(DurableCalls):
         catalogs: dict[str, Catalog] = await self._connection.discovery.catalogs.remote()
         return catalogs
 
-    async def list_changed_counters(self) -> dict[str, int]:
-        """How many times each list (tool / prompt / resource) has changed on the bus."""
-        counters: dict[str, int] = await self._connection.discovery.list_changed.remote()
+    async def list_changed_counters(
+        self, seen: dict[str, int] | None = None, wait_s: float = 0.0
+    ) -> dict[str, int]:
+        """How many times each list (tool / prompt / resource) has changed on the bus.
+
+        With ``seen`` (counters read before), waits up to ``wait_s`` (at most 60 s) for
+        them to differ from it, and returns them either way.
+        """
+        discovery = self._connection.discovery
+        counters: dict[str, int] = await discovery.list_changed.remote(seen, wait_s)
         return counters
 
     async def list_tools(self) -> list[types.Tool]:

@@ -63,8 +63,11 @@ class Bus(Protocol):
         """What each pool serves: tools, resources, templates, prompts."""
         ...
 
-    async def list_changed_counters(self) -> dict[str, int]:
-        """How many times each list (tool / prompt / resource) changed on the bus."""
+    async def list_changed_counters(
+        self, seen: dict[str, int] | None = None, wait_s: float = 0.0
+    ) -> dict[str, int]:
+        """How many times each list (tool / prompt / resource) changed on the bus; with
+        ``seen``, once they differ from it or ``wait_s`` passed (a long poll)."""
         ...
 
     def new_session(self, *, principal: str) -> BusSession:

@@ -81,6 +81,7 @@ logger = logging.getLogger(__name__)
 Ctx = ServerRequestContext[Any, Any]
 
 _CATALOG_TTL_S = 0.5
+_LIST_CHANGES_WAIT_S = 30.0  # a list-changes long poll's longest wait (see discovery)
 _LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 _EVENTS: dict[str, Any] = {
     Kind.TOOL: ToolsListChanged,
@@ -215,16 +216,21 @@ class Gateway:
     # -- list changes, from discovery ------------------------------------------------
 
     async def watch_list_changes(self, interval_s: float = 0.25) -> None:
-        """Relay list changes on the bus to every client, until cancelled."""
+        """Relay list changes on the bus to every client, until cancelled.
+
+        Each round is a long poll: discovery answers when a list changed, or after
+        ``_LIST_CHANGES_WAIT_S`` (so an idle replica makes one call a half minute, not
+        four a second); ``interval_s`` apart at least, and after a failed round.
+        """
         while True:
             try:
-                await self._relay_list_changes()
+                await self._relay_list_changes(wait_s=_LIST_CHANGES_WAIT_S)
             except Exception:  # the watcher must outlive one failed poll
                 logger.exception("watching discovery for list changes failed")
-            await asyncio.sleep(interval_s)  # the polling period
+            await asyncio.sleep(interval_s)
 
-    async def _relay_list_changes(self) -> None:
-        counters = await self._client.list_changed_counters()
+    async def _relay_list_changes(self, wait_s: float = 0.0) -> None:
+        counters = await self._client.list_changed_counters(self._seen_changes, wait_s)
         previous, self._seen_changes = self._seen_changes, counters
         if previous is None:
             return

@@ -13,6 +13,7 @@ snapshots even though their versions start again from zero.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -26,6 +27,10 @@ from cluster.ray_actors.restarts import restarted, start_itself
 __all__ = ["DiscoveryActor"]
 
 logger = logging.getLogger(__name__)
+
+# The longest a list_changed long poll is held: a caller that vanished releases its wait
+# by then at the latest.
+_MAX_LIST_WAIT_S = 60.0
 
 
 class DiscoveryActor:
@@ -41,6 +46,7 @@ class DiscoveryActor:
         self._handles = HandleCache()
         self._subscribers: set[str] = set()
         self._published = -1
+        self._changed = asyncio.Event()  # set, and replaced, at each beat (see _publish)
         self._evictor: asyncio.Task[None] | None = None
         self._resume_begun = False
         if restarted():
@@ -114,15 +120,35 @@ class DiscoveryActor:
         """Names two pools offer; the pool that offered each first keeps it."""
         return self._registry.snapshot().collisions
 
-    async def list_changed(self) -> dict[str, int]:
-        """Per kind (tool / prompt / resource), how many list changes were seen so far."""
-        self._registry.changed_kinds()
-        return dict(self._registry.list_changed_seq)
+    async def list_changed(
+        self, seen: dict[str, int] | None = None, wait_s: float = 0.0
+    ) -> dict[str, int]:
+        """Per kind (tool / prompt / resource), how many list changes were seen so far.
+
+        A long poll when ``seen`` is given: answers once the counters differ from it, or
+        after ``wait_s`` with them unchanged. A gateway replica waits here instead of
+        asking four times a second (one actor call each, per replica, idle or not).
+        """
+        deadline = asyncio.get_running_loop().time() + min(wait_s, _MAX_LIST_WAIT_S)
+        while True:
+            changed = self._changed  # before reading: a change after it sets this one
+            self._registry.changed_kinds()
+            counters = dict(self._registry.list_changed_seq)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if seen is None or counters != seen or remaining <= 0:
+                return counters
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
 
     async def workers(self) -> list[WorkerInfo]:
         return self._registry.live_workers()
 
     def _publish(self) -> None:
+        # The list_changed long polls look again after every beat: a server's "my list
+        # changed" may come with no change to the membership (the version below).
+        self._changed.set()
+        self._changed = asyncio.Event()
         if self._registry.version == self._published:
             return
         self._published = self._registry.version

@@ -96,9 +96,16 @@ async def test_a_worker_runs_at_most_max_concurrency_calls_upstream(bus: BusClie
 
 async def test_a_list_change_upstream_reaches_the_bus(bus: BusClient) -> None:
     name = f"shout_{uuid.uuid4().hex[:8]}"
-    before = (await bus.list_changed_counters()).get("tool", 0)
+    seen = await bus.list_changed_counters()
+    before = seen.get("tool", 0)
+    # A long poll with nothing changed answers after its wait, with the same counters.
+    assert await bus.list_changed_counters(seen, wait_s=0.2) == seen
+    # One under way when the list changes answers with the change (well before 60 s).
+    waiting = asyncio.ensure_future(bus.list_changed_counters(seen, wait_s=60))
     added = await bus.call_tool("grow", {"name": name}, timeout_s=60)
     assert added.structured_content == {"result": f"added {name}"}
+    changed = await asyncio.wait_for(waiting, timeout=55)
+    assert changed.get("tool", 0) > before
 
     async def counted() -> bool:
         return (await bus.list_changed_counters()).get("tool", 0) > before
