@@ -172,11 +172,16 @@ class _Exchange:
         self._streaming = False
         # Resolved by whatever happens next (an event, the call's end, the client
         # leaving): one future per wait instead of a task per source.
-        self._kick: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Its result says whether the wait ran out (a keep-alive ping is due).
+        self._kick: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     def _wake(self, *_: object) -> None:
         if not self._kick.done():
-            self._kick.set_result(None)
+            self._kick.set_result(False)
+
+    def _ping_due(self) -> None:
+        if not self._kick.done():
+            self._kick.set_result(True)
 
     async def run(
         self,
@@ -215,13 +220,18 @@ class _Exchange:
     async def _answer(
         self, call: asyncio.Future[dict[str, Any]], watcher: asyncio.Future[None]
     ) -> None:
+        loop = asyncio.get_running_loop()
         while not call.done():
+            # A timer that only wakes, not asyncio.timeout: no cancellation to unwind
+            # (measured: the timeout's bookkeeping was 1.5 % of a replica's CPU in B1).
+            ping_timer = loop.call_later(SSE_KEEPALIVE_S, self._ping_due)
             try:
-                async with asyncio.timeout(SSE_KEEPALIVE_S):
-                    await self._kick
-            except TimeoutError:
+                ping_due = await self._kick
+            finally:
+                ping_timer.cancel()
+            if ping_due:
                 await self._stream(b": ping\r\n\r\n")  # silent past the window: keep it open
-            self._kick = asyncio.get_running_loop().create_future()
+            self._kick = loop.create_future()
             if watcher.done():
                 return
             await self._flush_events()

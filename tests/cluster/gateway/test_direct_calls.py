@@ -258,6 +258,35 @@ async def test_a_client_that_leaves_cancels_its_call() -> None:
             await cancelled.wait()
 
 
+async def test_a_silent_call_gets_keep_alive_pings_then_its_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(direct_calls, "SSE_KEEPALIVE_S", 0.05)
+    release = asyncio.Event()
+
+    async def slow(params: dict[str, Any], on_message: MessageHandler | None) -> dict[str, Any]:
+        await release.wait()
+        return text_result("done")
+
+    headers = {**HEADERS, "mcp-method": "tools/call", "mcp-name": "slow"}
+    async with (
+        serving(Gateway(bus(slow=slow))) as url,
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream("POST", url, json=call("slow", {}), headers=headers) as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.aiter_lines()
+        async with asyncio.timeout(30):
+            pings = 0
+            while pings < 2:  # the stream stays open while the tool is silent
+                pings += (await anext(lines)) == ": ping"
+        release.set()
+        rest = [line async for line in lines]
+    answers = [json.loads(line[len("data: ") :]) for line in rest if line.startswith("data: ")]
+    assert [a["result"]["content"][0]["text"] for a in answers] == ["done"]
+    assert answers[0]["id"] == 7
+
+
 async def test_a_forbidden_call_is_refused_and_audited_once(tmp_path: Any) -> None:
     audit = tmp_path / "audit.jsonl"
     fake = bus()
