@@ -59,6 +59,13 @@ class Pending:
     router: str | None = None  # the incarnation of the router that accepted the call
 
 
+# How often a client with calls held by a Ray router asks that router's incarnation. A
+# client learns of a restart from the next batch a router takes, but with every later
+# call on the direct lane there is none, and the calls the dead router held would wait
+# for their deadline and the grace. Only while such calls wait: one actor call a second.
+ROUTER_CHECK_S = 1.0
+
+
 class ClientConnection:
     """What sessions of one client process share: the backend link and its receiver."""
 
@@ -74,6 +81,7 @@ class ClientConnection:
         )
         self.answers: Outbox[str, Frame] = Outbox(self._send_answers)
         self.poller: asyncio.Task[None] | None = None
+        self.router_watch: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.router: str | None = None  # the incarnation that accepted the last batch
         self.durable: AnswerBuffer | None = None  # answers no caller awaits (cluster.durable)
@@ -84,6 +92,9 @@ class ClientConnection:
         self.poller = asyncio.get_running_loop().create_task(link.receive())
         if isinstance(link, RouterSubmissions):
             link.on_rerouted = self._rerouted
+        ask = getattr(link, "router_incarnation", None)
+        if callable(ask):
+            self.router_watch = asyncio.get_running_loop().create_task(self._watch_router(ask))
 
     def _rerouted(self, frames: list[Frame], submitted: Awaitable[object]) -> None:
         # Calls a worker bounced: a router that dies holding them fails them at once
@@ -129,6 +140,25 @@ class ClientConnection:
             pending = self.pending.get((frame.envelope.client_id, frame.envelope.request_id))
             if pending is not None:
                 pending.router = router
+
+    async def _watch_router(self, ask: Callable[[], Awaitable[object]]) -> None:
+        """Fail the calls a restarted router held, also when no batch tells (see
+        ``ROUTER_CHECK_S``)."""
+        while True:
+            await asyncio.sleep(ROUTER_CHECK_S)  # a period: nothing to wait on
+            held = self.router
+            if held is None or not any(
+                p.router == held and not p.future.done() for p in self.pending.values()
+            ):
+                continue
+            try:
+                async with asyncio.timeout(5 * ROUTER_CHECK_S):
+                    current = await ask()
+            except Exception:  # noqa: BLE001 - dead and not back yet: asked again next round
+                continue
+            if isinstance(current, str) and current != held and self.router == held:
+                self._router_restarted(held)
+                self.router = current
 
     def _router_restarted(self, old: str) -> None:
         logger.warning("the bus router restarted: failing the calls it held")
@@ -232,9 +262,10 @@ class ClientConnection:
         self.answers.put(frame.envelope.reply_to, Frame.of(frame.envelope, answer))
 
     async def close(self) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
-            await asyncio.gather(self.poller, return_exceptions=True)
+        for task in (self.poller, self.router_watch):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for pending in self.pending.values():
             if not pending.future.done():
                 pending.future.set_exception(ConnectionClosed("client closed"))

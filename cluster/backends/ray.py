@@ -89,6 +89,10 @@ class RouterSubmissions:
                 return None
         return self._router.submit.remote(frames)
 
+    def router_incarnation(self) -> Any:
+        """The router's incarnation (an awaitable): see ClientConnection._watch_router."""
+        return self._router.incarnation.remote()
+
     def to_router(self, frames: list[Frame]) -> None:
         """Calls a worker bounced, or that are safe to repeat after one was lost."""
         submitted = self._router.submit.remote(frames)

@@ -242,3 +242,8 @@ class RouterActor:
 
     async def ping(self) -> str:
         return "pong"
+
+    async def incarnation(self) -> str:
+        """This router's incarnation, as :meth:`submit` answers it (clients that send
+        it nothing else ask, to learn that it restarted holding their calls)."""
+        return self._incarnation

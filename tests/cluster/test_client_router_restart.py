@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cluster import client_connection
 from cluster.client import BusClient, CallError
 from cluster.client_connection import ClientConnection
 from tests.waiting import wait_until
@@ -92,3 +93,55 @@ async def test_batches_taken_by_the_same_router_or_by_a_broker_fail_nothing() ->
     for call in (first, second, third):
         with pytest.raises(ConnectionClosed):
             await call
+
+
+class AskedRouterLink(FakeRouterLink):
+    """A Ray router's link also answers what the router's incarnation is now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    async def router_incarnation(self) -> object:
+        self.asked += 1
+        if self.incarnation == "restarting":
+            raise RuntimeError("the actor is restarting")
+        return self.incarnation
+
+
+async def test_a_restart_no_batch_tells_of_still_fails_the_held_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every later call on the direct lane: the router is sent nothing, so it must be asked.
+    monkeypatch.setattr(client_connection, "ROUTER_CHECK_S", 0.05)
+    link = AskedRouterLink()
+    connection, client = await connected(link)
+    held = [asyncio.create_task(client.call_tool("echo", {"text": str(i)})) for i in range(3)]
+    await accepted(connection, link, 1)
+    asked_before = link.asked
+    link.incarnation = "restarting"  # a failed ask changes nothing
+    await wait_until(lambda: link.asked >= asked_before + 2, timeout_s=10)
+    assert not any(call.done() for call in held)
+    link.incarnation = "second"
+    for call in held:
+        with pytest.raises(CallError) as failed:
+            async with asyncio.timeout(10):
+                await call
+        assert failed.value.code == BusErrorCode.OUTCOME_UNKNOWN
+    assert connection.router == "second"
+    await client.close()
+
+
+async def test_with_no_call_held_the_router_is_not_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_connection, "ROUTER_CHECK_S", 0.01)
+    link = AskedRouterLink()
+    connection, client = await connected(link)
+    link.incarnation = "second"
+    for _ in range(20):  # twenty periods of the watcher
+        await asyncio.sleep(0.01)
+    assert link.asked == 0
+    await client.close()
+    assert connection.router_watch is not None
+    assert connection.router_watch.done()
