@@ -133,9 +133,7 @@ class ClientConnection:
         router = await submitted
         if not isinstance(router, str):
             return
-        if self.router is not None and router != self.router:
-            self._router_restarted(self.router)
-        self.router = router
+        self._saw_router(router)
         for frame in frames:
             pending = self.pending.get((frame.envelope.client_id, frame.envelope.request_id))
             if pending is not None:
@@ -156,9 +154,14 @@ class ClientConnection:
                     current = await ask()
             except Exception:  # noqa: BLE001 - dead and not back yet: asked again next round
                 continue
-            if isinstance(current, str) and current != held and self.router == held:
-                self._router_restarted(held)
-                self.router = current
+            if isinstance(current, str):
+                self._saw_router(current)
+
+    def _saw_router(self, router: str) -> None:
+        """``router`` is the incarnation alive now: a new one means the last one died."""
+        if self.router is not None and router != self.router:
+            self._router_restarted(self.router)
+        self.router = router
 
     def _router_restarted(self, old: str) -> None:
         logger.warning("the bus router restarted: failing the calls it held")
