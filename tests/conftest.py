@@ -22,8 +22,9 @@ import pytest
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-# Session fixtures for real services: ray_session, kafka_bootstrap, sqs_endpoint.
-pytest_plugins = ["tests.services_plugin"]
+# Session fixtures for real services (ray_session, kafka_bootstrap, sqs_endpoint), and how
+# `make test` spreads the tests over pytest-xdist workers.
+pytest_plugins = ["tests.services_plugin", "tests.xdist_groups"]
 
 _ENVIRONMENT_MARKERS = frozenset({"ray", "kafka", "sqs", "keycloak"})
 

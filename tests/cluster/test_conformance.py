@@ -88,7 +88,7 @@ async def sdk_over_sqs(
 
 async def passes_every_check(url: str, era: str) -> None:
     passed, failed, output = await asyncio.to_thread(run_suite, url, era, 900)
-    assert failed == 0, output[-6000:]
+    assert failed == 0, output[-8000:]  # the summary, then each failed check
     assert passed >= CHECKS[era], output[-6000:]
 
 

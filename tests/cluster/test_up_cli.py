@@ -53,9 +53,11 @@ async def serving_up(
     )
     try:
         assert process.stderr is not None
+        said: list[bytes] = []  # what it said before it served, for a failure's report
         async with asyncio.timeout(120):
             while b"serving MCP at" not in (line := await process.stderr.readline()):
-                assert line, "raybus up exited before serving"
+                assert line, f"raybus up exited before serving: {b''.join(said).decode()}"
+                said.append(line)
         yield process
     finally:
         if process.returncode is None:
@@ -66,23 +68,13 @@ async def test_raybus_up_serves_http_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "bus.yaml"
     config.write_text(CONFIG.format(port=port))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cluster.cli", "up", str(config), stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        assert process.stderr is not None
-        async with asyncio.timeout(120):
-            while b"serving MCP at" not in (line := await process.stderr.readline()):
-                assert line, "raybus up exited before serving"
+    async with serving_up(config) as process:
         async with mcp.Client(f"http://127.0.0.1:{port}/mcp") as client:
             result = await client.call_tool("echo", {"text": "over http"})
         assert result.structured_content == {"result": "over http"}
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(120):
             assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
 
 
 async def test_raybus_up_stdio_serves_a_stdio_client(tmp_path: Path) -> None:

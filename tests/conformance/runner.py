@@ -16,6 +16,7 @@ Every server scenario of the requested era runs; the suite ends its output with
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -147,7 +148,11 @@ def _run(
             timeout=timeout_s,
             check=False,
         )
+        # The summary says only how many checks failed; which, and why, is in the files.
+        failures = failed_checks(Path(workdir))
     output = completed.stdout
+    if failures:
+        output += "\n=== FAILED CHECKS ===\n" + "\n".join(failures) + "\n"
     totals = _TOTAL.findall(output) or _SCENARIO_TOTAL.findall(output)
     if not totals:
         raise RuntimeError(
@@ -155,6 +160,24 @@ def _run(
         )
     passed, failed = totals[-1]
     return int(passed), int(failed), output
+
+
+def failed_checks(results: Path) -> list[str]:
+    """One line per failed check in the ``checks.json`` files of a run: the scenario's
+    folder, the check's id and what the suite says of it."""
+    lines = []
+    for path in sorted(results.rglob("checks.json")):
+        try:
+            checks = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            lines.append(f"{path.parent.name}: unreadable checks.json ({exc})")
+            continue
+        for check in checks if isinstance(checks, list) else []:
+            if isinstance(check, dict) and check.get("status") == "FAILURE":
+                said = check.get("errorMessage") or check.get("description") or ""
+                details = json.dumps(check.get("details"))[:500] if check.get("details") else ""
+                lines.append(f"{path.parent.name}: {check.get('id')}: {said} {details}".rstrip())
+    return lines
 
 
 def _main(argv: list[str]) -> int:
