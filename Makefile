@@ -7,9 +7,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Tests run in 2 pytest-xdist workers, each with a Ray of its own: one test on this 2-core
-# machine leaves a core idle for half its time (it waits on actors, brokers and deadlines).
-PYTEST_WORKERS ?= 2
+# PYTEST_WORKERS=2 runs the tests in 2 pytest-xdist workers (tests/xdist_groups.py): 29 min
+# instead of 62 on this 2-core machine, but with both loaded one timing-bound fault test in
+# ~50 fails (one per run so far), so CI stays on one process (0) until those are made
+# robust to a loaded machine.
+PYTEST_WORKERS ?= 0
 
 .PHONY: setup run test lint typecheck pytest bench conformance clean
 

@@ -73,7 +73,9 @@ class ServiceAndModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # 
 
 def pytest_configure(config: pytest.Config) -> None:
     # In the controller of `pytest -n N --dist loadscope` (workers see --dist "no").
-    if config.getoption("dist", "no") == "loadscope" and not hasattr(config, "workerinput"):
+    workers = config.getoption("numprocesses", None)
+    spreading = config.getoption("dist", "no") == "loadscope" and bool(workers)
+    if spreading and not hasattr(config, "workerinput"):
         config.stash[_UNITS_DIR] = Path(tempfile.mkdtemp(prefix="raybus-xdist-units-"))
         config.option.loadscopereorder = False  # our order, not by number of tests
 
