@@ -1,4 +1,5 @@
-"""Pytest plugin: how `make test` spreads the suite over pytest-xdist workers.
+"""Pytest plugin: how ``pytest -n N --dist loadscope`` (``PYTEST_WORKERS=N make test``)
+spreads the suite over pytest-xdist workers.
 
 Every xdist worker has its own session fixtures: its own Ray, and its own Kafka, SQS
 endpoint and Keycloak if its tests ask for them. So each service's tests go to one worker,
@@ -18,7 +19,7 @@ collected to a file the controller reads when it splits the work.
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -83,14 +84,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     folder = config.stash.get(_UNITS_DIR, None)
     if folder is not None:
-        for path in folder.iterdir():
-            path.unlink()
-        os.rmdir(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    node.workerinput[_UNITS_DIR_KEY] = str(node.config.stash[_UNITS_DIR])
+    folder = node.config.stash.get(_UNITS_DIR, None)
+    if folder is not None:  # not under another --dist mode
+        node.workerinput[_UNITS_DIR_KEY] = str(folder)
 
 
 @pytest.hookimpl(optionalhook=True)
