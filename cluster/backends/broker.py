@@ -170,7 +170,11 @@ class BrokerClientLink:
         self.calls = BrokerCalls(breaker)
         self._membership: Membership | None = None
         self._membership_at = 0.0
-        self._cancellations: set[asyncio.Task[None]] = set()
+        # Cancellations go out one batch at a time, in the order the client made them: a
+        # queued call cancelled before a running one is withdrawn on the worker before the
+        # running one's slot frees (which would let the queued call start).
+        self._cancels_pending: list[tuple[str | None, CorrelationKey]] = []
+        self._canceller: asyncio.Task[None] | None = None
 
     @property
     def reply_to(self) -> str:
@@ -255,13 +259,17 @@ class BrokerClientLink:
         # A key this link does not hold was sent by an earlier link of the same client (a
         # task store Ray restarted, a durable client that reconnected) or has just been
         # answered: told to every pool (None), as the pool it went to is not known here.
-        by_pool: dict[str | None, list[CorrelationKey]] = {}
-        for key in keys:
-            by_pool.setdefault(self.calls.withdraw(key), []).append(key)
-        for pool, pool_keys in by_pool.items():
-            task = asyncio.get_running_loop().create_task(self._cancel(pool, pool_keys))
-            self._cancellations.add(task)  # the loop holds tasks weakly
-            task.add_done_callback(self._cancellations.discard)
+        self._cancels_pending.extend((self.calls.withdraw(key), key) for key in keys)
+        if self._canceller is None or self._canceller.done():
+            self._canceller = asyncio.get_running_loop().create_task(self._send_cancels())
+
+    async def _send_cancels(self) -> None:
+        while self._cancels_pending:
+            pending, self._cancels_pending = self._cancels_pending, []
+            by_pool: dict[str | None, list[CorrelationKey]] = {}
+            for pool, key in pending:
+                by_pool.setdefault(pool, []).append(key)
+            await asyncio.gather(*(self._cancel(pool, keys) for pool, keys in by_pool.items()))
 
     async def _cancel(self, pool: str | None, keys: list[CorrelationKey]) -> None:
         try:
@@ -322,8 +330,8 @@ class BrokerClientLink:
     async def close(self) -> None:
         if not self._durable:
             self.cancel(self.calls.in_flight())
-        if self._cancellations:
-            await asyncio.wait(set(self._cancellations), timeout=_CANCEL_ON_CLOSE_S)
+        if self._canceller is not None:
+            await asyncio.wait({self._canceller}, timeout=_CANCEL_ON_CLOSE_S)
         await self._wire.close()
 
 

@@ -186,6 +186,50 @@ async def test_a_cancel_withdraws_the_call_in_the_ledger_and_tells_every_worker_
     assert link.calls.in_flight() == []
 
 
+class GatedHandles(FakeHandles):
+    """Workers where the first cancel to arrive is held until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_cancel_arrived = asyncio.Event()
+        self.release_first_cancel = asyncio.Event()
+
+    async def get_async(self, name: str) -> Any:
+        handle = await super().get_async(name)
+        if name in self.cancelled:
+            told = self.cancelled[name]
+            arrived, release = self.first_cancel_arrived, self.release_first_cancel
+
+            async def cancel(keys: list[CorrelationKey]) -> None:
+                if not arrived.is_set():  # the first cancel to reach any worker
+                    arrived.set()
+                    await release.wait()
+                told.extend(keys)
+
+            handle.cancel = type("GatedCancel", (), {"remote": staticmethod(cancel)})()
+        return handle
+
+
+async def test_cancels_reach_the_workers_in_the_order_the_client_made_them() -> None:
+    """A queued call cancelled before a running one must be withdrawn on the worker
+    before the running one's slot frees; else the queued call takes the slot and runs."""
+    wire, handles = FakeWire(), GatedHandles()
+    link = await link_with(wire, handles, [])
+    await link.submit([call(1), call(2)])
+    queued, running = (call(n).envelope.correlation_key for n in (1, 2))
+    link.cancel([queued])
+    async with asyncio.timeout(5):
+        await handles.first_cancel_arrived.wait()
+    link.cancel([running])
+    for _ in range(20):  # room for an out-of-order second cancel to overtake the first
+        await asyncio.sleep(0)
+    assert all(running not in told for told in handles.cancelled.values())
+    handles.release_first_cancel.set()
+    await link.close()
+    for worker in WORKERS:
+        assert handles.cancelled[worker] == [queued, running]
+
+
 async def test_a_partly_failed_batch_tells_each_caller_the_truth_about_its_own_request() -> None:
     """A broker batch is not all-or-nothing: a request the broker never confirmed may
     still run ("may have run", 1004), one never handed over did not ("not sent"), one too
