@@ -245,13 +245,20 @@ class BrokerWorkerSource:
     async def _handle(self, delivery: Delivery) -> None:
         envelope = delivery.envelope or Envelope()  # without routing data nobody can be answered
         key = request_key(envelope.correlation_key)
+        holds_slot = True
         try:
-            if (refusal := self._admission.refuse(envelope)) is not None:
+            refusal, expired = self._admission.refuse(envelope), envelope.expired()
+            if refusal is not None or expired:
+                # Never handed to the server, so its slot frees now: a backlog of expired
+                # requests is answered as fast as it is received, not a slot's turn each.
+                self._slots.release()
+                holds_slot = False
+            if refusal is not None:
                 # Before the ledger: a request refused here claims no key (README "Regions").
                 await self._refuse(delivery.message, envelope, refusal)
                 await delivery.ack()
                 return
-            if envelope.expired():
+            if expired:
                 # Its caller has given up: answer at once, never hand it to the server.
                 await self._expired(delivery.message, envelope)
                 await delivery.ack()
@@ -292,7 +299,8 @@ class BrokerWorkerSource:
             logger.exception("request %s failed in the broker source", envelope.request_id)
             await delivery.nack()
         finally:
-            self._slots.release()
+            if holds_slot:
+                self._slots.release()
 
     def _repeatable(self, message: Any) -> bool:
         # Judged by the request the server will run, not by its envelope's labels.

@@ -312,3 +312,38 @@ async def test_a_receive_that_raises_unforeseen_errors_is_retried_not_left_dead(
     # A dead receive loop would leave the pool's partitions assigned and never read.
     source = await served([("echo", "r1"), ("echo", "r2")], done=set(), held=set(), unforeseen=2)
     assert source.calls_ended().outcomes == {("kit", "echo", "ok"): 2}
+
+
+async def test_expired_requests_hold_no_slot_while_their_answers_are_sent() -> None:
+    # A backlog of expired requests behind a busy pool: each is answered without running,
+    # so none keeps one of the 4 slots while the broker confirms its answer. All 10 are
+    # taken and answered at once, not 4 per broker round trip.
+    calls = [("echo", f"late{i}") for i in range(10)]
+    confirmations: dict[str, asyncio.Future[None]] = {}
+
+    async def publish(destination: str, body: bytes, envelope: Envelope) -> Awaitable[None]:
+        confirmations[envelope.request_id] = asyncio.get_running_loop().create_future()
+        return confirmations[envelope.request_id]
+
+    deliveries = Deliveries(calls, expired={rid for _, rid in calls})
+    server = FakeServer()
+    source = BrokerWorkerSource(
+        deliveries,
+        publish,
+        server,  # type: ignore[arg-type]
+        FakeLedger(set(), set()),
+        pool="kit",
+        capacity=4,
+        call_timeout_s=5,
+        duplicate_wait_s=0.2,
+    )
+    await source.start()
+    async with asyncio.timeout(10):
+        while len(confirmations) < len(calls):  # noqa: ASYNC110 - the source runs on this loop
+            await asyncio.sleep(0.01)
+    for confirmed in confirmations.values():
+        confirmed.set_result(None)
+    async with asyncio.timeout(10):
+        await deliveries.all_acked.wait()
+    await source.stop(timeout_s=5)
+    assert server.called == []
