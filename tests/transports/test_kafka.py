@@ -18,11 +18,13 @@ from transports.base import Delivery
 from transports.envelope import Envelope
 from transports.errors import (
     PARSE_ERROR,
+    BusTimeout,
     ConnectionClosed,
     MessageTooLarge,
     ParseError,
     TransportError,
 )
+from transports.kafka.clients import wait_for_topic_metadata
 from transports.kafka.transport import (
     KafkaTransport,
     KafkaTransportConfig,
@@ -105,6 +107,41 @@ def test_topic_names_follow_the_design_under_a_prefix() -> None:
 def test_topic_names_refuse_what_kafka_or_the_layout_cannot_hold(bad: str) -> None:
     with pytest.raises(ValueError):
         TopicNames().requests_for_capability(bad)
+
+
+class LaggingMetadata:
+    """A consumer whose client learns of a new topic only on its ``known_after``-th
+    metadata fetch (a broker still spreading it), or never (None)."""
+
+    def __init__(self, known_after: int | None) -> None:
+        self.fetches = 0
+        self._known_after = known_after
+        self._client = self
+        self.cluster = self
+
+    async def force_metadata_update(self) -> bool:
+        self.fetches += 1
+        return True
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        known = self._known_after is not None and self.fetches >= self._known_after
+        return {0, 1} if known else None
+
+
+async def test_a_new_consumer_fetches_metadata_until_it_knows_its_topics() -> None:
+    # Left to aiokafka, a topic missing from the first fetch is fetched again only every
+    # 5 min, and the transport's receives starve until then.
+    consumer = LaggingMetadata(known_after=3)
+    await wait_for_topic_metadata(consumer, ["t.requests"], timeout_s=10)
+    assert consumer.fetches == 3
+    already = LaggingMetadata(known_after=0)
+    await wait_for_topic_metadata(already, ["t.requests"], timeout_s=10)
+    assert already.fetches == 0  # the usual case: no extra round trip
+
+
+async def test_a_topic_the_cluster_never_shows_fails_the_start_within_its_bound() -> None:
+    with pytest.raises(BusTimeout, match=r"t\.missing"):
+        await wait_for_topic_metadata(LaggingMetadata(None), ["t.missing"], 0.2)
 
 
 @pytest.mark.kafka

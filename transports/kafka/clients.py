@@ -14,7 +14,13 @@ from transports.errors import BusTimeout
 from transports.kafka.admin import KAFKA_ERRORS, translate_kafka_error
 from transports.kafka.config import KafkaTransportConfig
 
-__all__ = ["commit_within", "new_consumer", "new_producer", "wait_for_assignment"]
+__all__ = [
+    "commit_within",
+    "new_consumer",
+    "new_producer",
+    "wait_for_assignment",
+    "wait_for_topic_metadata",
+]
 
 # Pacing of the metadata rounds while a new consumer waits for its assignment (bounded).
 _ASSIGNMENT_POLL_S = 0.05
@@ -62,7 +68,7 @@ async def wait_for_assignment(
     a client's answers would wait that long. Each round has the consumer's own client
     fetch the metadata again (``consumer.topics()`` fetches a copy it does not apply;
     ``force_metadata_update`` is aiokafka's client API, reached through the consumer's
-    private ``_client``, here and nowhere else).
+    private ``_client``, here and in :func:`wait_for_topic_metadata` only).
 
     Raises:
         BusTimeout: not assigned within ``timeout_s``.
@@ -78,6 +84,35 @@ async def wait_for_assignment(
         except KAFKA_ERRORS as exc:
             raise translate_kafka_error(exc, "metadata", timeout_s) from exc
         await asyncio.sleep(_ASSIGNMENT_POLL_S)  # lets the assignment follow the fetch
+
+
+async def wait_for_topic_metadata(
+    consumer: AIOKafkaConsumer, topics: Iterable[str], timeout_s: float
+) -> None:
+    """Return once the consumer's own metadata knows every topic of ``topics``.
+
+    A subscription decided on metadata that misses a topic created a moment ago (the
+    broker had not spread it yet: "not found in cluster metadata") gets no partition of
+    it until aiokafka's next periodic fetch, 5 min later: under load a new transport's
+    receives starved for a minute and more. Usually the first check passes and this
+    costs nothing; it does not wait for the group to be joined.
+
+    Raises:
+        BusTimeout: not known within ``timeout_s``.
+    """
+    wanted = set(topics)
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + timeout_s
+    cluster = consumer._client.cluster
+    while any(cluster.partitions_for_topic(topic) is None for topic in wanted):
+        if loop.time() > give_up_at:
+            raise BusTimeout(f"kafka metadata of {sorted(wanted)}", timeout_s)
+        try:
+            await consumer._client.force_metadata_update()
+        except KAFKA_ERRORS as exc:
+            raise translate_kafka_error(exc, "metadata", timeout_s) from exc
+        if any(cluster.partitions_for_topic(topic) is None for topic in wanted):
+            await asyncio.sleep(_ASSIGNMENT_POLL_S)  # the broker is still spreading it
 
 
 async def commit_within(

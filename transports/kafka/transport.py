@@ -90,7 +90,13 @@ from transports.kafka.admin import (
     explain_kafka_error,
     translate_kafka_error,
 )
-from transports.kafka.clients import commit_within, new_consumer, new_producer, wait_for_assignment
+from transports.kafka.clients import (
+    commit_within,
+    new_consumer,
+    new_producer,
+    wait_for_assignment,
+    wait_for_topic_metadata,
+)
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.offsets import Claim, PartitionBook, Settled, due_commits, mark_committed
 from transports.kafka.producer import ProducerSlot
@@ -226,15 +232,19 @@ class KafkaTransport(TransportBase):
             close_timeout_s=config.close_timeout_s,
         )
         consumer: AIOKafkaConsumer | None = None
+        timeout_s = config.request_timeout_ms / 1000
         try:
             await producer.start()
             if config.receive_topics:
                 consumer = new_consumer(config, options)
                 await consumer.start()
                 consumer.subscribe(list(config.receive_topics), listener=_Rebalance(self, consumer))
+                await wait_for_topic_metadata(consumer, config.receive_topics, timeout_s)
+        except BusError:
+            await self._stop_clients(producer, consumer)
+            raise
         except KAFKA_ERRORS as exc:
             await self._stop_clients(producer, consumer)
-            timeout_s = config.request_timeout_ms / 1000
             explained = explain_kafka_error(exc, "start", timeout_s, config.bootstrap, options)
             raise await explained from exc
         self._producer, self._consumer = producer, consumer
