@@ -5,7 +5,7 @@ replacement is made exactly like the first; see :mod:`transports.kafka.producer`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -74,16 +74,13 @@ async def wait_for_assignment(
         BusTimeout: not assigned within ``timeout_s``.
     """
     wanted = set(topics)
-    loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + timeout_s
-    while not wanted <= {tp.topic for tp in consumer.assignment()}:
-        if loop.time() > give_up_at:
-            raise BusTimeout(f"kafka assignment of {sorted(wanted)}", timeout_s)
-        try:
-            await consumer._client.force_metadata_update()
-        except KAFKA_ERRORS as exc:
-            raise translate_kafka_error(exc, "metadata", timeout_s) from exc
-        await asyncio.sleep(_ASSIGNMENT_POLL_S)  # lets the assignment follow the fetch
+
+    def assigned() -> bool:
+        return wanted <= {tp.topic for tp in consumer.assignment()}
+
+    await _fetch_metadata_until(
+        consumer, assigned, f"kafka assignment of {sorted(wanted)}", timeout_s
+    )
 
 
 async def wait_for_topic_metadata(
@@ -101,18 +98,28 @@ async def wait_for_topic_metadata(
         BusTimeout: not known within ``timeout_s``.
     """
     wanted = set(topics)
+    cluster = consumer._client.cluster
+
+    def known() -> bool:
+        return all(cluster.partitions_for_topic(topic) is not None for topic in wanted)
+
+    await _fetch_metadata_until(consumer, known, f"kafka metadata of {sorted(wanted)}", timeout_s)
+
+
+async def _fetch_metadata_until(
+    consumer: AIOKafkaConsumer, done: Callable[[], bool], what: str, timeout_s: float
+) -> None:
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + timeout_s
-    cluster = consumer._client.cluster
-    while any(cluster.partitions_for_topic(topic) is None for topic in wanted):
+    while not done():
         if loop.time() > give_up_at:
-            raise BusTimeout(f"kafka metadata of {sorted(wanted)}", timeout_s)
+            raise BusTimeout(what, timeout_s)
         try:
             await consumer._client.force_metadata_update()
         except KAFKA_ERRORS as exc:
             raise translate_kafka_error(exc, "metadata", timeout_s) from exc
-        if any(cluster.partitions_for_topic(topic) is None for topic in wanted):
-            await asyncio.sleep(_ASSIGNMENT_POLL_S)  # the broker is still spreading it
+        if not done():  # the broker is still spreading it, or the group rebalancing
+            await asyncio.sleep(_ASSIGNMENT_POLL_S)
 
 
 async def commit_within(

@@ -238,6 +238,22 @@ async def test_the_tally_is_handed_over_once() -> None:
     assert source.calls_ended() == CallTally()
 
 
+def confirming_source(
+    deliveries: Deliveries, publish: Any, server: FakeServer
+) -> BrokerWorkerSource:
+    """A source of 4 slots whose answers the broker confirms when the test says."""
+    return BrokerWorkerSource(
+        deliveries,
+        publish,
+        server,  # type: ignore[arg-type]
+        FakeLedger(set(), set()),
+        pool="kit",
+        capacity=4,
+        call_timeout_s=5,
+        duplicate_wait_s=0.2,
+    )
+
+
 async def test_answers_are_queued_in_order_without_waiting_for_each_confirmation() -> None:
     # The broker confirms nothing until the test says so: a sender that waited for each
     # confirmation would queue one answer; this one queues all four, in order, and each
@@ -253,16 +269,7 @@ async def test_answers_are_queued_in_order_without_waiting_for_each_confirmation
         return confirmations[envelope.request_id]
 
     deliveries = Deliveries(calls, expired=set())
-    source = BrokerWorkerSource(
-        deliveries,
-        publish,
-        FakeServer(),  # type: ignore[arg-type]
-        FakeLedger(set(), set()),
-        pool="kit",
-        capacity=4,
-        call_timeout_s=5,
-        duplicate_wait_s=0.2,
-    )
+    source = confirming_source(deliveries, publish, FakeServer())
     await source.start()
     async with asyncio.timeout(10):
         while len(queued) < 4:  # noqa: ASYNC110 - the source runs on this loop
@@ -327,16 +334,7 @@ async def test_expired_requests_hold_no_slot_while_their_answers_are_sent() -> N
 
     deliveries = Deliveries(calls, expired={rid for _, rid in calls})
     server = FakeServer()
-    source = BrokerWorkerSource(
-        deliveries,
-        publish,
-        server,  # type: ignore[arg-type]
-        FakeLedger(set(), set()),
-        pool="kit",
-        capacity=4,
-        call_timeout_s=5,
-        duplicate_wait_s=0.2,
-    )
+    source = confirming_source(deliveries, publish, server)
     await source.start()
     async with asyncio.timeout(10):
         while len(confirmations) < len(calls):  # noqa: ASYNC110 - the source runs on this loop
