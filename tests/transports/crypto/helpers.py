@@ -136,9 +136,11 @@ async def rotate_three_times_under_load(
     async def caller(index: int) -> None:
         for n in range(calls_each):
             call_id = index * calls_each + n
-            answered[call_id] = asyncio.get_running_loop().create_future()
+            # Held here: under load the answer can arrive (and leave ``answered``) before
+            # the broker has acknowledged the send and ``send`` returns.
+            answer = answered[call_id] = asyncio.get_running_loop().create_future()
             await client.send(Request(id=call_id, method="tools/call", params={"n": n}))
-            response = await answered[call_id]
+            response = await answer
             assert response.result == {"echo": {"n": n}}
 
     async def wait_for_calls(count: int) -> None:
