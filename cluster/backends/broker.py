@@ -66,6 +66,8 @@ _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 5.0
 # Closing waits this long at most for its calls' cancellations to be told.
 _CANCEL_ON_CLOSE_S = 5.0
+# How long one batch of cancels may hold up the next (see BrokerClientLink._send_cancels).
+_CANCEL_BATCH_S = 10.0
 
 
 def request_key(key: CorrelationKey) -> str:
@@ -269,7 +271,15 @@ class BrokerClientLink:
             by_pool: dict[str | None, list[CorrelationKey]] = {}
             for pool, key in pending:
                 by_pool.setdefault(pool, []).append(key)
-            await asyncio.gather(*(self._cancel(pool, keys) for pool, keys in by_pool.items()))
+            sending = asyncio.gather(*(self._cancel(pool, k) for pool, k in by_pool.items()))
+            try:
+                # Bounded: a worker that never answers must not hold up later cancels.
+                async with asyncio.timeout(_CANCEL_BATCH_S):
+                    await sending
+            except TimeoutError:
+                logger.warning(
+                    "cancelling %d call(s) took over %.0f s", len(pending), _CANCEL_BATCH_S
+                )
 
     async def _cancel(self, pool: str | None, keys: list[CorrelationKey]) -> None:
         try:
