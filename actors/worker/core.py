@@ -156,6 +156,9 @@ class WorkerCore:
         # at most ``capacity`` calls and holds the rest. ``on_waiting`` hears their count
         # (the router counts them as queued, not running).
         self._waiting: dict[CorrelationKey, Frame] = {}
+        # Started calls cancelled before they reached the server (their task had not run
+        # yet, or waited on the ledger): the server must never get them.
+        self._cancelled_unsent: set[CorrelationKey] = set()
         self._on_waiting = on_waiting
         self._frames_received = 0
         self._frames_arrived = asyncio.Event()
@@ -216,8 +219,8 @@ class WorkerCore:
             if self._waiting.pop(key, None) is not None:  # never started: nothing to stop
                 self._waiting_changed()
                 self._ports.completed(completion_of(key, None, 0.0))
-            else:
-                await self.hosted.cancel(key)
+            elif not await self.hosted.cancel(key) and key in self._tasks:
+                self._cancelled_unsent.add(key)
 
     async def answer(self, frames: list[Frame]) -> None:
         """Clients' responses to requests the server sent them (sampling, elicitation, ...)."""
@@ -303,6 +306,8 @@ class WorkerCore:
             timeout = bound if remaining is None else max(0.0, min(remaining, bound))
 
             async def call() -> Response | None:
+                if key in self._cancelled_unsent:
+                    return None  # cancelled on its way: as if the server had been told
                 answer = await self.hosted.call(frame, timeout)
                 if not is_task and bound < self._call_timeout_s and timeout == bound:
                     answer = _past_max_sync(frame, answer, bound)
@@ -326,6 +331,7 @@ class WorkerCore:
             self._finish(frame, reply, failure)
         finally:
             self._tasks.pop(key, None)
+            self._cancelled_unsent.discard(key)
             self.served += 1
             self._start_waiting()
             if not self._tasks:

@@ -215,16 +215,11 @@ class HostedServer:
             return Response.failure(
                 request.id, BusErrorCode.UPSTREAM_FAILED, "MCP server is restarting"
             )
-        params = request.params
-        if is_modern(params) and self._modern_factory is not None:
-            link = await self._modern_link()
-        else:
-            params = without_envelope(params)
-        # The server's own span (an SDK server makes one) is a child of the worker's.
-        params = with_trace_meta(params, trace)
+        # Booked before the first await: a cancel that arrives while the modern link
+        # opens (the first such call on a worker, long under load) finds the call and
+        # it is never sent, where it used to run to its end.
         local_id = next(self._ids)
-        params, token = with_local_progress_token(params, local_id)
-        call = _Call(frame, request.id, token, asyncio.get_running_loop().create_future(), link)
+        call = _Call(frame, request.id, None, loop.create_future())
         self._calls[local_id] = call
         key = frame.envelope.correlation_key
         self._by_key[key] = local_id
@@ -233,6 +228,17 @@ class HostedServer:
             self._emit(call, Notification(method=CLOSE_SSE_STREAM))
 
         try:
+            params = request.params
+            if is_modern(params) and self._modern_factory is not None:
+                link = await self._modern_link()
+            else:
+                params = without_envelope(params)
+            if call.cancelled:
+                return None
+            # The server's own span (an SDK server makes one) is a child of the worker's.
+            params = with_trace_meta(params, trace)
+            params, call.progress_token = with_local_progress_token(params, local_id)
+            call.link = link
             await link.send(
                 Request(id=local_id, method=request.method, params=params), close_stream
             )
@@ -280,7 +286,8 @@ class HostedServer:
         if call is None or local_id is None:
             return False
         call.cancelled = True
-        await self._tell_cancelled(local_id, "cancelled by the client", call.link)
+        if call.link is not None:  # else never sent: the server has nothing to stop
+            await self._tell_cancelled(local_id, "cancelled by the client", call.link)
         if not call.future.done():
             call.future.set_result(None)
         return True
@@ -492,7 +499,10 @@ class HostedServer:
             call = self._calls.get(related)
             if call is not None and call.frame is not None:
                 return call
-        client_calls = [c for c in self._calls.values() if c.frame is not None]
+        # Sent calls only: one still waiting for its link has nothing from the server yet.
+        client_calls = [
+            c for c in self._calls.values() if c.frame is not None and c.link is not None
+        ]
         # Without a relation, only an unambiguous owner may receive it: never guess.
         return client_calls[0] if related is None and len(client_calls) == 1 else None
 

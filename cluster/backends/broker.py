@@ -177,6 +177,7 @@ class BrokerClientLink:
         # running one's slot frees (which would let the queued call start).
         self._cancels_pending: list[tuple[str | None, CorrelationKey]] = []
         self._canceller: asyncio.Task[None] | None = None
+        self._late_cancels: set[asyncio.Future[list[None]]] = set()  # held: see _send_cancels
 
     @property
     def reply_to(self) -> str:
@@ -272,11 +273,13 @@ class BrokerClientLink:
             for pool, key in pending:
                 by_pool.setdefault(pool, []).append(key)
             sending = asyncio.gather(*(self._cancel(pool, k) for pool, k in by_pool.items()))
-            try:
-                # Bounded: a worker that never answers must not hold up later cancels.
-                async with asyncio.timeout(_CANCEL_BATCH_S):
-                    await sending
-            except TimeoutError:
+            # Bounded: a worker that never answers must not hold up later cancels. A
+            # late batch is not abandoned (cancelling it would leave its calls running):
+            # it goes on while the next one starts.
+            _, late = await asyncio.wait({sending}, timeout=_CANCEL_BATCH_S)
+            if late:
+                self._late_cancels |= late
+                sending.add_done_callback(self._late_cancels.discard)
                 logger.warning(
                     "cancelling %d call(s) took over %.0f s", len(pending), _CANCEL_BATCH_S
                 )

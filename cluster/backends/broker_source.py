@@ -283,6 +283,13 @@ class BrokerWorkerSource:
                 kind, stored = await self._await_other_run(key)
             if kind == DecisionKind.DONE.value and stored is not None:
                 await self._reply(envelope, stored)  # ran before: answer again, never rerun
+            elif kind == DecisionKind.NEW.value and key in self._withdrawn:
+                # Cancelled here while the ledger decided (its withdraw came too late
+                # there): stored as its outcome, so no copy of it ever runs either.
+                body = _failure(delivery.message, *_WITHDRAWN)
+                await self._complete((key, body))
+                await self._reply(envelope, body)
+                self._tally.add(self._pool, _tool_of(envelope), CallOutcome.CANCELLED)
             elif kind == DecisionKind.NEW.value:
                 await self._run_call(delivery.message, envelope, key)
             else:

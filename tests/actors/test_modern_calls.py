@@ -324,6 +324,92 @@ async def test_cancelling_a_modern_call_stops_it_and_it_is_never_answered(
         await worker.drain(0, timeout_s=5)
 
 
+class GatedLink(SdkServerLink):
+    """An SDK link whose opening waits for the test: the first modern call's window."""
+
+    def __init__(self, server: Any, gate: asyncio.Event) -> None:
+        super().__init__(server)
+        self.opening = asyncio.Event()
+        self._gate = gate
+
+    async def open(self) -> None:
+        self.opening.set()
+        await self._gate.wait()
+        await super().open()
+
+
+async def test_a_call_cancelled_while_its_modern_link_opens_is_never_sent() -> None:
+    # Under load the first modern call on a worker waits for its link to open; a cancel
+    # that arrived then found no call and the tool ran to its end (a 2-worker test run).
+    server = load_server_object("cluster.examples.testkit:server")
+    gate = asyncio.Event()
+    links: list[GatedLink] = []
+
+    def gated() -> GatedLink:
+        links.append(GatedLink(server, gate))
+        return links[-1]
+
+    ports = RecordingWorkerPorts()
+    hosted = HostedServer(
+        lambda: SdkServerLink(server), modern_link_factory=gated, sink=ports.reply, address=WORKER
+    )
+    async with asyncio.timeout(30):
+        await hosted.start()
+    try:
+        # Had it run, its progress would reach the client (ports.sent) before its end.
+        params = {
+            "name": "count_with_progress",
+            "arguments": {"steps": 2},
+            "_meta": {**ENVELOPE, "progressToken": "mine"},
+        }
+        frame = request_frame("a", 1, "tools/call", params)
+        calling = asyncio.ensure_future(hosted.call(frame, timeout_s=30))
+        await wait_until(lambda: bool(links) and links[0].opening.is_set())
+        assert await hosted.cancel(frame.envelope.correlation_key)
+        gate.set()
+        async with asyncio.timeout(30):
+            assert await calling is None  # cancelled, not answered
+        # The link opened meanwhile serves the next call; the cancelled one never ran.
+        echo = {"name": "echo", "arguments": {"text": "after"}, "_meta": ENVELOPE}
+        async with asyncio.timeout(30):
+            after = await hosted.call(request_frame("a", 2, "tools/call", echo), timeout_s=30)
+        assert isinstance(after, Response)
+        assert after.result["structuredContent"] == {"result": "after"}
+        assert hosted.in_flight == 0
+        assert ports.sent == []
+    finally:
+        await hosted.close()
+
+
+async def test_a_started_call_cancelled_before_its_task_ran_never_reaches_the_server() -> None:
+    ports = RecordingWorkerPorts()
+    server = load_server_object("cluster.examples.testkit:server")
+    hosted = HostedServer(
+        lambda: SdkServerLink(server),
+        modern_link_factory=lambda: SdkServerLink(server),
+        sink=ports.reply,
+        address=WORKER,
+    )
+    worker = WorkerCore(WorkerIdentity("s1", "pool", WORKER, capacity=8), hosted, ports)
+    async with asyncio.timeout(30):
+        await worker.start()
+    try:
+        params = {
+            "name": "count_with_progress",
+            "arguments": {"steps": 2},
+            "_meta": {**ENVELOPE, "progressToken": "mine"},
+        }
+        frame = request_frame("a", 1, "tools/call", params)
+        worker.deliver([frame])  # started: its task exists but has not run yet
+        await worker.cancel([frame.envelope.correlation_key])
+        await wait_until(lambda: worker.in_flight == 0)
+        [cancelled] = ports.completions
+        assert cancelled.abandoned
+        assert ports.sent == []  # no progress, no answer: the server never had it
+    finally:
+        await worker.drain(0, timeout_s=5)
+
+
 async def test_a_handshake_session_and_modern_calls_interleave_on_one_link(
     tmp_path: Path,
 ) -> None:

@@ -12,7 +12,9 @@ import pytest
 from actors.discovery.catalog import CapabilityIndex, Catalog
 from actors.discovery.registry import Membership, ServerStatus, WorkerInfo
 from actors.router.breaker import BreakerConfig
+from cluster.backends import broker as broker_module
 from cluster.backends.broker import BrokerClientLink, request_key
+from tests.waiting import wait_until
 from transports.base import Delivery
 from transports.envelope import CorrelationKey, Envelope
 from transports.errors import (
@@ -228,6 +230,26 @@ async def test_cancels_reach_the_workers_in_the_order_the_client_made_them() -> 
     await link.close()
     for worker in WORKERS:
         assert handles.cancelled[worker] == [queued, running]
+
+
+async def test_a_cancel_batch_past_its_bound_still_arrives_while_later_ones_go_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bound frees later cancels from a slow batch; it must not drop the slow one
+    (cancelling it there would leave its call running to its end)."""
+    monkeypatch.setattr(broker_module, "_CANCEL_BATCH_S", 0.05)
+    wire, handles = FakeWire(), GatedHandles()
+    link = await link_with(wire, handles, [])
+    await link.submit([call(1), call(2)])
+    slow, later = (call(n).envelope.correlation_key for n in (1, 2))
+    link.cancel([slow])
+    async with asyncio.timeout(5):
+        await handles.first_cancel_arrived.wait()
+    link.cancel([later])
+    await wait_until(lambda: all(later in handles.cancelled[w] for w in WORKERS), 5)
+    handles.release_first_cancel.set()
+    await wait_until(lambda: all(slow in handles.cancelled[w] for w in WORKERS), 5)
+    await link.close()
 
 
 async def test_a_partly_failed_batch_tells_each_caller_the_truth_about_its_own_request() -> None:

@@ -232,6 +232,36 @@ async def test_a_read_only_call_cancelled_before_it_arrived_is_answered_cancelle
     assert cancelled.error.code == BusErrorCode.CANCELLED
 
 
+async def test_a_call_withdrawn_while_the_ledger_decided_is_answered_cancelled_not_run() -> None:
+    # The ledger said NEW (its client's withdraw came after this worker's begin), and
+    # the cancel reached this worker before the call reached its server: it must not
+    # run then. It did, to its end, in a loaded 2-worker test run (Kafka, a 600 s nap).
+    server = FakeServer()
+    ledger = FakeLedger(done=set(), held=set())
+    answers: dict[str, bytes] = {}
+    calls = [("echo", "gone"), ("echo", "kept")]
+    source = await served(
+        calls,
+        done=set(),
+        held=set(),
+        server=server,
+        ledger=ledger,
+        published=answers,
+        withdrawn=("gone",),
+    )
+    assert server.called == ["kept"]
+    cancelled = decode_message(answers["gone"])
+    assert isinstance(cancelled, Response)
+    assert cancelled.error is not None
+    assert cancelled.error.code == BusErrorCode.CANCELLED
+    # Stored as its outcome: a redelivered copy is answered the same, never run.
+    assert sum(key.endswith("gone") for key in ledger.asked) == 2  # begun, then completed
+    assert source.calls_ended().outcomes == {
+        ("kit", "echo", "cancelled"): 1,
+        ("kit", "echo", "ok"): 1,
+    }
+
+
 async def test_the_tally_is_handed_over_once() -> None:
     source = await served([("echo", "r1")], done=set(), held=set())
     assert source.calls_ended().outcomes == {("kit", "echo", "ok"): 1}
