@@ -163,6 +163,35 @@ def failing_server() -> Server[Any]:
     return server
 
 
+# A call that, once it runs, reports progress to its client (two notifications).
+PROGRESSING_CALL = request_frame(
+    "a",
+    1,
+    "tools/call",
+    {
+        "name": "count_with_progress",
+        "arguments": {"steps": 2},
+        "_meta": {**ENVELOPE, "progressToken": "mine"},
+    },
+)
+
+
+async def started_testkit_worker() -> tuple[WorkerCore, RecordingWorkerPorts]:
+    """A started worker core hosting the testkit server on both eras (drain it after)."""
+    ports = RecordingWorkerPorts()
+    server = load_server_object("cluster.examples.testkit:server")
+    hosted = HostedServer(
+        lambda: SdkServerLink(server),
+        modern_link_factory=lambda: SdkServerLink(server),
+        sink=ports.reply,
+        address=WORKER,
+    )
+    worker = WorkerCore(WorkerIdentity("s1", "pool", WORKER, capacity=8), hosted, ports)
+    async with asyncio.timeout(30):
+        await worker.start()
+    return worker, ports
+
+
 # -- tests -----------------------------------------------------------------------------
 
 
@@ -205,17 +234,7 @@ async def test_a_modern_calls_progress_and_logs_come_before_its_answer_related_t
 
 
 async def test_a_worker_passes_a_modern_calls_progress_to_its_client_before_the_answer() -> None:
-    ports = RecordingWorkerPorts()
-    server = load_server_object("cluster.examples.testkit:server")
-    hosted = HostedServer(
-        lambda: SdkServerLink(server),
-        modern_link_factory=lambda: SdkServerLink(server),
-        sink=ports.reply,
-        address=WORKER,
-    )
-    worker = WorkerCore(WorkerIdentity("s1", "pool", WORKER, capacity=8), hosted, ports)
-    async with asyncio.timeout(30):
-        await worker.start()
+    worker, ports = await started_testkit_worker()
     try:
         params = {
             "name": "count_with_progress",
@@ -287,17 +306,7 @@ async def test_modern_answers_and_errors_are_exactly_the_sdks_own() -> None:
 async def test_cancelling_a_modern_call_stops_it_and_it_is_never_answered(
     tmp_path: Path,
 ) -> None:
-    ports = RecordingWorkerPorts()
-    server = load_server_object("cluster.examples.testkit:server")
-    hosted = HostedServer(
-        lambda: SdkServerLink(server),
-        modern_link_factory=lambda: SdkServerLink(server),
-        sink=ports.reply,
-        address=WORKER,
-    )
-    worker = WorkerCore(WorkerIdentity("s1", "pool", WORKER, capacity=8), hosted, ports)
-    async with asyncio.timeout(30):
-        await worker.start()
+    worker, ports = await started_testkit_worker()
     try:
         marker = tmp_path / "cancelled"
         params = {
@@ -307,7 +316,7 @@ async def test_cancelling_a_modern_call_stops_it_and_it_is_never_answered(
         }
         frame = request_frame("a", 1, "tools/call", params)
         worker.deliver([frame])
-        await wait_until(lambda: hosted.in_flight == 1)
+        await wait_until(lambda: worker.hosted.in_flight == 1)
         await worker.cancel([frame.envelope.correlation_key])
         await wait_until(marker.exists)
         await wait_until(lambda: worker.in_flight == 0)
@@ -356,13 +365,7 @@ async def test_a_call_cancelled_while_its_modern_link_opens_is_never_sent() -> N
     async with asyncio.timeout(30):
         await hosted.start()
     try:
-        # Had it run, its progress would reach the client (ports.sent) before its end.
-        params = {
-            "name": "count_with_progress",
-            "arguments": {"steps": 2},
-            "_meta": {**ENVELOPE, "progressToken": "mine"},
-        }
-        frame = request_frame("a", 1, "tools/call", params)
+        frame = PROGRESSING_CALL  # had it run, its progress would be in ports.sent
         calling = asyncio.ensure_future(hosted.call(frame, timeout_s=30))
         await wait_until(lambda: bool(links) and links[0].opening.is_set())
         assert await hosted.cancel(frame.envelope.correlation_key)
@@ -382,24 +385,9 @@ async def test_a_call_cancelled_while_its_modern_link_opens_is_never_sent() -> N
 
 
 async def test_a_started_call_cancelled_before_its_task_ran_never_reaches_the_server() -> None:
-    ports = RecordingWorkerPorts()
-    server = load_server_object("cluster.examples.testkit:server")
-    hosted = HostedServer(
-        lambda: SdkServerLink(server),
-        modern_link_factory=lambda: SdkServerLink(server),
-        sink=ports.reply,
-        address=WORKER,
-    )
-    worker = WorkerCore(WorkerIdentity("s1", "pool", WORKER, capacity=8), hosted, ports)
-    async with asyncio.timeout(30):
-        await worker.start()
+    worker, ports = await started_testkit_worker()
     try:
-        params = {
-            "name": "count_with_progress",
-            "arguments": {"steps": 2},
-            "_meta": {**ENVELOPE, "progressToken": "mine"},
-        }
-        frame = request_frame("a", 1, "tools/call", params)
+        frame = PROGRESSING_CALL
         worker.deliver([frame])  # started: its task exists but has not run yet
         await worker.cancel([frame.envelope.correlation_key])
         await wait_until(lambda: worker.in_flight == 0)
