@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 from actors.router.core import Completion
 
-__all__ = ["COMPLETION_HOLD_S", "COMPLETION_LINGER_S", "CompletionReports"]
+__all__ = ["COMPLETION_HOLD_S", "COMPLETION_LINGER_S", "CompletionReports", "is_verdict"]
 
 # How long a deliver's answer waits for a first completion. The router sends a worker
 # its next batch only once the previous one was answered, and spaces batches to a busy
@@ -117,10 +117,8 @@ class CompletionReports:
         return self.take()
 
     def _urgent(self, completion: Completion) -> bool:
-        if self._prompt or completion.failed:
+        if self._prompt or is_verdict(completion, self._slow_call_s):
             return True
-        if not completion.abandoned and completion.duration_s >= self._slow_call_s:
-            return True  # a slow call is a verdict too
         # The router counts this worker full: it sends nothing more, so no deliver
         # would come to carry the news.
         return self._received - self._reported >= self._capacity
@@ -142,3 +140,11 @@ class CompletionReports:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def is_verdict(completion: Completion, slow_call_s: float) -> bool:
+    """Does this call's end count against its pool in the breaker (a fault, or a call
+    that ran at least the breaker's slow-call threshold)?"""
+    if completion.failed:
+        return True
+    return not completion.abandoned and completion.duration_s >= slow_call_s

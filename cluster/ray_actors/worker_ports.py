@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from actors.router.core import Completion
-from actors.worker.completions import CompletionReports
+from actors.worker.completions import CompletionReports, is_verdict
 from actors.worker.direct import DirectCalls
 from cluster.naming import HandleCache, actor_names
 from transports.errors import BusError
@@ -82,6 +82,11 @@ class RayWorkerPorts:
         # reported to the router in batches (actors.worker.direct).
         self.direct = DirectCalls()
         self.direct_open = True  # the pool's breaker, as the router last said: closed
+        # Verdicts on the pool (faults, slow calls) among this worker's direct calls, and
+        # how many of them the report in flight carries: see _direct_answered.
+        self._slow_call_s = slow_call_s
+        self._verdicts = 0
+        self._verdicts_reported = 0
         self._waiting = 0
         self._pool = pool
         # An idle worker's first report leaves at once; under load they are coalesced.
@@ -101,12 +106,20 @@ class RayWorkerPorts:
 
     def _send_direct_report(self, router: str, _: list[None]) -> Any:
         report = self.direct.take_report(self._pool, self._waiting)
+        self._verdicts_reported = self._verdicts  # one report in flight at a time (Outbox)
         return self._handles.get(router).direct_ended.remote(self._actor_name, report)
 
     def _direct_answered(self, _: str, breaker: object) -> None:
-        self.direct_open = breaker == "closed"
+        # An answer about a report that lacks a later verdict cannot say the breaker
+        # survived it: direct calls wait (bounced to the router) for the next answer.
+        self.direct_open = breaker == "closed" and self._verdicts_reported == self._verdicts
 
     def _direct_ended(self, completion: Completion, answer: Frame | None) -> None:
+        if is_verdict(completion, self._slow_call_s):
+            # Closed until the router, told of it, answers: a direct call must not slip
+            # past a breaker this verdict opens (its caller may have seen it open).
+            self.direct_open = False
+            self._verdicts += 1
         self.direct.ended(completion, answer)
         self.report_direct()
 

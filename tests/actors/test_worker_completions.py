@@ -1,8 +1,9 @@
 import asyncio
+from dataclasses import replace
 
 from actors.router.core import Completion
 from actors.worker.completions import CompletionReports
-from cluster.naming import HandleCache
+from cluster.naming import HandleCache, actor_names
 from cluster.ray_actors.worker_ports import RayWorkerPorts
 from tests.waiting import wait_until
 from transports.envelope import Envelope
@@ -150,3 +151,51 @@ async def test_a_worker_reports_a_call_done_only_once_its_answer_reached_the_cal
     endpoint.accepted.set_result(None)
     await wait_until(lambda: ports.reports.held == 1)
     assert [c.key for c in ports.reports.take()] == [_completion(1).key]
+
+
+class _Router:
+    """The router's ``direct_ended``: each report waits for the test's answer."""
+
+    def __init__(self) -> None:
+        self.answers: list[asyncio.Future[str]] = []
+        self.direct_ended = self
+
+    def remote(self, worker: str, report: object) -> asyncio.Future[str]:
+        self.answers.append(asyncio.get_running_loop().create_future())
+        return self.answers[-1]
+
+
+def _direct_call(ports: RayWorkerPorts, n: int) -> tuple[Frame, Completion]:
+    envelope = Envelope(client_id="c", request_id=str(n), reply_to="raybus/t/client/1")
+    frame = Frame.of(envelope, Response.success(n, {}))
+    ports.direct.begin([frame])
+    return frame, Completion(envelope.correlation_key, False, 0.001)
+
+
+async def test_a_verdict_closes_the_direct_lane_until_the_router_answers_a_report_of_it() -> None:
+    # Else a direct call could reach the worker after its caller saw the breaker open
+    # (the router had the verdict) but before the router's answer reached the worker:
+    # it ran, in a loaded test run ("the rejected calls never ran").
+    handles, router = HandleCache(), _Router()
+    handles.put(actor_names.router("t"), router)
+    ports = RayWorkerPorts(
+        "t", "raybus/t/worker/p/1", handles, pool="p", capacity=8, slow_call_s=60.0
+    )
+    quick, quick_end = _direct_call(ports, 1)
+    ports.reply("raybus/t/client/1", quick, quick_end)  # no verdict: its report goes out
+    await wait_until(lambda: len(router.answers) == 1)
+    failed, failed_end = _direct_call(ports, 2)
+    ports.reply("raybus/t/client/1", failed, replace(failed_end, failed=True))
+    assert not ports.direct_open  # at once, before any report of it left
+    router.answers[0].set_result("closed")  # about the report without the verdict
+    await wait_until(lambda: len(router.answers) == 2)
+    assert not ports.direct_open
+    router.answers[1].set_result("closed")  # the router heard the verdict, still closed
+    await wait_until(lambda: ports.direct_open)
+    slow, slow_end = _direct_call(ports, 3)
+    ports.reply("raybus/t/client/1", slow, replace(slow_end, duration_s=61.0))
+    assert not ports.direct_open
+    await wait_until(lambda: len(router.answers) == 3)
+    router.answers[2].set_result("open")
+    await asyncio.sleep(0)
+    assert not ports.direct_open

@@ -14,12 +14,27 @@ import mcp
 import ray
 from mcp.client.streamable_http import streamable_http_client
 from ray.cluster_utils import Cluster
+from ray.exceptions import RayActorError
 
 from cluster.bus import launch_bus, stop_bus
 from cluster.client import BusClient
 from cluster.config import parse_config
 from cluster.naming import NAMESPACE
 from cluster.ray_actors.gateway import GatewayReplicas
+
+_GONE_S = 60.0  # a killed actor's end, on a loaded 2-core machine
+
+
+async def _until_gone(handle: object) -> None:
+    """``ray.kill`` returns before the actor is dead: until then it may still answer a
+    ping, and the replicas' check would rightly leave it be (a loaded test run did)."""
+    async with asyncio.timeout(_GONE_S):
+        while True:
+            try:
+                await handle.ping.remote()  # type: ignore[attr-defined]
+            except RayActorError:
+                return
+            await asyncio.sleep(0.1)  # polling: Ray has no "actor ended" wait
 
 
 async def exercise() -> dict[str, object]:
@@ -53,7 +68,9 @@ async def exercise() -> dict[str, object]:
         }
         # A replica that dies is replaced on its node at the next check.
         victim = replicas.replicas[0]
-        ray.kill(ray.get_actor(victim.actor_name, namespace=NAMESPACE))
+        killed = ray.get_actor(victim.actor_name, namespace=NAMESPACE)
+        ray.kill(killed)
+        await _until_gone(killed)
         replaced = await replicas.reconcile()
         after_kill = [(info.node_id, await _calls_through(replicas.url(info))) for info in replaced]
     finally:
