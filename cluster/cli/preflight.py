@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from cluster.config import BusConfig, PoolConfig
 from cluster.gateway.listener import LOOPBACK_HOSTS
-from cluster.ray_actors.worker import PoolStartFailed
+from cluster.ray_actors.worker import PoolStartFailed, server_command
 from cluster.telemetry import EXPORTER_VARIABLE, check_exporter
 
 __all__ = [
@@ -112,7 +112,7 @@ def _module_problem(pool: PoolConfig) -> str | None:
 
 def command_problem(pool: PoolConfig) -> str | None:
     """Why the pool's ``command`` cannot be run (not on its PATH, not executable), if so."""
-    program = (pool.command or [""])[0]
+    program = server_command(list(pool.command or [""]))[0]
     path = pool.env.get("PATH", os.environ.get("PATH", os.defpath))
     if shutil.which(program, path=path) is not None:
         return None

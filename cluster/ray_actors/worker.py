@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -101,6 +102,19 @@ def start_failure_reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+# A pool command's program that means "this worker's own Python", which has raybus and
+# its environment; found on PATH instead, it may be another Python without the server's
+# packages (a venv's `raybus` run without the venv on PATH).
+_OWN_PYTHON = frozenset({"python", "python3"})
+
+
+def server_command(command: list[str]) -> list[str]:
+    """A pool's ``command`` as a worker runs it: a bare ``python`` is its own interpreter."""
+    if command and command[0] in _OWN_PYTHON:
+        return [sys.executable, *command[1:]]
+    return list(command)
+
+
 def link_factory_for(pool: PoolConfig) -> Any:
     """A factory of fresh links to the pool's server (called again on every restart).
 
@@ -111,7 +125,7 @@ def link_factory_for(pool: PoolConfig) -> Any:
     from actors.worker.server_links import SdkServerLink, StdioServerLink
 
     if pool.command is not None:
-        command = list(pool.command)
+        command = server_command(list(pool.command))
         env = {**os.environ, **pool.env} if pool.env else None
         return lambda: StdioServerLink(command, env=env)
     if pool.url is not None:

@@ -10,7 +10,7 @@ import pytest
 
 from cluster.cli.preflight import check_pools
 from cluster.config import parse_config
-from cluster.ray_actors.worker import PoolStartFailed
+from cluster.ray_actors.worker import PoolStartFailed, server_command
 
 
 def config_with(pool: dict[str, Any]) -> Any:
@@ -40,9 +40,25 @@ def test_a_pool_whose_server_cannot_be_found_is_named_with_the_reason(
 
 
 def test_the_pools_own_path_is_where_its_command_is_looked_up(tmp_path: Path) -> None:
+    server = tmp_path / "my-mcp-server"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
     with pytest.raises(PoolStartFailed):
-        check_pools(config_with({"name": "calc", "command": ["python3"], "env": {"PATH": "/"}}))
-    check_pools(config_with({"name": "calc", "command": [Path(sys.executable).name]}))
+        check_pools(config_with({"name": "calc", "command": [server.name], "env": {"PATH": "/"}}))
+    check_pools(
+        config_with({"name": "calc", "command": [server.name], "env": {"PATH": str(tmp_path)}})
+    )
+
+
+@pytest.mark.parametrize("program", ["python", "python3"])
+def test_a_bare_python_command_is_the_workers_own_interpreter_whatever_the_path(
+    program: str,
+) -> None:
+    # A venv's raybus run without the venv on PATH found the system Python, which lacks
+    # the server's packages (the demo's calc pool failed with "No module named 'mcp'").
+    assert server_command([program, "-m", "calc"]) == [sys.executable, "-m", "calc"]
+    assert server_command(["/usr/bin/python3", "-m", "calc"]) == ["/usr/bin/python3", "-m", "calc"]
+    check_pools(config_with({"name": "calc", "command": [program], "env": {"PATH": "/"}}))
 
 
 def test_modules_in_the_working_directory_are_found_as_ray_workers_find_them(
