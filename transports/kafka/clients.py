@@ -18,6 +18,7 @@ __all__ = [
     "commit_within",
     "new_consumer",
     "new_producer",
+    "record_kept",
     "wait_for_assignment",
     "wait_for_topic_metadata",
 ]
@@ -135,3 +136,17 @@ async def commit_within(
             await consumer.commit(dict(offsets))
     except (*KAFKA_ERRORS, TimeoutError) as exc:
         raise translate_kafka_error(exc, "commit", timeout_s) from exc
+
+
+def record_kept(getting: asyncio.Future[Any]) -> Any:
+    """The record of a ``getone`` its receive leaves, to stash, or None (then cancelled).
+
+    The consumer's position is already past a fetched record, so dropping it would skip
+    it until the next rebalance: it waits in the stash for the next receive.
+    """
+    if not getting.done():
+        getting.cancel()  # aiokafka's getone takes a record only as it returns
+        return None
+    if getting.cancelled() or getting.exception() is not None:
+        return None
+    return getting.result()

@@ -6,13 +6,20 @@ records are acked out of order, and the commit never passes one that is not acke
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, MutableMapping
 from enum import Enum
 from typing import TypeVar
 
 P = TypeVar("P")  # a partition (aiokafka's TopicPartition; anything hashable in tests)
 
-__all__ = ["Claim", "PartitionBook", "Settled", "due_commits", "mark_committed"]
+__all__ = [
+    "Claim",
+    "PartitionBook",
+    "Settled",
+    "due_commits",
+    "forget_unassigned",
+    "mark_committed",
+]
 
 
 class Settled(Enum):
@@ -83,3 +90,15 @@ def mark_committed(books: Mapping[P, PartitionBook], committed: Mapping[P, int])
     for partition, point in committed.items():
         if (book := books.get(partition)) is not None:
             book.committed = point
+
+
+def forget_unassigned(books: MutableMapping[P, PartitionBook], assigned: Container[P]) -> list[P]:
+    """Drop the books of partitions no longer assigned here; returns those partitions.
+
+    Their deliveries become stale (an ack of one does nothing): the partition's new owner
+    reads on from the committed offset.
+    """
+    gone = [partition for partition in books if partition not in assigned]
+    for partition in gone:
+        del books[partition]
+    return gone

@@ -94,11 +94,19 @@ from transports.kafka.clients import (
     commit_within,
     new_consumer,
     new_producer,
+    record_kept,
     wait_for_assignment,
     wait_for_topic_metadata,
 )
 from transports.kafka.config import KafkaTransportConfig
-from transports.kafka.offsets import Claim, PartitionBook, Settled, due_commits, mark_committed
+from transports.kafka.offsets import (
+    Claim,
+    PartitionBook,
+    Settled,
+    due_commits,
+    forget_unassigned,
+    mark_committed,
+)
 from transports.kafka.producer import ProducerSlot
 from transports.kafka.records import (
     ENVELOPE_MARKER,
@@ -141,8 +149,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         if self._transport._consumer is not self._consumer:
             return
-        for partition in assigned:
-            self._transport._books[partition] = PartitionBook()
+        # None for any other partition: it could never be committed here (see _commit).
+        self._transport._books = {partition: PartitionBook() for partition in assigned}
         logger.info("kafka partitions assigned: %s", sorted(map(tuple, assigned)))
 
 
@@ -376,6 +384,10 @@ class KafkaTransport(TransportBase):
             while True:
                 record = await self._next_record(consumer)
                 partition = TopicPartition(record.topic, record.partition)
+                if self._config.group_id is not None and partition not in consumer.assignment():
+                    # Fetched before a rebalance gave its partition to another member
+                    # (stashed, or read as the group rebalanced): that one reads it.
+                    continue
                 book = self._books.setdefault(partition, PartitionBook())
                 claim = book.claim(record.offset)
                 if claim is None:
@@ -402,12 +414,12 @@ class KafkaTransport(TransportBase):
         try:
             await asyncio.wait({getting, closing}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
-            self._keep_or_cancel(getting)
+            self._stash = record_kept(getting)
             raise
         finally:
             closing.cancel()
         if self._closed.is_set():
-            self._keep_or_cancel(getting)
+            self._stash = record_kept(getting)
             raise ConnectionClosed("kafka transport is closed")
         try:
             return getting.result()
@@ -446,17 +458,6 @@ class KafkaTransport(TransportBase):
         self._consumer, self._stash = fresh, None
         self._books.clear()
         await self._stop_clients(None, consumer)
-
-    def _keep_or_cancel(self, getting: asyncio.Future[Any]) -> None:
-        """Leave a receive that will not return its record without losing that record.
-
-        The consumer's position is already past a fetched record, so dropping it would
-        skip it until the next rebalance: it waits in the stash for the next receive.
-        """
-        if not getting.done():
-            getting.cancel()  # aiokafka's getone takes a record only as it returns
-        elif not getting.cancelled() and getting.exception() is None:
-            self._stash = getting.result()
 
     def _delivery(
         self, record: Any, partition: TopicPartition, book: PartitionBook, claim: Claim
@@ -532,6 +533,10 @@ class KafkaTransport(TransportBase):
         # One commit at a time, each carrying the latest points: an older commit can
         # never land after a newer one and move a partition's offset backwards.
         async with self._commit_lock:
+            # aiokafka refuses a whole commit naming a partition the member no longer
+            # owns: one stale book would block every later commit here for good.
+            for partition in forget_unassigned(self._books, consumer.assignment()):
+                logger.info("kafka book of %s dropped: no longer assigned here", partition)
             due = due_commits(self._books)
             if not due or (self._closed.is_set() and not closing):
                 return
