@@ -19,11 +19,8 @@ has its own deadline where the body is read
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-from cluster.gateway.coalesced_writes import CoalescedWrites
 
 __all__ = ["head_deadline_protocol"]
 
@@ -41,9 +38,7 @@ def head_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
         _head_begun = False  # bytes of the awaited head arrived
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            # A response's head and body leave in one send (cluster.gateway.coalesced_writes).
-            writes = CoalescedWrites(cast("asyncio.Transport", transport), self.loop)
-            super().connection_made(writes)  # type: ignore[arg-type]
+            super().connection_made(transport)  # type: ignore[arg-type]
             self._arm(begun=False)
 
         def data_received(self, data: bytes) -> None:
