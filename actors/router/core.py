@@ -32,6 +32,7 @@ from actors.replies import breaker_open_reply, error_reply
 from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from actors.router.completion import Completion, DirectReport, PoolLag
+from actors.router.lanes import HeldByLanes
 from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
 from actors.router.overdue import OverdueWatch
 from actors.router.regions import RegionPolicy
@@ -168,6 +169,7 @@ class RouterCore:
         self._membership: Membership | None = None
         self._retired: set[str] = set()
         self._overdue = OverdueWatch(config.overdue_grace_s)
+        self._held_by_lanes = HeldByLanes()
         self._started_at = clock()
 
     # -- inbound ---------------------------------------------------------------------
@@ -322,6 +324,17 @@ class RouterCore:
         self._report()
         return pool.breaker.state
 
+    def lane_held(
+        self, lane: str, rows: dict[str, tuple[int, float]], ended: list[tuple[str, str, str]]
+    ) -> None:
+        """What a client's direct lane holds for pools' slots (cluster.backends.lane_queue),
+        and how held calls ended there (cancelled, expired): the router's own, for lag
+        and metrics."""
+        self._held_by_lanes.report(lane, rows, self._clock())
+        for pool, tool, outcome in ended:
+            self._tally.add(pool, tool, CallOutcome(outcome))
+        self._report()
+
     def delivery_failed(self, actor_name: str, frames: list[Frame], reason: str) -> None:
         """A deliver call to ``actor_name`` failed: the worker is gone."""
         logger.warning("delivery to %s failed (%s): treating it as lost", actor_name, reason)
@@ -433,11 +446,17 @@ class RouterCore:
 
     def lag(self) -> dict[str, PoolLag]:
         now = self._clock()
+        held = self._held_by_lanes.per_pool(now)
         return {
             name: PoolLag(
                 pool=name,
-                queued=len(pool.queue) + sum(w.waiting for w in pool.workers.values()),
-                oldest_age_s=now - pool.queue[0].queued_at_s if pool.queue else 0.0,
+                queued=len(pool.queue)
+                + sum(w.waiting for w in pool.workers.values())
+                + held.get(name, (0, 0.0))[0],
+                oldest_age_s=max(
+                    now - pool.queue[0].queued_at_s if pool.queue else 0.0,
+                    held.get(name, (0, 0.0))[1],
+                ),
                 in_flight=sum(w.outstanding_count - w.waiting for w in pool.workers.values()),
                 workers=sum(1 for w in pool.workers.values() if not w.retired),
                 capacity=sum(w.capacity for w in pool.workers.values() if not w.retired),

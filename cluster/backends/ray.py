@@ -28,6 +28,7 @@ from cluster.backends.base import (
     OnFrame,
     WorkerLink,
 )
+from cluster.backends.lane_queue import HeldEnd, HeldRows
 from cluster.backends.ray_direct import DirectLane
 from cluster.naming import NAMESPACE, HandleCache, actor_names
 from cluster.ray_actors.endpoint import ClientEndpoint
@@ -98,6 +99,10 @@ class RouterSubmissions:
         submitted = self._router.submit.remote(frames)
         if self.on_rerouted is not None:
             self.on_rerouted(frames, submitted)
+
+    def report_held(self, rows: HeldRows, ended: list[HeldEnd]) -> None:
+        """What the direct lane holds for pools' slots: the router counts it as lag."""
+        self._router.lane_held.remote(self._reply_to, rows, ended)
 
     def cancel(self, keys: list[CorrelationKey]) -> None:
         if self.direct is not None:
@@ -221,6 +226,8 @@ class RayBackend:
                 lambda frames: dispatch(frames, on_frame),
                 link.to_router,
                 grace_s=router_config.overdue_grace_s,
+                report_held=link.report_held,
+                max_held_per_pool=router_config.max_pending_per_pool,
             )
         return link
 

@@ -6,10 +6,13 @@ the worker and its return, which carries the answer (the worker's half and the r
 keeps are in :mod:`actors.worker.direct`). The client chooses the pool with the router's
 own :func:`~actors.router.routing.pool_for`, from discovery's membership read again every
 second, and the worker where it has the fewest calls of its own, below the worker's
-capacity. Everything else takes the router: other methods, calls with an idempotency key
-or run as tasks, a bus with regions, a pool without a free worker in view, and whatever a
-worker bounces (it is full, draining, or its pool's breaker is not closed), so under load
-the router's queue is still the autoscaler's lag.
+capacity. A call whose pool has no free worker in view waits in the lane (arrival order
+per pool, :mod:`.lane_queue`) for the first of this client's slots to free, and the lane
+reports what it holds to the router, which counts it in the pool's lag, the autoscaler's
+signal. Everything else takes the router: other methods, calls with an idempotency key
+or run as tasks, a bus with regions, a pool with no worker to wait for, calls past the
+lane's bound, and whatever a worker bounces (it is full, draining, or its pool's breaker
+is not closed).
 
 A worker lost with a call on it fails that call with "may have run" (1004), as the router
 would; a call that is safe to repeat goes to the router instead.
@@ -23,11 +26,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors.discovery.registry import Membership, ServerStatus
+from actors.discovery.registry import Membership, ServerStatus, WorkerInfo
 from actors.replies import error_reply
 from actors.router.routing import attempts_made, pool_for, retry_safe, tried_once
 from actors.worker.direct import DirectOutcome
 from cluster.backends.direct_socket import CALL, COLLECT, DirectSockets
+from cluster.backends.lane_queue import HeldEnd, HeldRows, LaneQueue
 from cluster.naming import HandleCache
 from transports.envelope import CorrelationKey
 from transports.errors import BusError, BusErrorCode
@@ -40,6 +44,14 @@ logger = logging.getLogger(__name__)
 # How stale the client's view of the pools' workers may get (a drained worker that took
 # direct calls waits longer than this before it goes: cluster.ray_actors.worker).
 MEMBERSHIP_REFRESH_S = 1.0
+# While the lane holds calls it looks this often for deadlines passed, workers added
+# (the membership) and news for the router.
+_HOLD_TICK_S = 0.1
+# The router hears what the lane holds at most this often while it changes (the
+# autoscaler reads the lag every 0.5 s) and at least every _HELD_KEEP_S while anything
+# is held: it forgets a lane silent for longer (actors.router.lanes).
+_HELD_REPORT_MIN_S = 0.2
+_HELD_KEEP_S = 1.0
 
 
 def _direct_eligible(frame: Frame) -> bool:
@@ -67,6 +79,8 @@ class DirectLane:
         *,
         grace_s: float = 2.0,
         sockets: DirectSockets | None = None,
+        report_held: Callable[[HeldRows, list[HeldEnd]], None] | None = None,
+        max_held_per_pool: int = 10_000,
     ) -> None:
         self._discovery = discovery
         self._hand_over = hand_over  # to the client, in order (cluster.backends.ray.dispatch)
@@ -83,6 +97,13 @@ class DirectLane:
         self._runs: set[asyncio.Task[None]] = set()
         # Workers this client saw die, skipped until the membership no longer lists them.
         self._lost_workers: set[str] = set()
+        # Calls waiting for a slot; held only when the router hears of them (its lag).
+        self._held = LaneQueue(max_held_per_pool)
+        self._report_held = report_held
+        self._reported: dict[str, int] = {}  # held per pool, as the router last heard
+        self._reported_at = float("-inf")
+        self._tick: asyncio.TimerHandle | None = None
+        self._pump_due = False
 
     def take(self, frames: list[Frame]) -> list[Frame]:
         """Send the calls that can go directly; returns those for the router."""
@@ -93,15 +114,21 @@ class DirectLane:
         routed: list[Frame] = []
         batches: dict[str, list[Frame]] = {}
         for frame in frames:
-            worker = self._choose(membership, frame) if _direct_eligible(frame) else None
-            if worker is None:
+            pool = pool_for(membership, frame) if _direct_eligible(frame) else None
+            if not isinstance(pool, str):  # the router answers it, in its own words
                 routed.append(frame)
                 continue
-            batches.setdefault(worker, []).append(frame)
-            self._outstanding[worker] = self._outstanding.get(worker, 0) + 1
-            self._where[frame.envelope.correlation_key] = worker
-        for worker, batch in batches.items():
-            self._spawn(self._run(worker, batch))
+            # Behind calls already waiting for this pool, a new one waits its turn.
+            worker = None if self._held.holds_for(pool) else self._choose(membership, pool)
+            if worker is not None:
+                self._send_to(worker, frame, batches)
+            elif self._may_hold(membership, pool):
+                self._held.hold(frame, pool)
+            else:
+                routed.append(frame)
+        self._send_batches(batches)
+        if self._held:
+            self._keep_ticking()
         return routed
 
     def cancel(self, keys: list[CorrelationKey]) -> list[CorrelationKey]:
@@ -109,6 +136,9 @@ class DirectLane:
         by_worker: dict[str, list[CorrelationKey]] = {}
         routed: list[CorrelationKey] = []
         for key in keys:
+            if self._held.cancel(key):
+                self._keep_ticking()  # the router counts it (CallOutcome.CANCELLED)
+                continue
             worker = self._where.get(key)
             if worker is None:
                 routed.append(key)
@@ -119,19 +149,40 @@ class DirectLane:
         return routed
 
     async def close(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        held = [frame for frame, _ in self._held.in_order()]
+        for frame in held:
+            self._held.take(frame.envelope.correlation_key)
+        if held:  # still the caller's: the router serves them
+            self._to_router(held)
+        if self._reported and self._report_held is not None:
+            self._report_held({}, self._held.take_ended())
         for task in list(self._runs):
             task.cancel()
         await asyncio.gather(*self._runs, return_exceptions=True)
         await self.sockets.close()
 
-    def _choose(self, membership: Membership, frame: Frame) -> str | None:
-        pool = pool_for(membership, frame)
-        if not isinstance(pool, str):
-            return None  # the router answers it, in its own words
+    def _usable(self, info: WorkerInfo) -> bool:
+        return (
+            info.status is not ServerStatus.DRAINING and info.actor_name not in self._lost_workers
+        )
+
+    def _may_hold(self, membership: Membership, pool: str) -> bool:
+        """Can a call of ``pool`` wait here: the router hears of it, the lane's bound
+        has room, and the pool has a worker whose slot it may get?"""
+        return (
+            self._report_held is not None
+            and self._held.has_room(pool)
+            and any(self._usable(info) for info in membership.workers.get(pool, ()))
+        )
+
+    def _choose(self, membership: Membership, pool: str) -> str | None:
         best: str | None = None
         best_count = 0
         for info in membership.workers.get(pool, ()):
-            if info.status is ServerStatus.DRAINING or info.actor_name in self._lost_workers:
+            if not self._usable(info):
                 continue
             count = self._outstanding.get(info.actor_name, 0)
             if count < info.capacity and (best is None or count < best_count):
@@ -165,6 +216,8 @@ class DirectLane:
         for gone in [worker for worker in self._outstanding if worker not in live]:
             del self._outstanding[gone]
         self._lost_workers &= live
+        if self._held:  # workers may have joined
+            self._pump_soon()
 
     async def _run(self, worker: str, frames: list[Frame]) -> None:
         unsettled = {frame.envelope.correlation_key: frame for frame in frames}
@@ -255,6 +308,90 @@ class DirectLane:
         worker = self._where.pop(key, None)
         if worker is not None:
             self._outstanding[worker] = max(0, self._outstanding.get(worker, 0) - 1)
+            if self._held:
+                self._pump_soon()  # its slot goes to the longest-waiting call
+
+    def _send_to(self, worker: str, frame: Frame, batches: dict[str, list[Frame]]) -> None:
+        batches.setdefault(worker, []).append(frame)
+        self._outstanding[worker] = self._outstanding.get(worker, 0) + 1
+        self._where[frame.envelope.correlation_key] = worker
+
+    def _send_batches(self, batches: dict[str, list[Frame]]) -> None:
+        for worker, batch in batches.items():
+            self._spawn(self._run(worker, batch))
+
+    # -- held calls ------------------------------------------------------------------
+
+    def _pump_soon(self) -> None:
+        # Once per loop turn: the slots several answers free go out in one batch each.
+        if not self._pump_due:
+            self._pump_due = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Send held calls, oldest first, to workers with a free slot of this client's."""
+        self._pump_due = False
+        membership = self._membership
+        if membership is None or not self._held:
+            return
+        batches: dict[str, list[Frame]] = {}
+        routed: list[Frame] = []
+        full: set[str] = set()
+        for frame, pool in self._held.in_order():
+            if pool in full:
+                continue  # in order within a pool: none overtakes an older one
+            worker = self._choose(membership, pool)
+            if worker is None and any(self._usable(i) for i in membership.workers.get(pool, ())):
+                full.add(pool)
+                continue
+            self._held.take(frame.envelope.correlation_key)
+            if worker is None:
+                routed.append(frame)  # no worker left to wait for: the router's
+            else:
+                self._send_to(worker, frame, batches)
+        self._send_batches(batches)
+        if routed:
+            self._to_router(routed)
+
+    def _keep_ticking(self) -> None:
+        if self._tick is None:
+            loop = asyncio.get_running_loop()
+            self._tick = loop.call_later(_HOLD_TICK_S, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        self._refresh()
+        expired = self._held.expire(time.time())
+        if expired:
+            self._spawn(
+                self._hand_over(
+                    [
+                        error_reply(
+                            frame,
+                            BusErrorCode.DEADLINE_EXCEEDED,
+                            f"deadline passed while queued for pool {pool!r}",
+                        )
+                        for frame, pool in expired
+                    ]
+                )
+            )
+        self._pump()
+        self._tell_router()
+        if self._held or self._reported or self._held.has_ended():
+            self._keep_ticking()
+
+    def _tell_router(self) -> None:
+        if self._report_held is None:
+            return
+        now = time.monotonic()
+        since = now - self._reported_at
+        rows = self._held.rows()
+        counts = {pool: count for pool, (count, _) in rows.items()}
+        changed = counts != self._reported or self._held.has_ended()
+        if (changed and since >= _HELD_REPORT_MIN_S) or (rows and since >= _HELD_KEEP_S):
+            self._report_held(rows, self._held.take_ended())
+            self._reported = counts
+            self._reported_at = now
 
     async def _lost(self, worker: str, frames: list[Frame], exc: BaseException) -> None:
         logger.warning("worker %s was lost with %d direct call(s): %s", worker, len(frames), exc)

@@ -169,6 +169,13 @@ class RouterActor:
         await self.start()
         return self._core.direct_ended(worker, report).value
 
+    async def lane_held(
+        self, lane: str, rows: dict[str, tuple[int, float]], ended: list[tuple[str, str, str]]
+    ) -> None:
+        """What a client's direct lane holds for pools' slots: counted in their lag."""
+        await self.start()
+        self._core.lane_held(lane, rows, ended)
+
     async def on_membership(
         self, membership: Membership, changed_kinds: set[str], *, attempt: int = 0
     ) -> None:

@@ -10,6 +10,7 @@ from actors.discovery.catalog import Catalog
 from actors.discovery.registry import DiscoveryRegistry, Heartbeat, ServerStatus
 from actors.router.breaker import BreakerConfig, BreakerState
 from actors.router.core import Completion, RouterConfig, RouterCore
+from actors.router.lanes import LANE_SILENCE_S
 from actors.router.routing import tried_once
 from tests.actors.fakes import FakeClock, RecordingRouterPorts
 from transports.envelope import Envelope
@@ -117,6 +118,22 @@ def test_calls_beyond_capacity_queue_and_count_as_lag_until_a_slot_frees() -> No
     core.completed("w1", [Completion(first, False, 0.1)])
     assert len(ports.delivered_to("w1")) == 3
     assert core.lag()["kit"].queued == 2
+
+
+def test_the_lag_counts_what_clients_lanes_hold_until_they_say_otherwise_or_fall_silent() -> None:
+    core, _, clock = router(("w1", 2))
+    core.submit([call("a", i) for i in range(3)])  # one queued here
+    core.lane_held("gw-1", {"kit": (5, 0.5)}, [])
+    core.lane_held("gw-2", {"kit": (2, 2.0)}, [("kit", "echo", "cancelled")])
+    clock.advance(0.25)
+    lag = core.lag()["kit"]
+    assert lag.queued == 1 + 5 + 2
+    # The oldest held call has aged since its lane reported it.
+    assert lag.oldest_age_s == pytest.approx(2.25)
+    core.lane_held("gw-2", {}, [])  # it holds nothing now
+    assert core.lag()["kit"].queued == 1 + 5
+    clock.advance(LANE_SILENCE_S + 0.1)  # gw-1 closed or died without a word
+    assert core.lag()["kit"].queued == 1
 
 
 def test_the_lag_counts_calls_workers_finished_but_not_abandoned_or_foreign_ones() -> None:

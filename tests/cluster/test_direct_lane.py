@@ -62,15 +62,20 @@ class _Lane:
     client on the worker's node does, or by Ray calls only, as one on another node does.
     """
 
-    def __init__(self, bus: str, *, sockets: bool = True) -> None:
+    def __init__(self, bus: str, *, sockets: bool = True, holds: bool = False) -> None:
         self.answers: list[Frame] = []
         self.routed: list[Frame] = []
         self.sockets = sockets
+        router = get_actor(actor_names.router(bus))
         self.lane = DirectLane(
             get_actor(actor_names.discovery(bus)),
             self._take,
             self.routed.extend,
             sockets=None if sockets else _RayCallsOnly(),
+            # Holding calls for a slot, reporting them to the router as a link does.
+            report_held=(lambda rows, ended: router.lane_held.remote("lane-test", rows, ended))
+            if holds
+            else None,
         )
 
     async def _take(self, frames: list[Frame]) -> None:
@@ -169,6 +174,23 @@ async def test_calls_past_the_workers_free_slots_go_to_the_router(bus: BusClient
     # The lane keeps within the worker's capacity as it sees it; the rest are the router's.
     assert [f.envelope.request_id for f in routed] == [c.envelope.request_id for c in calls[2:]]
     await wait_until(lambda: len(lane.answered(*calls[:2])) == 2, timeout_s=60)
+    await lane.lane.close()
+
+
+async def test_calls_past_the_free_slots_wait_in_the_lane_and_count_in_the_pools_lag(
+    bus: BusClient,
+) -> None:
+    lane = _Lane(bus.bus, holds=True)
+    await lane.ready()
+    router = get_actor(actor_names.router(bus.bus))
+    calls = [nap(1.0) for _ in range(SLOTS + 3)]
+    assert lane.lane.take(calls) == []  # none for the router
+    # The router hears of the three waiting in the lane: the autoscaler sees them.
+    await wait_until(lambda: ray.get(router.lag.remote())["kit"]["queued"] == 3, timeout_s=30)
+    await wait_until(lambda: len(lane.answered(*calls)) == len(calls), timeout_s=60)
+    assert all(r.error is None for r in lane.answered(*calls).values())
+    assert lane.routed == []
+    await wait_until(lambda: ray.get(router.lag.remote())["kit"]["queued"] == 0, timeout_s=30)
     await lane.lane.close()
 
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from actors.worker.direct import DirectOutcome
+from cluster.backends.lane_queue import HeldEnd, HeldRows
 from cluster.backends.ray_direct import MEMBERSHIP_REFRESH_S, DirectLane
 from cluster.naming import HandleCache
 from tests.actors.test_router import call, registry_with
@@ -61,13 +62,25 @@ def _answers(frames: list[Frame]) -> list[Frame]:
 
 
 class _Harness:
-    def __init__(self, discovery: _Discovery, workers: dict[str, _Worker]) -> None:
+    def __init__(
+        self, discovery: _Discovery, workers: dict[str, _Worker], *, max_held: int | None = None
+    ) -> None:
         self.handed: list[Frame] = []
         self.routed: list[Frame] = []
+        # What the router heard of held calls; None: a lane that holds nothing.
+        self.reports: list[tuple[HeldRows, list[HeldEnd]]] = []
         handles = HandleCache()
         for name, worker in workers.items():
             handles.put(name, worker)
-        self.lane = DirectLane(discovery, self._hand, self.routed.extend, handles, grace_s=0.2)
+        holding: dict[str, Any] = {}
+        if max_held is not None:
+            holding = {"report_held": self._heard, "max_held_per_pool": max_held}
+        self.lane = DirectLane(
+            discovery, self._hand, self.routed.extend, handles, grace_s=0.2, **holding
+        )
+
+    def _heard(self, rows: HeldRows, ended: list[HeldEnd]) -> None:
+        self.reports.append((rows, ended))
 
     async def _hand(self, frames: list[Frame]) -> None:
         self.handed.extend(frames)
@@ -170,3 +183,136 @@ async def test_membership_is_read_again_only_after_the_refresh_period_and_only_i
     known = harness.lane._membership
     assert known is not None
     assert discovery.snapshot_since.calls[1] == (known.epoch, known.version)
+
+
+class _Gated:
+    """A worker that answers each call when the test lets it: ``release(n)``."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self._gates: list[asyncio.Event] = []
+
+    async def __call__(self, frames: list[Frame]) -> DirectOutcome:
+        gates = []
+        for frame in frames:
+            self.received.append(str(frame.envelope.request_id))
+            gates.append(asyncio.Event())
+        self._gates.extend(gates)
+        for gate in gates:
+            await gate.wait()
+        return DirectOutcome(_answers(frames))
+
+    def release(self, count: int = 1) -> None:
+        waiting = [gate for gate in self._gates if not gate.is_set()]
+        for gate in waiting[:count]:
+            gate.set()
+
+
+async def test_calls_past_the_free_slots_wait_in_the_lane_and_take_each_slot_in_order() -> None:
+    gated = _Gated()
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": _Worker(gated)}, max_held=100)
+    await harness.ready()
+    calls = [call("a", n) for n in range(4)]
+    assert harness.lane.take(calls) == []  # none to the router
+    await wait_until(lambda: gated.received == ["0"])
+    # The router hears what waits here, for the pool's lag.
+    await wait_until(lambda: any(rows.get("kit", (0, 0))[0] == 3 for rows, _ in harness.reports))
+    for served in range(1, 4):
+        gated.release()
+        await wait_until(lambda n=served: len(gated.received) == n + 1)  # type: ignore[misc]
+    gated.release()
+    await wait_until(lambda: len(harness.handed) == 4)
+    assert gated.received == ["0", "1", "2", "3"]  # arrival order
+    assert harness.routed == []
+    await wait_until(lambda: harness.reports[-1] == ({}, []))  # nothing held any more
+    await harness.lane.close()
+
+
+async def test_a_new_call_waits_behind_the_held_ones_even_if_a_slot_is_free_this_turn() -> None:
+    gated = _Gated()
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": _Worker(gated)}, max_held=100)
+    await harness.ready()
+    assert harness.lane.take([call("a", 1), call("a", 2)]) == []
+    await wait_until(lambda: gated.received == ["1"])
+    gated.release()
+    # In the same turn as the slot frees (before the lane's pump), a newcomer arrives.
+    await wait_until(lambda: len(harness.handed) == 1)
+    assert harness.lane.take([call("a", 3)]) == []
+    await wait_until(lambda: len(gated.received) == 2)
+    gated.release()
+    await wait_until(lambda: len(gated.received) == 3)
+    assert gated.received == ["1", "2", "3"]
+    gated.release()
+    await harness.lane.close()
+
+
+async def test_past_the_lanes_bound_calls_go_to_the_router() -> None:
+    gated = _Gated()
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": _Worker(gated)}, max_held=2)
+    await harness.ready()
+    calls = [call("a", n) for n in range(5)]
+    assert harness.lane.take(calls) == calls[3:]  # one sent, two held
+    for served in range(1, 4):
+        await wait_until(lambda n=served: len(gated.received) == n)  # type: ignore[misc]
+        gated.release()
+    await wait_until(lambda: len(harness.handed) == 3)
+    assert gated.received == ["0", "1", "2"]
+    await harness.lane.close()
+
+
+async def test_a_held_call_past_its_deadline_is_answered_in_the_lane_and_reported() -> None:
+    gated = _Gated()
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": _Worker(gated)}, max_held=100)
+    await harness.ready()
+    late = call("a", 2)
+    late = Frame(replace(late.envelope, deadline_unix_s=time.time() + 0.2), late.body)
+    assert harness.lane.take([call("a", 1), late]) == []
+    await wait_until(lambda: len(harness.handed) == 1, timeout_s=30)
+    assert harness.codes() == [BusErrorCode.DEADLINE_EXCEEDED]
+    assert harness.handed[0].envelope.request_id == "2"
+    await wait_until(lambda: any(e == [("kit", "echo", "timeout")] for _, e in harness.reports))
+    gated.release()
+    await wait_until(lambda: len(harness.handed) == 2)
+    assert gated.received == ["1"]  # the expired call never reached the worker
+    await harness.lane.close()
+
+
+async def test_a_cancelled_held_call_goes_nowhere_and_the_router_counts_it() -> None:
+    gated = _Gated()
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": _Worker(gated)}, max_held=100)
+    await harness.ready()
+    held = call("a", 2)
+    assert harness.lane.take([call("a", 1), held]) == []
+    assert harness.lane.cancel([held.envelope.correlation_key]) == []  # not the router's
+    await wait_until(lambda: any(e == [("kit", "echo", "cancelled")] for _, e in harness.reports))
+    gated.release()
+    await wait_until(lambda: len(harness.handed) == 1)
+    assert harness.reports[-1][0] == {}
+    assert gated.received == ["1"]
+    await harness.lane.close()
+
+
+async def test_held_calls_go_to_a_worker_that_joins_the_pool() -> None:
+    first, second = _Gated(), _Gated()
+    discovery = _Discovery(("w1", 1))
+    harness = _Harness(discovery, {"w1": _Worker(first), "w2": _Worker(second)}, max_held=100)
+    await harness.ready()
+    assert harness.lane.take([call("a", 1), call("a", 2)]) == []
+    await wait_until(lambda: first.received == ["1"])
+    discovery.membership = registry_with(("w1", 1), ("w2", 1)).snapshot()
+    harness.lane._read_at -= MEMBERSHIP_REFRESH_S  # the lane reads it at its next tick
+    await wait_until(lambda: second.received == ["2"], timeout_s=30)
+    first.release()
+    second.release()
+    await wait_until(lambda: len(harness.handed) == 2)
+    await harness.lane.close()
+
+
+async def test_calls_held_when_the_lane_closes_go_to_the_router() -> None:
+    gated = _Gated()
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": _Worker(gated)}, max_held=100)
+    await harness.ready()
+    calls = [call("a", n) for n in range(3)]
+    assert harness.lane.take(calls) == []
+    await harness.lane.close()
+    assert harness.routed == calls[1:]
