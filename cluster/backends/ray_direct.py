@@ -47,6 +47,7 @@ MEMBERSHIP_REFRESH_S = 1.0
 # While the lane holds calls it looks this often for deadlines passed, workers added
 # (the membership) and news for the router.
 _HOLD_TICK_S = 0.1
+_HELD_REFRESH_S = 0.25
 # The router hears what the lane holds at most this often while it changes (the
 # autoscaler reads the lag every 0.5 s) and at least every _HELD_KEEP_S while anything
 # is held: it forgets a lane silent for longer (actors.router.lanes).
@@ -191,7 +192,10 @@ class DirectLane:
 
     def _refresh(self) -> None:
         now = time.monotonic()
-        if now - self._read_at < MEMBERSHIP_REFRESH_S:
+        # Calls waiting here want the workers the autoscaler adds at once (the router
+        # hears of them by a push; the lane only by reading).
+        period = _HELD_REFRESH_S if self._held else MEMBERSHIP_REFRESH_S
+        if now - self._read_at < period:
             return
         if self._reading is not None and not self._reading.done():
             return
