@@ -51,6 +51,9 @@ class LaneQueue:
     def __len__(self) -> int:
         return len(self._held)
 
+    def __contains__(self, key: CorrelationKey) -> bool:
+        return key in self._held
+
     def holds_for(self, pool: str) -> bool:
         """Are calls of ``pool`` waiting? (A new one then waits behind them.)"""
         return self._per_pool[pool] > 0

@@ -98,6 +98,12 @@ class DirectLane:
         self._runs: set[asyncio.Task[None]] = set()
         # Workers this client saw die, skipped until the membership no longer lists them.
         self._lost_workers: set[str] = set()
+        # Of this client's calls on each worker, those it answered as overdue: their
+        # slots stay counted, and no call waits here for them to free.
+        self._overdue_on: dict[str, int] = {}
+        # Workers that bounced a call of this client's: none is sent another until one
+        # answers or the membership is read again (a full worker, its breaker open).
+        self._bounced_by: set[str] = set()
         # Calls waiting for a slot; held only when the router hears of them (its lag).
         self._held = LaneQueue(max_held_per_pool)
         self._report_held = report_held
@@ -105,6 +111,7 @@ class DirectLane:
         self._reported_at = float("-inf")
         self._tick: asyncio.TimerHandle | None = None
         self._pump_due = False
+        self._answering: set[asyncio.Future[None]] = set()
 
     def take(self, frames: list[Frame]) -> list[Frame]:
         """Send the calls that can go directly; returns those for the router."""
@@ -118,6 +125,9 @@ class DirectLane:
             pool = pool_for(membership, frame) if _direct_eligible(frame) else None
             if not isinstance(pool, str):  # the router answers it, in its own words
                 routed.append(frame)
+                continue
+            if frame.envelope.correlation_key in self._held:
+                routed.append(frame)  # an id already waiting: the router refuses it
                 continue
             # Behind calls already waiting for this pool, a new one waits its turn.
             worker = None if self._held.holds_for(pool) else self._choose(membership, pool)
@@ -153,13 +163,13 @@ class DirectLane:
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
-        held = [frame for frame, _ in self._held.in_order()]
-        for frame in held:
-            self._held.take(frame.envelope.correlation_key)
+        held = self._release_all()
         if held:  # still the caller's: the router serves them
             self._to_router(held)
-        if self._reported and self._report_held is not None:
+        if self._report_held is not None and (self._reported or self._held.has_ended()):
             self._report_held({}, self._held.take_ended())
+        # Answers of held calls that expired are the caller's: they go out, not cancelled.
+        await asyncio.gather(*self._answering, return_exceptions=True)
         for task in list(self._runs):
             task.cancel()
         await asyncio.gather(*self._runs, return_exceptions=True)
@@ -170,20 +180,35 @@ class DirectLane:
             info.status is not ServerStatus.DRAINING and info.actor_name not in self._lost_workers
         )
 
+    def _slot_will_free(self, membership: Membership, pool: str) -> bool:
+        """Is a slot of this client's on a worker of ``pool`` free, or will one free:
+        does a worker hold a call of this client's that will end (not one already
+        answered as overdue)?"""
+        for info in membership.workers.get(pool, ()):
+            if not self._usable(info):
+                continue
+            name = info.actor_name
+            mine = self._outstanding.get(name, 0)
+            if mine > self._overdue_on.get(name, 0):
+                return True
+            if mine < info.capacity and name not in self._bounced_by:
+                return True
+        return False
+
     def _may_hold(self, membership: Membership, pool: str) -> bool:
         """Can a call of ``pool`` wait here: the router hears of it, the lane's bound
-        has room, and the pool has a worker whose slot it may get?"""
+        has room, and a slot of this client's will free?"""
         return (
             self._report_held is not None
             and self._held.has_room(pool)
-            and any(self._usable(info) for info in membership.workers.get(pool, ()))
+            and self._slot_will_free(membership, pool)
         )
 
     def _choose(self, membership: Membership, pool: str) -> str | None:
         best: str | None = None
         best_count = 0
         for info in membership.workers.get(pool, ()):
-            if not self._usable(info):
+            if not self._usable(info) or info.actor_name in self._bounced_by:
                 continue
             count = self._outstanding.get(info.actor_name, 0)
             if count < info.capacity and (best is None or count < best_count):
@@ -212,13 +237,18 @@ class DirectLane:
         except Exception as exc:  # noqa: BLE001 - the router's path serves meanwhile
             logger.debug("reading membership for direct calls failed: %s", exc)
             self._membership = None
+            self._pump_soon()  # what waits here goes to the router, in order
             return
+        self._bounced_by.clear()  # worth another try
         if membership is None:
+            if self._held:
+                self._pump_soon()
             return  # unchanged
         self._membership = membership
         live = {info.actor_name for infos in membership.workers.values() for info in infos}
         for gone in [worker for worker in self._outstanding if worker not in live]:
             del self._outstanding[gone]
+            self._overdue_on.pop(gone, None)
         self._lost_workers &= live
         if self._held:  # workers may have joined
             self._pump_soon()
@@ -236,6 +266,7 @@ class DirectLane:
             outcome = await self._within_deadlines(sent, unsettled)
             while True:
                 if outcome.bounced:
+                    self._bounced_by.add(worker)
                     for frame in outcome.bounced:
                         # No longer on this worker: its slot is free in this client's
                         # count, and a cancel of it goes to the router.
@@ -243,7 +274,10 @@ class DirectLane:
                         self._settle(frame.envelope.correlation_key)
                     self._to_router(outcome.bounced)
                 running = set(outcome.running)
-                for key in [key for key in unsettled if key not in running]:
+                ended = [key for key in unsettled if key not in running]
+                if ended:
+                    self._bounced_by.discard(worker)  # calls of ours ended: room again
+                for key in ended:
                     del unsettled[key]  # answered here or delivered the ordinary way
                     self._settle(key)
                 if outcome.answers:
@@ -302,6 +336,9 @@ class DirectLane:
             # worker that holds calls past their deadlines until it lets go of them or
             # leaves the membership (see _read).
             self._where.pop(key, None)
+        self._overdue_on[worker] = self._overdue_on.get(worker, 0) + len(keys)
+        if self._held:
+            self._pump_soon()  # calls waiting for those slots wait no more
         reason = f"worker {worker} did not answer by the deadline; the call may have run"
         await self._hand_over(
             [error_reply(f, BusErrorCode.DEADLINE_EXCEEDED, reason) for f in frames]
@@ -335,8 +372,11 @@ class DirectLane:
     def _pump(self) -> None:
         """Send held calls, oldest first, to workers with a free slot of this client's."""
         self._pump_due = False
+        if not self._held:
+            return
         membership = self._membership
-        if membership is None or not self._held:
+        if membership is None:  # the membership could not be read: the router's path
+            self._to_router(self._release_all())
             return
         batches: dict[str, list[Frame]] = {}
         routed: list[Frame] = []
@@ -345,7 +385,7 @@ class DirectLane:
             if pool in full:
                 continue  # in order within a pool: none overtakes an older one
             worker = self._choose(membership, pool)
-            if worker is None and any(self._usable(i) for i in membership.workers.get(pool, ())):
+            if worker is None and self._slot_will_free(membership, pool):
                 full.add(pool)
                 continue
             self._held.take(frame.envelope.correlation_key)
@@ -357,6 +397,13 @@ class DirectLane:
         if routed:
             self._to_router(routed)
 
+    def _release_all(self) -> list[Frame]:
+        """Every held call, in order, no longer held."""
+        held = [frame for frame, _ in self._held.in_order()]
+        for frame in held:
+            self._held.take(frame.envelope.correlation_key)
+        return held
+
     def _keep_ticking(self) -> None:
         if self._tick is None:
             loop = asyncio.get_running_loop()
@@ -367,7 +414,7 @@ class DirectLane:
         self._refresh()
         expired = self._held.expire(time.time())
         if expired:
-            self._spawn(
+            answering: asyncio.Future[None] = asyncio.ensure_future(
                 self._hand_over(
                     [
                         error_reply(
@@ -379,6 +426,8 @@ class DirectLane:
                     ]
                 )
             )
+            self._answering.add(answering)
+            answering.add_done_callback(self._answering.discard)
         self._pump()
         self._tell_router()
         if self._held or self._reported or self._held.has_ended():
@@ -399,6 +448,8 @@ class DirectLane:
 
     async def _lost(self, worker: str, frames: list[Frame], exc: BaseException) -> None:
         logger.warning("worker %s was lost with %d direct call(s): %s", worker, len(frames), exc)
+        # Before any slot frees: calls waiting here must not go to it meanwhile.
+        self._lost_workers.add(worker)
         membership = self._membership
         again: list[Frame] = []
         failed: list[Frame] = []
@@ -419,8 +470,8 @@ class DirectLane:
         if again:
             # Retried on another worker of this lane (the router may not know yet that
             # this one died, and would spend the one retry on it); what finds no room
-            # goes to the router, marked as run once so its retry bound counts that run.
-            self._lost_workers.add(worker)
+            # waits here or goes to the router, marked as run once so the router's
+            # retry bound counts that run.
             routed = self.take(again)
             if routed:
                 self._to_router(routed)

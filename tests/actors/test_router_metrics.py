@@ -132,3 +132,18 @@ def test_a_cancelled_call_is_counted_but_its_latency_is_not() -> None:
 )
 def test_a_completion_names_its_outcome(completion: Completion, outcome: CallOutcome) -> None:
     assert completion.outcome is outcome
+
+
+def test_held_calls_a_lane_reports_ended_are_counted_with_their_outcome() -> None:
+    core, _, metrics, _ = measured_router(("w1", 1))
+    core.lane_held("gw-1", {"kit": (1, 0.1)}, [("kit", "echo", "cancelled")])
+    core.lane_held("gw-1", {}, [("kit", "echo", "timeout"), ("kit", "lookup", "timeout")])
+    outcomes: dict[tuple[str, str, str], int] = {}
+    for tally in metrics.tallies:
+        for label, count in tally.outcomes.items():
+            outcomes[label] = outcomes.get(label, 0) + count
+    assert outcomes == {
+        ("kit", "echo", "cancelled"): 1,
+        ("kit", "echo", "timeout"): 1,
+        ("kit", "lookup", "timeout"): 1,
+    }

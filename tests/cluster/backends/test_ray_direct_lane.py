@@ -232,17 +232,16 @@ async def test_a_new_call_waits_behind_the_held_ones_even_if_a_slot_is_free_this
     gated = _Gated()
     harness = _Harness(_Discovery(("w1", 1)), {"w1": _Worker(gated)}, max_held=100)
     await harness.ready()
-    assert harness.lane.take([call("a", 1), call("a", 2)]) == []
+    first = call("a", 1)
+    assert harness.lane.take([first, call("a", 2)]) == []
     await wait_until(lambda: gated.received == ["1"])
-    gated.release()
-    # In the same turn as the slot frees (before the lane's pump), a newcomer arrives.
-    await wait_until(lambda: len(harness.handed) == 1)
+    # The first call's slot frees, and in the same turn (before the held call is sent
+    # on) a newcomer arrives: it must not take the slot the held call waited for.
+    harness.lane._settle(first.envelope.correlation_key)
     assert harness.lane.take([call("a", 3)]) == []
     await wait_until(lambda: len(gated.received) == 2)
-    gated.release()
-    await wait_until(lambda: len(gated.received) == 3)
-    assert gated.received == ["1", "2", "3"]
-    gated.release()
+    assert gated.received == ["1", "2"]
+    assert len(harness.lane._held) == 1
     await harness.lane.close()
 
 
@@ -316,3 +315,76 @@ async def test_calls_held_when_the_lane_closes_go_to_the_router() -> None:
     assert harness.lane.take(calls) == []
     await harness.lane.close()
     assert harness.routed == calls[1:]
+
+
+async def test_held_calls_go_to_the_router_when_a_worker_bounces_them_back() -> None:
+    async def full(frames: list[Frame]) -> DirectOutcome:
+        return DirectOutcome([], bounced=frames)
+
+    worker = _Worker(full)
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": worker}, max_held=100)
+    await harness.ready()
+    calls = [call("a", n) for n in range(3)]
+    assert harness.lane.take(calls) == []
+    await wait_until(lambda: len(harness.routed) == 3)
+    # Not sent one by one to a worker that says it is full (other clients' calls, its
+    # breaker): once bounced, what waited goes to the router, in order.
+    assert len(worker.call.calls) == 1
+    assert harness.routed == calls
+    await harness.lane.close()
+
+
+async def test_held_calls_are_not_sent_to_a_worker_just_lost() -> None:
+    async def dies(frames: list[Frame]) -> DirectOutcome:
+        raise RuntimeError("actor died")
+
+    worker = _Worker(dies)
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": worker}, max_held=100)
+    # Its name still resolves for a moment after it died (Ray's directory is not quick).
+    harness.lane._handles.forget = lambda name: None  # type: ignore[method-assign]
+    await harness.ready()
+    held = call("a", 2)
+    assert harness.lane.take([call("a", 1), held]) == []
+    await wait_until(lambda: harness.routed == [held])
+    assert harness.codes() == [BusErrorCode.OUTCOME_UNKNOWN]  # the first call only
+    assert len(worker.call.calls) == 1
+    await harness.lane.close()
+
+
+async def test_held_calls_do_not_wait_for_a_slot_an_overdue_call_keeps() -> None:
+    async def wedged(frames: list[Frame]) -> DirectOutcome:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    harness = _Harness(_Discovery(("w1", 1)), {"w1": _Worker(wedged)}, max_held=100)
+    await harness.ready()
+    stuck = call("a", 1)
+    stuck = Frame(replace(stuck.envelope, deadline_unix_s=time.time() + 0.1), stuck.body)
+    no_deadline = call("a", 2)
+    assert harness.lane.take([stuck, no_deadline]) == []
+    # The worker keeps the first past its deadline: it is answered 1001 and its slot
+    # stays counted, so the second, which has no deadline, would wait forever here.
+    await wait_until(lambda: harness.routed == [no_deadline], timeout_s=30)
+    assert harness.codes() == [BusErrorCode.DEADLINE_EXCEEDED]
+    later = call("a", 3)
+    assert harness.lane.take([later]) == [later]
+    await harness.lane.close()
+
+
+async def test_held_calls_go_to_the_router_when_the_membership_cannot_be_read() -> None:
+    gated = _Gated()
+    discovery = _Discovery(("w1", 1))
+    harness = _Harness(discovery, {"w1": _Worker(gated)}, max_held=100)
+    await harness.ready()
+    held = call("a", 2)
+    assert harness.lane.take([call("a", 1), held]) == []
+
+    async def unreachable(epoch: str, version: int) -> Any:
+        raise RuntimeError("discovery is gone")
+
+    discovery.snapshot_since = _Remote(unreachable)
+    harness.lane._read_at -= MEMBERSHIP_REFRESH_S  # read again at the next tick
+    await wait_until(lambda: harness.routed == [held], timeout_s=30)
+    gated.release()
+    await wait_until(lambda: len(harness.handed) == 1)
+    await harness.lane.close()
