@@ -7,11 +7,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# PYTEST_WORKERS=2 runs the tests in 2 pytest-xdist workers (tests/xdist_groups.py): 25-37
-# min instead of 46-62 on this 2-core machine. The 2-worker runs before December 4 each
-# failed one to three tests (races the load exposed, all fixed since; see README) and the
-# two after passed, so CI stays on one process (0) until a third in a row is clean.
-PYTEST_WORKERS ?= 0
+# Pytest runs in 2 pytest-xdist workers (tests/xdist_groups.py): 26-30 min instead of
+# 46-62 on this 2-core machine. The 2-worker runs before December 4 each failed one to
+# three tests (races the load exposed, all fixed since; see README); the three fresh-clone
+# runs after passed whole. PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup run test lint typecheck pytest bench conformance clean
 
