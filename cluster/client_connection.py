@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.outbox import BUSY_INTERVAL_S, Outbox
 from cluster.backends.base import ClientLink
-from cluster.backends.ray import RouterSubmissions
+from cluster.backends.ray import RouterSubmissions, RouterTook
 from cluster.durable import AnswerBuffer
 from cluster.naming import HandleCache
 from transports.envelope import CorrelationKey
@@ -119,7 +119,11 @@ class ClientConnection:
 
     def _submit(self, _: str, frames: list[Frame]) -> Any:
         submitted = self._link.submit(frames)
-        return None if submitted is None else self._accepted(frames, submitted)
+        if submitted is None:
+            return None
+        # Only the calls the router took are its to lose (see RouterTook).
+        took = submitted.frames if isinstance(submitted, RouterTook) else frames
+        return self._accepted(took, submitted)
 
     async def _accepted(self, frames: list[Frame], submitted: Awaitable[object]) -> None:
         """Note which router took the batch; a new one means the last one died.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Generator
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -48,6 +48,7 @@ __all__ = [
     "RayClientLink",
     "RayInboxLink",
     "RouterSubmissions",
+    "RouterTook",
     "dispatch",
 ]
 
@@ -70,6 +71,20 @@ async def dispatch(frames: list[Frame], on_frame: OnFrame) -> None:
             logger.warning("dropped an undecodable frame: %s", exc)
 
 
+class RouterTook:
+    """A batch's submission to the router: awaited, the router's incarnation; ``frames``
+    are the calls the router took (the batch's others went to workers directly or wait
+    in the lane, and a router restart does not concern them)."""
+
+    def __init__(self, submitted: Any, frames: list[Frame]) -> None:
+        self._submitted = submitted
+        self.frames = frames
+
+    def __await__(self) -> Generator[Any, None, object]:
+        result: object = yield from self._submitted.__await__()
+        return result
+
+
 class RouterSubmissions:
     def __init__(self, router: Any, reply_to: str) -> None:
         self._router = router
@@ -88,7 +103,7 @@ class RouterSubmissions:
             frames = self.direct.take(frames)
             if not frames:
                 return None
-        return self._router.submit.remote(frames)
+        return RouterTook(self._router.submit.remote(frames), frames)
 
     def router_incarnation(self) -> Any:
         """The router's incarnation (an awaitable): see ClientConnection._watch_router."""

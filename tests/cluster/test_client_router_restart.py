@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cluster import client_connection
+from cluster.backends.ray import RouterTook
 from cluster.client import BusClient, CallError
 from cluster.client_connection import ClientConnection
 from tests.waiting import wait_until
@@ -93,6 +94,44 @@ async def test_batches_taken_by_the_same_router_or_by_a_broker_fail_nothing() ->
     for call in (first, second, third):
         with pytest.raises(ConnectionClosed):
             await call
+
+
+class PartlyDirectLink(FakeRouterLink):
+    """The router takes every other call; the others went to workers directly or wait
+    in the client's lane, as the Ray link's direct lane sends them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+
+    def submit(self, frames: list[Frame]) -> Any:
+        routed = [f for n, f in enumerate(frames, start=self.sent) if n % 2 == 0]
+        self.sent += len(frames)
+        return RouterTook(super().submit(routed), routed)
+
+
+async def test_a_router_restart_fails_only_the_calls_that_router_took() -> None:
+    link = PartlyDirectLink()
+    connection, client = await connected(link)
+    tasks = [asyncio.create_task(client.call_tool("echo", {"text": str(i)})) for i in range(4)]
+    await wait_until(lambda: link.sent == 4, timeout_s=10)
+    await wait_until(lambda: sum(p.router is not None for p in connection.pending.values()) == 2)
+    link.incarnation = "second"
+    later = asyncio.create_task(client.call_tool("echo", {"text": "later"}))
+    await wait_until(lambda: sum(t.done() for t in tasks) == 2, timeout_s=10)
+    await wait_until(lambda: link.sent == 5, timeout_s=10)
+    await asyncio.sleep(0)  # let the last batch's acceptance run
+    failed = [t for t in tasks if t.done()]
+    for task in failed:
+        with pytest.raises(CallError) as error:
+            await task
+        assert error.value.code == BusErrorCode.OUTCOME_UNKNOWN
+    # The calls the router never held wait for their answers.
+    assert sum(t.done() for t in tasks) == 2
+    await client.close()
+    for task in [*(t for t in tasks if t not in failed), later]:
+        with pytest.raises(ConnectionClosed):
+            await task
 
 
 class AskedRouterLink(FakeRouterLink):
