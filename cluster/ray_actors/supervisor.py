@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.exceptions import ActorUnavailableError
 
 from cluster.backends.base import backend_for
 from cluster.config import BusConfig, PoolConfig
@@ -59,6 +60,10 @@ logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 120.0
 _STOP_SPARE_TIMEOUT_S = 10.0
+# How long a router Ray is restarting may take to answer again (bounded: a router that
+# never comes back fails the scale-down), and how often it is asked meanwhile.
+_ROUTER_BACK_S = 60.0
+_ROUTER_RETRY_S = 0.25
 # After a worker failed to start (outside the bus's own start), the pool is retried with
 # a growing delay: a passing fault heals by itself, a lasting one does not spin.
 _RETRY_MIN_S = 1.0
@@ -481,9 +486,22 @@ class SupervisorActor:
             except Exception:  # noqa: BLE001 - it died: _watch replaces it
                 return
 
+    async def _ask_router(self, method: str, *args: Any) -> Any:
+        """A call to the router, again while Ray restarts it (bounded): a scale-down or
+        the bus's shutdown met a router killed moments before, and failed with it."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + _ROUTER_BACK_S
+        while True:
+            router = await self._handles.get_async(actor_names.router(self._config.name))
+            try:
+                return await getattr(router, method).remote(*args)
+            except ActorUnavailableError:
+                if loop.time() >= give_up_at:
+                    raise
+                await asyncio.sleep(_ROUTER_RETRY_S)  # a period: Ray says nothing when it is back
+
     async def _choose_victims(self, state: _PoolState, count: int) -> list[str]:
-        router = await self._handles.get_async(actor_names.router(self._config.name))
-        outstanding: dict[str, int] = await router.outstanding.remote()
+        outstanding: dict[str, int] = await self._ask_router("outstanding")
         candidates = [
             n for n in state.workers if n not in state.retiring and n not in state.starting
         ]
@@ -497,8 +515,7 @@ class SupervisorActor:
         state.retiring.add(name)
         bus = self._config.name
         try:
-            router = await self._handles.get_async(actor_names.router(bus))
-            frames_sent = await router.retire.remote(name)
+            frames_sent = await self._ask_router("retire", name)
             try:
                 finished = await handle.drain.remote(frames_sent, self._config.drain_timeout_s)
             except Exception as exc:  # noqa: BLE001 - it died (or was killed as unresponsive)
@@ -506,7 +523,7 @@ class SupervisorActor:
                 finished = True  # nothing left to wait for: forget_worker answers its calls
             if not finished:
                 logger.warning("worker %s did not finish its calls before the drain timeout", name)
-            await router.forget_worker.remote(name)
+            await self._ask_router("forget_worker", name)
             discovery = await self._handles.get_async(actor_names.discovery(bus))
             await discovery.forget.remote(name.rsplit("/", 1)[-1])
         finally:
