@@ -266,7 +266,7 @@ class DirectLane:
                 if outcome.bounced:
                     for frame in outcome.bounced:
                         # No longer on this worker: its slot is free in this client's
-                        # count, and a cancel of it goes to the router or the lane.
+                        # count, and a cancel of it goes to the router.
                         unsettled.pop(frame.envelope.correlation_key, None)
                         self._settle(frame.envelope.correlation_key)
                     # The router decides (breaker, draining, a worker full of others'
