@@ -24,7 +24,12 @@ server = MCPServer("tasks-fixture")
 
 def _mark(marker: str, suffix: str, text: str) -> None:
     if marker:
-        Path(f"{marker}.{suffix}").write_text(text, encoding="utf-8")
+        # Written whole, then renamed: a test that sees the file must not read it empty
+        # (a loaded fresh-clone run did, between write_text's open and its write).
+        path = Path(f"{marker}.{suffix}")
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
 
 
 @server.tool()
