@@ -239,9 +239,7 @@ class DirectLane:
             self._pump_soon()  # what waits here goes to the router, in order
             return
         if membership is None:
-            if self._held:
-                self._pump_soon()
-            return  # unchanged
+            return  # unchanged: nothing new for held calls (the tick pumps them anyway)
         self._membership = membership
         live = {info.actor_name for infos in membership.workers.values() for info in infos}
         for gone in [worker for worker in self._outstanding if worker not in live]:
