@@ -137,6 +137,9 @@ class _NullPorts:
     def reply(self, frames: list[Frame]) -> None:
         pass
 
+    def breaker_opened(self, worker: str) -> None:
+        pass
+
 
 def _router_calls(records: int, *, measured: bool) -> float:
     recorder = RouterRecorder(MetricsRegistry("bench")) if measured else None

@@ -60,10 +60,17 @@ class Outcome:
 class CircuitBreaker:
     """One pool's breaker. Not thread-safe: owned by one actor's event loop."""
 
-    def __init__(self, name: str, config: BreakerConfig, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: BreakerConfig,
+        clock: Clock = time.monotonic,
+        on_open: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self._clock = clock
+        self._on_open = on_open  # called each time it opens
         self._state = BreakerState.CLOSED
         self._window: deque[Outcome] = deque()
         # Kept with the window: a completion costs O(1), not a pass over the window
@@ -170,3 +177,5 @@ class CircuitBreaker:
             logger.info("breaker %s: %s -> %s (%s)", self.name, self._state, state, reason)
             self._state = state
             self.transitions += 1
+            if state is BreakerState.OPEN and self._on_open is not None:
+                self._on_open()

@@ -22,14 +22,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.discovery.registry import Membership, ServerStatus
 from actors.replies import breaker_open_reply, error_reply
-from actors.router.balancing import Balancer, BalancingPolicy, balancer_for
+from actors.router.balancing import BalancingPolicy, balancer_for
+from actors.router.book import PoolBook, RoutedCall, WorkerSlots
 from actors.router.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from actors.router.completion import Completion, DirectReport, PoolLag
 from actors.router.lanes import HeldByLanes
@@ -37,7 +37,7 @@ from actors.router.outcomes import UNROUTED, CallOutcome, CallTally, call_label
 from actors.router.overdue import OverdueWatch
 from actors.router.regions import RegionPolicy
 from actors.router.routing import attempts_made, pool_for, retry_safe, tried_on
-from actors.tracing import Hop, SpanKind, end_hop, envelope_hop
+from actors.tracing import SpanKind, envelope_hop
 from transports.envelope import CorrelationKey
 from transports.errors import INVALID_REQUEST, BusErrorCode
 from transports.frame import Frame
@@ -72,6 +72,8 @@ class RouterPorts(Protocol):
 
     def reply(self, frames: list[Frame]) -> None: ...
 
+    def breaker_opened(self, worker: str) -> None: ...
+
 
 class RouterMetrics(Protocol):
     """Where the router reports how calls ended: one tally per inbound batch."""
@@ -86,67 +88,6 @@ class _NoMetrics:
 
 def _is_task(frame: Frame) -> bool:
     return any(name == "task" for name, _ in frame.envelope.attributes)
-
-
-@dataclass(slots=True)
-class _Call:
-    frame: Frame
-    pool: str
-    tool: str  # the metrics' label: see call_label
-    queued_at_s: float
-    retry_safe: bool
-    attempts: int = 0
-    worker: str | None = None
-    answered: bool = False  # the router answered the caller (overdue); the slot stays busy
-    hop: Hop | None = None  # the router's span, from queued to dispatched
-    lost_on: str | None = None  # the worker a client already ran it on, and lost
-
-    def eligible(self, candidates: list[_Worker], workers: int) -> list[_Worker]:
-        """Where it may go: not back to the worker it was lost on while the pool has
-        another (that one is dead or dying, though it may still look free here)."""
-        if self.lost_on is None or workers < 2:
-            return candidates
-        return [w for w in candidates if w.actor_name != self.lost_on]
-
-    def left_queue(self, error: str | None = None, description: str | None = None) -> None:
-        if self.hop is not None:
-            end_hop(self.hop, error, description)
-            self.hop = None
-
-
-@dataclass(eq=False)
-class _Worker:
-    server_id: str
-    actor_name: str
-    capacity: int
-    outstanding: dict[CorrelationKey, _Call] = field(default_factory=dict)
-    retired: bool = False
-    frames_sent: int = 0
-    direct: int = 0  # calls clients sent it directly, as it last reported them
-    waiting: int = 0  # of outstanding, those it holds for a slot direct calls took
-
-    @property
-    def outstanding_count(self) -> int:
-        return len(self.outstanding) + self.direct
-
-    @property
-    def free(self) -> int:
-        return 0 if self.retired else self.capacity - self.outstanding_count
-
-
-@dataclass
-class _Pool:
-    name: str
-    breaker: CircuitBreaker
-    balancer: Balancer
-    queue: deque[_Call] = field(default_factory=deque)
-    workers: dict[str, _Worker] = field(default_factory=dict)
-    completed: int = 0
-    routable_at: float = 0.0  # when it last had a worker to route to (router's clock)
-    span_extra: tuple[tuple[str, str], ...] = field(init=False, default=())
-
-    def __post_init__(self) -> None:
-        self.span_extra = (("raybus.pool", self.name),)
 
 
 class RouterCore:
@@ -164,8 +105,8 @@ class RouterCore:
         self._tally = CallTally()
         self._clock = clock
         self._wall_clock = wall_clock
-        self._pools: dict[str, _Pool] = {}
-        self._calls: dict[CorrelationKey, _Call] = {}
+        self._pools: dict[str, PoolBook] = {}
+        self._calls: dict[CorrelationKey, RoutedCall] = {}
         self._membership: Membership | None = None
         self._retired: set[str] = set()
         self._overdue = OverdueWatch(config.overdue_grace_s)
@@ -218,7 +159,8 @@ class RouterCore:
             stamped = hop.stamped(envelope)
             if stamped is not envelope:
                 frame = Frame(stamped, frame.body)
-            call = _Call(frame, pool.name, tool, now, retry_safe, attempts_made(frame), hop=hop)
+            attempts = attempts_made(frame)
+            call = RoutedCall(frame, pool.name, tool, now, retry_safe, attempts, hop=hop)
             call.lost_on = tried_on(frame)
             self._calls[key] = call
             pool.queue.append(call)
@@ -353,7 +295,7 @@ class RouterCore:
                 seen.add(info.actor_name)
                 worker = pool.workers.get(info.actor_name)
                 if worker is None:
-                    worker = pool.workers[info.actor_name] = _Worker(
+                    worker = pool.workers[info.actor_name] = WorkerSlots(
                         info.server_id, info.actor_name, info.capacity
                     )
                 worker.capacity = info.capacity
@@ -393,7 +335,7 @@ class RouterCore:
         expired: list[Frame] = []
         for pool in self._pools.values():
             if pool.queue and any(c.frame.envelope.expired(wall_now) for c in pool.queue):
-                keep: deque[_Call] = deque()
+                keep: deque[RoutedCall] = deque()
                 for call in pool.queue:
                     if call.frame.envelope.expired(wall_now):
                         del self._calls[call.frame.envelope.correlation_key]
@@ -492,18 +434,27 @@ class RouterCore:
             tally, self._tally = self._tally, CallTally()
             self._metrics.calls_ended(tally)
 
-    def _pool(self, name: str) -> _Pool:
+    def _pool(self, name: str) -> PoolBook:
         pool = self._pools.get(name)
         if pool is None:
-            pool = self._pools[name] = _Pool(
+            pool = self._pools[name] = PoolBook(
                 name,
-                CircuitBreaker(name, self.config.breaker, self._clock),
+                CircuitBreaker(
+                    name, self.config.breaker, self._clock, lambda: self._breaker_opened(name)
+                ),
                 balancer_for(self.config.balancing),
                 routable_at=self._started_at,
             )
         return pool
 
-    def _route(self, frame: Frame) -> tuple[_Pool, bool] | Frame:
+    def _breaker_opened(self, name: str) -> None:
+        """A worker takes direct calls only while its pool's breaker is closed: tell each
+        at once, not at its next report (one that takes only direct calls, or calls held
+        in a client's lane, would otherwise run them past an open breaker meanwhile)."""
+        for worker in self._pools[name].workers:
+            self._ports.breaker_opened(worker)
+
+    def _route(self, frame: Frame) -> tuple[PoolBook, bool] | Frame:
         target = pool_for(self._membership, frame, self.config.regions, self._available)
         if isinstance(target, Frame):
             return target
@@ -521,10 +472,10 @@ class RouterCore:
         routable_at = pool.routable_at if pool is not None else self._started_at
         return self._clock() - routable_at < regions.failover_after_s
 
-    def _breaker_open(self, frame: Frame, pool: _Pool) -> Frame:
+    def _breaker_open(self, frame: Frame, pool: PoolBook) -> Frame:
         return breaker_open_reply(frame, pool.name, pool.breaker.config.open_cooldown_s)
 
-    def _dispatch(self, pool: _Pool) -> None:
+    def _dispatch(self, pool: PoolBook) -> None:
         if not pool.queue:
             return
         batches: dict[str, list[Frame]] = {}
@@ -567,7 +518,7 @@ class RouterCore:
             if worker is None:
                 continue
             lost: list[Frame] = []
-            requeue: list[_Call] = []
+            requeue: list[RoutedCall] = []
             for key, call in worker.outstanding.items():
                 pool.breaker.record(key, failed=True, duration_s=0.0)
                 if call.answered:  # its caller already has the router's answer

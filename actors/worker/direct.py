@@ -50,14 +50,18 @@ class DirectOutcome:
     ``answers``: the answers of ended calls that did not travel the ordinary way.
     ``bounced``: calls this worker did not take (send them through the router).
     ``running``: keys of taken calls not yet ended (collect them).
+    ``closed``: the worker takes no direct calls now (its pool's breaker is not closed,
+    it drains or is not started): its bounced calls are the router's to decide. False:
+    it bounced them only for want of a free slot.
     """
 
     answers: list[Frame]
     bounced: list[Frame] = field(default_factory=list)
     running: list[CorrelationKey] = field(default_factory=list)
+    closed: bool = False
 
     def __reduce__(self) -> tuple[type[DirectOutcome], tuple[object, ...]]:
-        return (type(self), (self.answers, self.bounced, self.running))
+        return (type(self), (self.answers, self.bounced, self.running, self.closed))
 
 
 class DirectCalls:

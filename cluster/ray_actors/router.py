@@ -14,6 +14,7 @@ second and ``metrics_snapshot`` hands them to ``raybus up --metrics-port``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import asdict
@@ -82,6 +83,12 @@ class _RayRouterPorts:
     def cancel(self, worker: str, keys: list[CorrelationKey]) -> None:
         # Sent directly: a cancellation must not wait behind a batch of new calls.
         self.handles.get(worker).cancel.remote(keys)
+
+    def breaker_opened(self, worker: str) -> None:
+        # Sent directly, as a cancel: it must not wait behind a batch of new calls. A
+        # worker whose handle is gone takes no calls at all.
+        with contextlib.suppress(BusError):
+            self.handles.get(worker).breaker_opened.remote()
 
     def reply(self, frames: list[Frame]) -> None:
         for frame in frames:

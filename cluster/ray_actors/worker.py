@@ -420,12 +420,17 @@ class WorkerActor:
         if bounced:
             ports.report_direct()  # the router answers with the breaker's state now
         if not taken:
-            return DirectOutcome([], bounced)
+            return DirectOutcome([], bounced, closed=not usable)
         accepted, refused = ports.direct.begin(taken)
         core.deliver(accepted, routed=False)
         ports.report_direct()
         outcome = await ports.direct.collect([f.envelope.correlation_key for f in accepted])
         return DirectOutcome(refused + outcome.answers, bounced, outcome.running)
+
+    async def breaker_opened(self) -> None:
+        """The router's word that this pool's breaker opened: direct calls are bounced to
+        the router from now on, until its answer to a report says it closed again."""
+        self._ports.direct_open = False
 
     async def collect(self, keys: list[CorrelationKey]) -> DirectOutcome:
         """The answers of direct calls still running at an earlier return."""

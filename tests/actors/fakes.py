@@ -28,9 +28,13 @@ class RecordingRouterPorts:
     delivered: list[tuple[str, list[Frame]]] = field(default_factory=list)
     cancelled: list[tuple[str, list[CorrelationKey]]] = field(default_factory=list)
     replies: list[Frame] = field(default_factory=list)
+    breaker_opened_on: list[str] = field(default_factory=list)
 
     def deliver(self, worker: str, frames: list[Frame]) -> None:
         self.delivered.append((worker, frames))
+
+    def breaker_opened(self, worker: str) -> None:
+        self.breaker_opened_on.append(worker)
 
     def cancel(self, worker: str, keys: list[CorrelationKey]) -> None:
         self.cancelled.append((worker, keys))

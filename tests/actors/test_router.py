@@ -308,6 +308,31 @@ def test_an_open_breaker_fails_calls_fast_and_none_reach_the_pool() -> None:
     assert len(ports.delivered_to("w1")) == delivered + 2
 
 
+def test_every_worker_of_the_pool_hears_at_once_that_its_breaker_opened() -> None:
+    # Workers take direct calls only while the breaker is closed; one that heard only
+    # through its own reports would run direct calls past a breaker routed calls opened.
+    breaker = BreakerConfig(
+        minimum_calls=2, failure_rate_threshold=0.5, open_cooldown_s=5, window_s=10
+    )
+    core, ports, clock = router(("w1", 4), ("w2", 4), breaker=breaker)
+    core.submit([call("a", 1), call("a", 2)])
+    core.completed(
+        "w1", [Completion(f.envelope.correlation_key, False, 0.1) for f in ports.delivered_to("w1")]
+    )
+    assert ports.breaker_opened_on == []  # healthy calls say nothing
+    core.submit([call("a", 3), call("a", 4)])
+    failed = [(w, f) for w, frames in ports.delivered for f in frames][-2:]
+    for worker, frame in failed:
+        core.completed(worker, [Completion(frame.envelope.correlation_key, True, 0.1)])
+    assert sorted(ports.breaker_opened_on) == ["w1", "w2"]
+    clock.advance(5)
+    core.submit([call("a", 5)])  # the half-open probe fails: open again, said again
+    probe = ports.delivered[-1]
+    core.completed(probe[0], [Completion(probe[1][0].envelope.correlation_key, True, 0.1)])
+    assert core.lag()["kit"].breaker is BreakerState.OPEN
+    assert sorted(ports.breaker_opened_on) == ["w1", "w1", "w2", "w2"]
+
+
 def test_calls_their_callers_abandoned_never_open_the_breaker_of_a_healthy_pool() -> None:
     # Fifty callers giving up on a never-ending tool (cancelled, or past their deadline)
     # after a long wait: slow and unanswered, but the pool did nothing wrong.

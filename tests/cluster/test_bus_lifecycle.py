@@ -75,6 +75,38 @@ async def test_the_breaker_opens_on_the_pools_own_verdicts_fails_fast_and_closes
         assert after["echo_calls"] == before["echo_calls"] + 1  # the rejected calls never ran
 
 
+async def test_every_worker_hears_its_pools_breaker_opened_and_takes_no_direct_call_past_it(
+    ray_session: None,
+) -> None:
+    breaker = {
+        "minimum_calls": 3,
+        "failure_rate_threshold": 0.75,
+        "slow_call_threshold_s": 0.2,
+        "slow_call_rate_threshold": 0.75,
+        "open_cooldown_s": 60.0,  # stays open through every check below
+        "window_s": 60,
+    }
+    pool = {**KIT, "min_workers": 2, "max_workers": 2}
+    config = bus_config([pool], router={"breaker": breaker})
+    async with running_bus(config) as client:
+        await wait_for_pool(client, "workers", 2)
+        supervisor = get_actor(actor_names.supervisor(config.name))
+        workers = [get_actor(name) for name in (await supervisor.workers.remote())["kit"]]
+        for _ in range(3):  # one at a time: verdicts from at most one worker's calls
+            await client.call_tool("nap", {"seconds": 0.3})
+        await wait_for_pool(client, "breaker", "open")
+
+        # Each worker, including one that ran none of those calls (and so sent the
+        # router no report whose answer would say so), stops taking direct calls.
+        async with asyncio.timeout(30):
+            for worker in workers:
+                while not (await worker.call.remote([])).closed:  # noqa: ASYNC110 - remote state
+                    await asyncio.sleep(0.05)
+        calls = [client.call_tool("echo", {"text": "x"}) for _ in range(4)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert [getattr(o, "code", o) for o in outcomes] == [BusErrorCode.CIRCUIT_OPEN] * 4
+
+
 async def test_scaling_down_drains_a_worker_and_every_call_it_held_finishes(
     ray_session: None,
 ) -> None:

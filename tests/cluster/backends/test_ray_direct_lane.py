@@ -388,3 +388,50 @@ async def test_held_calls_go_to_the_router_when_the_membership_cannot_be_read() 
     gated.release()
     await wait_until(lambda: len(harness.handed) == 1)
     await harness.lane.close()
+
+
+async def test_calls_a_full_worker_bounced_wait_first_in_line_while_another_slot_will_free() -> (
+    None
+):
+    bounced_once: list[str] = []
+
+    async def full_once(frames: list[Frame]) -> DirectOutcome:
+        bounced_once.extend(str(f.envelope.request_id) for f in frames)
+        return DirectOutcome([], bounced=frames)
+
+    gated = _Gated()
+    discovery = _Discovery(("w1", 1), ("w2", 1))
+    harness = _Harness(discovery, {"w1": _Worker(gated), "w2": _Worker(full_once)}, max_held=100)
+    await harness.ready()
+    calls = [call("a", n) for n in range(4)]
+    assert harness.lane.take(calls) == []  # 0 to w1, 1 to w2 (which bounces it), 2-3 held
+    await wait_until(lambda: bounced_once == ["1"])
+    # Not the router's: it waits, ahead of 2 and 3, for the slot w1 will free (a call
+    # sent to the router would take a slot there that the router believes free).
+    for served in range(1, 4):
+        gated.release()
+        await wait_until(lambda n=served: len(gated.received) == n + 1)  # type: ignore[misc]
+    gated.release()
+    await wait_until(lambda: len(harness.handed) == 4)
+    assert gated.received == ["0", "1", "2", "3"]
+    assert harness.routed == []
+    await harness.lane.close()
+
+
+async def test_calls_a_worker_closed_to_direct_calls_bounced_go_to_the_router() -> None:
+    async def breaker_open(frames: list[Frame]) -> DirectOutcome:
+        return DirectOutcome([], bounced=frames, closed=True)
+
+    gated = _Gated()
+    discovery = _Discovery(("w1", 1), ("w2", 1))
+    harness = _Harness(discovery, {"w1": _Worker(gated), "w2": _Worker(breaker_open)}, max_held=100)
+    await harness.ready()
+    calls = [call("a", n) for n in range(2)]
+    assert harness.lane.take(calls) == []  # 0 to w1, 1 to w2
+    # w1's slot will free, but the pool's breaker is not closed: the router decides
+    # (it answers, or sends a half-open probe it counts), not another worker.
+    await wait_until(lambda: [f.envelope.request_id for f in harness.routed] == ["1"])
+    gated.release()
+    await wait_until(lambda: len(harness.handed) == 1)
+    assert gated.received == ["0"]
+    await harness.lane.close()
