@@ -298,6 +298,8 @@ class RouterCore:
                     worker = pool.workers[info.actor_name] = WorkerSlots(
                         info.server_id, info.actor_name, info.capacity
                     )
+                    if pool.breaker.state is not BreakerState.CLOSED:
+                        self._ports.breaker_opened(info.actor_name)  # it starts closed
                 worker.capacity = info.capacity
                 worker.retired = (
                     info.actor_name in self._retired or info.status is ServerStatus.DRAINING

@@ -51,8 +51,7 @@ class DirectOutcome:
     ``bounced``: calls this worker did not take (send them through the router).
     ``running``: keys of taken calls not yet ended (collect them).
     ``closed``: the worker takes no direct calls now (its pool's breaker is not closed,
-    it drains or is not started): its bounced calls are the router's to decide. False:
-    it bounced them only for want of a free slot.
+    it drains or has not gone live); False: it bounced calls only for want of a slot.
     """
 
     answers: list[Frame]

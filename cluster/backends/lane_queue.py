@@ -65,15 +65,6 @@ class LaneQueue:
         self._held[frame.envelope.correlation_key] = _Held(frame, pool, self._clock())
         self._per_pool[pool] += 1
 
-    def hold_first(self, calls: list[tuple[Frame, str]]) -> None:
-        """Hold ``calls`` (with their pools) ahead of every call held now, in order."""
-        now = self._clock()
-        ahead = {frame.envelope.correlation_key: _Held(frame, pool, now) for frame, pool in calls}
-        for pool in (pool for _, pool in calls):
-            self._per_pool[pool] += 1
-        ahead.update(self._held)
-        self._held = ahead
-
     def in_order(self) -> Iterator[tuple[Frame, str]]:
         """Every held call and its pool, oldest first (a snapshot: take or keep each)."""
         return iter([(held.frame, held.pool) for held in self._held.values()])
@@ -108,8 +99,8 @@ class LaneQueue:
     def rows(self) -> HeldRows:
         now = self._clock()
         oldest: dict[str, float] = {}
-        for held in self._held.values():  # calls a worker bounced are held first, anew
-            oldest[held.pool] = max(oldest.get(held.pool, 0.0), now - held.since_s)
+        for held in self._held.values():  # the first of each pool is its oldest
+            oldest.setdefault(held.pool, now - held.since_s)
         return {pool: (count, oldest[pool]) for pool, count in self._per_pool.items()}
 
     def has_ended(self) -> bool:

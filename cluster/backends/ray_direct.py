@@ -100,13 +100,13 @@ class DirectLane:
         self._runs: set[asyncio.Task[None]] = set()
         # Workers this client saw die, skipped until the membership no longer lists them.
         self._lost_workers: set[str] = set()
+        # Workers that said they take no direct calls now (their pool's breaker is not
+        # closed, they drain): skipped until the membership is read again, so calls go
+        # to the router without a direct attempt each (and the worker's report of it).
+        self._closed_workers: set[str] = set()
         # Of this client's calls on each worker, those it answered as overdue: their
         # slots stay counted, and no call waits here for them to free.
         self._overdue_on: dict[str, int] = {}
-        # Workers that bounced a call of this client's for want of a slot (others' calls
-        # fill it): none is sent another until a call of ours ends there or the
-        # membership is read again.
-        self._bounced_by: set[str] = set()
         # Calls waiting for a slot; held only when the router hears of them (its lag).
         self._held = LaneQueue(max_held_per_pool)
         self._report_held = report_held
@@ -179,8 +179,11 @@ class DirectLane:
         await self.sockets.close()
 
     def _usable(self, info: WorkerInfo) -> bool:
+        name = info.actor_name
         return (
-            info.status is not ServerStatus.DRAINING and info.actor_name not in self._lost_workers
+            info.status is not ServerStatus.DRAINING
+            and name not in self._lost_workers
+            and name not in self._closed_workers
         )
 
     def _slot_will_free(self, membership: Membership, pool: str) -> bool:
@@ -194,7 +197,7 @@ class DirectLane:
             mine = self._outstanding.get(name, 0)
             if mine > self._overdue_on.get(name, 0):
                 return True
-            if mine < info.capacity and name not in self._bounced_by:
+            if mine < info.capacity:
                 return True
         return False
 
@@ -211,7 +214,7 @@ class DirectLane:
         best: str | None = None
         best_count = 0
         for info in membership.workers.get(pool, ()):
-            if not self._usable(info) or info.actor_name in self._bounced_by:
+            if not self._usable(info):
                 continue
             count = self._outstanding.get(info.actor_name, 0)
             if count < info.capacity and (best is None or count < best_count):
@@ -242,7 +245,7 @@ class DirectLane:
             self._membership = None
             self._pump_soon()  # what waits here goes to the router, in order
             return
-        self._bounced_by.clear()  # worth another try
+        self._closed_workers.clear()  # worth another try
         if membership is None:
             return  # unchanged: nothing new for held calls (the tick pumps them anyway)
         self._membership = membership
@@ -266,21 +269,19 @@ class DirectLane:
             sent = self._ask(worker, handle, CALL, frames)
             outcome = await self._within_deadlines(sent, unsettled)
             while True:
+                if outcome.closed:
+                    self._closed_workers.add(worker)
                 if outcome.bounced:
                     for frame in outcome.bounced:
                         # No longer on this worker: its slot is free in this client's
-                        # count, and a cancel of it goes to the router or the lane.
+                        # count, and a cancel of it goes to the router.
                         unsettled.pop(frame.envelope.correlation_key, None)
                         self._settle(frame.envelope.correlation_key)
-                    if outcome.closed:  # breaker not closed, draining: the router decides
-                        self._to_router(outcome.bounced)
-                    else:
-                        self._bounced_by.add(worker)
-                        self._hold_again(outcome.bounced)
+                    # The router decides (breaker, draining, a worker full of others'
+                    # calls): see the README's "The router still decides under load".
+                    self._to_router(outcome.bounced)
                 running = set(outcome.running)
                 ended = [key for key in unsettled if key not in running]
-                if ended:
-                    self._bounced_by.discard(worker)  # calls of ours ended: room again
                 for key in ended:
                     del unsettled[key]  # answered here or delivered the ordinary way
                     self._settle(key)
@@ -398,34 +399,6 @@ class DirectLane:
             else:
                 self._send_to(worker, frame, batches)
         self._send_batches(batches)
-        if routed:
-            self._to_router(routed)
-
-    def _hold_again(self, bounced: list[Frame]) -> None:
-        """Calls a full worker bounced wait here again, first in line, while a slot of
-        this client's in their pool will free; else they go to the router.
-
-        Sent to the router, a bounced call takes a slot the router believes free (it
-        hears of direct calls in batches), where it makes the next direct call bounce:
-        measured under a saturated pool (B3), that cycle kept a quarter of the calls on
-        the router's path once a few calls had taken it.
-        """
-        membership = self._membership
-        again: list[tuple[Frame, str]] = []
-        routed: list[Frame] = []
-        for frame in bounced:
-            pool = pool_for(membership, frame) if membership is not None else None
-            if (
-                membership is not None
-                and isinstance(pool, str)
-                and self._may_hold(membership, pool)
-            ):
-                again.append((frame, pool))
-            else:
-                routed.append(frame)
-        if again:
-            self._held.hold_first(again)
-            self._keep_ticking()
         if routed:
             self._to_router(routed)
 

@@ -331,6 +331,9 @@ def test_every_worker_of_the_pool_hears_at_once_that_its_breaker_opened() -> Non
     core.completed(probe[0], [Completion(probe[1][0].envelope.correlation_key, True, 0.1)])
     assert core.lag()["kit"].breaker is BreakerState.OPEN
     assert sorted(ports.breaker_opened_on) == ["w1", "w1", "w2", "w2"]
+    # A worker that joins the pool while its breaker is not closed hears it at once.
+    core.apply_membership(registry_with(("w1", 4), ("w2", 4), ("w3", 4)).snapshot())
+    assert sorted(ports.breaker_opened_on) == ["w1", "w1", "w2", "w2", "w3"]
 
 
 def test_calls_their_callers_abandoned_never_open_the_breaker_of_a_healthy_pool() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ from cluster.client import BusClient, CallError
 from cluster.naming import actor_names, get_actor
 from tests.cluster.bus_helpers import bus_config, running_bus
 from tests.waiting import wait_until
+from transports.envelope import Envelope
 from transports.errors import BusErrorCode
+from transports.frame import Frame
+from transports.message import Request
 
 pytestmark = pytest.mark.ray
 
@@ -75,6 +79,26 @@ async def test_the_breaker_opens_on_the_pools_own_verdicts_fails_fast_and_closes
         assert after["echo_calls"] == before["echo_calls"] + 1  # the rejected calls never ran
 
 
+def _direct_call(n: int, tool: str, arguments: dict[str, Any]) -> Frame:
+    """A call as a client sends it directly to a worker (answered on the return)."""
+    envelope = Envelope(
+        client_id="breaker-test",
+        request_id=str(n),
+        reply_to="raybus/nobody/client/breaker-test",
+        method="tools/call",
+        name=tool,
+    )
+    params = {"name": tool, "arguments": arguments}
+    return Frame.of(envelope, Request(id=n, method="tools/call", params=params))
+
+
+async def _until_closed_to_direct_calls(worker: Any) -> None:
+    """Until ``worker`` says it takes no direct calls (asked with none: nothing runs)."""
+    async with asyncio.timeout(30):
+        while not (await worker.call.remote([])).closed:  # noqa: ASYNC110 - remote state
+            await asyncio.sleep(0.05)
+
+
 async def test_every_worker_hears_its_pools_breaker_opened_and_takes_no_direct_call_past_it(
     ray_session: None,
 ) -> None:
@@ -86,25 +110,36 @@ async def test_every_worker_hears_its_pools_breaker_opened_and_takes_no_direct_c
         "open_cooldown_s": 60.0,  # stays open through every check below
         "window_s": 60,
     }
-    pool = {**KIT, "min_workers": 2, "max_workers": 2}
+    pool = {**KIT, "min_workers": 2, "max_workers": 3}
     config = bus_config([pool], router={"breaker": breaker})
     async with running_bus(config) as client:
         await wait_for_pool(client, "workers", 2)
         supervisor = get_actor(actor_names.supervisor(config.name))
-        workers = [get_actor(name) for name in (await supervisor.workers.remote())["kit"]]
-        for _ in range(3):  # one at a time: verdicts from at most one worker's calls
-            await client.call_tool("nap", {"seconds": 0.3})
-        await wait_for_pool(client, "breaker", "open")
-
-        # Each worker, including one that ran none of those calls (and so sent the
-        # router no report whose answer would say so), stops taking direct calls.
-        async with asyncio.timeout(30):
-            for worker in workers:
-                while not (await worker.call.remote([])).closed:  # noqa: ASYNC110 - remote state
+        started = (await supervisor.workers.remote())["kit"]
+        first, other = [get_actor(name) for name in started]
+        slow_calls = 0  # all on the first worker: its verdicts
+        async with asyncio.timeout(60):
+            for n in itertools.count():
+                if slow_calls == 3:
+                    break
+                frame = _direct_call(n, "nap", {"seconds": 0.3})
+                if (await first.call.remote([frame])).answers:
+                    slow_calls += 1
+                else:  # bounced while the router hears of the last verdict: again
                     await asyncio.sleep(0.05)
-        calls = [client.call_tool("echo", {"text": "x"}) for _ in range(4)]
+        await wait_for_pool(client, "breaker", "open")
+        # The other worker ran none of them, so no answer to a report of its own says
+        # so: the router tells it, and it stops taking direct calls.
+        await _until_closed_to_direct_calls(other)
+        # A worker that joins while the breaker is open is told as it joins.
+        assert await supervisor.scale.remote("kit", 3) == 3
+        await wait_for_pool(client, "workers", 3)
+        joined = [n for n in (await supervisor.workers.remote())["kit"] if n not in started]
+        assert len(joined) == 1
+        await _until_closed_to_direct_calls(get_actor(joined[0]))
+        calls = [client.call_tool("echo", {"text": "x"}) for _ in range(6)]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
-        assert [getattr(o, "code", o) for o in outcomes] == [BusErrorCode.CIRCUIT_OPEN] * 4
+        assert [getattr(o, "code", o) for o in outcomes] == [BusErrorCode.CIRCUIT_OPEN] * 6
 
 
 async def test_scaling_down_drains_a_worker_and_every_call_it_held_finishes(

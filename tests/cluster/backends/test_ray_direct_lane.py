@@ -9,7 +9,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from actors.worker.direct import DirectOutcome
+from cluster.backends import ray_direct
 from cluster.backends.lane_queue import HeldEnd, HeldRows
 from cluster.backends.ray_direct import MEMBERSHIP_REFRESH_S, DirectLane
 from cluster.naming import HandleCache
@@ -390,48 +393,33 @@ async def test_held_calls_go_to_the_router_when_the_membership_cannot_be_read() 
     await harness.lane.close()
 
 
-async def test_calls_a_full_worker_bounced_wait_first_in_line_while_another_slot_will_free() -> (
-    None
-):
-    bounced_once: list[str] = []
+async def test_a_worker_closed_to_direct_calls_is_skipped_until_the_membership_is_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[str] = []
+    breaker = {"open": True}
 
-    async def full_once(frames: list[Frame]) -> DirectOutcome:
-        bounced_once.extend(str(f.envelope.request_id) for f in frames)
-        return DirectOutcome([], bounced=frames)
+    async def worker(frames: list[Frame]) -> DirectOutcome:
+        sent.extend(str(f.envelope.request_id) for f in frames)
+        if breaker["open"]:
+            return DirectOutcome([], bounced=frames, closed=True)
+        return DirectOutcome(_answers(frames))
 
-    gated = _Gated()
-    discovery = _Discovery(("w1", 1), ("w2", 1))
-    harness = _Harness(discovery, {"w1": _Worker(gated), "w2": _Worker(full_once)}, max_held=100)
+    harness = _Harness(_Discovery(("w1", 4)), {"w1": _Worker(worker)})
     await harness.ready()
-    calls = [call("a", n) for n in range(4)]
-    assert harness.lane.take(calls) == []  # 0 to w1, 1 to w2 (which bounces it), 2-3 held
-    await wait_until(lambda: bounced_once == ["1"])
-    # Not the router's: it waits, ahead of 2 and 3, for the slot w1 will free (a call
-    # sent to the router would take a slot there that the router believes free).
-    for served in range(1, 4):
-        gated.release()
-        await wait_until(lambda n=served: len(gated.received) == n + 1)  # type: ignore[misc]
-    gated.release()
-    await wait_until(lambda: len(harness.handed) == 4)
-    assert gated.received == ["0", "1", "2", "3"]
-    assert harness.routed == []
-    await harness.lane.close()
-
-
-async def test_calls_a_worker_closed_to_direct_calls_bounced_go_to_the_router() -> None:
-    async def breaker_open(frames: list[Frame]) -> DirectOutcome:
-        return DirectOutcome([], bounced=frames, closed=True)
-
-    gated = _Gated()
-    discovery = _Discovery(("w1", 1), ("w2", 1))
-    harness = _Harness(discovery, {"w1": _Worker(gated), "w2": _Worker(breaker_open)}, max_held=100)
-    await harness.ready()
-    calls = [call("a", n) for n in range(2)]
-    assert harness.lane.take(calls) == []  # 0 to w1, 1 to w2
-    # w1's slot will free, but the pool's breaker is not closed: the router decides
-    # (it answers, or sends a half-open probe it counts), not another worker.
-    await wait_until(lambda: [f.envelope.request_id for f in harness.routed] == ["1"])
-    gated.release()
+    assert harness.lane.take([call("a", 1)]) == []
+    await wait_until(lambda: len(harness.routed) == 1)
+    # Its pool's breaker is open: the next call goes to the router at once, without a
+    # direct attempt the worker would only bounce.
+    later = call("a", 2)
+    assert harness.lane.take([later]) == [later]
+    assert sent == ["1"]
+    # Once the membership is read again it is tried again (the breaker may have closed).
+    breaker["open"] = False
+    monkeypatch.setattr(ray_direct, "MEMBERSHIP_REFRESH_S", 0.0)
+    harness.lane.take([])
+    await wait_until(lambda: not harness.lane._closed_workers)
+    assert harness.lane.take([call("a", 3)]) == []
     await wait_until(lambda: len(harness.handed) == 1)
-    assert gated.received == ["0"]
+    assert sent == ["1", "3"]
     await harness.lane.close()
