@@ -50,8 +50,9 @@ class DirectOutcome:
     ``answers``: the answers of ended calls that did not travel the ordinary way.
     ``bounced``: calls this worker did not take (send them through the router).
     ``running``: keys of taken calls not yet ended (collect them).
-    ``closed``: the worker takes no direct calls now (its pool's breaker is not closed,
-    it drains or has not gone live); False: it bounced calls only for want of a slot.
+    ``closed``: the worker takes no direct calls for now (its pool's breaker is not
+    closed, it drains or has not gone live); False: it bounced calls for want of a slot,
+    or while the router hears of a verdict of its own (a moment).
     """
 
     answers: list[Frame]

@@ -420,7 +420,8 @@ class WorkerActor:
         if bounced:
             ports.report_direct()  # the router answers with the breaker's state now
         if not taken:
-            return DirectOutcome([], bounced, closed=not usable)
+            closed = not self._active or core.draining or not ports.breaker_closed
+            return DirectOutcome([], bounced, closed=closed)
         accepted, refused = ports.direct.begin(taken)
         core.deliver(accepted, routed=False)
         ports.report_direct()
@@ -430,7 +431,7 @@ class WorkerActor:
     async def breaker_opened(self) -> None:
         """The router's word that this pool's breaker opened: direct calls are bounced to
         the router from now on, until its answer to a report says it closed again."""
-        self._ports.direct_open = False
+        self._ports.direct_open = self._ports.breaker_closed = False
 
     async def collect(self, keys: list[CorrelationKey]) -> DirectOutcome:
         """The answers of direct calls still running at an earlier return."""

@@ -82,6 +82,10 @@ class RayWorkerPorts:
         # reported to the router in batches (actors.worker.direct).
         self.direct = DirectCalls()
         self.direct_open = True  # the pool's breaker, as the router last said: closed
+        # The same, without this worker's own verdicts the router has yet to hear of: a
+        # client's lane skips a worker whose pool's breaker is not closed (for a moment),
+        # not one that merely waits for the router's answer about its last slow call.
+        self.breaker_closed = True
         # Verdicts on the pool (faults, slow calls) among this worker's direct calls, and
         # how many of them the report in flight carries: see _direct_answered.
         self._slow_call_s = slow_call_s
@@ -112,7 +116,8 @@ class RayWorkerPorts:
     def _direct_answered(self, _: str, breaker: object) -> None:
         # An answer about a report that lacks a later verdict cannot say the breaker
         # survived it: direct calls wait (bounced to the router) for the next answer.
-        self.direct_open = breaker == "closed" and self._verdicts_reported == self._verdicts
+        self.breaker_closed = breaker == "closed"
+        self.direct_open = self.breaker_closed and self._verdicts_reported == self._verdicts
 
     def _direct_ended(self, completion: Completion, answer: Frame | None) -> None:
         if is_verdict(completion, self._slow_call_s):
