@@ -38,6 +38,18 @@ def bus_config(pools: list[dict[str, Any]], **extra: Any) -> BusConfig:
     )
 
 
+def slow_call_breaker(open_cooldown_s: float, window_s: float) -> dict[str, Any]:
+    """Breaker settings a test opens with three calls of 0.2 s or more (``nap``)."""
+    return {
+        "minimum_calls": 3,
+        "failure_rate_threshold": 0.75,
+        "slow_call_threshold_s": 0.2,
+        "slow_call_rate_threshold": 0.75,
+        "open_cooldown_s": open_cooldown_s,
+        "window_s": window_s,
+    }
+
+
 @asynccontextmanager
 async def running_bus(config: BusConfig) -> AsyncIterator[BusClient]:
     await launch_bus(config)

@@ -13,7 +13,7 @@ import ray
 from cluster.bus import bus_status
 from cluster.client import BusClient, CallError
 from cluster.naming import actor_names, get_actor
-from tests.cluster.bus_helpers import bus_config, running_bus
+from tests.cluster.bus_helpers import bus_config, running_bus, slow_call_breaker
 from tests.waiting import wait_until
 from transports.envelope import Envelope
 from transports.errors import BusErrorCode
@@ -40,16 +40,9 @@ async def wait_for_pool(client: BusClient, key: str, value: Any, timeout_s: floa
 async def test_the_breaker_opens_on_the_pools_own_verdicts_fails_fast_and_closes_after_a_probe(
     ray_session: None,
 ) -> None:
-    breaker = {
-        "minimum_calls": 3,
-        "failure_rate_threshold": 0.75,
-        "slow_call_threshold_s": 0.2,
-        "slow_call_rate_threshold": 0.75,
-        # Long enough that the checks of the open state (a status read, five rejected
-        # calls) all land inside it even on a loaded machine; with 1 s they raced it.
-        "open_cooldown_s": 10.0,
-        "window_s": 30,
-    }
+    # The cooldown is long enough that the checks of the open state (a status read, five
+    # rejected calls) all land inside it even on a loaded machine; 1 s raced them.
+    breaker = slow_call_breaker(open_cooldown_s=10.0, window_s=30)
     config = bus_config([{**KIT, "min_workers": 1}], router={"breaker": breaker})
     async with running_bus(config) as client:
         before = (await client.call_tool("whoami")).structured_content
@@ -102,14 +95,7 @@ async def _until_closed_to_direct_calls(worker: Any) -> None:
 async def test_every_worker_hears_its_pools_breaker_opened_and_takes_no_direct_call_past_it(
     ray_session: None,
 ) -> None:
-    breaker = {
-        "minimum_calls": 3,
-        "failure_rate_threshold": 0.75,
-        "slow_call_threshold_s": 0.2,
-        "slow_call_rate_threshold": 0.75,
-        "open_cooldown_s": 60.0,  # stays open through every check below
-        "window_s": 60,
-    }
+    breaker = slow_call_breaker(open_cooldown_s=60.0, window_s=60)  # open for every check
     pool = {**KIT, "min_workers": 2, "max_workers": 3}
     config = bus_config([pool], router={"breaker": breaker})
     async with running_bus(config) as client:

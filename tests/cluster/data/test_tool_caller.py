@@ -22,7 +22,7 @@ from cluster.bus import bus_status, launch_bus, stop_bus
 from cluster.client import BusClient, CallError
 from cluster.config import BusConfig
 from cluster.data import ToolCaller
-from tests.cluster.bus_helpers import bus_config, running_bus
+from tests.cluster.bus_helpers import bus_config, running_bus, slow_call_breaker
 from transports.errors import BusErrorCode
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -215,14 +215,7 @@ async def test_calls_refused_by_an_open_breaker_are_waited_out_and_run_once_each
 ) -> None:
     # The breaker opens on slow answers and stays open long enough for the checks below
     # on a loaded machine; then it lets a probe through and closes.
-    breaker = {
-        "minimum_calls": 3,
-        "failure_rate_threshold": 0.75,
-        "slow_call_threshold_s": 0.2,
-        "slow_call_rate_threshold": 0.75,
-        "open_cooldown_s": 15.0,
-        "window_s": 30,
-    }
+    breaker = slow_call_breaker(open_cooldown_s=15.0, window_s=30)
     # A worker evicted for late heartbeats (seen once at load 40) is not this test's matter.
     patient_discovery = {"heartbeat_interval_s": 0.5, "ttl_s": 30}
     config = bus_config(
