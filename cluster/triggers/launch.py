@@ -9,6 +9,7 @@ is delivered again by the group when the trigger next runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -18,8 +19,7 @@ from ray.exceptions import RayError
 from cluster.config import BusConfig
 from cluster.naming import actor_names, get_actor_async
 from cluster.ray_actors.restarts import CONTROL_ACTOR_OPTIONS
-from cluster.ray_actors.trigger import TriggerActor
-from cluster.triggers.ports import TriggerStartFailed
+from cluster.triggers.errors import TriggerStartFailed
 from cluster.triggers.settings import TriggerConfig
 from transports.errors import ConnectionClosed
 
@@ -33,8 +33,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_TriggerActor: Any = ray.remote(TriggerActor)
 _STATS_TIMEOUT_S = 5.0  # status does not wait longer for a replica that does not answer
+
+
+@functools.cache
+def _trigger_actor() -> Any:
+    # Imported on first use: its ports import aiokafka and aioboto3 (~0.25 s), which
+    # every `raybus` command and every bus without triggers would otherwise pay.
+    from cluster.ray_actors.trigger import TriggerActor
+
+    return ray.remote(TriggerActor)
 
 
 async def start_triggers(config: BusConfig) -> None:
@@ -54,10 +62,14 @@ async def start_triggers(config: BusConfig) -> None:
     starting = []
     for trigger in config.triggers:
         for replica in range(trigger.replicas):
-            handle = _TriggerActor.options(
-                name=actor_names.trigger(config.name, trigger.name, replica),
-                **CONTROL_ACTOR_OPTIONS,
-            ).remote(config, trigger.name, replica)
+            handle = (
+                _trigger_actor()
+                .options(
+                    name=actor_names.trigger(config.name, trigger.name, replica),
+                    **CONTROL_ACTOR_OPTIONS,
+                )
+                .remote(config, trigger.name, replica)
+            )
             starting.append((trigger.name, handle.start.remote()))
     for name, started in starting:
         try:

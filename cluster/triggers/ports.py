@@ -13,8 +13,8 @@ from actors.triggers.core import Mapper
 from actors.triggers.record import TriggerRecord
 from actors.triggers.template import Template
 from cluster.config import BusConfig
+from cluster.triggers.errors import TriggerStartFailed
 from cluster.triggers.settings import Place, TriggerConfig
-from transports.errors import BusError
 from transports.kafka.config import KafkaTransportConfig
 from transports.kafka.record_sink import KafkaRecordWriter
 from transports.kafka.record_source import KafkaRecordSource
@@ -36,18 +36,6 @@ __all__ = [
 ]
 
 RecordSource = KafkaRecordSource | SqsRecordSource
-
-
-class TriggerStartFailed(BusError):
-    """A trigger could not start (its topic, its tool, its map: callable, the broker)."""
-
-    def __init__(self, trigger: str, reason: str) -> None:
-        super().__init__(trigger, reason)
-        self.trigger = trigger
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"trigger {self.trigger}: {self.reason}"
 
 
 def kafka_settings(config: BusConfig, trigger: TriggerConfig, replica: int) -> KafkaTransportConfig:
