@@ -66,6 +66,16 @@ class GatewayReplica:
         self._url: str | None = None
         self._thread_root: asyncio.Task[None] | None = None  # see actors.thread_root
 
+    def prepare(self) -> None:
+        """Import what serving needs (the SDK, uvicorn: most of a second of CPU).
+
+        Sent as the replica is created, so the imports overlap the bus's start instead
+        of following it; ``start`` imports whatever this did not.
+        """
+        import cluster.gateway.app
+        import cluster.gateway.server
+        import cluster.tasks.remote  # noqa: F401
+
     async def start(self, port: int) -> int:
         """Serve on ``port`` (0: any free one); returns the port bound.
 
@@ -215,7 +225,8 @@ class GatewayReplicas:
         nodes = ray.nodes()  # type: ignore[no-untyped-call]
         for node in nodes:
             if node["Alive"] and node["NodeID"] not in self._spawned:
-                self._spawned[node["NodeID"]] = self._create(node["NodeID"])
+                _, handle = self._spawned[node["NodeID"]] = self._create(node["NodeID"])
+                handle.prepare.remote()  # its result is not needed: start follows it
 
     def _create(self, node_id: str) -> tuple[str, Any]:
         name = actor_names.gateway(self._config.name, node_id)

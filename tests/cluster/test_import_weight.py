@@ -54,3 +54,31 @@ def test_the_worker_still_loads_its_server_side_when_built() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "True"
+
+
+# The broker clients' libraries (aioboto3 alone is ~0.2 s): loaded only where a bus uses
+# that broker, never by the CLI or by the code that starts a bus on Ray.
+BROKER_FREE_MODULES = ["cluster.cli", "cluster.bus", "cluster.triggers.launch"]
+
+
+@pytest.mark.parametrize("module", BROKER_FREE_MODULES)
+def test_starting_a_bus_does_not_import_the_broker_clients(module: str) -> None:
+    probe = (
+        f"import sys, {module}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aioboto3', 'aiokafka')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]", f"{module} loads broker clients: {done.stdout[:300]}"
+
+
+def test_the_trigger_actor_still_resolves_when_first_used() -> None:
+    # Imported on first use (cluster.triggers.launch): the import must still resolve.
+    probe = (
+        "from cluster.triggers.launch import _trigger_actor; print(type(_trigger_actor()).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "ActorClass(TriggerActor)"
