@@ -1,4 +1,4 @@
-"""Processes that do not host MCP never load the MCP SDK.
+"""Processes that do not host MCP never load the MCP SDK, nor a bus start the broker clients.
 
 Each Ray actor is its own process, and the SDK costs over a second of imports on two
 cores: loaded by the control actors and the CLI that starts the bus, it delayed
@@ -27,15 +27,21 @@ LIGHT_MODULES = [
 ]
 
 
+def _probe(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter: imports are per process."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout.strip()
+
+
 @pytest.mark.parametrize("module", LIGHT_MODULES)
 def test_a_process_that_hosts_no_mcp_does_not_import_the_sdk(module: str) -> None:
     probe = (
         f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mcp'))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.strip() == "[]", f"{module} loads the MCP SDK: {done.stdout.strip()[:300]}"
+    out = _probe(probe)
+    assert out == "[]", f"{module} loads the MCP SDK: {out[:300]}"
 
 
 def test_the_worker_still_loads_its_server_side_when_built() -> None:
@@ -50,10 +56,8 @@ def test_the_worker_still_loads_its_server_side_when_built() -> None:
         "from cluster.gateway.app import http_server; from cluster.gateway.server import Gateway; "
         "print('mcp' in sys.modules)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.strip() == "True"
+    out = _probe(probe)
+    assert out == "True"
 
 
 # The broker clients' libraries (aioboto3 alone is ~0.2 s): loaded only where a bus uses
@@ -67,10 +71,8 @@ def test_starting_a_bus_does_not_import_the_broker_clients(module: str) -> None:
         f"import sys, {module}; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aioboto3', 'aiokafka')))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.strip() == "[]", f"{module} loads broker clients: {done.stdout[:300]}"
+    out = _probe(probe)
+    assert out == "[]", f"{module} loads broker clients: {out[:300]}"
 
 
 def test_the_trigger_actor_still_resolves_when_first_used() -> None:
@@ -78,7 +80,5 @@ def test_the_trigger_actor_still_resolves_when_first_used() -> None:
     probe = (
         "from cluster.triggers.launch import _trigger_actor; print(type(_trigger_actor()).__name__)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert done.stdout.strip() == "ActorClass(TriggerActor)"
+    out = _probe(probe)
+    assert out == "ActorClass(TriggerActor)"
