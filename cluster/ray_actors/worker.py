@@ -50,10 +50,10 @@ from transports.frame import Frame
 if TYPE_CHECKING:
     from actors.worker.server_links import ServerLink
 
-# The hosted-server side (actors.worker.core, hosted_server, server_links) pulls in the
-# MCP SDK, over a second of imports on two cores. It is imported where a worker is built,
-# not here: the supervisor imports this module only to create workers, and must not pay
-# for the SDK in its own process.
+# The hosted-server side (actors.worker.core, hosted_server) is imported where a worker
+# is built, not here: the supervisor imports this module only to create workers. The MCP
+# SDK (a third of a second of CPU) comes in only with a pool's SDK server object or remote
+# link (link_factory_for): a worker hosting a command never loads it.
 
 __all__ = [
     "PoolStartFailed",
@@ -122,14 +122,17 @@ def link_factory_for(pool: PoolConfig) -> Any:
     bad import path fails that call with its reason instead of killing the actor's
     constructor (whose error Ray reports only as a dead actor).
     """
-    from actors.worker.server_links import SdkServerLink, StdioServerLink
-
     if pool.command is not None:
+        # No MCP SDK in this process: the command speaks MCP on our own codec.
+        from actors.worker.server_links import StdioServerLink
+
         command = server_command(list(pool.command))
         env = {**os.environ, **pool.env} if pool.env else None
         return lambda: StdioServerLink(command, env=env)
     if pool.url is not None:
         return _remote_link_factory(pool, pool.url)
+    from actors.worker.sdk_link import SdkServerLink
+
     loaded: list[Any] = []
 
     def make() -> ServerLink:
@@ -146,7 +149,7 @@ def load_pool_server(pool: PoolConfig) -> Any:
     Raises:
         ValueError, ImportError: whatever loading it raised (see ``load_server_object``).
     """
-    from actors.worker.server_links import functions_server, load_server_object
+    from actors.worker.sdk_link import functions_server, load_server_object
 
     return load_server_object(pool.server) if pool.server else functions_server(pool.tools or "")
 

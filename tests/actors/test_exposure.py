@@ -15,7 +15,7 @@ from actors.discovery.catalog import CapabilityIndex, Catalog, Collision, Kind
 from actors.discovery.exposure import SHOW_ALL, PoolExposure, Refusal
 from actors.discovery.registry import DiscoveryRegistry, Heartbeat, ServerStatus
 from actors.worker.hosted_server import HostedServer
-from actors.worker.server_links import SdkServerLink, load_server_object
+from actors.worker.sdk_link import SdkServerLink, load_server_object
 from tests.actors.fakes import FakeClock
 from transports.envelope import Envelope
 from transports.frame import Frame

@@ -25,7 +25,7 @@ from mcp_types import jsonrpc_message_adapter
 
 from actors.worker.core import WorkerCore, WorkerIdentity
 from actors.worker.hosted_server import HostedServer
-from actors.worker.server_links import SdkServerLink, load_server_object
+from actors.worker.sdk_link import SdkServerLink, load_server_object
 from tests.actors.fakes import RecordingWorkerPorts
 from tests.actors.test_worker import WORKER, request_frame
 from tests.waiting import wait_until

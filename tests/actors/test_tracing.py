@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from actors.tracing import begin_hop, end_envelope_hop, envelope_hop, with_trace_meta
 from actors.worker.core import WorkerCore
-from actors.worker.server_links import SdkServerLink, load_server_object
+from actors.worker.sdk_link import SdkServerLink, load_server_object
 from tests.actors.fakes import RecordingWorkerPorts
 from tests.actors.test_router import call, router
 from tests.actors.test_worker import make_worker, tool_call

@@ -13,7 +13,8 @@ import pytest
 from actors.router.outcomes import CallOutcome
 from actors.worker.core import WorkerCore, WorkerIdentity
 from actors.worker.hosted_server import HostedServer
-from actors.worker.server_links import SdkServerLink, StdioServerLink, load_server_object
+from actors.worker.sdk_link import SdkServerLink, load_server_object
+from actors.worker.server_links import StdioServerLink
 from tests.actors.fakes import RecordingWorkerPorts
 from tests.waiting import wait_until
 from transports.envelope import Envelope

@@ -10,7 +10,7 @@ import pytest
 
 from actors.worker.core import WorkerCore, WorkerIdentity
 from actors.worker.hosted_server import HostedServer
-from actors.worker.server_links import SdkServerLink, load_server_object
+from actors.worker.sdk_link import SdkServerLink, load_server_object
 from tests.actors.fakes import RecordingWorkerPorts
 from tests.actors.test_worker import WORKER, request_frame
 from transports.errors import BusErrorCode

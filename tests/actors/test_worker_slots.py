@@ -12,7 +12,7 @@ import pytest
 from actors.router.completion import DirectReport
 from actors.worker.core import WorkerCore, WorkerIdentity
 from actors.worker.hosted_server import HostedServer
-from actors.worker.server_links import SdkServerLink, load_server_object
+from actors.worker.sdk_link import SdkServerLink, load_server_object
 from tests.actors.fakes import RecordingWorkerPorts
 from tests.actors.test_router import call
 from tests.actors.test_router_metrics import measured_router

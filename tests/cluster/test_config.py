@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.worker.server_links import functions_server, load_server_object
+from actors.worker.sdk_link import functions_server, load_server_object
 from cluster.config import ConfigError, load_config, parse_config
 
 

@@ -2,7 +2,8 @@
 
 Each Ray actor is its own process, and the SDK costs over a second of imports on two
 cores: loaded by the control actors and the CLI that starts the bus, it delayed
-``raybus up`` by seconds. Only the gateway and the workers need it.
+``raybus up`` by seconds. Only the gateway and the workers hosting an SDK server object
+(or a remote server) need it; a worker hosting a command speaks MCP to it on our codec.
 """
 
 from __future__ import annotations
@@ -51,13 +52,30 @@ def test_the_worker_still_loads_its_server_side_when_built() -> None:
         "import sys, cluster.ray_actors.worker as w; "
         "from actors.worker.core import WorkerCore, WorkerIdentity; "
         "from actors.worker.hosted_server import HostedServer; "
-        "from actors.worker.server_links import SdkServerLink, StdioServerLink, "
-        "functions_server, load_server_object; "
+        "from actors.worker.server_links import StdioServerLink; "
+        "from actors.worker.sdk_link import SdkServerLink, functions_server, load_server_object; "
         "from cluster.gateway.app import http_server; from cluster.gateway.server import Gateway; "
         "print('mcp' in sys.modules)"
     )
     out = _probe(probe)
     assert out == "True"
+
+
+def test_a_worker_hosting_a_command_does_not_import_the_sdk() -> None:
+    # Built as the actor builds it: the core, the hosted server and the command's link.
+    # The child imports its own SDK; the worker loading one too only delayed its start.
+    probe = (
+        "import sys, cluster.ray_actors.worker as w; "
+        "from actors.worker.core import WorkerCore, WorkerIdentity; "
+        "from actors.worker.hosted_server import HostedServer; "
+        "from cluster.config import BusConfig; "
+        "pool = BusConfig.model_validate({'name': 'b', 'pools': [{'name': 'p', "
+        "'command': ['python', '-m', 'cluster.examples.calculator']}]}).pools[0]; "
+        "w.link_factory_for(pool)(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types')))"
+    )
+    out = _probe(probe)
+    assert out == "[]", f"a command's worker loads the MCP SDK: {out[:300]}"
 
 
 # The broker clients' libraries (aioboto3 alone is ~0.2 s): loaded only where a bus uses
