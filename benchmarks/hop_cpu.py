@@ -41,6 +41,7 @@ from benchmarks.measure import percentile
 from benchmarks.processes import descendants, snapshot
 from benchmarks.workloads import running_bus
 from cluster.client import BusClient
+from cluster.local_ray import start_local_ray
 from cluster.naming import NAMESPACE
 
 __all__ = ["main", "measure_round"]
@@ -195,13 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object at the end")
     parser.add_argument("--py-spy", type=float, default=0.0, metavar="SECONDS")
     args = parser.parse_args(argv)
-    ray.init(
-        address="local",
-        num_cpus=os.cpu_count() or 2,
-        include_dashboard=False,
-        log_to_driver=False,
-        namespace=NAMESPACE,
-    )
+    start_local_ray(os.cpu_count() or 2, namespace=NAMESPACE)
     try:
         rounds = asyncio.run(_run(args))
     finally:

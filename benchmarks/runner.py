@@ -37,6 +37,7 @@ from benchmarks.report import Row, Status, format_table
 from benchmarks.scaling import AUTOSCALE
 from benchmarks.workloads import DEFAULT_DURATION_S, DEFAULT_ROUNDS, BenchContext, Family, Skip
 from benchmarks.wrapper_overhead import WRAPPERS
+from cluster.local_ray import start_local_ray
 from cluster.naming import NAMESPACE
 
 __all__ = ["FAMILIES", "BenchOptions", "BenchReport", "run_bench", "run_families", "workload_ids"]
@@ -243,15 +244,7 @@ def run_bench(
     own_ray = not ray.is_initialized()
     if own_ray:
         say("starting a local Ray")
-        ray.init(
-            # "local": a Ray of its own, as `raybus up` starts; without it ray.init()
-            # joins a cluster `ray start` left on this machine, and refuses num_cpus.
-            address="local",
-            num_cpus=report.machine["cores"],
-            include_dashboard=False,
-            log_to_driver=False,
-            namespace=NAMESPACE,
-        )
+        start_local_ray(report.machine["cores"], namespace=NAMESPACE)  # as `raybus up` does
     try:
         with tempfile.TemporaryDirectory(prefix="raybus-bench-") as workdir:
             ctx = BenchContext(

@@ -162,16 +162,10 @@ def ray_session() -> Iterator[None]:
 
     started = False
     if not ray.is_initialized():
-        # "local": the session's own Ray, never one another process left on the machine
-        # (a bare ray.init() joins the last local cluster started, and then refuses
-        # num_cpus).
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            namespace=RAY_NAMESPACE,
-        )
+        # The session's own Ray, never one another process left on the machine.
+        from cluster.local_ray import start_local_ray
+
+        start_local_ray(2, namespace=RAY_NAMESPACE)
         started = True
     yield
     if started:

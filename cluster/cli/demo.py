@@ -130,7 +130,9 @@ def _run(args: argparse.Namespace) -> int:
         return _run_stdio()
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from cluster.local_ray import start_local_ray
+
+    start_local_ray(2)
     try:
         outcome = asyncio.run(run_bus_demo(args.burst))
     except (BusError, TimeoutError) as exc:

@@ -34,6 +34,7 @@ from cluster.cli.preflight import check_pools, check_tracing, gateway_problem
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
 from cluster.gateway.listener import LOOPBACK_HOSTS, bound
+from cluster.local_ray import start_local_ray
 from cluster.metrics.endpoint import (
     METRICS_HOST,
     MetricsCollector,
@@ -327,16 +328,7 @@ def _run_bus(
         except ClusterUnreachable as exc:
             return report(exc, 2)
     else:
-        # "local": always a Ray of its own. Without it ray.init() joins whatever local
-        # Ray started last on this machine (another bus's, a notebook's), so two
-        # unrelated buses would share one cluster and its CPUs.
-        ray.init(
-            address="local",
-            num_cpus=args.num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            namespace=NAMESPACE,
-        )
+        start_local_ray(args.num_cpus, namespace=NAMESPACE)  # always a Ray of its own
         record_bus_address(config.name, ray.get_runtime_context().gcs_address)
 
     def announce(port: int | None) -> None:
