@@ -17,8 +17,9 @@ Token authentication: ``ray start`` turns it on by default (Ray 2.5x), and Ray s
 token only to a cluster it found itself (``auto``), never to an address it was given -
 that would hand the token to whoever listens there. Joining by address therefore needs
 ``RAY_AUTH_MODE=token`` (the token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
-``~/.ray/auth_token``); without it Ray fails after its retries (~20 s), and the error
-says what to set.
+``~/.ray/auth_token``). Ray itself would refuse only after its retries (~20 s), so a GCS
+address is first asked for its cluster id by Ray's own GCS client, which a cluster
+wanting a token refuses at once: the error (in milliseconds) says what to set.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def join_cluster(address: str, *, logging_level: int = logging.INFO) -> None:
         ClusterUnreachable: see :func:`probe_address`; also when Ray itself refuses.
     """
     probe_address(address)
+    _check_token(address)
     try:
         ray.init(
             address=address,
@@ -147,11 +149,43 @@ def join_cluster(address: str, *, logging_level: int = logging.INFO) -> None:
     except ValueError as exc:  # e.g. ray:// without the `ray[client]` extra installed
         raise ClusterUnreachable(address, str(exc).strip().splitlines()[0]) from None
     except ConnectionError as exc:
-        reason = str(exc).strip().splitlines()[0]
-        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" and address != "auto":
-            reason += (
-                "; if it uses token authentication (`ray start` turns it on by default), "
-                "set RAY_AUTH_MODE=token, with the token in RAY_AUTH_TOKEN, "
-                "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
-            )
+        raise ClusterUnreachable(address, _with_token_hint(address, str(exc))) from None
+
+
+def _check_token(address: str) -> None:
+    """Refuse at once a GCS that wants a token this process does not send (or a wrong one).
+
+    Only a plain GCS address (``host:port``): ``ray://`` goes to the Ray Client server,
+    ``auto`` and ``local`` are Ray's to resolve. Anything but an authentication refusal
+    is left to ``ray.init``, which reports it as before.
+    """
+    if address in ("auto", "local") or "://" in address:
+        return
+    # Ray's own GCS client, as ray.init connects: private, but the only client that
+    # speaks the GCS's protocol and token scheme (Ray 2.60 ships no Python gRPC).
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # compiled, unstubbed
+    from ray.exceptions import AuthenticationError
+
+    try:
+        GcsClient(address=address)
+    except AuthenticationError as exc:
+        said = str(exc).strip().split(". ")[0]  # Ray's first sentence; the rest is advice
+        where = "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+            reason = f"it refused this process's token ({said}): check {where}"
+        else:
+            reason = f"it wants a token ({said}): set RAY_AUTH_MODE=token, the token in {where}"
         raise ClusterUnreachable(address, reason) from None
+    except Exception:  # noqa: BLE001 - not this check's verdict: ray.init gives its own
+        return
+
+
+def _with_token_hint(address: str, error: str) -> str:
+    reason = error.strip().splitlines()[0] if error.strip() else "refused"
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" and address != "auto":
+        reason += (
+            "; if it uses token authentication (`ray start` turns it on by default), "
+            "set RAY_AUTH_MODE=token, with the token in RAY_AUTH_TOKEN, "
+            "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+        )
+    return reason

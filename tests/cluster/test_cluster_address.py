@@ -157,3 +157,17 @@ def test_joining_without_the_token_ends_in_one_line_saying_what_to_set(
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith(f"raybus: cannot join the Ray cluster at {head_address!r}: ")
     assert "set RAY_AUTH_MODE=token" in last
+
+
+def test_joining_with_a_wrong_token_ends_in_one_line_saying_which_to_check(
+    head_address: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "bus.yaml"
+    config.write_text(BUS.format(name="wrongtoken"))
+    wrong = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    refused = raybus("start", str(config), "--address", head_address, cache=tmp_path, env=wrong)
+    assert refused.returncode == 2
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"raybus: cannot join the Ray cluster at {head_address!r}: ")
+    assert "refused this process's token" in last
+    assert "RAY_AUTH_TOKEN" in last
