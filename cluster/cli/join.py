@@ -41,6 +41,7 @@ _RAY_CLIENT_PORT = 10001
 # RFC 9113 section 3.4: the client preface, then an empty SETTINGS frame of our own.
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 _SETTINGS_FRAME = 4
+_TOKEN_SOURCES = "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"  # where Ray looks
 
 
 class ClusterUnreachable(BusError):
@@ -170,11 +171,12 @@ def _check_token(address: str) -> None:
         GcsClient(address=address)
     except AuthenticationError as exc:
         said = str(exc).strip().split(". ")[0]  # Ray's first sentence; the rest is advice
-        where = "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
-            reason = f"it refused this process's token ({said}): check {where}"
+            reason = f"it refused this process's token ({said}): check {_TOKEN_SOURCES}"
         else:
-            reason = f"it wants a token ({said}): set RAY_AUTH_MODE=token, the token in {where}"
+            reason = (
+                f"it wants a token ({said}): set RAY_AUTH_MODE=token, the token in {_TOKEN_SOURCES}"
+            )
         raise ClusterUnreachable(address, reason) from None
     except Exception:  # noqa: BLE001 - not this check's verdict: ray.init gives its own
         return
@@ -185,7 +187,6 @@ def _with_token_hint(address: str, error: str) -> str:
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" and address != "auto":
         reason += (
             "; if it uses token authentication (`ray start` turns it on by default), "
-            "set RAY_AUTH_MODE=token, with the token in RAY_AUTH_TOKEN, "
-            "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+            f"set RAY_AUTH_MODE=token, with the token in {_TOKEN_SOURCES}"
         )
     return reason
