@@ -11,15 +11,32 @@ retries. At Ray's 1000 ms, half of the starts on a 2-core machine lost a whole s
 there (six ``ray.init`` runs: three at 3.2 s, three at 2.2 s; the raylet's log shows the
 second between the store's start and its object manager's). 100 ms x 100 attempts keeps
 Ray's budget of 10 s before it gives up; six runs then took 2.0-2.2 s.
+
+The head is lean: it starts without three of Ray's head processes that serve nothing
+here. With ``include_dashboard=False`` Ray still starts its API server (it loads only the
+usage-stats module, and usage stats are off) and ``ray.init`` polls every 0.1 s until
+it has registered, before the raylet even starts; the autoscaler's monitor has no node
+types to launch on one machine (``ray start --no-monitor`` skips it too, as KubeRay
+does); the log monitor forwards worker output to drivers, which ``log_to_driver=False``
+turns off. Together they cost 1.1-1.3 s of CPU and held the raylet back ~0.55 s: the
+demo's start went from 5.50-5.88 s to 5.01-5.24 s (three interleaved pairs). Ray's
+``ray.init`` offers no switch for them, so :func:`start_local_ray` hands it a node class
+that skips them; where this Ray's internals differ from what that needs, the start
+falls back to the full head (only slower).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import ray
 
-__all__ = ["LOCAL_RAY_SYSTEM_CONFIG", "start_local_ray"]
+__all__ = ["LOCAL_RAY_SYSTEM_CONFIG", "lean_head_supported", "start_local_ray"]
+
+logger = logging.getLogger(__name__)
 
 LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {
     "raylet_client_connect_timeout_milliseconds": 100,
@@ -29,11 +46,62 @@ LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {
 
 def start_local_ray(num_cpus: int | None, *, namespace: str | None = None) -> None:
     """Start a Ray of its own here, as every local bus runs (no dashboard, no log echo)."""
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        namespace=namespace,
-        _system_config=LOCAL_RAY_SYSTEM_CONFIG,
+    with _lean_head():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            namespace=namespace,
+            _system_config=LOCAL_RAY_SYSTEM_CONFIG,
+        )
+
+
+def _node_module() -> Any:
+    import ray._private.node as node_module  # Ray's own, not a public API: checked below
+
+    return node_module
+
+
+def lean_head_supported() -> bool:
+    """Does this Ray's head node have the parts :func:`_lean_head` replaces?"""
+    try:
+        node_class = _node_module().Node
+        from ray._private.parameter import RayParams
+    except (ImportError, AttributeError):
+        return False
+    fields = RayParams.__init__.__code__.co_varnames
+    return (
+        callable(getattr(node_class, "start_api_server", None))
+        and "no_monitor" in fields
+        and "include_log_monitor" in fields
     )
+
+
+@contextlib.contextmanager
+def _lean_head() -> Iterator[None]:
+    # ray.init builds its head as ``ray._private.node.Node(ray_params, head=True, ...)``
+    # at call time; for that one call it builds this subclass instead.
+    if not lean_head_supported():
+        logger.debug("this Ray's head differs from what a lean start needs: full head")
+        yield
+        return
+    node_module = _node_module()
+    full_node = node_module.Node
+
+    class LeanHead(full_node):  # type: ignore[misc, valid-type]
+        def __init__(self, ray_params: Any, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("head"):
+                ray_params.no_monitor = True
+                ray_params.include_log_monitor = False
+            super().__init__(ray_params, *args, **kwargs)
+
+        def start_api_server(self, *, include_dashboard: bool | None, **kwargs: Any) -> None:
+            if include_dashboard:  # asked for: Ray's own start, unchanged
+                super().start_api_server(include_dashboard=include_dashboard, **kwargs)
+
+    node_module.Node = LeanHead
+    try:
+        yield
+    finally:
+        node_module.Node = full_node
