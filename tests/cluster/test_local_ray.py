@@ -69,3 +69,76 @@ def test_a_ray_without_those_parts_gets_the_full_head(monkeypatch: pytest.Monkey
     with local_ray._lean_head():
         assert node_module.Node is not full_node  # swapped for the one call only
     assert node_module.Node is full_node
+
+
+class _Process:
+    def __init__(self, exit_code: int | None) -> None:
+        self.exit_code = exit_code
+
+    def poll(self) -> int | None:
+        return self.exit_code
+
+
+class _Started:
+    def __init__(self, exit_code: int | None) -> None:
+        self.process = _Process(exit_code)
+
+
+class _NodeId:
+    def __init__(self, hex_id: str) -> None:
+        self._hex = hex_id
+
+    def hex(self) -> str:
+        return self._hex
+
+
+class _Info:
+    def __init__(self, state: int) -> None:
+        self.state = state
+
+
+class _Gcs:
+    """Answers ``get_all_node_info`` from a script: a dict of nodes, or an error."""
+
+    def __init__(self, answers: list[dict[_NodeId, _Info] | Exception]) -> None:
+        self.answers = answers
+        self.asked = 0
+
+    def get_all_node_info(self, timeout: float) -> dict[_NodeId, _Info]:
+        answer = self.answers[min(self.asked, len(self.answers) - 1)]
+        self.asked += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class _Node:
+    node_id = "aa"
+
+    def __init__(self, gcs: _Gcs, raylet_exit_code: int | None = None) -> None:
+        from ray._private import ray_constants
+
+        self._gcs = gcs
+        self.all_processes = {ray_constants.PROCESS_TYPE_RAYLET: [_Started(raylet_exit_code)]}
+
+    def get_gcs_client(self) -> _Gcs:
+        return self._gcs
+
+
+def test_the_registration_wait_ends_when_the_raylet_is_alive_in_the_gcs() -> None:
+    states = local_ray._gcs_pb2().GcsNodeInfo
+    alive, dead = _Info(states.ALIVE), _Info(states.DEAD)
+    gcs = _Gcs([{}, {_NodeId("bb"): alive, _NodeId("aa"): dead}, {_NodeId("aa"): alive}])
+    local_ray._await_registration(_Node(gcs))
+    assert gcs.asked == 3  # not before its own node was there, alive
+
+
+def test_the_registration_wait_leaves_failures_to_rays_own_check() -> None:
+    # A raylet that exited never registers, and a GCS that does not answer cannot say:
+    # either ends the wait at once, and Ray's check after it reports the failure.
+    never = _Gcs([{}])
+    local_ray._await_registration(_Node(never, raylet_exit_code=1))
+    assert never.asked == 0
+    failing = _Gcs([RuntimeError("GCS unavailable")])
+    local_ray._await_registration(_Node(failing))
+    assert failing.asked == 1
