@@ -13,7 +13,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProcessInfo", "cpu_seconds", "descendants", "total_cpu_seconds"]
+__all__ = [
+    "ProcessInfo",
+    "cpu_seconds",
+    "descendants",
+    "thread_cpu_seconds",
+    "total_cpu_seconds",
+]
 
 _PROC = Path("/proc")
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -45,6 +51,26 @@ def cpu_seconds(pid: int) -> float | None:
     if fields is None:
         return None
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime, stime
+
+
+def thread_cpu_seconds(pid: int, name_prefix: str | tuple[str, ...]) -> float:
+    """CPU seconds of ``pid``'s live threads whose name starts with ``name_prefix``
+    (one of them, for a tuple)."""
+    total = 0
+    try:
+        tasks = list((_PROC / str(pid) / "task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            name = (task / "comm").read_text().strip()
+            raw = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        if name.startswith(name_prefix):
+            fields = raw[raw.rfind(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICKS_PER_S
 
 
 def _rss_mib(pid: int) -> float | None:
