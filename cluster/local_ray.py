@@ -129,21 +129,22 @@ def _await_registration(node: Any) -> None:
     """Return once ``node``'s raylet is registered alive in the GCS (or never will be).
 
     Whatever goes wrong here (the raylet exits, the GCS does not answer, the bound
-    passes) only ends the wait: Ray's own check that follows reports it as it would.
+    passes, this Ray's internals differ) only ends the wait: Ray's own check that
+    follows reports it as it would.
     """
-    alive = _gcs_pb2().GcsNodeInfo.ALIVE
-    client = node.get_gcs_client()
-    deadline = time.monotonic() + _REGISTRATION_WAIT_S
-    while time.monotonic() < deadline and _raylet_running(node):
-        try:
+    try:
+        alive = _gcs_pb2().GcsNodeInfo.ALIVE
+        client = node.get_gcs_client()
+        deadline = time.monotonic() + _REGISTRATION_WAIT_S
+        while time.monotonic() < deadline and _raylet_running(node):
             nodes = client.get_all_node_info(timeout=_GCS_CALL_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - Ray's own check after this one reports it
-            return
-        for node_id, info in nodes.items():
-            if node_id.hex() == node.node_id and info.state == alive:
-                return
-        # Polling another process's state, bounded: the GCS offers no wait for this here.
-        time.sleep(_REGISTRATION_POLL_S)  # noqa: TID251
+            for node_id, info in nodes.items():
+                if node_id.hex() == node.node_id and info.state == alive:
+                    return
+            # Polling another process's state, bounded: the GCS offers no wait for it here.
+            time.sleep(_REGISTRATION_POLL_S)  # noqa: TID251
+    except Exception:  # Ray's own check after this one reports it
+        logger.debug("could not watch the raylet's registration", exc_info=True)
 
 
 def _gcs_pb2() -> Any:

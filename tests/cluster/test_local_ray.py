@@ -142,3 +142,7 @@ def test_the_registration_wait_leaves_failures_to_rays_own_check() -> None:
     failing = _Gcs([RuntimeError("GCS unavailable")])
     local_ray._await_registration(_Node(failing))
     assert failing.asked == 1
+    # A Ray whose node keeps its processes elsewhere: no wait, and no error either.
+    changed = _Node(_Gcs([{}]))
+    del changed.all_processes
+    local_ray._await_registration(changed)
