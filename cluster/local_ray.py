@@ -13,16 +13,18 @@ second between the store's start and its object manager's). 100 ms x 100 attempt
 Ray's budget of 10 s before it gives up; six runs then took 2.0-2.2 s.
 
 The head is lean: it starts without three of Ray's head processes that serve nothing
-here. With ``include_dashboard=False`` Ray still starts its API server (it loads only the
-usage-stats module, and usage stats are off) and ``ray.init`` polls every 0.1 s until
-it has registered, before the raylet even starts; the autoscaler's monitor has no node
-types to launch on one machine (``ray start --no-monitor`` skips it too, as KubeRay
-does); the log monitor forwards worker output to drivers, which ``log_to_driver=False``
-turns off. Together they cost 1.1-1.3 s of CPU and held the raylet back ~0.55 s: the
-demo's start went from 5.50-5.88 s to 5.01-5.24 s (three interleaved pairs). Ray's
-``ray.init`` offers no switch for them, so :func:`start_local_ray` hands it a node class
-that skips them; where this Ray's internals differ from what that needs, the start
-falls back to the full head (only slower).
+on the way to serving. With ``include_dashboard=False`` Ray still starts its API server
+(it loads only the usage-stats module, and usage stats are off) and ``ray.init`` polls
+every 0.1 s until it has registered, before the raylet even starts; the log monitor
+forwards worker output to drivers, which ``log_to_driver=False`` turns off. Without them
+and the autoscaler's monitor the demo's start went from 5.50-5.88 s to 5.01-5.24 s
+(three interleaved pairs). The monitor is what ``ray status`` reads, so it is deferred,
+not dropped: :func:`start_deferred_monitor` starts it once the bus serves (``raybus up``,
+``raybus demo``). Started with the head it cost 0.2 s of the start on average (four
+interleaved pairs: 4.39-4.85 s with it, 4.34-4.44 s without). Ray's ``ray.init`` offers
+no switch for any of this, so :func:`start_local_ray` hands it a node class that skips
+them; where this Ray's internals differ from what that needs, the start falls back to
+the full head (only slower).
 
 The same node class also watches for its raylet's registration. Ray's own check, once
 the raylet is spawned, asks the GCS for the node and sleeps a whole second before asking
@@ -42,7 +44,12 @@ from typing import Any
 
 import ray
 
-__all__ = ["LOCAL_RAY_SYSTEM_CONFIG", "lean_head_supported", "start_local_ray"]
+__all__ = [
+    "LOCAL_RAY_SYSTEM_CONFIG",
+    "lean_head_supported",
+    "start_deferred_monitor",
+    "start_local_ray",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +76,21 @@ def start_local_ray(num_cpus: int | None, *, namespace: str | None = None) -> No
         )
 
 
+def start_deferred_monitor() -> None:
+    """Start the autoscaler's monitor a lean head left out (what ``ray status`` reads).
+
+    A no-op for any other Ray. Call it once the bus serves: off the start's way.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None or not getattr(node, "monitor_deferred", False):
+        return
+    node.monitor_deferred = False
+    try:
+        node.start_monitor()
+    except Exception as exc:  # noqa: BLE001 - the bus runs on; only `ray status` is poorer
+        logger.warning("Ray's autoscaler monitor did not start (`ray status` is empty): %s", exc)
+
+
 def _node_module() -> Any:
     import ray._private.node as node_module  # Ray's own, not a public API: checked below
 
@@ -83,7 +105,7 @@ def lean_head_supported() -> bool:
     except (ImportError, AttributeError):
         return False
     fields = RayParams.__init__.__code__.co_varnames
-    methods = ("start_api_server", "start_ray_processes", "get_gcs_client")
+    methods = ("start_api_server", "start_ray_processes", "get_gcs_client", "start_monitor")
     return (
         all(callable(getattr(node_class, name, None)) for name in methods)
         and isinstance(getattr(node_class, "node_id", None), property)
@@ -106,8 +128,9 @@ def _lean_head() -> Iterator[None]:
     class LeanHead(full_node):  # type: ignore[misc, valid-type]
         def __init__(self, ray_params: Any, *args: Any, **kwargs: Any) -> None:
             if kwargs.get("head"):
-                ray_params.no_monitor = True
                 ray_params.include_log_monitor = False
+                ray_params.no_monitor = True
+                self.monitor_deferred = True
             super().__init__(ray_params, *args, **kwargs)
 
         def start_api_server(self, *, include_dashboard: bool | None, **kwargs: Any) -> None:

@@ -34,7 +34,7 @@ from cluster.cli.preflight import check_pools, check_tracing, gateway_problem
 from cluster.client import BusClient
 from cluster.config import BusConfig, load_config
 from cluster.gateway.listener import LOOPBACK_HOSTS, bound
-from cluster.local_ray import start_local_ray
+from cluster.local_ray import start_deferred_monitor, start_local_ray
 from cluster.metrics.endpoint import (
     METRICS_HOST,
     MetricsCollector,
@@ -338,6 +338,7 @@ def _run_bus(
                 file=sys.stderr,
                 flush=True,
             )
+        start_deferred_monitor()  # what `ray status` reads, off the start's way
 
     try:
         asyncio.run(

@@ -16,7 +16,9 @@ import mcp
 import pytest
 from mcp.client.stdio import StdioServerParameters
 
+from benchmarks.processes import descendants
 from cluster.cli.local_buses import local_bus_address
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -28,6 +30,18 @@ pools:
 gateway:
   port: {port}
 """
+
+
+_RAY_MONITOR = "ray/autoscaler/_private/monitor.py"
+
+
+def _running(root: int, script: str) -> int:
+    """How many processes below ``root`` run ``script`` (read from ``/proc``)."""
+    count = 0
+    for pid in descendants(root):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            count += script in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    return count
 
 
 def free_port() -> int:
@@ -72,6 +86,10 @@ async def test_raybus_up_serves_http_until_sigterm(tmp_path: Path) -> None:
         async with mcp.Client(f"http://127.0.0.1:{port}/mcp") as client:
             result = await client.call_tool("echo", {"text": "over http"})
         assert result.structured_content == {"result": "over http"}
+        # Its lean Ray started without the autoscaler's monitor; serving, it starts it
+        # (what `ray status` reads), one only.
+        await wait_until(lambda: _running(process.pid, _RAY_MONITOR) > 0)
+        assert _running(process.pid, _RAY_MONITOR) == 1
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(120):
             assert await process.wait() == 0
