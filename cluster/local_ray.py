@@ -19,12 +19,13 @@ every 0.1 s until it has registered, before the raylet even starts; the log moni
 forwards worker output to drivers, which ``log_to_driver=False`` turns off. Without them
 and the autoscaler's monitor the demo's start went from 5.50-5.88 s to 5.01-5.24 s
 (three interleaved pairs). The monitor is what ``ray status`` reads, so it is deferred,
-not dropped: :func:`start_deferred_monitor` starts it once the bus serves (``raybus up``,
-``raybus demo``). Started with the head it cost 0.2 s of the start on average (four
-interleaved pairs: 4.39-4.85 s with it, 4.34-4.44 s without). Ray's ``ray.init`` offers
-no switch for any of this, so :func:`start_local_ray` hands it a node class that skips
-them; where this Ray's internals differ from what that needs, the start falls back to
-the full head (only slower).
+not dropped: :func:`start_deferred_monitor` starts it once the bus serves (``raybus
+up``; ``raybus demo`` and the bench run to their end with nobody to ask). Started with
+the head it cost 0.2 s of the start on average (four interleaved pairs: 4.39-4.85 s with
+it, 4.34-4.44 s without). Ray's ``ray.init`` offers no switch for any of this, so
+:func:`start_local_ray` hands it a node class that skips them; where this Ray's
+internals differ from what that needs, the start falls back to the full head (only
+slower).
 
 The same node class also watches for its raylet's registration. Ray's own check, once
 the raylet is spawned, asks the GCS for the node and sleeps a whole second before asking
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import logging
 import time
 from collections.abc import Iterator
@@ -79,7 +81,10 @@ def start_local_ray(num_cpus: int | None, *, namespace: str | None = None) -> No
 def start_deferred_monitor() -> None:
     """Start the autoscaler's monitor a lean head left out (what ``ray status`` reads).
 
-    A no-op for any other Ray. Call it once the bus serves: off the start's way.
+    A no-op for any other Ray. Call it once the bus serves (off the start's way), and on
+    the thread that started Ray and lives as long as it: Ray spawns the monitor to die
+    with the thread that spawned it (``PR_SET_PDEATHSIG``), so from a passing executor
+    thread it would end with that thread.
     """
     node = getattr(ray._private.worker, "_global_node", None)
     if node is None or not getattr(node, "monitor_deferred", False):
@@ -104,13 +109,20 @@ def lean_head_supported() -> bool:
         from ray._private.parameter import RayParams
     except (ImportError, AttributeError):
         return False
-    fields = RayParams.__init__.__code__.co_varnames
     methods = ("start_api_server", "start_ray_processes", "get_gcs_client", "start_monitor")
+    if not all(callable(getattr(node_class, name, None)) for name in methods):
+        return False
+    try:
+        params = inspect.signature(RayParams.__init__).parameters
+        node_params = list(inspect.signature(node_class.__init__).parameters)
+        api_server = inspect.signature(node_class.start_api_server).parameters
+    except (TypeError, ValueError):
+        return False
     return (
-        all(callable(getattr(node_class, name, None)) for name in methods)
-        and isinstance(getattr(node_class, "node_id", None), property)
-        and "no_monitor" in fields
-        and "include_log_monitor" in fields
+        isinstance(getattr(node_class, "node_id", None), property)
+        and {"no_monitor", "include_log_monitor"} <= set(params)
+        and node_params[1:3] == ["ray_params", "head"]
+        and "include_dashboard" in api_server
     )
 
 
@@ -127,15 +139,15 @@ def _lean_head() -> Iterator[None]:
 
     class LeanHead(full_node):  # type: ignore[misc, valid-type]
         def __init__(self, ray_params: Any, *args: Any, **kwargs: Any) -> None:
-            if kwargs.get("head"):
+            if kwargs.get("head", args[0] if args else False):
                 ray_params.include_log_monitor = False
                 ray_params.no_monitor = True
                 self.monitor_deferred = True
             super().__init__(ray_params, *args, **kwargs)
 
-        def start_api_server(self, *, include_dashboard: bool | None, **kwargs: Any) -> None:
-            if include_dashboard:  # asked for: Ray's own start, unchanged
-                super().start_api_server(include_dashboard=include_dashboard, **kwargs)
+        def start_api_server(self, *args: Any, **kwargs: Any) -> None:
+            if args or kwargs.get("include_dashboard"):  # asked for (or unknown): Ray's own
+                super().start_api_server(*args, **kwargs)
 
         def start_ray_processes(self) -> None:
             super().start_ray_processes()

@@ -153,6 +153,25 @@ def test_the_registration_wait_leaves_failures_to_rays_own_check() -> None:
     local_ray._await_registration(_Node(failing))
     assert failing.asked == 1
     # A Ray whose node keeps its processes elsewhere: no wait, and no error either.
-    changed = _Node(_Gcs([{}]))
+    unasked = _Gcs([{}])
+    changed = _Node(unasked)
     del changed.all_processes
     local_ray._await_registration(changed)
+    assert unasked.asked == 0
+
+
+def test_the_deferred_monitor_is_left_alone_on_any_other_ray(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Ray joined by address (`raybus up --address`), or started in full: its node has
+    # no deferred monitor, so nothing is started.
+    import ray
+
+    class Node:
+        def start_monitor(self) -> None:
+            raise AssertionError("started a monitor on a Ray that has its own")
+
+    monkeypatch.setattr(ray._private.worker, "_global_node", Node(), raising=False)
+    local_ray.start_deferred_monitor()
+    monkeypatch.setattr(ray._private.worker, "_global_node", None, raising=False)
+    local_ray.start_deferred_monitor()
