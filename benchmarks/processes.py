@@ -37,8 +37,13 @@ class ProcessInfo:
 
 
 def _stat_fields(pid: int) -> list[str] | None:
+    return _fields_of(_PROC / str(pid) / "stat")
+
+
+def _fields_of(stat: Path) -> list[str] | None:
+    """The fields of a process's (or a thread's) ``stat`` after its name; None if gone."""
     try:
-        raw = (_PROC / str(pid) / "stat").read_text()
+        raw = stat.read_text()
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
@@ -64,12 +69,11 @@ def thread_cpu_seconds(pid: int, name_prefix: str | tuple[str, ...]) -> float:
     for task in tasks:
         try:
             name = (task / "comm").read_text().strip()
-            raw = (task / "stat").read_text()
         except OSError:
             continue  # the thread ended meanwhile
-        if name.startswith(name_prefix):
-            fields = raw[raw.rfind(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])
+        fields = _fields_of(task / "stat") if name.startswith(name_prefix) else None
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / _TICKS_PER_S
 
 
