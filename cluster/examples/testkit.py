@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,12 @@ def echo(text: str) -> str:
 
 @server.tool()
 def whoami() -> dict[str, int | str]:
-    """The serving process id, its Ray node (when hosted on Ray) and its echo count."""
-    info: dict[str, int | str] = {"pid": os.getpid(), "echo_calls": _calls["count"]}
+    """The serving process id and thread, its Ray node (when on Ray) and its echo count."""
+    info: dict[str, int | str] = {
+        "pid": os.getpid(),
+        "thread": threading.current_thread().name,
+        "echo_calls": _calls["count"],
+    }
     try:
         import ray
 

@@ -132,12 +132,16 @@ def link_factory_for(pool: PoolConfig) -> Any:
     if pool.url is not None:
         return _remote_link_factory(pool, pool.url)
     from actors.worker.sdk_link import SdkServerLink
+    from actors.worker.tool_threads import take_over_sync_tools
 
     loaded: list[Any] = []
 
     def make() -> ServerLink:
         if not loaded:
-            loaded.append(load_pool_server(pool))
+            server = load_pool_server(pool)
+            # This process's copy of the server: its sync tools hop to a thread cheaper.
+            take_over_sync_tools(server)
+            loaded.append(server)
         return SdkServerLink(loaded[0])
 
     return make

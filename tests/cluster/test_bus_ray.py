@@ -58,6 +58,13 @@ async def test_plain_functions_are_served_as_tools(bus: BusClient) -> None:
     assert result.structured_content == {"result": 5.0}
 
 
+async def test_a_hosted_servers_sync_tools_run_on_the_workers_own_threads(bus: BusClient) -> None:
+    # The worker takes its server's sync tools over (actors.worker.tool_threads).
+    who = (await bus.call_tool("whoami")).structured_content
+    assert who is not None
+    assert str(who["thread"]).startswith("raybus-tool")
+
+
 async def test_list_tools_aggregates_every_pool(bus: BusClient) -> None:
     names = {tool.name for tool in await bus.list_tools()}
     assert {"echo", "nap", "add", "multiply", "hypotenuse", "word_count"} <= names
