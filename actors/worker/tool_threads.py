@@ -4,9 +4,9 @@ The SDK (v2) runs a sync tool body with ``anyio.to_thread.run_sync``. Before the
 yields to the event loop twice (a checkpoint, then the thread limiter's), and every yield
 resumes the call's whole coroutine chain, some twenty frames of the SDK's serving and
 middleware. Measured on the bench's Kafka request-reply (64 callers, a bus of 2 workers,
-``echo`` as a sync tool): the workers spent 0.62 ms of CPU a call with the SDK's hop,
-0.53 ms with this one and 0.50 ms with the same tool written ``async`` (no hop at all);
-1,560-1,635 calls/s became 1,770-1,870.
+``echo`` a sync tool, 8 s rounds at steady state): the workers spent 0.60-0.68 ms of CPU
+a call with the SDK's hop and 0.46-0.52 ms with this one (0.48-0.52 with the tool
+written ``async``, no hop at all); 1,410-1,640 calls/s became 2,070-2,360.
 
 :func:`take_over_sync_tools` replaces each sync tool's body, in the worker's own copy of
 the server, with an ``async`` one that awaits the original on a worker thread through a

@@ -198,3 +198,33 @@ async def test_tools_added_after_the_take_over_keep_the_sdks_hop() -> None:
     assert not tool.is_async
     async with asyncio.timeout(_WAIT_S), mcp.Client(server) as client:
         assert not (await client.call_tool("later", {"text": "x"})).is_error
+
+
+async def test_a_call_cancelled_before_its_body_started_never_runs_it() -> None:
+    release = threading.Event()
+    ran: list[str] = []
+    all_busy = threading.Barrier(MAX_THREADS + 1, timeout=_WAIT_S)
+    server = MCPServer("queued")
+
+    @server.tool()
+    def occupy(name: str) -> str:
+        """Hold a thread until released."""
+        ran.append(name)
+        if name.startswith("busy"):
+            all_busy.wait()
+            release.wait(_WAIT_S)
+        return name
+
+    take_over_sync_tools(server)
+    body = _body(server, "occupy")
+    busy = [asyncio.create_task(body(name=f"busy {n}")) for n in range(MAX_THREADS)]
+    async with asyncio.timeout(_WAIT_S):
+        await asyncio.to_thread(all_busy.wait)  # every thread holds a body
+        queued = asyncio.create_task(body(name="queued"))
+        await asyncio.sleep(0)  # one turn: its task submits the body, then waits
+        queued.cancel()
+        release.set()
+        await asyncio.gather(*busy)
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert "queued" not in ran
