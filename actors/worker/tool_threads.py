@@ -9,25 +9,25 @@ a call with the SDK's hop and 0.46-0.52 ms with this one (0.48-0.52 with the too
 written ``async``, no hop at all); 1,410-1,640 calls/s became 2,070-2,360.
 
 :func:`take_over_sync_tools` replaces each sync tool's body, in the worker's own copy of
-the server, with an ``async`` one that awaits the original on a worker thread through a
-plain :class:`~concurrent.futures.ThreadPoolExecutor`: the only suspension is the wait for
-the result. What the SDK's hop gives a tool body, it keeps:
+the server, with an ``async`` one that does what anyio's hop does, without the yields:
 
-- the body never runs on the event loop thread, and at most :data:`MAX_THREADS` (anyio's
-  default limit) run at once; more wait their turn;
-- the body sees the caller's context variables (a copy, as anyio makes);
-- ``anyio.from_thread.run(...)`` and ``from_thread.run_sync`` work in the body (a sync tool
-  reporting progress through its ``Context`` needs them): each call claims the thread for
-  the caller's loop as anyio's own worker threads do. That needs one name anyio keeps
-  private (its thread-locals); where it is missing nothing is taken over and the SDK's hop
-  stays.
+- it takes a token of the loop's default thread limiter (anyio's, 40 unless the server
+  changed it, shared with the sync resources and prompts anyio still runs) without
+  waiting; when none is free the call takes anyio's own hop, which waits for one;
+- it runs the body on a worker thread with a copy of the caller's context variables and
+  hands the outcome back as anyio does (a ``StopIteration`` becomes a ``RuntimeError``;
+  every other exception reaches the SDK as it was raised, traceback included);
+- it waits for the body inside a shielded cancel scope whose parent, the caller's scope,
+  is the body's: a cancelled call (the SDK cancels a call's scope) is held until its body
+  ends, ``anyio.from_thread.check_cancelled()`` in the body raises, and coroutines the body
+  runs with ``anyio.from_thread.run`` (a sync tool reporting progress through its
+  ``Context``) run in, and are cancelled with, that scope.
 
-One difference: a call cancelled while its body runs returns at once (asyncio's
-``to_thread`` semantics) and the body runs on to its end on its thread, still counted
-against :data:`MAX_THREADS`; anyio's hop holds the cancelled call until the body ends.
-A body cancelled before it started never runs, as with anyio.
-
-Tools added to the server later (``add_tool`` at run time) keep the SDK's hop.
+The last point uses two names anyio keeps private, its worker-thread state
+(``threadlocals``) and a cancel scope's parent (``_parent_scope``). Without the first
+nothing is taken over; without the second each call takes anyio's own hop. Either way
+the tools behave as before, only slower, and ``tests/actors/test_tool_threads.py`` fails
+and says so. Tools added to the server later (``add_tool`` at run time) keep the SDK's hop.
 """
 
 from __future__ import annotations
@@ -39,16 +39,20 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
+import anyio
 import anyio.lowlevel
+import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 
-__all__ = ["MAX_THREADS", "take_over_sync_tools"]
+__all__ = ["take_over_sync_tools"]
 
 logger = logging.getLogger(__name__)
 
-MAX_THREADS = 40  # anyio's default thread limit, which the SDK's hop uses
+# Threads are made as bodies need them, never more than run at once, which the loop's
+# thread limiter bounds (40 by default); this only caps a limiter raised past it.
+_MAX_THREADS = 256
 _THREAD_PREFIX = "raybus-tool"
 _TAKEN_OVER = "__raybus_sync_tool__"  # marks a body this module wrote (never wrapped twice)
 
@@ -64,8 +68,11 @@ def _anyio_thread_state() -> threading.local | None:
 
 
 _ANYIO_THREAD_STATE = _anyio_thread_state()
+_NO_PARENT = object()  # a cancel scope without anyio's private parent attribute
 _executor: ThreadPoolExecutor | None = None
 _loop_tokens: dict[asyncio.AbstractEventLoop, anyio.lowlevel.EventLoopToken] = {}
+_lock = threading.Lock()  # the two above, should threads of several loops call at once
+_warned_of_lost_internals = False
 
 
 def take_over_sync_tools(server: object) -> int:
@@ -92,46 +99,114 @@ def take_over_sync_tools(server: object) -> int:
 
 
 def _off_the_loop(body: Callable[..., Any], thread_state: threading.local) -> Callable[..., Any]:
-    """An async tool body that awaits ``body`` on a worker thread."""
+    """An async tool body that runs ``body`` on a worker thread as anyio's hop would."""
 
     # functools.wraps keeps the signature the SDK reads (inspect follows __wrapped__).
     @functools.wraps(body)
     async def on_a_worker_thread(**arguments: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        token = _loop_tokens.get(loop)
-        if token is None:
-            token = _loop_tokens[loop] = anyio.lowlevel.current_token()
-            _forget_closed_loops()
-        context = contextvars.copy_context()
-        call = functools.partial(_run_body, thread_state, token, context, body, arguments)
-        return await loop.run_in_executor(_threads(), call)
+        call = functools.partial(body, **arguments)
+        # anyio's first checkpoint, without its yield: a cancelled call stops here.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        borrower = object()
+        try:
+            limiter.acquire_on_behalf_of_nowait(borrower)
+        except anyio.WouldBlock:  # every token is out: anyio's own hop waits for one
+            return await anyio.to_thread.run_sync(call)
+        try:
+            with anyio.CancelScope(shield=True) as waiting:
+                caller_scope = getattr(waiting, "_parent_scope", _NO_PARENT)
+                if caller_scope is not _NO_PARENT:
+                    # anyio's choice: the body belongs to the caller's scope, if any.
+                    scope = cast("anyio.CancelScope | None", caller_scope) or waiting
+                    return await _on_a_thread(thread_state, scope, call)
+        finally:
+            limiter.release_on_behalf_of(borrower)
+        _lost_anyio_internals()
+        return await anyio.to_thread.run_sync(call)
 
     setattr(on_a_worker_thread, _TAKEN_OVER, True)
     return on_a_worker_thread
 
 
+async def _on_a_thread(
+    thread_state: threading.local, scope: anyio.CancelScope, call: Callable[[], Any]
+) -> Any:
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+    run = functools.partial(
+        _run_body, thread_state, _token_of(loop), scope, context, call, loop, outcome
+    )
+    _threads().submit(run)
+    return await outcome
+
+
 def _run_body(
     thread_state: threading.local,
     token: anyio.lowlevel.EventLoopToken,
+    scope: anyio.CancelScope,
     context: contextvars.Context,
-    body: Callable[..., Any],
-    arguments: dict[str, Any],
-) -> Any:
-    # What anyio's worker thread sets for the body: the loop ``from_thread`` calls into,
-    # and no cancel scope to check (``from_thread.check_cancelled`` then never raises).
-    thread_state.current_token = token
-    thread_state.current_cancel_scope = None
-    return context.run(body, **arguments)
+    body: Callable[[], Any],
+    loop: asyncio.AbstractEventLoop,
+    outcome: asyncio.Future[Any],
+) -> None:
+    result: Any = None
+    error: BaseException | None = None
+    if not outcome.cancelled():
+        # What anyio's worker thread sets for a body: the loop ``from_thread`` calls
+        # into and the scope it checks and runs coroutines in.
+        thread_state.current_token = token
+        thread_state.current_cancel_scope = scope
+        try:
+            result = context.run(body)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, as anyio does
+            error = exc
+        finally:
+            del thread_state.current_cancel_scope
+    try:
+        loop.call_soon_threadsafe(_report, outcome, result, error)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+
+
+def _report(outcome: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if outcome.cancelled():
+        return
+    if error is None:
+        outcome.set_result(result)
+        return
+    if isinstance(error, StopIteration):  # a future cannot hold one: anyio's conversion
+        converted = RuntimeError("coroutine raised StopIteration")
+        converted.__cause__ = error
+        error = converted
+    outcome.set_exception(error)
+
+
+def _token_of(loop: asyncio.AbstractEventLoop) -> anyio.lowlevel.EventLoopToken:
+    token = _loop_tokens.get(loop)
+    if token is None:
+        token = anyio.lowlevel.current_token()
+        with _lock:
+            # A process that runs loop after loop (tests) must not keep every one alive.
+            for closed in [known for known in _loop_tokens if known.is_closed()]:
+                del _loop_tokens[closed]
+            _loop_tokens[loop] = token
+    return token
 
 
 def _threads() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix=_THREAD_PREFIX)
+        with _lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix=_THREAD_PREFIX)
     return _executor
 
 
-def _forget_closed_loops() -> None:
-    # A process that runs loop after loop (tests) must not keep every one alive.
-    for loop in [loop for loop in _loop_tokens if loop.is_closed()]:
-        del _loop_tokens[loop]
+def _lost_anyio_internals() -> None:
+    global _warned_of_lost_internals
+    if not _warned_of_lost_internals:
+        _warned_of_lost_internals = True
+        logger.warning("anyio's cancel scopes changed: sync tools take anyio's own hop")

@@ -8,18 +8,22 @@ context. Waits are bounded; nothing sleeps to synchronise.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import threading
+import traceback
 from typing import Any
 
+import anyio
 import anyio.from_thread
+import anyio.to_thread
 import mcp
 import pytest
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from actors.worker.tool_threads import MAX_THREADS, take_over_sync_tools
+from actors.worker.tool_threads import take_over_sync_tools
 
 _WAIT_S = 30.0  # a cold, loaded 2-core machine still meets every bound below
 _ERAS = ("legacy", "auto")  # auto: the 2026-07-28 era, as this SDK's client speaks it
@@ -45,6 +49,18 @@ def _server() -> MCPServer:
         raise ToolError(f"cannot take {text!r}")
 
     @server.tool()
+    def first_of(items: list[str]) -> str:
+        """The first item; a body that lets StopIteration escape when there is none."""
+        return next(iter(items))
+
+    @server.tool()
+    def gives_up() -> str:
+        """Wait on a future that was cancelled: concurrent.futures.CancelledError."""
+        cancelled: concurrent.futures.Future[str] = concurrent.futures.Future()
+        cancelled.cancel()
+        return cancelled.result()
+
+    @server.tool()
     def reports(ctx: Context) -> str:
         """Report progress through the Context from the thread, as a sync tool has to."""
         anyio.from_thread.run(ctx.report_progress, 1, 2, "from the tool's thread")
@@ -63,11 +79,11 @@ def _body(server: MCPServer, name: str) -> Any:
 async def test_sync_tools_are_taken_over_once_and_async_ones_left_alone() -> None:
     server = _server()
     before = {tool.name: tool.input_schema for tool in await server.list_tools()}
-    assert take_over_sync_tools(server) == 3
+    assert take_over_sync_tools(server) == 5
     assert take_over_sync_tools(server) == 0  # done before: never wrapped twice
     tools = {tool.name: tool for tool in server._tool_manager.list_tools()}
     assert all(tool.is_async for tool in tools.values())
-    assert tools["already_async"].fn.__name__ == "already_async"
+    assert not hasattr(tools["already_async"].fn, "__wrapped__")  # its own body, untouched
     # What clients see of the tools does not change.
     assert {tool.name: tool.input_schema for tool in await server.list_tools()} == before
 
@@ -94,17 +110,45 @@ async def test_a_taken_over_tool_runs_on_a_raybus_thread_and_answers_as_before(
 
 
 @pytest.mark.parametrize("mode", _ERAS)
-async def test_a_failing_body_is_the_same_tool_error_as_on_the_sdks_hop(mode: str) -> None:
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [("fails", {"text": "x"}), ("first_of", {"items": []}), ("gives_up", {})],
+)
+async def test_a_failing_body_is_the_same_answer_as_on_the_sdks_hop(
+    mode: str, tool: str, arguments: dict[str, Any]
+) -> None:
+    # StopIteration cannot be held by a future and a concurrent CancelledError reads as
+    # a cancellation on the loop: both must still be tool errors, and the session lives.
     plain, taken_over = _server(), _server()
     take_over_sync_tools(taken_over)
     answers = []
     for server in (plain, taken_over):
         async with asyncio.timeout(_WAIT_S), mcp.Client(server, mode=mode) as client:
-            answers.append(await client.call_tool("fails", {"text": "x"}))
+            answers.append(await client.call_tool(tool, arguments))
+            after = await client.call_tool("where", {"text": "still here"})
+            assert not after.is_error
     assert answers[0].is_error
     assert answers[1].is_error
     assert answers[0].content == answers[1].content
-    assert "cannot take 'x'" in str(answers[1].content)
+
+
+async def test_a_failing_body_raises_its_own_exception_with_its_traceback() -> None:
+    server = MCPServer("raises")
+
+    def deep_inside() -> str:
+        raise TimeoutError("the body's own")
+
+    @server.tool()
+    def slow() -> str:
+        """Fail from a nested call."""
+        return deep_inside()
+
+    take_over_sync_tools(server)
+    async with asyncio.timeout(_WAIT_S):
+        with pytest.raises(TimeoutError, match="the body's own") as caught:
+            await _body(server, "slow")()
+    frames = [frame.name for frame in traceback.extract_tb(caught.value.__traceback__)]
+    assert "deep_inside" in frames
 
 
 @pytest.mark.parametrize("mode", _ERAS)
@@ -144,7 +188,7 @@ async def test_a_body_sees_the_callers_context_variables() -> None:
 
 async def test_bodies_run_side_by_side_up_to_the_thread_limit() -> None:
     # Each body waits until all have started: run one after another they never would.
-    together = min(MAX_THREADS, 8)
+    together = 8
     all_started = threading.Barrier(together, timeout=_WAIT_S)
     server = MCPServer("side by side")
 
@@ -160,28 +204,87 @@ async def test_bodies_run_side_by_side_up_to_the_thread_limit() -> None:
     assert sorted(arrivals) == list(range(together))
 
 
-async def test_a_cancelled_call_returns_while_its_body_runs_on() -> None:
-    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+async def test_a_cancelled_call_is_held_until_its_body_ends_and_the_body_sees_it() -> None:
+    # As anyio's hop: the SDK cancels a call's scope; the body is in that scope.
+    started, finished = threading.Event(), threading.Event()
+    seen: list[str] = []
     server = MCPServer("cancel")
 
     @server.tool()
-    def hold() -> str:
-        """Wait to be released."""
+    def poll() -> str:
+        """Work until cancelled, checking between steps."""
         started.set()
-        release.wait(_WAIT_S)
-        finished.set()
-        return "released"
+        try:
+            for _ in range(int(_WAIT_S / 0.005)):
+                anyio.from_thread.check_cancelled()
+                finished.wait(0.005)  # one step of work
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+        finally:
+            finished.set()
+        return "never cancelled"
+
+    @server.tool()
+    def awaits() -> str:
+        """Run a coroutine on the loop that only a cancellation ends."""
+        started.set()
+        try:
+            anyio.from_thread.run(asyncio.Event().wait)
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+        finally:
+            finished.set()
+        return "never cancelled"
 
     take_over_sync_tools(server)
-    call = asyncio.create_task(_body(server, "hold")())
+    for tool in ("poll", "awaits"):
+        started.clear()
+        finished.clear()
+        seen.clear()
+        scopes: list[anyio.CancelScope] = []
+
+        async def call(name: str) -> None:
+            with anyio.CancelScope() as scope:
+                scopes.append(scope)
+                await _body(server, name)()
+
+        async with asyncio.timeout(_WAIT_S):
+            running = asyncio.create_task(call(tool))
+            await asyncio.to_thread(started.wait, _WAIT_S)
+            scopes[0].cancel()
+            await running  # the scope ends the call once the body has ended
+        assert finished.is_set()
+        assert seen == ["CancelledError"], tool
+
+
+async def test_the_loops_thread_limit_is_honoured() -> None:
+    running, most = 0, 0
+    counting = threading.Lock()
+    server = MCPServer("limited")
+
+    @server.tool()
+    def count() -> int:
+        """Count the bodies running at once."""
+        nonlocal running, most
+        with counting:
+            running += 1
+            most = max(most, running)
+        try:
+            threading.Event().wait(0.01)  # long enough for others to overlap if allowed
+            return most
+        finally:
+            with counting:
+                running -= 1
+
+    take_over_sync_tools(server)
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = 1  # a server that must not run two bodies at once says so
     async with asyncio.timeout(_WAIT_S):
-        await asyncio.to_thread(started.wait, _WAIT_S)
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-    assert not finished.is_set()  # the call returned; its body still runs
-    release.set()
-    assert await asyncio.to_thread(finished.wait, _WAIT_S)
+        await asyncio.gather(*(_body(server, "count")() for _ in range(6)))
+    assert most == 1
+    assert limiter.borrowed_tokens == 0  # every token came back
 
 
 async def test_tools_added_after_the_take_over_keep_the_sdks_hop() -> None:
@@ -203,7 +306,8 @@ async def test_tools_added_after_the_take_over_keep_the_sdks_hop() -> None:
 async def test_a_call_cancelled_before_its_body_started_never_runs_it() -> None:
     release = threading.Event()
     ran: list[str] = []
-    all_busy = threading.Barrier(MAX_THREADS + 1, timeout=_WAIT_S)
+    tokens = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+    all_busy = threading.Barrier(tokens + 1, timeout=_WAIT_S)
     server = MCPServer("queued")
 
     @server.tool()
@@ -217,11 +321,11 @@ async def test_a_call_cancelled_before_its_body_started_never_runs_it() -> None:
 
     take_over_sync_tools(server)
     body = _body(server, "occupy")
-    busy = [asyncio.create_task(body(name=f"busy {n}")) for n in range(MAX_THREADS)]
+    busy = [asyncio.create_task(body(name=f"busy {n}")) for n in range(tokens)]
     async with asyncio.timeout(_WAIT_S):
-        await asyncio.to_thread(all_busy.wait)  # every thread holds a body
+        await asyncio.to_thread(all_busy.wait)  # every thread token holds a body
         queued = asyncio.create_task(body(name="queued"))
-        await asyncio.sleep(0)  # one turn: its task submits the body, then waits
+        await asyncio.sleep(0)  # one turn: its task starts waiting for a token
         queued.cancel()
         release.set()
         await asyncio.gather(*busy)
