@@ -239,21 +239,20 @@ async def test_a_cancelled_call_is_held_until_its_body_ends_and_the_body_sees_it
         return "never cancelled"
 
     take_over_sync_tools(server)
+
+    async def call(name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            await _body(server, name)()
+
     for tool in ("poll", "awaits"):
         started.clear()
         finished.clear()
         seen.clear()
-        scopes: list[anyio.CancelScope] = []
-
-        async def call(name: str) -> None:
-            with anyio.CancelScope() as scope:
-                scopes.append(scope)
-                await _body(server, name)()
-
+        scope = anyio.CancelScope()
         async with asyncio.timeout(_WAIT_S):
-            running = asyncio.create_task(call(tool))
+            running = asyncio.create_task(call(tool, scope))
             await asyncio.to_thread(started.wait, _WAIT_S)
-            scopes[0].cancel()
+            scope.cancel()
             await running  # the scope ends the call once the body has ended
         assert finished.is_set()
         assert seen == ["CancelledError"], tool
