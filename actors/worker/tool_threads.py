@@ -138,8 +138,16 @@ async def _on_a_thread(
     run = functools.partial(
         _run_body, thread_state, _token_of(loop), scope, context, call, loop, outcome
     )
-    _threads().submit(run)
+    # Submitted from the loop's next turn, not now: a cancel already queued for this
+    # call (a deadline's, a client's notifications/cancelled) runs first and the body
+    # never starts, as behind anyio's first checkpoint, which yields where this waits.
+    loop.call_soon(_submit_unless_cancelled, outcome, run)
     return await outcome
+
+
+def _submit_unless_cancelled(outcome: asyncio.Future[Any], run: Callable[[], None]) -> None:
+    if not outcome.cancelled():
+        _threads().submit(run)
 
 
 def _run_body(
@@ -163,7 +171,8 @@ def _run_body(
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, as anyio does
             error = exc
         finally:
-            del thread_state.current_cancel_scope
+            # Nothing of this call stays on the thread (the token would keep its loop).
+            del thread_state.current_cancel_scope, thread_state.current_token
     try:
         loop.call_soon_threadsafe(_report, outcome, result, error)
     except RuntimeError:

@@ -24,6 +24,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from actors.worker.tool_threads import take_over_sync_tools
+from tests.waiting import wait_until
 
 _WAIT_S = 30.0  # a cold, loaded 2-core machine still meets every bound below
 _ERAS = ("legacy", "auto")  # auto: the 2026-07-28 era, as this SDK's client speaks it
@@ -320,14 +321,56 @@ async def test_a_call_cancelled_before_its_body_started_never_runs_it() -> None:
 
     take_over_sync_tools(server)
     body = _body(server, "occupy")
+    limiter = anyio.to_thread.current_default_thread_limiter()
     busy = [asyncio.create_task(body(name=f"busy {n}")) for n in range(tokens)]
     async with asyncio.timeout(_WAIT_S):
         await asyncio.to_thread(all_busy.wait)  # every thread token holds a body
         queued = asyncio.create_task(body(name="queued"))
-        await asyncio.sleep(0)  # one turn: its task starts waiting for a token
+        await wait_until(lambda: limiter.statistics().tasks_waiting == 1, _WAIT_S)
         queued.cancel()
         release.set()
         await asyncio.gather(*busy)
     with pytest.raises(asyncio.CancelledError):
         await queued
     assert "queued" not in ran
+    assert limiter.borrowed_tokens == 0
+
+
+async def test_a_call_whose_scope_is_already_cancelled_never_runs_its_body() -> None:
+    ran: list[str] = []
+    server = MCPServer("too late")
+
+    @server.tool()
+    def note() -> str:
+        """Record that the body ran."""
+        ran.append("ran")
+        return "ran"
+
+    take_over_sync_tools(server)
+    async with asyncio.timeout(_WAIT_S):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await _body(server, "note")()
+        # A cancel queued for the call before it reached the hop stops it there too.
+        call = asyncio.create_task(_body(server, "note")())
+        asyncio.get_running_loop().call_soon(call.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    assert ran == []
+    assert anyio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+
+
+async def test_nothing_of_a_call_stays_on_its_thread() -> None:
+    from actors.worker import tool_threads
+
+    server = _server()
+    take_over_sync_tools(server)
+    async with asyncio.timeout(_WAIT_S):
+        await _body(server, "where")(text="x")
+        state = tool_threads._ANYIO_THREAD_STATE
+        leftovers = await asyncio.wrap_future(
+            tool_threads._threads().submit(
+                lambda: [n for n in ("current_token", "current_cancel_scope") if hasattr(state, n)]
+            )
+        )
+    assert leftovers == []
