@@ -5,8 +5,8 @@ yields to the event loop twice (a checkpoint, then the thread limiter's), and ev
 resumes the call's whole coroutine chain, some twenty frames of the SDK's serving and
 middleware. Measured on the bench's Kafka request-reply (64 callers, a bus of 2 workers,
 ``echo`` a sync tool, 8 s rounds at steady state): the workers spent 0.60-0.68 ms of CPU
-a call with the SDK's hop and 0.46-0.52 ms with this one (0.48-0.52 with the tool
-written ``async``, no hop at all); 1,410-1,640 calls/s became 2,070-2,360.
+a call with the SDK's hop and 0.45-0.51 ms with this one (0.48-0.52 with the tool
+written ``async``, no hop at all); 1,410-1,640 calls/s became 1,990-2,220.
 
 :func:`take_over_sync_tools` replaces each sync tool's body, in the worker's own copy of
 the server, with an ``async`` one that does what anyio's hop does, without the yields:
