@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import threading
 import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -77,6 +79,14 @@ def _body(server: MCPServer, name: str) -> Any:
     return tool.fn
 
 
+def _taken_over(tool: Callable[..., Any]) -> Any:
+    """``tool`` served alone by a server whose sync tools were taken over: its new body."""
+    server = MCPServer(tool.__name__)
+    server.add_tool(tool)
+    take_over_sync_tools(server)
+    return _body(server, tool.__name__)
+
+
 async def test_sync_tools_are_taken_over_once_and_async_ones_left_alone() -> None:
     server = _server()
     before = {tool.name: tool.input_schema for tool in await server.list_tools()}
@@ -134,20 +144,16 @@ async def test_a_failing_body_is_the_same_answer_as_on_the_sdks_hop(
 
 
 async def test_a_failing_body_raises_its_own_exception_with_its_traceback() -> None:
-    server = MCPServer("raises")
-
     def deep_inside() -> str:
         raise TimeoutError("the body's own")
 
-    @server.tool()
     def slow() -> str:
         """Fail from a nested call."""
         return deep_inside()
 
-    take_over_sync_tools(server)
     async with asyncio.timeout(_WAIT_S):
         with pytest.raises(TimeoutError, match="the body's own") as caught:
-            await _body(server, "slow")()
+            await _taken_over(slow)()
     frames = [frame.name for frame in traceback.extract_tb(caught.value.__traceback__)]
     assert "deep_inside" in frames
 
@@ -168,15 +174,11 @@ async def test_a_body_calls_back_into_the_loop_with_anyio_from_thread(mode: str)
 
 
 async def test_a_body_sees_the_callers_context_variables() -> None:
-    server = MCPServer("context")
-
-    @server.tool()
     def whose() -> str:
         """The caller this body was called for."""
         return _caller.get()
 
-    take_over_sync_tools(server)
-    body = _body(server, "whose")
+    body = _taken_over(whose)
 
     async def call_as(name: str) -> str:
         _caller.set(name)
@@ -191,15 +193,12 @@ async def test_bodies_run_side_by_side_up_to_the_thread_limit() -> None:
     # Each body waits until all have started: run one after another they never would.
     together = 8
     all_started = threading.Barrier(together, timeout=_WAIT_S)
-    server = MCPServer("side by side")
 
-    @server.tool()
     def meet() -> int:
         """Wait for the others."""
         return all_started.wait()
 
-    take_over_sync_tools(server)
-    body = _body(server, "meet")
+    body = _taken_over(meet)
     async with asyncio.timeout(_WAIT_S):
         arrivals = await asyncio.gather(*(body() for _ in range(together)))
     assert sorted(arrivals) == list(range(together))
@@ -211,32 +210,32 @@ async def test_a_cancelled_call_is_held_until_its_body_ends_and_the_body_sees_it
     seen: list[str] = []
     server = MCPServer("cancel")
 
-    @server.tool()
-    def poll() -> str:
-        """Work until cancelled, checking between steps."""
+    @contextlib.contextmanager
+    def watched() -> Iterator[None]:
+        """Mark the body started, note how it ended, mark it finished."""
         started.set()
         try:
-            for _ in range(int(_WAIT_S / 0.005)):
-                anyio.from_thread.check_cancelled()
-                finished.wait(0.005)  # one step of work
+            yield
         except BaseException as exc:
             seen.append(type(exc).__name__)
             raise
         finally:
             finished.set()
+
+    @server.tool()
+    def poll() -> str:
+        """Work until cancelled, checking between steps."""
+        with watched():
+            for _ in range(int(_WAIT_S / 0.005)):
+                anyio.from_thread.check_cancelled()
+                finished.wait(0.005)  # one step of work
         return "never cancelled"
 
     @server.tool()
     def awaits() -> str:
         """Run a coroutine on the loop that only a cancellation ends."""
-        started.set()
-        try:
+        with watched():
             anyio.from_thread.run(asyncio.Event().wait)
-        except BaseException as exc:
-            seen.append(type(exc).__name__)
-            raise
-        finally:
-            finished.set()
         return "never cancelled"
 
     take_over_sync_tools(server)
@@ -262,9 +261,7 @@ async def test_a_cancelled_call_is_held_until_its_body_ends_and_the_body_sees_it
 async def test_the_loops_thread_limit_is_honoured() -> None:
     running, most = 0, 0
     counting = threading.Lock()
-    server = MCPServer("limited")
 
-    @server.tool()
     def count() -> int:
         """Count the bodies running at once."""
         nonlocal running, most
@@ -278,11 +275,11 @@ async def test_the_loops_thread_limit_is_honoured() -> None:
             with counting:
                 running -= 1
 
-    take_over_sync_tools(server)
+    body = _taken_over(count)
     limiter = anyio.to_thread.current_default_thread_limiter()
     limiter.total_tokens = 1  # a server that must not run two bodies at once says so
     async with asyncio.timeout(_WAIT_S):
-        await asyncio.gather(*(_body(server, "count")() for _ in range(6)))
+        await asyncio.gather(*(body() for _ in range(6)))
     assert most == 1
     assert limiter.borrowed_tokens == 0  # every token came back
 
@@ -308,9 +305,7 @@ async def test_a_call_cancelled_before_its_body_started_never_runs_it() -> None:
     ran: list[str] = []
     tokens = int(anyio.to_thread.current_default_thread_limiter().total_tokens)
     all_busy = threading.Barrier(tokens + 1, timeout=_WAIT_S)
-    server = MCPServer("queued")
 
-    @server.tool()
     def occupy(name: str) -> str:
         """Hold a thread until released."""
         ran.append(name)
@@ -319,8 +314,7 @@ async def test_a_call_cancelled_before_its_body_started_never_runs_it() -> None:
             release.wait(_WAIT_S)
         return name
 
-    take_over_sync_tools(server)
-    body = _body(server, "occupy")
+    body = _taken_over(occupy)
     limiter = anyio.to_thread.current_default_thread_limiter()
     busy = [asyncio.create_task(body(name=f"busy {n}")) for n in range(tokens)]
     async with asyncio.timeout(_WAIT_S):
@@ -338,21 +332,19 @@ async def test_a_call_cancelled_before_its_body_started_never_runs_it() -> None:
 
 async def test_a_call_whose_scope_is_already_cancelled_never_runs_its_body() -> None:
     ran: list[str] = []
-    server = MCPServer("too late")
 
-    @server.tool()
     def note() -> str:
         """Record that the body ran."""
         ran.append("ran")
         return "ran"
 
-    take_over_sync_tools(server)
+    body = _taken_over(note)
     async with asyncio.timeout(_WAIT_S):
         with anyio.CancelScope() as scope:
             scope.cancel()
-            await _body(server, "note")()
+            await body()
         # A cancel queued for the call before it reached the hop stops it there too.
-        call = asyncio.create_task(_body(server, "note")())
+        call = asyncio.create_task(body())
         asyncio.get_running_loop().call_soon(call.cancel)
         with pytest.raises(asyncio.CancelledError):
             await call
